@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Train the layer-parallel network on the peaks data set on 2 MPI ranks:
+#   bash scripts/demo.sh [pyxbraid.train args...]      (NP=4 bash scripts/demo.sh for 4 ranks)
+# Creates .venv and installs ".[mpich,test]" when .venv is missing or pyxbraid
+# is not importable from it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+VENV=.venv
+if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "scripts/demo.sh: creating $VENV" >&2
+    "${PYTHON:-python3}" -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import pyxbraid" >/dev/null 2>&1; then
+    echo "scripts/demo.sh: installing .[mpich,test] into $VENV" >&2
+    "$VENV/bin/python" -m pip install --progress-bar off ".[mpich,test]"
+    echo wheel > "$VENV/.pyxbraid-install"
+fi
+
+exec "$VENV/bin/mpiexec" -n "${NP:-2}" "$VENV/bin/python" -m mpi4py -m pyxbraid.train peaks "$@"

@@ -1,0 +1,116 @@
+#include "apps/heat1d.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+
+namespace pxb {
+
+namespace {
+constexpr double kPi = 3.14159265358979323846;
+
+// Rank-independent pseudo-random guess in [0, 1): a hash of (t, entry).
+double hashed_uniform(double t, int j) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &t, sizeof bits);
+    std::uint64_t z = bits ^ (0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(j + 1));
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
+}
+}  // namespace
+
+Heat1D::Heat1D(int nspace, Guess guess, bool use_residual)
+    : nspace_(nspace), dx_((kPi - 0.0) / (nspace - 1.0)), guess_(guess), use_residual_(use_residual) {
+    if (nspace < 3) throw std::invalid_argument("nspace must be >= 3, got " + std::to_string(nspace));
+    thomas_.resize(nspace);
+    matvec_.resize(nspace);
+}
+
+double Heat1D::forcing(double t, double x) const {
+    return (-1.0) * std::sin(x) * std::sin(t) + std::sin(x) * std::cos(t);
+}
+
+void Heat1D::exact(double t, double* u) const {
+    double x = 0.0;
+    for (int j = 0; j < nspace_; ++j) {
+        u[j] = std::sin(x) * std::cos(t);
+        x += dx_;
+    }
+}
+
+double Heat1D::error(double t, const double* u) const {
+    double x = 0.0, s = 0.0;
+    for (int j = 0; j < nspace_; ++j) {
+        const double d = u[j] - std::sin(x) * std::cos(t);
+        s = s + d * d;
+        x += dx_;
+    }
+    return std::sqrt(s * dx_);
+}
+
+void Heat1D::init(double t, double* u) {
+    if (t == tstart_) {
+        exact(t, u);
+        return;
+    }
+    for (int j = 0; j < nspace_; ++j) {
+        switch (guess_) {
+            case Guess::xbraid:
+                // XBraid's braid_Rand(): one generator per process, in call order.
+                rand_state_ = rand_state_ * 1103515245 + 12345;
+                u[j] = static_cast<double>((rand_state_ / 65536) % 32768) / 32768.0;
+                break;
+            case Guess::hashed: u[j] = hashed_uniform(t, j); break;
+            case Guess::zero: u[j] = 0.0; break;
+        }
+    }
+}
+
+void Heat1D::step(double* u, const double*, const double* fstop, const Status& st) {
+    // Operation order of XBraid's ex-02 (take_step + solve_tridiag).
+    const double tstop = st.tstop;
+    const double dt = st.tstop - st.tstart;
+    const int n = nspace_;
+    if (fstop)
+        for (int j = 0; j < n; ++j) u[j] = u[j] + fstop[j];
+    const double cfl = dt / (dx_ * dx_);
+    const double a = -cfl, b = 1.0 + 2 * cfl, c = -cfl;
+    u[0] = std::sin(0.0) * std::cos(tstop);
+    u[n - 1] = std::sin(kPi) * std::cos(tstop);
+    double x = 0.0;
+    for (int j = 0; j < n; ++j) {
+        u[j] = u[j] + dt * forcing(tstop, x);
+        x = x + dx_;
+    }
+    double* g = thomas_.data();
+    g[0] = 0.0;  // first and last rows are the identity
+    for (int j = 1; j < n - 1; ++j) {
+        const double m = 1.0 / (b - a * g[j - 1]);
+        g[j] = m * c;
+        u[j] = m * (u[j] - a * u[j - 1]);
+    }
+    for (int j = n - 2; j >= 1; --j) u[j] = u[j] - g[j] * u[j + 1];
+}
+
+void Heat1D::residual(const double* ustop, double* r, const Status& st) {
+    // r = A ustop - r - dt g(t_{n+1}) (XBraid's ex-02 my_Residual).
+    const double tstop = st.tstop;
+    const double dt = st.tstop - st.tstart;
+    const int n = nspace_;
+    const double cfl = dt / (dx_ * dx_);
+    const double a = -cfl, b = 1.0 + 2 * cfl, c = -cfl;
+    double* g = matvec_.data();
+    for (int j = 1; j < n - 1; ++j) g[j] = a * ustop[j - 1] + b * ustop[j] + c * ustop[j + 1];
+    g[0] = ustop[0];
+    g[n - 1] = ustop[n - 1];
+    double x = 0.0;
+    for (int j = 0; j < n; ++j) {
+        r[j] = g[j] - r[j] - dt * forcing(tstop, x);
+        x = x + dx_;
+    }
+}
+
+}  // namespace pxb

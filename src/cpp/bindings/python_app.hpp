@@ -1,0 +1,59 @@
+// The trampoline that lets a Python object act as a core App. Converts only:
+// engine memory -> numpy views (no copies), Status -> a reused status object,
+// Python exceptions -> error_already_set (re-raised unchanged by pybind11).
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+#include "core/app.hpp"
+
+namespace pxb::bind {
+
+/// The Python-visible status object (one per app, updated before each call).
+struct StatusView {
+    Status st;
+};
+
+/// Import numpy's C API (call once from the module init).
+void init_numpy();
+
+class PyApp : public App {
+public:
+    /// `methods`: bound methods init, step, residual, spatial_norm, access
+    /// (None where the app does not define the optional ones).
+    PyApp(pybind11::object app, std::vector<Py_ssize_t> shape, pybind11::object init,
+          pybind11::object step, pybind11::object residual, pybind11::object spatial_norm,
+          pybind11::object access);
+    ~PyApp() override;
+
+    std::size_t size() const override { return size_; }
+    std::string name() const override { return name_; }
+    void init(double t, double* u) override;
+    void step(double* u, const double* ustop, const double* fstop, const Status& st) override;
+    bool has_residual() const override { return !residual_.is_none(); }
+    void residual(const double* ustop, double* r, const Status& st) override;
+    bool has_spatial_norm() const override { return !norm_.is_none(); }
+    double spatial_norm(const double* u) override;
+    bool has_access() const override { return !access_.is_none(); }
+    void access(const double* u, const Status& st) override;
+
+    /// The Python object that owns the engine memory; views keep it alive.
+    void set_owner(PyObject* owner) { owner_ = owner; }
+
+private:
+    PyObject* view(const double* data, bool writable) const;
+    PyObject* status_object(const Status& st);
+    void check_in_place(const char* callback, PyObject* result, PyObject* target) const;
+
+    pybind11::object app_, init_, step_, residual_, norm_, access_, status_obj_;
+    StatusView* status_ = nullptr;
+    std::vector<Py_ssize_t> shape_;
+    std::size_t size_ = 1;
+    std::string name_;
+    PyObject* owner_ = nullptr;  ///< borrowed: the engine's Python object
+};
+
+}  // namespace pxb::bind

@@ -1,0 +1,46 @@
+// Bindings of the native apps (C++ Apps run with no Python in the loop).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "apps/heat1d.hpp"
+#include "apps/linear_ode.hpp"
+
+namespace py = pybind11;
+
+namespace pxb::bind {
+
+void register_apps(py::module_& m) {
+    py::class_<LinearODE, App, std::shared_ptr<LinearODE>>(m, "LinearODE")
+        .def(py::init([](std::vector<double> lam, double u0, double guess, const std::string& scheme,
+                         bool residual) {
+                 LinearODE::Scheme s = scheme == "forward_euler" ? LinearODE::Scheme::forward_euler
+                                                                 : LinearODE::Scheme::backward_euler;
+                 return std::make_shared<LinearODE>(std::move(lam), u0, guess, s, residual);
+             }),
+             py::arg("lam"), py::arg("u0"), py::arg("guess"), py::arg("scheme"), py::arg("residual"));
+
+    py::class_<Heat1D, App, std::shared_ptr<Heat1D>>(m, "Heat1D")
+        .def(py::init([](int nspace, const std::string& guess, bool residual) {
+                 Heat1D::Guess g = guess == "xbraid" ? Heat1D::Guess::xbraid
+                                   : guess == "zero"  ? Heat1D::Guess::zero
+                                                      : Heat1D::Guess::hashed;
+                 return std::make_shared<Heat1D>(nspace, g, residual);
+             }),
+             py::arg("nspace"), py::arg("guess"), py::arg("residual"))
+        .def("exact",
+             [](const Heat1D& h, double t) {
+                 py::array_t<double> out(static_cast<py::ssize_t>(h.size()));
+                 h.exact(t, out.mutable_data());
+                 return out;
+             })
+        .def("error",
+             [](const Heat1D& h, double t, py::array_t<double, py::array::c_style | py::array::forcecast> u) {
+                 if (static_cast<std::size_t>(u.size()) != h.size())
+                     throw py::value_error("u must have nspace entries");
+                 return h.error(t, u.data());
+             })
+        .def_property_readonly("dx", &Heat1D::dx);
+}
+
+}  // namespace pxb::bind

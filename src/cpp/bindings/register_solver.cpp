@@ -1,0 +1,179 @@
+// Bindings of the engine: options, status, results, the solver. Conversion only.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "bindings/comm.hpp"
+#include "bindings/python_app.hpp"
+#include "core/engine.hpp"
+
+namespace py = pybind11;
+
+namespace pxb::bind {
+
+namespace {
+bool is_python_app(Engine& e) { return dynamic_cast<PyApp*>(&e.app()) != nullptr; }
+
+std::shared_ptr<Engine> make_engine(std::shared_ptr<App> app, py::handle comm, double tstart,
+                                    double tstop, int ntime, std::vector<double> times,
+                                    const Options& options) {
+    MPI_Comm c = comm_from_python(comm);
+    // Construction is collective (communicator duplication) but never calls
+    // Python, so it may run without the GIL.
+    return std::make_shared<Engine>(std::move(app), c, tstart, tstop, ntime, std::move(times), options);
+}
+}  // namespace
+
+void register_solver(py::module_& m) {
+    py::class_<Options>(m, "Options", "Engine options (XBraid names); validated by pyxbraid.Solver.")
+        .def(py::init<>())
+        .def_readwrite("max_levels", &Options::max_levels)
+        .def_readwrite("min_coarse", &Options::min_coarse)
+        .def_readwrite("cfactor", &Options::cfactor)
+        .def_readwrite("cfactor_level", &Options::cfactor_level)
+        .def_readwrite("nrelax", &Options::nrelax)
+        .def_readwrite("nrelax_level", &Options::nrelax_level)
+        .def_readwrite("cwt", &Options::cwt)
+        .def_readwrite("cwt_level", &Options::cwt_level)
+        .def_readwrite("tol", &Options::tol)
+        .def_readwrite("rel_tol", &Options::rel_tol)
+        .def_readwrite("max_iter", &Options::max_iter)
+        .def_readwrite("tnorm", &Options::tnorm)
+        .def_readwrite("fmg", &Options::fmg)
+        .def_readwrite("nfmg", &Options::nfmg)
+        .def_readwrite("nfmg_vcyc", &Options::nfmg_vcyc)
+        .def_readwrite("skip", &Options::skip)
+        .def_readwrite("storage", &Options::storage)
+        .def_readwrite("seq_soln", &Options::seq_soln)
+        .def_readwrite("residual_computation", &Options::residual_computation)
+        .def_readwrite("relax_only_cg", &Options::relax_only_cg)
+        .def_readwrite("final_fc_relax", &Options::final_fc_relax)
+        .def_readwrite("access_level", &Options::access_level)
+        .def_readwrite("print_level", &Options::print_level);
+
+    py::class_<StatusView>(m, "Status",
+                           "What a callback is told about the call it serves (XBraid's StepStatus/"
+                           "AccessStatus). The same object is reused: read it, do not keep it.")
+        .def_property_readonly("tstart", [](const StatusView& s) { return s.st.tstart; },
+                               "Time of the input state.")
+        .def_property_readonly("tstop", [](const StatusView& s) { return s.st.tstop; },
+                               "Time the step advances to.")
+        .def_property_readonly("t", [](const StatusView& s) { return s.st.tstart; },
+                               "Time of the accessed state (same as tstart).")
+        .def_property_readonly("dt", [](const StatusView& s) { return s.st.tstop - s.st.tstart; },
+                               "tstop - tstart.")
+        .def_property_readonly("tindex", [](const StatusView& s) { return s.st.tindex; },
+                               "Index of tstart on this level.")
+        .def_property_readonly("level", [](const StatusView& s) { return s.st.level; })
+        .def_property_readonly("nlevels", [](const StatusView& s) { return s.st.nlevels; })
+        .def_property_readonly("iter", [](const StatusView& s) { return s.st.iter; })
+        .def_property_readonly("done", [](const StatusView& s) { return s.st.done; })
+        .def_property_readonly("phase", [](const StatusView& s) { return std::string(phase_name(s.st.phase)); },
+                               "Calling routine: init, fc_relax, f_restrict, residual, f_interp, "
+                               "access, sequential or state_query.")
+        .def_property_readonly("residual_norm", [](const StatusView& s) { return s.st.residual_norm; },
+                               "Latest residual norm (-1.0 when not available).")
+        .def("__repr__", [](const StatusView& s) {
+            return "Status(phase=" + std::string(phase_name(s.st.phase)) + ", level=" +
+                   std::to_string(s.st.level) + ", iter=" + std::to_string(s.st.iter) +
+                   ", tstart=" + std::to_string(s.st.tstart) + ", tstop=" + std::to_string(s.st.tstop) + ")";
+        });
+
+    py::class_<CallCounts>(m, "CallCounts")
+        .def_readonly("init", &CallCounts::init)
+        .def_readonly("step", &CallCounts::step)
+        .def_readonly("residual", &CallCounts::residual)
+        .def_readonly("norm", &CallCounts::norm)
+        .def_readonly("access", &CallCounts::access);
+
+    py::class_<SolveSummary>(m, "SolveSummary")
+        .def_readonly("iterations", &SolveSummary::iterations)
+        .def_readonly("residual_norms", &SolveSummary::residual_norms)
+        .def_readonly("converged", &SolveSummary::converged)
+        .def_readonly("nlevels", &SolveSummary::nlevels)
+        .def_readonly("wall_time", &SolveSummary::wall_time)
+        .def_readonly("calls", &SolveSummary::calls)
+        .def_readonly("step_calls_all_ranks", &SolveSummary::step_calls_all_ranks);
+
+    py::class_<App, std::shared_ptr<App>>(m, "App", "Base of apps the engine can run.")
+        .def_property_readonly("size", &App::size);
+
+    py::class_<PyApp, App, std::shared_ptr<PyApp>>(m, "PythonApp")
+        .def(py::init([](py::object app, std::vector<Py_ssize_t> shape, py::object init, py::object step,
+                         py::object residual, py::object norm, py::object access) {
+                 return std::make_shared<PyApp>(std::move(app), std::move(shape), std::move(init),
+                                                std::move(step), std::move(residual), std::move(norm),
+                                                std::move(access));
+             }),
+             py::arg("app"), py::arg("shape"), py::arg("init"), py::arg("step"), py::arg("residual"),
+             py::arg("spatial_norm"), py::arg("access"));
+
+    py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
+        .def(py::init(&make_engine), py::arg("app"), py::arg("comm"), py::arg("tstart"),
+             py::arg("tstop"), py::arg("ntime"), py::arg("times"), py::arg("options"))
+        .def("_set_view_owner",
+             [](py::object self) {
+                 auto& e = self.cast<Engine&>();
+                 if (auto* app = dynamic_cast<PyApp*>(&e.app())) app->set_owner(self.ptr());
+             })
+        .def("solve",
+             [](Engine& e) {
+                 if (is_python_app(e)) return e.solve();
+                 py::gil_scoped_release nogil;
+                 return e.solve();
+             })
+        .def("set_progress",
+             [](Engine& e, py::object fn) {
+                 if (fn.is_none()) {
+                     e.on_iteration = nullptr;
+                     return;
+                 }
+                 e.on_iteration = [fn](const IterationInfo& info) {
+                     py::gil_scoped_acquire gil;
+                     fn(info.iter, info.residual_norm, info.wall_time);
+                 };
+             })
+        .def("state_at",
+             [](Engine& e, int i) {
+                 py::array_t<double> out(static_cast<py::ssize_t>(e.vector_size()));
+                 double* p = out.mutable_data();
+                 if (is_python_app(e)) {
+                     e.state_at(i, p);
+                 } else {
+                     py::gil_scoped_release nogil;
+                     e.state_at(i, p);
+                 }
+                 return out;
+             })
+        .def("local_states",
+             [](Engine& e) {
+                 const std::vector<double>* sol;
+                 if (is_python_app(e)) {
+                     sol = &e.local_states();
+                 } else {
+                     py::gil_scoped_release nogil;
+                     sol = &e.local_states();
+                 }
+                 const auto n = static_cast<py::ssize_t>(e.vector_size());
+                 const auto rows = static_cast<py::ssize_t>(e.iupper() - e.ilower() + 1);
+                 py::array_t<double> out({rows, n});
+                 std::memcpy(out.mutable_data(), sol->data(), sizeof(double) * static_cast<std::size_t>(rows * n));
+                 return out;
+             })
+        .def_property_readonly("ilower", &Engine::ilower)
+        .def_property_readonly("iupper", &Engine::iupper)
+        .def_property_readonly("nlevels", &Engine::nlevels)
+        .def_property_readonly("ntime", &Engine::ntime)
+        .def_property_readonly("rank", &Engine::rank)
+        .def_property_readonly("nranks", &Engine::nranks)
+        .def_property_readonly("level_sizes", &Engine::level_sizes)
+        .def_property_readonly("storage_bytes", &Engine::storage_bytes)
+        .def_property_readonly("times", [](const Engine& e) {
+            return py::array_t<double>(static_cast<py::ssize_t>(e.times().size()), e.times().data());
+        });
+}
+
+}  // namespace pxb::bind

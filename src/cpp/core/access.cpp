@@ -1,0 +1,85 @@
+// The final sweep that produces every fine-grid state and gives the user
+// access to it (XBraid's access.c), and state queries on top of it.
+#include <cstring>
+#include <stdexcept>
+
+#include "core/engine.hpp"
+
+namespace pxb {
+
+void Engine::emit_access(int level, int index, const double* u, bool done) {
+    if (level != 0) return;
+    Level& g = levels_[0];
+    std::memcpy(solution_.data() + static_cast<std::size_t>(index - g.ilower) * n_, u,
+                n_ * sizeof(double));
+    if (opt_.access_level >= 1 && gate_.has_access()) {
+        Status st;
+        st.tstart = st.tstop = g.t(index);
+        st.tindex = index;
+        st.level = 0;
+        st.nlevels = nlevels();
+        st.iter = iter_;
+        st.done = done;
+        st.phase = Phase::access;
+        st.residual_norm = current_rnorm_;
+        gate_.access(u, st);
+    }
+}
+
+void Engine::final_sweep(bool done, bool fc) {
+    Level& g = levels_[0];
+    solution_.resize(static_cast<std::size_t>(g.npoints()) * n_);
+    if (fc) {
+        // final_fc_relax: one FC sweep (nrelax 1, cwt of level 0) with access everywhere.
+        const bool saved = done_;
+        done_ = true;
+        fc_relax(0, 1);
+        done_ = saved;
+        return;
+    }
+    double* u = work3_.data();
+    comm_init_f(0);
+    for (int k = g.ncpoints; k >= 0; --k) {
+        int flo, fhi, ci;
+        g.interval(k, flo, fhi, ci);
+        if (flo <= fhi) fetch(0, flo - 1, u);
+        for (int fi = flo; fi <= fhi; ++fi) {
+            take_step(0, fi, u, Phase::access);
+            store(0, fi, u);
+            emit_access(0, fi, u, done);
+        }
+        if (ci > -1) emit_access(0, ci, g.ua.at(g.u_slot(ci)), done);
+    }
+    comm_wait(0);
+}
+
+const std::vector<double>& Engine::local_states() {
+    if (!initialised_) throw std::logic_error("solve() has not been called yet");
+    if (!solution_valid_) {
+        // access_level 0 skipped the final sweep: run it now (no user access).
+        const int saved = opt_.access_level;
+        opt_.access_level = 0;
+        try {
+            final_sweep(true, false);
+        } catch (...) {
+            opt_.access_level = saved;
+            throw;
+        }
+        opt_.access_level = saved;
+        solution_valid_ = true;
+    }
+    return solution_;
+}
+
+void Engine::state_at(int i, double* out) {
+    if (i < 0 || i > ntime_)
+        throw std::out_of_range("index must be in [0, " + std::to_string(ntime_) + "], got " +
+                                std::to_string(i));
+    const std::vector<double>& sol = local_states();
+    const int root = owner(0, i);
+    if (root == comm_.rank())
+        std::memcpy(out, sol.data() + static_cast<std::size_t>(i - ilower()) * n_, n_ * sizeof(double));
+    comm_.bcast(out, n_, root);
+}
+
+}  // namespace pxb

@@ -1,0 +1,60 @@
+/// \file callbacks.hpp
+/// \brief The one place where user callbacks are invoked (XBraid's base.c idea):
+///        results are checked here, calls are counted here, and a failing
+///        callback is reported to the other ranks from here.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "core/app.hpp"
+#include "core/communication.hpp"
+#include "core/status.hpp"
+
+namespace pxb {
+
+/// Per-rank counts of callback invocations.
+struct CallCounts {
+    long long init = 0;
+    long long step = 0;
+    long long residual = 0;
+    long long norm = 0;
+    long long access = 0;
+};
+
+class CallbackGate {
+public:
+    CallbackGate(App& app, Communicator& comm) : app_(app), comm_(comm), n_(app.size()) {}
+
+    void init(double t, double* u, const Status& st);
+    void step(double* u, const double* ustop, const double* fstop, const Status& st);
+    void residual(const double* ustop, double* r, const Status& st);
+    /// Spatial norm: the app's, or the Euclidean 2-norm computed natively.
+    double norm(const double* u);
+    void access(const double* u, const Status& st);
+
+    bool has_residual() const { return has_residual_; }
+    bool has_access() const { return has_access_; }
+    std::size_t size() const noexcept { return n_; }
+    const CallCounts& counts() const noexcept { return counts_; }
+    void reset_counts() noexcept { counts_ = CallCounts{}; }
+    App& app() noexcept { return app_; }
+
+    /// Cache the app's optional capabilities (call once before solving).
+    void probe_capabilities();
+
+private:
+    [[noreturn]] void fail(const char* callback, const Status* st, const std::string& what);
+    void check_finite(const char* callback, const double* v, const Status* st);
+    std::string context(const char* callback, const Status* st) const;
+
+    App& app_;
+    Communicator& comm_;
+    std::size_t n_;
+    CallCounts counts_;
+    bool has_residual_ = false;
+    bool has_norm_ = false;
+    bool has_access_ = false;
+};
+
+}  // namespace pxb

@@ -1,0 +1,157 @@
+// The MGRIT driver: V- and F-cycles, skip, the convergence test and the final
+// sweep (XBraid's drive.c and braid_Drive).
+#include <cmath>
+#include <sstream>
+
+#include "core/engine.hpp"
+#include "core/errors.hpp"
+
+namespace pxb {
+
+SolveSummary Engine::solve() {
+    if (comm_.failed())
+        throw SolverStateError(
+            "this solver stopped after an error in an earlier solve() and cannot be reused; "
+            "create a new Solver");
+    SolveSummary summary;
+    const double t0 = MPI_Wtime();
+    solve_start_ = t0;
+    gate_.reset_counts();
+    try {
+        if (!initialised_) {
+            if (opt_.seq_soln)
+                sequential_guess();
+            else
+                init_guess_level0();
+            initialised_ = true;
+        }
+        done_ = false;
+        iter_ = 0;
+        current_rnorm_ = -1.0;
+        solution_valid_ = false;
+        rnorms_.assign(static_cast<std::size_t>(opt_.max_iter) + 1, -1.0);
+        drive(summary);
+        // One last reduction doubles as the "every rank finished" agreement: a
+        // rank that failed late never joins it, and its failure notice makes
+        // the waiting ranks raise.
+        double steps = static_cast<double>(gate_.counts().step);
+        comm_.allreduce(&steps, 1, MPI_SUM);
+        summary.step_calls_all_ranks = static_cast<long long>(steps);
+    } catch (const std::exception&) {
+        solved_once_ = true;
+        throw;
+    }
+    solved_once_ = true;
+    summary.wall_time = MPI_Wtime() - t0;
+    summary.calls = gate_.counts();
+    summary.nlevels = nlevels();
+    return summary;
+}
+
+double Engine::rnorm_at(int iter) const { return rnorms_[static_cast<std::size_t>(iter)]; }
+
+bool Engine::check_convergence(int iter) {
+    const double rnorm = rnorm_at(iter);
+    double tol = opt_.tol;
+    if (opt_.rel_tol) tol *= rnorm0_;
+    bool stop = false;
+    bool converged = false;
+    if (rnorm != -1.0 && rnorm < tol) {
+        stop = converged = true;
+    } else if (rnorm != -1.0 && !std::isfinite(rnorm)) {
+        std::ostringstream msg;
+        msg << "MGRIT diverged: residual norm is " << rnorm << " at iteration " << iter
+            << " (check the step function and the time step on coarse levels: coarse steps are "
+            << "cfactor^level times larger)";
+        throw DivergenceError(msg.str());
+    }
+    if (iter == opt_.max_iter - 1) stop = true;
+    done_ = stop;
+    return converged;
+}
+
+void Engine::drive(SolveSummary& summary) {
+    const int nl = nlevels();
+    // DEVIATION (documented): one level, for any reason, means sequential
+    // marching exactly like max_levels = 1 -- unless the level is relaxed.
+    const bool sequential = nl == 1 && !opt_.relax_only_cg;
+    bool converged = sequential;
+    int level = 0;
+
+    if (!sequential) {
+        bool down = true, try_refine = false;
+        int fmglevel = (opt_.fmg && opt_.nfmg != 0) ? nl - 1 : 0;
+        int fmg_vcyc = 0;
+        // DEVIATION (documented): skip applies to the first solve only, so a
+        // warm restart continues from the current iterate.
+        const bool skip_now = opt_.skip && !opt_.seq_soln && !solved_once_;
+        if (skip_now) {
+            level = nl - 1;
+            copy_fine_to_coarse();
+        }
+        while (!done_) {
+            if (nl == 1) {
+                // relax_only_cg with a single level: each iteration is one FC relaxation.
+                fc_relax(0, opt_.nrelax_at(0));
+                rnorms_[static_cast<std::size_t>(iter_)] = 0.0;
+                current_rnorm_ = 0.0;
+                if (iter_ == 0 && rnorm0_ == -1.0) rnorm0_ = 0.0;
+            }
+            // Cycle state update (XBraid's _braid_DriveUpdateCycle).
+            if (down && level == nl - 1) down = false;
+            if (!down) {
+                if (level > 0) {
+                    if (level < fmglevel) {
+                        if (++fmg_vcyc == opt_.nfmg_vcyc) {
+                            fmg_vcyc = 0;
+                            --fmglevel;
+                        }
+                        down = true;
+                    }
+                } else if (!try_refine || nl == 1) {
+                    try_refine = true;
+                } else {
+                    if (opt_.fmg && opt_.nfmg != iter_) fmglevel = nl - 1;
+                    try_refine = false;
+                    down = true;
+                }
+            }
+
+            if (down) {
+                fc_relax(level, opt_.nrelax_at(level));
+                f_restrict(level);
+                ++level;
+            } else if (level > 0) {
+                if (level == nl - 1 && opt_.relax_only_cg)
+                    fc_relax(level, opt_.nrelax_at(opt_.max_levels - 1));
+                f_interp(level);
+                --level;
+            } else {
+                if (opt_.access_level >= 2) final_sweep(false, false);
+                converged = check_convergence(iter_);
+                if (on_iteration) {
+                    IterationInfo info;
+                    info.iter = iter_;
+                    info.residual_norm = rnorm_at(iter_);
+                    info.wall_time = MPI_Wtime() - solve_start_;
+                    on_iteration(info);
+                }
+                ++iter_;
+            }
+        }
+    }
+
+    done_ = true;
+    if (opt_.final_fc_relax) {
+        final_sweep(true, true);
+        solution_valid_ = true;
+    } else if (sequential || opt_.access_level >= 1) {
+        final_sweep(true, false);
+        solution_valid_ = true;
+    }
+    summary.iterations = iter_;
+    summary.converged = converged;
+    summary.residual_norms.assign(rnorms_.begin(), rnorms_.begin() + iter_);
+}
+
+}  // namespace pxb

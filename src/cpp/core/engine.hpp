@@ -1,0 +1,155 @@
+/// \file engine.hpp
+/// \brief The MGRIT solver of one communicator (XBraid's braid_Core). The
+///        algorithm is split by concern, as in XBraid:
+///        hierarchy.cpp (levels, times, distribution), step.cpp (one step and
+///        its ustop/fstop rules, residuals), relaxation.cpp (FCRelax),
+///        restriction.cpp (FRestrict + residual norm), interpolation.cpp
+///        (FInterp), access.cpp (final sweep, state queries), cycle.cpp (the
+///        V/F-cycle driver and convergence test).
+#pragma once
+
+#include <mpi.h>
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "core/app.hpp"
+#include "core/callbacks.hpp"
+#include "core/communication.hpp"
+#include "core/grid.hpp"
+#include "core/options.hpp"
+
+namespace pxb {
+
+/// Per-iteration information handed to the progress hook.
+struct IterationInfo {
+    int iter = 0;
+    double residual_norm = -1.0;   ///< -1 when not available
+    double wall_time = 0.0;        ///< seconds since solve() started
+};
+
+/// What one solve() reports.
+struct SolveSummary {
+    int iterations = 0;
+    std::vector<double> residual_norms;  ///< per iteration, -1 where not available
+    bool converged = false;
+    int nlevels = 1;
+    double wall_time = 0.0;
+    CallCounts calls;                    ///< this rank
+    long long step_calls_all_ranks = 0;
+};
+
+class Engine {
+public:
+    /// `times` empty: uniform grid tstart + i/ntime (tstop - tstart); else ntime+1 values.
+    Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double tstop, int ntime,
+           std::vector<double> times, Options options);
+
+    /// Run MGRIT (collective). A second call continues from the current iterate.
+    SolveSummary solve();
+
+    /// Fine-grid state at global index i, copied into `out` on every rank (collective).
+    void state_at(int i, double* out);
+    /// This rank's fine-grid states [ilower..iupper] after the final sweep
+    /// (collective: runs the sweep on demand when it has not happened).
+    const std::vector<double>& local_states();
+
+    int ilower() const { return levels_.empty() ? 0 : levels_[0].ilower; }
+    int iupper() const { return levels_.empty() ? -1 : levels_[0].iupper; }
+    int nlevels() const { return static_cast<int>(levels_.size()); }
+    int ntime() const { return ntime_; }
+    int rank() const { return comm_.rank(); }
+    int nranks() const { return comm_.size(); }
+    double time_of(int i) const { return times_[static_cast<std::size_t>(i)]; }
+    /// Global number of points on each level.
+    std::vector<int> level_sizes() const;
+    const Options& options() const { return opt_; }
+    std::size_t vector_size() const { return n_; }
+    App& app() { return *app_; }
+    const std::vector<double>& times() const { return times_; }
+    /// Bytes of state storage held by this rank (all levels).
+    std::size_t storage_bytes() const;
+
+    /// Called on rank 0 ... every rank, after each iteration's convergence test.
+    std::function<void(const IterationInfo&)> on_iteration;
+
+private:
+    // hierarchy.cpp
+    void build_hierarchy();
+    void exchange_ghost_times();
+    void init_guess_level0();
+    void sequential_guess();
+    void copy_fine_to_coarse();
+    void init_coarse_from_va(int level);
+    int owner(int level, int index) const;
+
+    // step.cpp
+    const double* ustop_for(int level, int index, const double* u) const;
+    void take_step(int level, int index, double* u, Phase phase);
+    void user_or_default_residual(int level, int index, const double* ustop, double* r, Phase phase);
+    void fill_status(int level, int index, Phase phase);
+
+    // communication helpers (relaxation.cpp)
+    void comm_init_fc(int level);   ///< XBraid's UCommInit
+    void comm_init_f(int level);    ///< XBraid's UCommInitF
+    void comm_wait(int level);      ///< XBraid's UCommWait
+    /// Copy the value at index (owned stored point or received ghost) into dst.
+    void fetch(int level, int index, double* dst);
+    /// Store value of index (when stored) and send it if it is the pending send.
+    void store(int level, int index, const double* v);
+
+    // relaxation.cpp / restriction.cpp / interpolation.cpp / access.cpp
+    void fc_relax(int level, int nrelax);
+    void f_restrict(int level);
+    void f_interp(int level);
+    void final_sweep(bool done, bool fc);
+    void emit_access(int level, int index, const double* u, bool done);
+
+    // cycle.cpp
+    void drive(SolveSummary& summary);
+    bool check_convergence(int iter);
+    double rnorm_at(int iter) const;
+
+    std::shared_ptr<App> app_;
+    Communicator comm_;
+    CallbackGate gate_;
+    Options opt_;
+    std::size_t n_;
+    int ntime_;
+    std::vector<double> times_;       ///< all ntime+1 fine times (global)
+    std::vector<Level> levels_;
+    Status status_;
+
+    // per-level pending messages of the current sweep (XBraid's recv/send handles)
+    struct PendingComm {
+        MPI_Request recv = MPI_REQUEST_NULL;
+        MPI_Request send = MPI_REQUEST_NULL;
+        int recv_index = -2;           ///< index whose value arrives in the ghost slot
+        int send_index = -2;           ///< index to send once it is computed
+        std::vector<double> send_buf;
+    };
+    static constexpr int kGhostTag = 100;    // + level
+    static constexpr int kVaTag = 200;       // + level
+    std::vector<PendingComm> pending_;
+    MPI_Request va_recv_ = MPI_REQUEST_NULL, va_send_ = MPI_REQUEST_NULL;
+    std::vector<double> va_send_buf_;
+
+    // work vectors (no allocation in the cycle)
+    std::vector<double> work_, work2_, work3_;
+    std::vector<double> solution_;    ///< fine states ilower..iupper after the final sweep
+    bool solution_valid_ = false;
+
+    // iteration state
+    std::vector<double> rnorms_;      ///< this solve's history (index = iteration)
+    double rnorm0_ = -1.0;           ///< reference for rel_tol, kept across solves
+    double local_rnorm_ = 0.0;       ///< accumulated during level-0 restriction
+    double current_rnorm_ = -1.0;
+    int iter_ = 0;
+    double solve_start_ = 0.0;
+    bool done_ = false;
+    bool solved_once_ = false;
+    bool initialised_ = false;
+};
+
+}  // namespace pxb

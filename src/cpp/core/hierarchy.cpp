@@ -1,0 +1,222 @@
+// Grid hierarchy, time values, ownership and initial guesses
+// (XBraid's hierarchy.c, distribution.c and InitGuess / CopyFineToCoarse).
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "core/distribution.hpp"
+#include "core/engine.hpp"
+
+namespace pxb {
+
+namespace {
+// XBraid's _braid_ProjectInterval with index 0: the first and last multiple of
+// `stride` inside [ilower, iupper].
+void project(int ilower, int iupper, int stride, int& plower, int& pupper) {
+    int il = ilower, iu = iupper;
+    il = (il <= 0) ? il / stride : (il + stride - 1) / stride;
+    iu = (iu >= 0) ? iu / stride : (iu - (stride - 1)) / stride;
+    plower = il * stride;
+    pupper = iu * stride;
+}
+}  // namespace
+
+Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double tstop, int ntime,
+               std::vector<double> times, Options options)
+    : app_(std::move(app)),
+      comm_(comm),
+      gate_(*app_, comm_),
+      opt_(std::move(options)),
+      n_(app_->size()),
+      ntime_(ntime) {
+    opt_.validate();
+    if (ntime_ < 1) throw std::invalid_argument("ntime must be >= 1, got " + std::to_string(ntime_));
+    if (n_ == 0) throw std::invalid_argument("the app's state size must be >= 1");
+    if (ntime_ + 1 < comm_.size())
+        throw std::invalid_argument("ntime + 1 = " + std::to_string(ntime_ + 1) +
+                                    " time points cannot be shared by " +
+                                    std::to_string(comm_.size()) + " ranks");
+    if (times.empty()) {
+        times_.resize(static_cast<std::size_t>(ntime_) + 1);
+        // Exactly XBraid's formula: never accumulate dt.
+        for (int i = 0; i <= ntime_; ++i)
+            times_[i] = tstart + ((static_cast<double>(i)) / ntime_) * (tstop - tstart);
+    } else {
+        if (static_cast<int>(times.size()) != ntime_ + 1)
+            throw std::invalid_argument("times must hold ntime + 1 values");
+        times_ = std::move(times);
+    }
+    app_->on_setup(times_.front(), times_.back());
+    gate_.probe_capabilities();
+    build_hierarchy();
+    work_.assign(n_, 0.0);
+    work2_.assign(n_, 0.0);
+    work3_.assign(n_, 0.0);
+    va_send_buf_.assign(n_, 0.0);
+}
+
+int Engine::owner(int level, int index) const {
+    if (index < 0) return -1;
+    long long fine = index;
+    for (int l = level - 1; l >= 0; --l) fine *= levels_[l].cfactor;
+    if (fine > ntime_) return -1;
+    return block_owner(ntime_ + 1, comm_.size(), static_cast<int>(fine));
+}
+
+void Engine::build_hierarchy() {
+    int ilower = 0, iupper = 0;
+    block_interval(ntime_ + 1, comm_.size(), comm_.rank(), ilower, iupper);
+
+    // XBraid: do sequential time marching if min_coarse is already reached.
+    int max_levels = opt_.max_levels;
+    if (ntime_ <= opt_.min_coarse) max_levels = 1;
+
+    levels_.clear();
+    levels_.reserve(static_cast<std::size_t>(std::max(1, std::min(max_levels, 64))));
+    std::vector<long long> stride;  // fine index = level index * stride
+    levels_.emplace_back();
+    levels_[0].ilower = ilower;
+    levels_[0].iupper = iupper;
+    stride.push_back(1);
+
+    int gcupper = ntime_;
+    for (int level = 0;; ++level) {
+        Level& g = levels_[level];
+        g.level = level;
+        const int cf = opt_.cfactor_at(level);
+        g.gupper = gcupper;
+        int gcl = 0, gcu = 0;
+        project(0, gcupper, cf, gcl, gcu);
+        gcl /= cf;
+        gcu /= cf;
+        project(g.ilower, g.iupper, cf, g.clower, g.cupper);
+        const int clo = g.clower / cf, chi = g.cupper / cf;
+        g.cfactor = cf;
+        g.ncpoints = std::max(0, chi - clo + 1);
+
+        if (gcl < gcu && max_levels > level + 1 && (gcu - gcl) >= opt_.min_coarse) {
+            Level coarse;
+            coarse.ilower = clo;
+            coarse.iupper = chi;
+            levels_.push_back(coarse);
+            stride.push_back(stride[level] * cf);
+            gcupper = gcu;
+            continue;
+        }
+        if (!opt_.relax_only_cg) {
+            // Coarsest level solved by sequential marching: one C-point (index 0).
+            g.ncpoints = (g.ilower == 0) ? 1 : 0;
+            g.clower = g.ilower;
+            g.cupper = 0;
+            g.cfactor = g.gupper + 1;
+        }
+        break;
+    }
+
+    pending_.assign(levels_.size(), PendingComm{});
+    for (std::size_t l = 0; l < levels_.size(); ++l) {
+        Level& g = levels_[l];
+        const int np = g.npoints();
+        g.ta.assign(static_cast<std::size_t>(np) + 1, 0.0);
+        for (int i = g.ilower; i <= g.iupper; ++i)
+            g.ta[static_cast<std::size_t>(i - g.ilower + 1)] = times_[static_cast<std::size_t>(i * stride[l])];
+        // Ghost time: the time of ilower-1 on this level (t(ilower) at the start).
+        if (np > 0)
+            g.ta[0] = g.ilower > 0 ? times_[static_cast<std::size_t>((g.ilower - 1) * stride[l])] : g.ta[1];
+        g.stores_all = opt_.storage >= 0 && static_cast<int>(l) >= opt_.storage;
+        const int nu = g.stores_all ? np : g.ncpoints;
+        g.ua.resize(nu, n_);
+        g.ua_set.assign(static_cast<std::size_t>(nu), 0);
+        if (l > 0) {
+            g.va.resize(np, n_);
+            g.fa.resize(np, n_);
+        }
+        pending_[l].send_buf.assign(n_, 0.0);
+    }
+}
+
+std::vector<int> Engine::level_sizes() const {
+    std::vector<int> sizes;
+    for (const Level& g : levels_) sizes.push_back(g.gupper + 1);
+    return sizes;
+}
+
+std::size_t Engine::storage_bytes() const {
+    std::size_t b = 0;
+    for (const Level& g : levels_) b += g.ua.bytes() + g.va.bytes() + g.fa.bytes();
+    return b + solution_.size() * sizeof(double);
+}
+
+void Engine::init_guess_level0() {
+    Level& g = levels_[0];
+    status_ = Status{};
+    status_.nlevels = nlevels();
+    status_.phase = Phase::init;
+    for (int i = g.clower; i <= g.cupper; i += g.cfactor) {
+        const int slot = g.u_slot(i);
+        status_.tstart = status_.tstop = g.t(i);
+        status_.tindex = i;
+        gate_.init(g.t(i), g.ua.at(slot), status_);
+        g.ua_set[static_cast<std::size_t>(slot)] = 1;
+    }
+}
+
+void Engine::sequential_guess() {
+    // seq_soln: init at tstart, then level-0 steps, pipelined across ranks.
+    Level& g = levels_[0];
+    PendingComm& pc = pending_[0];
+    double* u = work_.data();
+    int first = g.ilower;
+    if (g.ilower == 0) {
+        status_ = Status{};
+        status_.nlevels = nlevels();
+        status_.phase = Phase::init;
+        status_.tstart = status_.tstop = g.t(0);
+        gate_.init(g.t(0), u, status_);
+        pc.send_index = g.iupper;
+        store(0, 0, u);
+        first = 1;
+    } else {
+        const int left = owner(0, g.ilower - 1);
+        comm_.irecv(g.ua.at(-1), n_, left, kGhostTag, pc.recv);
+        pc.recv_index = g.ilower - 1;
+        pc.send_index = g.iupper;
+        fetch(0, g.ilower - 1, u);
+    }
+    for (int i = first; i <= g.iupper; ++i) {
+        take_step(0, i, u, Phase::sequential);
+        store(0, i, u);
+    }
+    comm_wait(0);
+}
+
+void Engine::copy_fine_to_coarse() {
+    // skip: inject fine C-point values to every level (no FAS right-hand sides).
+    for (int l = 1; l < nlevels(); ++l) {
+        Level& g = levels_[l];
+        Level& f = levels_[l - 1];
+        for (int i = g.ilower; i <= g.iupper; ++i) {
+            const int fslot = f.u_slot(i * f.cfactor);
+            std::memcpy(g.va.at(i - g.ilower), f.ua.at(fslot), n_ * sizeof(double));
+            const int slot = g.u_slot(i);
+            if (slot >= 0) {
+                std::memcpy(g.ua.at(slot), f.ua.at(fslot), n_ * sizeof(double));
+                g.ua_set[static_cast<std::size_t>(slot)] = 1;
+            }
+        }
+        g.va_valid = true;
+        g.fa_valid = false;
+    }
+}
+
+void Engine::init_coarse_from_va(int level) {
+    Level& g = levels_[level];
+    for (int i = g.ilower; i <= g.iupper; ++i) {
+        const int slot = g.u_slot(i);
+        if (slot < 0) continue;
+        std::memcpy(g.ua.at(slot), g.va.at(i - g.ilower), n_ * sizeof(double));
+        g.ua_set[static_cast<std::size_t>(slot)] = 1;
+    }
+}
+
+}  // namespace pxb

@@ -1,0 +1,42 @@
+// F-relaxation on a coarse level and correction of the next finer level's
+// C-points (XBraid's interp.c). On the coarsest level this F-relaxation is the
+// sequential coarse solve.
+#include <cstring>
+
+#include "core/engine.hpp"
+
+namespace pxb {
+
+void Engine::f_interp(int level) {
+    Level& g = levels_[level];
+    Level& f = levels_[level - 1];
+    const int fcf = f.cfactor;
+    double* u = work_.data();
+
+    comm_init_f(level);
+    for (int k = g.ncpoints; k >= 0; --k) {
+        int flo, fhi, ci;
+        g.interval(k, flo, fhi, ci);
+        if (flo <= fhi) fetch(level, flo - 1, u);
+        for (int fi = flo; fi <= fhi; ++fi) {
+            take_step(level, fi, u, Phase::f_interp);
+            store(level, fi, u);
+            // e = u - va (in va, as XBraid), then fine C-point += e.
+            double* e = g.va.at(fi - g.ilower);
+            for (std::size_t q = 0; q < n_; ++q) e[q] = 1.0 * u[q] + (-1.0) * e[q];
+            double* fu = f.ua.at(f.u_slot(fi * fcf));
+            for (std::size_t q = 0; q < n_; ++q) fu[q] = 1.0 * e[q] + 1.0 * fu[q];
+        }
+        if (ci > 0) {
+            const double* uc = g.ua.at(g.u_slot(ci));
+            double* e = g.va.at(ci - g.ilower);
+            for (std::size_t q = 0; q < n_; ++q) e[q] = 1.0 * uc[q] + (-1.0) * e[q];
+            double* fu = f.ua.at(f.u_slot(ci * fcf));
+            for (std::size_t q = 0; q < n_; ++q) fu[q] = 1.0 * e[q] + 1.0 * fu[q];
+        }
+    }
+    comm_wait(level);
+    g.clean();
+}
+
+}  // namespace pxb

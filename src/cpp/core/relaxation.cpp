@@ -1,0 +1,138 @@
+// F- and C-relaxation (XBraid's relax.c) and the neighbour exchange of the
+// ghost value u[ilower-1] that every sweep needs (XBraid's uvector.c).
+#include <cstring>
+#include <stdexcept>
+
+#include "core/engine.hpp"
+
+namespace pxb {
+
+void Engine::comm_init_fc(int level) {
+    // XBraid's UCommInit: receive u[ilower-1]; send u[iupper] now when it is a
+    // C-point (its OLD value: relaxation is Jacobi-like across intervals),
+    // otherwise as soon as the sweep has computed it.
+    Level& g = levels_[level];
+    PendingComm& pc = pending_[level];
+    pc.recv_index = pc.send_index = -2;
+    if (g.ilower > g.iupper) return;
+    const int left = owner(level, g.ilower - 1);
+    if (left >= 0) {
+        comm_.irecv(g.ua.at(-1), n_, left, kGhostTag + level, pc.recv);
+        pc.recv_index = g.ilower - 1;
+    }
+    if (g.is_cpoint(g.iupper)) {
+        const int right = owner(level, g.iupper + 1);
+        if (right >= 0) {
+            std::memcpy(pc.send_buf.data(), g.ua.at(g.u_slot(g.iupper)), n_ * sizeof(double));
+            comm_.isend(pc.send_buf.data(), n_, right, kGhostTag + level, pc.send);
+        }
+    } else {
+        pc.send_index = g.iupper;
+    }
+}
+
+void Engine::comm_init_f(int level) {
+    // XBraid's UCommInitF (F-relaxation only): exchange only where an F-point
+    // interval crosses the rank boundary.
+    Level& g = levels_[level];
+    PendingComm& pc = pending_[level];
+    pc.recv_index = pc.send_index = -2;
+    if (g.ilower > g.iupper) return;
+    if (!g.is_cpoint(g.ilower)) {
+        const int left = owner(level, g.ilower - 1);
+        if (left >= 0) {
+            comm_.irecv(g.ua.at(-1), n_, left, kGhostTag + level, pc.recv);
+            pc.recv_index = g.ilower - 1;
+        }
+    }
+    const bool next_is_f = !g.is_cpoint(g.iupper + 1);
+    if (g.is_cpoint(g.iupper) && next_is_f) {
+        const int right = owner(level, g.iupper + 1);
+        if (right >= 0) {
+            std::memcpy(pc.send_buf.data(), g.ua.at(g.u_slot(g.iupper)), n_ * sizeof(double));
+            comm_.isend(pc.send_buf.data(), n_, right, kGhostTag + level, pc.send);
+        }
+    } else if (next_is_f) {
+        pc.send_index = g.iupper;
+    }
+}
+
+void Engine::comm_wait(int level) {
+    PendingComm& pc = pending_[level];
+    comm_.wait(pc.recv);
+    comm_.wait(pc.send);
+    pc.recv_index = pc.send_index = -2;
+}
+
+void Engine::fetch(int level, int index, double* dst) {
+    Level& g = levels_[level];
+    PendingComm& pc = pending_[level];
+    if (index == pc.recv_index) {
+        comm_.wait(pc.recv);
+        pc.recv_index = -2;
+        std::memcpy(dst, g.ua.at(-1), n_ * sizeof(double));
+        return;
+    }
+    const int slot = g.u_slot(index);
+    if (slot < 0 || !g.ua_set[static_cast<std::size_t>(slot)])
+        throw std::logic_error("pyxbraid internal error: level " + std::to_string(level) +
+                               " has no value at index " + std::to_string(index));
+    std::memcpy(dst, g.ua.at(slot), n_ * sizeof(double));
+}
+
+void Engine::store(int level, int index, const double* v) {
+    Level& g = levels_[level];
+    PendingComm& pc = pending_[level];
+    if (index == pc.send_index) {
+        const int right = owner(level, index + 1);
+        if (right >= 0) {
+            std::memcpy(pc.send_buf.data(), v, n_ * sizeof(double));
+            comm_.isend(pc.send_buf.data(), n_, right, kGhostTag + level, pc.send);
+        }
+        pc.send_index = -2;
+    }
+    const int slot = g.u_slot(index);
+    if (slot >= 0) {
+        std::memcpy(g.ua.at(slot), v, n_ * sizeof(double));
+        g.ua_set[static_cast<std::size_t>(slot)] = 1;
+    }
+}
+
+void Engine::fc_relax(int level, int nrelax) {
+    Level& g = levels_[level];
+    const double cwt = opt_.cwt_at(level);
+    // XBraid applies no weight on the coarsest level unless it is relaxed (relax_only_cg).
+    const bool weighted = cwt != 1.0 && (level != nlevels() - 1 || opt_.relax_only_cg);
+    double* u = work_.data();
+    double* u_old = work2_.data();
+    for (int sweep = 0; sweep < nrelax; ++sweep) {
+        comm_init_fc(level);
+        // Right to left: each interval's F-sweep starts from the OLD C value.
+        for (int k = g.ncpoints; k >= 0; --k) {
+            int flo, fhi, ci;
+            g.interval(k, flo, fhi, ci);
+            if (flo <= fhi)
+                fetch(level, flo - 1, u);
+            else if (ci > 0)
+                fetch(level, ci - 1, u);
+            for (int fi = flo; fi <= fhi; ++fi) {
+                take_step(level, fi, u, Phase::fc_relax);
+                store(level, fi, u);
+                if (done_) emit_access(level, fi, u, true);
+            }
+            if (ci > 0) {
+                if (weighted) std::memcpy(u_old, g.ua.at(g.u_slot(ci)), n_ * sizeof(double));
+                take_step(level, ci, u, Phase::fc_relax);
+                if (weighted)
+                    for (std::size_t q = 0; q < n_; ++q) u[q] = (1.0 - cwt) * u_old[q] + cwt * u[q];
+                store(level, ci, u);
+                if (done_) emit_access(level, ci, u, true);
+            } else if (level == 0 && ci == 0 && done_) {
+                emit_access(0, 0, g.ua.at(g.u_slot(0)), true);
+            }
+        }
+        comm_wait(level);
+    }
+}
+
+}  // namespace pxb

@@ -1,0 +1,106 @@
+// F-relaxation, FAS residual, residual norm and injection to the next level
+// (XBraid's restrict.c).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/engine.hpp"
+
+namespace pxb {
+
+void Engine::f_restrict(int level) {
+    Level& g = levels_[level];
+    Level& c = levels_[level + 1];
+    double* r = work_.data();
+    double rsum = 0.0, rmax = 0.0;
+
+    comm_init_fc(level);
+    for (int k = g.ncpoints; k >= 0; --k) {
+        int flo, fhi, ci;
+        g.interval(k, flo, fhi, ci);
+        if (flo <= fhi)
+            fetch(level, flo - 1, r);
+        else if (ci > 0)
+            fetch(level, ci - 1, r);
+        for (int fi = flo; fi <= fhi; ++fi) {
+            take_step(level, fi, r, Phase::f_restrict);
+            store(level, fi, r);
+        }
+        if (ci > 0) {
+            const double* u = g.ua.at(g.u_slot(ci));
+            // FAS residual r = f - A(u) (f = 0 on level 0 and where skip left no fa).
+            user_or_default_residual(level, ci, u, r, Phase::f_restrict);
+            if (level == 0 || !g.fa_valid) {
+                for (std::size_t q = 0; q < n_; ++q) r[q] = -r[q];
+            } else {
+                const double* f = g.fa.at(ci - g.ilower);
+                for (std::size_t q = 0; q < n_; ++q) r[q] = 1.0 * f[q] + (-1.0) * r[q];
+            }
+            if (level == 0) {
+                const double nr = gate_.norm(r);
+                if (opt_.tnorm == 1)
+                    rsum += nr;
+                else if (opt_.tnorm == 2)
+                    rsum += nr * nr;
+                else
+                    rmax = std::max(rmax, nr);
+            }
+            const int cidx = ci / g.cfactor - c.ilower;
+            std::memcpy(c.va.at(cidx), u, n_ * sizeof(double));
+            std::memcpy(c.fa.at(cidx), r, n_ * sizeof(double));
+        } else if (ci == 0) {
+            std::memcpy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)), n_ * sizeof(double));
+        }
+    }
+    comm_wait(level);
+
+    // Coarse level: u = va, then fa += A_c(va) (needs the left neighbour's last va).
+    c.va_valid = true;
+    c.fa_valid = true;
+    init_coarse_from_va(level + 1);
+    const int clevel = level + 1;
+    if (c.ilower <= c.iupper) {
+        const int left = owner(clevel, c.ilower - 1);
+        if (left >= 0) comm_.irecv(c.va.at(-1), n_, left, kVaTag + clevel, va_recv_);
+        const int right = owner(clevel, c.iupper + 1);
+        if (right >= 0) {
+            std::memcpy(va_send_buf_.data(), c.va.at(c.iupper - c.ilower), n_ * sizeof(double));
+            comm_.isend(va_send_buf_.data(), n_, right, kVaTag + clevel, va_send_);
+        }
+    }
+    double* cu = work2_.data();
+    for (int i = c.iupper; i >= c.ilower; --i) {
+        if (i <= 0) continue;
+        const int ii = i - c.ilower;
+        if (ii == 0) comm_.wait(va_recv_);
+        std::memcpy(cu, c.va.at(ii - 1), n_ * sizeof(double));
+        user_or_default_residual(clevel, i, c.va.at(ii), cu, Phase::residual);
+        double* f = c.fa.at(ii);
+        for (std::size_t q = 0; q < n_; ++q) f[q] = 1.0 * cu[q] + 1.0 * f[q];
+    }
+    comm_.wait(va_recv_);
+    comm_.wait(va_send_);
+
+    if (level == 0) {
+        double value = -1.0;
+        if (opt_.residual_computation) {
+            if (opt_.tnorm == 3) {
+                value = rmax;
+                comm_.allreduce(&value, 1, MPI_MAX);
+            } else {
+                value = rsum;
+                comm_.allreduce(&value, 1, MPI_SUM);
+                if (opt_.tnorm == 2) value = std::sqrt(value);
+            }
+        }
+        local_rnorm_ = value;
+        current_rnorm_ = value;
+        rnorms_[static_cast<std::size_t>(iter_)] = value;
+        // XBraid's reference ||r_0||: iteration 0, or 1 when iteration 0 was
+        // skipped; set once per solver (kept across warm restarts).
+        if ((iter_ == 0 || (iter_ == 1 && opt_.skip && !opt_.seq_soln)) && rnorm0_ == -1.0)
+            rnorm0_ = value;
+    }
+}
+
+}  // namespace pxb

@@ -1,0 +1,62 @@
+// One time step and one residual on any level, with XBraid's rules for the
+// ustop guess and the FAS right-hand side (XBraid's step.c and residual.c).
+#include "core/engine.hpp"
+
+namespace pxb {
+
+void Engine::fill_status(int level, int index, Phase phase) {
+    const Level& g = levels_[level];
+    status_.tstart = g.t(index - 1);
+    status_.tstop = g.t(index);
+    status_.tindex = index - 1;
+    status_.level = level;
+    status_.nlevels = nlevels();
+    status_.iter = iter_;
+    status_.done = done_;
+    status_.phase = phase;
+    status_.residual_norm = current_rnorm_;
+}
+
+const double* Engine::ustop_for(int level, int index, const double* u) const {
+    // XBraid's _braid_GetUInit: the stored value at the target point when there
+    // is one; otherwise the vector being stepped (fine level) or the restricted
+    // value va (coarse levels).
+    const Level& g = levels_[level];
+    const int slot = g.u_slot(index);
+    if (slot >= 0 && g.ua_set[static_cast<std::size_t>(slot)]) return g.ua.at(slot);
+    if (level == 0) return u;
+    return g.va.at(index - g.ilower);
+}
+
+void Engine::take_step(int level, int index, double* u, Phase phase) {
+    fill_status(level, index, phase);
+    const double* ustop = ustop_for(level, index, u);
+    Level& g = levels_[level];
+    if (level == 0 || !g.fa_valid) {
+        gate_.step(u, ustop, nullptr, status_);
+        return;
+    }
+    const double* fa = g.fa.at(index - g.ilower);
+    if (gate_.has_residual()) {
+        gate_.step(u, ustop, fa, status_);
+    } else {
+        gate_.step(u, ustop, nullptr, status_);
+        for (std::size_t k = 0; k < n_; ++k) u[k] = 1.0 * fa[k] + 1.0 * u[k];
+    }
+}
+
+void Engine::user_or_default_residual(int level, int index, const double* ustop, double* r,
+                                      Phase phase) {
+    // XBraid's _braid_Residual: r holds u(index-1) on entry and A(u)_index on
+    // exit: the user's residual, or ustop - Phi(r) (a plain step, no fa).
+    fill_status(level, index, phase);
+    if (gate_.has_residual()) {
+        gate_.residual(ustop, r, status_);
+        return;
+    }
+    const double* rstop = ustop_for(level, index, r);
+    gate_.step(r, rstop, nullptr, status_);
+    for (std::size_t k = 0; k < n_; ++k) r[k] = 1.0 * ustop[k] + (-1.0) * r[k];
+}
+
+}  // namespace pxb

@@ -1,0 +1,43 @@
+"""pyxbraid: parallel-in-time multigrid (MGRIT) with XBraid's semantics.
+
+A C++17/MPI engine with a typed Python facade. Subclass :class:`App` (or use a
+built-in app from :mod:`pyxbraid.apps`), build a :class:`Solver` on an mpi4py
+communicator, and call :meth:`Solver.solve`.
+"""
+
+from __future__ import annotations
+
+from ._mpi_guard import import_core, load_mpi
+
+load_mpi()  # before the compiled module: it must bind to mpi4py's libmpi
+_core = import_core()
+
+from . import apps, errors  # noqa: E402
+from .app import App, NativeApp  # noqa: E402
+from .errors import (  # noqa: E402
+    CallbackError,
+    DivergenceError,
+    PyxbraidError,
+    RemoteRankError,
+    SolverStateError,
+)
+from .solver import SolveResult, Solver  # noqa: E402
+
+Status = _core.Status
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "CallbackError",
+    "DivergenceError",
+    "NativeApp",
+    "PyxbraidError",
+    "RemoteRankError",
+    "SolveResult",
+    "Solver",
+    "SolverStateError",
+    "Status",
+    "apps",
+    "errors",
+]

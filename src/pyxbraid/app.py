@@ -1,0 +1,150 @@
+"""The base class of user-defined problems (XBraid's user callbacks)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["App", "NativeApp"]
+
+
+def _as_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}") from None
+    if not dims:
+        raise ValueError("shape must have at least one dimension, got ()")
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+            raise ValueError(f"shape entries must be integers >= 1, got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+class App:
+    """A time-dependent problem solved by :class:`pyxbraid.Solver`.
+
+    Subclass it, call ``super().__init__(shape=...)`` with the shape of one
+    state, and implement :meth:`init` and :meth:`step`. The engine owns
+    contiguous float64 storage for every state; callbacks receive numpy *views*
+    of it (no copies) and must update their array argument **in place**
+    (``u[:] = ...``, ``u *= ...``) and return None. Do not keep references to
+    the arrays or to ``status`` after a callback returns.
+
+    Optional callbacks: :meth:`residual` (user residual mode), :meth:`access`
+    (solution output), :meth:`spatial_norm` (replaces the Euclidean 2-norm).
+    They are used only when a subclass defines them.
+
+    Mapping to XBraid: ``init`` = braid_PtFcnInit, ``step`` = braid_PtFcnStep,
+    ``residual`` = braid_PtFcnResidual, ``access`` = braid_PtFcnAccess,
+    ``spatial_norm`` = braid_PtFcnSpatialNorm. Clone, sum, free and buffer
+    packing are done natively by pyxbraid and need no callback.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Shape of one state vector, e.g. ``(1,)`` or ``(batch, width)``.
+
+    Examples
+    --------
+    >>> import pyxbraid as xb
+    >>> class Decay(xb.App):
+    ...     '''u' = lam*u with backward Euler (XBraid's ex-01).'''
+    ...     def __init__(self, lam=-1.0):
+    ...         super().__init__(shape=(1,))
+    ...         self.lam = lam
+    ...     def init(self, t, u):
+    ...         u[:] = 1.0 if t == 0.0 else 0.456
+    ...     def step(self, u, ustop, fstop, status):
+    ...         if fstop is not None:
+    ...             u += fstop
+    ...         u /= 1.0 - self.lam * (status.tstop - status.tstart)
+    >>> result = xb.Solver(Decay(), tstart=0.0, tstop=5.0, ntime=10,
+    ...                    max_levels=2, abs_tol=1e-6).solve()
+    >>> result.iterations
+    4
+    """
+
+    def __init__(self, shape: int | Sequence[int]) -> None:
+        self.shape = _as_shape(shape)
+
+    def init(self, t: float, u: np.ndarray) -> None:
+        """Fill ``u`` with the initial condition (t = tstart) or an initial guess.
+
+        Parameters
+        ----------
+        t : float
+            Time of the state.
+        u : numpy.ndarray
+            Writable float64 view of shape ``self.shape`` (out).
+        """
+        raise NotImplementedError
+
+    def step(self, u: np.ndarray, ustop: np.ndarray, fstop: np.ndarray | None, status: Any) -> None:
+        """Advance ``u`` in place from ``status.tstart`` to ``status.tstop``.
+
+        Parameters
+        ----------
+        u : numpy.ndarray
+            State at ``status.tstart`` on entry, at ``status.tstop`` on exit (in/out).
+        ustop : numpy.ndarray
+            Read-only guess of the result (useful as an initial iterate for
+            implicit solvers). May be the same array as ``u``.
+        fstop : numpy.ndarray or None
+            Read-only FAS right-hand side to add to the step equation; passed
+            only in user residual mode (when :meth:`residual` is defined),
+            otherwise always None (the engine adds it itself).
+        status : pyxbraid.Status
+            tstart, tstop, dt, tindex, level, nlevels, iter, done, phase.
+        """
+        raise NotImplementedError
+
+    def residual(self, ustop: np.ndarray, r: np.ndarray, status: Any) -> None:
+        """Optional: XBraid's user residual ``r <- A(ustop, r)``.
+
+        On entry ``r`` holds the state at ``status.tstart``; on exit it must
+        hold the residual of the step equation whose solution at
+        ``status.tstop`` is ``ustop``, e.g. ``(1 - lam dt) ustop - r`` for
+        backward Euler. Defining it switches the engine to XBraid's residual
+        mode (coarse steps receive ``fstop``).
+        """
+        raise NotImplementedError
+
+    def access(self, u: np.ndarray, status: Any) -> None:
+        """Optional: look at the state ``u`` at time ``status.t`` (read-only)."""
+        raise NotImplementedError
+
+    def spatial_norm(self, u: np.ndarray) -> float:
+        """Optional: a norm of ``u`` (default: Euclidean 2-norm of all entries)."""
+        raise NotImplementedError
+
+    # -- used by the Solver ---------------------------------------------------
+    def _overrides(self, name: str) -> bool:
+        return getattr(type(self), name, None) is not getattr(App, name)
+
+
+class NativeApp:
+    """Base of the built-in apps implemented in C++ (see :mod:`pyxbraid.apps`).
+
+    They run with no Python in the time-stepping loop.
+    """
+
+    shape: tuple[int, ...]
+
+    def _native(self) -> Any:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+
+def _finite(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v

@@ -1,0 +1,137 @@
+"""Built-in apps implemented in C++: no Python runs inside their time steps."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _core
+from .app import NativeApp, _finite
+
+__all__ = ["Heat1D", "LinearODE"]
+
+
+class LinearODE(NativeApp):
+    """u' = lam * u, XBraid's ex-01 (scalar or diagonal ``lam``).
+
+    Parameters
+    ----------
+    lam : float or sequence of float, default -1.0
+        Decay rate; a sequence gives a diagonal system of that size.
+    u0 : float, default 1.0
+        Initial value at tstart (every component).
+    guess : float, default 0.456
+        Initial guess at the other C-points (ex-01's value).
+    scheme : {"backward_euler", "forward_euler"}
+        Backward Euler is ex-01: ``u <- (u + fstop) / (1 - lam dt)``.
+    residual : bool, default False
+        Use XBraid's user residual mode with ``A(u_i, u_{i-1}) = (1 - lam dt) u_i - u_{i-1}``.
+
+    Examples
+    --------
+    >>> import pyxbraid as xb
+    >>> s = xb.Solver(xb.apps.LinearODE(lam=[-1.0, -2.0]), tstart=0.0, tstop=1.0, ntime=8, max_levels=1)
+    >>> s.solve().iterations, s.state_at(8).shape
+    (0, (2,))
+    """
+
+    def __init__(
+        self,
+        lam: float | Sequence[float] = -1.0,
+        *,
+        u0: float = 1.0,
+        guess: float = 0.456,
+        scheme: str = "backward_euler",
+        residual: bool = False,
+    ) -> None:
+        if isinstance(lam, (numbers.Real, np.floating, np.integer)) and not isinstance(lam, bool):
+            lams = [_finite("lam", lam)]
+        else:
+            arr = np.asarray(lam, dtype=np.float64)
+            if arr.ndim != 1 or arr.size == 0:
+                raise ValueError(f"lam must be a number or a non-empty 1-D sequence, got {lam!r}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"lam must be finite, got {lam!r}")
+            lams = [float(x) for x in arr]
+        if scheme not in ("backward_euler", "forward_euler"):
+            raise ValueError(f"scheme must be 'backward_euler' or 'forward_euler', got {scheme!r}")
+        if not isinstance(residual, (bool, np.bool_)):
+            raise TypeError(f"residual must be True or False, got {residual!r}")
+        self.lam = lams[0] if len(lams) == 1 and not isinstance(lam, (list, tuple, np.ndarray)) else np.array(lams)
+        self.shape = (len(lams),)
+        self.u0 = _finite("u0", u0)
+        self.guess = _finite("guess", guess)
+        self.scheme = scheme
+        self.residual = bool(residual)
+        self._lams = lams
+
+    def _native(self):
+        return _core.LinearODE(self._lams, self.u0, self.guess, self.scheme, self.residual)
+
+    def __repr__(self) -> str:
+        return f"LinearODE(lam={self.lam!r}, scheme={self.scheme!r}, residual={self.residual})"
+
+
+class Heat1D(NativeApp):
+    """1-D heat equation u_t = u_xx + g on [0, pi], XBraid's ex-02.
+
+    Exact solution sin(x) cos(t); backward Euler in time, second-order finite
+    differences in space (``nspace`` points including the boundaries).
+
+    Parameters
+    ----------
+    nspace : int, default 33
+        Spatial points including both boundaries (>= 3).
+    guess : {"random", "xbraid", "zero"}, default "random"
+        Initial guess away from tstart: a rank-independent pseudo-random field
+        (``"random"``), XBraid's per-process generator (``"xbraid"``, makes the
+        results depend on the number of ranks exactly as XBraid's ex-02 does),
+        or zeros.
+    residual : bool, default False
+        XBraid's residual mode for ex-02 (``r = A ustop - r - dt g``).
+
+    Examples
+    --------
+    >>> import pyxbraid as xb
+    >>> heat = xb.apps.Heat1D(nspace=33)
+    >>> s = xb.Solver(heat, tstart=0.0, tstop=2 * 3.141592653589793, ntime=64, max_levels=1)
+    >>> _ = s.solve()
+    >>> round(heat.error(s.times[-1], s.state_at(64)), 6)
+    0.029214
+    """
+
+    def __init__(self, nspace: int = 33, *, guess: str = "random", residual: bool = False) -> None:
+        if isinstance(nspace, bool) or not isinstance(nspace, numbers.Integral):
+            raise TypeError(f"nspace must be an int, got {nspace!r}")
+        if nspace < 3:
+            raise ValueError(f"nspace must be >= 3, got {nspace}")
+        if guess not in ("random", "xbraid", "zero"):
+            raise ValueError(f"guess must be 'random', 'xbraid' or 'zero', got {guess!r}")
+        if not isinstance(residual, (bool, np.bool_)):
+            raise TypeError(f"residual must be True or False, got {residual!r}")
+        self.nspace = int(nspace)
+        self.shape = (self.nspace,)
+        self.guess = guess
+        self.residual = bool(residual)
+        self._helper = _core.Heat1D(self.nspace, "hashed", False)
+
+    def _native(self):
+        return _core.Heat1D(self.nspace, "hashed" if self.guess == "random" else self.guess, self.residual)
+
+    @property
+    def dx(self) -> float:
+        """Mesh width pi / (nspace - 1)."""
+        return self._helper.dx
+
+    def exact(self, t: float) -> np.ndarray:
+        """Exact solution sin(x) cos(t) on the grid."""
+        return self._helper.exact(float(t))
+
+    def error(self, t: float, u: np.ndarray) -> float:
+        """Discretization error sqrt(dx * sum (u - exact)^2), as ex-02 reports it."""
+        return self._helper.error(float(t), np.ascontiguousarray(u, dtype=np.float64))
+
+    def __repr__(self) -> str:
+        return f"Heat1D(nspace={self.nspace}, guess={self.guess!r}, residual={self.residual})"

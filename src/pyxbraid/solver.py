@@ -1,0 +1,466 @@
+"""The MGRIT solver: validation, results and printing around the C++ engine."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._mpi_guard import load_mpi
+from .app import App, NativeApp, _finite
+
+__all__ = ["SolveResult", "Solver"]
+
+MPI = load_mpi()
+
+_PHASES = ("init", "fc_relax", "f_restrict", "residual", "f_interp", "access", "sequential", "state_query")
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What one :meth:`Solver.solve` returns.
+
+    Attributes
+    ----------
+    iterations : int
+        MGRIT iterations of this solve (XBraid's braid_GetNumIter; the skipped
+        iteration 0 counts). 0 for sequential marching (``max_levels=1``).
+    residual_norms : numpy.ndarray
+        ||r_k|| per iteration (XBraid's braid_GetRNorms), NaN where not
+        available (the skipped iteration 0, ``residual_computation=False``).
+    converged : bool
+        True when the tolerance was met (always True for sequential marching).
+    nlevels : int
+        Levels of the time-grid hierarchy.
+    level_sizes : tuple of int
+        Global number of time points on each level.
+    wall_time : float
+        Seconds this rank spent in the solve.
+    step_calls : int
+        Step callbacks on this rank (the engine's own residual steps included).
+    step_calls_all_ranks : int
+        Step callbacks summed over all ranks.
+    calls : dict
+        Callback counts on this rank: init, step, residual, norm, access.
+    """
+
+    iterations: int
+    residual_norms: np.ndarray
+    converged: bool
+    nlevels: int
+    level_sizes: tuple[int, ...]
+    wall_time: float
+    step_calls: int
+    step_calls_all_ranks: int
+    calls: dict[str, int] = field(default_factory=dict)
+
+
+def _is_bool_like(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, numbers.Integral) and int(value) in (0, 1)
+    )
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not _is_bool_like(value):
+        raise TypeError(f"{name} must be True/False (or 0/1), got {value!r}")
+    return bool(value)
+
+
+def _int(name: str, value: Any, minimum: int | None = None, rule: str | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be {rule or f'>= {minimum}'}, got {v}")
+    return v
+
+
+def _per_level(name: str, value: Any, convert) -> tuple[Any, list[Any]]:
+    """One value for all levels, or a sequence indexed by level."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a number or a sequence of numbers per level, got {value!r}")
+    if isinstance(value, (numbers.Number, np.number)):
+        return convert(name, value), []
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a number or a sequence of numbers per level, got {value!r}") from None
+    if not items:
+        raise ValueError(f"{name} must not be an empty sequence")
+    return None, [convert(f"{name}[{k}]", v) for k, v in enumerate(items)]
+
+
+class Solver:
+    """Parallel-in-time MGRIT solver with XBraid's semantics.
+
+    Time points ``0..ntime`` are block-distributed over the ranks of ``comm``;
+    all ranks must construct the solver and call :meth:`solve` together.
+
+    Parameters
+    ----------
+    app : App or NativeApp
+        The problem: a :class:`pyxbraid.App` subclass instance or a built-in
+        app from :mod:`pyxbraid.apps`.
+    tstart, tstop : float
+        Time interval (both may be omitted when ``times`` is given).
+    ntime : int
+        Number of time steps; fine points are ``t_0 .. t_ntime``.
+    comm : mpi4py.MPI.Comm, optional
+        Communicator over which time is distributed (default ``MPI.COMM_WORLD``).
+    times : array_like, optional
+        A user time grid of ``ntime + 1`` strictly increasing values
+        (XBraid's braid_SetTimeGrid).
+    max_levels : int, default 30
+        Maximum number of levels (1 = sequential time stepping).
+    min_coarse : int, default 2
+        Stop coarsening before a level would have fewer intervals.
+    cfactor : int or sequence of int, default 2
+        Coarsening factor, for all levels or per level (missing levels: 2).
+    nrelax : int or sequence of int, default 1
+        FC sweeps before restriction: 0 = F-relaxation, 1 = FCF, 2 = FCFCF.
+        Per level as a sequence (missing levels: 1); with ``relax_only_cg``
+        entry ``max_levels - 1`` is the coarsest level's.
+    cwt : float or sequence of float, default 1.0
+        C-relaxation weight (weighted Jacobi), for all levels or per level.
+    abs_tol, rel_tol : float, optional
+        Stop when ||r_k|| < abs_tol, or ||r_k|| < rel_tol * ||r_0||. Give at
+        most one; the default is ``rel_tol=1e-9`` (XBraid's default).
+    max_iter : int, default 100
+        Maximum number of iterations.
+    tnorm : {1, 2, 3}, default 2
+        How C-point residual norms combine: sum, root of sum of squares, max.
+    fmg : bool, default False
+        F-cycles. Iteration ``j`` is an F-cycle iff ``fmg`` and ``j != nfmg``
+        (this is what XBraid's code does; ``nfmg=-1``: all F-cycles).
+    nfmg : int, default -1
+    nfmg_vcyc : int, default 1
+        V-cycles per intermediate level within an F-cycle.
+    skip : bool, default True
+        Skip the down-cycle of the first iteration. DEVIATION from XBraid:
+        applies to the first solve only, so a warm restart continues.
+    storage : int, default -1
+        -1: store C-points only; 0: all points on all levels; s > 0: all
+        points on levels >= s.
+    seq_soln : bool, default False
+        Use the sequential solution as initial guess (forces skip off).
+    residual_computation : bool, default True
+        Compute residual norms (off: runs max_iter iterations).
+    relax_only_cg : bool, default False
+        Relax the coarsest level (nrelax FC sweeps) instead of solving it.
+    final_fc_relax : bool, default False
+        Finish with one FC sweep instead of an F-sweep.
+    access_level : {0, 1, 2}, default 1
+        0: no final sweep (states computed on demand); 1: access after
+        convergence; 2: also after every iteration.
+    print_level : {0, 1, 2, 3}, default 0
+        0 silent (DEVIATION: XBraid's default is 2); 1 one line per iteration
+        on rank 0; 2 adds a summary.
+
+    Examples
+    --------
+    >>> import pyxbraid as xb
+    >>> solver = xb.Solver(xb.apps.LinearODE(), tstart=0.0, tstop=5.0, ntime=10,
+    ...                    max_levels=2, abs_tol=1e-6)
+    >>> result = solver.solve()
+    >>> result.iterations, float(solver.state_at(10)[0])
+    (4, 0.017341529915832606)
+    """
+
+    def __init__(
+        self,
+        app: App | NativeApp,
+        tstart: float | None = None,
+        tstop: float | None = None,
+        ntime: int | None = None,
+        *,
+        comm: Any = None,
+        times: Sequence[float] | np.ndarray | None = None,
+        max_levels: int = 30,
+        min_coarse: int = 2,
+        cfactor: int | Sequence[int] = 2,
+        nrelax: int | Sequence[int] = 1,
+        cwt: float | Sequence[float] = 1.0,
+        abs_tol: float | None = None,
+        rel_tol: float | None = None,
+        max_iter: int = 100,
+        tnorm: int = 2,
+        fmg: bool = False,
+        nfmg: int = -1,
+        nfmg_vcyc: int = 1,
+        skip: bool = True,
+        storage: int = -1,
+        seq_soln: bool = False,
+        residual_computation: bool = True,
+        relax_only_cg: bool = False,
+        final_fc_relax: bool = False,
+        access_level: int = 1,
+        print_level: int = 0,
+    ) -> None:
+        if comm is None:
+            comm = MPI.COMM_WORLD
+        if not isinstance(comm, MPI.Comm):
+            raise TypeError(f"comm must be an mpi4py.MPI.Comm (e.g. MPI.COMM_WORLD), got {type(comm).__name__}")
+        if comm == MPI.COMM_NULL:
+            raise ValueError("comm is MPI.COMM_NULL")
+        self._comm = comm
+        self._app = app
+        grid, tstart_v, tstop_v, ntime_v = self._time_grid(tstart, tstop, ntime, times)
+        if ntime_v + 1 < comm.Get_size():
+            raise ValueError(
+                f"ntime={ntime_v} gives {ntime_v + 1} time points, fewer than the "
+                f"{comm.Get_size()} ranks of comm; use more time steps or fewer ranks"
+            )
+
+        opt = _core.Options()
+        opt.max_levels = _int("max_levels", max_levels, 1)
+        opt.min_coarse = _int("min_coarse", min_coarse, 1)
+        opt.cfactor, levels = _per_level("cfactor", cfactor, lambda n, v: _int(n, v, 2))
+        if opt.cfactor is None:
+            opt.cfactor = 2
+        opt.cfactor_level = levels
+        nr, levels = _per_level("nrelax", nrelax, lambda n, v: _int(n, v, 0))
+        opt.nrelax = 1 if nr is None else nr
+        opt.nrelax_level = levels
+
+        def _weight(n: str, v: Any) -> float:
+            w = _finite(n, v)
+            if w <= 0.0:
+                raise ValueError(f"{n} must be > 0, got {v!r}")
+            return w
+
+        w, levels = _per_level("cwt", cwt, _weight)
+        opt.cwt = 1.0 if w is None else w
+        opt.cwt_level = levels
+        if abs_tol is not None and rel_tol is not None:
+            raise ValueError(
+                f"give either abs_tol or rel_tol, not both (got abs_tol={abs_tol!r}, rel_tol={rel_tol!r})"
+            )
+        if abs_tol is not None:
+            opt.tol, opt.rel_tol = self._tolerance("abs_tol", abs_tol), False
+        else:
+            opt.tol, opt.rel_tol = self._tolerance("rel_tol", 1e-9 if rel_tol is None else rel_tol), True
+        opt.max_iter = _int("max_iter", max_iter, 1)
+        opt.tnorm = _int("tnorm", tnorm)
+        if opt.tnorm not in (1, 2, 3):
+            raise ValueError(f"tnorm must be 1, 2 or 3, got {tnorm!r}")
+        opt.fmg = _bool("fmg", fmg)
+        opt.nfmg = _int("nfmg", nfmg, -1)
+        opt.nfmg_vcyc = _int("nfmg_vcyc", nfmg_vcyc, 1)
+        opt.skip = _bool("skip", skip)
+        opt.storage = _int("storage", storage, -1)
+        opt.seq_soln = _bool("seq_soln", seq_soln)
+        opt.residual_computation = _bool("residual_computation", residual_computation)
+        opt.relax_only_cg = _bool("relax_only_cg", relax_only_cg)
+        opt.final_fc_relax = _bool("final_fc_relax", final_fc_relax)
+        opt.access_level = _int("access_level", access_level)
+        if opt.access_level not in (0, 1, 2):
+            raise ValueError(f"access_level must be 0, 1 or 2, got {access_level!r}")
+        opt.print_level = _int("print_level", print_level)
+        if opt.print_level not in (0, 1, 2, 3):
+            raise ValueError(f"print_level must be 0, 1, 2 or 3, got {print_level!r}")
+        self._options = opt
+
+        native, self._shape = self._native_app(app)
+        self._engine = _core.Engine(native, comm, tstart_v, tstop_v, ntime_v, grid, opt)
+        self._engine._set_view_owner()
+        self._solves = 0
+        self._last: SolveResult | None = None
+        if opt.print_level >= 1 and comm.Get_rank() == 0:
+            self._engine.set_progress(self._print_iteration)
+
+    # -- construction helpers ------------------------------------------------------
+    @staticmethod
+    def _tolerance(name: str, value: Any) -> float:
+        v = _finite(name, value)
+        if v < 0.0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+        return v
+
+    @staticmethod
+    def _time_grid(tstart, tstop, ntime, times):
+        if times is not None:
+            grid = np.asarray(times, dtype=np.float64)
+            if grid.ndim != 1 or grid.size < 2:
+                raise ValueError(f"times must be a 1-D sequence of at least 2 values, got shape {grid.shape}")
+            if not np.all(np.isfinite(grid)):
+                raise ValueError("times must be finite")
+            if not np.all(np.diff(grid) > 0):
+                k = int(np.argmax(~(np.diff(grid) > 0)))
+                raise ValueError(f"times must be strictly increasing; times[{k + 1}]={grid[k + 1]!r} <= times[{k}]={grid[k]!r}")
+            if ntime is not None and _int("ntime", ntime, 1) != grid.size - 1:
+                raise ValueError(f"times must hold ntime + 1 = {int(ntime) + 1} values, got {grid.size}")
+            if tstart is not None and _finite("tstart", tstart) != grid[0]:
+                raise ValueError(f"tstart={tstart!r} differs from times[0]={grid[0]!r}")
+            if tstop is not None and _finite("tstop", tstop) != grid[-1]:
+                raise ValueError(f"tstop={tstop!r} differs from times[-1]={grid[-1]!r}")
+            return [float(x) for x in grid], float(grid[0]), float(grid[-1]), grid.size - 1
+        if tstart is None or tstop is None or ntime is None:
+            missing = [n for n, v in (("tstart", tstart), ("tstop", tstop), ("ntime", ntime)) if v is None]
+            raise TypeError(f"Solver needs {', '.join(missing)} (or a times array)")
+        t0, t1 = _finite("tstart", tstart), _finite("tstop", tstop)
+        if not t1 > t0:
+            raise ValueError(f"tstop must be > tstart, got tstart={tstart!r}, tstop={tstop!r}")
+        return [], t0, t1, _int("ntime", ntime, 1)
+
+    @staticmethod
+    def _native_app(app: Any):
+        if isinstance(app, NativeApp):
+            return app._native(), tuple(app.shape)
+        if not isinstance(app, App):
+            raise TypeError(
+                f"app must be a pyxbraid.App subclass instance or a pyxbraid.apps app, got {type(app).__name__}"
+            )
+        name = type(app).__name__
+        if not hasattr(app, "shape"):
+            raise TypeError(f"{name}.__init__ must call super().__init__(shape=...)")
+        for required in ("init", "step"):
+            if not app._overrides(required):
+                raise TypeError(f"{name} must implement {required}() (see pyxbraid.App.{required})")
+        optional = {m: (getattr(app, m) if app._overrides(m) else None) for m in ("residual", "spatial_norm", "access")}
+        native = _core.PythonApp(
+            app, list(app.shape), app.init, app.step, optional["residual"], optional["spatial_norm"], optional["access"]
+        )
+        return native, tuple(app.shape)
+
+    # -- running -------------------------------------------------------------------
+    def solve(self) -> SolveResult:
+        """Run MGRIT (collective over ``comm``).
+
+        A second call continues from the current iterate (warm restart); the
+        relative-tolerance reference ||r_0|| of the first solve is kept.
+
+        Returns
+        -------
+        SolveResult
+
+        Raises
+        ------
+        RemoteRankError
+            Another rank failed (this rank stops instead of hanging).
+        DivergenceError
+            The residual norm became NaN or infinite.
+        CallbackError
+            A callback produced a non-finite state or an invalid norm.
+        """
+        if self._options.print_level >= 1 and self._comm.Get_rank() == 0 and self._solves == 0:
+            print(f"  Braid: Begin simulation, {self._engine.ntime} time steps", file=sys.stdout, flush=True)
+        summary = self._engine.solve()
+        self._solves += 1
+        norms = np.array([math.nan if r == -1.0 else r for r in summary.residual_norms], dtype=np.float64)
+        calls = summary.calls
+        result = SolveResult(
+            iterations=summary.iterations,
+            residual_norms=norms,
+            converged=summary.converged,
+            nlevels=summary.nlevels,
+            level_sizes=tuple(self._engine.level_sizes),
+            wall_time=summary.wall_time,
+            step_calls=calls.step,
+            step_calls_all_ranks=summary.step_calls_all_ranks,
+            calls={"init": calls.init, "step": calls.step, "residual": calls.residual,
+                   "norm": calls.norm, "access": calls.access},
+        )
+        self._last = result
+        if self._options.print_level >= 2 and self._comm.Get_rank() == 0:
+            self._print_summary(result)
+        return result
+
+    def state_at(self, index: int) -> np.ndarray:
+        """The fine-grid state at time index ``index``, on every rank (collective).
+
+        Parameters
+        ----------
+        index : int
+            Fine time index in ``0 .. ntime`` (negative values count from the end).
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy of shape ``app.shape``.
+        """
+        n = self._engine.ntime
+        i = _int("index", index)
+        if i < 0:
+            i += n + 1
+        if not 0 <= i <= n:
+            raise IndexError(f"index must be in [-{n + 1}, {n}], got {index}")
+        return self._engine.state_at(i).reshape(self._shape)
+
+    def local_states(self) -> np.ndarray:
+        """This rank's fine-grid states, indices ``ilower .. iupper`` (collective).
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy of shape ``(iupper - ilower + 1, *app.shape)``; row ``k`` is
+            the state at time ``local_times[k]``.
+        """
+        return self._engine.local_states().reshape((-1, *self._shape))
+
+    # -- properties ----------------------------------------------------------------
+    @property
+    def comm(self) -> Any:
+        """The communicator the solver was built on."""
+        return self._comm
+
+    @property
+    def ntime(self) -> int:
+        """Number of fine time steps."""
+        return self._engine.ntime
+
+    @property
+    def ilower(self) -> int:
+        """First fine index owned by this rank."""
+        return self._engine.ilower
+
+    @property
+    def iupper(self) -> int:
+        """Last fine index owned by this rank."""
+        return self._engine.iupper
+
+    @property
+    def times(self) -> np.ndarray:
+        """All fine times ``t_0 .. t_ntime``."""
+        return self._engine.times
+
+    @property
+    def local_times(self) -> np.ndarray:
+        """Fine times owned by this rank."""
+        return self.times[self.ilower : self.iupper + 1]
+
+    @property
+    def nlevels(self) -> int:
+        """Levels of the time-grid hierarchy."""
+        return self._engine.nlevels
+
+    @property
+    def level_sizes(self) -> tuple[int, ...]:
+        """Global number of time points on each level."""
+        return tuple(self._engine.level_sizes)
+
+    @property
+    def storage_bytes(self) -> int:
+        """Bytes of state storage this rank holds (all levels)."""
+        return self._engine.storage_bytes
+
+    # -- printing (rank 0 only) --------------------------------------------------
+    def _print_iteration(self, it: int, rnorm: float, wall: float) -> None:
+        if rnorm == -1.0:
+            print(f"  Braid: || r_{it} || not available, wall time = {wall:1.2e}", flush=True)
+        else:
+            print(f"  Braid: || r_{it} || = {rnorm:1.6e}, wall time = {wall:1.2e}", flush=True)
+
+    def _print_summary(self, r: SolveResult) -> None:
+        print(
+            f"  Braid: {'converged' if r.converged else 'stopped'} after {r.iterations} iterations, "
+            f"{r.nlevels} levels {list(r.level_sizes)}, {r.step_calls_all_ranks} steps, "
+            f"wall time {r.wall_time:.3e} s",
+            flush=True,
+        )
