@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Train the layer-parallel network on the peaks data set on 2 MPI ranks:
-#   bash scripts/demo.sh [pyxbraid.train args...]      (NP=4 bash scripts/demo.sh for 4 ranks)
+# Main demo: the heat equation solved parallel in time on 2 MPI ranks:
+#   bash scripts/demo.sh [examples/heat_mgrit.py args...]   (NP=4 bash scripts/demo.sh for 4 ranks)
 # Creates .venv and installs ".[mpich,test]" when .venv is missing or pyxbraid
 # is not importable from it.
 set -euo pipefail
@@ -18,4 +18,4 @@ if ! "$VENV/bin/python" -c "import pyxbraid" >/dev/null 2>&1; then
     echo wheel > "$VENV/.pyxbraid-install"
 fi
 
-exec "$VENV/bin/mpiexec" -n "${NP:-2}" "$VENV/bin/python" -m mpi4py -m pyxbraid.train peaks "$@"
+exec "$VENV/bin/mpiexec" -n "${NP:-2}" "$VENV/bin/python" -m mpi4py examples/heat_mgrit.py "$@"

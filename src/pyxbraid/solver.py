@@ -221,9 +221,8 @@ class Solver:
         opt = _core.Options()
         opt.max_levels = _int("max_levels", max_levels, 1)
         opt.min_coarse = _int("min_coarse", min_coarse, 1)
-        opt.cfactor, levels = _per_level("cfactor", cfactor, lambda n, v: _int(n, v, 2))
-        if opt.cfactor is None:
-            opt.cfactor = 2
+        cf, levels = _per_level("cfactor", cfactor, lambda n, v: _int(n, v, 2))
+        opt.cfactor = 2 if cf is None else cf
         opt.cfactor_level = levels
         nr, levels = _per_level("nrelax", nrelax, lambda n, v: _int(n, v, 0))
         opt.nrelax = 1 if nr is None else nr

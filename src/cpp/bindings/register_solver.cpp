@@ -111,6 +111,29 @@ void register_solver(py::module_& m) {
              py::arg("app"), py::arg("shape"), py::arg("init"), py::arg("step"), py::arg("residual"),
              py::arg("spatial_norm"), py::arg("access"));
 
+    // For benchmarks: the cost of `nsteps` bare step calls of an app (no engine
+    // around them), to separate the engine's overhead from the app's own work.
+    m.def(
+        "_time_raw_steps",
+        [](std::shared_ptr<App> app, long long nsteps, double dt) {
+            std::vector<double> u(app->size(), 1.0);
+            Status st;
+            st.tstart = 0.0;
+            st.tstop = dt;
+            st.phase = Phase::fc_relax;
+            app->on_setup(0.0, dt);
+            const bool python = dynamic_cast<PyApp*>(app.get()) != nullptr;
+            std::unique_ptr<py::gil_scoped_release> nogil;
+            if (!python) nogil = std::make_unique<py::gil_scoped_release>();
+            const double t0 = MPI_Wtime();
+            for (long long k = 0; k < nsteps; ++k) {
+                app->step(u.data(), u.data(), nullptr, st);
+                if (u[0] < 1e-200) u.assign(u.size(), 1.0);  // keep values normal
+            }
+            return MPI_Wtime() - t0;
+        },
+        py::arg("app"), py::arg("nsteps"), py::arg("dt"));
+
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
         .def(py::init(&make_engine), py::arg("app"), py::arg("comm"), py::arg("tstart"),
              py::arg("tstop"), py::arg("ntime"), py::arg("times"), py::arg("options"))
