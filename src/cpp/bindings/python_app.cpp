@@ -3,6 +3,9 @@
 #define NPY_NO_DEPRECATED_API NPY_1_22_API_VERSION
 #include <numpy/arrayobject.h>
 
+#include <structmember.h>
+
+#include <cstddef>
 #include <string>
 
 namespace py = pybind11;
@@ -11,6 +14,83 @@ namespace pxb::bind {
 
 void init_numpy() {
     if (_import_array() < 0) throw py::error_already_set();
+}
+
+namespace {
+
+struct StatusObject {
+    PyObject_HEAD
+    Status st;
+};
+
+PyTypeObject* g_status_type = nullptr;
+PyObject* g_phase_names[8] = {};
+
+#define PXB_MEMBER(name, type, field, doc) \
+    {name, type, static_cast<Py_ssize_t>(offsetof(StatusObject, st) + offsetof(Status, field)), READONLY, doc}
+
+PyMemberDef status_members[] = {
+    PXB_MEMBER("tstart", T_DOUBLE, tstart, "Time of the input state."),
+    PXB_MEMBER("t", T_DOUBLE, tstart, "Time of the accessed state (same as tstart)."),
+    PXB_MEMBER("tstop", T_DOUBLE, tstop, "Time the step advances to."),
+    PXB_MEMBER("tindex", T_INT, tindex, "Index of tstart on this level."),
+    PXB_MEMBER("level", T_INT, level, "Grid level (0 = finest)."),
+    PXB_MEMBER("nlevels", T_INT, nlevels, "Levels in the hierarchy."),
+    PXB_MEMBER("iter", T_INT, iter, "MGRIT iteration (0-based)."),
+    PXB_MEMBER("done", T_BOOL, done, "True in the final sweep after convergence."),
+    PXB_MEMBER("residual_norm", T_DOUBLE, residual_norm, "Latest residual norm (-1.0 when not available)."),
+    {nullptr, 0, 0, 0, nullptr},
+};
+#undef PXB_MEMBER
+
+PyObject* status_dt(PyObject* self, void*) {
+    const Status& st = reinterpret_cast<StatusObject*>(self)->st;
+    return PyFloat_FromDouble(st.tstop - st.tstart);
+}
+PyObject* status_phase(PyObject* self, void*) {
+    const int p = static_cast<int>(reinterpret_cast<StatusObject*>(self)->st.phase);
+    PyObject* name = g_phase_names[p];
+    Py_INCREF(name);
+    return name;
+}
+PyGetSetDef status_getset[] = {
+    {"dt", status_dt, nullptr, "tstop - tstart.", nullptr},
+    {"phase", status_phase, nullptr,
+     "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential or "
+     "state_query.",
+     nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+PyObject* status_repr(PyObject* self) {
+    const Status& st = reinterpret_cast<StatusObject*>(self)->st;
+    const std::string text = "Status(phase=" + std::string(phase_name(st.phase)) + ", level=" +
+                             std::to_string(st.level) + ", iter=" + std::to_string(st.iter) +
+                             ", tstart=" + std::to_string(st.tstart) + ", tstop=" + std::to_string(st.tstop) + ")";
+    return PyUnicode_FromString(text.c_str());
+}
+void status_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    PyObject_Free(self);
+    Py_DECREF(type);
+}
+PyType_Slot status_slots[] = {
+    {Py_tp_doc, const_cast<char*>("What a callback is told about the call it serves (XBraid's StepStatus / "
+                                  "AccessStatus). The same object is reused: read it, do not keep it.")},
+    {Py_tp_members, status_members},
+    {Py_tp_getset, status_getset},
+    {Py_tp_repr, reinterpret_cast<void*>(status_repr)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(status_dealloc)},
+    {0, nullptr},
+};
+PyType_Spec status_spec = {"pyxbraid.Status", sizeof(StatusObject), 0, Py_TPFLAGS_DEFAULT, status_slots};
+
+}  // namespace
+
+void register_status_type(py::module_& module) {
+    g_status_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&status_spec));
+    if (g_status_type == nullptr) throw py::error_already_set();
+    for (int p = 0; p < 8; ++p) g_phase_names[p] = PyUnicode_InternFromString(phase_name(static_cast<Phase>(p)));
+    module.add_object("Status", reinterpret_cast<PyObject*>(g_status_type));
 }
 
 PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, py::object init, py::object step,
@@ -25,13 +105,17 @@ PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, py::object init, py:
     size_ = 1;
     for (Py_ssize_t d : shape_) size_ *= static_cast<std::size_t>(d);
     name_ = py::str(py::type::handle_of(app_).attr("__name__"));
-    status_obj_ = py::cast(StatusView{}, py::return_value_policy::move);
-    status_ = status_obj_.cast<StatusView*>();
+    auto* obj = PyObject_New(StatusObject, g_status_type);
+    if (obj == nullptr) throw py::error_already_set();
+    new (&obj->st) Status();
+    status_ = &obj->st;
+    status_obj_ = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(obj));
 }
 
 PyApp::~PyApp() {
     // The engine may be destroyed without the GIL (native solves release it).
     py::gil_scoped_acquire gil;
+    for (PyObject*& v : views_) Py_CLEAR(v);
     app_ = py::object();
     init_ = py::object();
     step_ = py::object();
@@ -59,8 +143,28 @@ PyObject* PyApp::view(const double* data, bool writable) const {
     return arr;
 }
 
+PyObject* PyApp::recycled_view(PyObject*& slot, const double* data, bool writable) const {
+    if (slot != nullptr && Py_REFCNT(slot) == 1) {
+        auto* fields = reinterpret_cast<PyArrayObject_fields*>(slot);
+        // Reuse only an untouched view: same shape and flags as we made it.
+        bool intact = fields->nd == static_cast<int>(shape_.size()) &&
+                      PyArray_CHKFLAGS(reinterpret_cast<PyArrayObject*>(slot), NPY_ARRAY_C_CONTIGUOUS) &&
+                      (PyArray_ISWRITEABLE(reinterpret_cast<PyArrayObject*>(slot)) == writable);
+        for (std::size_t d = 0; intact && d < shape_.size(); ++d) intact = fields->dimensions[d] == shape_[d];
+        if (intact) {
+            fields->data = reinterpret_cast<char*>(const_cast<double*>(data));
+            Py_INCREF(slot);
+            return slot;
+        }
+    }
+    Py_XDECREF(slot);
+    slot = view(data, writable);
+    Py_INCREF(slot);
+    return slot;
+}
+
 PyObject* PyApp::status_object(const Status& st) {
-    status_->st = st;
+    *status_ = st;
     return status_obj_.ptr();
 }
 
@@ -84,7 +188,7 @@ struct Ref {
 }  // namespace
 
 void PyApp::init(double t, double* u) {
-    Ref uv(view(u, true));
+    Ref uv(recycled_view(views_[0], u, true));
     Ref tv(PyFloat_FromDouble(t));
     if (tv.p == nullptr) throw py::error_already_set();
     PyObject* args[] = {tv.p, uv.p};
@@ -94,9 +198,9 @@ void PyApp::init(double t, double* u) {
 }
 
 void PyApp::step(double* u, const double* ustop, const double* fstop, const Status& st) {
-    Ref uv(view(u, true));
-    Ref sv(ustop == u ? (Py_INCREF(uv.p), uv.p) : view(ustop, false));
-    Ref fv(fstop ? view(fstop, false) : (Py_INCREF(Py_None), Py_None));
+    Ref uv(recycled_view(views_[0], u, true));
+    Ref sv(ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[1], ustop, false));
+    Ref fv(fstop ? recycled_view(views_[2], fstop, false) : (Py_INCREF(Py_None), Py_None));
     PyObject* args[] = {uv.p, sv.p, fv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(step_.ptr(), args, 4, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -104,8 +208,8 @@ void PyApp::step(double* u, const double* ustop, const double* fstop, const Stat
 }
 
 void PyApp::residual(const double* ustop, double* r, const Status& st) {
-    Ref sv(view(ustop, false));
-    Ref rv(view(r, true));
+    Ref sv(recycled_view(views_[1], ustop, false));
+    Ref rv(recycled_view(views_[0], r, true));
     PyObject* args[] = {sv.p, rv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(residual_.ptr(), args, 3, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -113,7 +217,7 @@ void PyApp::residual(const double* ustop, double* r, const Status& st) {
 }
 
 double PyApp::spatial_norm(const double* u) {
-    Ref uv(view(u, false));
+    Ref uv(recycled_view(views_[1], u, false));
     PyObject* args[] = {uv.p};
     Ref res(PyObject_Vectorcall(norm_.ptr(), args, 1, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -127,7 +231,7 @@ double PyApp::spatial_norm(const double* u) {
 }
 
 void PyApp::access(const double* u, const Status& st) {
-    Ref uv(view(u, false));
+    Ref uv(recycled_view(views_[1], u, false));
     PyObject* args[] = {uv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(access_.ptr(), args, 2, nullptr));
     if (res.p == nullptr) throw py::error_already_set();

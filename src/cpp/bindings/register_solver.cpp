@@ -54,33 +54,7 @@ void register_solver(py::module_& m) {
         .def_readwrite("access_level", &Options::access_level)
         .def_readwrite("print_level", &Options::print_level);
 
-    py::class_<StatusView>(m, "Status",
-                           "What a callback is told about the call it serves (XBraid's StepStatus/"
-                           "AccessStatus). The same object is reused: read it, do not keep it.")
-        .def_property_readonly("tstart", [](const StatusView& s) { return s.st.tstart; },
-                               "Time of the input state.")
-        .def_property_readonly("tstop", [](const StatusView& s) { return s.st.tstop; },
-                               "Time the step advances to.")
-        .def_property_readonly("t", [](const StatusView& s) { return s.st.tstart; },
-                               "Time of the accessed state (same as tstart).")
-        .def_property_readonly("dt", [](const StatusView& s) { return s.st.tstop - s.st.tstart; },
-                               "tstop - tstart.")
-        .def_property_readonly("tindex", [](const StatusView& s) { return s.st.tindex; },
-                               "Index of tstart on this level.")
-        .def_property_readonly("level", [](const StatusView& s) { return s.st.level; })
-        .def_property_readonly("nlevels", [](const StatusView& s) { return s.st.nlevels; })
-        .def_property_readonly("iter", [](const StatusView& s) { return s.st.iter; })
-        .def_property_readonly("done", [](const StatusView& s) { return s.st.done; })
-        .def_property_readonly("phase", [](const StatusView& s) { return std::string(phase_name(s.st.phase)); },
-                               "Calling routine: init, fc_relax, f_restrict, residual, f_interp, "
-                               "access, sequential or state_query.")
-        .def_property_readonly("residual_norm", [](const StatusView& s) { return s.st.residual_norm; },
-                               "Latest residual norm (-1.0 when not available).")
-        .def("__repr__", [](const StatusView& s) {
-            return "Status(phase=" + std::string(phase_name(s.st.phase)) + ", level=" +
-                   std::to_string(s.st.level) + ", iter=" + std::to_string(s.st.iter) +
-                   ", tstart=" + std::to_string(s.st.tstart) + ", tstop=" + std::to_string(s.st.tstop) + ")";
-        });
+    register_status_type(m);
 
     py::class_<CallCounts>(m, "CallCounts")
         .def_readonly("init", &CallCounts::init)
