@@ -126,20 +126,16 @@ PyApp::~PyApp() {
 }
 
 PyObject* PyApp::view(const double* data, bool writable) const {
-    // A C-contiguous float64 view of engine memory; its base keeps the engine alive.
+    // A C-contiguous float64 view of engine memory. It gets no base while it
+    // sits in the recycling cache (a base would form a reference cycle through
+    // C++ that Python's GC cannot see); ViewRef gives it the engine as base
+    // the moment a callback keeps it.
     PyArray_Descr* descr = PyArray_DescrFromType(NPY_DOUBLE);
     PyObject* arr = PyArray_NewFromDescr(&PyArray_Type, descr, static_cast<int>(shape_.size()),
                                          const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shape_.data())),
                                          nullptr, const_cast<double*>(data),
                                          writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
     if (arr == nullptr) throw py::error_already_set();
-    if (owner_ != nullptr) {
-        Py_INCREF(owner_);
-        if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(arr), owner_) < 0) {
-            Py_DECREF(arr);
-            throw py::error_already_set();
-        }
-    }
     return arr;
 }
 
@@ -187,8 +183,28 @@ struct Ref {
 };
 }  // namespace
 
+/// Holds a recycled view for one call; afterwards, if the callback kept the
+/// array (another reference exists), it leaves the cache and gets the engine
+/// as base so the memory it points to stays alive.
+struct PyApp::ViewRef {
+    PyObject* p;
+    PyObject** slot;
+    PyObject* owner;
+    ~ViewRef() {
+        Py_DECREF(p);
+        if (slot == nullptr || *slot != p || Py_REFCNT(p) == 1) return;
+        auto* arr = reinterpret_cast<PyArrayObject*>(p);
+        if (owner != nullptr && PyArray_BASE(arr) == nullptr) {
+            Py_INCREF(owner);
+            if (PyArray_SetBaseObject(arr, owner) < 0) PyErr_Clear();
+        }
+        *slot = nullptr;
+        Py_DECREF(p);
+    }
+};
+
 void PyApp::init(double t, double* u) {
-    Ref uv(recycled_view(views_[0], u, true));
+    ViewRef uv{recycled_view(views_[0], u, true), &views_[0], owner_};
     Ref tv(PyFloat_FromDouble(t));
     if (tv.p == nullptr) throw py::error_already_set();
     PyObject* args[] = {tv.p, uv.p};
@@ -198,9 +214,11 @@ void PyApp::init(double t, double* u) {
 }
 
 void PyApp::step(double* u, const double* ustop, const double* fstop, const Status& st) {
-    Ref uv(recycled_view(views_[0], u, true));
-    Ref sv(ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[1], ustop, false));
-    Ref fv(fstop ? recycled_view(views_[2], fstop, false) : (Py_INCREF(Py_None), Py_None));
+    ViewRef uv{recycled_view(views_[0], u, true), &views_[0], owner_};
+    ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[1], ustop, false),
+               ustop == u ? nullptr : &views_[1], owner_};  // an alias of u: uv settles it
+    ViewRef fv{fstop ? recycled_view(views_[2], fstop, false) : (Py_INCREF(Py_None), Py_None),
+               &views_[2], owner_};
     PyObject* args[] = {uv.p, sv.p, fv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(step_.ptr(), args, 4, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -208,8 +226,8 @@ void PyApp::step(double* u, const double* ustop, const double* fstop, const Stat
 }
 
 void PyApp::residual(const double* ustop, double* r, const Status& st) {
-    Ref sv(recycled_view(views_[1], ustop, false));
-    Ref rv(recycled_view(views_[0], r, true));
+    ViewRef sv{recycled_view(views_[1], ustop, false), &views_[1], owner_};
+    ViewRef rv{recycled_view(views_[0], r, true), &views_[0], owner_};
     PyObject* args[] = {sv.p, rv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(residual_.ptr(), args, 3, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -217,7 +235,7 @@ void PyApp::residual(const double* ustop, double* r, const Status& st) {
 }
 
 double PyApp::spatial_norm(const double* u) {
-    Ref uv(recycled_view(views_[1], u, false));
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
     PyObject* args[] = {uv.p};
     Ref res(PyObject_Vectorcall(norm_.ptr(), args, 1, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -231,7 +249,7 @@ double PyApp::spatial_norm(const double* u) {
 }
 
 void PyApp::access(const double* u, const Status& st) {
-    Ref uv(recycled_view(views_[1], u, false));
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
     PyObject* args[] = {uv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(access_.ptr(), args, 2, nullptr));
     if (res.p == nullptr) throw py::error_already_set();

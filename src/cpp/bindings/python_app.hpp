@@ -49,6 +49,7 @@ private:
     /// holds it (the user did not keep it): saves an allocation per call.
     PyObject* recycled_view(PyObject*& slot, const double* data, bool writable) const;
     PyObject* status_object(const Status& st);
+    struct ViewRef;
     void check_in_place(const char* callback, PyObject* result, PyObject* target) const;
 
     pybind11::object app_, init_, step_, residual_, norm_, access_, status_obj_;

@@ -28,9 +28,9 @@ Communicator::Communicator(MPI_Comm user) {
 }
 
 Communicator::~Communicator() {
-    // After a failure, messages may still be in flight on these communicators;
-    // freeing them could block, so they are deliberately left to MPI_Finalize.
-    if (failed_ || mpi_finalized()) return;
+    // After a failure on several ranks, messages may still be in flight on these
+    // communicators; freeing them could block, so they are left to MPI_Finalize.
+    if ((failed_ && size_ > 1) || mpi_finalized()) return;
     MPI_Comm_free(&data_);
     MPI_Comm_free(&fail_);
 }
