@@ -12,6 +12,8 @@ __all__ = ["App", "NativeApp"]
 
 
 def _as_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (bool, np.bool_)):
+        raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}")
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
     try:
@@ -23,6 +25,8 @@ def _as_shape(shape: Any) -> tuple[int, ...]:
     for d in dims:
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
             raise ValueError(f"shape entries must be integers >= 1, got {shape!r}")
+    if math.prod(int(d) for d in dims) > 2**40:
+        raise ValueError(f"shape {shape!r} is too large for one state ({math.prod(int(d) for d in dims)} values)")
     return tuple(int(d) for d in dims)
 
 
@@ -141,6 +145,8 @@ class NativeApp:
 
 
 def _finite(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):

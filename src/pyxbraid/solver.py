@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,11 +12,17 @@ import numpy as np
 
 from . import _core
 from ._mpi_guard import load_mpi
-from .app import App, NativeApp, _finite
+from .app import App, NativeApp, _as_shape, _finite
+from .errors import RemoteRankError
 
 __all__ = ["SolveResult", "Solver"]
 
 MPI = load_mpi()
+
+_OPTION_NAMES = frozenset(
+    "max_levels min_coarse cfactor nrelax cwt abs_tol rel_tol max_iter tnorm fmg nfmg nfmg_vcyc skip storage "
+    "seq_soln residual_computation relax_only_cg final_fc_relax access_level print_level".split()
+)
 
 _PHASES = ("init", "fc_relax", "f_restrict", "residual", "f_interp", "access", "sequential", "state_query")
 
@@ -73,12 +78,17 @@ def _bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
+_INT_MAX = 2**31 - 2  # the engine uses 32-bit indices (and ntime + 1)
+
+
 def _int(name: str, value: Any, minimum: int | None = None, rule: str | None = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
     v = int(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be {rule or f'>= {minimum}'}, got {v}")
+    if v > _INT_MAX:
+        raise ValueError(f"{name} must be <= {_INT_MAX}, got {v}")
     return v
 
 
@@ -211,6 +221,36 @@ class Solver:
             raise ValueError("comm is MPI.COMM_NULL")
         self._comm = comm
         self._app = app
+        args = dict(locals())
+        del args["self"], args["comm"], args["app"], args["tstart"], args["tstop"], args["ntime"], args["times"]
+        error: Exception | None = None
+        try:
+            built = self._validate(app, tstart, tstop, ntime, times, comm, **{k: v for k, v in args.items() if k in _OPTION_NAMES})
+        except (TypeError, ValueError, OverflowError) as exc:
+            error, built = exc, None
+        # Agree before any collective: a rank that rejects its arguments must
+        # not leave the others waiting inside the engine's construction.
+        if comm.Get_size() > 1:
+            reports = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
+            if error is not None:
+                raise error
+            for rank, report in enumerate(reports):
+                if report is not None:
+                    raise RemoteRankError(f"rank {rank} rejected its Solver arguments: {report}", rank)
+        elif error is not None:
+            raise error
+        native, self._shape, grid, tstart_v, tstop_v, ntime_v, opt = built
+        self._options = opt
+        self._engine = _core.Engine(native, comm, tstart_v, tstop_v, ntime_v, grid, opt)
+        self._engine._set_view_owner()
+        self._solves = 0
+        self._last: SolveResult | None = None
+        if opt.print_level >= 1 and comm.Get_rank() == 0:
+            self._engine.set_progress(self._print_iteration)
+
+    def _validate(self, app, tstart, tstop, ntime, times, comm, *, max_levels, min_coarse, cfactor, nrelax, cwt,
+                  abs_tol, rel_tol, max_iter, tnorm, fmg, nfmg, nfmg_vcyc, skip, storage, seq_soln,
+                  residual_computation, relax_only_cg, final_fc_relax, access_level, print_level):
         grid, tstart_v, tstop_v, ntime_v = self._time_grid(tstart, tstop, ntime, times)
         if ntime_v + 1 < comm.Get_size():
             raise ValueError(
@@ -264,15 +304,8 @@ class Solver:
         opt.print_level = _int("print_level", print_level)
         if opt.print_level not in (0, 1, 2, 3):
             raise ValueError(f"print_level must be 0, 1, 2 or 3, got {print_level!r}")
-        self._options = opt
-
-        native, self._shape = self._native_app(app)
-        self._engine = _core.Engine(native, comm, tstart_v, tstop_v, ntime_v, grid, opt)
-        self._engine._set_view_owner()
-        self._solves = 0
-        self._last: SolveResult | None = None
-        if opt.print_level >= 1 and comm.Get_rank() == 0:
-            self._engine.set_progress(self._print_iteration)
+        native, shape = self._native_app(app)
+        return native, shape, grid, tstart_v, tstop_v, ntime_v, opt
 
     # -- construction helpers ------------------------------------------------------
     @staticmethod
@@ -285,20 +318,27 @@ class Solver:
     @staticmethod
     def _time_grid(tstart, tstop, ntime, times):
         if times is not None:
-            grid = np.asarray(times, dtype=np.float64)
+            try:
+                grid = np.asarray(times, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"times must be a sequence of real numbers ({exc})") from None
             if grid.ndim != 1 or grid.size < 2:
                 raise ValueError(f"times must be a 1-D sequence of at least 2 values, got shape {grid.shape}")
             if not np.all(np.isfinite(grid)):
-                raise ValueError("times must be finite")
+                k = int(np.argmax(~np.isfinite(grid)))
+                raise ValueError(f"times must be finite, got times[{k}]={float(grid[k])!r}")
             if not np.all(np.diff(grid) > 0):
                 k = int(np.argmax(~(np.diff(grid) > 0)))
-                raise ValueError(f"times must be strictly increasing; times[{k + 1}]={grid[k + 1]!r} <= times[{k}]={grid[k]!r}")
+                raise ValueError(
+                    f"times must be strictly increasing; times[{k + 1}]={float(grid[k + 1])!r} "
+                    f"<= times[{k}]={float(grid[k])!r}"
+                )
             if ntime is not None and _int("ntime", ntime, 1) != grid.size - 1:
                 raise ValueError(f"times must hold ntime + 1 = {int(ntime) + 1} values, got {grid.size}")
             if tstart is not None and _finite("tstart", tstart) != grid[0]:
-                raise ValueError(f"tstart={tstart!r} differs from times[0]={grid[0]!r}")
+                raise ValueError(f"tstart={tstart!r} differs from times[0]={float(grid[0])!r}")
             if tstop is not None and _finite("tstop", tstop) != grid[-1]:
-                raise ValueError(f"tstop={tstop!r} differs from times[-1]={grid[-1]!r}")
+                raise ValueError(f"tstop={tstop!r} differs from times[-1]={float(grid[-1])!r}")
             return [float(x) for x in grid], float(grid[0]), float(grid[-1]), grid.size - 1
         if tstart is None or tstop is None or ntime is None:
             missing = [n for n, v in (("tstart", tstart), ("tstop", tstop), ("ntime", ntime)) if v is None]
@@ -319,6 +359,7 @@ class Solver:
         name = type(app).__name__
         if not hasattr(app, "shape"):
             raise TypeError(f"{name}.__init__ must call super().__init__(shape=...)")
+        app.shape = _as_shape(app.shape)
         for required in ("init", "step"):
             if not app._overrides(required):
                 raise TypeError(f"{name} must implement {required}() (see pyxbraid.App.{required})")
@@ -348,8 +389,6 @@ class Solver:
         CallbackError
             A callback produced a non-finite state or an invalid norm.
         """
-        if self._options.print_level >= 1 and self._comm.Get_rank() == 0 and self._solves == 0:
-            print(f"  Braid: Begin simulation, {self._engine.ntime} time steps", file=sys.stdout, flush=True)
         summary = self._engine.solve()
         self._solves += 1
         norms = np.array([math.nan if r == -1.0 else r for r in summary.residual_norms], dtype=np.float64)
@@ -451,6 +490,9 @@ class Solver:
 
     # -- printing (rank 0 only) --------------------------------------------------
     def _print_iteration(self, it: int, rnorm: float, wall: float) -> None:
+        # Runs inside the engine: an exception here stops every rank cleanly.
+        if it == 0 and self._solves == 0:
+            print(f"  Braid: Begin simulation, {self._engine.ntime} time steps", flush=True)
         if rnorm == -1.0:
             print(f"  Braid: || r_{it} || not available, wall time = {wall:1.2e}", flush=True)
         else:

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "core/engine.hpp"
+#include "core/errors.hpp"
 
 namespace pxb {
 
@@ -54,6 +55,7 @@ void Engine::final_sweep(bool done, bool fc) {
 }
 
 const std::vector<double>& Engine::local_states() {
+    ensure_usable();
     if (!initialised_) throw std::logic_error("solve() has not been called yet");
     if (!solution_valid_) {
         // access_level 0 skipped the final sweep: run it now (no user access).
@@ -61,8 +63,13 @@ const std::vector<double>& Engine::local_states() {
         opt_.access_level = 0;
         try {
             final_sweep(true, false);
-        } catch (...) {
+            // Agreement: a rank whose sweep failed never joins; its notice
+            // makes the others raise instead of returning a state.
+            double ok = 0.0;
+            comm_.allreduce(&ok, 1, MPI_SUM);
+        } catch (const std::exception& e) {
             opt_.access_level = saved;
+            fail_collectively("a state query", &e);
             throw;
         }
         opt_.access_level = saved;

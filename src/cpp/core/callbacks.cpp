@@ -103,7 +103,7 @@ void CallbackGate::residual(const double* ustop, double* r, const Status& st) {
     check_finite("residual", r, &st);
 }
 
-double CallbackGate::norm(const double* u) {
+double CallbackGate::norm(const double* u, const Status* where) {
     ++counts_.norm;
     if (!has_norm_) {
         double s = 0.0;
@@ -111,11 +111,11 @@ double CallbackGate::norm(const double* u) {
         return std::sqrt(s);
     }
     double value = 0.0;
-    PXB_GUARDED("spatial_norm", nullptr, value = app_.spatial_norm(u));
+    PXB_GUARDED("spatial_norm", where, value = app_.spatial_norm(u));
     if (!(value >= 0.0)) {  // also catches NaN
         std::ostringstream msg;
         msg << "returned " << value << "; a norm must be a number >= 0";
-        fail("spatial_norm", nullptr, msg.str());
+        fail("spatial_norm", where, msg.str());
     }
     return value;
 }

@@ -30,7 +30,7 @@ public:
     void step(double* u, const double* ustop, const double* fstop, const Status& st);
     void residual(const double* ustop, double* r, const Status& st);
     /// Spatial norm: the app's, or the Euclidean 2-norm computed natively.
-    double norm(const double* u);
+    double norm(const double* u, const Status* where = nullptr);
     void access(const double* u, const Status& st);
 
     bool has_residual() const { return has_residual_; }

@@ -23,6 +23,10 @@ bool mpi_finalized() {
 Communicator::Communicator(MPI_Comm user) {
     MPI_Comm_dup(user, &data_);
     MPI_Comm_dup(user, &fail_);
+    // mpi4py sets MPI_ERRORS_RETURN; the engine checks no return codes, so an
+    // MPI error (a bug) aborts the job instead of being ignored.
+    MPI_Comm_set_errhandler(data_, MPI_ERRORS_ARE_FATAL);
+    MPI_Comm_set_errhandler(fail_, MPI_ERRORS_ARE_FATAL);
     MPI_Comm_rank(data_, &rank_);
     MPI_Comm_size(data_, &size_);
 }

@@ -2,17 +2,32 @@
 // sweep (XBraid's drive.c and braid_Drive).
 #include <cmath>
 #include <sstream>
+#include <string>
 
 #include "core/engine.hpp"
 #include "core/errors.hpp"
 
 namespace pxb {
 
-SolveSummary Engine::solve() {
-    if (comm_.failed())
+void Engine::ensure_usable() const {
+    if (broken_ || comm_.failed())
         throw SolverStateError(
             "this solver stopped after an error in an earlier solve() and cannot be reused; "
             "create a new Solver");
+}
+
+void Engine::fail_collectively(const char* what_failed, const std::exception* e) {
+    broken_ = true;
+    // Callback failures were announced by the gate and remote failures need no
+    // echo; notify_failure is a no-op then. Anything else (the progress hook,
+    // an internal error) must still stop the other ranks.
+    if (!comm_.failed())
+        comm_.notify_failure("rank " + std::to_string(comm_.rank()) + ": " + what_failed + " raised " +
+                             (e ? e->what() : "an exception"));
+}
+
+SolveSummary Engine::solve() {
+    ensure_usable();
     SolveSummary summary;
     const double t0 = MPI_Wtime();
     solve_start_ = t0;
@@ -37,8 +52,18 @@ SolveSummary Engine::solve() {
         double steps = static_cast<double>(gate_.counts().step);
         comm_.allreduce(&steps, 1, MPI_SUM);
         summary.step_calls_all_ranks = static_cast<long long>(steps);
-    } catch (const std::exception&) {
+    } catch (const DivergenceError&) {
+        // Every rank sees the same reduced norm and raises together: no notice.
         solved_once_ = true;
+        broken_ = true;
+        throw;
+    } catch (const std::exception& e) {
+        solved_once_ = true;
+        fail_collectively("solve()", &e);
+        throw;
+    } catch (...) {
+        solved_once_ = true;
+        fail_collectively("solve()", nullptr);
         throw;
     }
     solved_once_ = true;

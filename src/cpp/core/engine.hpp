@@ -150,6 +150,13 @@ private:
     bool done_ = false;
     bool solved_once_ = false;
     bool initialised_ = false;
+    bool broken_ = false;             ///< an earlier solve or query failed on some rank
+
+    void ensure_usable() const;
+    /// Stop the other ranks (once) after `e` escaped on this rank, and mark the solver broken.
+    void fail_collectively(const char* what_failed, const std::exception* e);
+    /// Every rank must have built the solver with the same problem and options.
+    void check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times);
 };
 
 }  // namespace pxb

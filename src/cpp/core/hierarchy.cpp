@@ -2,7 +2,9 @@
 // (XBraid's hierarchy.c, distribution.c and InitGuess / CopyFineToCoarse).
 #include <algorithm>
 #include <cstring>
+#include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "core/distribution.hpp"
 #include "core/engine.hpp"
@@ -29,6 +31,9 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
       opt_(std::move(options)),
       n_(app_->size()),
       ntime_(ntime) {
+    // First, before anything that may throw on some ranks only: every rank
+    // must agree on the problem, or collectives below would hang.
+    check_consistent_across_ranks(tstart, tstop, times);
     opt_.validate();
     if (ntime_ < 1) throw std::invalid_argument("ntime must be >= 1, got " + std::to_string(ntime_));
     if (n_ == 0) throw std::invalid_argument("the app's state size must be >= 1");
@@ -53,6 +58,54 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
     work2_.assign(n_, 0.0);
     work3_.assign(n_, 0.0);
     va_send_buf_.assign(n_, 0.0);
+}
+
+void Engine::check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times) {
+    // Different problems or options per rank would hang or give wrong numbers;
+    // one MIN and one MAX reduction at construction find the first difference.
+    if (comm_.size() == 1) return;
+    double times_sum = 0.0;
+    for (double t : times) times_sum += t;
+    std::vector<std::pair<const char*, double>> items = {
+        {"ntime", double(ntime_)}, {"state size", double(n_)}, {"tstart", times.empty() ? tstart : times.front()},
+        {"tstop", times.empty() ? tstop : times.back()}, {"times", times_sum + double(times.size())},
+        {"max_levels", double(opt_.max_levels)}, {"min_coarse", double(opt_.min_coarse)},
+        {"cfactor", double(opt_.cfactor)}, {"nrelax", double(opt_.nrelax)}, {"cwt", opt_.cwt},
+        {"tolerance", opt_.tol}, {"rel_tol", double(opt_.rel_tol)}, {"max_iter", double(opt_.max_iter)},
+        {"tnorm", double(opt_.tnorm)}, {"fmg", double(opt_.fmg)}, {"nfmg", double(opt_.nfmg)},
+        {"nfmg_vcyc", double(opt_.nfmg_vcyc)}, {"skip", double(opt_.skip)}, {"storage", double(opt_.storage)},
+        {"seq_soln", double(opt_.seq_soln)}, {"residual_computation", double(opt_.residual_computation)},
+        {"relax_only_cg", double(opt_.relax_only_cg)}, {"final_fc_relax", double(opt_.final_fc_relax)},
+        {"access_level", double(opt_.access_level)}, {"user residual", double(app_->has_residual())},
+        {"per-level cfactor", double(opt_.cfactor_level.size())}, {"per-level nrelax", double(opt_.nrelax_level.size())},
+        {"per-level cwt", double(opt_.cwt_level.size())}};
+    for (std::size_t l = 0; l < opt_.cfactor_level.size(); ++l) items.push_back({"per-level cfactor", double(opt_.cfactor_level[l])});
+    for (std::size_t l = 0; l < opt_.nrelax_level.size(); ++l) items.push_back({"per-level nrelax", double(opt_.nrelax_level[l])});
+    for (std::size_t l = 0; l < opt_.cwt_level.size(); ++l) items.push_back({"per-level cwt", opt_.cwt_level[l]});
+    // The per-level lists may differ in length; compare a fixed-size prefix first.
+    const int fixed = 28;
+    std::vector<double> lo(fixed), hi(fixed);
+    for (int k = 0; k < fixed; ++k) lo[k] = hi[k] = items[static_cast<std::size_t>(k)].second;
+    MPI_Allreduce(MPI_IN_PLACE, lo.data(), fixed, MPI_DOUBLE, MPI_MIN, comm_.data());
+    MPI_Allreduce(MPI_IN_PLACE, hi.data(), fixed, MPI_DOUBLE, MPI_MAX, comm_.data());
+    auto report = [&](std::size_t k, double a, double b) {
+        std::ostringstream msg;
+        msg.precision(17);
+        msg << items[k].first << " differs between ranks (from " << a << " to " << b
+            << "): every rank must build the Solver with the same problem and options";
+        throw std::invalid_argument(msg.str());
+    };
+    for (int k = 0; k < fixed; ++k)
+        if (lo[k] != hi[k]) report(static_cast<std::size_t>(k), lo[k], hi[k]);
+    const int extra = static_cast<int>(items.size()) - fixed;
+    if (extra > 0) {
+        std::vector<double> elo(static_cast<std::size_t>(extra)), ehi(static_cast<std::size_t>(extra));
+        for (int k = 0; k < extra; ++k) elo[k] = ehi[k] = items[static_cast<std::size_t>(fixed + k)].second;
+        MPI_Allreduce(MPI_IN_PLACE, elo.data(), extra, MPI_DOUBLE, MPI_MIN, comm_.data());
+        MPI_Allreduce(MPI_IN_PLACE, ehi.data(), extra, MPI_DOUBLE, MPI_MAX, comm_.data());
+        for (int k = 0; k < extra; ++k)
+            if (elo[k] != ehi[k]) report(static_cast<std::size_t>(fixed + k), elo[k], ehi[k]);
+    }
 }
 
 int Engine::owner(int level, int index) const {

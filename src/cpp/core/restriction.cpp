@@ -37,7 +37,7 @@ void Engine::f_restrict(int level) {
                 for (std::size_t q = 0; q < n_; ++q) r[q] = 1.0 * f[q] + (-1.0) * r[q];
             }
             if (level == 0) {
-                const double nr = gate_.norm(r);
+                const double nr = gate_.norm(r, &status_);
                 if (opt_.tnorm == 1)
                     rsum += nr;
                 else if (opt_.tnorm == 2)

@@ -1,0 +1,58 @@
+"""State queries (state_at / local_states) and failures on several ranks.
+
+Usage: ``state_query_failure.py CASE`` with CASE
+
+* ``ondemand``: access_level=0, so state_at runs the final sweep on demand;
+  rank 1's step raises during that sweep (after a delay, when the other
+  ranks are done with their part). Every rank must raise.
+* ``after_failure``: rank 1's step raises during solve(); afterwards every
+  rank calls state_at, which must raise SolverStateError (not hang).
+
+Each rank prints ``RANK r <CALL> TYPE <name> RANKATTR <rank> MSG <first line>``
+or ``RANK r <CALL> OK``.
+"""
+
+import sys
+import time
+
+from mpi4py import MPI
+
+import pyxbraid as xb
+
+CASE = sys.argv[1]
+rank = MPI.COMM_WORLD.Get_rank()
+
+
+def say(text):
+    """One line per event, written in one call so that ranks do not interleave."""
+    sys.stdout.write(f"RANK {rank} " + str(text).replace("\n", "\\n") + "\n")
+    sys.stdout.flush()
+
+
+class Decay(xb.App):
+    def __init__(self):
+        super().__init__(shape=(1,))
+
+    def init(self, t, u):
+        u[:] = 1.0 if t == 0.0 else 0.5
+
+    def step(self, u, ustop, fstop, status):
+        if rank == 1:
+            if CASE == "ondemand" and status.phase == "access":
+                # Late, so that the other ranks have finished their part of the
+                # sweep (and could return) before the failure is announced.
+                time.sleep(1.0)
+                raise ValueError("boom in the on-demand sweep")
+            if CASE == "after_failure" and status.iter == 1:
+                raise ValueError("boom in solve")
+        u /= 1.0 + status.dt
+
+
+solver = xb.Solver(Decay(), 0.0, 1.0, 12, max_levels=2, access_level=0 if CASE == "ondemand" else 1)
+for name, call in (("SOLVE", solver.solve), ("STATE_AT", lambda: solver.state_at(12))):
+    try:
+        call()
+        say(f"{name} OK")
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        say(f"{name} TYPE {type(exc).__name__} RANKATTR {getattr(exc, 'rank', None)} MSG {first}")
