@@ -127,6 +127,63 @@ class App:
         """Optional: a norm of ``u`` (default: Euclidean 2-norm of all entries)."""
         raise NotImplementedError
 
+    # -- adjoint (used with Solver(adjoint=True) / objective_only=True) --------------
+    def objective(self, u: np.ndarray, status: Any) -> float:
+        """Adjoint: the objective term f(u_i) at fine time ``status.t`` (XBraid's objectiveT).
+
+        The objective is ``J = F(I)``, ``I = sum_i f(u_i)`` over the fine points
+        in ``[tstart_objective, tstop_objective]`` (``F`` = identity unless
+        :meth:`postprocess_objective` is defined). ``status.tindex`` and
+        ``status.ntime`` are available.
+        """
+        raise NotImplementedError
+
+    def objective_adjoint(self, u: np.ndarray, u_bar: np.ndarray, f_bar: float, status: Any) -> None:
+        """Adjoint: set ``u_bar = (df/du)^T f_bar`` and add ``(df/ddesign)^T f_bar`` to the gradient.
+
+        ``u_bar`` is zero on entry (XBraid's objectiveT_diff).
+        """
+        raise NotImplementedError
+
+    def step_adjoint(self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray,
+                     status: Any) -> None:
+        """Adjoint of one :meth:`step` (XBraid's step_diff).
+
+        ``u`` and ``ustop`` are the step's inputs (read-only). Overwrite ``u_bar``
+        with ``(dPhi/du)^T u_bar``, add ``(dPhi/ddesign)^T u_bar`` (the incoming
+        ``u_bar``) to the gradient, and, when the step uses ``ustop``, write
+        ``(dPhi/dustop)^T u_bar`` into ``ustop_bar`` (zero on entry). ``status``
+        is the status of the primal step.
+        """
+        raise NotImplementedError
+
+    def reset_gradient(self) -> None:
+        """Adjoint: set the gradient accumulator to zero (XBraid's reset_gradient)."""
+        raise NotImplementedError
+
+    def postprocess_objective(self, integral: float) -> float:
+        """Optional: ``J = F(I)`` from ``I = sum_i f(u_i)`` (XBraid's postprocess_obj)."""
+        raise NotImplementedError
+
+    def postprocess_objective_adjoint(self, integral: float) -> float:
+        """Optional: return ``dF/dI``; may *assign* the design part of ``dF/ddesign`` to the gradient.
+
+        (XBraid's postprocess_obj_diff.) It runs on every rank, but on ranks other
+        than 0 the gradient is reset right after it, so that term counts once.
+        """
+        raise NotImplementedError
+
+    def gradient(self) -> Any:
+        """This rank's gradient accumulator (default: the attribute ``self.grad``).
+
+        :meth:`Solver.gradient` reads it and, by default, sums it over ranks.
+        """
+        if hasattr(self, "grad"):
+            return self.grad
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps no 'grad' attribute; define gradient() to return the gradient"
+        )
+
     # -- used by the Solver ---------------------------------------------------
     def _overrides(self, name: str) -> bool:
         return getattr(type(self), name, None) is not getattr(App, name)

@@ -28,6 +28,13 @@ class LinearODE(NativeApp):
         Backward Euler is ex-01: ``u <- (u + fstop) / (1 - lam dt)``.
     residual : bool, default False
         Use XBraid's user residual mode with ``A(u_i, u_{i-1}) = (1 - lam dt) u_i - u_{i-1}``.
+    objective : {None, "mean_square"}
+        Adjoint problem of XBraid's ex-01-adjoint: design ``lam``,
+        ``f(u_i) = |u_i|^2 / ntime``; the gradient is d J / d lam.
+    target : float, optional
+        Tracking post-process of ex-01-optimization:
+        ``J = (I - target)^2 / 2 + regularization / 2 |lam|^2``.
+    regularization : float, default 0.0
 
     Examples
     --------
@@ -45,6 +52,9 @@ class LinearODE(NativeApp):
         guess: float = 0.456,
         scheme: str = "backward_euler",
         residual: bool = False,
+        objective: str | None = None,
+        target: float | None = None,
+        regularization: float = 0.0,
     ) -> None:
         if isinstance(lam, (numbers.Real, np.floating, np.integer)) and not isinstance(lam, bool):
             lams = [_finite("lam", lam)]
@@ -59,16 +69,43 @@ class LinearODE(NativeApp):
             raise ValueError(f"scheme must be 'backward_euler' or 'forward_euler', got {scheme!r}")
         if not isinstance(residual, (bool, np.bool_)):
             raise TypeError(f"residual must be True or False, got {residual!r}")
-        self.lam = lams[0] if len(lams) == 1 and not isinstance(lam, (list, tuple, np.ndarray)) else np.array(lams)
         self.shape = (len(lams),)
         self.u0 = _finite("u0", u0)
         self.guess = _finite("guess", guess)
         self.scheme = scheme
         self.residual = bool(residual)
-        self._lams = lams
+        if objective not in (None, "mean_square"):
+            raise ValueError(f"objective must be None or 'mean_square', got {objective!r}")
+        if target is not None and objective is None:
+            raise ValueError("target needs objective='mean_square'")
+        self.objective = objective
+        self.target = None if target is None else _finite("target", target)
+        self.regularization = _finite("regularization", regularization)
+        self._scalar = len(lams) == 1 and not isinstance(lam, (list, tuple, np.ndarray))
+        self._cpp = _core.LinearODE(lams, self.u0, self.guess, self.scheme, self.residual)
+        self._cpp.set_objective(objective == "mean_square", target is not None,
+                                0.0 if target is None else self.target, self.regularization)
 
     def _native(self):
-        return _core.LinearODE(self._lams, self.u0, self.guess, self.scheme, self.residual)
+        return self._cpp
+
+    @property
+    def lam(self):
+        """The decay rate(s): the design of the adjoint problem. Settable between solves."""
+        values = self._cpp.lam
+        return values[0] if self._scalar else np.array(values)
+
+    @lam.setter
+    def lam(self, value) -> None:
+        arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+        if arr.shape != (self.shape[0],) or not np.all(np.isfinite(arr)):
+            raise ValueError(f"lam must be {self.shape[0]} finite value(s), got {value!r}")
+        self._cpp.lam = [float(x) for x in arr]
+
+    def gradient(self):
+        """This rank's gradient d J / d lam (float for a scalar lam)."""
+        g = self._cpp.gradient
+        return g[0] if self._scalar else np.array(g)
 
     def __repr__(self) -> str:
         return f"LinearODE(lam={self.lam!r}, scheme={self.scheme!r}, residual={self.residual})"
@@ -118,6 +155,7 @@ class Heat1D(NativeApp):
         self._helper = _core.Heat1D(self.nspace, "hashed", False)
 
     def _native(self):
+        # A fresh engine-side app per solver: guess="xbraid" restarts its generator, as XBraid does per run.
         return _core.Heat1D(self.nspace, "hashed" if self.guess == "random" else self.guess, self.residual)
 
     @property

@@ -21,8 +21,10 @@ MPI = load_mpi()
 
 _OPTION_NAMES = frozenset(
     "max_levels min_coarse cfactor nrelax cwt abs_tol rel_tol max_iter tnorm fmg nfmg nfmg_vcyc skip storage "
-    "seq_soln residual_computation relax_only_cg final_fc_relax access_level print_level".split()
+    "seq_soln residual_computation relax_only_cg final_fc_relax access_level print_level adjoint "
+    "abs_tol_adjoint rel_tol_adjoint tstart_objective tstop_objective objective_only".split()
 )
+_ADJOINT_METHODS = ("objective", "objective_adjoint", "step_adjoint", "reset_gradient")
 
 _PHASES = ("init", "fc_relax", "f_restrict", "residual", "f_interp", "access", "sequential", "state_query")
 
@@ -52,7 +54,13 @@ class SolveResult:
     step_calls_all_ranks : int
         Step callbacks summed over all ranks.
     calls : dict
-        Callback counts on this rank: init, step, residual, norm, access.
+        Callback counts on this rank: init, step, residual, norm, access,
+        objective, step_adjoint, objective_adjoint.
+    objective : float or None
+        J of the last iteration (XBraid's braid_GetObjective) with ``adjoint``
+        or ``objective_only``, else None.
+    adjoint_residual_norms : numpy.ndarray
+        ||r_adj|| per iteration (empty without the adjoint or for ``max_levels=1``).
     """
 
     iterations: int
@@ -64,6 +72,8 @@ class SolveResult:
     step_calls: int
     step_calls_all_ranks: int
     calls: dict[str, int] = field(default_factory=dict)
+    objective: float | None = None
+    adjoint_residual_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _is_bool_like(value: Any) -> bool:
@@ -172,6 +182,22 @@ class Solver:
     print_level : {0, 1, 2, 3}, default 0
         0 silent (DEVIATION: XBraid's default is 2); 1 one line per iteration
         on rank 0; 2 adds a summary.
+    adjoint : bool, default False
+        XBraid_Adjoint: every iteration is a primal cycle followed by the
+        reverse of that cycle, giving the objective ``result.objective`` and the
+        gradient (:meth:`gradient`). Needs the app's ``objective``,
+        ``objective_adjoint``, ``step_adjoint`` and ``reset_gradient``. Forces
+        ``skip`` off. Converged when both residuals meet their tolerances.
+        With ``max_levels=1`` the result is the exact discrete adjoint
+        (backpropagation through time).
+    abs_tol_adjoint, rel_tol_adjoint : float, optional
+        Adjoint tolerance, absolute or relative to ||r_adj|| of the first
+        iteration of the first solve (default ``rel_tol_adjoint=1e-6``).
+    tstart_objective, tstop_objective : float, optional
+        Objective window (closed; default: the whole interval).
+    objective_only : bool, default False
+        Evaluate the objective without the adjoint (for line searches and
+        finite differences); needs only the app's ``objective``.
 
     Examples
     --------
@@ -212,6 +238,12 @@ class Solver:
         final_fc_relax: bool = False,
         access_level: int = 1,
         print_level: int = 0,
+        adjoint: bool = False,
+        abs_tol_adjoint: float | None = None,
+        rel_tol_adjoint: float | None = None,
+        tstart_objective: float | None = None,
+        tstop_objective: float | None = None,
+        objective_only: bool = False,
     ) -> None:
         if comm is None:
             comm = MPI.COMM_WORLD
@@ -250,7 +282,8 @@ class Solver:
 
     def _validate(self, app, tstart, tstop, ntime, times, comm, *, max_levels, min_coarse, cfactor, nrelax, cwt,
                   abs_tol, rel_tol, max_iter, tnorm, fmg, nfmg, nfmg_vcyc, skip, storage, seq_soln,
-                  residual_computation, relax_only_cg, final_fc_relax, access_level, print_level):
+                  residual_computation, relax_only_cg, final_fc_relax, access_level, print_level,
+                  adjoint, abs_tol_adjoint, rel_tol_adjoint, tstart_objective, tstop_objective, objective_only):
         grid, tstart_v, tstop_v, ntime_v = self._time_grid(tstart, tstop, ntime, times)
         if ntime_v + 1 < comm.Get_size():
             raise ValueError(
@@ -304,7 +337,34 @@ class Solver:
         opt.print_level = _int("print_level", print_level)
         if opt.print_level not in (0, 1, 2, 3):
             raise ValueError(f"print_level must be 0, 1, 2 or 3, got {print_level!r}")
-        native, shape = self._native_app(app)
+        opt.adjoint = _bool("adjoint", adjoint)
+        opt.objective_only = _bool("objective_only", objective_only)
+        if abs_tol_adjoint is not None and rel_tol_adjoint is not None:
+            raise ValueError(
+                "give either abs_tol_adjoint or rel_tol_adjoint, not both "
+                f"(got abs_tol_adjoint={abs_tol_adjoint!r}, rel_tol_adjoint={rel_tol_adjoint!r})"
+            )
+        if abs_tol_adjoint is not None:
+            opt.tol_adjoint, opt.rel_tol_adjoint = self._tolerance("abs_tol_adjoint", abs_tol_adjoint), False
+        else:
+            value = 1e-6 if rel_tol_adjoint is None else rel_tol_adjoint
+            opt.tol_adjoint, opt.rel_tol_adjoint = self._tolerance("rel_tol_adjoint", value), True
+        for name, value, lo, hi in (("tstart_objective", tstart_objective, tstart_v, tstop_v),
+                                    ("tstop_objective", tstop_objective, tstart_v, tstop_v)):
+            if value is not None:
+                _finite(name, value)
+        if tstart_objective is not None:
+            opt.has_tstart_objective, opt.tstart_objective = True, float(tstart_objective)
+        if tstop_objective is not None:
+            opt.has_tstop_objective, opt.tstop_objective = True, float(tstop_objective)
+        if tstart_objective is not None and tstop_objective is not None and tstop_objective < tstart_objective:
+            raise ValueError(
+                f"tstop_objective must be >= tstart_objective, got tstart_objective={tstart_objective!r}, "
+                f"tstop_objective={tstop_objective!r}"
+            )
+        if opt.adjoint and opt.objective_only:
+            raise ValueError("give adjoint=True or objective_only=True, not both")
+        native, shape = self._native_app(app, opt.adjoint, opt.objective_only)
         return native, shape, grid, tstart_v, tstop_v, ntime_v, opt
 
     # -- construction helpers ------------------------------------------------------
@@ -349,8 +409,11 @@ class Solver:
         return [], t0, t1, _int("ntime", ntime, 1)
 
     @staticmethod
-    def _native_app(app: Any):
+    def _native_app(app: Any, adjoint: bool = False, objective_only: bool = False):
         if isinstance(app, NativeApp):
+            if (adjoint or objective_only) and getattr(app, "objective", None) is None:
+                raise ValueError(f"{type(app).__name__} has no objective: build it with objective='mean_square' "
+                                 "to use adjoint=True or objective_only=True")
             return app._native(), tuple(app.shape)
         if not isinstance(app, App):
             raise TypeError(
@@ -364,9 +427,24 @@ class Solver:
             if not app._overrides(required):
                 raise TypeError(f"{name} must implement {required}() (see pyxbraid.App.{required})")
         optional = {m: (getattr(app, m) if app._overrides(m) else None) for m in ("residual", "spatial_norm", "access")}
+        needed = _ADJOINT_METHODS if adjoint else ("objective",) if objective_only else ()
+        missing = [m for m in needed if not app._overrides(m)]
+        if missing:
+            flag = "adjoint=True" if adjoint else "objective_only=True"
+            raise TypeError(f"{flag} needs {name}.{', '.join(missing)}() (see pyxbraid.App)")
+        if adjoint and optional["residual"] is not None:
+            raise ValueError(f"adjoint=True cannot be combined with a user residual ({name}.residual), as in XBraid")
+        post = app._overrides("postprocess_objective"), app._overrides("postprocess_objective_adjoint")
+        if adjoint and post[0] != post[1]:
+            raise TypeError(f"{name} must define both postprocess_objective and postprocess_objective_adjoint, or neither")
         native = _core.PythonApp(
             app, list(app.shape), app.init, app.step, optional["residual"], optional["spatial_norm"], optional["access"]
         )
+        if adjoint or objective_only:
+            def get(m):
+                return getattr(app, m) if app._overrides(m) else None
+            native.set_adjoint(get("objective"), get("objective_adjoint"), get("step_adjoint"), get("reset_gradient"),
+                               get("postprocess_objective"), get("postprocess_objective_adjoint"))
         return native, tuple(app.shape)
 
     # -- running -------------------------------------------------------------------
@@ -403,7 +481,12 @@ class Solver:
             step_calls=calls.step,
             step_calls_all_ranks=summary.step_calls_all_ranks,
             calls={"init": calls.init, "step": calls.step, "residual": calls.residual,
-                   "norm": calls.norm, "access": calls.access},
+                   "norm": calls.norm, "access": calls.access, "objective": calls.objective,
+                   "step_adjoint": calls.step_adjoint, "objective_adjoint": calls.objective_adjoint},
+            objective=summary.objective if (self._options.adjoint or self._options.objective_only) else None,
+            adjoint_residual_norms=np.array(
+                [math.nan if r == -1.0 else r for r in summary.adjoint_residual_norms], dtype=np.float64
+            ),
         )
         self._last = result
         if self._options.print_level >= 2 and self._comm.Get_rank() == 0:
@@ -430,6 +513,37 @@ class Solver:
         if not 0 <= i <= n:
             raise IndexError(f"index must be in [-{n + 1}, {n}], got {index}")
         return self._engine.state_at(i).reshape(self._shape)
+
+    def gradient(self, reduce: bool = True) -> Any:
+        """The gradient of the objective with respect to the design.
+
+        During an adjoint solve each rank accumulates the contributions of its
+        own time steps in the app (XBraid's semantics); this reads the app's
+        accumulator (:meth:`App.gradient`).
+
+        Parameters
+        ----------
+        reduce : bool, default True
+            True: the full gradient, summed over all ranks of ``comm`` (collective).
+            False: this rank's own contribution only (no communication), e.g.
+            when each rank owns the design of its own time steps.
+
+        Returns
+        -------
+        float or numpy.ndarray
+            A float when the app's gradient is a scalar, else an array (a copy).
+        """
+        if not (self._options.adjoint):
+            raise RuntimeError("gradient() needs a Solver built with adjoint=True")
+        local = np.array(self._app.gradient(), dtype=np.float64, copy=True)
+        if reduce and self._comm.Get_size() > 1:
+            self._comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
+        return float(local) if local.ndim == 0 else local
+
+    @property
+    def adjoint_bytes(self) -> int:
+        """Bytes this rank holds for the adjoint (bar vectors, tape, adjoint iterate)."""
+        return self._engine.adjoint_bytes
 
     def local_states(self) -> np.ndarray:
         """This rank's fine-grid states, indices ``ilower .. iupper`` (collective).

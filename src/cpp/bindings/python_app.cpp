@@ -116,6 +116,7 @@ PyApp::~PyApp() {
     // The engine may be destroyed without the GIL (native solves release it).
     py::gil_scoped_acquire gil;
     for (PyObject*& v : views_) Py_CLEAR(v);
+    objective_ = objective_adjoint_ = step_adjoint_ = reset_gradient_ = postprocess_ = postprocess_adjoint_ = py::object();
     app_ = py::object();
     init_ = py::object();
     step_ = py::object();
@@ -253,6 +254,75 @@ void PyApp::access(const double* u, const Status& st) {
     PyObject* args[] = {uv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(access_.ptr(), args, 2, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
+}
+
+void PyApp::set_adjoint(py::object objective, py::object objective_adjoint, py::object step_adjoint,
+                        py::object reset_gradient, py::object postprocess, py::object postprocess_adjoint) {
+    objective_ = std::move(objective);
+    objective_adjoint_ = std::move(objective_adjoint);
+    step_adjoint_ = std::move(step_adjoint);
+    reset_gradient_ = std::move(reset_gradient);
+    postprocess_ = std::move(postprocess);
+    postprocess_adjoint_ = std::move(postprocess_adjoint);
+}
+
+double PyApp::call_real(const py::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const {
+    Ref res(PyObject_Vectorcall(fn.ptr(), args, nargs, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+    const double value = PyFloat_AsDouble(res.p);
+    if (value == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        throw py::type_error(name_ + "." + name + " must return a real number, got " +
+                             std::string(Py_TYPE(res.p)->tp_name));
+    }
+    return value;
+}
+
+double PyApp::objective(const double* u, const Status& st) {
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
+    PyObject* args[] = {uv.p, status_object(st)};
+    return call_real(objective_, "objective", args, 2);
+}
+
+void PyApp::objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st) {
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
+    ViewRef bv{recycled_view(views_[3], u_bar, true), &views_[3], owner_};
+    Ref fv(PyFloat_FromDouble(f_bar));
+    PyObject* args[] = {uv.p, bv.p, fv.p, status_object(st)};
+    Ref res(PyObject_Vectorcall(objective_adjoint_.ptr(), args, 4, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+    check_in_place("objective_adjoint", res.p, bv.p);
+}
+
+void PyApp::step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
+                         const Status& st) {
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
+    ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[2], ustop, false),
+               ustop == u ? nullptr : &views_[2], owner_};
+    ViewRef bv{recycled_view(views_[3], u_bar, true), &views_[3], owner_};
+    ViewRef sbv{recycled_view(views_[4], ustop_bar, true), &views_[4], owner_};
+    PyObject* args[] = {uv.p, sv.p, bv.p, sbv.p, status_object(st)};
+    Ref res(PyObject_Vectorcall(step_adjoint_.ptr(), args, 5, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+    check_in_place("step_adjoint", res.p, bv.p);
+}
+
+void PyApp::reset_gradient() {
+    if (reset_gradient_.is_none()) return;
+    Ref res(PyObject_CallNoArgs(reset_gradient_.ptr()));
+    if (res.p == nullptr) throw py::error_already_set();
+}
+
+double PyApp::postprocess(double sum) {
+    Ref sv(PyFloat_FromDouble(sum));
+    PyObject* args[] = {sv.p};
+    return call_real(postprocess_, "postprocess_objective", args, 1);
+}
+
+double PyApp::postprocess_adjoint(double sum) {
+    Ref sv(PyFloat_FromDouble(sum));
+    PyObject* args[] = {sv.p};
+    return call_real(postprocess_adjoint_, "postprocess_objective_adjoint", args, 1);
 }
 
 }  // namespace pxb::bind

@@ -27,6 +27,12 @@ public:
     PyApp(pybind11::object app, std::vector<Py_ssize_t> shape, pybind11::object init,
           pybind11::object step, pybind11::object residual, pybind11::object spatial_norm,
           pybind11::object access);
+
+    /// Adjoint callbacks (None where undefined): objective, objective_adjoint,
+    /// step_adjoint, reset_gradient, postprocess_objective, postprocess_objective_adjoint.
+    void set_adjoint(pybind11::object objective, pybind11::object objective_adjoint,
+                     pybind11::object step_adjoint, pybind11::object reset_gradient,
+                     pybind11::object postprocess, pybind11::object postprocess_adjoint);
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
@@ -39,6 +45,16 @@ public:
     double spatial_norm(const double* u) override;
     bool has_access() const override { return !access_.is_none(); }
     void access(const double* u, const Status& st) override;
+
+    bool has_adjoint() const override { return !objective_.is_none(); }
+    double objective(const double* u, const Status& st) override;
+    void objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st) override;
+    void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
+                      const Status& st) override;
+    void reset_gradient() override;
+    bool has_postprocess() const override { return !postprocess_.is_none(); }
+    double postprocess(double sum) override;
+    double postprocess_adjoint(double sum) override;
 
     /// The Python object that owns the engine memory; views keep it alive.
     void set_owner(PyObject* owner) { owner_ = owner; }
@@ -53,8 +69,12 @@ private:
     void check_in_place(const char* callback, PyObject* result, PyObject* target) const;
 
     pybind11::object app_, init_, step_, residual_, norm_, access_, status_obj_;
+    pybind11::object objective_ = pybind11::none(), objective_adjoint_ = pybind11::none(),
+                     step_adjoint_ = pybind11::none(), reset_gradient_ = pybind11::none(),
+                     postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none();
+    double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
-    mutable PyObject* views_[3] = {nullptr, nullptr, nullptr};  ///< recycled views: u (rw), ustop (ro), fstop (ro)
+    mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};  ///< recycled views: u (rw), ustop (ro), fstop (ro), bar (rw), bar2 (rw)
     std::vector<Py_ssize_t> shape_;
     std::size_t size_ = 1;
     std::string name_;

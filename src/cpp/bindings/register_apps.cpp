@@ -18,7 +18,12 @@ void register_apps(py::module_& m) {
                                                                  : LinearODE::Scheme::backward_euler;
                  return std::make_shared<LinearODE>(std::move(lam), u0, guess, s, residual);
              }),
-             py::arg("lam"), py::arg("u0"), py::arg("guess"), py::arg("scheme"), py::arg("residual"));
+             py::arg("lam"), py::arg("u0"), py::arg("guess"), py::arg("scheme"), py::arg("residual"))
+        .def("set_objective", &LinearODE::set_objective, py::arg("mean_square"), py::arg("tracking"),
+             py::arg("target"), py::arg("regularization"))
+        .def_property("lam", &LinearODE::lam, &LinearODE::set_lam)
+        .def_property_readonly("gradient", &LinearODE::gradient)
+        .def("reset_gradient", &LinearODE::reset_gradient);
 
     py::class_<Heat1D, App, std::shared_ptr<Heat1D>>(m, "Heat1D")
         .def(py::init([](int nspace, const std::string& guess, bool residual) {

@@ -52,7 +52,15 @@ void register_solver(py::module_& m) {
         .def_readwrite("relax_only_cg", &Options::relax_only_cg)
         .def_readwrite("final_fc_relax", &Options::final_fc_relax)
         .def_readwrite("access_level", &Options::access_level)
-        .def_readwrite("print_level", &Options::print_level);
+        .def_readwrite("print_level", &Options::print_level)
+        .def_readwrite("adjoint", &Options::adjoint)
+        .def_readwrite("tol_adjoint", &Options::tol_adjoint)
+        .def_readwrite("rel_tol_adjoint", &Options::rel_tol_adjoint)
+        .def_readwrite("has_tstart_objective", &Options::has_tstart_objective)
+        .def_readwrite("tstart_objective", &Options::tstart_objective)
+        .def_readwrite("has_tstop_objective", &Options::has_tstop_objective)
+        .def_readwrite("tstop_objective", &Options::tstop_objective)
+        .def_readwrite("objective_only", &Options::objective_only);
 
     register_status_type(m);
 
@@ -61,11 +69,16 @@ void register_solver(py::module_& m) {
         .def_readonly("step", &CallCounts::step)
         .def_readonly("residual", &CallCounts::residual)
         .def_readonly("norm", &CallCounts::norm)
-        .def_readonly("access", &CallCounts::access);
+        .def_readonly("access", &CallCounts::access)
+        .def_readonly("objective", &CallCounts::objective)
+        .def_readonly("step_adjoint", &CallCounts::step_adjoint)
+        .def_readonly("objective_adjoint", &CallCounts::objective_adjoint);
 
     py::class_<SolveSummary>(m, "SolveSummary")
         .def_readonly("iterations", &SolveSummary::iterations)
         .def_readonly("residual_norms", &SolveSummary::residual_norms)
+        .def_readonly("adjoint_residual_norms", &SolveSummary::adjoint_residual_norms)
+        .def_readonly("objective", &SolveSummary::objective)
         .def_readonly("converged", &SolveSummary::converged)
         .def_readonly("nlevels", &SolveSummary::nlevels)
         .def_readonly("wall_time", &SolveSummary::wall_time)
@@ -83,7 +96,10 @@ void register_solver(py::module_& m) {
                                                 std::move(access));
              }),
              py::arg("app"), py::arg("shape"), py::arg("init"), py::arg("step"), py::arg("residual"),
-             py::arg("spatial_norm"), py::arg("access"));
+             py::arg("spatial_norm"), py::arg("access"))
+        .def("set_adjoint", &PyApp::set_adjoint, py::arg("objective"), py::arg("objective_adjoint"),
+             py::arg("step_adjoint"), py::arg("reset_gradient"), py::arg("postprocess"),
+             py::arg("postprocess_adjoint"));
 
     // For benchmarks: the cost of `nsteps` bare step calls of an app (no engine
     // around them), to separate the engine's overhead from the app's own work.
@@ -168,6 +184,7 @@ void register_solver(py::module_& m) {
         .def_property_readonly("nranks", &Engine::nranks)
         .def_property_readonly("level_sizes", &Engine::level_sizes)
         .def_property_readonly("storage_bytes", &Engine::storage_bytes)
+        .def_property_readonly("adjoint_bytes", &Engine::adjoint_bytes)
         .def_property_readonly("times", [](const Engine& e) {
             return py::array_t<double>(static_cast<py::ssize_t>(e.times().size()), e.times().data());
         });

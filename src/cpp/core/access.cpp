@@ -38,7 +38,9 @@ void Engine::final_sweep(bool done, bool fc) {
         done_ = saved;
         return;
     }
-    double* u = work3_.data();
+    double* u = work3_;
+    // Sequential marching (one level) evaluates the objective in this sweep.
+    const bool objective = nlevels() == 1 && !opt_.relax_only_cg && (opt_.adjoint || opt_.objective_only);
     comm_init_f(0);
     for (int k = g.ncpoints; k >= 0; --k) {
         int flo, fhi, ci;
@@ -48,8 +50,12 @@ void Engine::final_sweep(bool done, bool fc) {
             take_step(0, fi, u, Phase::access);
             store(0, fi, u);
             emit_access(0, fi, u, done);
+            if (objective) evaluate_objective(fi, u);
         }
-        if (ci > -1) emit_access(0, ci, g.ua.at(g.u_slot(ci)), done);
+        if (ci > -1) {
+            emit_access(0, ci, g.ua.at(g.u_slot(ci)), done);
+            if (objective) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
+        }
     }
     comm_wait(0);
 }

@@ -47,6 +47,28 @@ public:
     /// True when access() should be called.
     virtual bool has_access() const { return false; }
     virtual void access(const double* u, const Status& st);
+
+    // --- adjoint (XBraid_Adjoint: objectiveT, objectiveT_diff, step_diff,
+    //     reset_gradient, postprocess_obj, postprocess_obj_diff) -------------
+
+    /// True when objective / step_adjoint / ... are available.
+    virtual bool has_adjoint() const { return false; }
+    /// f(u) at one fine time point st.tstart (index st.tindex).
+    virtual double objective(const double* u, const Status& st);
+    /// u_bar (out, zeroed on entry) = (df/du)^T f_bar; add (df/ddesign)^T f_bar to the gradient.
+    virtual void objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st);
+    /// u (in): the step's input state; ustop (in): its ustop. u_bar (in/out):
+    /// overwrite with (dPhi/du)^T u_bar; ustop_bar (out, zeroed on entry):
+    /// (dPhi/dustop)^T u_bar; add (dPhi/ddesign)^T u_bar to the gradient.
+    virtual void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
+                              const Status& st);
+    /// Set the gradient accumulator to zero.
+    virtual void reset_gradient();
+    /// True when J = F(I) is post-processed (I = sum of objective()).
+    virtual bool has_postprocess() const { return false; }
+    virtual double postprocess(double sum);
+    /// dF/dI at I = sum; may ASSIGN the design part of dF/ddesign to the gradient.
+    virtual double postprocess_adjoint(double sum);
 };
 
 }  // namespace pxb

@@ -18,6 +18,7 @@ const char* phase_name(Phase p) noexcept {
         case Phase::access: return "access";
         case Phase::sequential: return "sequential";
         case Phase::state_query: return "state_query";
+        case Phase::objective: return "objective";
     }
     return "unknown";
 }
@@ -29,6 +30,18 @@ double App::spatial_norm(const double*) {
     throw std::logic_error(name() + ".spatial_norm called but the app defines none");
 }
 void App::access(const double*, const Status&) {}
+double App::objective(const double*, const Status&) {
+    throw std::logic_error(name() + " defines no objective");
+}
+void App::objective_adjoint(const double*, double*, double, const Status&) {
+    throw std::logic_error(name() + " defines no objective_adjoint");
+}
+void App::step_adjoint(const double*, const double*, double*, double*, const Status&) {
+    throw std::logic_error(name() + " defines no step_adjoint");
+}
+void App::reset_gradient() {}
+double App::postprocess(double sum) { return sum; }
+double App::postprocess_adjoint(double) { return 1.0; }
 
 void CallbackGate::probe_capabilities() {
     has_residual_ = app_.has_residual();
@@ -123,6 +136,48 @@ double CallbackGate::norm(const double* u, const Status* where) {
 void CallbackGate::access(const double* u, const Status& st) {
     ++counts_.access;
     PXB_GUARDED("access", &st, app_.access(u, st));
+}
+
+double CallbackGate::objective(const double* u, const Status& st) {
+    ++counts_.objective;
+    double value = 0.0;
+    PXB_GUARDED("objective", &st, value = app_.objective(u, st));
+    if (!std::isfinite(value)) {
+        std::ostringstream msg;
+        msg << "returned " << value << "; an objective value must be finite";
+        fail("objective", &st, msg.str());
+    }
+    return value;
+}
+
+void CallbackGate::objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st) {
+    ++counts_.objective_adjoint;
+    PXB_GUARDED("objective_adjoint", &st, app_.objective_adjoint(u, u_bar, f_bar, st));
+    check_finite("objective_adjoint", u_bar, &st);
+}
+
+void CallbackGate::step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
+                                const Status& st) {
+    ++counts_.step_adjoint;
+    PXB_GUARDED("step_adjoint", &st, app_.step_adjoint(u, ustop, u_bar, ustop_bar, st));
+    check_finite("step_adjoint", u_bar, &st);
+    check_finite("step_adjoint", ustop_bar, &st);
+}
+
+void CallbackGate::reset_gradient() { PXB_GUARDED("reset_gradient", nullptr, app_.reset_gradient()); }
+
+double CallbackGate::postprocess(double sum) {
+    double value = 0.0;
+    PXB_GUARDED("postprocess_objective", nullptr, value = app_.postprocess(sum));
+    if (!std::isfinite(value)) fail("postprocess_objective", nullptr, "returned a non-finite value");
+    return value;
+}
+
+double CallbackGate::postprocess_adjoint(double sum) {
+    double value = 0.0;
+    PXB_GUARDED("postprocess_objective_adjoint", nullptr, value = app_.postprocess_adjoint(sum));
+    if (!std::isfinite(value)) fail("postprocess_objective_adjoint", nullptr, "returned a non-finite value");
+    return value;
 }
 
 #undef PXB_GUARDED

@@ -20,6 +20,9 @@ struct CallCounts {
     long long residual = 0;
     long long norm = 0;
     long long access = 0;
+    long long objective = 0;
+    long long step_adjoint = 0;
+    long long objective_adjoint = 0;
 };
 
 class CallbackGate {
@@ -32,6 +35,12 @@ public:
     /// Spatial norm: the app's, or the Euclidean 2-norm computed natively.
     double norm(const double* u, const Status* where = nullptr);
     void access(const double* u, const Status& st);
+    double objective(const double* u, const Status& st);
+    void objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st);
+    void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar, const Status& st);
+    void reset_gradient();
+    double postprocess(double sum);
+    double postprocess_adjoint(double sum);
 
     bool has_residual() const { return has_residual_; }
     bool has_access() const { return has_access_; }

@@ -45,7 +45,15 @@ SolveSummary Engine::solve() {
         current_rnorm_ = -1.0;
         solution_valid_ = false;
         rnorms_.assign(static_cast<std::size_t>(opt_.max_iter) + 1, -1.0);
+        adj_norms_.assign(static_cast<std::size_t>(opt_.max_iter) + 1, -1.0);
+        local_objective_ = 0.0;
+        rnorm_adj_ = -1.0;
+        const bool adjoint = opt_.adjoint && !opt_.objective_only;
+        if (adjoint) gate_.reset_gradient();
+        tape_.clear();
+        tape_.recording = adjoint;
         drive(summary);
+        tape_.recording = false;
         // One last reduction doubles as the "every rank finished" agreement: a
         // rank that failed late never joins it, and its failure notice makes
         // the waiting ranks raise.
@@ -54,14 +62,17 @@ SolveSummary Engine::solve() {
         summary.step_calls_all_ranks = static_cast<long long>(steps);
     } catch (const DivergenceError&) {
         // Every rank sees the same reduced norm and raises together: no notice.
+        tape_.recording = false;
         solved_once_ = true;
         broken_ = true;
         throw;
     } catch (const std::exception& e) {
+        tape_.recording = false;
         solved_once_ = true;
         fail_collectively("solve()", &e);
         throw;
     } catch (...) {
+        tape_.recording = false;
         solved_once_ = true;
         fail_collectively("solve()", nullptr);
         throw;
@@ -81,13 +92,24 @@ bool Engine::check_convergence(int iter) {
     if (opt_.rel_tol) tol *= rnorm0_;
     bool stop = false;
     bool converged = false;
+    const bool adjoint = opt_.adjoint && !opt_.objective_only;
+    double tol_adj = opt_.tol_adjoint;
+    if (opt_.rel_tol_adjoint) tol_adj *= rnorm0_adj_;
     if (rnorm != -1.0 && rnorm < tol) {
         stop = converged = true;
+        // Keep iterating until the adjoint has converged too (XBraid_Adjoint).
+        if (adjoint && !(rnorm_adj_ < tol_adj)) stop = converged = false;
     } else if (rnorm != -1.0 && !std::isfinite(rnorm)) {
         std::ostringstream msg;
         msg << "MGRIT diverged: residual norm is " << rnorm << " at iteration " << iter
             << " (check the step function and the time step on coarse levels: coarse steps are "
             << "cfactor^level times larger)";
+        throw DivergenceError(msg.str());
+    }
+    if (adjoint && !std::isfinite(rnorm_adj_)) {
+        std::ostringstream msg;
+        msg << "the adjoint iteration diverged: adjoint residual norm is " << rnorm_adj_ << " at iteration "
+            << iter;
         throw DivergenceError(msg.str());
     }
     if (iter == opt_.max_iter - 1) stop = true;
@@ -109,7 +131,7 @@ void Engine::drive(SolveSummary& summary) {
         int fmg_vcyc = 0;
         // DEVIATION (documented): skip applies to the first solve only, so a
         // warm restart continues from the current iterate.
-        const bool skip_now = opt_.skip && !opt_.seq_soln && !solved_once_;
+        const bool skip_now = opt_.skip && !opt_.seq_soln && !opt_.adjoint && !opt_.objective_only && !solved_once_;
         if (skip_now) {
             level = nl - 1;
             copy_fine_to_coarse();
@@ -152,7 +174,14 @@ void Engine::drive(SolveSummary& summary) {
                 f_interp(level);
                 --level;
             } else {
-                if (opt_.access_level >= 2) final_sweep(false, false);
+                if (opt_.access_level >= 2) {
+                    // Output only: not part of the adjoint's record.
+                    const bool rec = tape_.recording;
+                    tape_.recording = false;
+                    final_sweep(false, false);
+                    tape_.recording = rec;
+                }
+                if (opt_.adjoint || opt_.objective_only) adjoint_top_of_cycle();
                 converged = check_convergence(iter_);
                 if (on_iteration) {
                     IterationInfo info;
@@ -161,12 +190,22 @@ void Engine::drive(SolveSummary& summary) {
                     info.wall_time = MPI_Wtime() - solve_start_;
                     on_iteration(info);
                 }
+                if (opt_.adjoint || opt_.objective_only) {
+                    local_objective_ = 0.0;
+                    if (!done_ && !opt_.objective_only) gate_.reset_gradient();
+                    tape_.clear();
+                    tape_.recording = opt_.adjoint && !opt_.objective_only;
+                }
                 ++iter_;
             }
         }
     }
 
     done_ = true;
+    // The final sweep is recorded only for sequential marching, where its
+    // reverse is the exact discrete adjoint; after iterations it is output only
+    // (DEVIATION: XBraid records a final FC sweep and replays it next solve).
+    tape_.recording = sequential && opt_.adjoint && !opt_.objective_only;
     if (opt_.final_fc_relax) {
         final_sweep(true, true);
         solution_valid_ = true;
@@ -174,7 +213,11 @@ void Engine::drive(SolveSummary& summary) {
         final_sweep(true, false);
         solution_valid_ = true;
     }
+    tape_.recording = false;
+    if (sequential && (opt_.adjoint || opt_.objective_only)) adjoint_after_sequential();
     summary.iterations = iter_;
+    summary.objective = objective_;
+    summary.adjoint_residual_norms.assign(adj_norms_.begin(), adj_norms_.begin() + iter_);
     summary.converged = converged;
     summary.residual_norms.assign(rnorms_.begin(), rnorms_.begin() + iter_);
 }

@@ -19,6 +19,7 @@
 #include "core/communication.hpp"
 #include "core/grid.hpp"
 #include "core/options.hpp"
+#include "core/tape.hpp"
 
 namespace pxb {
 
@@ -33,6 +34,8 @@ struct IterationInfo {
 struct SolveSummary {
     int iterations = 0;
     std::vector<double> residual_norms;  ///< per iteration, -1 where not available
+    std::vector<double> adjoint_residual_norms;  ///< per iteration (adjoint solves)
+    double objective = 0.0;              ///< J of the last iteration (adjoint / objective_only)
     bool converged = false;
     int nlevels = 1;
     double wall_time = 0.0;
@@ -74,6 +77,9 @@ public:
     /// Called on rank 0 ... every rank, after each iteration's convergence test.
     std::function<void(const IterationInfo&)> on_iteration;
 
+    /// Bytes held by the adjoint (bar arena, tape, adjoint iterate).
+    std::size_t adjoint_bytes() const;
+
 private:
     // hierarchy.cpp
     void build_hierarchy();
@@ -83,6 +89,23 @@ private:
     void copy_fine_to_coarse();
     void init_coarse_from_va(int level);
     int owner(int level, int index) const;
+
+    // vectors.cpp: the state arena and the recorded vector primitives
+    void allocate_arena();
+    std::size_t offset_of(const double* p) const noexcept { return static_cast<std::size_t>(p - arena_.data()); }
+    void vcopy(double* dst, const double* src);                         ///< dst <- src
+    void vaxpy(double a, const double* x, double b, double* y);        ///< y <- a x + b y
+    void vsend(const double* v, double* buf, int dest, int tag, MPI_Request& req);
+    void vreceived(double* slot, int source, int tag);                  ///< a receive into slot completed
+    void evaluate_objective(int index, const double* u);
+    void record_step(const double* u, const double* ustop);  ///< before the step: its inputs
+
+    // adjoint.cpp
+    void adjoint_top_of_cycle();       ///< objective, reverse sweep, adjoint update (iterations)
+    void adjoint_after_sequential();   ///< max_levels = 1: reverse the recorded sweep once
+    double finish_objective();         ///< reduce I, J = F(I), F_bar = dF/dI
+    void reverse_sweep();
+    double update_adjoint_iterate();
 
     // step.cpp
     const double* ustop_for(int level, int index, const double* u) const;
@@ -126,17 +149,38 @@ private:
         MPI_Request recv = MPI_REQUEST_NULL;
         MPI_Request send = MPI_REQUEST_NULL;
         int recv_index = -2;           ///< index whose value arrives in the ghost slot
+        int recv_source = -1;
         int send_index = -2;           ///< index to send once it is computed
-        std::vector<double> send_buf;
+        double* send_buf = nullptr;    ///< in the arena
     };
     static constexpr int kGhostTag = 100;    // + level
     static constexpr int kVaTag = 200;       // + level
     std::vector<PendingComm> pending_;
     MPI_Request va_recv_ = MPI_REQUEST_NULL, va_send_ = MPI_REQUEST_NULL;
-    std::vector<double> va_send_buf_;
+    int va_recv_source_ = -1;
+    double* va_send_buf_ = nullptr;
 
-    // work vectors (no allocation in the cycle)
-    std::vector<double> work_, work2_, work3_;
+    // One arena holds every state vector of the engine (all levels, work
+    // vectors, send buffers); the adjoint mirrors it with a bar arena.
+    std::vector<double> arena_;
+    std::vector<double> bar_;
+    double* work_ = nullptr;
+    double* work2_ = nullptr;
+    double* work3_ = nullptr;
+
+    // adjoint state
+    Tape tape_;
+    std::vector<double> ubar_;        ///< adjoint iterate at level-0 stored slots
+    std::vector<double> scratch_;     ///< 2 vectors for callback outputs in the reverse sweep
+    std::vector<double> rev_bufs_;    ///< buffers of reverse-sweep messages
+    std::vector<MPI_Request> rev_reqs_;
+    std::vector<double> adj_norms_;
+    double local_objective_ = 0.0;
+    double objective_ = 0.0;
+    double f_bar_ = 1.0;
+    double rnorm_adj_ = -1.0;
+    double rnorm0_adj_ = -1.0;
+    double tstart_obj_ = 0.0, tstop_obj_ = 0.0;
     std::vector<double> solution_;    ///< fine states ilower..iupper after the final sweep
     bool solution_valid_ = false;
 

@@ -11,24 +11,25 @@
 
 namespace pxb {
 
-/// Contiguous storage for `count` vectors plus one ghost vector in front (slot -1).
-/// One allocation per array: no per-vector heap objects.
+/// `count` vectors plus one ghost vector in front (slot -1), contiguous inside
+/// the engine's single state arena (see Arena): no per-vector heap objects, and
+/// every vector has a fixed offset, which the adjoint uses to find its bar.
 class VectorArray {
 public:
-    void resize(int count, std::size_t vsize) {
-        vsize_ = vsize;
+    /// Number of doubles this array needs in the arena.
+    static std::size_t doubles(int count, std::size_t vsize) { return static_cast<std::size_t>(count + 1) * vsize; }
+    void bind(double* base, int count, std::size_t vsize) noexcept {
+        base_ = base;
         count_ = count;
-        data_.assign(static_cast<std::size_t>(count + 1) * vsize, 0.0);
+        vsize_ = vsize;
     }
-    double* at(int slot) noexcept { return data_.data() + static_cast<std::size_t>(slot + 1) * vsize_; }
-    const double* at(int slot) const noexcept {
-        return data_.data() + static_cast<std::size_t>(slot + 1) * vsize_;
-    }
+    double* at(int slot) noexcept { return base_ + static_cast<std::size_t>(slot + 1) * vsize_; }
+    const double* at(int slot) const noexcept { return base_ + static_cast<std::size_t>(slot + 1) * vsize_; }
     int count() const noexcept { return count_; }
-    std::size_t bytes() const noexcept { return data_.size() * sizeof(double); }
+    std::size_t bytes() const noexcept { return base_ ? doubles(count_, vsize_) * sizeof(double) : 0; }
 
 private:
-    std::vector<double> data_;
+    double* base_ = nullptr;
     std::size_t vsize_ = 0;
     int count_ = 0;
 };

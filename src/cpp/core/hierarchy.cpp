@@ -53,11 +53,14 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
     }
     app_->on_setup(times_.front(), times_.back());
     gate_.probe_capabilities();
+    if ((opt_.adjoint || opt_.objective_only) && !app_->has_adjoint())
+        throw std::invalid_argument(app_->name() + " defines no objective and adjoint callbacks; adjoint=True "
+                                    "and objective_only=True need them");
+    if (opt_.adjoint && gate_.has_residual())
+        throw std::invalid_argument("adjoint=True cannot be combined with a user residual (as in XBraid)");
     build_hierarchy();
-    work_.assign(n_, 0.0);
-    work2_.assign(n_, 0.0);
-    work3_.assign(n_, 0.0);
-    va_send_buf_.assign(n_, 0.0);
+    tstart_obj_ = opt_.has_tstart_objective ? opt_.tstart_objective : times_.front();
+    tstop_obj_ = opt_.has_tstop_objective ? opt_.tstop_objective : times_.back();
 }
 
 void Engine::check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times) {
@@ -78,12 +81,16 @@ void Engine::check_consistent_across_ranks(double tstart, double tstop, const st
         {"relax_only_cg", double(opt_.relax_only_cg)}, {"final_fc_relax", double(opt_.final_fc_relax)},
         {"access_level", double(opt_.access_level)}, {"user residual", double(app_->has_residual())},
         {"per-level cfactor", double(opt_.cfactor_level.size())}, {"per-level nrelax", double(opt_.nrelax_level.size())},
-        {"per-level cwt", double(opt_.cwt_level.size())}};
+        {"per-level cwt", double(opt_.cwt_level.size())}, {"adjoint", double(opt_.adjoint)},
+        {"objective_only", double(opt_.objective_only)}, {"adjoint tolerance", opt_.tol_adjoint},
+        {"rel_tol_adjoint", double(opt_.rel_tol_adjoint)},
+        {"tstart_objective", opt_.has_tstart_objective ? opt_.tstart_objective : -1e300},
+        {"tstop_objective", opt_.has_tstop_objective ? opt_.tstop_objective : -1e300}};
     for (std::size_t l = 0; l < opt_.cfactor_level.size(); ++l) items.push_back({"per-level cfactor", double(opt_.cfactor_level[l])});
     for (std::size_t l = 0; l < opt_.nrelax_level.size(); ++l) items.push_back({"per-level nrelax", double(opt_.nrelax_level[l])});
     for (std::size_t l = 0; l < opt_.cwt_level.size(); ++l) items.push_back({"per-level cwt", opt_.cwt_level[l]});
     // The per-level lists may differ in length; compare a fixed-size prefix first.
-    const int fixed = 28;
+    const int fixed = 34;
     std::vector<double> lo(fixed), hi(fixed);
     for (int k = 0; k < fixed; ++k) lo[k] = hi[k] = items[static_cast<std::size_t>(k)].second;
     MPI_Allreduce(MPI_IN_PLACE, lo.data(), fixed, MPI_DOUBLE, MPI_MIN, comm_.data());
@@ -177,15 +184,8 @@ void Engine::build_hierarchy() {
         if (np > 0)
             g.ta[0] = g.ilower > 0 ? times_[static_cast<std::size_t>((g.ilower - 1) * stride[l])] : g.ta[1];
         g.stores_all = opt_.storage >= 0 && static_cast<int>(l) >= opt_.storage;
-        const int nu = g.stores_all ? np : g.ncpoints;
-        g.ua.resize(nu, n_);
-        g.ua_set.assign(static_cast<std::size_t>(nu), 0);
-        if (l > 0) {
-            g.va.resize(np, n_);
-            g.fa.resize(np, n_);
-        }
-        pending_[l].send_buf.assign(n_, 0.0);
     }
+    allocate_arena();
 }
 
 std::vector<int> Engine::level_sizes() const {
@@ -197,7 +197,7 @@ std::vector<int> Engine::level_sizes() const {
 std::size_t Engine::storage_bytes() const {
     std::size_t b = 0;
     for (const Level& g : levels_) b += g.ua.bytes() + g.va.bytes() + g.fa.bytes();
-    return b + solution_.size() * sizeof(double);
+    return b + 4 * n_ * sizeof(double) + solution_.size() * sizeof(double);
 }
 
 void Engine::init_guess_level0() {
@@ -218,7 +218,7 @@ void Engine::sequential_guess() {
     // seq_soln: init at tstart, then level-0 steps, pipelined across ranks.
     Level& g = levels_[0];
     PendingComm& pc = pending_[0];
-    double* u = work_.data();
+    double* u = work_;
     int first = g.ilower;
     if (g.ilower == 0) {
         status_ = Status{};
@@ -233,6 +233,7 @@ void Engine::sequential_guess() {
         const int left = owner(0, g.ilower - 1);
         comm_.irecv(g.ua.at(-1), n_, left, kGhostTag, pc.recv);
         pc.recv_index = g.ilower - 1;
+        pc.recv_source = left;
         pc.send_index = g.iupper;
         fetch(0, g.ilower - 1, u);
     }
@@ -250,10 +251,10 @@ void Engine::copy_fine_to_coarse() {
         Level& f = levels_[l - 1];
         for (int i = g.ilower; i <= g.iupper; ++i) {
             const int fslot = f.u_slot(i * f.cfactor);
-            std::memcpy(g.va.at(i - g.ilower), f.ua.at(fslot), n_ * sizeof(double));
+            vcopy(g.va.at(i - g.ilower), f.ua.at(fslot));
             const int slot = g.u_slot(i);
             if (slot >= 0) {
-                std::memcpy(g.ua.at(slot), f.ua.at(fslot), n_ * sizeof(double));
+                vcopy(g.ua.at(slot), f.ua.at(fslot));
                 g.ua_set[static_cast<std::size_t>(slot)] = 1;
             }
         }
@@ -267,7 +268,7 @@ void Engine::init_coarse_from_va(int level) {
     for (int i = g.ilower; i <= g.iupper; ++i) {
         const int slot = g.u_slot(i);
         if (slot < 0) continue;
-        std::memcpy(g.ua.at(slot), g.va.at(i - g.ilower), n_ * sizeof(double));
+        vcopy(g.ua.at(slot), g.va.at(i - g.ilower));
         g.ua_set[static_cast<std::size_t>(slot)] = 1;
     }
 }

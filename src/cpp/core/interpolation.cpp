@@ -11,7 +11,7 @@ void Engine::f_interp(int level) {
     Level& g = levels_[level];
     Level& f = levels_[level - 1];
     const int fcf = f.cfactor;
-    double* u = work_.data();
+    double* u = work_;
 
     comm_init_f(level);
     for (int k = g.ncpoints; k >= 0; --k) {
@@ -23,16 +23,13 @@ void Engine::f_interp(int level) {
             store(level, fi, u);
             // e = u - va (in va, as XBraid), then fine C-point += e.
             double* e = g.va.at(fi - g.ilower);
-            for (std::size_t q = 0; q < n_; ++q) e[q] = 1.0 * u[q] + (-1.0) * e[q];
-            double* fu = f.ua.at(f.u_slot(fi * fcf));
-            for (std::size_t q = 0; q < n_; ++q) fu[q] = 1.0 * e[q] + 1.0 * fu[q];
+            vaxpy(1.0, u, -1.0, e);
+            vaxpy(1.0, e, 1.0, f.ua.at(f.u_slot(fi * fcf)));
         }
         if (ci > 0) {
-            const double* uc = g.ua.at(g.u_slot(ci));
             double* e = g.va.at(ci - g.ilower);
-            for (std::size_t q = 0; q < n_; ++q) e[q] = 1.0 * uc[q] + (-1.0) * e[q];
-            double* fu = f.ua.at(f.u_slot(ci * fcf));
-            for (std::size_t q = 0; q < n_; ++q) fu[q] = 1.0 * e[q] + 1.0 * fu[q];
+            vaxpy(1.0, g.ua.at(g.u_slot(ci)), -1.0, e);
+            vaxpy(1.0, e, 1.0, f.ua.at(f.u_slot(ci * fcf)));
         }
     }
     comm_wait(level);

@@ -37,6 +37,8 @@ void Options::validate() const {
     if (storage < -1) reject("storage", ">= -1", storage);
     if (access_level < 0 || access_level > 2) reject("access_level", "0, 1 or 2", access_level);
     if (print_level < 0 || print_level > 3) reject("print_level", "between 0 and 3", print_level);
+    if (!(tol_adjoint >= 0.0) || !std::isfinite(tol_adjoint))
+        reject("adjoint tolerance", "a finite number >= 0", tol_adjoint);
 }
 
 }  // namespace pxb

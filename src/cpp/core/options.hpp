@@ -33,6 +33,16 @@ struct Options {
     int access_level = 1;
     int print_level = 0;
 
+    // adjoint (XBraid_Adjoint)
+    bool adjoint = false;
+    double tol_adjoint = 1e-6;
+    bool rel_tol_adjoint = true;
+    bool has_tstart_objective = false;     ///< default: tstart
+    double tstart_objective = 0.0;
+    bool has_tstop_objective = false;      ///< default: tstop
+    double tstop_objective = 0.0;
+    bool objective_only = false;           ///< evaluate J without the adjoint (line searches)
+
     int cfactor_at(int level) const {
         return level < static_cast<int>(cfactor_level.size()) ? cfactor_level[level] : cfactor;
     }

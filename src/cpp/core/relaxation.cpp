@@ -19,13 +19,11 @@ void Engine::comm_init_fc(int level) {
     if (left >= 0) {
         comm_.irecv(g.ua.at(-1), n_, left, kGhostTag + level, pc.recv);
         pc.recv_index = g.ilower - 1;
+        pc.recv_source = left;
     }
     if (g.is_cpoint(g.iupper)) {
         const int right = owner(level, g.iupper + 1);
-        if (right >= 0) {
-            std::memcpy(pc.send_buf.data(), g.ua.at(g.u_slot(g.iupper)), n_ * sizeof(double));
-            comm_.isend(pc.send_buf.data(), n_, right, kGhostTag + level, pc.send);
-        }
+        if (right >= 0) vsend(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
     } else {
         pc.send_index = g.iupper;
     }
@@ -43,15 +41,13 @@ void Engine::comm_init_f(int level) {
         if (left >= 0) {
             comm_.irecv(g.ua.at(-1), n_, left, kGhostTag + level, pc.recv);
             pc.recv_index = g.ilower - 1;
+            pc.recv_source = left;
         }
     }
     const bool next_is_f = !g.is_cpoint(g.iupper + 1);
     if (g.is_cpoint(g.iupper) && next_is_f) {
         const int right = owner(level, g.iupper + 1);
-        if (right >= 0) {
-            std::memcpy(pc.send_buf.data(), g.ua.at(g.u_slot(g.iupper)), n_ * sizeof(double));
-            comm_.isend(pc.send_buf.data(), n_, right, kGhostTag + level, pc.send);
-        }
+        if (right >= 0) vsend(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
     } else if (next_is_f) {
         pc.send_index = g.iupper;
     }
@@ -69,15 +65,16 @@ void Engine::fetch(int level, int index, double* dst) {
     PendingComm& pc = pending_[level];
     if (index == pc.recv_index) {
         comm_.wait(pc.recv);
+        vreceived(g.ua.at(-1), pc.recv_source, kGhostTag + level);
         pc.recv_index = -2;
-        std::memcpy(dst, g.ua.at(-1), n_ * sizeof(double));
+        vcopy(dst, g.ua.at(-1));
         return;
     }
     const int slot = g.u_slot(index);
     if (slot < 0 || !g.ua_set[static_cast<std::size_t>(slot)])
         throw std::logic_error("pyxbraid internal error: level " + std::to_string(level) +
                                " has no value at index " + std::to_string(index));
-    std::memcpy(dst, g.ua.at(slot), n_ * sizeof(double));
+    vcopy(dst, g.ua.at(slot));
 }
 
 void Engine::store(int level, int index, const double* v) {
@@ -85,15 +82,12 @@ void Engine::store(int level, int index, const double* v) {
     PendingComm& pc = pending_[level];
     if (index == pc.send_index) {
         const int right = owner(level, index + 1);
-        if (right >= 0) {
-            std::memcpy(pc.send_buf.data(), v, n_ * sizeof(double));
-            comm_.isend(pc.send_buf.data(), n_, right, kGhostTag + level, pc.send);
-        }
+        if (right >= 0) vsend(v, pc.send_buf, right, kGhostTag + level, pc.send);
         pc.send_index = -2;
     }
     const int slot = g.u_slot(index);
     if (slot >= 0) {
-        std::memcpy(g.ua.at(slot), v, n_ * sizeof(double));
+        vcopy(g.ua.at(slot), v);
         g.ua_set[static_cast<std::size_t>(slot)] = 1;
     }
 }
@@ -103,8 +97,8 @@ void Engine::fc_relax(int level, int nrelax) {
     const double cwt = opt_.cwt_at(level);
     // XBraid applies no weight on the coarsest level unless it is relaxed (relax_only_cg).
     const bool weighted = cwt != 1.0 && (level != nlevels() - 1 || opt_.relax_only_cg);
-    double* u = work_.data();
-    double* u_old = work2_.data();
+    double* u = work_;
+    double* u_old = work2_;
     for (int sweep = 0; sweep < nrelax; ++sweep) {
         comm_init_fc(level);
         // Right to left: each interval's F-sweep starts from the OLD C value.
@@ -121,10 +115,9 @@ void Engine::fc_relax(int level, int nrelax) {
                 if (done_) emit_access(level, fi, u, true);
             }
             if (ci > 0) {
-                if (weighted) std::memcpy(u_old, g.ua.at(g.u_slot(ci)), n_ * sizeof(double));
+                if (weighted) vcopy(u_old, g.ua.at(g.u_slot(ci)));
                 take_step(level, ci, u, Phase::fc_relax);
-                if (weighted)
-                    for (std::size_t q = 0; q < n_; ++q) u[q] = (1.0 - cwt) * u_old[q] + cwt * u[q];
+                if (weighted) vaxpy(1.0 - cwt, u_old, cwt, u);
                 store(level, ci, u);
                 if (done_) emit_access(level, ci, u, true);
             } else if (level == 0 && ci == 0 && done_) {

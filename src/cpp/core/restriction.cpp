@@ -11,7 +11,8 @@ namespace pxb {
 void Engine::f_restrict(int level) {
     Level& g = levels_[level];
     Level& c = levels_[level + 1];
-    double* r = work_.data();
+    double* r = work_;
+    const bool objective = level == 0 && (opt_.adjoint || opt_.objective_only);
     double rsum = 0.0, rmax = 0.0;
 
     comm_init_fc(level);
@@ -25,17 +26,17 @@ void Engine::f_restrict(int level) {
         for (int fi = flo; fi <= fhi; ++fi) {
             take_step(level, fi, r, Phase::f_restrict);
             store(level, fi, r);
+            if (objective) evaluate_objective(fi, r);
         }
+        if (objective && ci > -1) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
         if (ci > 0) {
             const double* u = g.ua.at(g.u_slot(ci));
             // FAS residual r = f - A(u) (f = 0 on level 0 and where skip left no fa).
             user_or_default_residual(level, ci, u, r, Phase::f_restrict);
-            if (level == 0 || !g.fa_valid) {
-                for (std::size_t q = 0; q < n_; ++q) r[q] = -r[q];
-            } else {
-                const double* f = g.fa.at(ci - g.ilower);
-                for (std::size_t q = 0; q < n_; ++q) r[q] = 1.0 * f[q] + (-1.0) * r[q];
-            }
+            if (level == 0 || !g.fa_valid)
+                vaxpy(0.0, r, -1.0, r);
+            else
+                vaxpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
             if (level == 0) {
                 const double nr = gate_.norm(r, &status_);
                 if (opt_.tnorm == 1)
@@ -46,10 +47,10 @@ void Engine::f_restrict(int level) {
                     rmax = std::max(rmax, nr);
             }
             const int cidx = ci / g.cfactor - c.ilower;
-            std::memcpy(c.va.at(cidx), u, n_ * sizeof(double));
-            std::memcpy(c.fa.at(cidx), r, n_ * sizeof(double));
+            vcopy(c.va.at(cidx), u);
+            vcopy(c.fa.at(cidx), r);
         } else if (ci == 0) {
-            std::memcpy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)), n_ * sizeof(double));
+            vcopy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
         }
     }
     comm_wait(level);
@@ -61,22 +62,22 @@ void Engine::f_restrict(int level) {
     const int clevel = level + 1;
     if (c.ilower <= c.iupper) {
         const int left = owner(clevel, c.ilower - 1);
+        va_recv_source_ = left;
         if (left >= 0) comm_.irecv(c.va.at(-1), n_, left, kVaTag + clevel, va_recv_);
         const int right = owner(clevel, c.iupper + 1);
-        if (right >= 0) {
-            std::memcpy(va_send_buf_.data(), c.va.at(c.iupper - c.ilower), n_ * sizeof(double));
-            comm_.isend(va_send_buf_.data(), n_, right, kVaTag + clevel, va_send_);
-        }
+        if (right >= 0) vsend(c.va.at(c.iupper - c.ilower), va_send_buf_, right, kVaTag + clevel, va_send_);
     }
-    double* cu = work2_.data();
+    double* cu = work2_;
     for (int i = c.iupper; i >= c.ilower; --i) {
         if (i <= 0) continue;
         const int ii = i - c.ilower;
-        if (ii == 0) comm_.wait(va_recv_);
-        std::memcpy(cu, c.va.at(ii - 1), n_ * sizeof(double));
+        if (ii == 0) {
+            comm_.wait(va_recv_);
+            vreceived(c.va.at(-1), va_recv_source_, kVaTag + clevel);
+        }
+        vcopy(cu, c.va.at(ii - 1));
         user_or_default_residual(clevel, i, c.va.at(ii), cu, Phase::residual);
-        double* f = c.fa.at(ii);
-        for (std::size_t q = 0; q < n_; ++q) f[q] = 1.0 * cu[q] + 1.0 * f[q];
+        vaxpy(1.0, cu, 1.0, c.fa.at(ii));
     }
     comm_.wait(va_recv_);
     comm_.wait(va_send_);

@@ -15,6 +15,7 @@ enum class Phase : int {
     access = 5,        ///< final (or per-iteration) access sweep (braid_ASCaller_FAccess)
     sequential = 6,    ///< sequential solution used as initial guess (seq_soln)
     state_query = 7,   ///< on-demand F-sweep to answer a state query
+    objective = 8,     ///< objective evaluation / its derivative (XBraid's ObjectiveStatus)
 };
 
 /// Name of a phase as shown to users ("fc_relax", ...).
@@ -32,6 +33,7 @@ struct Status {
     bool done = false;          ///< true in the final sweep after convergence
     Phase phase = Phase::init;  ///< which routine called
     double residual_norm = -1;  ///< latest ||r|| (or -1 when not available)
+    int ntime = 0;              ///< number of fine time steps
 };
 
 }  // namespace pxb

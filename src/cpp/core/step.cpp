@@ -15,6 +15,7 @@ void Engine::fill_status(int level, int index, Phase phase) {
     status_.done = done_;
     status_.phase = phase;
     status_.residual_norm = current_rnorm_;
+    status_.ntime = ntime_;
 }
 
 const double* Engine::ustop_for(int level, int index, const double* u) const {
@@ -32,6 +33,7 @@ void Engine::take_step(int level, int index, double* u, Phase phase) {
     fill_status(level, index, phase);
     const double* ustop = ustop_for(level, index, u);
     Level& g = levels_[level];
+    if (tape_.recording) record_step(u, ustop);
     if (level == 0 || !g.fa_valid) {
         gate_.step(u, ustop, nullptr, status_);
         return;
@@ -41,7 +43,7 @@ void Engine::take_step(int level, int index, double* u, Phase phase) {
         gate_.step(u, ustop, fa, status_);
     } else {
         gate_.step(u, ustop, nullptr, status_);
-        for (std::size_t k = 0; k < n_; ++k) u[k] = 1.0 * fa[k] + 1.0 * u[k];
+        vaxpy(1.0, fa, 1.0, u);
     }
 }
 
@@ -55,8 +57,9 @@ void Engine::user_or_default_residual(int level, int index, const double* ustop,
         return;
     }
     const double* rstop = ustop_for(level, index, r);
+    if (tape_.recording) record_step(r, rstop);
     gate_.step(r, rstop, nullptr, status_);
-    for (std::size_t k = 0; k < n_; ++k) r[k] = 1.0 * ustop[k] + (-1.0) * r[k];
+    vaxpy(1.0, ustop, -1.0, r);
 }
 
 }  // namespace pxb
