@@ -39,6 +39,7 @@ PyMemberDef status_members[] = {
     PXB_MEMBER("iter", T_INT, iter, "MGRIT iteration (0-based)."),
     PXB_MEMBER("done", T_BOOL, done, "True in the final sweep after convergence."),
     PXB_MEMBER("residual_norm", T_DOUBLE, residual_norm, "Latest residual norm (-1.0 when not available)."),
+    PXB_MEMBER("ntime", T_INT, ntime, "Number of fine time steps."),
     {nullptr, 0, 0, 0, nullptr},
 };
 #undef PXB_MEMBER
