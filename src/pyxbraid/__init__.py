@@ -12,7 +12,7 @@ from ._mpi_guard import import_core, load_mpi
 load_mpi()  # before the compiled module: it must bind to mpi4py's libmpi
 _core = import_core()
 
-from . import apps, errors  # noqa: E402
+from . import apps, errors, testing  # noqa: E402
 from .app import App, NativeApp  # noqa: E402
 from .errors import (  # noqa: E402
     CallbackError,
@@ -40,4 +40,5 @@ __all__ = [
     "Status",
     "apps",
     "errors",
+    "testing",
 ]

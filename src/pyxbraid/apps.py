@@ -10,7 +10,7 @@ import numpy as np
 from . import _core
 from .app import NativeApp, _finite
 
-__all__ = ["Heat1D", "LinearODE"]
+__all__ = ["Cubic", "Heat1D", "LinearODE"]
 
 
 class LinearODE(NativeApp):
@@ -109,6 +109,65 @@ class LinearODE(NativeApp):
 
     def __repr__(self) -> str:
         return f"LinearODE(lam={self.lam!r}, scheme={self.scheme!r}, residual={self.residual})"
+
+
+class Cubic(NativeApp):
+    """u' = -u^3 + p: a nonlinear problem with an adjoint (design ``p``).
+
+    Backward Euler; each step solves ``v + dt v^3 = u + dt p`` by Newton's
+    method started from ``ustop``. The objective is
+    ``f(u_i) = |u_i - target|^2 / ntime`` and the gradient is d J / d p.
+
+    Parameters
+    ----------
+    p : float, default 0.5
+        The forcing (design).
+    u0 : float, default 1.0
+        Initial value (every component).
+    guess : float, default 0.0
+        Initial guess at the other C-points.
+    size : int, default 1
+        Number of (identical, independent) components.
+    target : float, default 0.0
+        Tracking target of the objective.
+
+    Examples
+    --------
+    >>> import pyxbraid as xb
+    >>> app = xb.apps.Cubic(p=0.5)
+    >>> s = xb.Solver(app, 0.0, 4.0, 64, max_levels=1, adjoint=True)
+    >>> r = s.solve()
+    >>> round(r.objective, 10), round(s.gradient(), 10)
+    (0.6863855961, 0.716065896)
+    """
+
+    def __init__(self, p: float = 0.5, *, u0: float = 1.0, guess: float = 0.0, size: int = 1,
+                 target: float = 0.0) -> None:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"size must be an int >= 1, got {size!r}")
+        self.shape = (int(size),)
+        self.objective = "mean_square"
+        self._cpp = _core.Cubic(int(size), _finite("p", p), _finite("u0", u0), _finite("guess", guess),
+                                _finite("target", target))
+
+    def _native(self):
+        return self._cpp
+
+    @property
+    def p(self) -> float:
+        """The forcing (design). Settable between solves."""
+        return self._cpp.p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._cpp.p = _finite("p", value)
+
+    def gradient(self) -> float:
+        """This rank's gradient d J / d p."""
+        return self._cpp.gradient
+
+    def __repr__(self) -> str:
+        return f"Cubic(p={self.p!r}, size={self.shape[0]})"
 
 
 class Heat1D(NativeApp):

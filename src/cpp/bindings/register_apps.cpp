@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "apps/cubic.hpp"
 #include "apps/heat1d.hpp"
 #include "apps/linear_ode.hpp"
 
@@ -24,6 +25,13 @@ void register_apps(py::module_& m) {
         .def_property("lam", &LinearODE::lam, &LinearODE::set_lam)
         .def_property_readonly("gradient", &LinearODE::gradient)
         .def("reset_gradient", &LinearODE::reset_gradient);
+
+    py::class_<Cubic, App, std::shared_ptr<Cubic>>(m, "Cubic")
+        .def(py::init<std::size_t, double, double, double, double>(), py::arg("size"), py::arg("p"),
+             py::arg("u0"), py::arg("guess"), py::arg("target"))
+        .def_property("p", &Cubic::p, &Cubic::set_p)
+        .def_property_readonly("gradient", &Cubic::gradient)
+        .def_property_readonly("newton_iterations", &Cubic::newton_iterations);
 
     py::class_<Heat1D, App, std::shared_ptr<Heat1D>>(m, "Heat1D")
         .def(py::init([](int nspace, const std::string& guess, bool residual) {

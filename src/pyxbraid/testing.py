@@ -1,0 +1,340 @@
+"""Check your own App's adjoint callbacks (XBraid's braid_TestAll idea).
+
+Three checks, each returning a :class:`CheckResult` (truthy when it passed,
+``.assert_ok()`` raises with the details):
+
+- :func:`check_step_adjoint`: the dot-product test of ``step_adjoint`` against
+  central finite differences of ``step`` in random directions (state, ustop
+  and, when you name it, the design);
+- :func:`check_objective_adjoint`: ``objective_adjoint`` against finite
+  differences of ``objective``;
+- :func:`check_gradient`: a whole adjoint solve's gradient against finite
+  differences of the objective of whole solves (collective over the solver's
+  communicator).
+
+The first two call your callbacks directly with a stand-in status object
+(``tstart, tstop, dt, t, tindex, level, nlevels, iter, done, phase, ntime,
+residual_norm``), so they work on Python Apps.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .app import App
+
+__all__ = ["CheckResult", "check_gradient", "check_objective_adjoint", "check_step_adjoint"]
+
+
+@dataclass
+class CheckResult:
+    """Outcome of a check.
+
+    Attributes
+    ----------
+    passed : bool
+        True when every compared pair agreed within the tolerance.
+    max_rel_error : float
+        The largest relative discrepancy seen.
+    details : list of str
+        One line per comparison (what, adjoint value, finite-difference value, error).
+    """
+
+    passed: bool
+    max_rel_error: float
+    details: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def assert_ok(self) -> None:
+        """Raise AssertionError listing the comparisons when the check failed."""
+        if not self.passed:
+            raise AssertionError("adjoint check failed:\n  " + "\n  ".join(self.details))
+
+
+def _status(t: float, dt: float, level: int, ntime: int) -> Any:
+    return types.SimpleNamespace(tstart=t, tstop=t + dt, dt=dt, t=t, tindex=0, level=level, nlevels=level + 1,
+                                 iter=0, done=False, phase="fc_relax", residual_norm=-1.0, ntime=ntime)
+
+
+def _compare(what: str, adjoint: float, fd: float, rtol: float, atol: float, out: list[str]) -> float:
+    err = abs(adjoint - fd) / max(abs(fd), abs(adjoint), atol / rtol if rtol > 0 else 1.0, 1e-300)
+    out.append(f"{what}: adjoint {adjoint:.12e}, finite differences {fd:.12e}, relative error {err:.2e}")
+    return err
+
+
+def _design_get(app: App, design: str) -> np.ndarray:
+    return np.array(getattr(app, design), dtype=np.float64, copy=True)
+
+
+def _design_set(app: App, design: str, value: np.ndarray) -> None:
+    old = getattr(app, design)
+    setattr(app, design, float(value) if np.ndim(old) == 0 else value.reshape(np.shape(old)).copy())
+
+
+def _gradient_of(app: App) -> np.ndarray:
+    return np.array(app.gradient(), dtype=np.float64, copy=True)
+
+
+def check_step_adjoint(
+    app: App,
+    *,
+    t: float = 0.0,
+    dt: float = 0.1,
+    u: np.ndarray | None = None,
+    ustop: np.ndarray | None = None,
+    design: str | None = None,
+    directions: int = 3,
+    eps: float = 1e-6,
+    rtol: float = 1e-6,
+    atol: float = 1e-12,
+    level: int = 0,
+    ntime: int = 1,
+    seed: int = 0,
+) -> CheckResult:
+    """Dot-product test of ``step_adjoint`` against finite differences of ``step``.
+
+    For random directions ``du``, ``dustop`` (and ``dp`` of the design) and a
+    random weight ``w``, checks ``<w, dPhi> = <J_u^T w, du> + <J_ustop^T w, dustop>
+    (+ <grad, dp>)`` where ``dPhi`` comes from central differences of
+    ``step`` with step ``eps``.
+
+    Parameters
+    ----------
+    app : App
+        A Python App with ``step``, ``step_adjoint``, ``reset_gradient``.
+    t, dt : float
+        The step to test (from t to t + dt).
+    u, ustop : array_like, optional
+        Where to test (default: random states).
+    design : str, optional
+        Name of the attribute holding the design (float or array) that ``step``
+        reads; enables the check of the gradient contribution.
+    directions : int, default 3
+    eps : float, default 1e-6
+    rtol, atol : float
+        Tolerance of each comparison.
+    level : int, default 0
+        ``status.level`` passed to the callbacks.
+    ntime : int, default 1
+        ``status.ntime`` passed to the callbacks.
+    seed : int, default 0
+
+    Returns
+    -------
+    CheckResult
+
+    Examples
+    --------
+    >>> import numpy as np, pyxbraid as xb
+    >>> from pyxbraid.testing import check_step_adjoint
+    >>> class Decay(xb.App):
+    ...     def __init__(self):
+    ...         super().__init__(shape=(2,)); self.lam = -1.0; self.grad = 0.0
+    ...     def init(self, t, u): u[:] = 1.0
+    ...     def step(self, u, ustop, fstop, status):
+    ...         u /= 1.0 - self.lam * status.dt
+    ...     def step_adjoint(self, u, ustop, u_bar, ustop_bar, status):
+    ...         d = 1.0 - self.lam * status.dt
+    ...         self.grad += float(np.dot(u, u_bar)) * status.dt / d**2
+    ...         u_bar /= d
+    ...     def reset_gradient(self): self.grad = 0.0
+    >>> bool(check_step_adjoint(Decay(), design="lam"))
+    True
+    """
+    rng = np.random.default_rng(seed)
+    shape = app.shape
+    u0 = rng.standard_normal(shape) if u is None else np.array(u, dtype=np.float64).reshape(shape)
+    s0 = rng.standard_normal(shape) if ustop is None else np.array(ustop, dtype=np.float64).reshape(shape)
+    status = _status(t, dt, level, ntime)
+
+    def phi(uu: np.ndarray, ss: np.ndarray) -> np.ndarray:
+        out = uu.copy()
+        app.step(out, ss.copy(), None, status)
+        return out
+
+    details: list[str] = []
+    worst = 0.0
+    for k in range(directions):
+        du, ds, w = (rng.standard_normal(shape) for _ in range(3))
+        dp = None
+        if design is not None:
+            p0 = _design_get(app, design)
+            dp = rng.standard_normal(p0.shape)
+        fd_total = 0.0
+
+        def shifted(sign: float) -> np.ndarray:
+            if dp is not None:
+                _design_set(app, design, p0 + sign * eps * dp)
+            try:
+                return phi(u0 + sign * eps * du, s0 + sign * eps * ds)
+            finally:
+                if dp is not None:
+                    _design_set(app, design, p0)
+
+        fd_total = float(np.vdot(w, (shifted(+1.0) - shifted(-1.0)) / (2 * eps)))
+        app.reset_gradient()
+        u_bar = w.copy()
+        ustop_bar = np.zeros(shape)
+        app.step_adjoint(u0.copy(), s0.copy(), u_bar, ustop_bar, status)
+        adj_total = float(np.vdot(u_bar, du) + np.vdot(ustop_bar, ds))
+        if dp is not None:
+            adj_total += float(np.vdot(_gradient_of(app), dp))
+        app.reset_gradient()
+        worst = max(worst, _compare(f"direction {k}", adj_total, fd_total, rtol, atol, details))
+    return CheckResult(worst <= rtol, worst, details)
+
+
+def check_objective_adjoint(
+    app: App,
+    *,
+    t: float = 0.0,
+    u: np.ndarray | None = None,
+    design: str | None = None,
+    f_bar: float = 1.3,
+    directions: int = 3,
+    eps: float = 1e-6,
+    rtol: float = 1e-6,
+    atol: float = 1e-12,
+    ntime: int = 10,
+    seed: int = 0,
+) -> CheckResult:
+    """``objective_adjoint`` against central finite differences of ``objective``.
+
+    Checks ``f_bar * df = <u_bar, du> (+ <grad, dp>)`` for random directions.
+
+    Parameters
+    ----------
+    app : App
+        A Python App with ``objective``, ``objective_adjoint`` and ``reset_gradient``.
+    t : float
+        ``status.t`` passed to the callbacks.
+    u : array_like, optional
+        Where to test (default: a random state).
+    design : str, optional
+        Attribute holding the design, when the objective depends on it.
+    f_bar : float, default 1.3
+    directions, eps, rtol, atol, ntime, seed
+        As in :func:`check_step_adjoint`.
+
+    Returns
+    -------
+    CheckResult
+    """
+    rng = np.random.default_rng(seed)
+    shape = app.shape
+    u0 = rng.standard_normal(shape) if u is None else np.array(u, dtype=np.float64).reshape(shape)
+    status = _status(t, 0.0, 0, ntime)
+    status.phase = "objective"
+    details: list[str] = []
+    worst = 0.0
+    for k in range(directions):
+        du = rng.standard_normal(shape)
+        dp = None
+        if design is not None:
+            p0 = _design_get(app, design)
+            dp = rng.standard_normal(p0.shape)
+
+        def f(sign: float) -> float:
+            if dp is not None:
+                _design_set(app, design, p0 + sign * eps * dp)
+            try:
+                return float(app.objective(u0 + sign * eps * du, status))
+            finally:
+                if dp is not None:
+                    _design_set(app, design, p0)
+
+        fd = f_bar * (f(+1.0) - f(-1.0)) / (2 * eps)
+        app.reset_gradient()
+        u_bar = np.zeros(shape)
+        app.objective_adjoint(u0.copy(), u_bar, f_bar, status)
+        adj = float(np.vdot(u_bar, du))
+        if dp is not None:
+            adj += float(np.vdot(_gradient_of(app), dp))
+        app.reset_gradient()
+        worst = max(worst, _compare(f"direction {k}", adj, fd, rtol, atol, details))
+    return CheckResult(worst <= rtol, worst, details)
+
+
+def check_gradient(
+    make_solver: Callable[[], Any],
+    get_design: Callable[[], np.ndarray | float],
+    set_design: Callable[[np.ndarray | float], None],
+    *,
+    directions: int = 2,
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-12,
+    seed: int = 0,
+) -> CheckResult:
+    """A whole adjoint solve's gradient against finite differences of whole solves.
+
+    Collective: every rank of the solver's communicator must call it with the
+    same arguments (the directions are drawn from ``seed`` on every rank).
+
+    Parameters
+    ----------
+    make_solver : callable
+        Returns a fresh :class:`pyxbraid.Solver` built with ``adjoint=True`` whose
+        app reads the current design.
+    get_design, set_design : callable
+        Read and write the design (a float or an array).
+    directions : int, default 2
+    eps : float, default 1e-6
+        Finite-difference step along each random direction.
+    rtol, atol : float
+        Solve to tolerances well below ``rtol`` for a meaningful comparison.
+    seed : int, default 0
+
+    Returns
+    -------
+    CheckResult
+
+    Examples
+    --------
+    >>> import pyxbraid as xb
+    >>> from pyxbraid.testing import check_gradient
+    >>> app = xb.apps.LinearODE(objective="mean_square")
+    >>> def make():
+    ...     return xb.Solver(app, 0.0, 5.0, 32, max_levels=3, adjoint=True,
+    ...                      abs_tol=1e-13, abs_tol_adjoint=1e-13)
+    >>> def set_lam(v):
+    ...     app.lam = v
+    >>> bool(check_gradient(make, lambda: app.lam, set_lam))
+    True
+    """
+    rng = np.random.default_rng(seed)
+    p0 = np.array(get_design(), dtype=np.float64, copy=True)
+    scalar = p0.ndim == 0
+
+    def put(value: np.ndarray) -> None:
+        set_design(float(value) if scalar else value.copy())
+
+    def solve() -> tuple[float, np.ndarray]:
+        solver = make_solver()
+        result = solver.solve()
+        return float(result.objective), np.array(solver.gradient(), dtype=np.float64)
+
+    details: list[str] = []
+    worst = 0.0
+    try:
+        put(p0)
+        _, grad = solve()
+        for k in range(directions):
+            d = rng.standard_normal(p0.shape)
+            put(p0 + eps * d)
+            jp, _ = solve()
+            put(p0 - eps * d)
+            jm, _ = solve()
+            fd = (jp - jm) / (2 * eps)
+            worst = max(worst, _compare(f"direction {k}", float(np.vdot(grad, d)), fd, rtol, atol, details))
+    finally:
+        put(p0)
+    return CheckResult(worst <= rtol, worst, details)
+
