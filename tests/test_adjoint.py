@@ -279,3 +279,17 @@ if comm.rank == 0:
     for l in (lines[0], lines[2]):
         assert "RemoteRankError 1 rank 1: Decay.step_adjoint (phase " in l
         assert "iteration 1" in l and l.endswith("raised KeyError: 'adjoint boom'")
+
+
+def test_python_app_adjoint_identical_to_native():
+    from adjoint_cases import DecayAdjoint as PyDecay
+
+    for opts in (dict(max_levels=2), dict(max_levels=3, cfactor=4, nrelax=2), dict(max_levels=1)):
+        kw = dict(comm=COMM, adjoint=True, abs_tol=1e-10, abs_tol_adjoint=1e-10, **opts)
+        sp = xb.Solver(PyDecay(-0.8), 0.0, 10.0, 40, **kw)
+        sn = xb.Solver(xb.apps.LinearODE(lam=-0.8, objective="mean_square"), 0.0, 10.0, 40, **kw)
+        rp, rn = sp.solve(), sn.solve()
+        assert rp.iterations == rn.iterations and rp.objective == rn.objective
+        np.testing.assert_array_equal(rp.residual_norms, rn.residual_norms)
+        np.testing.assert_array_equal(rp.adjoint_residual_norms, rn.adjoint_residual_norms)
+        assert sp.gradient() == sn.gradient()

@@ -31,3 +31,21 @@ def test_heat_demo_on_two_ranks(mpirun):
     assert "converged=True" in out
     line = next(l for l in out.splitlines() if l.startswith("discretization error"))
     assert "sequential 7.110" in line  # xbraid-semantics.md: 7.1103e-03 for ntime 256
+
+
+def test_optimization_example_matches_xbraid(mpirun):
+    out = mpirun(str(ROOT / "examples" / "ex01_optimization.py"), 2, timeout=120).stdout
+    line = next(l for l in out.splitlines() if l.startswith("converged after"))
+    assert line.startswith("converged after 47 design updates: lam = -0.199613213918")
+
+
+def test_readme_code_blocks_run_and_give_the_documented_numbers():
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    tour, adjoint = {}, {}
+    exec(compile(blocks[0], "README tour", "exec"), tour)
+    assert tour["result"].iterations == 4
+    exec(compile("from mpi4py import MPI\nimport pyxbraid as xb\n" + blocks[1], "README adjoint", "exec"), adjoint)
+    assert adjoint["res"].objective == 0.03599999999998741
+    assert abs(adjoint["solver"].gradient() - 0.019200079996322887) < 1e-15
