@@ -349,14 +349,10 @@ class Solver:
         else:
             value = 1e-6 if rel_tol_adjoint is None else rel_tol_adjoint
             opt.tol_adjoint, opt.rel_tol_adjoint = self._tolerance("rel_tol_adjoint", value), True
-        for name, value, lo, hi in (("tstart_objective", tstart_objective, tstart_v, tstop_v),
-                                    ("tstop_objective", tstop_objective, tstart_v, tstop_v)):
-            if value is not None:
-                _finite(name, value)
         if tstart_objective is not None:
-            opt.has_tstart_objective, opt.tstart_objective = True, float(tstart_objective)
+            opt.has_tstart_objective, opt.tstart_objective = True, _finite("tstart_objective", tstart_objective)
         if tstop_objective is not None:
-            opt.has_tstop_objective, opt.tstop_objective = True, float(tstop_objective)
+            opt.has_tstop_objective, opt.tstop_objective = True, _finite("tstop_objective", tstop_objective)
         if tstart_objective is not None and tstop_objective is not None and tstop_objective < tstart_objective:
             raise ValueError(
                 f"tstop_objective must be >= tstart_objective, got tstart_objective={tstart_objective!r}, "
