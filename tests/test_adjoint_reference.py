@@ -24,8 +24,8 @@ def test_adjoint_case_python_app(case):
 
 @pytest.mark.parametrize("nprocs", [2, 3, 4])
 def test_adjoint_cases_multi_rank(mpirun, nprocs):
-    runner = Path(__file__).resolve().parent / "adjoint_runner.py"
-    out = mpirun(str(runner), nprocs, timeout=600).stdout
+    runner = Path(__file__).resolve().parent / "case_runner.py"
+    out = mpirun(str(runner), nprocs, timeout=600, args=("adjoint_cases",)).stdout
     assert [line for line in out.splitlines() if line.startswith("MISMATCH")] == []
     assert f"CHECKED {len(load_cases(ranks=nprocs))}" in out
 

@@ -21,8 +21,8 @@ def test_case_one_rank(case):
 
 @pytest.mark.parametrize("nprocs", [2, 3, 4])
 def test_cases_multi_rank(mpirun, nprocs):
-    runner = Path(__file__).resolve().parent / "reference_runner.py"
-    out = mpirun(str(runner), nprocs, timeout=600).stdout
+    runner = Path(__file__).resolve().parent / "case_runner.py"
+    out = mpirun(str(runner), nprocs, timeout=600, args=("reference_cases",)).stdout
     mismatches = [line for line in out.splitlines() if line.startswith("MISMATCH")]
     assert mismatches == []
     assert f"CHECKED {len(load_cases(ranks=nprocs))}" in out

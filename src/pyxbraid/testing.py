@@ -19,6 +19,7 @@ residual_norm``), so they work on Python Apps.
 
 from __future__ import annotations
 
+import contextlib
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,19 @@ def _design_get(app: App, design: str) -> np.ndarray:
 def _design_set(app: App, design: str, value: np.ndarray) -> None:
     old = getattr(app, design)
     setattr(app, design, float(value) if np.ndim(old) == 0 else value.reshape(np.shape(old)).copy())
+
+
+@contextlib.contextmanager
+def _design_shifted(app: App, design: str | None, p0: np.ndarray | None, dp: np.ndarray | None, shift: float):
+    """Temporarily set the design to p0 + shift * dp (no-op without a design)."""
+    if dp is None:
+        yield
+        return
+    _design_set(app, design, p0 + shift * dp)
+    try:
+        yield
+    finally:
+        _design_set(app, design, p0)
 
 
 def _gradient_of(app: App) -> np.ndarray:
@@ -163,20 +177,12 @@ def check_step_adjoint(
     worst = 0.0
     for k in range(directions):
         du, ds, w = (rng.standard_normal(shape) for _ in range(3))
-        dp = None
-        if design is not None:
-            p0 = _design_get(app, design)
-            dp = rng.standard_normal(p0.shape)
-        fd_total = 0.0
+        p0 = _design_get(app, design) if design is not None else None
+        dp = rng.standard_normal(p0.shape) if p0 is not None else None
 
         def shifted(sign: float) -> np.ndarray:
-            if dp is not None:
-                _design_set(app, design, p0 + sign * eps * dp)
-            try:
+            with _design_shifted(app, design, p0, dp, sign * eps):
                 return phi(u0 + sign * eps * du, s0 + sign * eps * ds)
-            finally:
-                if dp is not None:
-                    _design_set(app, design, p0)
 
         fd_total = float(np.vdot(w, (shifted(+1.0) - shifted(-1.0)) / (2 * eps)))
         app.reset_gradient()
@@ -236,19 +242,12 @@ def check_objective_adjoint(
     worst = 0.0
     for k in range(directions):
         du = rng.standard_normal(shape)
-        dp = None
-        if design is not None:
-            p0 = _design_get(app, design)
-            dp = rng.standard_normal(p0.shape)
+        p0 = _design_get(app, design) if design is not None else None
+        dp = rng.standard_normal(p0.shape) if p0 is not None else None
 
         def f(sign: float) -> float:
-            if dp is not None:
-                _design_set(app, design, p0 + sign * eps * dp)
-            try:
+            with _design_shifted(app, design, p0, dp, sign * eps):
                 return float(app.objective(u0 + sign * eps * du, status))
-            finally:
-                if dp is not None:
-                    _design_set(app, design, p0)
 
         fd = f_bar * (f(+1.0) - f(-1.0)) / (2 * eps)
         app.reset_gradient()

@@ -13,18 +13,7 @@ void Engine::emit_access(int level, int index, const double* u, bool done) {
     Level& g = levels_[0];
     std::memcpy(solution_.data() + static_cast<std::size_t>(index - g.ilower) * n_, u,
                 n_ * sizeof(double));
-    if (opt_.access_level >= 1 && gate_.has_access()) {
-        Status st;
-        st.tstart = st.tstop = g.t(index);
-        st.tindex = index;
-        st.level = 0;
-        st.nlevels = nlevels();
-        st.iter = iter_;
-        st.done = done;
-        st.phase = Phase::access;
-        st.residual_norm = current_rnorm_;
-        gate_.access(u, st);
-    }
+    if (opt_.access_level >= 1 && gate_.has_access()) gate_.access(u, point_status(index, Phase::access, done));
 }
 
 void Engine::final_sweep(bool done, bool fc) {

@@ -4,10 +4,10 @@
 // iteration's input states form the next adjoint iterate; the user's
 // step_adjoint / objective_adjoint accumulate the gradient.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 
 #include "core/engine.hpp"
+#include "core/norms.hpp"
 
 namespace pxb {
 
@@ -107,7 +107,7 @@ double Engine::update_adjoint_iterate() {
     // level-0 points; only C-points in iteration 0, when F-points held no value).
     Level& g = levels_[0];
     double* diff = scratch_.data();
-    double sum = 0.0, mx = 0.0;
+    TemporalNorm norm(opt_.tnorm);
     for (int i = g.ilower; i <= g.iupper; ++i) {
         const int slot = g.u_slot(i);
         if (slot < 0) continue;
@@ -116,26 +116,11 @@ double Engine::update_adjoint_iterate() {
         double* kept = ubar_.data() + static_cast<std::size_t>(slot) * n_;
         if (i > 0) {
             for (std::size_t q = 0; q < n_; ++q) diff[q] = 1.0 * fresh[q] + (-1.0) * kept[q];
-            const double nr = gate_.norm(diff);
-            if (opt_.tnorm == 1)
-                sum += nr;
-            else if (opt_.tnorm == 3)
-                mx = std::max(mx, nr);
-            else
-                sum += nr * nr;
+            norm.add(gate_.norm(diff));
         }
         std::memcpy(kept, fresh, n_ * sizeof(double));
     }
-    double value;
-    if (opt_.tnorm == 3) {
-        value = mx;
-        comm_.allreduce(&value, 1, MPI_MAX);
-    } else {
-        value = sum;
-        comm_.allreduce(&value, 1, MPI_SUM);
-        if (opt_.tnorm == 2) value = std::sqrt(value);
-    }
-    return value;
+    return norm.reduce(comm_);
 }
 
 void Engine::adjoint_top_of_cycle() {

@@ -99,6 +99,8 @@ private:
     void vreceived(double* slot, int source, int tag);                  ///< a receive into slot completed
     void evaluate_objective(int index, const double* u);
     void record_step(const double* u, const double* ustop);  ///< before the step: its inputs
+    /// Status of a call about the level-0 state at `index` (access, objective).
+    Status point_status(int index, Phase phase, bool done) const;
 
     // adjoint.cpp
     void adjoint_top_of_cycle();       ///< objective, reverse sweep, adjoint update (iterations)
@@ -187,7 +189,6 @@ private:
     // iteration state
     std::vector<double> rnorms_;      ///< this solve's history (index = iteration)
     double rnorm0_ = -1.0;           ///< reference for rel_tol, kept across solves
-    double local_rnorm_ = 0.0;       ///< accumulated during level-0 restriction
     double current_rnorm_ = -1.0;
     int iter_ = 0;
     double solve_start_ = 0.0;

@@ -1,10 +1,9 @@
 // F-relaxation, FAS residual, residual norm and injection to the next level
 // (XBraid's restrict.c).
-#include <algorithm>
-#include <cmath>
 #include <cstring>
 
 #include "core/engine.hpp"
+#include "core/norms.hpp"
 
 namespace pxb {
 
@@ -13,7 +12,7 @@ void Engine::f_restrict(int level) {
     Level& c = levels_[level + 1];
     double* r = work_;
     const bool objective = level == 0 && (opt_.adjoint || opt_.objective_only);
-    double rsum = 0.0, rmax = 0.0;
+    TemporalNorm rnorm(opt_.tnorm);
 
     comm_init_fc(level);
     for (int k = g.ncpoints; k >= 0; --k) {
@@ -37,15 +36,7 @@ void Engine::f_restrict(int level) {
                 vaxpy(0.0, r, -1.0, r);
             else
                 vaxpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
-            if (level == 0) {
-                const double nr = gate_.norm(r, &status_);
-                if (opt_.tnorm == 1)
-                    rsum += nr;
-                else if (opt_.tnorm == 2)
-                    rsum += nr * nr;
-                else
-                    rmax = std::max(rmax, nr);
-            }
+            if (level == 0) rnorm.add(gate_.norm(r, &status_));
             const int cidx = ci / g.cfactor - c.ilower;
             vcopy(c.va.at(cidx), u);
             vcopy(c.fa.at(cidx), r);
@@ -83,18 +74,8 @@ void Engine::f_restrict(int level) {
     comm_.wait(va_send_);
 
     if (level == 0) {
-        double value = -1.0;
-        if (opt_.residual_computation) {
-            if (opt_.tnorm == 3) {
-                value = rmax;
-                comm_.allreduce(&value, 1, MPI_MAX);
-            } else {
-                value = rsum;
-                comm_.allreduce(&value, 1, MPI_SUM);
-                if (opt_.tnorm == 2) value = std::sqrt(value);
-            }
-        }
-        local_rnorm_ = value;
+        // residual_computation off: no reduction, "not available" (-1) as XBraid.
+        const double value = opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
         current_rnorm_ = value;
         rnorms_[static_cast<std::size_t>(iter_)] = value;
         // XBraid's reference ||r_0||: iteration 0, or 1 when iteration 0 was

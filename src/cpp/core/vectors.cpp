@@ -108,19 +108,24 @@ void Engine::record_step(const double* u, const double* ustop) {
     tape_.push(op);
 }
 
-void Engine::evaluate_objective(int index, const double* u) {
-    const double t = levels_[0].t(index);
-    if (t < tstart_obj_ || t > tstop_obj_) return;  // closed window, as XBraid
+Status Engine::point_status(int index, Phase phase, bool done) const {
     Status st;
-    st.tstart = st.tstop = t;
+    st.tstart = st.tstop = levels_[0].t(index);
     st.tindex = index;
     st.level = 0;
     st.nlevels = nlevels();
     st.iter = iter_;
-    st.done = done_;
-    st.phase = Phase::objective;
+    st.done = done;
+    st.phase = phase;
     st.residual_norm = current_rnorm_;
     st.ntime = ntime_;
+    return st;
+}
+
+void Engine::evaluate_objective(int index, const double* u) {
+    const double t = levels_[0].t(index);
+    if (t < tstart_obj_ || t > tstop_obj_) return;  // closed window, as XBraid
+    const Status st = point_status(index, Phase::objective, done_);
     local_objective_ += gate_.objective(u, st);
     if (tape_.recording) {
         TapeOp op;
