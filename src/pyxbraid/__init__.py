@@ -12,7 +12,7 @@ from ._mpi_guard import import_core, load_mpi
 load_mpi()  # before the compiled module: it must bind to mpi4py's libmpi
 _core = import_core()
 
-from . import apps, errors, testing  # noqa: E402
+from . import apps, datasets, errors, testing  # noqa: E402
 from .app import App, NativeApp  # noqa: E402
 from .errors import (  # noqa: E402
     CallbackError,
@@ -22,6 +22,7 @@ from .errors import (  # noqa: E402
     SolverStateError,
 )
 from .solver import SolveResult, Solver  # noqa: E402
+from . import nn  # noqa: E402  (after Solver: nn builds on it)
 
 Status = _core.Status
 
@@ -39,6 +40,8 @@ __all__ = [
     "SolverStateError",
     "Status",
     "apps",
+    "datasets",
     "errors",
+    "nn",
     "testing",
 ]

@@ -161,6 +161,16 @@ class App:
         """Adjoint: set the gradient accumulator to zero (XBraid's reset_gradient)."""
         raise NotImplementedError
 
+    def init_adjoint(self, t: float, u_bar: np.ndarray, status: Any) -> None:
+        """Optional adjoint of ``init(tstart)`` when the initial condition depends on the design.
+
+        After each reverse sweep the rank owning time index 0 receives
+        ``u_bar = dJ/du_0`` (read-only) and adds ``(d init / d design)^T u_bar``
+        to its gradient. Not part of XBraid (whose initial condition cannot
+        depend on the design); a ResNet's opening layer needs it.
+        """
+        raise NotImplementedError
+
     def postprocess_objective(self, integral: float) -> float:
         """Optional: ``J = F(I)`` from ``I = sum_i f(u_i)`` (XBraid's postprocess_obj)."""
         raise NotImplementedError

@@ -440,7 +440,8 @@ class Solver:
             def get(m):
                 return getattr(app, m) if app._overrides(m) else None
             native.set_adjoint(get("objective"), get("objective_adjoint"), get("step_adjoint"), get("reset_gradient"),
-                               get("postprocess_objective"), get("postprocess_objective_adjoint"))
+                               get("postprocess_objective"), get("postprocess_objective_adjoint"),
+                               get("init_adjoint"))
         return native, tuple(app.shape)
 
     # -- running -------------------------------------------------------------------
@@ -478,7 +479,8 @@ class Solver:
             step_calls_all_ranks=summary.step_calls_all_ranks,
             calls={"init": calls.init, "step": calls.step, "residual": calls.residual,
                    "norm": calls.norm, "access": calls.access, "objective": calls.objective,
-                   "step_adjoint": calls.step_adjoint, "objective_adjoint": calls.objective_adjoint},
+                   "step_adjoint": calls.step_adjoint, "objective_adjoint": calls.objective_adjoint,
+                   "init_adjoint": calls.init_adjoint},
             objective=summary.objective if (self._options.adjoint or self._options.objective_only) else None,
             adjoint_residual_norms=np.array(
                 [math.nan if r == -1.0 else r for r in summary.adjoint_residual_norms], dtype=np.float64
@@ -488,6 +490,26 @@ class Solver:
         if self._options.print_level >= 2 and self._comm.Get_rank() == 0:
             self._print_summary(result)
         return result
+
+    def reset(self) -> None:
+        """Forget the current iterate: the next :meth:`solve` starts from ``init`` again.
+
+        Use it to reuse a solver (its memory, its setup) for a new problem of
+        the same size, e.g. the next mini-batch of a training run. The
+        tolerance references (``rel_tol``, ``rel_tol_adjoint``) and the adjoint
+        iterate are forgotten as well. Local to this rank, no communication;
+        call it on every rank.
+        """
+        self._engine.reset()
+
+    def refresh_initial_condition(self) -> None:
+        """Evaluate ``init(tstart)`` again before the next :meth:`solve`, keeping the rest of the iterate.
+
+        For warm restarts after the design changed the initial condition (a
+        ResNet's opening layer): the states at later times keep serving as the
+        initial guess. Call it on every rank (only the rank owning index 0 works).
+        """
+        self._engine.refresh_initial_condition()
 
     def state_at(self, index: int) -> np.ndarray:
         """The fine-grid state at time index ``index``, on every rank (collective).

@@ -117,7 +117,7 @@ PyApp::~PyApp() {
     // The engine may be destroyed without the GIL (native solves release it).
     py::gil_scoped_acquire gil;
     for (PyObject*& v : views_) Py_CLEAR(v);
-    objective_ = objective_adjoint_ = step_adjoint_ = reset_gradient_ = postprocess_ = postprocess_adjoint_ = py::object();
+    objective_ = objective_adjoint_ = step_adjoint_ = reset_gradient_ = postprocess_ = postprocess_adjoint_ = init_adjoint_ = py::object();
     app_ = py::object();
     init_ = py::object();
     step_ = py::object();
@@ -258,7 +258,9 @@ void PyApp::access(const double* u, const Status& st) {
 }
 
 void PyApp::set_adjoint(py::object objective, py::object objective_adjoint, py::object step_adjoint,
-                        py::object reset_gradient, py::object postprocess, py::object postprocess_adjoint) {
+                        py::object reset_gradient, py::object postprocess, py::object postprocess_adjoint,
+                        py::object init_adjoint) {
+    init_adjoint_ = std::move(init_adjoint);
     objective_ = std::move(objective);
     objective_adjoint_ = std::move(objective_adjoint);
     step_adjoint_ = std::move(step_adjoint);
@@ -311,6 +313,15 @@ void PyApp::step_adjoint(const double* u, const double* ustop, double* u_bar, do
 void PyApp::reset_gradient() {
     if (reset_gradient_.is_none()) return;
     Ref res(PyObject_CallNoArgs(reset_gradient_.ptr()));
+    if (res.p == nullptr) throw py::error_already_set();
+}
+
+void PyApp::init_adjoint(double t, const double* u_bar, const Status& st) {
+    if (init_adjoint_.is_none()) return;
+    ViewRef bv{recycled_view(views_[1], u_bar, false), &views_[1], owner_};
+    Ref tv(PyFloat_FromDouble(t));
+    PyObject* args[] = {tv.p, bv.p, status_object(st)};
+    Ref res(PyObject_Vectorcall(init_adjoint_.ptr(), args, 3, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
 }
 

@@ -32,7 +32,8 @@ public:
     /// step_adjoint, reset_gradient, postprocess_objective, postprocess_objective_adjoint.
     void set_adjoint(pybind11::object objective, pybind11::object objective_adjoint,
                      pybind11::object step_adjoint, pybind11::object reset_gradient,
-                     pybind11::object postprocess, pybind11::object postprocess_adjoint);
+                     pybind11::object postprocess, pybind11::object postprocess_adjoint,
+                     pybind11::object init_adjoint);
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
@@ -52,6 +53,7 @@ public:
     void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
                       const Status& st) override;
     void reset_gradient() override;
+    void init_adjoint(double t, const double* u_bar, const Status& st) override;
     bool has_postprocess() const override { return !postprocess_.is_none(); }
     double postprocess(double sum) override;
     double postprocess_adjoint(double sum) override;
@@ -71,7 +73,8 @@ private:
     pybind11::object app_, init_, step_, residual_, norm_, access_, status_obj_;
     pybind11::object objective_ = pybind11::none(), objective_adjoint_ = pybind11::none(),
                      step_adjoint_ = pybind11::none(), reset_gradient_ = pybind11::none(),
-                     postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none();
+                     postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none(),
+                     init_adjoint_ = pybind11::none();
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};  ///< recycled views: u (rw), ustop (ro), fstop (ro), bar (rw), bar2 (rw)

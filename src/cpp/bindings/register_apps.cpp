@@ -6,6 +6,8 @@
 #include "apps/cubic.hpp"
 #include "apps/heat1d.hpp"
 #include "apps/linear_ode.hpp"
+#include "apps/resnet.hpp"
+#include "core/distribution.hpp"
 
 namespace py = pybind11;
 
@@ -54,6 +56,77 @@ void register_apps(py::module_& m) {
                  return h.error(t, u.data());
              })
         .def_property_readonly("dx", &Heat1D::dx);
+
+    // Flat parameter and gradient vectors are shared with numpy (no copies):
+    // optimisers update them in place between solves.
+    auto flat_view = [](std::vector<double>& v, py::handle owner) {
+        return py::array_t<double>(static_cast<py::ssize_t>(v.size()), v.data(), owner);
+    };
+    py::class_<ResNetParameters, std::shared_ptr<ResNetParameters>>(m, "ResNetParameters")
+        .def(py::init([](int in_features, int width, int depth, int classes, double T, const std::string& activation,
+                         bool dense_opening, bool scalar_bias, int layer_lo, int layer_hi, bool has_opening,
+                         bool has_classifier) {
+                 ResNetShape s;
+                 s.in_features = in_features;
+                 s.width = width;
+                 s.depth = depth;
+                 s.classes = classes;
+                 s.T = T;
+                 s.activation = activation == "tanh"   ? Activation::tanh
+                                : activation == "relu" ? Activation::relu
+                                                       : Activation::smooth_relu;
+                 s.dense_opening = dense_opening;
+                 s.scalar_bias = scalar_bias;
+                 return std::make_shared<ResNetParameters>(s, layer_lo, layer_hi, has_opening, has_classifier);
+             }),
+             py::arg("in_features"), py::arg("width"), py::arg("depth"), py::arg("classes"), py::arg("T"),
+             py::arg("activation"), py::arg("dense_opening"), py::arg("scalar_bias"), py::arg("layer_lo"),
+             py::arg("layer_hi"), py::arg("has_opening"), py::arg("has_classifier"))
+        .def_property_readonly("values", [flat_view](py::object self) {
+            return flat_view(self.cast<ResNetParameters&>().values, self);
+        })
+        .def_property_readonly("gradient", [flat_view](py::object self) {
+            return flat_view(self.cast<ResNetParameters&>().gradient, self);
+        })
+        .def_property_readonly("opening_replica", [flat_view](py::object self) {
+            return flat_view(self.cast<ResNetParameters&>().opening_replica, self);
+        })
+        .def_property_readonly("layer_size", &ResNetParameters::layer_size)
+        .def("layer_offset", &ResNetParameters::layer_offset)
+        .def_property_readonly("classifier_offset", &ResNetParameters::classifier_offset);
+
+    py::class_<ResNetBatch, App, std::shared_ptr<ResNetBatch>>(m, "ResNetBatch")
+        .def(py::init<std::shared_ptr<ResNetParameters>, int>(), py::arg("parameters"), py::arg("batch"))
+        .def("set_batch",
+             [](ResNetBatch& app, py::array_t<double, py::array::c_style | py::array::forcecast> x,
+                py::object labels) {
+                 const std::size_t nin = static_cast<std::size_t>(x.ndim() == 2 ? x.shape(1) : 0);
+                 if (x.ndim() != 2 || x.shape(0) != app.batch() || nin == 0)
+                     throw py::value_error("set_batch: x has the wrong shape");
+                 if (labels.is_none()) {
+                     app.set_batch(x.data(), nullptr, false);
+                     return;
+                 }
+                 auto y = labels.cast<py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>>();
+                 if (y.ndim() != 1 || y.shape(0) != app.batch())
+                     throw py::value_error("set_batch: labels have the wrong shape");
+                 app.set_batch(x.data(), y.data(), true);
+             },
+             py::arg("x"), py::arg("labels"))
+        .def_property_readonly("correct", &ResNetBatch::correct)
+        .def_property_readonly("loss", &ResNetBatch::loss)
+        .def_property_readonly("logits", [](const ResNetBatch& app) {
+            py::array_t<double> out(static_cast<py::ssize_t>(app.logits().size()));
+            std::copy(app.logits().begin(), app.logits().end(), out.mutable_data());
+            return out;
+        });
+
+    m.def("block_interval", [](int npoints, int nranks, int rank) {
+        int lo = 0, hi = -1;
+        block_interval(npoints, nranks, rank, lo, hi);
+        return py::make_tuple(lo, hi);
+    }, py::arg("npoints"), py::arg("nranks"), py::arg("rank"),
+    "The engine's distribution of npoints time points: (ilower, iupper) of a rank.");
 }
 
 }  // namespace pxb::bind

@@ -72,7 +72,8 @@ void register_solver(py::module_& m) {
         .def_readonly("access", &CallCounts::access)
         .def_readonly("objective", &CallCounts::objective)
         .def_readonly("step_adjoint", &CallCounts::step_adjoint)
-        .def_readonly("objective_adjoint", &CallCounts::objective_adjoint);
+        .def_readonly("objective_adjoint", &CallCounts::objective_adjoint)
+        .def_readonly("init_adjoint", &CallCounts::init_adjoint);
 
     py::class_<SolveSummary>(m, "SolveSummary")
         .def_readonly("iterations", &SolveSummary::iterations)
@@ -99,7 +100,7 @@ void register_solver(py::module_& m) {
              py::arg("spatial_norm"), py::arg("access"))
         .def("set_adjoint", &PyApp::set_adjoint, py::arg("objective"), py::arg("objective_adjoint"),
              py::arg("step_adjoint"), py::arg("reset_gradient"), py::arg("postprocess"),
-             py::arg("postprocess_adjoint"));
+             py::arg("postprocess_adjoint"), py::arg("init_adjoint") = py::none());
 
     // For benchmarks: the cost of `nsteps` bare step calls of an app (no engine
     // around them), to separate the engine's overhead from the app's own work.
@@ -149,6 +150,8 @@ void register_solver(py::module_& m) {
                      fn(info.iter, info.residual_norm, info.wall_time);
                  };
              })
+        .def("reset", &Engine::reset, py::call_guard<py::gil_scoped_release>())
+        .def("refresh_initial_condition", &Engine::refresh_initial_condition)
         .def("state_at",
              [](Engine& e, int i) {
                  py::array_t<double> out(static_cast<py::ssize_t>(e.vector_size()));

@@ -129,7 +129,9 @@ void Engine::adjoint_top_of_cycle() {
     // Seed: the iteration's output states carry the current adjoint iterate.
     std::fill(bar_.begin(), bar_.end(), 0.0);
     Level& g = levels_[0];
-    for (int i = g.ilower; i <= g.iupper; ++i) {
+    // Index 0 is never an output of an iteration (init(tstart) stays fixed):
+    // leaving it unseeded makes its bar this sweep's d J / d u_0 alone.
+    for (int i = std::max(g.ilower, 1); i <= g.iupper; ++i) {
         const int slot = g.u_slot(i);
         if (slot < 0) continue;
         std::memcpy(bar_.data() + offset_of(g.ua.at(slot)), ubar_.data() + static_cast<std::size_t>(slot) * n_,
@@ -137,6 +139,7 @@ void Engine::adjoint_top_of_cycle() {
     }
     tape_.recording = false;
     reverse_sweep();
+    initial_adjoint();
     rnorm_adj_ = update_adjoint_iterate();
     adj_norms_[static_cast<std::size_t>(iter_)] = rnorm_adj_;
     if (iter_ == 0 && rnorm0_adj_ == -1.0) rnorm0_adj_ = rnorm_adj_ > 0.0 ? rnorm_adj_ : 1.0;
@@ -150,7 +153,15 @@ void Engine::adjoint_after_sequential() {
     std::fill(bar_.begin(), bar_.end(), 0.0);
     tape_.recording = false;
     reverse_sweep();
+    initial_adjoint();
     tape_.clear();
+}
+
+void Engine::initial_adjoint() {
+    Level& g = levels_[0];
+    if (g.ilower != 0) return;
+    Status st = point_status(0, Phase::objective, done_);
+    gate_.init_adjoint(g.t(0), bar_.data() + offset_of(g.ua.at(g.u_slot(0))), st);
 }
 
 }  // namespace pxb

@@ -64,6 +64,11 @@ public:
                               const Status& st);
     /// Set the gradient accumulator to zero.
     virtual void reset_gradient();
+    /// u_bar (in): the adjoint of the initial state init(tstart) after a
+    /// reverse sweep; add (d init / d design)^T u_bar to the gradient. Not in
+    /// XBraid (whose initial condition cannot depend on the design); called
+    /// on the rank owning index 0 once per adjoint iteration. Default: no-op.
+    virtual void init_adjoint(double t, const double* u_bar, const Status& st);
     /// True when J = F(I) is post-processed (I = sum of objective()).
     virtual bool has_postprocess() const { return false; }
     virtual double postprocess(double sum);

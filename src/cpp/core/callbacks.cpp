@@ -40,6 +40,7 @@ void App::step_adjoint(const double*, const double*, double*, double*, const Sta
     throw std::logic_error(name() + " defines no step_adjoint");
 }
 void App::reset_gradient() {}
+void App::init_adjoint(double, const double*, const Status&) {}
 double App::postprocess(double sum) { return sum; }
 double App::postprocess_adjoint(double) { return 1.0; }
 
@@ -165,6 +166,11 @@ void CallbackGate::step_adjoint(const double* u, const double* ustop, double* u_
 }
 
 void CallbackGate::reset_gradient() { PXB_GUARDED("reset_gradient", nullptr, app_.reset_gradient()); }
+
+void CallbackGate::init_adjoint(double t, const double* u_bar, const Status& st) {
+    ++counts_.init_adjoint;
+    PXB_GUARDED("init_adjoint", &st, app_.init_adjoint(t, u_bar, st));
+}
 
 double CallbackGate::postprocess(double sum) {
     double value = 0.0;

@@ -23,6 +23,7 @@ struct CallCounts {
     long long objective = 0;
     long long step_adjoint = 0;
     long long objective_adjoint = 0;
+    long long init_adjoint = 0;
 };
 
 class CallbackGate {
@@ -39,6 +40,7 @@ public:
     void objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st);
     void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar, const Status& st);
     void reset_gradient();
+    void init_adjoint(double t, const double* u_bar, const Status& st);
     double postprocess(double sum);
     double postprocess_adjoint(double sum);
 

@@ -77,6 +77,14 @@ public:
     /// Called on rank 0 ... every rank, after each iteration's convergence test.
     std::function<void(const IterationInfo&)> on_iteration;
 
+    /// Forget the iterate (collective-free): the next solve() starts from
+    /// init() again, with fresh tolerance references -- a new problem of the
+    /// same size, e.g. the next mini-batch.
+    void reset();
+    /// Re-evaluate init(tstart) before the next solve and keep the rest of the
+    /// iterate: a warm restart after the design changed the initial condition.
+    void refresh_initial_condition();
+
     /// Bytes held by the adjoint (bar arena, tape, adjoint iterate).
     std::size_t adjoint_bytes() const;
 
@@ -107,6 +115,7 @@ private:
     void adjoint_after_sequential();   ///< max_levels = 1: reverse the recorded sweep once
     double finish_objective();         ///< reduce I, J = F(I), F_bar = dF/dI
     void reverse_sweep();
+    void initial_adjoint();            ///< hand the bar of u(tstart) to the app (rank owning index 0)
     double update_adjoint_iterate();
 
     // step.cpp

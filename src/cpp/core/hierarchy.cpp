@@ -274,3 +274,34 @@ void Engine::init_coarse_from_va(int level) {
 }
 
 }  // namespace pxb
+
+namespace pxb {
+
+void Engine::reset() {
+    ensure_usable();
+    initialised_ = false;
+    solution_valid_ = false;
+    // Tolerance references belong to the problem that is being forgotten.
+    rnorm0_ = -1.0;
+    rnorm0_adj_ = -1.0;
+    std::fill(ubar_.begin(), ubar_.end(), 0.0);
+}
+
+void Engine::refresh_initial_condition() {
+    ensure_usable();
+    Level& g = levels_[0];
+    if (!initialised_ || g.ilower != 0) return;  // not yet initialised: solve() calls init anyway
+    status_ = Status{};
+    status_.nlevels = nlevels();
+    status_.phase = Phase::init;
+    status_.tstart = status_.tstop = g.t(0);
+    try {
+        gate_.init(g.t(0), g.ua.at(g.u_slot(0)), status_);
+    } catch (...) {
+        broken_ = true;
+        throw;
+    }
+    solution_valid_ = false;
+}
+
+}  // namespace pxb

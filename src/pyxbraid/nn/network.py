@@ -1,0 +1,432 @@
+"""The residual network: architecture, parameters, their distribution over ranks, save/load."""
+
+from __future__ import annotations
+
+import json
+import numbers
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from .. import _core
+
+__all__ = ["ResNet"]
+
+_ACTIVATIONS = ("tanh", "relu", "smooth_relu")
+_FORMAT = "pyxbraid.nn.ResNet/1"
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _nonnegative(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if not (np.isfinite(v) and v >= 0.0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class _Config:
+    in_features: int
+    width: int
+    depth: int
+    classes: int
+    T: float
+    activation: str
+    opening: str
+    bias: str
+    tikhonov: float
+    smoothness: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What one rank stores: residual layers [lo, hi) and possibly the end layers.
+
+    Residual layer k maps time index k to k + 1 and is stored by the rank that
+    owns index k + 1 in the engine's block distribution of the depth + 1 time
+    points; the opening layer lives with index 0, the classifier with index depth.
+    """
+
+    rank: int
+    size: int
+    lo: int
+    hi: int
+    has_opening: bool
+    has_classifier: bool
+
+    @staticmethod
+    def of(depth: int, rank: int, size: int) -> "_Layout":
+        ilower, iupper = _core.block_interval(depth + 1, size, rank)
+        return _Layout(rank, size, max(ilower, 1) - 1, iupper, ilower == 0, iupper == depth)
+
+
+class ResNet:
+    """A residual network whose hidden layers are forward-Euler steps of an ODE.
+
+    ``u_0 = opening(x)``, ``u_{k+1} = u_k + h sigma(W_k u_k + b_k)`` for
+    ``k = 0 .. depth-1`` with ``h = T / depth``, and class scores
+    ``W_c u_depth + b_c`` trained with softmax cross-entropy (Günther,
+    Ruthotto, Schroder, Cyr, Gauger, SIMODS 2020). The hidden layers are the
+    time steps that :class:`pyxbraid.nn.Trainer` runs with MGRIT, layer-parallel
+    over MPI ranks.
+
+    Parameters
+    ----------
+    in_features, width, depth, classes : int
+        Input size, channels of the hidden state, number of residual layers
+        (time steps) and number of classes (>= 2).
+    T : float, default 1.0
+        Final time; the step size is ``h = T / depth``.
+    activation : {"smooth_relu", "tanh", "relu"}
+        ``smooth_relu`` is ``(z + 0.1)^2 / 0.4`` on ``(-0.1, 0.1)`` and ReLU
+        outside (continuously differentiable), as in the paper.
+    opening : {"dense", "zero_pad"}
+        ``dense``: ``u_0 = sigma(W_o x + b_o)``; ``zero_pad``: ``x`` copied into
+        the first ``in_features`` channels (needs ``width >= in_features``).
+    bias : {"channel", "scalar"}
+        One bias per channel in each residual layer, or one scalar per layer
+        (the paper's peaks network).
+    tikhonov : float, default 0.0
+        ``tikhonov / 2 * ||theta||^2`` over all weights and biases.
+    smoothness : float, default 0.0
+        ``gamma_ddt``: ``smoothness / 2 * sum_k ||(theta_k - theta_{k-1}) / h||^2``
+        over consecutive residual layers (weights and biases): the time
+        derivative of the controls.
+    seed : int, default 0
+        Initialisation: layer ``k`` draws from ``numpy.random.default_rng([seed, k + 1])``
+        (opening: key 0, classifier: key depth + 1), so every rank count gives
+        the same network. Weights are normal with standard deviation
+        ``1/sqrt(fan_in)`` (opening, classifier) and ``1/width`` (residual
+        layers, small so that the initial flow is close to the identity);
+        biases start at zero.
+
+    Examples
+    --------
+    >>> from pyxbraid import nn
+    >>> net = nn.ResNet(in_features=2, width=8, depth=30, classes=5, bias="scalar")
+    >>> net.num_parameters    # the paper's peaks network
+    2012
+    >>> net.parameters()["layers.weight"].shape
+    (30, 8, 8)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        depth: int,
+        classes: int,
+        T: float = 1.0,
+        *,
+        activation: str = "smooth_relu",
+        opening: str = "dense",
+        bias: str = "channel",
+        tikhonov: float = 0.0,
+        smoothness: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        in_features = _positive_int("in_features", in_features)
+        width = _positive_int("width", width)
+        depth = _positive_int("depth", depth)
+        classes = _positive_int("classes", classes, 2)
+        if isinstance(T, (bool, np.bool_)) or not isinstance(T, (numbers.Real, np.floating, np.integer)):
+            raise TypeError(f"T must be a real number, got {T!r}")
+        if not (np.isfinite(T) and T > 0):
+            raise ValueError(f"T must be finite and > 0, got {T!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(map(repr, _ACTIVATIONS))}, got {activation!r}")
+        if opening not in ("dense", "zero_pad"):
+            raise ValueError(f"opening must be 'dense' or 'zero_pad', got {opening!r}")
+        if opening == "zero_pad" and width < in_features:
+            raise ValueError(f"opening='zero_pad' needs width >= in_features, got width={width}, in_features={in_features}")
+        if bias not in ("channel", "scalar"):
+            raise ValueError(f"bias must be 'channel' or 'scalar', got {bias!r}")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.config = _Config(in_features, width, depth, classes, float(T), activation, opening, bias,
+                              _nonnegative("tikhonov", tikhonov), _nonnegative("smoothness", smoothness), int(seed))
+        self._comm: Any = None
+        self._set_layout(_Layout.of(depth, 0, 1))
+        self._initialise()
+
+    # -- structure -----------------------------------------------------------------
+    @property
+    def h(self) -> float:
+        """Step size ``T / depth``."""
+        return self.config.T / self.config.depth
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable parameters of the whole network."""
+        c = self.config
+        opening = c.width * c.in_features + c.width if c.opening == "dense" else 0
+        layer = c.width * c.width + (1 if c.bias == "scalar" else c.width)
+        return opening + c.depth * layer + c.classes * c.width + c.classes
+
+    @property
+    def local_num_parameters(self) -> int:
+        """Number of parameters stored on this rank."""
+        return int(self._values.size)
+
+    @property
+    def comm(self) -> Any:
+        """The communicator the parameters are distributed over (None: all on every rank)."""
+        return self._comm
+
+    @property
+    def owned_layers(self) -> range:
+        """Residual layers stored and trained on this rank."""
+        return range(self._layout.lo, self._layout.hi)
+
+    def _set_layout(self, layout: _Layout) -> None:
+        c = self.config
+        self._layout = layout
+        self._native = _core.ResNetParameters(
+            c.in_features, c.width, c.depth, c.classes, c.T, c.activation, c.opening == "dense",
+            c.bias == "scalar", layout.lo, layout.hi, layout.has_opening, layout.has_classifier)
+        self._values = self._native.values      # views on the native vectors: no copies
+        self._gradient = self._native.gradient
+
+    def _local_views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views of this rank's flat parameter (or gradient) vector."""
+        c, lay = self.config, self._layout
+        w, views, pos = c.width, {}, 0
+        if lay.has_opening and c.opening == "dense":
+            views["opening.weight"] = flat[: w * c.in_features].reshape(w, c.in_features)
+            views["opening.bias"] = flat[w * c.in_features: w * c.in_features + w]
+            pos = w * c.in_features + w
+        nl, ls = lay.hi - lay.lo, self._native.layer_size
+        block = flat[pos: pos + nl * ls].reshape(nl, ls)
+        views["layers.weight"] = block[:, : w * w].reshape(nl, w, w)
+        views["layers.bias"] = block[:, w * w:] if c.bias == "channel" else block[:, w * w]
+        pos += nl * ls
+        if lay.has_classifier:
+            views["classifier.weight"] = flat[pos: pos + c.classes * w].reshape(c.classes, w)
+            views["classifier.bias"] = flat[pos + c.classes * w: pos + c.classes * w + c.classes]
+        return views
+
+    def _initialise(self) -> None:
+        c, lay = self.config, self._layout
+        views = self._local_views(self._values)
+        if "opening.weight" in views:
+            rng = np.random.default_rng([c.seed, 0])
+            views["opening.weight"][:] = rng.standard_normal((c.width, c.in_features)) / np.sqrt(c.in_features)
+            views["opening.bias"][:] = 0.0
+        for j, k in enumerate(range(lay.lo, lay.hi)):
+            rng = np.random.default_rng([c.seed, k + 1])
+            # The weights of a block must not hold a reference to the block
+            # (reshape of a strided view may copy): write through the view.
+            views["layers.weight"][j] = rng.standard_normal((c.width, c.width)) / c.width
+            views["layers.bias"][j] = 0.0
+        if lay.has_classifier:
+            rng = np.random.default_rng([c.seed, c.depth + 1])
+            views["classifier.weight"][:] = rng.standard_normal((c.classes, c.width)) / np.sqrt(c.width)
+            views["classifier.bias"][:] = 0.0
+
+    # -- distribution -----------------------------------------------------------------
+    def distribute(self, comm: Any) -> None:
+        """Keep only this rank's part of the parameters (collective over ``comm``).
+
+        Called by :class:`Trainer`. A network whose parameters are all present
+        (built here, loaded, or distributed over one rank) can be distributed;
+        a network distributed over another communicator must be gathered
+        first (``ResNet.load`` of a saved model, or :meth:`parameters`).
+        """
+        if not isinstance(comm, MPI.Comm):
+            raise TypeError(f"comm must be an mpi4py.MPI.Comm, got {type(comm).__name__}")
+        if self._comm is not None:
+            if self._comm == comm or MPI.Comm.Compare(self._comm, comm) in (MPI.IDENT, MPI.CONGRUENT):
+                return
+            raise ValueError("this network is already distributed over another communicator; "
+                             "save it and load it, or build the Trainer on the same communicator")
+        if comm.Get_size() + 0 > self.config.depth + 1:
+            raise ValueError(f"a network of depth {self.config.depth} has {self.config.depth + 1} time points, "
+                             f"fewer than the {comm.Get_size()} ranks of comm")
+        full = self.parameters()
+        self._set_layout(_Layout.of(self.config.depth, comm.Get_rank(), comm.Get_size()))
+        self._comm = comm
+        self._set_local_from_full(full)
+
+    def _set_local_from_full(self, full: dict[str, np.ndarray]) -> None:
+        views = self._local_views(self._values)
+        lay = self._layout
+        for name, view in views.items():
+            source = full[name][lay.lo: lay.hi] if name.startswith("layers.") else full[name]
+            view[...] = source
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """All parameters by name, on every rank (collective when distributed).
+
+        Returns
+        -------
+        dict
+            ``opening.weight`` (width, in_features) and ``opening.bias`` (width)
+            for a dense opening; ``layers.weight`` (depth, width, width);
+            ``layers.bias`` (depth, width) or (depth,) for scalar biases;
+            ``classifier.weight`` (classes, width); ``classifier.bias`` (classes).
+            Copies.
+        """
+        local = {k: np.array(v, copy=True) for k, v in self._local_views(self._values).items()}
+        if self._comm is None or self._comm.Get_size() == 1:
+            return local
+        pieces = self._comm.allgather(local)
+        full: dict[str, np.ndarray] = {}
+        for name in ("opening.weight", "opening.bias", "classifier.weight", "classifier.bias"):
+            for piece in pieces:
+                if name in piece:
+                    full[name] = piece[name]
+        full["layers.weight"] = np.concatenate([p["layers.weight"] for p in pieces])
+        full["layers.bias"] = np.concatenate([p["layers.bias"] for p in pieces])
+        return full
+
+    def set_parameters(self, params: dict[str, np.ndarray]) -> None:
+        """Set all parameters from a dict shaped like :meth:`parameters` (each rank keeps its part)."""
+        expected = {k: v.shape for k, v in _full_shapes(self.config).items()}
+        for name, shape in expected.items():
+            if name not in params:
+                raise KeyError(f"params is missing {name!r}")
+            arr = np.asarray(params[name], dtype=np.float64)
+            if arr.shape != shape:
+                raise ValueError(f"params[{name!r}] must have shape {shape}, got {arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"params[{name!r}] contains NaN or infinite values")
+        self._set_local_from_full({k: np.asarray(params[k], dtype=np.float64) for k in expected})
+
+    def _share_opening(self) -> None:
+        """Copy the opening layer from its owner to every rank (collective; initial guesses only)."""
+        if self._comm is None or self._comm.Get_size() == 1 or self.config.opening != "dense":
+            return
+        n = self._native.opening_replica.size
+        buf = self._values[:n] if self._layout.has_opening else self._native.opening_replica
+        self._comm.Bcast(buf, root=0)
+
+    # -- regularisation --------------------------------------------------------------
+    def _regularization(self, grad: np.ndarray) -> float:
+        """This rank's share of R(theta); adds dR/dtheta of its parameters to ``grad``.
+
+        The smoothness term couples neighbouring layers; the layers next to
+        this rank's first and last are exchanged with the neighbours.
+        """
+        c, lay = self.config, self._layout
+        value = 0.0
+        if c.tikhonov > 0.0:
+            value += 0.5 * c.tikhonov * float(np.dot(self._values, self._values))
+            grad += c.tikhonov * self._values
+        if c.smoothness > 0.0 and c.depth > 1:
+            ls = self._native.layer_size
+            start = self._native.layer_offset(lay.lo) if lay.hi > lay.lo else 0
+            mine = self._values[start: start + (lay.hi - lay.lo) * ls].reshape(-1, ls)
+            g = grad[start: start + (lay.hi - lay.lo) * ls].reshape(-1, ls)
+            left = right = None
+            if self._comm is not None and self._comm.Get_size() > 1:
+                ends = self._comm.allgather((lay.lo, lay.hi, mine[0].copy() if len(mine) else None,
+                                             mine[-1].copy() if len(mine) else None))
+                for lo, hi, first, last in ends:
+                    if hi == lay.lo and hi > lo:
+                        left = last
+                    if lo == lay.hi and hi > lo:
+                        right = first
+            scale = c.smoothness / (self.h * self.h)
+            for j in range(len(mine)):
+                prev = mine[j - 1] if j > 0 else left
+                if prev is not None:   # the term (theta_k - theta_{k-1}) belongs to layer k's owner
+                    d = mine[j] - prev
+                    value += 0.5 * scale * float(np.dot(d, d))
+                    g[j] += scale * d
+                nxt = mine[j + 1] if j + 1 < len(mine) else right
+                if nxt is not None:
+                    g[j] -= scale * (nxt - mine[j])
+        return value
+
+    # -- files ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the whole network (configuration and parameters) to an ``.npz`` file.
+
+        Collective when distributed: parameters are gathered and rank 0 writes.
+        A model saved from any number of ranks loads on any number of ranks.
+        """
+        params = self.parameters()
+        if self._comm is None or self._comm.Get_rank() == 0:
+            np.savez(Path(path), format=np.array(_FORMAT), config=np.array(json.dumps(asdict(self.config))),
+                     **{k.replace(".", "__"): v for k, v in params.items()})
+        if self._comm is not None:
+            self._comm.Barrier()
+
+    @classmethod
+    def load(cls, path: str | Path, comm: Any = None) -> "ResNet":
+        """Read a network written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or Path
+            The ``.npz`` file (read on rank 0 of ``comm``).
+        comm : mpi4py.MPI.Comm, optional
+            Distribute the loaded network over ``comm`` (collective); None:
+            every calling process reads the whole network.
+
+        Examples
+        --------
+        >>> import tempfile, os
+        >>> from pyxbraid import nn
+        >>> net = nn.ResNet(2, 4, 6, 3, seed=3)
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.npz")
+        >>> net.save(path)
+        >>> back = nn.ResNet.load(path)
+        >>> bool(np.array_equal(back.parameters()["layers.weight"], net.parameters()["layers.weight"]))
+        True
+        """
+        payload = None
+        error = None
+        if comm is None or comm.Get_rank() == 0:
+            try:
+                with np.load(Path(path), allow_pickle=False) as f:
+                    if "format" not in f or str(f["format"]) != _FORMAT:
+                        raise ValueError(f"{path} is not a pyxbraid.nn.ResNet file (no format {_FORMAT!r})")
+                    payload = (json.loads(str(f["config"])),
+                               {k.replace("__", "."): np.array(f[k]) for k in f.files if k not in ("format", "config")})
+            except (OSError, ValueError, KeyError) as exc:
+                error = exc
+        if comm is not None:
+            error = comm.bcast(None if error is None else f"{type(error).__name__}: {error}", root=0)
+            if error is not None:
+                raise ValueError(f"ResNet.load({str(path)!r}) failed on rank 0: {error}")
+            payload = comm.bcast(payload, root=0)
+        elif error is not None:
+            raise error
+        config, params = payload
+        net = cls(**config)
+        net.set_parameters(params)
+        if comm is not None:
+            net.distribute(comm)
+        return net
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"ResNet(in_features={c.in_features}, width={c.width}, depth={c.depth}, classes={c.classes}, "
+                f"T={c.T}, activation={c.activation!r}, opening={c.opening!r}, bias={c.bias!r})")
+
+
+def _full_shapes(c: _Config) -> dict[str, np.ndarray]:
+    w = c.width
+    shapes = {}
+    if c.opening == "dense":
+        shapes["opening.weight"] = np.empty((w, c.in_features))
+        shapes["opening.bias"] = np.empty((w,))
+    shapes["layers.weight"] = np.empty((c.depth, w, w))
+    shapes["layers.bias"] = np.empty((c.depth, w) if c.bias == "channel" else (c.depth,))
+    shapes["classifier.weight"] = np.empty((c.classes, w))
+    shapes["classifier.bias"] = np.empty((c.classes,))
+    return shapes
