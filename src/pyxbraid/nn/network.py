@@ -279,10 +279,22 @@ class ResNet:
             ``classifier.weight`` (classes, width); ``classifier.bias`` (classes).
             Copies.
         """
-        local = {k: np.array(v, copy=True) for k, v in self._local_views(self._values).items()}
+        return self.full_dict(self._values)
+
+    def full_dict(self, local: np.ndarray) -> dict[str, np.ndarray]:
+        """Assemble a rank-local flat vector into named arrays of the whole network (collective).
+
+        ``local`` is laid out like this rank's parameters: e.g. the gradient
+        returned by :meth:`Trainer.loss_and_gradient`. The result has the
+        names and shapes of :meth:`parameters`, on every rank.
+        """
+        local = np.asarray(local, dtype=np.float64)
+        if local.shape != self._values.shape:
+            raise ValueError(f"local must have shape {self._values.shape} (this rank's parameters), got {local.shape}")
+        mine = {k: np.array(v, copy=True) for k, v in self._local_views(local).items()}
         if self._comm is None or self._comm.Get_size() == 1:
-            return local
-        pieces = self._comm.allgather(local)
+            return mine
+        pieces = self._comm.allgather(mine)
         full: dict[str, np.ndarray] = {}
         for name in ("opening.weight", "opening.bias", "classifier.weight", "classifier.bias"):
             for piece in pieces:

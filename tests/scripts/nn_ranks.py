@@ -1,0 +1,48 @@
+"""Multi-rank pyxbraid.nn checks, run by tests/test_nn.py under mpiexec.
+
+Prints one line 'RESULT <json>' on rank 0 with, per mode, the loss and the
+gathered full gradient, the per-rank parameter counts, a short one-shot
+history and, after training, the saved model's path.
+Arguments: <saved model from 1 rank to load> <path to save the trained model to>
+"""
+
+import json
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+import pyxbraid as xb
+from pyxbraid import nn
+
+comm = MPI.COMM_WORLD
+load_path, save_path = sys.argv[1], sys.argv[2]
+data = xb.datasets.make_peaks(60, 10, seed=4)
+x, y = data.x_train, data.y_train
+config = dict(in_features=2, width=4, depth=9, classes=5, T=1.0, activation="tanh", tikhonov=1e-3,
+              smoothness=1e-3, seed=7)
+out = {"ranks": comm.Get_size()}
+for mode, lp in [("serial", None),
+                 ("exact", dict(max_levels=3, cfactor=2, tol=1e-13, adjoint_tol=1e-13, max_iter=60))]:
+    net = nn.ResNet(**config)
+    trainer = nn.Trainer(net, comm=comm, layer_parallel=lp, progress=False)
+    loss, grad = trainer.loss_and_gradient(x, y)
+    full = net.full_dict(grad)
+    out[mode] = {"loss": loss, "grad": {k: v.tolist() for k, v in full.items()}}
+    out["local_parameters"] = comm.allgather(net.local_num_parameters)
+    out["num_parameters"] = net.num_parameters
+
+# one-shot, full batch, warm restarts: a few Adam steps (reproducible for a fixed rank count)
+net = nn.ResNet(**config)
+trainer = nn.Trainer(net, comm=comm, optimizer=nn.Adam(lr=0.05), progress=False,
+                     layer_parallel=dict(max_levels=3, cfactor=2, max_iter=2, one_shot=True))
+history = trainer.fit(x, y, epochs=5)
+out["one_shot_loss"] = history.loss
+net.save(save_path)
+
+# a model saved on one rank, loaded on this many
+loaded = nn.ResNet.load(load_path, comm=comm)
+out["loaded_loss"] = nn.Trainer(loaded, comm=comm, progress=False).evaluate(x, y)[0]
+out["loaded_predict"] = nn.Trainer(loaded, comm=comm, progress=False).predict(data.x_val).tolist()
+if comm.Get_rank() == 0:
+    print("RESULT " + json.dumps(out))
