@@ -71,7 +71,7 @@ def loss_and_gradient(P, x, y, config):
     if c.opening == "dense":
         s = dact(z0, c.activation) * lam
         G["opening.weight"] = s.T @ x
-        G["opening.bias"] = s.sum(axis=0)
+        G["opening.bias"] = np.array(s.sum()) if scalar else s.sum(axis=0)
 
     # Regularisation: Tikhonov on everything, smoothness on consecutive residual layers.
     if c.tikhonov:

@@ -9,12 +9,17 @@ import pyxbraid
 import pyxbraid._mpi_guard
 import pyxbraid.app
 import pyxbraid.apps
+import pyxbraid.nn.network
+import pyxbraid.nn.optim
+import pyxbraid.nn.trainer
 import pyxbraid.solver
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", [pyxbraid.app, pyxbraid.apps, pyxbraid.solver, pyxbraid._mpi_guard])
+@pytest.mark.parametrize("module", [pyxbraid.app, pyxbraid.apps, pyxbraid.solver, pyxbraid._mpi_guard,
+                                    pyxbraid.nn.network, pyxbraid.nn.optim, pyxbraid.nn.trainer],
+                         ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0 and failures == 0
@@ -49,3 +54,39 @@ def test_readme_code_blocks_run_and_give_the_documented_numbers():
     exec(compile("from mpi4py import MPI\nimport pyxbraid as xb\n" + blocks[1], "README adjoint", "exec"), adjoint)
     assert adjoint["res"].objective == 0.03599999999998741
     assert abs(adjoint["solver"].gradient() - 0.019200079996322887) < 1e-15
+
+
+def test_readme_nn_block_trains_to_the_documented_accuracy(tmp_path, monkeypatch):
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    monkeypatch.chdir(tmp_path)   # the block saves peaks.npz
+    ns = {}
+    exec(compile(blocks[2], "README nn", "exec"), ns)
+    assert ns["history"].val_accuracy[-1] == 0.92
+    assert ns["accuracy"] == 0.92 and (tmp_path / "peaks.npz").exists()
+
+
+def test_train_command_line_on_two_ranks(mpirun, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("import sys\nfrom pyxbraid.train import main\nsys.exit(main(sys.argv[1:]))\n")
+    metrics = tmp_path / "m.json"
+    out = mpirun(str(script), 2, timeout=240,
+                 args=("peaks", "--epochs", "2", "--no-progress", "--out", str(tmp_path / "out"),
+                       "--metrics", str(metrics))).stdout
+    assert "validation accuracy" in out
+    import json
+
+    m = json.loads(metrics.read_text())
+    assert {"training_accuracy", "validation_accuracy", "wall_seconds", "ranks", "settings"} <= set(m)
+    assert m["ranks"] == 2 and 0.5 < m["validation_accuracy"] <= 1 and 0.5 < m["training_accuracy"] <= 1
+    assert m["settings"]["mode"] == "parallel" and m["settings"]["epochs"] == 2
+    for name in ("model.npz", "training.png", "decision_regions.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 1000
+
+
+def test_train_entry_point_is_installed():
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "pyxbraid-train"]
+    assert ep.value == "pyxbraid.train:main"

@@ -48,14 +48,14 @@ ResNetParameters::ResNetParameters(ResNetShape shape, int layer_lo, int layer_hi
     if (lo_ < 0 || hi_ < lo_ || hi_ > shape_.depth)
         throw std::invalid_argument("ResNetParameters: invalid layer range");
     const std::size_t w = static_cast<std::size_t>(shape_.width);
-    const std::size_t opening =
-        has_opening_ && shape_.dense_opening ? w * static_cast<std::size_t>(shape_.in_features) + w : 0;
+    const std::size_t opening_size = w * static_cast<std::size_t>(shape_.in_features) + (shape_.scalar_bias ? 1 : w);
+    const std::size_t opening = has_opening_ && shape_.dense_opening ? opening_size : 0;
     layers_offset_ = opening;
     classifier_offset_ = layers_offset_ + static_cast<std::size_t>(hi_ - lo_) * layer_size();
     const std::size_t classifier =
         has_classifier_ ? static_cast<std::size_t>(shape_.classes) * w + static_cast<std::size_t>(shape_.classes) : 0;
     values.assign(classifier_offset_ + classifier, 0.0);
-    if (shape_.dense_opening) opening_replica.assign(w * static_cast<std::size_t>(shape_.in_features) + w, 0.0);
+    if (shape_.dense_opening) opening_replica.assign(opening_size, 0.0);
     gradient.assign(values.size(), 0.0);
 }
 
@@ -126,7 +126,7 @@ void ResNetBatch::init(double t, double* u) {
         const double* xb = x_.data() + b * nin;
         double* ub = u + b * w;
         for (std::size_t i = 0; i < w; ++i) {
-            double z = bias[i];
+            double z = shape_.scalar_bias ? bias[0] : bias[i];
             for (std::size_t j = 0; j < nin; ++j) z += W[i * nin + j] * xb[j];
             ub[i] = activate(shape_.activation, z);
         }
@@ -144,11 +144,11 @@ void ResNetBatch::init_adjoint(double t, const double* u_bar, const Status&) {
         const double* xb = x_.data() + b * nin;
         const double* ubar = u_bar + b * w;
         for (std::size_t i = 0; i < w; ++i) {
-            double z = bias[i];
+            double z = shape_.scalar_bias ? bias[0] : bias[i];
             for (std::size_t j = 0; j < nin; ++j) z += W[i * nin + j] * xb[j];
             const double s = activate_derivative(shape_.activation, z) * ubar[i];
             for (std::size_t j = 0; j < nin; ++j) gW[i * nin + j] += s * xb[j];
-            gb[i] += s;
+            gb[shape_.scalar_bias ? 0 : i] += s;
         }
     }
 }

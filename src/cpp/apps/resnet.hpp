@@ -27,7 +27,7 @@ struct ResNetShape {
     double T = 1.0;            ///< final time; h = T / depth
     Activation activation = Activation::smooth_relu;
     bool dense_opening = true; ///< sigma(W x + b); false: zero padding
-    bool scalar_bias = false;  ///< one bias per residual layer instead of one per channel
+    bool scalar_bias = false;  ///< one bias per layer (opening and residual) instead of one per channel
 };
 
 /// sigma(z) and sigma'(z). smooth_relu is quadratic on (-0.1, 0.1) and ReLU
@@ -36,7 +36,7 @@ double activate(Activation a, double z) noexcept;
 double activate_derivative(Activation a, double z) noexcept;
 
 /// This rank's parameters and their gradient in one flat vector each:
-/// [opening W (width x in), b (width)] if it owns time index 0,
+/// [opening W (width x in), b (width, or 1 with scalar_bias)] if it owns time index 0,
 /// then residual layers lo..hi-1 [W (width x width), b (width or 1)],
 /// then [classifier W (classes x width), b (classes)] if it owns index depth.
 /// Layer k advances index k to k+1, so it lives with the owner of index k+1.

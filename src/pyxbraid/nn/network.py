@@ -97,8 +97,8 @@ class ResNet:
         ``dense``: ``u_0 = sigma(W_o x + b_o)``; ``zero_pad``: ``x`` copied into
         the first ``in_features`` channels (needs ``width >= in_features``).
     bias : {"channel", "scalar"}
-        One bias per channel in each residual layer, or one scalar per layer
-        (the paper's peaks network).
+        One bias per channel in the opening and each residual layer, or one
+        scalar per layer (the paper's peaks network: 2012 parameters).
     tikhonov : float, default 0.0
         ``tikhonov / 2 * ||theta||^2`` over all weights and biases.
     smoothness : float, default 0.0
@@ -172,7 +172,8 @@ class ResNet:
     def num_parameters(self) -> int:
         """Number of trainable parameters of the whole network."""
         c = self.config
-        opening = c.width * c.in_features + c.width if c.opening == "dense" else 0
+        nb = 1 if c.bias == "scalar" else c.width
+        opening = c.width * c.in_features + nb if c.opening == "dense" else 0
         layer = c.width * c.width + (1 if c.bias == "scalar" else c.width)
         return opening + c.depth * layer + c.classes * c.width + c.classes
 
@@ -205,9 +206,12 @@ class ResNet:
         c, lay = self.config, self._layout
         w, views, pos = c.width, {}, 0
         if lay.has_opening and c.opening == "dense":
+            nb = 1 if c.bias == "scalar" else w
             views["opening.weight"] = flat[: w * c.in_features].reshape(w, c.in_features)
-            views["opening.bias"] = flat[w * c.in_features: w * c.in_features + w]
-            pos = w * c.in_features + w
+            views["opening.bias"] = flat[w * c.in_features: w * c.in_features + nb]
+            if c.bias == "scalar":
+                views["opening.bias"] = views["opening.bias"].reshape(())
+            pos = w * c.in_features + nb
         nl, ls = lay.hi - lay.lo, self._native.layer_size
         block = flat[pos: pos + nl * ls].reshape(nl, ls)
         views["layers.weight"] = block[:, : w * w].reshape(nl, w, w)
@@ -224,7 +228,7 @@ class ResNet:
         if "opening.weight" in views:
             rng = np.random.default_rng([c.seed, 0])
             views["opening.weight"][:] = rng.standard_normal((c.width, c.in_features)) / np.sqrt(c.in_features)
-            views["opening.bias"][:] = 0.0
+            views["opening.bias"][...] = 0.0
         for j, k in enumerate(range(lay.lo, lay.hi)):
             rng = np.random.default_rng([c.seed, k + 1])
             # The weights of a block must not hold a reference to the block
@@ -273,8 +277,8 @@ class ResNet:
         Returns
         -------
         dict
-            ``opening.weight`` (width, in_features) and ``opening.bias`` (width)
-            for a dense opening; ``layers.weight`` (depth, width, width);
+            ``opening.weight`` (width, in_features) and ``opening.bias`` (width,
+            or () for scalar biases) for a dense opening; ``layers.weight`` (depth, width, width);
             ``layers.bias`` (depth, width) or (depth,) for scalar biases;
             ``classifier.weight`` (classes, width); ``classifier.bias`` (classes).
             Copies.
@@ -436,7 +440,7 @@ def _full_shapes(c: _Config) -> dict[str, np.ndarray]:
     shapes = {}
     if c.opening == "dense":
         shapes["opening.weight"] = np.empty((w, c.in_features))
-        shapes["opening.bias"] = np.empty((w,))
+        shapes["opening.bias"] = np.empty((w,) if c.bias == "channel" else ())
     shapes["layers.weight"] = np.empty((c.depth, w, w))
     shapes["layers.bias"] = np.empty((c.depth, w) if c.bias == "channel" else (c.depth,))
     shapes["classifier.weight"] = np.empty((c.classes, w))
