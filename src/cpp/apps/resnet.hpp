@@ -110,6 +110,7 @@ private:
     std::vector<double> logits_;
     std::vector<double> z_;                  ///< one row of pre-activations (scratch)
     std::vector<double> s_;                  ///< one row of adjoint pre-activations (scratch)
+    std::vector<double> wt_;                 ///< the current layer's W transposed (scratch)
     int correct_ = 0;
     double loss_ = 0.0;
 };
