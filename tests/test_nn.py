@@ -408,3 +408,44 @@ def test_plots_and_history_are_written(tmp_path):
     assert (tmp_path / "training.png").stat().st_size > 1000 and (tmp_path / "regions.png").stat().st_size > 1000
     assert json.loads(json.dumps(history.as_dict()))["epoch"] == [1, 2]
     assert not math.isnan(history.val_accuracy[-1]) and math.isnan(history.residual[-1])
+
+
+FAILURES_ON_ONE_RANK = '''
+import sys
+import numpy as np
+from mpi4py import MPI
+import pyxbraid as xb
+from pyxbraid import nn
+comm = MPI.COMM_WORLD
+rank = comm.Get_rank()
+d = xb.datasets.make_peaks(60, 10, seed=1)
+net = nn.ResNet(2, 4, 8, 5)
+case = sys.argv[1]
+try:
+    if case == "nan":          # bad data on one rank only
+        x = d.x_train.copy()
+        if rank == 2:
+            x[3, 0] = np.nan
+        nn.Trainer(net, comm=comm, progress=False).fit(x, d.y_train, epochs=1)
+    else:                      # a non-finite weight on one rank makes its native step fail
+        trainer = nn.Trainer(net, comm=comm, progress=False, layer_parallel=dict(max_levels=2, cfactor=2))
+        if rank == 1:
+            net._values[3] = np.inf
+        trainer.fit(d.x_train, d.y_train, epochs=1)
+    print(f"rank {rank}: no error", flush=True)
+except Exception as e:
+    print(f"rank {rank}: {type(e).__name__}: {e}", flush=True)
+'''
+
+
+@pytest.mark.parametrize("case, culprit, own, expected", [
+    ("nan", 2, "ValueError: x must be finite, got [nan,", "rejected its fit() arguments: ValueError: x must be finite"),
+    ("inf", 1, "CallbackError: rank 1: ResNet.step", "RemoteRankError: rank 1: ResNet.step"),
+])
+def test_failure_on_one_rank_raises_on_every_rank(mpirun, case, culprit, own, expected):
+    out = mpirun(FAILURES_ON_ONE_RANK, 3, timeout=60, args=(case,)).stdout
+    lines = {int(l.split(":")[0].split()[1]): l for l in out.splitlines() if l.startswith("rank ")}
+    assert sorted(lines) == [0, 1, 2]
+    assert own in lines[culprit]
+    for rank in {0, 1, 2} - {culprit}:
+        assert "RemoteRankError" in lines[rank] and expected in lines[rank] and f"rank {culprit}" in lines[rank]

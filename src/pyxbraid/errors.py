@@ -48,3 +48,32 @@ class DivergenceError(PyxbraidError, FloatingPointError):
 
 class SolverStateError(PyxbraidError, RuntimeError):
     """A solver was used after an earlier failure left it unusable."""
+
+
+class _Agreed:
+    """``with _Agreed(comm, "Solver arguments"):`` -- argument checks every rank agrees on.
+
+    Collective over ``comm`` (one allgather when it has several ranks): an
+    exception inside the block is re-raised on its rank, and every other rank
+    raises :class:`RemoteRankError` naming it, instead of walking into the next
+    collective and waiting forever for the rank that stopped.
+    """
+
+    def __init__(self, comm, what: str) -> None:
+        self.comm, self.what = comm, what
+
+    def __enter__(self) -> "_Agreed":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None and not isinstance(exc, Exception):
+            return False                      # KeyboardInterrupt and the like: just go
+        if self.comm.Get_size() == 1:
+            return False
+        reports = self.comm.allgather(None if exc is None else f"{type(exc).__name__}: {exc}")
+        if exc is not None:
+            return False                      # this rank's own error, with its traceback
+        for rank, report in enumerate(reports):
+            if report is not None:
+                raise RemoteRankError(f"rank {rank} rejected its {self.what}: {report}", rank)
+        return False

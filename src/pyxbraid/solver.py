@@ -13,7 +13,7 @@ import numpy as np
 from . import _core
 from ._mpi_guard import load_mpi
 from .app import App, NativeApp, _as_shape, _finite
-from .errors import RemoteRankError
+from .errors import _Agreed
 
 __all__ = ["SolveResult", "Solver"]
 
@@ -255,22 +255,10 @@ class Solver:
         self._app = app
         args = dict(locals())
         del args["self"], args["comm"], args["app"], args["tstart"], args["tstop"], args["ntime"], args["times"]
-        error: Exception | None = None
-        try:
-            built = self._validate(app, tstart, tstop, ntime, times, comm, **{k: v for k, v in args.items() if k in _OPTION_NAMES})
-        except (TypeError, ValueError, OverflowError) as exc:
-            error, built = exc, None
         # Agree before any collective: a rank that rejects its arguments must
         # not leave the others waiting inside the engine's construction.
-        if comm.Get_size() > 1:
-            reports = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
-            if error is not None:
-                raise error
-            for rank, report in enumerate(reports):
-                if report is not None:
-                    raise RemoteRankError(f"rank {rank} rejected its Solver arguments: {report}", rank)
-        elif error is not None:
-            raise error
+        with _Agreed(comm, "Solver arguments"):
+            built = self._validate(app, tstart, tstop, ntime, times, comm, **{k: v for k, v in args.items() if k in _OPTION_NAMES})
         native, self._shape, grid, tstart_v, tstop_v, ntime_v, opt = built
         self._options = opt
         self._engine = _core.Engine(native, comm, tstart_v, tstop_v, ntime_v, grid, opt)

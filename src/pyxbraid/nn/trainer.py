@@ -16,6 +16,7 @@ from mpi4py import MPI
 
 from .. import _core
 from ..app import NativeApp
+from ..errors import _Agreed
 from ..solver import Solver
 from .network import ResNet
 from .optim import Adam, Optimizer
@@ -158,11 +159,13 @@ class Trainer:
         if not isinstance(comm, MPI.Comm):
             raise TypeError(f"comm must be an mpi4py.MPI.Comm (e.g. MPI.COMM_WORLD), got {type(comm).__name__}")
         optimizer = Adam(lr=1e-2) if optimizer is None else optimizer
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a pyxbraid.nn optimizer (SGD, Adam, LBFGS), got {type(optimizer).__name__}")
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.mode, self._options = self._parse_layer_parallel(layer_parallel)
+        with _Agreed(comm, "Trainer arguments"):
+            if not isinstance(optimizer, Optimizer):
+                raise TypeError(f"optimizer must be a pyxbraid.nn optimizer (SGD, Adam, LBFGS), "
+                                f"got {type(optimizer).__name__}")
+            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
+                raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+            self.mode, self._options = self._parse_layer_parallel(layer_parallel)
         net.distribute(comm)
         self.net, self.comm, self.optimizer, self.seed = net, comm, optimizer, int(seed)
         self.progress = bool(progress)
@@ -301,7 +304,8 @@ class Trainer:
         -------
         (float, numpy.ndarray)
         """
-        xa, ya = self._check_data(x, y)
+        with _Agreed(self.comm, "loss_and_gradient() data"):
+            xa, ya = self._check_data(x, y)
         return self._evaluate_batch(xa, ya, None)
 
     # -- evaluation -------------------------------------------------------------------------
@@ -327,7 +331,8 @@ class Trainer:
 
         Uses an exact layer-serial forward pass, whatever the training mode.
         """
-        xa, ya = self._check_data(x, y)
+        with _Agreed(self.comm, "evaluate() data"):
+            xa, ya = self._check_data(x, y)
         total, correct, _ = self._forward(xa, ya)
         if self.comm.Get_size() > 1:
             correct = self.comm.allreduce(correct, op=MPI.SUM)
@@ -335,7 +340,8 @@ class Trainer:
 
     def predict_logits(self, x: Any) -> np.ndarray:
         """Class scores ``W_c u_T + b_c``, shape (n, classes), on every rank (collective)."""
-        xa, _ = self._check_data(x, None)
+        with _Agreed(self.comm, "predict() data"):
+            xa, _ = self._check_data(x, None)
         _, _, logits = self._forward(xa, None)
         out = np.concatenate(logits) if logits else None
         if self.comm.Get_size() > 1:
@@ -372,21 +378,22 @@ class Trainer:
         -------
         History
         """
-        xa, ya = self._check_data(x, y)
-        if isinstance(epochs, bool) or not isinstance(epochs, (numbers.Integral, np.integer)) or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-        n = xa.shape[0]
-        if batch_size is None:
-            batch_size = n
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (numbers.Integral, np.integer)) \
-                or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        batch_size = min(int(batch_size), n)
-        xv = yv = None
-        if validation is not None:
-            if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
-                raise TypeError("validation must be a pair (x_val, y_val)")
-            xv, yv = self._check_data(validation[0], validation[1], name="validation")
+        with _Agreed(self.comm, "fit() arguments"):
+            xa, ya = self._check_data(x, y)
+            if isinstance(epochs, bool) or not isinstance(epochs, (numbers.Integral, np.integer)) or epochs < 1:
+                raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+            n = xa.shape[0]
+            if batch_size is None:
+                batch_size = n
+            if isinstance(batch_size, bool) or not isinstance(batch_size, (numbers.Integral, np.integer)) \
+                    or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+            batch_size = min(int(batch_size), n)
+            xv = yv = None
+            if validation is not None:
+                if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+                    raise TypeError("validation must be a pair (x_val, y_val)")
+                xv, yv = self._check_data(validation[0], validation[1], name="validation")
         _agree(self.comm, "fit(x.shape, batch_size, epochs)", (xa.shape, batch_size, int(epochs)))
 
         rng = np.random.default_rng(self.seed)
@@ -464,9 +471,11 @@ class Trainer:
 
     def plot_decision_regions(self, path: str | Path, x: Any, y: Any, resolution: int = 200) -> None:
         """Predicted class over the bounding box of 2-D data, with the points on top (collective)."""
-        if self.net.config.in_features != 2:
-            raise ValueError(f"decision regions need 2-D inputs, the network has in_features={self.net.config.in_features}")
-        xa, ya = self._check_data(x, y)
+        with _Agreed(self.comm, "plot_decision_regions() arguments"):
+            if self.net.config.in_features != 2:
+                raise ValueError(f"decision regions need 2-D inputs, the network has "
+                                 f"in_features={self.net.config.in_features}")
+            xa, ya = self._check_data(x, y)
         lo, hi = xa.min(axis=0), xa.max(axis=0)
         gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
         labels = self.predict(np.column_stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
