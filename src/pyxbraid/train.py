@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,10 +29,11 @@ from . import datasets, nn
 MODES = ("parallel", "one-shot", "serial")
 # Mode-dependent defaults: one-shot follows the paper (full batch, L-BFGS, warm restarts).
 DEFAULTS = {
-    "parallel": dict(optimizer="adam", epochs=20, batch_size="100", lr=0.01, max_iter=100),
-    "serial": dict(optimizer="adam", epochs=20, batch_size="100", lr=0.01, max_iter=1),
-    "one-shot": dict(optimizer="lbfgs", epochs=150, batch_size="full", lr=1.0, max_iter=2),
+    "parallel": dict(optimizer="adam", epochs=20, batch_size="100", max_iter=100),
+    "serial": dict(optimizer="adam", epochs=20, batch_size="100", max_iter=None),
+    "one-shot": dict(optimizer="lbfgs", epochs=150, batch_size="full", max_iter=2),
 }
+LEARNING_RATES = {"adam": 0.01, "sgd": 0.01, "lbfgs": 1.0}   # L-BFGS: the line search's first step
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["adam", "sgd", "lbfgs"], help="default: adam (lbfgs for one-shot)")
     p.add_argument("--epochs", type=int, help="passes over the data (default 20; 150 steps for one-shot)")
     p.add_argument("--batch-size", help="mini-batch size or 'full' (default 100; full for one-shot)")
-    p.add_argument("--lr", type=float, help="learning rate (L-BFGS: initial line-search step)")
+    p.add_argument("--lr", type=float, help="learning rate (default: adam/sgd 0.01; lbfgs: 1.0, the "
+                   "line search's first step)")
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--depth", type=int, default=30, help="residual layers = time steps")
     p.add_argument("--T", type=float, default=1.0, help="final time (step h = T / depth)")
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optimizer_name = args.optimizer or defaults["optimizer"]
     epochs = args.epochs if args.epochs is not None else defaults["epochs"]
     batch_text = args.batch_size or defaults["batch_size"]
-    lr = args.lr if args.lr is not None else (defaults["lr"] if optimizer_name != "lbfgs" else 1.0)
+    lr = args.lr if args.lr is not None else LEARNING_RATES[optimizer_name]
     max_iter = args.max_iter if args.max_iter is not None else defaults["max_iter"]
     if batch_text == "full":
         batch_size = None

@@ -99,25 +99,25 @@ void adjoint_scale(Activation a, const double* z, const double* lambda, double* 
 using AffineRow = void (*)(const double*, const double*, bool, const double*, double*, std::size_t);
 using AdjointRow = void (*)(const double*, const double*, const double*, double*, double*, std::size_t);
 
-AffineRow affine_kernel(std::size_t n) {
-    switch (n) {
-        case 4: return affine_row<4>;
-        case 8: return affine_row<8>;
-        case 16: return affine_row<16>;
-        case 32: return affine_row<32>;
-        case 64: return affine_row<64>;
-        default: return affine_row<0>;
-    }
+/// The row kernels for width n: fixed-width instances where one exists.
+struct RowKernels {
+    AffineRow affine;
+    AdjointRow adjoint;
+};
+
+template <std::size_t N>
+constexpr RowKernels kernels_of_width() {
+    return {affine_row<N>, adjoint_row<N>};
 }
 
-AdjointRow adjoint_kernel(std::size_t n) {
+RowKernels row_kernels(std::size_t n) {
     switch (n) {
-        case 4: return adjoint_row<4>;
-        case 8: return adjoint_row<8>;
-        case 16: return adjoint_row<16>;
-        case 32: return adjoint_row<32>;
-        case 64: return adjoint_row<64>;
-        default: return adjoint_row<0>;
+        case 4: return kernels_of_width<4>();
+        case 8: return kernels_of_width<8>();
+        case 16: return kernels_of_width<16>();
+        case 32: return kernels_of_width<32>();
+        case 64: return kernels_of_width<64>();
+        default: return kernels_of_width<0>();
     }
 }
 
@@ -278,7 +278,7 @@ void ResNetBatch::step(double* u, const double*, const double*, const Status& st
     double* Wt = wt_.data();
     transpose(W, Wt, w);
     double* z = z_.data();
-    const AffineRow affine_row = affine_kernel(w);
+    const AffineRow affine_row = row_kernels(w).affine;
     for (std::size_t b = 0; b < static_cast<std::size_t>(batch_); ++b) {
         double* ub = u + b * w;
         affine_row(Wt, bias, shape_.scalar_bias, ub, z, w);
@@ -300,8 +300,9 @@ void ResNetBatch::step_adjoint(const double* u, const double*, double* u_bar, do
     transpose(W, Wt, w);
     double* z = z_.data();
     double* s = s_.data();
-    const AffineRow affine_row = affine_kernel(w);
-    const AdjointRow adjoint_row = adjoint_kernel(w);
+    const RowKernels kernels = row_kernels(w);
+    const AffineRow affine_row = kernels.affine;
+    const AdjointRow adjoint_row = kernels.adjoint;
     for (std::size_t b = 0; b < static_cast<std::size_t>(batch_); ++b) {
         const double* ub = u + b * w;
         double* lb = u_bar + b * w;

@@ -256,7 +256,7 @@ class ResNet:
                 return
             raise ValueError("this network is already distributed over another communicator; "
                              "save it and load it, or build the Trainer on the same communicator")
-        if comm.Get_size() + 0 > self.config.depth + 1:
+        if comm.Get_size() > self.config.depth + 1:
             raise ValueError(f"a network of depth {self.config.depth} has {self.config.depth + 1} time points, "
                              f"fewer than the {comm.Get_size()} ranks of comm")
         full = self.parameters()

@@ -83,7 +83,7 @@ class History:
 
     def as_dict(self) -> dict[str, list]:
         """Plain lists (JSON-serialisable)."""
-        return {k: [float(v) if isinstance(v, float) else v for v in vs] for k, vs in asdict(self).items()}
+        return asdict(self)
 
 
 def _agree(comm: Any, what: str, value: Any) -> None:
@@ -282,15 +282,15 @@ class Trainer:
                           f"{result.adjoint_residual_norms[-1]:.3g}); raise max_iter or loosen tol",
                           ConvergenceWarning, stacklevel=3)
         grad = self.net._gradient.copy()
-        reg = self.net._regularization(grad)
+        # This rank's regularisation share and, on the classifier's rank, the
+        # batch's correct predictions: one reduction for both.
+        totals = np.array([self.net._regularization(grad),
+                           app.cpp.correct if self.comm.Get_rank() == self._classifier_rank else 0.0])
         if self.comm.Get_size() > 1:
-            reg = self.comm.allreduce(reg, op=MPI.SUM)
-        correct = app.cpp.correct if self.comm.Get_rank() == self._classifier_rank else 0
-        if self.comm.Get_size() > 1:
-            correct = self.comm.allreduce(correct, op=MPI.SUM)
+            self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
         self.last_solve = result
-        self.last_accuracy = correct / x.shape[0]
-        return result.objective + reg, grad
+        self.last_accuracy = float(totals[1]) / x.shape[0]
+        return result.objective + float(totals[0]), grad
 
     def loss_and_gradient(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
         """The training objective on ``(x, y)`` and this rank's part of its gradient (collective).
