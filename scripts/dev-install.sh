@@ -21,7 +21,7 @@ fi
 # build.requires), installed into the venv because isolation is off.
 if ! "$VENV/bin/python" -c "import scikit_build_core, pybind11, mpi4py, numpy, importlib.metadata as m; m.distribution('mpich')" >/dev/null 2>&1 \
     || [[ "${PYXBRAID_UPGRADE_BUILD_DEPS:-0}" == 1 ]]; then
-    "${PIP[@]}" "scikit-build-core>=0.10" "pybind11>=3" "mpi4py>=4.1" "numpy>=2" mpich
+    "${PIP[@]}" "scikit-build-core>=0.11" "pybind11>=3" "mpi4py>=4.1" "numpy>=2" mpich
 fi
 # cmake and ninja: use the ones on PATH if any, else install them into the venv.
 extra=()
