@@ -37,6 +37,22 @@ def deviation(case) -> str | None:
     return None
 
 
+def expected_iterations(case, ref) -> int:
+    """XBraid's iteration count, except where pyxbraid deliberately stops earlier.
+
+    DEVIATION (documented): an exactly zero residual counts as converged even
+    with a zero tolerance (relative to ||r_0|| = 0, e.g. after seq_soln), where
+    XBraid's strict ``||r|| < tol`` iterates on to max_iter. Not for
+    relax_only_cg on one level, whose reported 0 is a placeholder.
+    """
+    if ref["nlevels"] == 1:
+        return ref["iterations"]
+    for it, r in enumerate(ref["residual_norms"]):
+        if r == 0.0:
+            return min(ref["iterations"], it + 1)
+    return ref["iterations"]
+
+
 def make_solver(case, comm):
     a = case["app_options"]
     kwargs = {k: v for k, v in case["options"].items() if k not in _ADJOINT_ONLY}
@@ -69,8 +85,9 @@ def check_case(case, comm) -> list[str]:
             if res.iterations != 0:
                 problems.append(f"{tag}: expected sequential marching, got {res.iterations} iterations")
         else:
-            if res.iterations != ref["iterations"]:
-                problems.append(f"{tag}: iterations {res.iterations} != XBraid {ref['iterations']}")
+            if res.iterations != expected_iterations(case, ref):
+                problems.append(f"{tag}: iterations {res.iterations} != XBraid {ref['iterations']} "
+                                f"(expected {expected_iterations(case, ref)})")
             if res.nlevels != ref["nlevels"]:
                 problems.append(f"{tag}: nlevels {res.nlevels} != XBraid {ref['nlevels']}")
             for it, (mine, theirs) in enumerate(zip(res.residual_norms, ref["residual_norms"])):

@@ -212,7 +212,7 @@ class NativeApp:
 
 
 def _finite(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_, str, bytes)):
+    if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,6 @@ _OPTION_NAMES = frozenset(
 )
 _ADJOINT_METHODS = ("objective", "objective_adjoint", "step_adjoint", "reset_gradient")
 
-_PHASES = ("init", "fc_relax", "f_restrict", "residual", "f_interp", "access", "sequential", "state_query")
 
 
 @dataclass(frozen=True)
@@ -261,12 +261,17 @@ class Solver:
             built = self._validate(app, tstart, tstop, ntime, times, comm, **{k: v for k, v in args.items() if k in _OPTION_NAMES})
         native, self._shape, grid, tstart_v, tstop_v, ntime_v, opt = built
         self._options = opt
-        self._engine = _core.Engine(native, comm, tstart_v, tstop_v, ntime_v, grid, opt)
+        try:
+            self._engine = _core.Engine(native, comm, tstart_v, tstop_v, ntime_v, grid, opt)
+        except MemoryError as exc:
+            raise MemoryError(f"{exc} (app shape {self._shape}, ntime {ntime_v})") from None
         self._engine._set_view_owner()
         self._solves = 0
         self._last: SolveResult | None = None
         if opt.print_level >= 1 and comm.Get_rank() == 0:
-            self._engine.set_progress(self._print_iteration)
+            # A weak reference: the engine must not keep its solver alive.
+            printer = weakref.WeakMethod(self._print_iteration)
+            self._engine.set_progress(lambda it, rnorm, wall: printer()(it, rnorm, wall))
 
     def _validate(self, app, tstart, tstop, ntime, times, comm, *, max_levels, min_coarse, cfactor, nrelax, cwt,
                   abs_tol, rel_tol, max_iter, tnorm, fmg, nfmg, nfmg_vcyc, skip, storage, seq_soln,
@@ -346,6 +351,9 @@ class Solver:
                 f"tstop_objective must be >= tstart_objective, got tstart_objective={tstart_objective!r}, "
                 f"tstop_objective={tstop_objective!r}"
             )
+        if (tstart_objective is not None or tstop_objective is not None) and not (opt.adjoint or opt.objective_only):
+            raise ValueError("tstart_objective / tstop_objective need adjoint=True or objective_only=True "
+                             f"(got tstart_objective={tstart_objective!r}, tstop_objective={tstop_objective!r})")
         if opt.adjoint and opt.objective_only:
             raise ValueError("give adjoint=True or objective_only=True, not both")
         native, shape = self._native_app(app, opt.adjoint, opt.objective_only)
@@ -363,7 +371,12 @@ class Solver:
     def _time_grid(tstart, tstop, ntime, times):
         if times is not None:
             try:
-                grid = np.asarray(times, dtype=np.float64)
+                raw = np.asarray(times)
+                if raw.dtype.kind not in "fiu":
+                    # complex values would lose their imaginary part, bools and
+                    # strings are no times: refuse instead of converting
+                    raise TypeError(f"got dtype {raw.dtype}")
+                grid = raw.astype(np.float64)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"times must be a sequence of real numbers ({exc})") from None
             if grid.ndim != 1 or grid.size < 2:
@@ -390,6 +403,9 @@ class Solver:
         t0, t1 = _finite("tstart", tstart), _finite("tstop", tstop)
         if not t1 > t0:
             raise ValueError(f"tstop must be > tstart, got tstart={tstart!r}, tstop={tstop!r}")
+        if not math.isfinite(t1 - t0):
+            raise ValueError(f"tstop - tstart must be finite, got tstart={tstart!r}, tstop={tstop!r} "
+                             "(the difference overflows float64)")
         return [], t0, t1, _int("ntime", ntime, 1)
 
     @staticmethod

@@ -1,9 +1,15 @@
 #include "apps/cubic.hpp"
 
+#include "core/fingerprint.hpp"
+
 #include <cmath>
 #include <stdexcept>
 
 namespace pxb {
+
+std::uint64_t Cubic::fingerprint() const {
+    return Fingerprint().add(static_cast<long long>(size_)).add(p_).add(u0_).add(guess_).add(target_).value();
+}
 
 void Cubic::init(double t, double* u) {
     for (std::size_t k = 0; k < size_; ++k) u[k] = (t == tstart_) ? u0_ : guess_;

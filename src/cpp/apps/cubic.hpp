@@ -17,6 +17,7 @@ public:
 
     std::size_t size() const override { return size_; }
     std::string name() const override { return "Cubic"; }
+    std::uint64_t fingerprint() const override;
     void on_setup(double tstart, double) override { tstart_ = tstart; }
     void init(double t, double* u) override;
     void step(double* u, const double* ustop, const double* fstop, const Status& st) override;

@@ -1,5 +1,7 @@
 #include "apps/heat1d.hpp"
 
+#include "core/fingerprint.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -27,6 +29,10 @@ Heat1D::Heat1D(int nspace, Guess guess, bool use_residual)
     if (nspace < 3) throw std::invalid_argument("nspace must be >= 3, got " + std::to_string(nspace));
     thomas_.resize(nspace);
     matvec_.resize(nspace);
+}
+
+std::uint64_t Heat1D::fingerprint() const {
+    return Fingerprint().add(nspace_).add(static_cast<int>(guess_)).add(use_residual_).value();
 }
 
 double Heat1D::forcing(double t, double x) const {

@@ -19,6 +19,7 @@ public:
 
     std::size_t size() const override { return static_cast<std::size_t>(nspace_); }
     std::string name() const override { return "Heat1D"; }
+    std::uint64_t fingerprint() const override;
     void init(double t, double* u) override;
     void step(double* u, const double* ustop, const double* fstop, const Status& st) override;
     bool has_residual() const override { return use_residual_; }

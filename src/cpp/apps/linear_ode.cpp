@@ -2,7 +2,16 @@
 
 #include <algorithm>
 
+#include "core/fingerprint.hpp"
+
 namespace pxb {
+
+std::uint64_t LinearODE::fingerprint() const {
+    return Fingerprint()
+        .add(lam_).add(u0_).add(guess_).add(static_cast<int>(scheme_)).add(use_residual_)
+        .add(mean_square_).add(tracking_).add(target_).add(regularization_)
+        .value();
+}
 
 void LinearODE::init(double t, double* u) {
     const double v = (t == tstart_) ? u0_ : guess_;

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "core/fingerprint.hpp"
+
 namespace pxb {
 
 namespace {
@@ -188,6 +190,14 @@ std::size_t ResNetParameters::layer_offset(int k) const {
 }
 
 // --- the batch app ----------------------------------------------------------------
+
+std::uint64_t ResNetBatch::fingerprint() const {
+    const ResNetShape& s = shape_;
+    return Fingerprint()
+        .add(s.in_features).add(s.width).add(s.depth).add(s.classes).add(s.T)
+        .add(static_cast<int>(s.activation)).add(s.dense_opening).add(s.scalar_bias).add(batch_)
+        .value();
+}
 
 ResNetBatch::ResNetBatch(std::shared_ptr<ResNetParameters> params, int batch)
     : p_(std::move(params)), shape_(p_->shape()), batch_(batch), width_(shape_.width) {

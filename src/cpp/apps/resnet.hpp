@@ -77,6 +77,8 @@ public:
 
     std::size_t size() const override { return static_cast<std::size_t>(batch_) * static_cast<std::size_t>(width_); }
     std::string name() const override { return "ResNet"; }
+    /// The architecture and batch size (the layers' weights are distributed).
+    std::uint64_t fingerprint() const override;
     void on_setup(double tstart, double tstop) override;
     void init(double t, double* u) override;
     void step(double* u, const double* ustop, const double* fstop, const Status& st) override;

@@ -13,11 +13,15 @@ void register_solver(py::module_& m);
 void register_apps(py::module_& m);
 
 namespace {
-[[noreturn]] void raise_as(const char* type_name, py::tuple args) {
-    py::object cls = py::module_::import("pyxbraid.errors").attr(type_name);
-    py::object inst = cls(*args);
-    PyErr_SetObject(cls.ptr(), inst.ptr());
-    throw py::error_already_set();
+/// Set the Python error to pyxbraid.errors.<type_name>(*args).
+void set_error(const char* type_name, py::tuple args) {
+    try {
+        py::object cls = py::module_::import("pyxbraid.errors").attr(type_name);
+        py::object inst = cls(*args);
+        PyErr_SetObject(cls.ptr(), inst.ptr());
+    } catch (py::error_already_set& err) {
+        err.restore();  // the import itself failed: report that
+    }
 }
 }  // namespace
 }  // namespace pxb::bind
@@ -29,33 +33,20 @@ PYBIND11_MODULE(_core, m) {
     init_numpy();
     register_solver(m);
     register_apps(m);
+    // One table: core exception -> pyxbraid.errors type (the message kept).
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const pxb::RemoteRankError& e) {
-            try {
-                raise_as("RemoteRankError", py::make_tuple(e.what(), e.rank));
-            } catch (py::error_already_set& err) {
-                err.restore();
-            }
+            set_error("RemoteRankError", py::make_tuple(e.what(), e.rank));
         } catch (const pxb::CallbackError& e) {
-            try {
-                raise_as("CallbackError", py::make_tuple(e.what()));
-            } catch (py::error_already_set& err) {
-                err.restore();
-            }
+            set_error("CallbackError", py::make_tuple(e.what()));
         } catch (const pxb::DivergenceError& e) {
-            try {
-                raise_as("DivergenceError", py::make_tuple(e.what()));
-            } catch (py::error_already_set& err) {
-                err.restore();
-            }
+            set_error("DivergenceError", py::make_tuple(e.what()));
         } catch (const pxb::SolverStateError& e) {
-            try {
-                raise_as("SolverStateError", py::make_tuple(e.what()));
-            } catch (py::error_already_set& err) {
-                err.restore();
-            }
+            set_error("SolverStateError", py::make_tuple(e.what()));
+        } catch (const pxb::StorageSizeError& e) {
+            PyErr_SetString(PyExc_MemoryError, e.what());
         }
     });
 }

@@ -24,7 +24,7 @@ struct StatusObject {
 };
 
 PyTypeObject* g_status_type = nullptr;
-PyObject* g_phase_names[8] = {};
+PyObject* g_phase_names[kPhaseCount] = {};  // one interned name per Phase
 
 #define PXB_MEMBER(name, type, field, doc) \
     {name, type, static_cast<Py_ssize_t>(offsetof(StatusObject, st) + offsetof(Status, field)), READONLY, doc}
@@ -50,6 +50,7 @@ PyObject* status_dt(PyObject* self, void*) {
 }
 PyObject* status_phase(PyObject* self, void*) {
     const int p = static_cast<int>(reinterpret_cast<StatusObject*>(self)->st.phase);
+    if (p < 0 || p >= kPhaseCount) return PyUnicode_FromString("unknown");
     PyObject* name = g_phase_names[p];
     Py_INCREF(name);
     return name;
@@ -57,8 +58,8 @@ PyObject* status_phase(PyObject* self, void*) {
 PyGetSetDef status_getset[] = {
     {"dt", status_dt, nullptr, "tstop - tstart.", nullptr},
     {"phase", status_phase, nullptr,
-     "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential or "
-     "state_query.",
+     "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential, "
+     "state_query or objective.",
      nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
@@ -90,8 +91,11 @@ PyType_Spec status_spec = {"pyxbraid.Status", sizeof(StatusObject), 0, Py_TPFLAG
 void register_status_type(py::module_& module) {
     g_status_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&status_spec));
     if (g_status_type == nullptr) throw py::error_already_set();
-    for (int p = 0; p < 8; ++p) g_phase_names[p] = PyUnicode_InternFromString(phase_name(static_cast<Phase>(p)));
+    for (int p = 0; p < kPhaseCount; ++p) g_phase_names[p] = PyUnicode_InternFromString(phase_name(static_cast<Phase>(p)));
     module.add_object("Status", reinterpret_cast<PyObject*>(g_status_type));
+    pybind11::tuple names(kPhaseCount);
+    for (int p = 0; p < kPhaseCount; ++p) names[static_cast<std::size_t>(p)] = pybind11::str(phase_name(static_cast<Phase>(p)));
+    module.attr("PHASES") = names;
 }
 
 PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, py::object init, py::object step,
@@ -116,15 +120,28 @@ PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, py::object init, py:
 PyApp::~PyApp() {
     // The engine may be destroyed without the GIL (native solves release it).
     py::gil_scoped_acquire gil;
-    for (PyObject*& v : views_) Py_CLEAR(v);
-    objective_ = objective_adjoint_ = step_adjoint_ = reset_gradient_ = postprocess_ = postprocess_adjoint_ = init_adjoint_ = py::object();
-    app_ = py::object();
-    init_ = py::object();
-    step_ = py::object();
-    residual_ = py::object();
-    norm_ = py::object();
-    access_ = py::object();
+    clear_references();
     status_obj_ = py::object();
+    memory_owner_ = py::object();
+}
+
+int PyApp::traverse(visitproc visit, void* arg) const {
+    // The references that can lead back to the engine (the app and its bound
+    // methods); the views and the status object refer to nothing.
+    for (const py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_,
+                                &objective_adjoint_, &step_adjoint_, &reset_gradient_, &postprocess_,
+                                &postprocess_adjoint_, &init_adjoint_})
+        Py_VISIT(o->ptr());
+    return 0;
+}
+
+void PyApp::clear_references() {
+    for (PyObject*& v : views_) Py_CLEAR(v);
+    // Setting to None rather than null keeps is_none() checks valid if a
+    // cleared engine is ever asked anything.
+    for (py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
+                          &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_})
+        *o = py::none();
 }
 
 PyObject* PyApp::view(const double* data, bool writable) const {
@@ -206,7 +223,7 @@ struct PyApp::ViewRef {
 };
 
 void PyApp::init(double t, double* u) {
-    ViewRef uv{recycled_view(views_[0], u, true), &views_[0], owner_};
+    ViewRef uv{recycled_view(views_[0], u, true), &views_[0], memory_owner_.ptr()};
     Ref tv(PyFloat_FromDouble(t));
     if (tv.p == nullptr) throw py::error_already_set();
     PyObject* args[] = {tv.p, uv.p};
@@ -216,11 +233,11 @@ void PyApp::init(double t, double* u) {
 }
 
 void PyApp::step(double* u, const double* ustop, const double* fstop, const Status& st) {
-    ViewRef uv{recycled_view(views_[0], u, true), &views_[0], owner_};
+    ViewRef uv{recycled_view(views_[0], u, true), &views_[0], memory_owner_.ptr()};
     ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[1], ustop, false),
-               ustop == u ? nullptr : &views_[1], owner_};  // an alias of u: uv settles it
+               ustop == u ? nullptr : &views_[1], memory_owner_.ptr()};  // an alias of u: uv settles it
     ViewRef fv{fstop ? recycled_view(views_[2], fstop, false) : (Py_INCREF(Py_None), Py_None),
-               &views_[2], owner_};
+               &views_[2], memory_owner_.ptr()};
     PyObject* args[] = {uv.p, sv.p, fv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(step_.ptr(), args, 4, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -228,8 +245,8 @@ void PyApp::step(double* u, const double* ustop, const double* fstop, const Stat
 }
 
 void PyApp::residual(const double* ustop, double* r, const Status& st) {
-    ViewRef sv{recycled_view(views_[1], ustop, false), &views_[1], owner_};
-    ViewRef rv{recycled_view(views_[0], r, true), &views_[0], owner_};
+    ViewRef sv{recycled_view(views_[1], ustop, false), &views_[1], memory_owner_.ptr()};
+    ViewRef rv{recycled_view(views_[0], r, true), &views_[0], memory_owner_.ptr()};
     PyObject* args[] = {sv.p, rv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(residual_.ptr(), args, 3, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -237,7 +254,7 @@ void PyApp::residual(const double* ustop, double* r, const Status& st) {
 }
 
 double PyApp::spatial_norm(const double* u) {
-    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     PyObject* args[] = {uv.p};
     Ref res(PyObject_Vectorcall(norm_.ptr(), args, 1, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -251,7 +268,7 @@ double PyApp::spatial_norm(const double* u) {
 }
 
 void PyApp::access(const double* u, const Status& st) {
-    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     PyObject* args[] = {uv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(access_.ptr(), args, 2, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -282,14 +299,14 @@ double PyApp::call_real(const py::object& fn, const char* name, PyObject* const*
 }
 
 double PyApp::objective(const double* u, const Status& st) {
-    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     PyObject* args[] = {uv.p, status_object(st)};
     return call_real(objective_, "objective", args, 2);
 }
 
 void PyApp::objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st) {
-    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
-    ViewRef bv{recycled_view(views_[3], u_bar, true), &views_[3], owner_};
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
+    ViewRef bv{recycled_view(views_[3], u_bar, true), &views_[3], memory_owner_.ptr()};
     Ref fv(PyFloat_FromDouble(f_bar));
     PyObject* args[] = {uv.p, bv.p, fv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(objective_adjoint_.ptr(), args, 4, nullptr));
@@ -299,11 +316,11 @@ void PyApp::objective_adjoint(const double* u, double* u_bar, double f_bar, cons
 
 void PyApp::step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
                          const Status& st) {
-    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], owner_};
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[2], ustop, false),
-               ustop == u ? nullptr : &views_[2], owner_};
-    ViewRef bv{recycled_view(views_[3], u_bar, true), &views_[3], owner_};
-    ViewRef sbv{recycled_view(views_[4], ustop_bar, true), &views_[4], owner_};
+               ustop == u ? nullptr : &views_[2], memory_owner_.ptr()};
+    ViewRef bv{recycled_view(views_[3], u_bar, true), &views_[3], memory_owner_.ptr()};
+    ViewRef sbv{recycled_view(views_[4], ustop_bar, true), &views_[4], memory_owner_.ptr()};
     PyObject* args[] = {uv.p, sv.p, bv.p, sbv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(step_adjoint_.ptr(), args, 5, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -318,7 +335,7 @@ void PyApp::reset_gradient() {
 
 void PyApp::init_adjoint(double t, const double* u_bar, const Status& st) {
     if (init_adjoint_.is_none()) return;
-    ViewRef bv{recycled_view(views_[1], u_bar, false), &views_[1], owner_};
+    ViewRef bv{recycled_view(views_[1], u_bar, false), &views_[1], memory_owner_.ptr()};
     Ref tv(PyFloat_FromDouble(t));
     PyObject* args[] = {tv.p, bv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(init_adjoint_.ptr(), args, 3, nullptr));

@@ -58,8 +58,16 @@ public:
     double postprocess(double sum) override;
     double postprocess_adjoint(double sum) override;
 
-    /// The Python object that owns the engine memory; views keep it alive.
-    void set_owner(PyObject* owner) { owner_ = owner; }
+    /// A Python object owning the memory callbacks see (a capsule around the
+    /// engine's Storage, not the engine): an array a callback kept holds it,
+    /// so the memory outlives the engine without keeping the engine or the
+    /// app alive (numpy arrays are invisible to the cycle collector).
+    void set_memory_owner(pybind11::object owner) { memory_owner_ = std::move(owner); }
+
+    /// Garbage-collector support for the object that owns this app (the
+    /// engine): visit / drop every Python reference held here.
+    int traverse(visitproc visit, void* arg) const;
+    void clear_references();
 
 private:
     PyObject* view(const double* data, bool writable) const;
@@ -81,7 +89,7 @@ private:
     std::vector<Py_ssize_t> shape_;
     std::size_t size_ = 1;
     std::string name_;
-    PyObject* owner_ = nullptr;  ///< borrowed: the engine's Python object
+    pybind11::object memory_owner_;  ///< see set_memory_owner
 };
 
 }  // namespace pxb::bind

@@ -17,6 +17,15 @@ namespace pxb::bind {
 namespace {
 bool is_python_app(Engine& e) { return dynamic_cast<PyApp*>(&e.app()) != nullptr; }
 
+/// The Python app of an engine object whose references only this engine owns
+/// (the references the garbage collector may visit through it), else null.
+PyApp* sole_python_app(PyObject* self) {
+    if (!py::detail::is_holder_constructed(self)) return nullptr;
+    auto& e = py::handle(self).cast<Engine&>();
+    auto* app = dynamic_cast<PyApp*>(&e.app());
+    return app != nullptr && e.owns_app_alone() ? app : nullptr;
+}
+
 std::shared_ptr<Engine> make_engine(std::shared_ptr<App> app, py::handle comm, double tstart,
                                     double tstop, int ntime, std::vector<double> times,
                                     const Options& options) {
@@ -125,13 +134,33 @@ void register_solver(py::module_& m) {
         },
         py::arg("app"), py::arg("nsteps"), py::arg("dt"));
 
-    py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
+    // The engine takes part in garbage collection: through a Python app it
+    // refers to Python objects (the app, its bound methods) that may refer
+    // back to it (app.solver = solver), a cycle Python can collect only when
+    // it sees the engine's references (tp_traverse) and can break them (tp_clear).
+    py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+        auto* type = &heap_type->ht_type;
+        type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+        type->tp_traverse = [](PyObject* self, visitproc visit, void* arg) -> int {
+            Py_VISIT(Py_TYPE(self));
+            if (PyApp* app = sole_python_app(self)) return app->traverse(visit, arg);
+            return 0;
+        };
+        type->tp_clear = [](PyObject* self) -> int {
+            if (PyApp* app = sole_python_app(self)) app->clear_references();
+            return 0;
+        };
+    }))
         .def(py::init(&make_engine), py::arg("app"), py::arg("comm"), py::arg("tstart"),
              py::arg("tstop"), py::arg("ntime"), py::arg("times"), py::arg("options"))
         .def("_set_view_owner",
-             [](py::object self) {
-                 auto& e = self.cast<Engine&>();
-                 if (auto* app = dynamic_cast<PyApp*>(&e.app())) app->set_owner(self.ptr());
+             [](Engine& e) {
+                 // Kept views hold the engine's memory, not the engine.
+                 auto* keep = new std::shared_ptr<const void>(e.memory_owner());
+                 py::capsule owner(keep, "pyxbraid.engine_memory", [](void* p) {
+                     delete static_cast<std::shared_ptr<const void>*>(p);
+                 });
+                 if (auto* app = dynamic_cast<PyApp*>(&e.app())) app->set_memory_owner(std::move(owner));
              })
         .def("solve",
              [](Engine& e) {

@@ -67,8 +67,8 @@ void Engine::reverse_sweep() {
                 break;
             }
             case TapeOp::Kind::step: {
-                const double* u = tape_.value(op.saved);
-                const double* ustop = op.ustop_is_u ? u : tape_.value(op.saved + n_);
+                const double* u = op.saved;
+                const double* ustop = op.saved_ustop;
                 std::fill(sbar, sbar + n_, 0.0);
                 gate_.step_adjoint(u, ustop, ybar, sbar, op.st);
                 double* target = op.ustop_is_u ? ybar : bar + op.x;
@@ -77,7 +77,7 @@ void Engine::reverse_sweep() {
             }
             case TapeOp::Kind::objective: {
                 std::fill(tmp, tmp + n_, 0.0);
-                gate_.objective_adjoint(tape_.value(op.saved), tmp, f_bar_, op.st);
+                gate_.objective_adjoint(op.saved, tmp, f_bar_, op.st);
                 for (std::size_t q = 0; q < n_; ++q) ybar[q] += tmp[q];
                 break;
             }
@@ -141,7 +141,7 @@ void Engine::adjoint_top_of_cycle() {
     reverse_sweep();
     initial_adjoint();
     rnorm_adj_ = update_adjoint_iterate();
-    adj_norms_[static_cast<std::size_t>(iter_)] = rnorm_adj_;
+    record_norm(adj_norms_, iter_, rnorm_adj_);
     if (iter_ == 0 && rnorm0_adj_ == -1.0) rnorm0_adj_ = rnorm_adj_ > 0.0 ? rnorm_adj_ : 1.0;
 }
 

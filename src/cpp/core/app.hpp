@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "core/status.hpp"
@@ -24,6 +25,13 @@ public:
 
     /// Name used in error messages ("Decay", "LinearODE").
     virtual std::string name() const { return "App"; }
+
+    /// Fingerprint of the problem's parameters (e.g. Fingerprint from
+    /// core/fingerprint.hpp over them): every rank must build the solver for
+    /// the same problem, and the engine compares this value across ranks when
+    /// it is built. Leave out what legitimately differs per rank (the design
+    /// of distributed layers). Default 0: nothing to compare.
+    virtual std::uint64_t fingerprint() const { return 0; }
 
     /// Fill `u` (out) with the initial condition at t = tstart, a guess elsewhere.
     virtual void init(double t, double* u) = 0;

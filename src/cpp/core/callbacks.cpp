@@ -10,15 +10,11 @@ namespace pxb {
 
 const char* phase_name(Phase p) noexcept {
     switch (p) {
-        case Phase::init: return "init";
-        case Phase::fc_relax: return "fc_relax";
-        case Phase::f_restrict: return "f_restrict";
-        case Phase::residual: return "residual";
-        case Phase::f_interp: return "f_interp";
-        case Phase::access: return "access";
-        case Phase::sequential: return "sequential";
-        case Phase::state_query: return "state_query";
-        case Phase::objective: return "objective";
+#define PXB_PHASE_CASE(name, doc) \
+    case Phase::name:             \
+        return #name;
+        PXB_PHASES(PXB_PHASE_CASE)
+#undef PXB_PHASE_CASE
     }
     return "unknown";
 }

@@ -44,8 +44,9 @@ SolveSummary Engine::solve() {
         iter_ = 0;
         current_rnorm_ = -1.0;
         solution_valid_ = false;
-        rnorms_.assign(static_cast<std::size_t>(opt_.max_iter) + 1, -1.0);
-        adj_norms_.assign(static_cast<std::size_t>(opt_.max_iter) + 1, -1.0);
+        // Histories grow with the iterations done, not with max_iter.
+        rnorms_.clear();
+        adj_norms_.clear();
         local_objective_ = 0.0;
         rnorm_adj_ = -1.0;
         const bool adjoint = opt_.adjoint && !opt_.objective_only;
@@ -84,7 +85,16 @@ SolveSummary Engine::solve() {
     return summary;
 }
 
-double Engine::rnorm_at(int iter) const { return rnorms_[static_cast<std::size_t>(iter)]; }
+double Engine::rnorm_at(int iter) const {
+    const auto i = static_cast<std::size_t>(iter);
+    return i < rnorms_.size() ? rnorms_[i] : -1.0;
+}
+
+void Engine::record_norm(std::vector<double>& history, int iter, double value) {
+    const auto i = static_cast<std::size_t>(iter);
+    if (history.size() <= i) history.resize(i + 1, -1.0);  // -1: not available
+    history[i] = value;
+}
 
 bool Engine::check_convergence(int iter) {
     const double rnorm = rnorm_at(iter);
@@ -95,10 +105,16 @@ bool Engine::check_convergence(int iter) {
     const bool adjoint = opt_.adjoint && !opt_.objective_only;
     double tol_adj = opt_.tol_adjoint;
     if (opt_.rel_tol_adjoint) tol_adj *= rnorm0_adj_;
-    if (rnorm != -1.0 && rnorm < tol) {
+    // DEVIATION (documented): an exactly zero residual is converged even when
+    // the tolerance is 0 (a relative tolerance with ||r_0|| = 0, or abs_tol=0):
+    // XBraid's strict "<" would iterate to max_iter on an exact solution. Not
+    // so for relax_only_cg on one level, whose 0 is a placeholder (as XBraid's).
+    const bool zero_counts = nlevels() > 1;
+    const auto met = [zero_counts](double r, double t) { return r < t || (zero_counts && r == 0.0); };
+    if (rnorm != -1.0 && met(rnorm, tol)) {
         stop = converged = true;
         // Keep iterating until the adjoint has converged too (XBraid_Adjoint).
-        if (adjoint && !(rnorm_adj_ < tol_adj)) stop = converged = false;
+        if (adjoint && !met(rnorm_adj_, tol_adj)) stop = converged = false;
     } else if (rnorm != -1.0 && !std::isfinite(rnorm)) {
         std::ostringstream msg;
         msg << "MGRIT diverged: residual norm is " << rnorm << " at iteration " << iter
@@ -140,7 +156,7 @@ void Engine::drive(SolveSummary& summary) {
             if (nl == 1) {
                 // relax_only_cg with a single level: each iteration is one FC relaxation.
                 fc_relax(0, opt_.nrelax_at(0));
-                rnorms_[static_cast<std::size_t>(iter_)] = 0.0;
+                record_norm(rnorms_, iter_, 0.0);
                 current_rnorm_ = 0.0;
                 if (iter_ == 0 && rnorm0_ == -1.0) rnorm0_ = 0.0;
             }
@@ -217,9 +233,11 @@ void Engine::drive(SolveSummary& summary) {
     if (sequential && (opt_.adjoint || opt_.objective_only)) adjoint_after_sequential();
     summary.iterations = iter_;
     summary.objective = objective_;
-    summary.adjoint_residual_norms.assign(adj_norms_.begin(), adj_norms_.begin() + iter_);
+    adj_norms_.resize(static_cast<std::size_t>(iter_), -1.0);
+    rnorms_.resize(static_cast<std::size_t>(iter_), -1.0);
+    summary.adjoint_residual_norms = adj_norms_;
     summary.converged = converged;
-    summary.residual_norms.assign(rnorms_.begin(), rnorms_.begin() + iter_);
+    summary.residual_norms = rnorms_;
 }
 
 }  // namespace pxb

@@ -19,6 +19,7 @@
 #include "core/communication.hpp"
 #include "core/grid.hpp"
 #include "core/options.hpp"
+#include "core/storage.hpp"
 #include "core/tape.hpp"
 
 namespace pxb {
@@ -88,6 +89,14 @@ public:
     /// Bytes held by the adjoint (bar arena, tape, adjoint iterate).
     std::size_t adjoint_bytes() const;
 
+    /// Shared ownership of the memory callbacks receive pointers into: a
+    /// binding that lets a user keep such a pointer (a numpy view) holds this
+    /// instead of the engine.
+    std::shared_ptr<const void> memory_owner() const noexcept { return mem_; }
+    /// True when nothing but this engine refers to the app (the bindings'
+    /// garbage-collection support visits the app's references only then).
+    bool owns_app_alone() const noexcept { return app_.use_count() == 1; }
+
 private:
     // hierarchy.cpp
     void build_hierarchy();
@@ -100,6 +109,8 @@ private:
 
     // vectors.cpp: the state arena and the recorded vector primitives
     void allocate_arena();
+    /// Throws StorageSizeError when `vectors` state vectors overflow or exceed the machine's memory.
+    void check_storage_size(std::size_t vectors) const;
     std::size_t offset_of(const double* p) const noexcept { return static_cast<std::size_t>(p - arena_.data()); }
     void vcopy(double* dst, const double* src);                         ///< dst <- src
     void vaxpy(double a, const double* x, double b, double* y);        ///< y <- a x + b y
@@ -144,7 +155,12 @@ private:
     void drive(SolveSummary& summary);
     bool check_convergence(int iter);
     double rnorm_at(int iter) const;
+    /// history[iter] = value, growing the history as iterations happen.
+    static void record_norm(std::vector<double>& history, int iter, double value);
 
+    // First member: the memory callbacks see outlives the engine while a kept
+    // view refers to it (see storage.hpp).
+    std::shared_ptr<Storage> mem_ = std::make_shared<Storage>();
     std::shared_ptr<App> app_;
     Communicator comm_;
     CallbackGate gate_;
@@ -173,16 +189,16 @@ private:
 
     // One arena holds every state vector of the engine (all levels, work
     // vectors, send buffers); the adjoint mirrors it with a bar arena.
-    std::vector<double> arena_;
-    std::vector<double> bar_;
+    std::vector<double>& arena_ = mem_->arena;
+    std::vector<double>& bar_ = mem_->bar;
     double* work_ = nullptr;
     double* work2_ = nullptr;
     double* work3_ = nullptr;
 
     // adjoint state
-    Tape tape_;
+    Tape tape_{mem_->saved};
     std::vector<double> ubar_;        ///< adjoint iterate at level-0 stored slots
-    std::vector<double> scratch_;     ///< 2 vectors for callback outputs in the reverse sweep
+    std::vector<double>& scratch_ = mem_->scratch;  ///< 2 vectors for callback outputs in the reverse sweep
     std::vector<double> rev_bufs_;    ///< buffers of reverse-sweep messages
     std::vector<MPI_Request> rev_reqs_;
     std::vector<double> adj_norms_;

@@ -24,6 +24,12 @@ struct DivergenceError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+/// The storage a solver needs cannot exist (its size overflows, or no machine
+/// of this size has it); raised before anything is allocated.
+struct StorageSizeError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 /// The solver was used after an earlier failure left it in an undefined state.
 struct SolverStateError : std::runtime_error {
     using std::runtime_error::runtime_error;

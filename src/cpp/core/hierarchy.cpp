@@ -1,6 +1,7 @@
 // Grid hierarchy, time values, ownership and initial guesses
 // (XBraid's hierarchy.c, distribution.c and InitGuess / CopyFineToCoarse).
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -12,6 +13,13 @@
 namespace pxb {
 
 namespace {
+std::string grid_message(double tstart, double tstop, int ntime) {
+    std::ostringstream msg;
+    msg.precision(17);
+    msg << "tstart=" << tstart << ", tstop=" << tstop << " and ntime=" << ntime;
+    return msg.str();
+}
+
 // XBraid's _braid_ProjectInterval with index 0: the first and last multiple of
 // `stride` inside [ilower, iupper].
 void project(int ilower, int iupper, int stride, int& plower, int& pupper) {
@@ -42,13 +50,31 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
                                     " time points cannot be shared by " +
                                     std::to_string(comm_.size()) + " ranks");
     if (times.empty()) {
+        if (!std::isfinite(tstart) || !std::isfinite(tstop) || !std::isfinite(tstop - tstart) || !(tstop > tstart))
+            throw std::invalid_argument(grid_message(tstart, tstop, ntime_) +
+                                        ": tstop - tstart must be finite and > 0");
         times_.resize(static_cast<std::size_t>(ntime_) + 1);
         // Exactly XBraid's formula: never accumulate dt.
         for (int i = 0; i <= ntime_; ++i)
             times_[i] = tstart + ((static_cast<double>(i)) / ntime_) * (tstop - tstart);
+        // An interval too short for ntime float64 steps repeats times: every
+        // step would have dt = 0 (and MGRIT would iterate on nothing).
+        for (int i = 1; i <= ntime_; ++i)
+            if (!(times_[i] > times_[i - 1])) {
+                std::ostringstream msg;
+                msg.precision(17);
+                msg << grid_message(tstart, tstop, ntime_) << " give a time grid that is not strictly increasing (t["
+                    << i << "] = " << times_[i] << " <= t[" << i - 1 << "] = " << times_[i - 1]
+                    << "): the interval is too short for ntime steps in float64";
+                throw std::invalid_argument(msg.str());
+            }
     } else {
         if (static_cast<int>(times.size()) != ntime_ + 1)
             throw std::invalid_argument("times must hold ntime + 1 values");
+        for (std::size_t i = 0; i < times.size(); ++i)
+            if (!std::isfinite(times[i]) || (i > 0 && !(times[i] > times[i - 1])))
+                throw std::invalid_argument("times must be finite and strictly increasing (times[" +
+                                            std::to_string(i) + "])");
         times_ = std::move(times);
     }
     app_->on_setup(times_.front(), times_.back());
@@ -61,6 +87,18 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
     build_hierarchy();
     tstart_obj_ = opt_.has_tstart_objective ? opt_.tstart_objective : times_.front();
     tstop_obj_ = opt_.has_tstop_objective ? opt_.tstop_objective : times_.back();
+    if (opt_.adjoint || opt_.objective_only) {
+        // An empty window would give J = 0 and a zero gradient without a word.
+        const auto first = std::lower_bound(times_.begin(), times_.end(), tstart_obj_);
+        if (first == times_.end() || *first > tstop_obj_) {
+            std::ostringstream msg;
+            msg.precision(17);
+            msg << "the objective window [tstart_objective, tstop_objective] = [" << tstart_obj_ << ", "
+                << tstop_obj_ << "] contains no time point of the grid (" << times_.size() << " points in ["
+                << times_.front() << ", " << times_.back() << "])";
+            throw std::invalid_argument(msg.str());
+        }
+    }
 }
 
 void Engine::check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times) {
@@ -69,7 +107,8 @@ void Engine::check_consistent_across_ranks(double tstart, double tstop, const st
     if (comm_.size() == 1) return;
     double times_sum = 0.0;
     for (double t : times) times_sum += t;
-    std::vector<std::pair<const char*, double>> items = {
+    const std::string fp = app_->name() + "'s parameters (fingerprint)";
+    std::vector<std::pair<std::string, double>> items = {
         {"ntime", double(ntime_)}, {"state size", double(n_)}, {"tstart", times.empty() ? tstart : times.front()},
         {"tstop", times.empty() ? tstop : times.back()}, {"times", times_sum + double(times.size())},
         {"max_levels", double(opt_.max_levels)}, {"min_coarse", double(opt_.min_coarse)},
@@ -85,12 +124,15 @@ void Engine::check_consistent_across_ranks(double tstart, double tstop, const st
         {"objective_only", double(opt_.objective_only)}, {"adjoint tolerance", opt_.tol_adjoint},
         {"rel_tol_adjoint", double(opt_.rel_tol_adjoint)},
         {"tstart_objective", opt_.has_tstart_objective ? opt_.tstart_objective : -1e300},
-        {"tstop_objective", opt_.has_tstop_objective ? opt_.tstop_objective : -1e300}};
+        {"tstop_objective", opt_.has_tstop_objective ? opt_.tstop_objective : -1e300},
+        // The app's parameters (e.g. LinearODE's lam), as two exact 32-bit halves.
+        {fp, double(app_->fingerprint() >> 32)},
+        {fp, double(app_->fingerprint() & 0xffffffffULL)}};
+    // The per-level lists may differ in length: compare this fixed-size prefix first.
+    const int fixed = static_cast<int>(items.size());
     for (std::size_t l = 0; l < opt_.cfactor_level.size(); ++l) items.push_back({"per-level cfactor", double(opt_.cfactor_level[l])});
     for (std::size_t l = 0; l < opt_.nrelax_level.size(); ++l) items.push_back({"per-level nrelax", double(opt_.nrelax_level[l])});
     for (std::size_t l = 0; l < opt_.cwt_level.size(); ++l) items.push_back({"per-level cwt", opt_.cwt_level[l]});
-    // The per-level lists may differ in length; compare a fixed-size prefix first.
-    const int fixed = 34;
     std::vector<double> lo(fixed), hi(fixed);
     for (int k = 0; k < fixed; ++k) lo[k] = hi[k] = items[static_cast<std::size_t>(k)].second;
     MPI_Allreduce(MPI_IN_PLACE, lo.data(), fixed, MPI_DOUBLE, MPI_MIN, comm_.data());

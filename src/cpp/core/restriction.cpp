@@ -77,7 +77,7 @@ void Engine::f_restrict(int level) {
         // residual_computation off: no reduction, "not available" (-1) as XBraid.
         const double value = opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
         current_rnorm_ = value;
-        rnorms_[static_cast<std::size_t>(iter_)] = value;
+        record_norm(rnorms_, iter_, value);
         // XBraid's reference ||r_0||: iteration 0, or 1 when iteration 0 was
         // skipped; set once per solver (kept across warm restarts).
         if ((iter_ == 0 || (iter_ == 1 && opt_.skip && !opt_.seq_soln)) && rnorm0_ == -1.0)

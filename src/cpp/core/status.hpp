@@ -5,18 +5,33 @@
 
 namespace pxb {
 
+/// The phases, declared once: X(name, XBraid caller). The enum, its names
+/// and every table indexed by phase (the bindings' interned names) are
+/// generated from this list, so none of them can drift from the others.
+#define PXB_PHASES(X)                                                                               \
+    X(init, "initial guess (braid_ASCaller_InitGuess / BaseInit)")                                   \
+    X(fc_relax, "F- and C-relaxation (braid_ASCaller_FCRelax)")                                       \
+    X(f_restrict, "F-sweep + FAS residual before restriction (braid_ASCaller_FRestrict)")             \
+    X(residual, "coarse-grid residual during restriction (braid_ASCaller_Residual)")                  \
+    X(f_interp, "F-relaxation before interpolation / coarsest solve (braid_ASCaller_FInterp)")         \
+    X(access, "final (or per-iteration) access sweep (braid_ASCaller_FAccess)")                      \
+    X(sequential, "sequential solution used as initial guess (seq_soln)")                           \
+    X(state_query, "on-demand F-sweep to answer a state query")                                     \
+    X(objective, "objective evaluation and its adjoint (XBraid's ObjectiveStatus)")
+
 /// Which part of the algorithm invoked a callback (XBraid's braid_ASCaller_*).
 enum class Phase : int {
-    init = 0,          ///< initial guess (braid_ASCaller_InitGuess / BaseInit)
-    fc_relax = 1,      ///< F- and C-relaxation (braid_ASCaller_FCRelax)
-    f_restrict = 2,    ///< F-sweep + FAS residual before restriction (braid_ASCaller_FRestrict)
-    residual = 3,      ///< coarse-grid residual during restriction (braid_ASCaller_Residual)
-    f_interp = 4,      ///< F-relaxation before interpolation / coarsest solve (braid_ASCaller_FInterp)
-    access = 5,        ///< final (or per-iteration) access sweep (braid_ASCaller_FAccess)
-    sequential = 6,    ///< sequential solution used as initial guess (seq_soln)
-    state_query = 7,   ///< on-demand F-sweep to answer a state query
-    objective = 8,     ///< objective evaluation / its derivative (XBraid's ObjectiveStatus)
+#define PXB_PHASE_ENUM(name, doc) name,
+    PXB_PHASES(PXB_PHASE_ENUM)
+#undef PXB_PHASE_ENUM
 };
+
+/// Number of phases (the size of every table indexed by Phase).
+inline constexpr int kPhaseCount = 0
+#define PXB_PHASE_COUNT(name, doc) +1
+    PXB_PHASES(PXB_PHASE_COUNT)
+#undef PXB_PHASE_COUNT
+    ;
 
 /// Name of a phase as shown to users ("fc_relax", ...).
 const char* phase_name(Phase p) noexcept;

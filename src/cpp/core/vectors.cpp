@@ -1,20 +1,64 @@
 // The state arena and the vector primitives every algorithm file goes through.
 // When the tape records (adjoint iterations), each primitive also appends its
 // action to the tape, so the reverse sweep replays exactly what was done.
+#include <unistd.h>
+
 #include <cstring>
+#include <sstream>
 
 #include "core/engine.hpp"
+#include "core/errors.hpp"
 
 namespace pxb {
 
+namespace {
+/// a * b, or nullopt-like failure when it does not fit a size_t.
+bool multiply(std::size_t a, std::size_t b, std::size_t& out) noexcept { return !__builtin_mul_overflow(a, b, &out); }
+
+std::size_t physical_memory_bytes() noexcept {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) : 0;
+}
+}  // namespace
+
+void Engine::check_storage_size(std::size_t vectors) const {
+    // Checked before anything is allocated: a size that wraps around (or that no
+    // machine has) must be an error naming the problem, not a crash.
+    std::size_t doubles = 0, bytes = 0;
+    const bool fits = multiply(vectors, n_, doubles) && multiply(doubles, sizeof(double), bytes);
+    const std::size_t available = physical_memory_bytes();
+    if (fits && (available == 0 || bytes <= available)) return;
+    std::ostringstream msg;
+    msg << "the solver needs " << vectors << " state vectors of " << n_ << " float64 values on rank " << comm_.rank()
+        << " (ntime=" << ntime_ << ", " << nlevels() << " level(s)"
+        << (opt_.adjoint ? ", with the adjoint's mirror" : "") << "): ";
+    if (!fits)
+        msg << "the size overflows 64-bit arithmetic";
+    else
+        msg << double(bytes) / double(1ULL << 30) << " GiB, more than this machine's "
+            << double(available) / double(1ULL << 30) << " GiB of memory";
+    msg << "; use fewer time points per rank (more ranks), storage=-1, or a smaller state";
+    throw StorageSizeError(msg.str());
+}
+
 void Engine::allocate_arena() {
-    std::size_t total = 4 * n_;  // work, work2, work3, va send buffer
+    // Sizes in vectors of n_ doubles (small integers), multiplied by n_ only
+    // after the check.
+    std::size_t vectors = 4;  // work, work2, work3, va send buffer
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         const Level& g = levels_[l];
-        const int nu = g.stores_all ? g.npoints() : g.ncpoints;
-        total += VectorArray::doubles(nu, n_) + n_;  // ua (+ghost), ghost send buffer
-        if (l > 0) total += 2 * VectorArray::doubles(g.npoints(), n_);
+        const std::size_t nu = static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints);
+        vectors += (nu + 1) + 1;  // ua (+ghost), ghost send buffer
+        if (l > 0) vectors += 2 * (static_cast<std::size_t>(g.npoints()) + 1);
     }
+    const std::size_t arena_vectors = vectors;
+    const bool adjoint = opt_.adjoint && !opt_.objective_only;
+    const std::size_t level0_stored =
+        static_cast<std::size_t>(levels_[0].stores_all ? levels_[0].npoints() : levels_[0].ncpoints);
+    std::size_t needed = arena_vectors + static_cast<std::size_t>(levels_[0].npoints());  // + the solution copy
+    if (adjoint) needed += arena_vectors + 2 + level0_stored;                             // bar, scratch, ubar
+    check_storage_size(needed);
+    const std::size_t total = arena_vectors * n_;
     arena_.assign(total, 0.0);
     double* next = arena_.data();
     auto take = [&](std::size_t count) {
@@ -38,11 +82,10 @@ void Engine::allocate_arena() {
             g.fa.bind(take(VectorArray::doubles(np, n_)), np, n_);
         }
     }
-    if (opt_.adjoint && !opt_.objective_only) {
+    if (adjoint) {
         bar_.assign(total, 0.0);
         scratch_.assign(2 * n_, 0.0);
-        const Level& g = levels_[0];
-        ubar_.assign(static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints) * n_, 0.0);
+        ubar_.assign(level0_stored * n_, 0.0);
     }
 }
 
@@ -103,7 +146,7 @@ void Engine::record_step(const double* u, const double* ustop) {
     op.x = offset_of(ustop);
     op.ustop_is_u = ustop == u;
     op.saved = tape_.save(u, n_);
-    if (!op.ustop_is_u) tape_.save(ustop, n_);
+    op.saved_ustop = op.ustop_is_u ? op.saved : tape_.save(ustop, n_);
     op.st = status_;
     tape_.push(op);
 }
