@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mpi_launch import run_mpi, run_mpi_code  # noqa: E402
+from mpi_launch import run_mpi, run_mpi_code, run_mpi_json  # noqa: E402
 
 
 class MPIRunner:
@@ -33,6 +33,7 @@ class MPIRunner:
         return run_mpi(text, nprocs, timeout, args, **kwargs)
 
     code = staticmethod(run_mpi_code)
+    json = staticmethod(run_mpi_json)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ are used only if their vendor matches ``MPI.Get_library_version()``.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shlex
 import shutil
@@ -32,11 +33,12 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import pytest
 
-__all__ = ["find_mpiexec", "mpi_library_version", "mpi_env", "run_mpi", "run_mpi_code"]
+__all__ = ["find_mpiexec", "mpi_library_version", "mpi_env", "run_mpi", "run_mpi_code", "run_mpi_json"]
 
 # Environment variables set by a launcher for its ranks; a nested mpiexec that
 # inherits them (pytest itself started under mpiexec) gets confused.
@@ -320,3 +322,50 @@ def run_mpi_code(
         script = Path(tmp) / "mpi_job.py"
         script.write_text(source)
         return run_mpi(script, nprocs, timeout, args, check=check, env=env, cwd=cwd)
+
+
+# Prepended to the code of run_mpi_json: report(value) writes this rank's result.
+_REPORT_PRELUDE = """\
+def report(value):
+    import json as _json, os as _os
+    from mpi4py import MPI as _MPI
+    _path = _os.path.join(_os.environ["PYXBRAID_TEST_RESULTS"], f"{_MPI.COMM_WORLD.Get_rank()}.json")
+    with open(_path + ".tmp", "w") as _fh:
+        _json.dump(value, _fh)
+    _os.replace(_path + ".tmp", _path)
+"""
+
+
+def run_mpi_json(
+    code: str,
+    nprocs: int,
+    timeout: float = 120,
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> list[Any]:
+    """Run ``code`` on ``nprocs`` ranks; each rank calls ``report(value)`` once.
+
+    Results travel through one JSON file per rank, not through the job's
+    interleaved stdout. The job must succeed (exit 0) and every rank must
+    report.
+
+    Returns
+    -------
+    list
+        The reported values, indexed by rank.
+    """
+    with tempfile.TemporaryDirectory(prefix="pyxbraid_results_") as results:
+        job_env = dict(env or {})
+        job_env["PYXBRAID_TEST_RESULTS"] = results
+        proc = run_mpi_code(_REPORT_PRELUDE + textwrap.dedent(code), nprocs, timeout, args,
+                            env=job_env, cwd=cwd)
+        values = []
+        for rank in range(nprocs):
+            path = Path(results) / f"{rank}.json"
+            if not path.is_file():
+                pytest.fail(f"rank {rank} reported no result:\n" + _format_output(proc.stdout, proc.stderr),
+                            pytrace=False)
+            values.append(json.loads(path.read_text()))
+        return values

@@ -9,15 +9,13 @@
 
 #include "core/distribution.hpp"
 #include "core/engine.hpp"
+#include "core/format.hpp"
 
 namespace pxb {
 
 namespace {
 std::string grid_message(double tstart, double tstop, int ntime) {
-    std::ostringstream msg;
-    msg.precision(17);
-    msg << "tstart=" << tstart << ", tstop=" << tstop << " and ntime=" << ntime;
-    return msg.str();
+    return "tstart=" + shortest(tstart) + ", tstop=" + shortest(tstop) + " and ntime=" + std::to_string(ntime);
 }
 
 // XBraid's _braid_ProjectInterval with index 0: the first and last multiple of
@@ -61,12 +59,10 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
         // step would have dt = 0 (and MGRIT would iterate on nothing).
         for (int i = 1; i <= ntime_; ++i)
             if (!(times_[i] > times_[i - 1])) {
-                std::ostringstream msg;
-                msg.precision(17);
-                msg << grid_message(tstart, tstop, ntime_) << " give a time grid that is not strictly increasing (t["
-                    << i << "] = " << times_[i] << " <= t[" << i - 1 << "] = " << times_[i - 1]
-                    << "): the interval is too short for ntime steps in float64";
-                throw std::invalid_argument(msg.str());
+                throw std::invalid_argument(
+                    grid_message(tstart, tstop, ntime_) + " give a time grid that is not strictly increasing (t[" +
+                    std::to_string(i) + "] = " + shortest(times_[i]) + " <= t[" + std::to_string(i - 1) +
+                    "] = " + shortest(times_[i - 1]) + "): the interval is too short for ntime steps in float64");
             }
     } else {
         if (static_cast<int>(times.size()) != ntime_ + 1)
@@ -91,12 +87,11 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
         // An empty window would give J = 0 and a zero gradient without a word.
         const auto first = std::lower_bound(times_.begin(), times_.end(), tstart_obj_);
         if (first == times_.end() || *first > tstop_obj_) {
-            std::ostringstream msg;
-            msg.precision(17);
-            msg << "the objective window [tstart_objective, tstop_objective] = [" << tstart_obj_ << ", "
-                << tstop_obj_ << "] contains no time point of the grid (" << times_.size() << " points in ["
-                << times_.front() << ", " << times_.back() << "])";
-            throw std::invalid_argument(msg.str());
+            throw std::invalid_argument("the objective window [tstart_objective, tstop_objective] = [" +
+                                        shortest(tstart_obj_) + ", " + shortest(tstop_obj_) +
+                                        "] contains no time point of the grid (" + std::to_string(times_.size()) +
+                                        " points in [" + shortest(times_.front()) + ", " +
+                                        shortest(times_.back()) + "])");
         }
     }
 }
