@@ -273,3 +273,195 @@ def test_native_app_parameters_that_differ_between_ranks_raise_on_every_rank(mpi
         for name, text in out.items():
             app = {"lam": "LinearODE", "scheme": "LinearODE", "guess": "Heat1D", "cubic p": "Cubic"}[name]
             assert text.startswith(f"ValueError: {app}'s parameters (fingerprint) differs between ranks"), text
+
+
+# -- communicators, waits, interrupts, failure notices -------------------------------------
+
+FAILING_APP = """
+import time
+from mpi4py import MPI
+import pyxbraid as xb
+
+class Decay(xb.App):
+    '''u' = -u; optionally fails (or sleeps) in one phase on one rank.'''
+    def __init__(self, fail_rank=-1, fail_phase=None, sleep=0.0, shape=(2,)):
+        super().__init__(shape=shape)
+        self.fail_rank, self.fail_phase, self.sleep = fail_rank, fail_phase, sleep
+        self.rank = MPI.COMM_WORLD.Get_rank()
+    def init(self, t, u):
+        u[:] = 1.0 if t == 0.0 else 0.5
+    def step(self, u, ustop, fstop, status):
+        if self.rank == self.fail_rank and status.phase == self.fail_phase:
+            if not self.sleep:
+                raise ValueError(f"deliberate failure in {status.phase}")
+            time.sleep(self.sleep)          # once
+            self.fail_phase = None
+        u /= 1.0 + status.dt
+"""
+
+
+def test_failed_solvers_free_their_communicators(mpirun):
+    # Each failed 2-rank solve leaked two MPI communicators; after ~1000
+    # failures MPI_Comm_dup failed unnoticed and every Solver ran on 1 rank.
+    code = FAILING_APP + """
+from pyxbraid import _core
+comm = MPI.COMM_WORLD
+sizes, errors = set(), set()
+for k in range(1500):
+    s = xb.Solver(Decay(fail_rank=k % 2, fail_phase="fc_relax"), 0.0, 1.0, 8, comm=comm, max_levels=2)
+    sizes.add(s._engine.nranks)
+    try:
+        s.solve()
+    except Exception as exc:
+        errors.add(type(exc).__name__)
+    del s
+ok = xb.Solver(Decay(), 0.0, 1.0, 8, comm=comm, max_levels=2)
+report(dict(sizes=sorted(sizes), errors=sorted(errors), pending=_core._pending_failed_communicators(),
+            after=ok._engine.nranks, iterations=ok.solve().iterations))
+"""
+    for out in mpirun.json(code, 2, timeout=300):
+        assert out["sizes"] == [2] and out["after"] == 2
+        assert out["errors"] == ["RemoteRankError", "ValueError"]
+        assert out["pending"] <= 2          # drained and freed, the last ones possibly still in progress
+        assert out["iterations"] > 0
+
+
+def test_a_solver_that_cannot_get_a_communicator_raises_instead_of_running_on_one_rank(mpirun):
+    code = """
+from mpi4py import MPI
+import pyxbraid as xb
+comm = MPI.COMM_WORLD
+held = []
+try:
+    while len(held) < 100000:
+        held.append(comm.Dup())
+except MPI.Exception:
+    pass
+held.pop().Free()                   # one context left: the solver needs two
+try:
+    xb.Solver(xb.apps.LinearODE(), 0.0, 1.0, 8, comm=comm)
+    outcome = "built"
+except xb.MPIError as exc:
+    outcome = f"MPIError: {exc}"
+for c in held:
+    c.Free()
+after = xb.Solver(xb.apps.LinearODE(), 0.0, 1.0, 8, comm=comm)
+report(dict(outcome=outcome, held=len(held), after=after._engine.nranks))
+"""
+    for out in mpirun.json(code, 2, timeout=120):
+        assert out["held"] > 100
+        assert out["outcome"].startswith("MPIError: MPI_Comm_dup failed: "), out["outcome"]
+        assert out["after"] == 2
+
+
+def test_waiting_for_a_slow_rank_costs_little_cpu(mpirun):
+    # Rank 1 sleeps 2 s in a step; rank 0 waits for it. Busy-waiting used 100% of a core.
+    code = FAILING_APP + """
+import time
+comm = MPI.COMM_WORLD
+s = xb.Solver(Decay(fail_rank=1, fail_phase="f_interp", sleep=2.0), 0.0, 1.0, 16, comm=comm, max_levels=2,
+              max_iter=3)
+cpu0, wall0 = time.process_time(), time.perf_counter()
+s.solve()
+report(dict(cpu=time.process_time() - cpu0, wall=time.perf_counter() - wall0))
+"""
+    waiting = mpirun.json(code, 2)[0]
+    assert waiting["wall"] >= 2.0
+    assert waiting["cpu"] < 0.2 * waiting["wall"], waiting
+
+
+def test_failure_notice_belongs_to_the_operation_it_happened_in(mpirun):
+    # Rank 2 fails in the state query after the solve; rank 0's solve (which
+    # succeeded everywhere) once raised that failure.
+    code = FAILING_APP + """
+comm = MPI.COMM_WORLD
+outcomes = []
+for trial in range(15):
+    s = xb.Solver(Decay(fail_rank=2, fail_phase="state_query"), 0.0, 1.0, 24, comm=comm, max_levels=2,
+                  access_level=0)
+    try:
+        s.solve()
+        solved = "ok"
+    except Exception as exc:
+        solved = type(exc).__name__
+    try:
+        s.state_at(24)
+        queried = "ok"
+    except Exception as exc:
+        queried = type(exc).__name__
+    outcomes.append([solved, queried])
+report(outcomes)
+"""
+    runs = mpirun.json(code, 3, timeout=180)
+    for rank, outcomes in enumerate(runs):
+        expected = "ValueError" if rank == 2 else "RemoteRankError"
+        assert outcomes == [["ok", expected]] * 15, (rank, outcomes)
+
+
+INTERRUPTIBLE = """
+import os, sys
+from mpi4py import MPI
+import pyxbraid as xb
+comm = MPI.COMM_WORLD
+# A native solve that would run for minutes: 10**6 MGRIT iterations (no residual, no early stop).
+s = xb.Solver(xb.apps.LinearODE(), 0.0, 5.0, 2**12, comm=comm, max_levels=2, residual_computation=False,
+              max_iter=10**6)
+open(os.path.join(sys.argv[1], str(comm.rank)), "w").write(str(os.getpid()))
+"""
+
+
+def _send_sigint_when_ready(piddir, rank, delay=1.0):
+    import os
+    import signal
+    import threading
+    import time
+
+    def run():
+        path = piddir / str(rank)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if path.is_file() and path.read_text():
+                time.sleep(delay)
+                try:
+                    os.kill(int(path.read_text()), signal.SIGINT)
+                except ProcessLookupError:
+                    pass  # it ended by itself: the test's assertions say so
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ctrl_c_interrupts_a_native_solve(tmp_path):
+    # The C++ loop never looked at signals: Ctrl-C waited for the solve to end.
+    code = INTERRUPTIBLE + """
+try:
+    s.solve()
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    script = tmp_path / "interrupt.py"
+    script.write_text(code)
+    thread = _send_sigint_when_ready(tmp_path, 0)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    thread.join()
+    assert out.stdout.strip() == "interrupted", out.stdout + out.stderr
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank(mpirun, tmp_path):
+    code = INTERRUPTIBLE + """
+try:
+    s.solve()
+    outcome = "finished"
+except BaseException as exc:
+    outcome = f"{type(exc).__name__}: {exc}"
+report(outcome)
+"""
+    thread = _send_sigint_when_ready(tmp_path, 1)
+    outcomes = mpirun.json(code, 2, timeout=120, args=(str(tmp_path),))
+    thread.join()
+    assert outcomes[1].startswith("KeyboardInterrupt")
+    assert outcomes[0].startswith("RemoteRankError: rank 1: solve() raised KeyboardInterrupt"), outcomes[0]

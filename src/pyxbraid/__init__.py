@@ -17,6 +17,7 @@ from .app import App, NativeApp  # noqa: E402
 from .errors import (  # noqa: E402
     CallbackError,
     DivergenceError,
+    MPIError,
     PyxbraidError,
     RemoteRankError,
     SolverStateError,
@@ -32,6 +33,7 @@ __all__ = [
     "App",
     "CallbackError",
     "DivergenceError",
+    "MPIError",
     "NativeApp",
     "PyxbraidError",
     "RemoteRankError",

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "CallbackError",
     "DivergenceError",
+    "MPIError",
     "PyxbraidError",
     "RemoteRankError",
     "SolverStateError",
@@ -48,6 +49,14 @@ class DivergenceError(PyxbraidError, FloatingPointError):
 
 class SolverStateError(PyxbraidError, RuntimeError):
     """A solver was used after an earlier failure left it unusable."""
+
+
+class MPIError(PyxbraidError, RuntimeError):
+    """An MPI call failed (e.g. MPI ran out of communicators); the message names the call.
+
+    pyxbraid never falls back to another communicator: a solver runs on the
+    one it was given, or raises this.
+    """
 
 
 class _Agreed:

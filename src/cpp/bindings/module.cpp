@@ -4,6 +4,7 @@
 
 #include "bindings/comm.hpp"
 #include "bindings/python_app.hpp"
+#include "core/communication.hpp"
 #include "core/errors.hpp"
 
 namespace py = pybind11;
@@ -33,6 +34,8 @@ PYBIND11_MODULE(_core, m) {
     init_numpy();
     register_solver(m);
     register_apps(m);
+    m.def("_pending_failed_communicators", &pxb::progress_and_count_failed_communicators,
+          "Failed solvers' communicators still being drained on this rank (after progressing them).");
     // One table: core exception -> pyxbraid.errors type (the message kept).
     py::register_exception_translator([](std::exception_ptr p) {
         try {
@@ -45,6 +48,8 @@ PYBIND11_MODULE(_core, m) {
             set_error("DivergenceError", py::make_tuple(e.what()));
         } catch (const pxb::SolverStateError& e) {
             set_error("SolverStateError", py::make_tuple(e.what()));
+        } catch (const pxb::MPIError& e) {
+            set_error("MPIError", py::make_tuple(e.what()));
         } catch (const pxb::StorageSizeError& e) {
             PyErr_SetString(PyExc_MemoryError, e.what());
         }

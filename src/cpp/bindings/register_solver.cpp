@@ -30,9 +30,14 @@ std::shared_ptr<Engine> make_engine(std::shared_ptr<App> app, py::handle comm, d
                                     double tstop, int ntime, std::vector<double> times,
                                     const Options& options) {
     MPI_Comm c = comm_from_python(comm);
-    // Construction is collective (communicator duplication) but never calls
-    // Python, so it may run without the GIL.
-    return std::make_shared<Engine>(std::move(app), c, tstart, tstop, ntime, std::move(times), options);
+    auto engine = std::make_shared<Engine>(std::move(app), c, tstart, tstop, ntime, std::move(times), options);
+    // Ctrl-C (or any Python signal handler that raises) interrupts a solve,
+    // also a native one that never runs Python: the engine asks regularly.
+    engine->set_interrupt_check([] {
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    });
+    return engine;
 }
 }  // namespace
 

@@ -16,7 +16,7 @@ void Engine::emit_access(int level, int index, const double* u, bool done) {
     if (opt_.access_level >= 1 && gate_.has_access()) gate_.access(u, point_status(index, Phase::access, done));
 }
 
-void Engine::final_sweep(bool done, bool fc) {
+void Engine::final_sweep(bool done, bool fc, Phase phase) {
     Level& g = levels_[0];
     solution_.resize(static_cast<std::size_t>(g.npoints()) * n_);
     if (fc) {
@@ -36,7 +36,7 @@ void Engine::final_sweep(bool done, bool fc) {
         g.interval(k, flo, fhi, ci);
         if (flo <= fhi) fetch(0, flo - 1, u);
         for (int fi = flo; fi <= fhi; ++fi) {
-            take_step(0, fi, u, Phase::access);
+            take_step(0, fi, u, phase);
             store(0, fi, u);
             emit_access(0, fi, u, done);
             if (objective) evaluate_objective(fi, u);
@@ -51,13 +51,18 @@ void Engine::final_sweep(bool done, bool fc) {
 
 const std::vector<double>& Engine::local_states() {
     ensure_usable();
+    comm_.begin_operation();
+    return solution();
+}
+
+const std::vector<double>& Engine::solution() {
     if (!initialised_) throw std::logic_error("solve() has not been called yet");
     if (!solution_valid_) {
         // access_level 0 skipped the final sweep: run it now (no user access).
         const int saved = opt_.access_level;
         opt_.access_level = 0;
         try {
-            final_sweep(true, false);
+            final_sweep(true, false, Phase::state_query);
             // Agreement: a rank whose sweep failed never joins; its notice
             // makes the others raise instead of returning a state.
             double ok = 0.0;
@@ -77,11 +82,18 @@ void Engine::state_at(int i, double* out) {
     if (i < 0 || i > ntime_)
         throw std::out_of_range("index must be in [0, " + std::to_string(ntime_) + "], got " +
                                 std::to_string(i));
-    const std::vector<double>& sol = local_states();
+    ensure_usable();
+    comm_.begin_operation();
+    const std::vector<double>& sol = solution();
     const int root = owner(0, i);
     if (root == comm_.rank())
         std::memcpy(out, sol.data() + static_cast<std::size_t>(i - ilower()) * n_, n_ * sizeof(double));
-    comm_.bcast(out, n_, root);
+    try {
+        comm_.bcast(out, n_, root);
+    } catch (const std::exception& e) {
+        fail_collectively("a state query", &e);
+        throw;
+    }
 }
 
 }  // namespace pxb

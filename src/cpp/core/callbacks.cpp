@@ -97,18 +97,21 @@ void CallbackGate::check_finite(const char* callback, const double* v, const Sta
 
 void CallbackGate::init(double t, double* u, const Status& st) {
     ++counts_.init;
+    tick();
     PXB_GUARDED("init", &st, app_.init(t, u));
     check_finite("init", u, &st);
 }
 
 void CallbackGate::step(double* u, const double* ustop, const double* fstop, const Status& st) {
     ++counts_.step;
+    tick();
     PXB_GUARDED("step", &st, app_.step(u, ustop, fstop, st));
     check_finite("step", u, &st);
 }
 
 void CallbackGate::residual(const double* ustop, double* r, const Status& st) {
     ++counts_.residual;
+    tick();
     PXB_GUARDED("residual", &st, app_.residual(ustop, r, st));
     check_finite("residual", r, &st);
 }
@@ -137,6 +140,7 @@ void CallbackGate::access(const double* u, const Status& st) {
 
 double CallbackGate::objective(const double* u, const Status& st) {
     ++counts_.objective;
+    tick();
     double value = 0.0;
     PXB_GUARDED("objective", &st, value = app_.objective(u, st));
     if (!std::isfinite(value)) {
@@ -156,6 +160,7 @@ void CallbackGate::objective_adjoint(const double* u, double* u_bar, double f_ba
 void CallbackGate::step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
                                 const Status& st) {
     ++counts_.step_adjoint;
+    tick();
     PXB_GUARDED("step_adjoint", &st, app_.step_adjoint(u, ustop, u_bar, ustop_bar, st));
     check_finite("step_adjoint", u_bar, &st);
     check_finite("step_adjoint", ustop_bar, &st);

@@ -55,6 +55,10 @@ public:
     void probe_capabilities();
 
 private:
+    /// Every 64th call: let the interrupt hook run if it is due (Ctrl-C).
+    void tick() {
+        if ((++ticks_ & 63u) == 0) comm_.maybe_check_interrupt();
+    }
     [[noreturn]] void fail(const char* callback, const Status* st, const std::string& what);
     void check_finite(const char* callback, const double* v, const Status* st);
     std::string context(const char* callback, const Status* st) const;
@@ -63,6 +67,7 @@ private:
     Communicator& comm_;
     std::size_t n_;
     CallCounts counts_;
+    unsigned ticks_ = 0;
     bool has_residual_ = false;
     bool has_norm_ = false;
     bool has_access_ = false;

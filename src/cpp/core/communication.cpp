@@ -2,111 +2,258 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/errors.hpp"
+#include "core/mpi_check.hpp"
 
 namespace pxb {
 
 namespace {
 constexpr int kFailureTag = 7001;
 
+// Waiting: spin this many MPI_Test rounds (~0.1 ms), then yield the core until
+// kYieldFor has passed, then sleep with pauses doubling from kFirstPause up to
+// kLongestPause. A failure notice is then seen within about kLongestPause, and
+// a rank waiting seconds for a slow neighbour uses well under 1% of a core.
+constexpr unsigned kSpinRounds = 2048;
+constexpr auto kYieldFor = std::chrono::milliseconds(2);
+constexpr auto kFirstPause = std::chrono::microseconds(20);
+constexpr auto kLongestPause = std::chrono::microseconds(1000);
+
 bool mpi_finalized() {
     int flag = 0;
     MPI_Finalized(&flag);
     return flag != 0;
 }
+
+// Collective signatures (exchanged as integers by the drain).
+enum : int { kAllreduce = 1, kBcast = 2 };
+int op_code(MPI_Op op) {
+    if (op == MPI_SUM) return 0;
+    if (op == MPI_MAX) return 1;
+    if (op == MPI_MIN) return 2;
+    throw std::invalid_argument("pyxbraid internal error: unsupported reduction");
+}
 }  // namespace
 
 Communicator::Communicator(MPI_Comm user) {
-    MPI_Comm_dup(user, &data_);
-    MPI_Comm_dup(user, &fail_);
-    // mpi4py sets MPI_ERRORS_RETURN; the engine checks no return codes, so an
-    // MPI error (a bug) aborts the job instead of being ignored.
-    MPI_Comm_set_errhandler(data_, MPI_ERRORS_ARE_FATAL);
-    MPI_Comm_set_errhandler(fail_, MPI_ERRORS_ARE_FATAL);
-    MPI_Comm_rank(data_, &rank_);
-    MPI_Comm_size(data_, &size_);
+    progress_failed_communicators();
+    check_mpi(MPI_Comm_dup(user, &data_), "MPI_Comm_dup");
+    const int rc = MPI_Comm_dup(user, &fail_);
+    if (rc != MPI_SUCCESS) {
+        MPI_Comm_free(&data_);
+        check_mpi(rc, "MPI_Comm_dup");
+    }
+    // Errors come back as return codes (mpi4py's choice too), each checked.
+    check_mpi(MPI_Comm_set_errhandler(data_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check_mpi(MPI_Comm_set_errhandler(fail_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check_mpi(MPI_Comm_rank(data_, &rank_), "MPI_Comm_rank");
+    check_mpi(MPI_Comm_size(data_, &size_), "MPI_Comm_size");
+    const auto n = static_cast<std::size_t>(size_);
+    sent_data_.assign(n, 0);
+    posted_data_.assign(n, 0);
+    sent_notices_.assign(n, 0);
+    received_notices_.assign(n, 0);
+    last_interrupt_check_ = std::chrono::steady_clock::now();
 }
 
 Communicator::~Communicator() {
-    // After a failure on several ranks, messages may still be in flight on these
-    // communicators; freeing them could block, so they are left to MPI_Finalize.
-    if ((failed_ && size_ > 1) || mpi_finalized()) return;
-    MPI_Comm_free(&data_);
-    MPI_Comm_free(&fail_);
+    if (mpi_finalized()) return;
+    if (failed_ && size_ > 1) {
+        // Messages may be in flight: the drain frees the communicators once
+        // every rank has stopped (failure_cleanup.cpp).
+        abandon(nullptr);
+    } else if (!abandoned_) {
+        MPI_Comm_free(&data_);
+        MPI_Comm_free(&fail_);
+    }
+    progress_failed_communicators();
 }
 
 void Communicator::isend(const double* buf, std::size_t n, int dest, int tag, MPI_Request& req) {
-    MPI_Isend(buf, static_cast<int>(n), MPI_DOUBLE, dest, tag, data_, &req);
+    check_count(n);
+    check_mpi(MPI_Isend(buf, static_cast<int>(n), MPI_DOUBLE, dest, tag, data_, &req), "MPI_Isend");
+    ++sent_data_[static_cast<std::size_t>(dest)];
+    active_.push_back({req, dest, false});
 }
 
 void Communicator::irecv(double* buf, std::size_t n, int source, int tag, MPI_Request& req) {
-    MPI_Irecv(buf, static_cast<int>(n), MPI_DOUBLE, source, tag, data_, &req);
+    check_count(n);
+    check_mpi(MPI_Irecv(buf, static_cast<int>(n), MPI_DOUBLE, source, tag, data_, &req), "MPI_Irecv");
+    ++posted_data_[static_cast<std::size_t>(source)];
+    active_.push_back({req, source, true});
 }
 
-void Communicator::raise_remote(const MPI_Status& probed) {
-    int len = 0;
-    MPI_Get_count(&probed, MPI_CHAR, &len);
-    std::string text(static_cast<std::size_t>(len), '\0');
-    MPI_Recv(text.data(), len, MPI_CHAR, probed.MPI_SOURCE, kFailureTag, fail_, MPI_STATUS_IGNORE);
+void Communicator::check_count(std::size_t n) const {
+    if (n > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+        throw std::length_error("a state of " + std::to_string(n) +
+                                " values is too large for one MPI message (at most 2147483647)");
+}
+
+void Communicator::completed(MPI_Request handle) noexcept {
+    for (std::size_t k = 0; k < active_.size(); ++k)
+        if (active_[k].handle == handle) {
+            active_[k] = active_.back();
+            active_.pop_back();
+            return;
+        }
+}
+
+void Communicator::raise_remote(int source, std::int64_t, const std::string& text) {
     failed_ = true;
-    throw RemoteRankError(probed.MPI_SOURCE, text);
+    throw RemoteRankError(source, text);
+}
+
+void Communicator::receive_notice(const MPI_Status& probed) {
+    int len = 0;
+    check_mpi(MPI_Get_count(&probed, MPI_CHAR, &len), "MPI_Get_count");
+    std::string buf(static_cast<std::size_t>(len), '\0');
+    check_mpi(MPI_Recv(buf.data(), len, MPI_CHAR, probed.MPI_SOURCE, kFailureTag, fail_, MPI_STATUS_IGNORE),
+              "MPI_Recv");
+    ++received_notices_[static_cast<std::size_t>(probed.MPI_SOURCE)];
+    std::int64_t epoch = 0;
+    if (buf.size() >= sizeof epoch) std::memcpy(&epoch, buf.data(), sizeof epoch);
+    std::string text = buf.size() >= sizeof epoch ? buf.substr(sizeof epoch) : std::string();
+    // A notice of a later operation (the sender is ahead: this rank's current
+    // operation completed on the sender) waits until this rank gets there.
+    if (epoch > epoch_)
+        deferred_.push_back({probed.MPI_SOURCE, epoch, std::move(text)});
+    else
+        raise_remote(probed.MPI_SOURCE, epoch, text);
 }
 
 void Communicator::poll_failures() {
     if (size_ == 1) return;
-    int flag = 0;
-    MPI_Status st;
-    MPI_Iprobe(MPI_ANY_SOURCE, kFailureTag, fail_, &flag, &st);
-    if (flag) raise_remote(st);
+    for (std::size_t k = 0; k < deferred_.size(); ++k)
+        if (deferred_[k].epoch <= epoch_) {
+            Deferred d = std::move(deferred_[k]);
+            deferred_.erase(deferred_.begin() + static_cast<std::ptrdiff_t>(k));
+            raise_remote(d.source, d.epoch, d.text);
+        }
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        check_mpi(MPI_Iprobe(MPI_ANY_SOURCE, kFailureTag, fail_, &flag, &st), "MPI_Iprobe");
+        if (!flag) return;
+        receive_notice(st);
+    }
+}
+
+void Communicator::back_off(unsigned& round, std::chrono::steady_clock::time_point start) {
+    ++round;
+    if (round < kSpinRounds) {
+        if ((round & 63u) == 0) poll_failures();
+        return;
+    }
+    poll_failures();
+    maybe_check_interrupt();
+    const auto waited = std::chrono::steady_clock::now() - start;
+    if (waited < kYieldFor) {
+        // Oversubscribed runs (more ranks than cores) need the waiting rank to
+        // give its core to the one it waits for.
+        sched_yield();
+        return;
+    }
+    auto pause = kFirstPause * (1u << std::min(10u, (round - kSpinRounds) / 16));
+    if (pause > kLongestPause) pause = kLongestPause;
+    std::this_thread::sleep_for(pause);
 }
 
 void Communicator::wait(MPI_Request& req) {
     if (req == MPI_REQUEST_NULL) return;
-    unsigned spins = 0;
+    const MPI_Request handle = req;
+    const auto start = std::chrono::steady_clock::now();
+    unsigned round = 0;
     for (;;) {
         int done = 0;
-        MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-        if (done) return;
-        ++spins;
-        if ((spins & 63u) == 0) {
-            poll_failures();
-            // Oversubscribed runs (more ranks than cores) need the spinning
-            // rank to give its core to the one it is waiting for.
-            if (spins > 4096) sched_yield();
+        check_mpi(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+        if (done) {
+            completed(handle);
+            return;
         }
+        back_off(round, start);
     }
+}
+
+void Communicator::collective_wait() {
+    wait(coll_req_);
+    coll_kind_ = 0;
 }
 
 void Communicator::allreduce(double* values, int n, MPI_Op op) {
     if (size_ == 1) return;
-    MPI_Request req;
-    MPI_Iallreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, op, data_, &req);
-    wait(req);
+    // The buffer is the communicator's: a failure elsewhere may leave the
+    // reduction pending after the caller's frame is gone.
+    coll_buf_.assign(values, values + n);
+    coll_kind_ = kAllreduce;
+    coll_count_ = n;
+    coll_op_ = op_code(op);
+    coll_root_ = 0;
+    ++collectives_;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, coll_buf_.data(), n, MPI_DOUBLE, op, data_, &coll_req_),
+              "MPI_Iallreduce");
+    collective_wait();
+    std::copy(coll_buf_.begin(), coll_buf_.end(), values);
 }
 
 void Communicator::bcast(double* values, std::size_t n, int root) {
     if (size_ == 1) return;
-    MPI_Request req;
-    MPI_Ibcast(values, static_cast<int>(n), MPI_DOUBLE, root, data_, &req);
-    wait(req);
+    check_count(n);
+    coll_buf_.assign(values, values + n);
+    coll_kind_ = kBcast;
+    coll_count_ = static_cast<int>(n);
+    coll_op_ = 0;
+    coll_root_ = root;
+    ++collectives_;
+    check_mpi(MPI_Ibcast(coll_buf_.data(), static_cast<int>(n), MPI_DOUBLE, root, data_, &coll_req_), "MPI_Ibcast");
+    collective_wait();
+    std::copy(coll_buf_.begin(), coll_buf_.end(), values);
+}
+
+bool Communicator::agree(bool ok) {
+    if (size_ == 1) return ok;
+    double all = ok ? 1.0 : 0.0;
+    try {
+        allreduce(&all, 1, MPI_MIN);
+    } catch (const RemoteRankError&) {
+        if (!ok) return false;  // this rank's own error comes first
+        throw;
+    }
+    if (all == 1.0) return true;
+    if (!ok) return false;
+    // Another rank failed and sent its notice before it joined: raise it.
+    const auto start = std::chrono::steady_clock::now();
+    for (unsigned round = 0;;) back_off(round, start);
 }
 
 void Communicator::notify_failure(const std::string& where) noexcept {
     if (failed_) return;
     failed_ = true;
     if (size_ == 1 || mpi_finalized()) return;
-    // The buffer must outlive the (freed) send requests: it is intentionally
-    // leaked; this happens at most once per failed solver.
-    auto* text = new std::string(where.substr(0, 2000));
-    for (int r = 0; r < size_; ++r) {
-        if (r == rank_) continue;
-        MPI_Request req;
-        MPI_Isend(text->data(), static_cast<int>(text->size()), MPI_CHAR, r, kFailureTag, fail_, &req);
-        MPI_Request_free(&req);
+    try {
+        auto text = std::make_unique<std::string>(sizeof epoch_, '\0');
+        std::memcpy(text->data(), &epoch_, sizeof epoch_);
+        text->append(where.substr(0, 2000));
+        for (int r = 0; r < size_; ++r) {
+            if (r == rank_) continue;
+            MPI_Request req = MPI_REQUEST_NULL;
+            if (MPI_Isend(text->data(), static_cast<int>(text->size()), MPI_CHAR, r, kFailureTag, fail_, &req) ==
+                MPI_SUCCESS) {
+                ++sent_notices_[static_cast<std::size_t>(r)];
+                notice_reqs_.push_back(req);
+            }
+        }
+        notice_texts_.push_back(std::move(text));  // alive until the sends complete (the drain)
+    } catch (...) {
+        // Out of memory while failing: the other ranks still stop at the next
+        // agreement or at their timeout; nothing more can be done here.
     }
 }
 

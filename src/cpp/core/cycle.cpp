@@ -20,14 +20,18 @@ void Engine::fail_collectively(const char* what_failed, const std::exception* e)
     broken_ = true;
     // Callback failures were announced by the gate and remote failures need no
     // echo; notify_failure is a no-op then. Anything else (the progress hook,
-    // an internal error) must still stop the other ranks.
+    // an interrupt, an internal error) must still stop the other ranks.
     if (!comm_.failed())
         comm_.notify_failure("rank " + std::to_string(comm_.rank()) + ": " + what_failed + " raised " +
                              (e ? e->what() : "an exception"));
+    // This solver's communicators are done: drain and free them (the storage
+    // stays alive for the sends still in flight).
+    comm_.abandon(mem_);
 }
 
 SolveSummary Engine::solve() {
     ensure_usable();
+    comm_.begin_operation();
     SolveSummary summary;
     const double t0 = MPI_Wtime();
     solve_start_ = t0;

@@ -78,6 +78,10 @@ public:
     /// Called on rank 0 ... every rank, after each iteration's convergence test.
     std::function<void(const IterationInfo&)> on_iteration;
 
+    /// A check run about every 50 ms during solves and waits (e.g. for Ctrl-C);
+    /// whatever it throws stops this rank, and the others raise RemoteRankError.
+    void set_interrupt_check(std::function<void()> check) { comm_.check_interrupt = std::move(check); }
+
     /// Forget the iterate (collective-free): the next solve() starts from
     /// init() again, with fresh tolerance references -- a new problem of the
     /// same size, e.g. the next mini-batch.
@@ -99,6 +103,8 @@ public:
 
 private:
     // hierarchy.cpp
+    /// Everything the constructor does on this rank (the constructor adds the agreement).
+    void setup(double tstart, double tstop, std::vector<double> times);
     void build_hierarchy();
     void exchange_ghost_times();
     void init_guess_level0();
@@ -148,7 +154,10 @@ private:
     void fc_relax(int level, int nrelax);
     void f_restrict(int level);
     void f_interp(int level);
-    void final_sweep(bool done, bool fc);
+    /// phase: access (the solve's final sweep) or state_query (on demand).
+    void final_sweep(bool done, bool fc, Phase phase = Phase::access);
+    /// This rank's fine states, from the final sweep (run now if it was not).
+    const std::vector<double>& solution();
     void emit_access(int level, int index, const double* u, bool done);
 
     // cycle.cpp
@@ -199,7 +208,7 @@ private:
     Tape tape_{mem_->saved};
     std::vector<double> ubar_;        ///< adjoint iterate at level-0 stored slots
     std::vector<double>& scratch_ = mem_->scratch;  ///< 2 vectors for callback outputs in the reverse sweep
-    std::vector<double> rev_bufs_;    ///< buffers of reverse-sweep messages
+    std::vector<double>& rev_bufs_ = mem_->reverse_sends;  ///< buffers of reverse-sweep messages
     std::vector<MPI_Request> rev_reqs_;
     std::vector<double> adj_norms_;
     double local_objective_ = 0.0;

@@ -30,6 +30,11 @@ struct StorageSizeError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+/// An MPI call returned an error (the message names the call and MPI's error string).
+struct MPIError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 /// The solver was used after an earlier failure left it in an undefined state.
 struct SolverStateError : std::runtime_error {
     using std::runtime_error::runtime_error;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
@@ -37,6 +38,25 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
       opt_(std::move(options)),
       n_(app_->size()),
       ntime_(ntime) {
+    // Building is collective: a rank whose setup fails (a size only it cannot
+    // hold, say) tells the others, and every rank raises instead of some
+    // waiting in the first solve for a rank that is gone.
+    comm_.begin_operation();
+    std::exception_ptr error;
+    try {
+        setup(tstart, tstop, std::move(times));
+    } catch (const std::exception& e) {
+        error = std::current_exception();
+        comm_.notify_failure("rank " + std::to_string(comm_.rank()) + ": building the Solver raised " + e.what());
+    }
+    if (!comm_.agree(!error)) {
+        broken_ = true;
+        comm_.abandon(mem_);
+        std::rethrow_exception(error);
+    }
+}
+
+void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     // First, before anything that may throw on some ranks only: every rank
     // must agree on the problem, or collectives below would hang.
     check_consistent_across_ranks(tstart, tstop, times);
@@ -130,8 +150,8 @@ void Engine::check_consistent_across_ranks(double tstart, double tstop, const st
     for (std::size_t l = 0; l < opt_.cwt_level.size(); ++l) items.push_back({"per-level cwt", opt_.cwt_level[l]});
     std::vector<double> lo(fixed), hi(fixed);
     for (int k = 0; k < fixed; ++k) lo[k] = hi[k] = items[static_cast<std::size_t>(k)].second;
-    MPI_Allreduce(MPI_IN_PLACE, lo.data(), fixed, MPI_DOUBLE, MPI_MIN, comm_.data());
-    MPI_Allreduce(MPI_IN_PLACE, hi.data(), fixed, MPI_DOUBLE, MPI_MAX, comm_.data());
+    comm_.allreduce(lo.data(), fixed, MPI_MIN);
+    comm_.allreduce(hi.data(), fixed, MPI_MAX);
     auto report = [&](std::size_t k, double a, double b) {
         std::ostringstream msg;
         msg.precision(17);
@@ -145,8 +165,8 @@ void Engine::check_consistent_across_ranks(double tstart, double tstop, const st
     if (extra > 0) {
         std::vector<double> elo(static_cast<std::size_t>(extra)), ehi(static_cast<std::size_t>(extra));
         for (int k = 0; k < extra; ++k) elo[k] = ehi[k] = items[static_cast<std::size_t>(fixed + k)].second;
-        MPI_Allreduce(MPI_IN_PLACE, elo.data(), extra, MPI_DOUBLE, MPI_MIN, comm_.data());
-        MPI_Allreduce(MPI_IN_PLACE, ehi.data(), extra, MPI_DOUBLE, MPI_MAX, comm_.data());
+        comm_.allreduce(elo.data(), extra, MPI_MIN);
+        comm_.allreduce(ehi.data(), extra, MPI_MAX);
         for (int k = 0; k < extra; ++k)
             if (elo[k] != ehi[k]) report(static_cast<std::size_t>(fixed + k), elo[k], ehi[k]);
     }

@@ -64,6 +64,7 @@ struct Storage {
     std::vector<double> bar;      ///< the adjoint's mirror of `arena`
     std::vector<double> scratch;  ///< two vectors for callback outputs in the reverse sweep
     SavedValues saved;            ///< the tape's saved step inputs and objective arguments
+    std::vector<double> reverse_sends;  ///< buffers of the reverse sweep's messages (alive while sends are)
 };
 
 }  // namespace pxb
