@@ -578,7 +578,7 @@ def test_failure_in_on_demand_sweep_raises_on_every_rank(mpirun):
     assert ranks[1]["STATE_AT"] == "TYPE ValueError RANKATTR None MSG boom in the on-demand sweep"
     for r in (0, 2):
         assert ranks[r]["STATE_AT"].startswith(
-            "TYPE RemoteRankError RANKATTR 1 MSG rank 1: Decay.step (phase access, level 0, "
+            "TYPE RemoteRankError RANKATTR 1 MSG rank 1: Decay.step (phase state_query, level 0, "
         ), ranks[r]["STATE_AT"]
     assert proc.returncode == 0
 

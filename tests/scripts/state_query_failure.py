@@ -38,7 +38,7 @@ class Decay(xb.App):
 
     def step(self, u, ustop, fstop, status):
         if rank == 1:
-            if CASE == "ondemand" and status.phase == "access":
+            if CASE == "ondemand" and status.phase == "state_query":
                 # Late, so that the other ranks have finished their part of the
                 # sweep (and could return) before the failure is announced.
                 time.sleep(1.0)
