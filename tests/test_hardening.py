@@ -113,7 +113,7 @@ def test_storage_size_that_wraps_around_is_a_memory_error_naming_shape_and_ntime
 
 
 def test_storage_larger_than_the_machine_is_a_memory_error():
-    with pytest.raises(MemoryError, match=r"GiB, more than this machine's .* GiB of memory.*shape \(1073741824,\)"):
+    with pytest.raises(MemoryError, match=r"GiB, more than the .* GiB of memory available on this machine.*shape \(1073741824,\)"):
         xb.Solver(Big((2**30,)), 0.0, 1.0, 64, comm=COMM, max_levels=2)
 
 

@@ -384,12 +384,19 @@ class Solver:
             if not np.all(np.isfinite(grid)):
                 k = int(np.argmax(~np.isfinite(grid)))
                 raise ValueError(f"times must be finite, got times[{k}]={float(grid[k])!r}")
-            if not np.all(np.diff(grid) > 0):
-                k = int(np.argmax(~(np.diff(grid) > 0)))
+            increasing = grid[1:] > grid[:-1]      # compared, not subtracted: no overflow
+            if not np.all(increasing):
+                k = int(np.argmax(~increasing))
                 raise ValueError(
                     f"times must be strictly increasing; times[{k + 1}]={float(grid[k + 1])!r} "
                     f"<= times[{k}]={float(grid[k])!r}"
                 )
+            with np.errstate(over="ignore"):
+                steps = grid[1:] - grid[:-1]
+            if not np.all(np.isfinite(steps)):
+                k = int(np.argmax(~np.isfinite(steps)))
+                raise ValueError(f"times must have finite steps; times[{k + 1}] - times[{k}] = "
+                                 f"{float(grid[k + 1])!r} - {float(grid[k])!r} overflows float64")
             if ntime is not None and _int("ntime", ntime, 1) != grid.size - 1:
                 raise ValueError(f"times must hold ntime + 1 = {int(ntime) + 1} values, got {grid.size}")
             if tstart is not None and _finite("tstart", tstart) != grid[0]:

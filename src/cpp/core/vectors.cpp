@@ -3,6 +3,7 @@
 // action to the tape, so the reverse sweep replays exactly what was done.
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 
@@ -15,7 +16,21 @@ namespace {
 /// a * b, or nullopt-like failure when it does not fit a size_t.
 bool multiply(std::size_t a, std::size_t b, std::size_t& out) noexcept { return !__builtin_mul_overflow(a, b, &out); }
 
-std::size_t physical_memory_bytes() noexcept {
+/// Memory this process can still get: Linux's MemAvailable (free memory plus
+/// what the kernel can reclaim) plus free swap, else the physical memory.
+/// Asking for more gets the process killed by the kernel, not an exception.
+std::size_t available_memory_bytes() noexcept {
+    std::size_t available = 0, swap = 0;
+    if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {
+        char key[64];
+        unsigned long long kib = 0;
+        while (std::fscanf(f, "%63s %llu kB\n", key, &kib) == 2) {
+            if (std::strcmp(key, "MemAvailable:") == 0) available = static_cast<std::size_t>(kib) * 1024;
+            if (std::strcmp(key, "SwapFree:") == 0) swap = static_cast<std::size_t>(kib) * 1024;
+        }
+        std::fclose(f);
+    }
+    if (available > 0) return available + swap;
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     return pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) : 0;
 }
@@ -26,7 +41,7 @@ void Engine::check_storage_size(std::size_t vectors) const {
     // machine has) must be an error naming the problem, not a crash.
     std::size_t doubles = 0, bytes = 0;
     const bool fits = multiply(vectors, n_, doubles) && multiply(doubles, sizeof(double), bytes);
-    const std::size_t available = physical_memory_bytes();
+    const std::size_t available = available_memory_bytes();
     if (fits && (available == 0 || bytes <= available)) return;
     std::ostringstream msg;
     msg << "the solver needs " << vectors << " state vectors of " << n_ << " float64 values on rank " << comm_.rank()
@@ -35,8 +50,8 @@ void Engine::check_storage_size(std::size_t vectors) const {
     if (!fits)
         msg << "the size overflows 64-bit arithmetic";
     else
-        msg << double(bytes) / double(1ULL << 30) << " GiB, more than this machine's "
-            << double(available) / double(1ULL << 30) << " GiB of memory";
+        msg << double(bytes) / double(1ULL << 30) << " GiB, more than the "
+            << double(available) / double(1ULL << 30) << " GiB of memory available on this machine";
     msg << "; use fewer time points per rank (more ranks), storage=-1, or a smaller state";
     throw StorageSizeError(msg.str());
 }
