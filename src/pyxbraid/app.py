@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ._options import as_finite as _finite
+
 __all__ = ["App", "NativeApp"]
 
 
@@ -209,15 +211,3 @@ class NativeApp:
 
     def _native(self) -> Any:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
-
-
-def _finite(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _core
 from ._mpi_guard import load_mpi
+from ._options import OPTION_NAMES, as_int, core_options, describe_options
 from .app import App, NativeApp, _as_shape, _finite
 from .errors import _Agreed
 
@@ -20,11 +21,6 @@ __all__ = ["SolveResult", "Solver"]
 
 MPI = load_mpi()
 
-_OPTION_NAMES = frozenset(
-    "max_levels min_coarse cfactor nrelax cwt abs_tol rel_tol max_iter tnorm fmg nfmg nfmg_vcyc skip storage "
-    "seq_soln residual_computation relax_only_cg final_fc_relax access_level print_level adjoint "
-    "abs_tol_adjoint rel_tol_adjoint tstart_objective tstop_objective objective_only".split()
-)
 _ADJOINT_METHODS = ("objective", "objective_adjoint", "step_adjoint", "reset_gradient")
 
 
@@ -76,47 +72,6 @@ class SolveResult:
     adjoint_residual_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def _is_bool_like(value: Any) -> bool:
-    return isinstance(value, (bool, np.bool_)) or (
-        isinstance(value, numbers.Integral) and int(value) in (0, 1)
-    )
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not _is_bool_like(value):
-        raise TypeError(f"{name} must be True/False (or 0/1), got {value!r}")
-    return bool(value)
-
-
-_INT_MAX = 2**31 - 2  # the engine uses 32-bit indices (and ntime + 1)
-
-
-def _int(name: str, value: Any, minimum: int | None = None, rule: str | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    v = int(value)
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be {rule or f'>= {minimum}'}, got {v}")
-    if v > _INT_MAX:
-        raise ValueError(f"{name} must be <= {_INT_MAX}, got {v}")
-    return v
-
-
-def _per_level(name: str, value: Any, convert) -> tuple[Any, list[Any]]:
-    """One value for all levels, or a sequence indexed by level."""
-    if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{name} must be a number or a sequence of numbers per level, got {value!r}")
-    if isinstance(value, (numbers.Number, np.number)):
-        return convert(name, value), []
-    try:
-        items = list(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a number or a sequence of numbers per level, got {value!r}") from None
-    if not items:
-        raise ValueError(f"{name} must not be an empty sequence")
-    return None, [convert(f"{name}[{k}]", v) for k, v in enumerate(items)]
-
-
 class Solver:
     """Parallel-in-time MGRIT solver with XBraid's semantics.
 
@@ -137,67 +92,7 @@ class Solver:
     times : array_like, optional
         A user time grid of ``ntime + 1`` strictly increasing values
         (XBraid's braid_SetTimeGrid).
-    max_levels : int, default 30
-        Maximum number of levels (1 = sequential time stepping).
-    min_coarse : int, default 2
-        Stop coarsening before a level would have fewer intervals.
-    cfactor : int or sequence of int, default 2
-        Coarsening factor, for all levels or per level (missing levels: 2).
-    nrelax : int or sequence of int, default 1
-        FC sweeps before restriction: 0 = F-relaxation, 1 = FCF, 2 = FCFCF.
-        Per level as a sequence (missing levels: 1); with ``relax_only_cg``
-        entry ``max_levels - 1`` is the coarsest level's.
-    cwt : float or sequence of float, default 1.0
-        C-relaxation weight (weighted Jacobi), for all levels or per level.
-    abs_tol, rel_tol : float, optional
-        Stop when ||r_k|| < abs_tol, or ||r_k|| < rel_tol * ||r_0||. Give at
-        most one; the default is ``rel_tol=1e-9`` (XBraid's default).
-    max_iter : int, default 100
-        Maximum number of iterations.
-    tnorm : {1, 2, 3}, default 2
-        How C-point residual norms combine: sum, root of sum of squares, max.
-    fmg : bool, default False
-        F-cycles. Iteration ``j`` is an F-cycle iff ``fmg`` and ``j != nfmg``
-        (this is what XBraid's code does; ``nfmg=-1``: all F-cycles).
-    nfmg : int, default -1
-    nfmg_vcyc : int, default 1
-        V-cycles per intermediate level within an F-cycle.
-    skip : bool, default True
-        Skip the down-cycle of the first iteration. DEVIATION from XBraid:
-        applies to the first solve only, so a warm restart continues.
-    storage : int, default -1
-        -1: store C-points only; 0: all points on all levels; s > 0: all
-        points on levels >= s.
-    seq_soln : bool, default False
-        Use the sequential solution as initial guess (forces skip off).
-    residual_computation : bool, default True
-        Compute residual norms (off: runs max_iter iterations).
-    relax_only_cg : bool, default False
-        Relax the coarsest level (nrelax FC sweeps) instead of solving it.
-    final_fc_relax : bool, default False
-        Finish with one FC sweep instead of an F-sweep.
-    access_level : {0, 1, 2}, default 1
-        0: no final sweep (states computed on demand); 1: access after
-        convergence; 2: also after every iteration.
-    print_level : {0, 1, 2, 3}, default 0
-        0 silent (DEVIATION: XBraid's default is 2); 1 one line per iteration
-        on rank 0; 2 adds a summary.
-    adjoint : bool, default False
-        XBraid_Adjoint: every iteration is a primal cycle followed by the
-        reverse of that cycle, giving the objective ``result.objective`` and the
-        gradient (:meth:`gradient`). Needs the app's ``objective``,
-        ``objective_adjoint``, ``step_adjoint`` and ``reset_gradient``. Forces
-        ``skip`` off. Converged when both residuals meet their tolerances.
-        With ``max_levels=1`` the result is the exact discrete adjoint
-        (backpropagation through time).
-    abs_tol_adjoint, rel_tol_adjoint : float, optional
-        Adjoint tolerance, absolute or relative to ||r_adj|| of the first
-        iteration of the first solve (default ``rel_tol_adjoint=1e-6``).
-    tstart_objective, tstop_objective : float, optional
-        Objective window (closed; default: the whole interval).
-    objective_only : bool, default False
-        Evaluate the objective without the adjoint (for line searches and
-        finite differences); needs only the app's ``objective``.
+    {options}
 
     Examples
     --------
@@ -218,6 +113,7 @@ class Solver:
         *,
         comm: Any = None,
         times: Sequence[float] | np.ndarray | None = None,
+        # BEGIN GENERATED options-signature (codegen/generate.py from _vocabulary.py)
         max_levels: int = 30,
         min_coarse: int = 2,
         cfactor: int | Sequence[int] = 2,
@@ -244,6 +140,7 @@ class Solver:
         tstart_objective: float | None = None,
         tstop_objective: float | None = None,
         objective_only: bool = False,
+        # END GENERATED options-signature
     ) -> None:
         if comm is None:
             comm = MPI.COMM_WORLD
@@ -258,7 +155,7 @@ class Solver:
         # Agree before any collective: a rank that rejects its arguments must
         # not leave the others waiting inside the engine's construction.
         with _Agreed(comm, "Solver arguments"):
-            built = self._validate(app, tstart, tstop, ntime, times, comm, **{k: v for k, v in args.items() if k in _OPTION_NAMES})
+            built = self._validate(app, tstart, tstop, ntime, times, comm, **{k: v for k, v in args.items() if k in OPTION_NAMES})
         native, self._shape, grid, tstart_v, tstop_v, ntime_v, opt = built
         self._options = opt
         try:
@@ -273,79 +170,15 @@ class Solver:
             printer = weakref.WeakMethod(self._print_iteration)
             self._engine.set_progress(lambda it, rnorm, wall: printer()(it, rnorm, wall))
 
-    def _validate(self, app, tstart, tstop, ntime, times, comm, *, max_levels, min_coarse, cfactor, nrelax, cwt,
-                  abs_tol, rel_tol, max_iter, tnorm, fmg, nfmg, nfmg_vcyc, skip, storage, seq_soln,
-                  residual_computation, relax_only_cg, final_fc_relax, access_level, print_level,
-                  adjoint, abs_tol_adjoint, rel_tol_adjoint, tstart_objective, tstop_objective, objective_only):
+    def _validate(self, app, tstart, tstop, ntime, times, comm, **options):
         grid, tstart_v, tstop_v, ntime_v = self._time_grid(tstart, tstop, ntime, times)
         if ntime_v + 1 < comm.Get_size():
             raise ValueError(
                 f"ntime={ntime_v} gives {ntime_v + 1} time points, fewer than the "
                 f"{comm.Get_size()} ranks of comm; use more time steps or fewer ranks"
             )
-
-        opt = _core.Options()
-        opt.max_levels = _int("max_levels", max_levels, 1)
-        opt.min_coarse = _int("min_coarse", min_coarse, 1)
-        cf, levels = _per_level("cfactor", cfactor, lambda n, v: _int(n, v, 2))
-        opt.cfactor = 2 if cf is None else cf
-        opt.cfactor_level = levels
-        nr, levels = _per_level("nrelax", nrelax, lambda n, v: _int(n, v, 0))
-        opt.nrelax = 1 if nr is None else nr
-        opt.nrelax_level = levels
-
-        def _weight(n: str, v: Any) -> float:
-            w = _finite(n, v)
-            if w <= 0.0:
-                raise ValueError(f"{n} must be > 0, got {v!r}")
-            return w
-
-        w, levels = _per_level("cwt", cwt, _weight)
-        opt.cwt = 1.0 if w is None else w
-        opt.cwt_level = levels
-        if abs_tol is not None and rel_tol is not None:
-            raise ValueError(
-                f"give either abs_tol or rel_tol, not both (got abs_tol={abs_tol!r}, rel_tol={rel_tol!r})"
-            )
-        if abs_tol is not None:
-            opt.tol, opt.rel_tol = self._tolerance("abs_tol", abs_tol), False
-        else:
-            opt.tol, opt.rel_tol = self._tolerance("rel_tol", 1e-9 if rel_tol is None else rel_tol), True
-        opt.max_iter = _int("max_iter", max_iter, 1)
-        opt.tnorm = _int("tnorm", tnorm)
-        if opt.tnorm not in (1, 2, 3):
-            raise ValueError(f"tnorm must be 1, 2 or 3, got {tnorm!r}")
-        opt.fmg = _bool("fmg", fmg)
-        opt.nfmg = _int("nfmg", nfmg, -1)
-        opt.nfmg_vcyc = _int("nfmg_vcyc", nfmg_vcyc, 1)
-        opt.skip = _bool("skip", skip)
-        opt.storage = _int("storage", storage, -1)
-        opt.seq_soln = _bool("seq_soln", seq_soln)
-        opt.residual_computation = _bool("residual_computation", residual_computation)
-        opt.relax_only_cg = _bool("relax_only_cg", relax_only_cg)
-        opt.final_fc_relax = _bool("final_fc_relax", final_fc_relax)
-        opt.access_level = _int("access_level", access_level)
-        if opt.access_level not in (0, 1, 2):
-            raise ValueError(f"access_level must be 0, 1 or 2, got {access_level!r}")
-        opt.print_level = _int("print_level", print_level)
-        if opt.print_level not in (0, 1, 2, 3):
-            raise ValueError(f"print_level must be 0, 1, 2 or 3, got {print_level!r}")
-        opt.adjoint = _bool("adjoint", adjoint)
-        opt.objective_only = _bool("objective_only", objective_only)
-        if abs_tol_adjoint is not None and rel_tol_adjoint is not None:
-            raise ValueError(
-                "give either abs_tol_adjoint or rel_tol_adjoint, not both "
-                f"(got abs_tol_adjoint={abs_tol_adjoint!r}, rel_tol_adjoint={rel_tol_adjoint!r})"
-            )
-        if abs_tol_adjoint is not None:
-            opt.tol_adjoint, opt.rel_tol_adjoint = self._tolerance("abs_tol_adjoint", abs_tol_adjoint), False
-        else:
-            value = 1e-6 if rel_tol_adjoint is None else rel_tol_adjoint
-            opt.tol_adjoint, opt.rel_tol_adjoint = self._tolerance("rel_tol_adjoint", value), True
-        if tstart_objective is not None:
-            opt.has_tstart_objective, opt.tstart_objective = True, _finite("tstart_objective", tstart_objective)
-        if tstop_objective is not None:
-            opt.has_tstop_objective, opt.tstop_objective = True, _finite("tstop_objective", tstop_objective)
+        opt = core_options(options)
+        tstart_objective, tstop_objective = options["tstart_objective"], options["tstop_objective"]
         if tstart_objective is not None and tstop_objective is not None and tstop_objective < tstart_objective:
             raise ValueError(
                 f"tstop_objective must be >= tstart_objective, got tstart_objective={tstart_objective!r}, "
@@ -360,13 +193,6 @@ class Solver:
         return native, shape, grid, tstart_v, tstop_v, ntime_v, opt
 
     # -- construction helpers ------------------------------------------------------
-    @staticmethod
-    def _tolerance(name: str, value: Any) -> float:
-        v = _finite(name, value)
-        if v < 0.0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
-        return v
-
     @staticmethod
     def _time_grid(tstart, tstop, ntime, times):
         if times is not None:
@@ -397,7 +223,7 @@ class Solver:
                 k = int(np.argmax(~np.isfinite(steps)))
                 raise ValueError(f"times must have finite steps; times[{k + 1}] - times[{k}] = "
                                  f"{float(grid[k + 1])!r} - {float(grid[k])!r} overflows float64")
-            if ntime is not None and _int("ntime", ntime, 1) != grid.size - 1:
+            if ntime is not None and as_int("ntime", ntime, 1) != grid.size - 1:
                 raise ValueError(f"times must hold ntime + 1 = {int(ntime) + 1} values, got {grid.size}")
             if tstart is not None and _finite("tstart", tstart) != grid[0]:
                 raise ValueError(f"tstart={tstart!r} differs from times[0]={float(grid[0])!r}")
@@ -413,7 +239,7 @@ class Solver:
         if not math.isfinite(t1 - t0):
             raise ValueError(f"tstop - tstart must be finite, got tstart={tstart!r}, tstop={tstop!r} "
                              "(the difference overflows float64)")
-        return [], t0, t1, _int("ntime", ntime, 1)
+        return [], t0, t1, as_int("ntime", ntime, 1)
 
     @staticmethod
     def _native_app(app: Any, adjoint: bool = False, objective_only: bool = False):
@@ -536,7 +362,7 @@ class Solver:
             A copy of shape ``app.shape``.
         """
         n = self._engine.ntime
-        i = _int("index", index)
+        i = as_int("index", index)
         if i < 0:
             i += n + 1
         if not 0 <= i <= n:
@@ -648,3 +474,7 @@ class Solver:
             f"wall time {r.wall_time:.3e} s",
             flush=True,
         )
+
+
+# The options' part of the docstring comes from the vocabulary (one declaration).
+Solver.__doc__ = (Solver.__doc__ or "").replace("    {options}", describe_options())

@@ -10,6 +10,7 @@
 namespace py = pybind11;
 
 namespace pxb::bind {
+void register_vocabulary(py::module_& m);
 void register_solver(py::module_& m);
 void register_apps(py::module_& m);
 
@@ -32,6 +33,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "pyxbraid's compiled engine (private: use the pyxbraid package).";
     init_mpi4py();
     init_numpy();
+    register_vocabulary(m);
     register_solver(m);
     register_apps(m);
     m.def("_pending_failed_communicators", &pxb::progress_and_count_failed_communicators,

@@ -29,6 +29,7 @@ PyObject* g_phase_names[kPhaseCount] = {};  // one interned name per Phase
 #define PXB_MEMBER(name, type, field, doc) \
     {name, type, static_cast<Py_ssize_t>(offsetof(StatusObject, st) + offsetof(Status, field)), READONLY, doc}
 
+// BEGIN GENERATED status-members (codegen/generate.py from src/pyxbraid/_vocabulary.py)
 PyMemberDef status_members[] = {
     PXB_MEMBER("tstart", T_DOUBLE, tstart, "Time of the input state."),
     PXB_MEMBER("t", T_DOUBLE, tstart, "Time of the accessed state (same as tstart)."),
@@ -42,7 +43,12 @@ PyMemberDef status_members[] = {
     PXB_MEMBER("ntime", T_INT, ntime, "Number of fine time steps."),
     {nullptr, 0, 0, 0, nullptr},
 };
+// END GENERATED status-members
 #undef PXB_MEMBER
+
+// BEGIN GENERATED phase-doc
+constexpr const char* kPhaseDoc = "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential, state_query, objective.";
+// END GENERATED phase-doc
 
 PyObject* status_dt(PyObject* self, void*) {
     const Status& st = reinterpret_cast<StatusObject*>(self)->st;
@@ -57,10 +63,7 @@ PyObject* status_phase(PyObject* self, void*) {
 }
 PyGetSetDef status_getset[] = {
     {"dt", status_dt, nullptr, "tstop - tstart.", nullptr},
-    {"phase", status_phase, nullptr,
-     "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential, "
-     "state_query or objective.",
-     nullptr},
+    {"phase", status_phase, nullptr, kPhaseDoc, nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 PyObject* status_repr(PyObject* self) {

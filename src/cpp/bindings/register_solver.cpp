@@ -42,52 +42,7 @@ std::shared_ptr<Engine> make_engine(std::shared_ptr<App> app, py::handle comm, d
 }  // namespace
 
 void register_solver(py::module_& m) {
-    py::class_<Options>(m, "Options", "Engine options (XBraid names); validated by pyxbraid.Solver.")
-        .def(py::init<>())
-        .def_readwrite("max_levels", &Options::max_levels)
-        .def_readwrite("min_coarse", &Options::min_coarse)
-        .def_readwrite("cfactor", &Options::cfactor)
-        .def_readwrite("cfactor_level", &Options::cfactor_level)
-        .def_readwrite("nrelax", &Options::nrelax)
-        .def_readwrite("nrelax_level", &Options::nrelax_level)
-        .def_readwrite("cwt", &Options::cwt)
-        .def_readwrite("cwt_level", &Options::cwt_level)
-        .def_readwrite("tol", &Options::tol)
-        .def_readwrite("rel_tol", &Options::rel_tol)
-        .def_readwrite("max_iter", &Options::max_iter)
-        .def_readwrite("tnorm", &Options::tnorm)
-        .def_readwrite("fmg", &Options::fmg)
-        .def_readwrite("nfmg", &Options::nfmg)
-        .def_readwrite("nfmg_vcyc", &Options::nfmg_vcyc)
-        .def_readwrite("skip", &Options::skip)
-        .def_readwrite("storage", &Options::storage)
-        .def_readwrite("seq_soln", &Options::seq_soln)
-        .def_readwrite("residual_computation", &Options::residual_computation)
-        .def_readwrite("relax_only_cg", &Options::relax_only_cg)
-        .def_readwrite("final_fc_relax", &Options::final_fc_relax)
-        .def_readwrite("access_level", &Options::access_level)
-        .def_readwrite("print_level", &Options::print_level)
-        .def_readwrite("adjoint", &Options::adjoint)
-        .def_readwrite("tol_adjoint", &Options::tol_adjoint)
-        .def_readwrite("rel_tol_adjoint", &Options::rel_tol_adjoint)
-        .def_readwrite("has_tstart_objective", &Options::has_tstart_objective)
-        .def_readwrite("tstart_objective", &Options::tstart_objective)
-        .def_readwrite("has_tstop_objective", &Options::has_tstop_objective)
-        .def_readwrite("tstop_objective", &Options::tstop_objective)
-        .def_readwrite("objective_only", &Options::objective_only);
-
     register_status_type(m);
-
-    py::class_<CallCounts>(m, "CallCounts")
-        .def_readonly("init", &CallCounts::init)
-        .def_readonly("step", &CallCounts::step)
-        .def_readonly("residual", &CallCounts::residual)
-        .def_readonly("norm", &CallCounts::norm)
-        .def_readonly("access", &CallCounts::access)
-        .def_readonly("objective", &CallCounts::objective)
-        .def_readonly("step_adjoint", &CallCounts::step_adjoint)
-        .def_readonly("objective_adjoint", &CallCounts::objective_adjoint)
-        .def_readonly("init_adjoint", &CallCounts::init_adjoint);
 
     py::class_<SolveSummary>(m, "SolveSummary")
         .def_readonly("iterations", &SolveSummary::iterations)

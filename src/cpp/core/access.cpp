@@ -27,9 +27,9 @@ void Engine::final_sweep(bool done, bool fc, Phase phase) {
         done_ = saved;
         return;
     }
-    double* u = work3_;
+    double* u = work_.sweep;
     // Sequential marching (one level) evaluates the objective in this sweep.
-    const bool objective = nlevels() == 1 && !opt_.relax_only_cg && (opt_.adjoint || opt_.objective_only);
+    const bool objective = nlevels() == 1 && !opt_.relax_only_cg && sweep_.active();
     comm_init_f(0);
     for (int k = g.ncpoints; k >= 0; --k) {
         int flo, fhi, ci;
@@ -56,7 +56,7 @@ const std::vector<double>& Engine::local_states() {
 }
 
 const std::vector<double>& Engine::solution() {
-    if (!initialised_) throw std::logic_error("solve() has not been called yet");
+    if (state_ != State::warm) throw std::logic_error("solve() has not been called yet");
     if (!solution_valid_) {
         // access_level 0 skipped the final sweep: run it now (no user access).
         const int saved = opt_.access_level;

@@ -3,10 +3,12 @@
 // iterate as seed ("primal and adjoint braid cycles"). The bars of the
 // iteration's input states form the next adjoint iterate; the user's
 // step_adjoint / objective_adjoint accumulate the gradient.
+#include "core/adjoint.hpp"
+
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
-#include "core/engine.hpp"
 #include "core/norms.hpp"
 
 namespace pxb {
@@ -15,12 +17,45 @@ namespace {
 constexpr int kReverseTag = 1000;  // + the primal tag
 }
 
-double Engine::finish_objective() {
+void AdjointSweep::objective_term(const double* u, const Status& st) {
+    local_objective_ += gate_.objective(u, st);
+    arena_.record_objective(u, st);
+}
+
+void AdjointSweep::begin_solve() {
+    norms_.clear();
+    local_objective_ = 0.0;
+    rnorm_ = -1.0;
+    if (gradient()) gate_.reset_gradient();
+    arena_.tape().clear();
+}
+
+void AdjointSweep::next_iteration(bool done) {
+    local_objective_ = 0.0;
+    if (!done && gradient()) gate_.reset_gradient();
+    arena_.tape().clear();
+}
+
+void AdjointSweep::reset() {
+    rnorm0_ = -1.0;
+    std::fill(ubar_.begin(), ubar_.end(), 0.0);
+}
+
+bool AdjointSweep::converged() const noexcept {
+    const double tol = set_.relative ? set_.tolerance * rnorm0_ : set_.tolerance;
+    // DEVIATION (documented): an exactly zero residual is converged.
+    return rnorm_ < tol || rnorm_ == 0.0;
+}
+
+bool AdjointSweep::diverged() const noexcept { return gradient() && !std::isfinite(rnorm_); }
+
+double AdjointSweep::finish_objective() {
     double sum = local_objective_;
     comm_.allreduce(&sum, 1, MPI_SUM);
-    objective_ = gate_.app().has_postprocess() ? gate_.postprocess(sum) : sum;
-    if (!opt_.objective_only) {
-        f_bar_ = gate_.app().has_postprocess() ? gate_.postprocess_adjoint(sum) : 1.0;
+    const bool post = gate_.app().has_postprocess();
+    objective_ = post ? gate_.postprocess(sum) : sum;
+    if (gradient()) {
+        f_bar_ = post ? gate_.postprocess_adjoint(sum) : 1.0;
         // The postprocess derivative may assign the design term of the
         // gradient; it must count once, on rank 0.
         if (comm_.rank() != 0) gate_.reset_gradient();
@@ -28,140 +63,150 @@ double Engine::finish_objective() {
     return objective_;
 }
 
-void Engine::reverse_sweep() {
-    double* bar = bar_.data();
-    double* sbar = scratch_.data();
-    double* tmp = scratch_.data() + n_;
-    const std::vector<TapeOp>& ops = tape_.ops();
+void AdjointSweep::reverse_step(const TapeOp& op) {
+    const std::size_t n = arena_.vector_size();
+    double* ybar = arena_.bar_at(op.y);
+    double* sbar = arena_.storage().scratch.data();
+    std::fill(sbar, sbar + n, 0.0);
+    gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, op.st);
+    double* target = op.ustop_is_u ? ybar : arena_.bar_at(op.x);
+    for (std::size_t q = 0; q < n; ++q) target[q] += sbar[q];
+}
+
+void AdjointSweep::reverse_objective(const TapeOp& op) {
+    const std::size_t n = arena_.vector_size();
+    double* ybar = arena_.bar_at(op.y);
+    double* tmp = arena_.storage().scratch.data() + n;
+    std::fill(tmp, tmp + n, 0.0);
+    gate_.objective_adjoint(op.saved, tmp, f_bar_, op.st);
+    for (std::size_t q = 0; q < n; ++q) ybar[q] += tmp[q];
+}
+
+void AdjointSweep::reverse_receive(const TapeOp& op, std::size_t& next_buffer) {
+    // The primal value came from op.peer: its bar goes back there.
+    const std::size_t n = arena_.vector_size();
+    double* ybar = arena_.bar_at(op.y);
+    double* buf = arena_.storage().reverse_sends.data() + next_buffer * n;
+    std::memcpy(buf, ybar, n * sizeof(double));
+    comm_.isend(buf, n, op.peer, op.tag + kReverseTag, reverse_reqs_[next_buffer]);
+    ++next_buffer;
+    std::fill(ybar, ybar + n, 0.0);
+}
+
+void AdjointSweep::reverse_send(const TapeOp& op) {
+    const std::size_t n = arena_.vector_size();
+    double* ybar = arena_.bar_at(op.y);
+    double* tmp = arena_.storage().scratch.data() + n;
+    MPI_Request req = MPI_REQUEST_NULL;
+    comm_.irecv(tmp, n, op.peer, op.tag + kReverseTag, req);
+    comm_.wait(req);
+    for (std::size_t q = 0; q < n; ++q) ybar[q] += tmp[q];
+}
+
+void AdjointSweep::reverse_sweep() {
+    const std::size_t n = arena_.vector_size();
+    const std::vector<TapeOp>& ops = arena_.tape().ops();
     // Reverse messages: one buffer per received primal message, alive until
-    // the end of the sweep.
+    // the end of the sweep (and, after a failure, until the drain).
     std::size_t nrecv = 0;
     for (const TapeOp& op : ops) nrecv += op.kind == TapeOp::Kind::recv;
-    if (rev_bufs_.size() < nrecv * n_) rev_bufs_.resize(nrecv * n_);
-    rev_reqs_.assign(nrecv, MPI_REQUEST_NULL);
-    std::size_t next_buf = 0;
+    std::vector<double>& buffers = arena_.storage().reverse_sends;
+    if (buffers.size() < nrecv * n) buffers.resize(nrecv * n);
+    reverse_reqs_.assign(nrecv, MPI_REQUEST_NULL);
+    std::size_t next_buffer = 0;
 
     for (auto it = ops.rbegin(); it != ops.rend(); ++it) {
         const TapeOp& op = *it;
-        double* ybar = bar + op.y;
+        double* ybar = arena_.bar_at(op.y);
         switch (op.kind) {
-            case TapeOp::Kind::copy: {
-                double* xbar = bar + op.x;
-                for (std::size_t q = 0; q < n_; ++q) {
+            case TapeOp::Kind::copy: {  // y = x
+                double* xbar = arena_.bar_at(op.x);
+                for (std::size_t q = 0; q < n; ++q) {
                     xbar[q] += ybar[q];
                     ybar[q] = 0.0;
                 }
                 break;
             }
-            case TapeOp::Kind::axpy: {
-                if (op.x == op.y) {
-                    const double c = op.a + op.b;
-                    for (std::size_t q = 0; q < n_; ++q) ybar[q] *= c;
-                } else {
-                    double* xbar = bar + op.x;
-                    for (std::size_t q = 0; q < n_; ++q) {
-                        xbar[q] += op.a * ybar[q];
-                        ybar[q] *= op.b;
-                    }
+            case TapeOp::Kind::axpy: {  // y = a x + b y
+                const double c = op.x == op.y ? op.a + op.b : op.b;
+                if (op.x != op.y) {
+                    double* xbar = arena_.bar_at(op.x);
+                    for (std::size_t q = 0; q < n; ++q) xbar[q] += op.a * ybar[q];
                 }
+                for (std::size_t q = 0; q < n; ++q) ybar[q] *= c;
                 break;
             }
-            case TapeOp::Kind::step: {
-                const double* u = op.saved;
-                const double* ustop = op.saved_ustop;
-                std::fill(sbar, sbar + n_, 0.0);
-                gate_.step_adjoint(u, ustop, ybar, sbar, op.st);
-                double* target = op.ustop_is_u ? ybar : bar + op.x;
-                for (std::size_t q = 0; q < n_; ++q) target[q] += sbar[q];
-                break;
-            }
-            case TapeOp::Kind::objective: {
-                std::fill(tmp, tmp + n_, 0.0);
-                gate_.objective_adjoint(op.saved, tmp, f_bar_, op.st);
-                for (std::size_t q = 0; q < n_; ++q) ybar[q] += tmp[q];
-                break;
-            }
-            case TapeOp::Kind::recv: {
-                // The primal value came from op.peer: its bar goes back there.
-                double* buf = rev_bufs_.data() + next_buf * n_;
-                std::memcpy(buf, ybar, n_ * sizeof(double));
-                comm_.isend(buf, n_, op.peer, op.tag + kReverseTag, rev_reqs_[next_buf]);
-                ++next_buf;
-                std::fill(ybar, ybar + n_, 0.0);
-                break;
-            }
-            case TapeOp::Kind::send: {
-                MPI_Request req;
-                comm_.irecv(tmp, n_, op.peer, op.tag + kReverseTag, req);
-                comm_.wait(req);
-                for (std::size_t q = 0; q < n_; ++q) ybar[q] += tmp[q];
-                break;
-            }
+            case TapeOp::Kind::step: reverse_step(op); break;
+            case TapeOp::Kind::objective: reverse_objective(op); break;
+            case TapeOp::Kind::recv: reverse_receive(op, next_buffer); break;
+            case TapeOp::Kind::send: reverse_send(op); break;
         }
     }
-    for (MPI_Request& r : rev_reqs_) comm_.wait(r);
+    for (MPI_Request& r : reverse_reqs_) comm_.wait(r);
 }
 
-double Engine::update_adjoint_iterate() {
+double AdjointSweep::update_iterate(const Level& g, int iter) {
     // New adjoint iterate = bars of the iteration's input states (stored
     // level-0 points; only C-points in iteration 0, when F-points held no value).
-    Level& g = levels_[0];
-    double* diff = scratch_.data();
-    TemporalNorm norm(opt_.tnorm);
+    const std::size_t n = arena_.vector_size();
+    double* diff = arena_.storage().scratch.data();
+    TemporalNorm norm(set_.tnorm);
     for (int i = g.ilower; i <= g.iupper; ++i) {
         const int slot = g.u_slot(i);
-        if (slot < 0) continue;
-        if (iter_ == 0 && !g.is_cpoint(i)) continue;
-        const double* fresh = bar_.data() + offset_of(g.ua.at(slot));
-        double* kept = ubar_.data() + static_cast<std::size_t>(slot) * n_;
+        if (slot < 0 || (iter == 0 && !g.is_cpoint(i))) continue;
+        const double* fresh = arena_.bar_of(g.ua.at(slot));
+        double* kept = ubar_.data() + static_cast<std::size_t>(slot) * n;
         if (i > 0) {
-            for (std::size_t q = 0; q < n_; ++q) diff[q] = 1.0 * fresh[q] + (-1.0) * kept[q];
+            for (std::size_t q = 0; q < n; ++q) diff[q] = 1.0 * fresh[q] + (-1.0) * kept[q];
             norm.add(gate_.norm(diff));
         }
-        std::memcpy(kept, fresh, n_ * sizeof(double));
+        std::memcpy(kept, fresh, n * sizeof(double));
     }
     return norm.reduce(comm_);
 }
 
-void Engine::adjoint_top_of_cycle() {
-    finish_objective();
-    if (opt_.objective_only) return;
-    // Seed: the iteration's output states carry the current adjoint iterate.
-    std::fill(bar_.begin(), bar_.end(), 0.0);
-    Level& g = levels_[0];
-    // Index 0 is never an output of an iteration (init(tstart) stays fixed):
-    // leaving it unseeded makes its bar this sweep's d J / d u_0 alone.
+void AdjointSweep::seed(const Level& g) {
+    // The iteration's output states carry the current adjoint iterate. Index 0
+    // is never an output of an iteration (init(tstart) stays fixed): leaving
+    // it unseeded makes its bar this sweep's d J / d u_0 alone.
+    const std::size_t n = arena_.vector_size();
+    arena_.zero_bars();
     for (int i = std::max(g.ilower, 1); i <= g.iupper; ++i) {
         const int slot = g.u_slot(i);
         if (slot < 0) continue;
-        std::memcpy(bar_.data() + offset_of(g.ua.at(slot)), ubar_.data() + static_cast<std::size_t>(slot) * n_,
-                    n_ * sizeof(double));
+        std::memcpy(arena_.bar_of(g.ua.at(slot)), ubar_.data() + static_cast<std::size_t>(slot) * n,
+                    n * sizeof(double));
     }
-    tape_.recording = false;
-    reverse_sweep();
-    initial_adjoint();
-    rnorm_adj_ = update_adjoint_iterate();
-    record_norm(adj_norms_, iter_, rnorm_adj_);
-    if (iter_ == 0 && rnorm0_adj_ == -1.0) rnorm0_adj_ = rnorm_adj_ > 0.0 ? rnorm_adj_ : 1.0;
 }
 
-void Engine::adjoint_after_sequential() {
+void AdjointSweep::initial_adjoint(const Level& g, const Status& initial) {
+    if (g.ilower != 0) return;
+    gate_.init_adjoint(g.t(0), arena_.bar_of(g.ua.at(g.u_slot(0))), initial);
+}
+
+void AdjointSweep::top_of_cycle(const Level& fine, int iter, const Status& initial) {
+    finish_objective();
+    if (!gradient()) return;
+    seed(fine);
+    RecordedArena::Recording off(arena_, false);
+    reverse_sweep();
+    initial_adjoint(fine, initial);
+    rnorm_ = update_iterate(fine, iter);
+    if (norms_.size() <= static_cast<std::size_t>(iter)) norms_.resize(static_cast<std::size_t>(iter) + 1, -1.0);
+    norms_[static_cast<std::size_t>(iter)] = rnorm_;
+    if (iter == 0 && rnorm0_ == -1.0) rnorm0_ = rnorm_ > 0.0 ? rnorm_ : 1.0;
+}
+
+void AdjointSweep::after_sequential(const Level& fine, const Status& initial) {
     // max_levels = 1: the recorded sequential sweep reversed once is the exact
     // discrete adjoint (backpropagation through time).
     finish_objective();
-    if (opt_.objective_only) return;
-    std::fill(bar_.begin(), bar_.end(), 0.0);
-    tape_.recording = false;
+    if (!gradient()) return;
+    arena_.zero_bars();
+    RecordedArena::Recording off(arena_, false);
     reverse_sweep();
-    initial_adjoint();
-    tape_.clear();
-}
-
-void Engine::initial_adjoint() {
-    Level& g = levels_[0];
-    if (g.ilower != 0) return;
-    Status st = point_status(0, Phase::objective, done_);
-    gate_.init_adjoint(g.t(0), bar_.data() + offset_of(g.ua.at(g.u_slot(0))), st);
+    initial_adjoint(fine, initial);
+    arena_.tape().clear();
 }
 
 }  // namespace pxb

@@ -13,18 +13,20 @@
 
 namespace pxb {
 
+// BEGIN GENERATED call-counts (codegen/generate.py from src/pyxbraid/_vocabulary.py)
 /// Per-rank counts of callback invocations.
 struct CallCounts {
-    long long init = 0;
-    long long step = 0;
-    long long residual = 0;
-    long long norm = 0;
-    long long access = 0;
-    long long objective = 0;
-    long long step_adjoint = 0;
-    long long objective_adjoint = 0;
-    long long init_adjoint = 0;
+    long long init = 0;  ///< init
+    long long step = 0;  ///< step
+    long long residual = 0;  ///< residual
+    long long norm = 0;  ///< spatial_norm
+    long long access = 0;  ///< access
+    long long objective = 0;  ///< objective
+    long long objective_adjoint = 0;  ///< objective_adjoint
+    long long step_adjoint = 0;  ///< step_adjoint
+    long long init_adjoint = 0;  ///< init_adjoint
 };
+// END GENERATED call-counts
 
 class CallbackGate {
 public:

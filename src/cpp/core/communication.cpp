@@ -217,20 +217,23 @@ void Communicator::bcast(double* values, std::size_t n, int root) {
     std::copy(coll_buf_.begin(), coll_buf_.end(), values);
 }
 
-bool Communicator::agree(bool ok) {
+bool Communicator::agree(bool ok, const std::string& why) {
     if (size_ == 1) return ok;
-    double all = ok ? 1.0 : 0.0;
-    try {
-        allreduce(&all, 1, MPI_MIN);
-    } catch (const RemoteRankError&) {
-        if (!ok) return false;  // this rank's own error comes first
-        throw;
-    }
-    if (all == 1.0) return true;
+    // All ranks join both collectives, the failed ones too: nothing here can
+    // overtake anything (unlike a notice racing a reduction it contributed to).
+    double verdict[2] = {ok ? 1.0 : 0.0, ok ? double(size_) : double(rank_)};
+    allreduce(verdict, 2, MPI_MIN);
+    if (verdict[0] == 1.0) return true;
+    const int root = static_cast<int>(verdict[1]);
+    double length = rank_ == root ? double(why.size()) : 0.0;
+    bcast(&length, 1, root);
+    std::vector<double> packed((static_cast<std::size_t>(length) + sizeof(double) - 1) / sizeof(double) + 1, 0.0);
+    if (rank_ == root) std::memcpy(packed.data(), why.data(), why.size());
+    bcast(packed.data(), packed.size(), root);
     if (!ok) return false;
-    // Another rank failed and sent its notice before it joined: raise it.
-    const auto start = std::chrono::steady_clock::now();
-    for (unsigned round = 0;;) back_off(round, start);
+    failed_ = true;
+    throw RemoteRankError(root, std::string(reinterpret_cast<const char*>(packed.data()),
+                                            static_cast<std::size_t>(length)));
 }
 
 void Communicator::notify_failure(const std::string& where) noexcept {

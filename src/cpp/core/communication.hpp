@@ -56,11 +56,11 @@ public:
     void allreduce(double* values, int n, MPI_Op op);
     /// Broadcast of `n` doubles from `root`, failure-aware.
     void bcast(double* values, std::size_t n, int root);
-    /// Every rank says whether its part of an operation succeeded (collective).
-    /// Returns when all did; a rank that did not must have sent its notice
-    /// before calling, and every other rank raises RemoteRankError with it.
-    /// A rank that failed itself gets false back and raises its own error.
-    bool agree(bool ok);
+    /// Every rank says whether its part of an operation succeeded, and why not
+    /// (collective, no failure notices involved). Returns true when all did;
+    /// false on a rank that failed itself (it raises its own error); every
+    /// other rank raises RemoteRankError with the lowest failed rank's `why`.
+    bool agree(bool ok, const std::string& why);
 
     /// Tell every other rank that this rank failed (`where` says what happened).
     /// Never blocks. Marks this communicator as failed.

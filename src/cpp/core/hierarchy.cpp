@@ -15,10 +15,6 @@
 namespace pxb {
 
 namespace {
-std::string grid_message(double tstart, double tstop, int ntime) {
-    return "tstart=" + shortest(tstart) + ", tstop=" + shortest(tstop) + " and ntime=" + std::to_string(ntime);
-}
-
 // XBraid's _braid_ProjectInterval with index 0: the first and last multiple of
 // `stride` inside [ilower, iupper].
 void project(int ilower, int iupper, int stride, int& plower, int& pupper) {
@@ -29,148 +25,6 @@ void project(int ilower, int iupper, int stride, int& plower, int& pupper) {
     pupper = iu * stride;
 }
 }  // namespace
-
-Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double tstop, int ntime,
-               std::vector<double> times, Options options)
-    : app_(std::move(app)),
-      comm_(comm),
-      gate_(*app_, comm_),
-      opt_(std::move(options)),
-      n_(app_->size()),
-      ntime_(ntime) {
-    // Building is collective: a rank whose setup fails (a size only it cannot
-    // hold, say) tells the others, and every rank raises instead of some
-    // waiting in the first solve for a rank that is gone.
-    comm_.begin_operation();
-    std::exception_ptr error;
-    try {
-        setup(tstart, tstop, std::move(times));
-    } catch (const std::exception& e) {
-        error = std::current_exception();
-        comm_.notify_failure("rank " + std::to_string(comm_.rank()) + ": building the Solver raised " + e.what());
-    }
-    if (!comm_.agree(!error)) {
-        broken_ = true;
-        comm_.abandon(mem_);
-        std::rethrow_exception(error);
-    }
-}
-
-void Engine::setup(double tstart, double tstop, std::vector<double> times) {
-    // First, before anything that may throw on some ranks only: every rank
-    // must agree on the problem, or collectives below would hang.
-    check_consistent_across_ranks(tstart, tstop, times);
-    opt_.validate();
-    if (ntime_ < 1) throw std::invalid_argument("ntime must be >= 1, got " + std::to_string(ntime_));
-    if (n_ == 0) throw std::invalid_argument("the app's state size must be >= 1");
-    if (ntime_ + 1 < comm_.size())
-        throw std::invalid_argument("ntime + 1 = " + std::to_string(ntime_ + 1) +
-                                    " time points cannot be shared by " +
-                                    std::to_string(comm_.size()) + " ranks");
-    if (times.empty()) {
-        if (!std::isfinite(tstart) || !std::isfinite(tstop) || !std::isfinite(tstop - tstart) || !(tstop > tstart))
-            throw std::invalid_argument(grid_message(tstart, tstop, ntime_) +
-                                        ": tstop - tstart must be finite and > 0");
-        times_.resize(static_cast<std::size_t>(ntime_) + 1);
-        // Exactly XBraid's formula: never accumulate dt.
-        for (int i = 0; i <= ntime_; ++i)
-            times_[i] = tstart + ((static_cast<double>(i)) / ntime_) * (tstop - tstart);
-        // An interval too short for ntime float64 steps repeats times: every
-        // step would have dt = 0 (and MGRIT would iterate on nothing).
-        for (int i = 1; i <= ntime_; ++i)
-            if (!(times_[i] > times_[i - 1])) {
-                throw std::invalid_argument(
-                    grid_message(tstart, tstop, ntime_) + " give a time grid that is not strictly increasing (t[" +
-                    std::to_string(i) + "] = " + shortest(times_[i]) + " <= t[" + std::to_string(i - 1) +
-                    "] = " + shortest(times_[i - 1]) + "): the interval is too short for ntime steps in float64");
-            }
-    } else {
-        if (static_cast<int>(times.size()) != ntime_ + 1)
-            throw std::invalid_argument("times must hold ntime + 1 values");
-        for (std::size_t i = 0; i < times.size(); ++i)
-            if (!std::isfinite(times[i]) || (i > 0 && !(times[i] > times[i - 1])))
-                throw std::invalid_argument("times must be finite and strictly increasing (times[" +
-                                            std::to_string(i) + "])");
-        times_ = std::move(times);
-    }
-    app_->on_setup(times_.front(), times_.back());
-    gate_.probe_capabilities();
-    if ((opt_.adjoint || opt_.objective_only) && !app_->has_adjoint())
-        throw std::invalid_argument(app_->name() + " defines no objective and adjoint callbacks; adjoint=True "
-                                    "and objective_only=True need them");
-    if (opt_.adjoint && gate_.has_residual())
-        throw std::invalid_argument("adjoint=True cannot be combined with a user residual (as in XBraid)");
-    build_hierarchy();
-    tstart_obj_ = opt_.has_tstart_objective ? opt_.tstart_objective : times_.front();
-    tstop_obj_ = opt_.has_tstop_objective ? opt_.tstop_objective : times_.back();
-    if (opt_.adjoint || opt_.objective_only) {
-        // An empty window would give J = 0 and a zero gradient without a word.
-        const auto first = std::lower_bound(times_.begin(), times_.end(), tstart_obj_);
-        if (first == times_.end() || *first > tstop_obj_) {
-            throw std::invalid_argument("the objective window [tstart_objective, tstop_objective] = [" +
-                                        shortest(tstart_obj_) + ", " + shortest(tstop_obj_) +
-                                        "] contains no time point of the grid (" + std::to_string(times_.size()) +
-                                        " points in [" + shortest(times_.front()) + ", " +
-                                        shortest(times_.back()) + "])");
-        }
-    }
-}
-
-void Engine::check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times) {
-    // Different problems or options per rank would hang or give wrong numbers;
-    // one MIN and one MAX reduction at construction find the first difference.
-    if (comm_.size() == 1) return;
-    double times_sum = 0.0;
-    for (double t : times) times_sum += t;
-    const std::string fp = app_->name() + "'s parameters (fingerprint)";
-    std::vector<std::pair<std::string, double>> items = {
-        {"ntime", double(ntime_)}, {"state size", double(n_)}, {"tstart", times.empty() ? tstart : times.front()},
-        {"tstop", times.empty() ? tstop : times.back()}, {"times", times_sum + double(times.size())},
-        {"max_levels", double(opt_.max_levels)}, {"min_coarse", double(opt_.min_coarse)},
-        {"cfactor", double(opt_.cfactor)}, {"nrelax", double(opt_.nrelax)}, {"cwt", opt_.cwt},
-        {"tolerance", opt_.tol}, {"rel_tol", double(opt_.rel_tol)}, {"max_iter", double(opt_.max_iter)},
-        {"tnorm", double(opt_.tnorm)}, {"fmg", double(opt_.fmg)}, {"nfmg", double(opt_.nfmg)},
-        {"nfmg_vcyc", double(opt_.nfmg_vcyc)}, {"skip", double(opt_.skip)}, {"storage", double(opt_.storage)},
-        {"seq_soln", double(opt_.seq_soln)}, {"residual_computation", double(opt_.residual_computation)},
-        {"relax_only_cg", double(opt_.relax_only_cg)}, {"final_fc_relax", double(opt_.final_fc_relax)},
-        {"access_level", double(opt_.access_level)}, {"user residual", double(app_->has_residual())},
-        {"per-level cfactor", double(opt_.cfactor_level.size())}, {"per-level nrelax", double(opt_.nrelax_level.size())},
-        {"per-level cwt", double(opt_.cwt_level.size())}, {"adjoint", double(opt_.adjoint)},
-        {"objective_only", double(opt_.objective_only)}, {"adjoint tolerance", opt_.tol_adjoint},
-        {"rel_tol_adjoint", double(opt_.rel_tol_adjoint)},
-        {"tstart_objective", opt_.has_tstart_objective ? opt_.tstart_objective : -1e300},
-        {"tstop_objective", opt_.has_tstop_objective ? opt_.tstop_objective : -1e300},
-        // The app's parameters (e.g. LinearODE's lam), as two exact 32-bit halves.
-        {fp, double(app_->fingerprint() >> 32)},
-        {fp, double(app_->fingerprint() & 0xffffffffULL)}};
-    // The per-level lists may differ in length: compare this fixed-size prefix first.
-    const int fixed = static_cast<int>(items.size());
-    for (std::size_t l = 0; l < opt_.cfactor_level.size(); ++l) items.push_back({"per-level cfactor", double(opt_.cfactor_level[l])});
-    for (std::size_t l = 0; l < opt_.nrelax_level.size(); ++l) items.push_back({"per-level nrelax", double(opt_.nrelax_level[l])});
-    for (std::size_t l = 0; l < opt_.cwt_level.size(); ++l) items.push_back({"per-level cwt", opt_.cwt_level[l]});
-    std::vector<double> lo(fixed), hi(fixed);
-    for (int k = 0; k < fixed; ++k) lo[k] = hi[k] = items[static_cast<std::size_t>(k)].second;
-    comm_.allreduce(lo.data(), fixed, MPI_MIN);
-    comm_.allreduce(hi.data(), fixed, MPI_MAX);
-    auto report = [&](std::size_t k, double a, double b) {
-        std::ostringstream msg;
-        msg.precision(17);
-        msg << items[k].first << " differs between ranks (from " << a << " to " << b
-            << "): every rank must build the Solver with the same problem and options";
-        throw std::invalid_argument(msg.str());
-    };
-    for (int k = 0; k < fixed; ++k)
-        if (lo[k] != hi[k]) report(static_cast<std::size_t>(k), lo[k], hi[k]);
-    const int extra = static_cast<int>(items.size()) - fixed;
-    if (extra > 0) {
-        std::vector<double> elo(static_cast<std::size_t>(extra)), ehi(static_cast<std::size_t>(extra));
-        for (int k = 0; k < extra; ++k) elo[k] = ehi[k] = items[static_cast<std::size_t>(fixed + k)].second;
-        comm_.allreduce(elo.data(), extra, MPI_MIN);
-        comm_.allreduce(ehi.data(), extra, MPI_MAX);
-        for (int k = 0; k < extra; ++k)
-            if (elo[k] != ehi[k]) report(static_cast<std::size_t>(fixed + k), elo[k], ehi[k]);
-    }
-}
 
 int Engine::owner(int level, int index) const {
     if (index < 0) return -1;
@@ -242,7 +96,7 @@ void Engine::build_hierarchy() {
             g.ta[0] = g.ilower > 0 ? times_[static_cast<std::size_t>((g.ilower - 1) * stride[l])] : g.ta[1];
         g.stores_all = opt_.storage >= 0 && static_cast<int>(l) >= opt_.storage;
     }
-    allocate_arena();
+    allocate_storage();
 }
 
 std::vector<int> Engine::level_sizes() const {
@@ -251,10 +105,44 @@ std::vector<int> Engine::level_sizes() const {
     return sizes;
 }
 
-std::size_t Engine::storage_bytes() const {
-    std::size_t b = 0;
-    for (const Level& g : levels_) b += g.ua.bytes() + g.va.bytes() + g.fa.bytes();
-    return b + 4 * n_ * sizeof(double) + solution_.size() * sizeof(double);
+std::size_t Engine::storage_bytes() const { return arena_.bytes() + solution_.capacity() * sizeof(double); }
+
+void Engine::allocate_storage() {
+    // Sizes in vectors of n_ doubles (small integers), multiplied by n_ only
+    // after the check.
+    std::size_t vectors = 4;  // work vectors (3), va send buffer
+    for (std::size_t l = 0; l < levels_.size(); ++l) {
+        const Level& g = levels_[l];
+        const std::size_t nu = static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints);
+        vectors += (nu + 1) + 1;  // ua (+ghost), ghost send buffer
+        if (l > 0) vectors += 2 * (static_cast<std::size_t>(g.npoints()) + 1);
+    }
+    const Level& fine = levels_[0];
+    const std::size_t stored = static_cast<std::size_t>(fine.stores_all ? fine.npoints() : fine.ncpoints);
+    std::size_t needed = vectors + static_cast<std::size_t>(fine.npoints());  // + the solution copy
+    if (sweep_.gradient()) needed += vectors + 2 + stored;                   // bars, scratch, adjoint iterate
+    check_storage_size(needed, n_,
+                       "on rank " + std::to_string(comm_.rank()) + " (ntime=" + std::to_string(ntime_) + ", " +
+                           std::to_string(nlevels()) + " level(s)" + (sweep_.gradient() ? ", with the adjoint" : "") +
+                           ")");
+    arena_.allocate(vectors, sweep_.gradient());
+    work_.u = arena_.take(n_);
+    work_.other = arena_.take(n_);
+    work_.sweep = arena_.take(n_);
+    va_.send_buf = arena_.take(n_);
+    for (std::size_t l = 0; l < levels_.size(); ++l) {
+        Level& g = levels_[l];
+        const int np = g.npoints();
+        const int nu = g.stores_all ? np : g.ncpoints;
+        g.ua.bind(arena_.take(VectorArray::doubles(nu, n_)), nu, n_);
+        g.ua_set.assign(static_cast<std::size_t>(nu), 0);
+        pending_[l].send_buf = arena_.take(n_);
+        if (l > 0) {
+            g.va.bind(arena_.take(VectorArray::doubles(np, n_)), np, n_);
+            g.fa.bind(arena_.take(VectorArray::doubles(np, n_)), np, n_);
+        }
+    }
+    if (sweep_.gradient()) sweep_.allocate(stored);
 }
 
 void Engine::init_guess_level0() {
@@ -275,7 +163,7 @@ void Engine::sequential_guess() {
     // seq_soln: init at tstart, then level-0 steps, pipelined across ranks.
     Level& g = levels_[0];
     PendingComm& pc = pending_[0];
-    double* u = work_;
+    double* u = work_.u;
     int first = g.ilower;
     if (g.ilower == 0) {
         status_ = Status{};
@@ -308,10 +196,10 @@ void Engine::copy_fine_to_coarse() {
         Level& f = levels_[l - 1];
         for (int i = g.ilower; i <= g.iupper; ++i) {
             const int fslot = f.u_slot(i * f.cfactor);
-            vcopy(g.va.at(i - g.ilower), f.ua.at(fslot));
+            arena_.copy(g.va.at(i - g.ilower), f.ua.at(fslot));
             const int slot = g.u_slot(i);
             if (slot >= 0) {
-                vcopy(g.ua.at(slot), f.ua.at(fslot));
+                arena_.copy(g.ua.at(slot), f.ua.at(fslot));
                 g.ua_set[static_cast<std::size_t>(slot)] = 1;
             }
         }
@@ -325,7 +213,7 @@ void Engine::init_coarse_from_va(int level) {
     for (int i = g.ilower; i <= g.iupper; ++i) {
         const int slot = g.u_slot(i);
         if (slot < 0) continue;
-        vcopy(g.ua.at(slot), g.va.at(i - g.ilower));
+        arena_.copy(g.ua.at(slot), g.va.at(i - g.ilower));
         g.ua_set[static_cast<std::size_t>(slot)] = 1;
     }
 }
@@ -336,18 +224,17 @@ namespace pxb {
 
 void Engine::reset() {
     ensure_usable();
-    initialised_ = false;
+    if (state_ == State::warm) state_ = State::cold;
     solution_valid_ = false;
     // Tolerance references belong to the problem that is being forgotten.
     rnorm0_ = -1.0;
-    rnorm0_adj_ = -1.0;
-    std::fill(ubar_.begin(), ubar_.end(), 0.0);
+    sweep_.reset();
 }
 
 void Engine::refresh_initial_condition() {
     ensure_usable();
     Level& g = levels_[0];
-    if (!initialised_ || g.ilower != 0) return;  // not yet initialised: solve() calls init anyway
+    if (state_ != State::warm || g.ilower != 0) return;  // without an iterate, solve() calls init anyway
     status_ = Status{};
     status_.nlevels = nlevels();
     status_.phase = Phase::init;
@@ -355,7 +242,9 @@ void Engine::refresh_initial_condition() {
     try {
         gate_.init(g.t(0), g.ua.at(g.u_slot(0)), status_);
     } catch (...) {
-        broken_ = true;
+        // The gate told the other ranks; they raise in their next operation.
+        state_ = State::broken;
+        comm_.abandon(arena_.owner());
         throw;
     }
     solution_valid_ = false;

@@ -23,7 +23,7 @@ void Engine::comm_init_fc(int level) {
     }
     if (g.is_cpoint(g.iupper)) {
         const int right = owner(level, g.iupper + 1);
-        if (right >= 0) vsend(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
+        if (right >= 0) arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
     } else {
         pc.send_index = g.iupper;
     }
@@ -47,7 +47,7 @@ void Engine::comm_init_f(int level) {
     const bool next_is_f = !g.is_cpoint(g.iupper + 1);
     if (g.is_cpoint(g.iupper) && next_is_f) {
         const int right = owner(level, g.iupper + 1);
-        if (right >= 0) vsend(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
+        if (right >= 0) arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
     } else if (next_is_f) {
         pc.send_index = g.iupper;
     }
@@ -65,16 +65,16 @@ void Engine::fetch(int level, int index, double* dst) {
     PendingComm& pc = pending_[level];
     if (index == pc.recv_index) {
         comm_.wait(pc.recv);
-        vreceived(g.ua.at(-1), pc.recv_source, kGhostTag + level);
+        arena_.received(g.ua.at(-1), pc.recv_source, kGhostTag + level);
         pc.recv_index = -2;
-        vcopy(dst, g.ua.at(-1));
+        arena_.copy(dst, g.ua.at(-1));
         return;
     }
     const int slot = g.u_slot(index);
     if (slot < 0 || !g.ua_set[static_cast<std::size_t>(slot)])
         throw std::logic_error("pyxbraid internal error: level " + std::to_string(level) +
                                " has no value at index " + std::to_string(index));
-    vcopy(dst, g.ua.at(slot));
+    arena_.copy(dst, g.ua.at(slot));
 }
 
 void Engine::store(int level, int index, const double* v) {
@@ -82,48 +82,52 @@ void Engine::store(int level, int index, const double* v) {
     PendingComm& pc = pending_[level];
     if (index == pc.send_index) {
         const int right = owner(level, index + 1);
-        if (right >= 0) vsend(v, pc.send_buf, right, kGhostTag + level, pc.send);
+        if (right >= 0) arena_.send(v, pc.send_buf, right, kGhostTag + level, pc.send);
         pc.send_index = -2;
     }
     const int slot = g.u_slot(index);
     if (slot >= 0) {
-        vcopy(g.ua.at(slot), v);
+        arena_.copy(g.ua.at(slot), v);
         g.ua_set[static_cast<std::size_t>(slot)] = 1;
     }
 }
 
-void Engine::fc_relax(int level, int nrelax) {
+void Engine::relax_interval(int level, int k, bool weighted, double cwt) {
+    // Interval k: its F-points from the OLD value left of them, then its
+    // C-point (weighted Jacobi with weight cwt when `weighted`).
     Level& g = levels_[level];
+    double* u = work_.u;
+    int flo, fhi, ci;
+    g.interval(k, flo, fhi, ci);
+    if (flo <= fhi)
+        fetch(level, flo - 1, u);
+    else if (ci > 0)
+        fetch(level, ci - 1, u);
+    for (int fi = flo; fi <= fhi; ++fi) {
+        take_step(level, fi, u, Phase::fc_relax);
+        store(level, fi, u);
+        if (done_) emit_access(level, fi, u, true);
+    }
+    if (ci > 0) {
+        double* u_old = work_.other;
+        if (weighted) arena_.copy(u_old, g.ua.at(g.u_slot(ci)));
+        take_step(level, ci, u, Phase::fc_relax);
+        if (weighted) arena_.axpy(1.0 - cwt, u_old, cwt, u);
+        store(level, ci, u);
+        if (done_) emit_access(level, ci, u, true);
+    } else if (level == 0 && ci == 0 && done_) {
+        emit_access(0, 0, g.ua.at(g.u_slot(0)), true);
+    }
+}
+
+void Engine::fc_relax(int level, int nrelax) {
     const double cwt = opt_.cwt_at(level);
     // XBraid applies no weight on the coarsest level unless it is relaxed (relax_only_cg).
     const bool weighted = cwt != 1.0 && (level != nlevels() - 1 || opt_.relax_only_cg);
-    double* u = work_;
-    double* u_old = work2_;
     for (int sweep = 0; sweep < nrelax; ++sweep) {
         comm_init_fc(level);
         // Right to left: each interval's F-sweep starts from the OLD C value.
-        for (int k = g.ncpoints; k >= 0; --k) {
-            int flo, fhi, ci;
-            g.interval(k, flo, fhi, ci);
-            if (flo <= fhi)
-                fetch(level, flo - 1, u);
-            else if (ci > 0)
-                fetch(level, ci - 1, u);
-            for (int fi = flo; fi <= fhi; ++fi) {
-                take_step(level, fi, u, Phase::fc_relax);
-                store(level, fi, u);
-                if (done_) emit_access(level, fi, u, true);
-            }
-            if (ci > 0) {
-                if (weighted) vcopy(u_old, g.ua.at(g.u_slot(ci)));
-                take_step(level, ci, u, Phase::fc_relax);
-                if (weighted) vaxpy(1.0 - cwt, u_old, cwt, u);
-                store(level, ci, u);
-                if (done_) emit_access(level, ci, u, true);
-            } else if (level == 0 && ci == 0 && done_) {
-                emit_access(0, 0, g.ua.at(g.u_slot(0)), true);
-            }
-        }
+        for (int k = levels_[level].ncpoints; k >= 0; --k) relax_interval(level, k, weighted, cwt);
         comm_wait(level);
     }
 }

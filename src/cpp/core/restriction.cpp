@@ -7,13 +7,15 @@
 
 namespace pxb {
 
-void Engine::f_restrict(int level) {
+double Engine::restrict_fine_sweep(int level) {
+    // The F-sweep of each interval, then at its C-point the FAS residual
+    // r = f - A(u) (f = 0 on level 0 and where skip left no fa), injected with
+    // u to the next level. Returns this rank's share of the residual norm.
     Level& g = levels_[level];
     Level& c = levels_[level + 1];
-    double* r = work_;
-    const bool objective = level == 0 && (opt_.adjoint || opt_.objective_only);
+    double* r = work_.u;
+    const bool objective = level == 0 && sweep_.active();
     TemporalNorm rnorm(opt_.tnorm);
-
     comm_init_fc(level);
     for (int k = g.ncpoints; k >= 0; --k) {
         int flo, fhi, ci;
@@ -28,61 +30,62 @@ void Engine::f_restrict(int level) {
             if (objective) evaluate_objective(fi, r);
         }
         if (objective && ci > -1) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
-        if (ci > 0) {
-            const double* u = g.ua.at(g.u_slot(ci));
-            // FAS residual r = f - A(u) (f = 0 on level 0 and where skip left no fa).
-            user_or_default_residual(level, ci, u, r, Phase::f_restrict);
-            if (level == 0 || !g.fa_valid)
-                vaxpy(0.0, r, -1.0, r);
-            else
-                vaxpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
-            if (level == 0) rnorm.add(gate_.norm(r, &status_));
-            const int cidx = ci / g.cfactor - c.ilower;
-            vcopy(c.va.at(cidx), u);
-            vcopy(c.fa.at(cidx), r);
-        } else if (ci == 0) {
-            vcopy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
-        }
+        if (ci == 0) arena_.copy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
+        if (ci <= 0) continue;
+        const double* u = g.ua.at(g.u_slot(ci));
+        user_or_default_residual(level, ci, u, r, Phase::f_restrict);
+        if (level == 0 || !g.fa_valid)
+            arena_.axpy(0.0, r, -1.0, r);
+        else
+            arena_.axpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
+        if (level == 0) rnorm.add(gate_.norm(r, &status_));
+        const int cidx = ci / g.cfactor - c.ilower;
+        arena_.copy(c.va.at(cidx), u);
+        arena_.copy(c.fa.at(cidx), r);
     }
     comm_wait(level);
+    return level == 0 && opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
+}
 
+void Engine::coarse_right_hand_side(int clevel) {
     // Coarse level: u = va, then fa += A_c(va) (needs the left neighbour's last va).
+    Level& c = levels_[clevel];
     c.va_valid = true;
     c.fa_valid = true;
-    init_coarse_from_va(level + 1);
-    const int clevel = level + 1;
+    init_coarse_from_va(clevel);
     if (c.ilower <= c.iupper) {
         const int left = owner(clevel, c.ilower - 1);
-        va_recv_source_ = left;
-        if (left >= 0) comm_.irecv(c.va.at(-1), n_, left, kVaTag + clevel, va_recv_);
+        va_.source = left;
+        if (left >= 0) comm_.irecv(c.va.at(-1), n_, left, kVaTag + clevel, va_.recv);
         const int right = owner(clevel, c.iupper + 1);
-        if (right >= 0) vsend(c.va.at(c.iupper - c.ilower), va_send_buf_, right, kVaTag + clevel, va_send_);
+        if (right >= 0) arena_.send(c.va.at(c.iupper - c.ilower), va_.send_buf, right, kVaTag + clevel, va_.send);
     }
-    double* cu = work2_;
+    double* cu = work_.other;
     for (int i = c.iupper; i >= c.ilower; --i) {
         if (i <= 0) continue;
         const int ii = i - c.ilower;
         if (ii == 0) {
-            comm_.wait(va_recv_);
-            vreceived(c.va.at(-1), va_recv_source_, kVaTag + clevel);
+            comm_.wait(va_.recv);
+            arena_.received(c.va.at(-1), va_.source, kVaTag + clevel);
         }
-        vcopy(cu, c.va.at(ii - 1));
+        arena_.copy(cu, c.va.at(ii - 1));
         user_or_default_residual(clevel, i, c.va.at(ii), cu, Phase::residual);
-        vaxpy(1.0, cu, 1.0, c.fa.at(ii));
+        arena_.axpy(1.0, cu, 1.0, c.fa.at(ii));
     }
-    comm_.wait(va_recv_);
-    comm_.wait(va_send_);
+    comm_.wait(va_.recv);
+    comm_.wait(va_.send);
+}
 
-    if (level == 0) {
-        // residual_computation off: no reduction, "not available" (-1) as XBraid.
-        const double value = opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
-        current_rnorm_ = value;
-        record_norm(rnorms_, iter_, value);
-        // XBraid's reference ||r_0||: iteration 0, or 1 when iteration 0 was
-        // skipped; set once per solver (kept across warm restarts).
-        if ((iter_ == 0 || (iter_ == 1 && opt_.skip && !opt_.seq_soln)) && rnorm0_ == -1.0)
-            rnorm0_ = value;
-    }
+void Engine::f_restrict(int level) {
+    const double value = restrict_fine_sweep(level);
+    coarse_right_hand_side(level + 1);
+    if (level != 0) return;
+    // residual_computation off: no reduction, "not available" (-1) as XBraid.
+    current_rnorm_ = value;
+    record_norm(rnorms_, iter_, value);
+    // XBraid's reference ||r_0||: iteration 0, or 1 when iteration 0 was
+    // skipped; set once per solver (kept across warm restarts).
+    if ((iter_ == 0 || (iter_ == 1 && opt_.skip && !opt_.seq_soln)) && rnorm0_ == -1.0) rnorm0_ = value;
 }
 
 }  // namespace pxb

@@ -5,19 +5,22 @@
 
 namespace pxb {
 
-/// The phases, declared once: X(name, XBraid caller). The enum, its names
-/// and every table indexed by phase (the bindings' interned names) are
-/// generated from this list, so none of them can drift from the others.
-#define PXB_PHASES(X)                                                                               \
-    X(init, "initial guess (braid_ASCaller_InitGuess / BaseInit)")                                   \
-    X(fc_relax, "F- and C-relaxation (braid_ASCaller_FCRelax)")                                       \
-    X(f_restrict, "F-sweep + FAS residual before restriction (braid_ASCaller_FRestrict)")             \
-    X(residual, "coarse-grid residual during restriction (braid_ASCaller_Residual)")                  \
-    X(f_interp, "F-relaxation before interpolation / coarsest solve (braid_ASCaller_FInterp)")         \
-    X(access, "final (or per-iteration) access sweep (braid_ASCaller_FAccess)")                      \
-    X(sequential, "sequential solution used as initial guess (seq_soln)")                           \
-    X(state_query, "on-demand F-sweep to answer a state query")                                     \
+/// The phases, X(name, doc), from the one declaration in
+/// src/pyxbraid/_vocabulary.py: the enum, its names and every table indexed
+/// by phase (the bindings' interned names) are generated from this list, so
+/// none of them can drift from the others.
+// BEGIN GENERATED phases (codegen/generate.py)
+#define PXB_PHASES(X)                                                                           \
+    X(init, "initial guess (braid_ASCaller_InitGuess / BaseInit)")                              \
+    X(fc_relax, "F- and C-relaxation (braid_ASCaller_FCRelax)")                                 \
+    X(f_restrict, "F-sweep + FAS residual before restriction (braid_ASCaller_FRestrict)")       \
+    X(residual, "coarse-grid residual during restriction (braid_ASCaller_Residual)")            \
+    X(f_interp, "F-relaxation before interpolation / coarsest solve (braid_ASCaller_FInterp)")  \
+    X(access, "final (or per-iteration) access sweep (braid_ASCaller_FAccess)")                 \
+    X(sequential, "sequential solution used as initial guess (seq_soln)")                       \
+    X(state_query, "on-demand final sweep answering a state query (access_level=0)")            \
     X(objective, "objective evaluation and its adjoint (XBraid's ObjectiveStatus)")
+// END GENERATED phases
 
 /// Which part of the algorithm invoked a callback (XBraid's braid_ASCaller_*).
 enum class Phase : int {

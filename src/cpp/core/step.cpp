@@ -33,7 +33,7 @@ void Engine::take_step(int level, int index, double* u, Phase phase) {
     fill_status(level, index, phase);
     const double* ustop = ustop_for(level, index, u);
     Level& g = levels_[level];
-    if (tape_.recording) record_step(u, ustop);
+    arena_.record_step(u, ustop, status_);
     if (level == 0 || !g.fa_valid) {
         gate_.step(u, ustop, nullptr, status_);
         return;
@@ -43,7 +43,7 @@ void Engine::take_step(int level, int index, double* u, Phase phase) {
         gate_.step(u, ustop, fa, status_);
     } else {
         gate_.step(u, ustop, nullptr, status_);
-        vaxpy(1.0, fa, 1.0, u);
+        arena_.axpy(1.0, fa, 1.0, u);
     }
 }
 
@@ -57,9 +57,33 @@ void Engine::user_or_default_residual(int level, int index, const double* ustop,
         return;
     }
     const double* rstop = ustop_for(level, index, r);
-    if (tape_.recording) record_step(r, rstop);
+    arena_.record_step(r, rstop, status_);
     gate_.step(r, rstop, nullptr, status_);
-    vaxpy(1.0, ustop, -1.0, r);
+    arena_.axpy(1.0, ustop, -1.0, r);
+}
+
+Status Engine::point_status(int index, Phase phase, bool done) const {
+    Status st;
+    st.tstart = st.tstop = levels_[0].t(index);
+    st.tindex = index;
+    st.level = 0;
+    st.nlevels = nlevels();
+    st.iter = iter_;
+    st.done = done;
+    st.phase = phase;
+    st.residual_norm = current_rnorm_;
+    st.ntime = ntime_;
+    return st;
+}
+
+Status Engine::initial_status() const {
+    // Only the rank owning index 0 has its time (and calls init_adjoint).
+    return levels_[0].ilower == 0 ? point_status(0, Phase::objective, done_) : Status{};
+}
+
+void Engine::evaluate_objective(int index, const double* u) {
+    if (sweep_.in_window(levels_[0].t(index)))  // closed window, as XBraid
+        sweep_.objective_term(u, point_status(index, Phase::objective, done_));
 }
 
 }  // namespace pxb

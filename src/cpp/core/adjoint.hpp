@@ -1,0 +1,101 @@
+/// \file adjoint.hpp
+/// \brief XBraid_Adjoint: the objective of each primal iteration and the
+///        reverse replay of its tape ("primal and adjoint braid cycles"). The
+///        bars of the iteration's input states form the next adjoint iterate;
+///        the user's step_adjoint / objective_adjoint accumulate the gradient.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <vector>
+
+#include "core/callbacks.hpp"
+#include "core/communication.hpp"
+#include "core/grid.hpp"
+#include "core/recorded_arena.hpp"
+#include "core/status.hpp"
+
+namespace pxb {
+
+/// What a solve computes besides the primal solution.
+enum class AdjointMode {
+    none,            ///< MGRIT only
+    objective_only,  ///< J, no adjoint (line searches, finite differences)
+    gradient,        ///< J and the adjoint sweep that gives its gradient
+};
+
+class AdjointSweep {
+public:
+    struct Settings {
+        AdjointMode mode = AdjointMode::none;
+        int tnorm = 2;
+        double tolerance = 1e-6;
+        bool relative = true;
+        double tstart_objective = 0.0, tstop_objective = 0.0;  ///< the closed objective window
+    };
+
+    AdjointSweep(RecordedArena& arena, Communicator& comm, CallbackGate& gate)
+        : arena_(arena), comm_(comm), gate_(gate) {}
+
+    void configure(const Settings& s) { set_ = s; }
+    AdjointMode mode() const noexcept { return set_.mode; }
+    bool active() const noexcept { return set_.mode != AdjointMode::none; }
+    bool gradient() const noexcept { return set_.mode == AdjointMode::gradient; }
+    /// Room for the adjoint iterate at the fine level's stored points.
+    void allocate(std::size_t stored_points) { ubar_.assign(stored_points * arena_.vector_size(), 0.0); }
+
+    bool in_window(double t) const noexcept { return t >= set_.tstart_objective && t <= set_.tstop_objective; }
+    /// f(u) at a fine point of the window: evaluated, summed, recorded.
+    void objective_term(const double* u, const Status& st);
+
+    /// A solve starts: fresh histories and objective, gradient zeroed.
+    void begin_solve();
+    /// The top of an iteration: J = F(I), then (gradient mode) the reverse
+    /// sweep seeded with the adjoint iterate, the initial condition's adjoint
+    /// and the new adjoint iterate with its residual norm.
+    void top_of_cycle(const Level& fine, int iter, const Status& initial);
+    /// Sequential marching: the recorded sweep reversed once (exact adjoint).
+    void after_sequential(const Level& fine, const Status& initial);
+    /// After the convergence test of an iteration that is not the last.
+    void next_iteration(bool done);
+    /// Forget the adjoint iterate and its tolerance reference (a new problem).
+    void reset();
+
+    double objective() const noexcept { return objective_; }
+    double residual() const noexcept { return rnorm_; }
+    /// The adjoint residual met its tolerance (an exactly zero residual counts).
+    bool converged() const noexcept;
+    bool diverged() const noexcept;
+    /// ||r_adj|| per iteration of this solve (-1: not available).
+    std::vector<double>& history() noexcept { return norms_; }
+    std::size_t bytes() const noexcept {
+        return arena_.bar_bytes() + ubar_.capacity() * sizeof(double);
+    }
+
+private:
+    double finish_objective();
+    void reverse_sweep();
+    void reverse_step(const TapeOp& op);
+    void reverse_objective(const TapeOp& op);
+    void reverse_receive(const TapeOp& op, std::size_t& next_buffer);
+    void reverse_send(const TapeOp& op);
+    void seed(const Level& fine);
+    void initial_adjoint(const Level& fine, const Status& initial);
+    double update_iterate(const Level& fine, int iter);
+
+    RecordedArena& arena_;
+    Communicator& comm_;
+    CallbackGate& gate_;
+    Settings set_;
+    std::vector<double> ubar_;            ///< adjoint iterate at the fine level's stored slots
+    std::vector<MPI_Request> reverse_reqs_;
+    std::vector<double> norms_;
+    double local_objective_ = 0.0;
+    double objective_ = 0.0;
+    double f_bar_ = 1.0;
+    double rnorm_ = -1.0;
+    double rnorm0_ = -1.0;                ///< reference of the relative tolerance (first iteration)
+};
+
+}  // namespace pxb

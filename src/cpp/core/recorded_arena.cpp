@@ -1,0 +1,135 @@
+#include "core/recorded_arena.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "core/errors.hpp"
+
+namespace pxb {
+
+namespace {
+bool multiply(std::size_t a, std::size_t b, std::size_t& out) noexcept { return !__builtin_mul_overflow(a, b, &out); }
+
+/// Memory this process can still get: Linux's MemAvailable (free memory plus
+/// what the kernel can reclaim) plus free swap, else the physical memory.
+/// Asking for more gets the process killed by the kernel, not an exception.
+std::size_t available_memory_bytes() noexcept {
+    std::size_t available = 0, swap = 0;
+    if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {
+        char key[64];
+        unsigned long long kib = 0;
+        while (std::fscanf(f, "%63s %llu kB\n", key, &kib) == 2) {
+            if (std::strcmp(key, "MemAvailable:") == 0) available = static_cast<std::size_t>(kib) * 1024;
+            if (std::strcmp(key, "SwapFree:") == 0) swap = static_cast<std::size_t>(kib) * 1024;
+        }
+        std::fclose(f);
+    }
+    if (available > 0) return available + swap;
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) : 0;
+}
+}  // namespace
+
+void check_storage_size(std::size_t vectors, std::size_t n, const std::string& what) {
+    // Checked before anything is allocated: a size that wraps around (or that no
+    // machine has) must be an error naming the problem, not a crash.
+    std::size_t doubles = 0, bytes = 0;
+    const bool fits = multiply(vectors, n, doubles) && multiply(doubles, sizeof(double), bytes);
+    const std::size_t available = available_memory_bytes();
+    if (fits && (available == 0 || bytes <= available)) return;
+    std::ostringstream msg;
+    msg << "the solver needs " << vectors << " state vectors of " << n << " float64 values " << what << ": ";
+    if (!fits)
+        msg << "the size overflows 64-bit arithmetic";
+    else
+        msg << double(bytes) / double(1ULL << 30) << " GiB, more than the " << double(available) / double(1ULL << 30)
+            << " GiB of memory available on this machine";
+    msg << "; use fewer time points per rank (more ranks), storage=-1, or a smaller state";
+    throw StorageSizeError(msg.str());
+}
+
+void RecordedArena::allocate(std::size_t vectors, bool with_bars) {
+    mem_->arena.assign(vectors * n_, 0.0);
+    next_ = mem_->arena.data();
+    if (with_bars) {
+        mem_->bar.assign(vectors * n_, 0.0);
+        mem_->scratch.assign(2 * n_, 0.0);
+    }
+}
+
+void RecordedArena::zero_bars() noexcept { std::fill(mem_->bar.begin(), mem_->bar.end(), 0.0); }
+
+void RecordedArena::copy(double* dst, const double* src) {
+    if (dst == src) return;
+    std::memcpy(dst, src, n_ * sizeof(double));
+    if (!recording_) return;
+    TapeOp op;
+    op.kind = TapeOp::Kind::copy;
+    op.y = offset_of(dst);
+    op.x = offset_of(src);
+    tape_.push(op);
+}
+
+void RecordedArena::axpy(double a, const double* x, double b, double* y) {
+    for (std::size_t q = 0; q < n_; ++q) y[q] = a * x[q] + b * y[q];
+    if (!recording_) return;
+    TapeOp op;
+    op.kind = TapeOp::Kind::axpy;
+    op.y = offset_of(y);
+    op.x = offset_of(x);
+    op.a = a;
+    op.b = b;
+    tape_.push(op);
+}
+
+void RecordedArena::send(const double* v, double* buf, int dest, int tag, MPI_Request& req) {
+    copy(buf, v);
+    comm_.isend(buf, n_, dest, tag, req);
+    if (!recording_) return;
+    TapeOp op;
+    op.kind = TapeOp::Kind::send;
+    op.y = offset_of(buf);
+    op.peer = dest;
+    op.tag = tag;
+    tape_.push(op);
+}
+
+void RecordedArena::received(double* slot, int source, int tag) {
+    if (!recording_) return;
+    TapeOp op;
+    op.kind = TapeOp::Kind::recv;
+    op.y = offset_of(slot);
+    op.peer = source;
+    op.tag = tag;
+    tape_.push(op);
+}
+
+void RecordedArena::record_step(const double* u, const double* ustop, const Status& st) {
+    if (!recording_) return;
+    // The reverse sweep needs the step's inputs: save u and (when distinct) ustop.
+    TapeOp op;
+    op.kind = TapeOp::Kind::step;
+    op.y = offset_of(u);
+    op.x = offset_of(ustop);
+    op.ustop_is_u = ustop == u;
+    op.saved = tape_.save(u, n_);
+    op.saved_ustop = op.ustop_is_u ? op.saved : tape_.save(ustop, n_);
+    op.st = st;
+    tape_.push(op);
+}
+
+void RecordedArena::record_objective(const double* u, const Status& st) {
+    if (!recording_) return;
+    TapeOp op;
+    op.kind = TapeOp::Kind::objective;
+    op.y = offset_of(u);
+    op.saved = tape_.save(u, n_);
+    op.st = st;
+    tape_.push(op);
+}
+
+}  // namespace pxb

@@ -1,0 +1,172 @@
+// Building a solver: the checks of the problem and the options, the fine time
+// grid, the agreement of every rank on all of it (XBraid's braid_Init and the
+// setters' checks, plus what XBraid leaves unchecked).
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "core/engine.hpp"
+#include "core/format.hpp"
+
+namespace pxb {
+
+namespace {
+std::string grid_message(double tstart, double tstop, int ntime) {
+    return "tstart=" + shortest(tstart) + ", tstop=" + shortest(tstop) + " and ntime=" + std::to_string(ntime);
+}
+
+AdjointMode adjoint_mode(const Options& o) {
+    if (o.objective_only) return AdjointMode::objective_only;
+    return o.adjoint ? AdjointMode::gradient : AdjointMode::none;
+}
+}  // namespace
+
+Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double tstop, int ntime,
+               std::vector<double> times, Options options)
+    : app_(std::move(app)),
+      comm_(comm),
+      gate_(*app_, comm_),
+      opt_(std::move(options)),
+      n_(app_->size()),
+      ntime_(ntime),
+      arena_(n_, comm_),
+      sweep_(arena_, comm_, gate_) {
+    // Building is collective: a rank whose setup fails (a size only it cannot
+    // hold, say) tells the others, and every rank raises instead of some
+    // waiting in the first solve for a rank that is gone.
+    comm_.begin_operation();
+    std::exception_ptr error;
+    std::string why;
+    try {
+        setup(tstart, tstop, std::move(times));
+    } catch (const std::exception& e) {
+        error = std::current_exception();
+        why = "rank " + std::to_string(comm_.rank()) + ": building the Solver raised " + e.what();
+    }
+    if (!comm_.agree(!error, why)) {
+        state_ = State::broken;
+        comm_.abandon(arena_.owner());
+        std::rethrow_exception(error);
+    }
+}
+
+void Engine::setup(double tstart, double tstop, std::vector<double> times) {
+    // First, before anything that may throw on some ranks only: every rank
+    // must agree on the problem, or collectives below would hang.
+    check_consistent_across_ranks(tstart, tstop, times);
+    opt_.validate();
+    validate_problem();
+    make_time_grid(tstart, tstop, std::move(times));
+    app_->on_setup(times_.front(), times_.back());
+    gate_.probe_capabilities();
+    const AdjointMode mode = adjoint_mode(opt_);
+    if (mode != AdjointMode::none && !app_->has_adjoint())
+        throw std::invalid_argument(app_->name() + " defines no objective and adjoint callbacks; adjoint=True "
+                                    "and objective_only=True need them");
+    if (mode == AdjointMode::gradient && gate_.has_residual())
+        throw std::invalid_argument("adjoint=True cannot be combined with a user residual (as in XBraid)");
+    AdjointSweep::Settings s;
+    s.mode = mode;
+    s.tnorm = opt_.tnorm;
+    s.relative = !opt_.has_abs_tol_adjoint;
+    s.tolerance = s.relative ? opt_.rel_tol_adjoint : opt_.abs_tol_adjoint;
+    s.tstart_objective = opt_.has_tstart_objective ? opt_.tstart_objective : times_.front();
+    s.tstop_objective = opt_.has_tstop_objective ? opt_.tstop_objective : times_.back();
+    sweep_.configure(s);
+    check_objective_window();
+    build_hierarchy();
+}
+
+void Engine::validate_problem() const {
+    if (ntime_ < 1) throw std::invalid_argument("ntime must be >= 1, got " + std::to_string(ntime_));
+    if (n_ == 0) throw std::invalid_argument("the app's state size must be >= 1");
+    if (ntime_ + 1 < comm_.size())
+        throw std::invalid_argument("ntime + 1 = " + std::to_string(ntime_ + 1) +
+                                    " time points cannot be shared by " + std::to_string(comm_.size()) + " ranks");
+}
+
+void Engine::make_time_grid(double tstart, double tstop, std::vector<double> times) {
+    if (!times.empty()) {
+        if (static_cast<int>(times.size()) != ntime_ + 1)
+            throw std::invalid_argument("times must hold ntime + 1 values");
+        for (std::size_t i = 0; i < times.size(); ++i)
+            if (!std::isfinite(times[i]) || (i > 0 && !(times[i] > times[i - 1])))
+                throw std::invalid_argument("times must be finite and strictly increasing (times[" +
+                                            std::to_string(i) + "])");
+        times_ = std::move(times);
+        return;
+    }
+    if (!std::isfinite(tstart) || !std::isfinite(tstop) || !std::isfinite(tstop - tstart) || !(tstop > tstart))
+        throw std::invalid_argument(grid_message(tstart, tstop, ntime_) + ": tstop - tstart must be finite and > 0");
+    times_.resize(static_cast<std::size_t>(ntime_) + 1);
+    // Exactly XBraid's formula: never accumulate dt.
+    for (int i = 0; i <= ntime_; ++i) times_[i] = tstart + ((static_cast<double>(i)) / ntime_) * (tstop - tstart);
+    // An interval too short for ntime float64 steps repeats times: every step
+    // would have dt = 0 (and MGRIT would iterate on nothing).
+    for (int i = 1; i <= ntime_; ++i)
+        if (!(times_[i] > times_[i - 1]))
+            throw std::invalid_argument(grid_message(tstart, tstop, ntime_) +
+                                        " give a time grid that is not strictly increasing (t[" + std::to_string(i) +
+                                        "] = " + shortest(times_[i]) + " <= t[" + std::to_string(i - 1) + "] = " +
+                                        shortest(times_[i - 1]) +
+                                        "): the interval is too short for ntime steps in float64");
+}
+
+void Engine::check_objective_window() const {
+    if (!sweep_.active()) return;
+    // An empty window would give J = 0 and a zero gradient without a word.
+    const auto inside = std::find_if(times_.begin(), times_.end(), [this](double t) { return sweep_.in_window(t); });
+    if (inside != times_.end()) return;
+    const double lo = opt_.has_tstart_objective ? opt_.tstart_objective : times_.front();
+    const double hi = opt_.has_tstop_objective ? opt_.tstop_objective : times_.back();
+    throw std::invalid_argument("the objective window [tstart_objective, tstop_objective] = [" + shortest(lo) + ", " +
+                                shortest(hi) + "] contains no time point of the grid (" +
+                                std::to_string(times_.size()) + " points in [" + shortest(times_.front()) + ", " +
+                                shortest(times_.back()) + "])");
+}
+
+void Engine::check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times) {
+    // Different problems or options per rank would hang or give wrong numbers;
+    // one MIN and one MAX reduction at construction find the first difference.
+    if (comm_.size() == 1) return;
+    double times_sum = 0.0;
+    for (double t : times) times_sum += t;
+    const std::string fp = app_->name() + "'s parameters (fingerprint)";
+    std::vector<std::pair<std::string, double>> scalars = {
+        {"ntime", double(ntime_)},
+        {"state size", double(n_)},
+        {"tstart", times.empty() ? tstart : times.front()},
+        {"tstop", times.empty() ? tstop : times.back()},
+        {"times", times_sum + double(times.size())},
+        {"user residual", double(app_->has_residual())},
+        // The app's parameters (e.g. LinearODE's lam), as two exact 32-bit halves.
+        {fp, double(app_->fingerprint() >> 32)},
+        {fp, double(app_->fingerprint() & 0xffffffffULL)},
+    };
+    std::vector<std::pair<std::string, double>> levels;
+    opt_.describe([&](const char* name, double v) { scalars.emplace_back(name, v); },
+                  [&](const char* name, double v) { levels.emplace_back(name, v); });
+    // The per-level lists may differ in length (their lengths are among the
+    // scalars): compare the scalars first, then the per-level values.
+    for (const auto* items : {&scalars, &levels}) {
+        const int count = static_cast<int>(items->size());
+        std::vector<double> lo(items->size()), hi(items->size());
+        for (std::size_t k = 0; k < items->size(); ++k) lo[k] = hi[k] = (*items)[k].second;
+        comm_.allreduce(lo.data(), count, MPI_MIN);
+        comm_.allreduce(hi.data(), count, MPI_MAX);
+        for (std::size_t k = 0; k < items->size(); ++k) {
+            if (lo[k] == hi[k]) continue;
+            std::ostringstream msg;
+            msg.precision(17);
+            msg << (*items)[k].first << " differs between ranks (from " << lo[k] << " to " << hi[k]
+                << "): every rank must build the Solver with the same problem and options";
+            throw std::invalid_argument(msg.str());
+        }
+    }
+}
+
+}  // namespace pxb
