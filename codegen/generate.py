@@ -131,6 +131,12 @@ void check_real(const char* name, const std::vector<double>& values, Bound bound
     for (double v : values) check_real(name, v, bound, minimum);
 }
 
+using Visitor = std::function<void(const char*, double)>;
+void describe_optional(const Visitor& scalar, const char* name, bool given, double value) {
+    scalar((std::string(name) + " given").c_str(), given ? 1.0 : 0.0);
+    scalar(name, given ? value : 0.0);
+}
+
 void check_one_of(const char* names, std::initializer_list<bool> given) {
     if (std::count(given.begin(), given.end(), true) != 1)
         throw std::invalid_argument(std::string("give exactly one of ") + names);
@@ -158,8 +164,7 @@ def options_cpp() -> str:
             "                       const std::function<void(const char*, double)>& level_value) const {"]
     for o in V.OPTIONS:
         if o.kind == "optional_float":
-            out.append(f'    scalar("{o.name} given", has_{o.name} ? 1.0 : 0.0);')
-            out.append(f'    scalar("{o.name}", has_{o.name} ? {o.name} : 0.0);')
+            out.append(f'    describe_optional(scalar, "{o.name}", has_{o.name}, {o.name});')
         else:
             out.append(f'    scalar("{o.name}", static_cast<double>({o.name}));')
         if o.per_level:

@@ -63,6 +63,27 @@ double AdjointSweep::finish_objective() {
     return objective_;
 }
 
+void AdjointSweep::reverse_copy(const TapeOp& op) {  // y = x
+    const std::size_t n = arena_.vector_size();
+    double* ybar = arena_.bar_at(op.y);
+    double* xbar = arena_.bar_at(op.x);
+    for (std::size_t q = 0; q < n; ++q) {
+        xbar[q] += ybar[q];
+        ybar[q] = 0.0;
+    }
+}
+
+void AdjointSweep::reverse_axpy(const TapeOp& op) {  // y = a x + b y
+    const std::size_t n = arena_.vector_size();
+    double* ybar = arena_.bar_at(op.y);
+    const double c = op.x == op.y ? op.a + op.b : op.b;
+    if (op.x != op.y) {
+        double* xbar = arena_.bar_at(op.x);
+        for (std::size_t q = 0; q < n; ++q) xbar[q] += op.a * ybar[q];
+    }
+    for (std::size_t q = 0; q < n; ++q) ybar[q] *= c;
+}
+
 void AdjointSweep::reverse_step(const TapeOp& op) {
     const std::size_t n = arena_.vector_size();
     double* ybar = arena_.bar_at(op.y);
@@ -117,25 +138,9 @@ void AdjointSweep::reverse_sweep() {
 
     for (auto it = ops.rbegin(); it != ops.rend(); ++it) {
         const TapeOp& op = *it;
-        double* ybar = arena_.bar_at(op.y);
         switch (op.kind) {
-            case TapeOp::Kind::copy: {  // y = x
-                double* xbar = arena_.bar_at(op.x);
-                for (std::size_t q = 0; q < n; ++q) {
-                    xbar[q] += ybar[q];
-                    ybar[q] = 0.0;
-                }
-                break;
-            }
-            case TapeOp::Kind::axpy: {  // y = a x + b y
-                const double c = op.x == op.y ? op.a + op.b : op.b;
-                if (op.x != op.y) {
-                    double* xbar = arena_.bar_at(op.x);
-                    for (std::size_t q = 0; q < n; ++q) xbar[q] += op.a * ybar[q];
-                }
-                for (std::size_t q = 0; q < n; ++q) ybar[q] *= c;
-                break;
-            }
+            case TapeOp::Kind::copy: reverse_copy(op); break;
+            case TapeOp::Kind::axpy: reverse_axpy(op); break;
             case TapeOp::Kind::step: reverse_step(op); break;
             case TapeOp::Kind::objective: reverse_objective(op); break;
             case TapeOp::Kind::recv: reverse_receive(op, next_buffer); break;

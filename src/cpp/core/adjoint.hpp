@@ -76,6 +76,8 @@ public:
 private:
     double finish_objective();
     void reverse_sweep();
+    void reverse_copy(const TapeOp& op);
+    void reverse_axpy(const TapeOp& op);
     void reverse_step(const TapeOp& op);
     void reverse_objective(const TapeOp& op);
     void reverse_receive(const TapeOp& op, std::size_t& next_buffer);

@@ -22,6 +22,7 @@
 #include "core/callbacks.hpp"
 #include "core/communication.hpp"
 #include "core/grid.hpp"
+#include "core/norms.hpp"
 #include "core/options.hpp"
 #include "core/recorded_arena.hpp"
 
@@ -182,6 +183,7 @@ private:
     // restriction.cpp
     void f_restrict(int level);
     double restrict_fine_sweep(int level);
+    void restrict_cpoint(int level, int ci, double* r, TemporalNorm& rnorm);
     void coarse_right_hand_side(int clevel);
 
     // interpolation.cpp / access.cpp

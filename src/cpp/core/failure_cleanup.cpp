@@ -62,39 +62,15 @@ struct FailedCommunicator {
 
     /// One non-blocking step; true when the communicators are freed (or given up).
     bool progress() noexcept {
-        if (stage == Stage::done) return true;
-        if (stage == Stage::cancelling && !cancellations_done()) return false;
         if (stage == Stage::cancelling) {
-            for (std::size_t p = 0; p < static_cast<std::size_t>(size); ++p) {
-                long long* f = out.data() + p * kFields;
-                f[2] = collectives;
-                f[3] = coll_kind != 0;
-                f[4] = coll_kind;
-                f[5] = coll_count;
-                f[6] = coll_op;
-                f[7] = coll_root;
-            }
-            if (MPI_Ialltoall(out.data(), kFields, MPI_LONG_LONG, in.data(), kFields, MPI_LONG_LONG, fail,
-                              &exchange) != MPI_SUCCESS)
-                return give_up();
-            stage = Stage::exchanging;
+            if (!cancellations_done()) return false;
+            if (!start_exchange()) return give_up();
         }
         if (stage == Stage::exchanging) {
             if (!test(exchange)) return false;
-            if (!join_missing_collective()) return give_up();
-            for (std::size_t p = 0; p < static_cast<std::size_t>(size); ++p) {
-                expected_data.push_back(in[p * kFields + 0] - posted_data[p]);
-                expected_notices.push_back(in[p * kFields + 1] - received_notices[p]);
-            }
-            stage = Stage::draining;
+            if (!join_missing_collective() || !expect_messages()) return give_up();
         }
-        if (!drain(data, expected_data) || !drain(fail, expected_notices)) return false;
-        if (!test(coll_req) || !test(dummy_req) || !test_all(sends) || !test_all(notice_reqs) ||
-            !test_all(receiving))
-            return false;
-        MPI_Comm_free(&data);
-        MPI_Comm_free(&fail);
-        stage = Stage::done;
+        if (stage == Stage::draining) return finish_draining();
         return true;
     }
 
@@ -114,6 +90,47 @@ private:
         bool all = true;
         for (MPI_Request& r : rs) all = test(r) && all;
         return all;
+    }
+
+    /// Step 2: what this rank sent and started, to every rank.
+    bool start_exchange() noexcept {
+        for (std::size_t p = 0; p < static_cast<std::size_t>(size); ++p) {
+            long long* f = out.data() + p * kFields;
+            f[2] = collectives;
+            f[3] = coll_kind != 0;
+            f[4] = coll_kind;
+            f[5] = coll_count;
+            f[6] = coll_op;
+            f[7] = coll_root;
+        }
+        stage = Stage::exchanging;
+        return MPI_Ialltoall(out.data(), kFields, MPI_LONG_LONG, in.data(), kFields, MPI_LONG_LONG, fail,
+                             &exchange) == MPI_SUCCESS;
+    }
+
+    bool expect_messages() noexcept {
+        try {
+            for (std::size_t p = 0; p < static_cast<std::size_t>(size); ++p) {
+                expected_data.push_back(in[p * kFields + 0] - posted_data[p]);
+                expected_notices.push_back(in[p * kFields + 1] - received_notices[p]);
+            }
+        } catch (...) {
+            return false;
+        }
+        stage = Stage::draining;
+        return true;
+    }
+
+    /// Steps 4 and 5.
+    bool finish_draining() noexcept {
+        if (!drain(data, expected_data) || !drain(fail, expected_notices)) return false;
+        if (!test(coll_req) || !test(dummy_req) || !test_all(sends) || !test_all(notice_reqs) ||
+            !test_all(receiving))
+            return false;
+        MPI_Comm_free(&data);
+        MPI_Comm_free(&fail);
+        stage = Stage::done;
+        return true;
     }
 
     bool cancellations_done() noexcept {

@@ -48,6 +48,12 @@ void check_real(const char* name, const std::vector<double>& values, Bound bound
     for (double v : values) check_real(name, v, bound, minimum);
 }
 
+using Visitor = std::function<void(const char*, double)>;
+void describe_optional(const Visitor& scalar, const char* name, bool given, double value) {
+    scalar((std::string(name) + " given").c_str(), given ? 1.0 : 0.0);
+    scalar(name, given ? value : 0.0);
+}
+
 void check_one_of(const char* names, std::initializer_list<bool> given) {
     if (std::count(given.begin(), given.end(), true) != 1)
         throw std::invalid_argument(std::string("give exactly one of ") + names);
@@ -90,10 +96,8 @@ void Options::describe(const std::function<void(const char*, double)>& scalar,
     scalar("per-level nrelax (count)", static_cast<double>(nrelax_level.size()));
     scalar("cwt", static_cast<double>(cwt));
     scalar("per-level cwt (count)", static_cast<double>(cwt_level.size()));
-    scalar("abs_tol given", has_abs_tol ? 1.0 : 0.0);
-    scalar("abs_tol", has_abs_tol ? abs_tol : 0.0);
-    scalar("rel_tol given", has_rel_tol ? 1.0 : 0.0);
-    scalar("rel_tol", has_rel_tol ? rel_tol : 0.0);
+    describe_optional(scalar, "abs_tol", has_abs_tol, abs_tol);
+    describe_optional(scalar, "rel_tol", has_rel_tol, rel_tol);
     scalar("max_iter", static_cast<double>(max_iter));
     scalar("tnorm", static_cast<double>(tnorm));
     scalar("fmg", static_cast<double>(fmg));
@@ -108,14 +112,10 @@ void Options::describe(const std::function<void(const char*, double)>& scalar,
     scalar("access_level", static_cast<double>(access_level));
     scalar("print_level", static_cast<double>(print_level));
     scalar("adjoint", static_cast<double>(adjoint));
-    scalar("abs_tol_adjoint given", has_abs_tol_adjoint ? 1.0 : 0.0);
-    scalar("abs_tol_adjoint", has_abs_tol_adjoint ? abs_tol_adjoint : 0.0);
-    scalar("rel_tol_adjoint given", has_rel_tol_adjoint ? 1.0 : 0.0);
-    scalar("rel_tol_adjoint", has_rel_tol_adjoint ? rel_tol_adjoint : 0.0);
-    scalar("tstart_objective given", has_tstart_objective ? 1.0 : 0.0);
-    scalar("tstart_objective", has_tstart_objective ? tstart_objective : 0.0);
-    scalar("tstop_objective given", has_tstop_objective ? 1.0 : 0.0);
-    scalar("tstop_objective", has_tstop_objective ? tstop_objective : 0.0);
+    describe_optional(scalar, "abs_tol_adjoint", has_abs_tol_adjoint, abs_tol_adjoint);
+    describe_optional(scalar, "rel_tol_adjoint", has_rel_tol_adjoint, rel_tol_adjoint);
+    describe_optional(scalar, "tstart_objective", has_tstart_objective, tstart_objective);
+    describe_optional(scalar, "tstop_objective", has_tstop_objective, tstop_objective);
     scalar("objective_only", static_cast<double>(objective_only));
     for (int v : cfactor_level) level_value("per-level cfactor", static_cast<double>(v));
     for (int v : nrelax_level) level_value("per-level nrelax", static_cast<double>(v));

@@ -7,10 +7,26 @@
 
 namespace pxb {
 
+void Engine::restrict_cpoint(int level, int ci, double* r, TemporalNorm& rnorm) {
+    // r holds u(ci - 1): the FAS residual r = f - A(u) at C-point ci
+    // (f = 0 on level 0 and where skip left no fa), injected with u.
+    Level& g = levels_[level];
+    Level& c = levels_[level + 1];
+    const double* u = g.ua.at(g.u_slot(ci));
+    user_or_default_residual(level, ci, u, r, Phase::f_restrict);
+    if (level == 0 || !g.fa_valid)
+        arena_.axpy(0.0, r, -1.0, r);
+    else
+        arena_.axpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
+    if (level == 0) rnorm.add(gate_.norm(r, &status_));
+    const int cidx = ci / g.cfactor - c.ilower;
+    arena_.copy(c.va.at(cidx), u);
+    arena_.copy(c.fa.at(cidx), r);
+}
+
 double Engine::restrict_fine_sweep(int level) {
-    // The F-sweep of each interval, then at its C-point the FAS residual
-    // r = f - A(u) (f = 0 on level 0 and where skip left no fa), injected with
-    // u to the next level. Returns this rank's share of the residual norm.
+    // The F-sweep of each interval, then the FAS residual at its C-point.
+    // Returns the residual norm on level 0 (a reduction), else -1.
     Level& g = levels_[level];
     Level& c = levels_[level + 1];
     double* r = work_.u;
@@ -31,17 +47,7 @@ double Engine::restrict_fine_sweep(int level) {
         }
         if (objective && ci > -1) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
         if (ci == 0) arena_.copy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
-        if (ci <= 0) continue;
-        const double* u = g.ua.at(g.u_slot(ci));
-        user_or_default_residual(level, ci, u, r, Phase::f_restrict);
-        if (level == 0 || !g.fa_valid)
-            arena_.axpy(0.0, r, -1.0, r);
-        else
-            arena_.axpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
-        if (level == 0) rnorm.add(gate_.norm(r, &status_));
-        const int cidx = ci / g.cfactor - c.ilower;
-        arena_.copy(c.va.at(cidx), u);
-        arena_.copy(c.fa.at(cidx), r);
+        if (ci > 0) restrict_cpoint(level, ci, r, rnorm);
     }
     comm_wait(level);
     return level == 0 && opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
