@@ -211,11 +211,11 @@ class Heat1D(NativeApp):
         self.shape = (self.nspace,)
         self.guess = guess
         self.residual = bool(residual)
-        self._helper = _core.Heat1D(self.nspace, "hashed", False)
+        self._helper = _core.Heat1D(self.nspace, "random", False)
 
     def _native(self):
         # A fresh engine-side app per solver: guess="xbraid" restarts its generator, as XBraid does per run.
-        return _core.Heat1D(self.nspace, "hashed" if self.guess == "random" else self.guess, self.residual)
+        return _core.Heat1D(self.nspace, self.guess, self.residual)
 
     @property
     def dx(self) -> float:

@@ -314,10 +314,7 @@ class Solver:
             wall_time=summary.wall_time,
             step_calls=calls.step,
             step_calls_all_ranks=summary.step_calls_all_ranks,
-            calls={"init": calls.init, "step": calls.step, "residual": calls.residual,
-                   "norm": calls.norm, "access": calls.access, "objective": calls.objective,
-                   "step_adjoint": calls.step_adjoint, "objective_adjoint": calls.objective_adjoint,
-                   "init_adjoint": calls.init_adjoint},
+            calls=calls.as_dict(),
             objective=summary.objective if (self._options.adjoint or self._options.objective_only) else None,
             adjoint_residual_norms=np.array(
                 [math.nan if r == -1.0 else r for r in summary.adjoint_residual_norms], dtype=np.float64

@@ -3,6 +3,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <initializer_list>
+#include <string>
+#include <utility>
+
 #include "apps/cubic.hpp"
 #include "apps/heat1d.hpp"
 #include "apps/linear_ode.hpp"
@@ -13,12 +17,26 @@ namespace py = pybind11;
 
 namespace pxb::bind {
 
+namespace {
+/// The enum value named `text`; anything else is a ValueError listing the choices.
+template <class E>
+E choose(const char* what, const std::string& text, std::initializer_list<std::pair<const char*, E>> choices) {
+    std::string known;
+    for (const auto& [name, value] : choices) {
+        if (text == name) return value;
+        known += (known.empty() ? "'" : ", '") + std::string(name) + "'";
+    }
+    throw py::value_error(std::string(what) + " must be one of " + known + ", got '" + text + "'");
+}
+}  // namespace
+
 void register_apps(py::module_& m) {
     py::class_<LinearODE, App, std::shared_ptr<LinearODE>>(m, "LinearODE")
         .def(py::init([](std::vector<double> lam, double u0, double guess, const std::string& scheme,
                          bool residual) {
-                 LinearODE::Scheme s = scheme == "forward_euler" ? LinearODE::Scheme::forward_euler
-                                                                 : LinearODE::Scheme::backward_euler;
+                 const auto s = choose<LinearODE::Scheme>("scheme", scheme,
+                                                          {{"backward_euler", LinearODE::Scheme::backward_euler},
+                                                           {"forward_euler", LinearODE::Scheme::forward_euler}});
                  return std::make_shared<LinearODE>(std::move(lam), u0, guess, s, residual);
              }),
              py::arg("lam"), py::arg("u0"), py::arg("guess"), py::arg("scheme"), py::arg("residual"))
@@ -37,9 +55,10 @@ void register_apps(py::module_& m) {
 
     py::class_<Heat1D, App, std::shared_ptr<Heat1D>>(m, "Heat1D")
         .def(py::init([](int nspace, const std::string& guess, bool residual) {
-                 Heat1D::Guess g = guess == "xbraid" ? Heat1D::Guess::xbraid
-                                   : guess == "zero"  ? Heat1D::Guess::zero
-                                                      : Heat1D::Guess::hashed;
+                 const auto g = choose<Heat1D::Guess>("guess", guess,
+                                                      {{"random", Heat1D::Guess::hashed},
+                                                       {"xbraid", Heat1D::Guess::xbraid},
+                                                       {"zero", Heat1D::Guess::zero}});
                  return std::make_shared<Heat1D>(nspace, g, residual);
              }),
              py::arg("nspace"), py::arg("guess"), py::arg("residual"))
@@ -72,9 +91,10 @@ void register_apps(py::module_& m) {
                  s.depth = depth;
                  s.classes = classes;
                  s.T = T;
-                 s.activation = activation == "tanh"   ? Activation::tanh
-                                : activation == "relu" ? Activation::relu
-                                                       : Activation::smooth_relu;
+                 s.activation = choose<Activation>("activation", activation,
+                                                   {{"tanh", Activation::tanh},
+                                                    {"relu", Activation::relu},
+                                                    {"smooth_relu", Activation::smooth_relu}});
                  s.dense_opening = dense_opening;
                  s.scalar_bias = scalar_bias;
                  return std::make_shared<ResNetParameters>(s, layer_lo, layer_hi, has_opening, has_classifier);
