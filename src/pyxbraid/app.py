@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._options import as_finite as _finite
+
+if TYPE_CHECKING:
+    from ._core import Status
 
 __all__ = ["App", "NativeApp"]
 
@@ -91,7 +94,7 @@ class App:
         """
         raise NotImplementedError
 
-    def step(self, u: np.ndarray, ustop: np.ndarray, fstop: np.ndarray | None, status: Any) -> None:
+    def step(self, u: np.ndarray, ustop: np.ndarray, fstop: np.ndarray | None, status: Status) -> None:
         """Advance ``u`` in place from ``status.tstart`` to ``status.tstop``.
 
         Parameters
@@ -110,7 +113,7 @@ class App:
         """
         raise NotImplementedError
 
-    def residual(self, ustop: np.ndarray, r: np.ndarray, status: Any) -> None:
+    def residual(self, ustop: np.ndarray, r: np.ndarray, status: Status) -> None:
         """Optional: XBraid's user residual ``r <- A(ustop, r)``.
 
         On entry ``r`` holds the state at ``status.tstart``; on exit it must
@@ -121,7 +124,7 @@ class App:
         """
         raise NotImplementedError
 
-    def access(self, u: np.ndarray, status: Any) -> None:
+    def access(self, u: np.ndarray, status: Status) -> None:
         """Optional: look at the state ``u`` at time ``status.t`` (read-only)."""
         raise NotImplementedError
 
@@ -130,7 +133,7 @@ class App:
         raise NotImplementedError
 
     # -- adjoint (used with Solver(adjoint=True) / objective_only=True) --------------
-    def objective(self, u: np.ndarray, status: Any) -> float:
+    def objective(self, u: np.ndarray, status: Status) -> float:
         """Adjoint: the objective term f(u_i) at fine time ``status.t`` (XBraid's objectiveT).
 
         The objective is ``J = F(I)``, ``I = sum_i f(u_i)`` over the fine points
@@ -140,7 +143,7 @@ class App:
         """
         raise NotImplementedError
 
-    def objective_adjoint(self, u: np.ndarray, u_bar: np.ndarray, f_bar: float, status: Any) -> None:
+    def objective_adjoint(self, u: np.ndarray, u_bar: np.ndarray, f_bar: float, status: Status) -> None:
         """Adjoint: set ``u_bar = (df/du)^T f_bar`` and add ``(df/ddesign)^T f_bar`` to the gradient.
 
         ``u_bar`` is zero on entry (XBraid's objectiveT_diff).
@@ -148,7 +151,7 @@ class App:
         raise NotImplementedError
 
     def step_adjoint(self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray,
-                     status: Any) -> None:
+                     status: Status) -> None:
         """Adjoint of one :meth:`step` (XBraid's step_diff).
 
         ``u`` and ``ustop`` are the step's inputs (read-only). Overwrite ``u_bar``
@@ -163,7 +166,7 @@ class App:
         """Adjoint: set the gradient accumulator to zero (XBraid's reset_gradient)."""
         raise NotImplementedError
 
-    def init_adjoint(self, t: float, u_bar: np.ndarray, status: Any) -> None:
+    def init_adjoint(self, t: float, u_bar: np.ndarray, status: Status) -> None:
         """Optional adjoint of ``init(tstart)`` when the initial condition depends on the design.
 
         After each reverse sweep the rank owning time index 0 receives
@@ -211,3 +214,7 @@ class NativeApp:
 
     def _native(self) -> Any:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
+
+    def gradient(self) -> Any:
+        """This rank's gradient of the objective (apps with an adjoint override it)."""
+        raise TypeError(f"{type(self).__name__} has no adjoint, so no gradient")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,6 +45,8 @@ class LinearODE(NativeApp):
     (0, (2,))
     """
 
+    _cpp: Any
+
     def __init__(
         self,
         lam: float | Sequence[float] = -1.0,
@@ -83,8 +86,8 @@ class LinearODE(NativeApp):
         self.regularization = _finite("regularization", regularization)
         self._scalar = len(lams) == 1 and not isinstance(lam, (list, tuple, np.ndarray))
         self._cpp = _core.LinearODE(lams, self.u0, self.guess, self.scheme, self.residual)
-        self._cpp.set_objective(objective == "mean_square", target is not None,
-                                0.0 if target is None else self.target, self.regularization)
+        self._cpp.set_objective(objective == "mean_square", self.target is not None,
+                                0.0 if self.target is None else self.target, self.regularization)
 
     def _native(self):
         return self._cpp
@@ -140,6 +143,8 @@ class Cubic(NativeApp):
     >>> round(r.objective, 10), round(s.gradient(), 10)
     (0.6863855961, 0.716065896)
     """
+
+    _cpp: Any
 
     def __init__(self, p: float = 0.5, *, u0: float = 1.0, guess: float = 0.0, size: int = 1,
                  target: float = 0.0) -> None:
@@ -197,6 +202,11 @@ class Heat1D(NativeApp):
     >>> round(heat.error(s.times[-1], s.state_at(64)), 6)
     0.029214
     """
+
+    _helper: Any
+    nspace: int
+    guess: str
+    residual: bool
 
     def __init__(self, nspace: int = 33, *, guess: str = "random", residual: bool = False) -> None:
         if isinstance(nspace, bool) or not isinstance(nspace, numbers.Integral):

@@ -8,6 +8,8 @@ never come.
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "CallbackError",
     "DivergenceError",
@@ -74,7 +76,7 @@ class _Agreed:
     def __enter__(self) -> "_Agreed":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if exc is not None and not isinstance(exc, Exception):
             return False                      # KeyboardInterrupt and the like: just go
         if self.comm.Get_size() == 1:

@@ -168,7 +168,13 @@ class Solver:
         if opt.print_level >= 1 and comm.Get_rank() == 0:
             # A weak reference: the engine must not keep its solver alive.
             printer = weakref.WeakMethod(self._print_iteration)
-            self._engine.set_progress(lambda it, rnorm, wall: printer()(it, rnorm, wall))
+
+            def progress(it: int, rnorm: float, wall: float) -> None:
+                method = printer()
+                if method is not None:
+                    method(it, rnorm, wall)
+
+            self._engine.set_progress(progress)
 
     def _validate(self, app, tstart, tstop, ntime, times, comm, **options):
         grid, tstart_v, tstop_v, ntime_v = self._time_grid(tstart, tstop, ntime, times)

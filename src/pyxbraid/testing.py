@@ -82,7 +82,7 @@ def _design_set(app: App, design: str, value: np.ndarray) -> None:
 @contextlib.contextmanager
 def _design_shifted(app: App, design: str | None, p0: np.ndarray | None, dp: np.ndarray | None, shift: float):
     """Temporarily set the design to p0 + shift * dp (no-op without a design)."""
-    if dp is None:
+    if dp is None or design is None or p0 is None:
         yield
         return
     _design_set(app, design, p0 + shift * dp)
