@@ -324,20 +324,13 @@ def run_mpi_code(
         return run_mpi(script, nprocs, timeout, args, check=check, env=env, cwd=cwd)
 
 
-# Prepended to the code of run_mpi_json: report(value) writes this rank's result.
-_REPORT_PRELUDE = """\
-def report(value):
-    import json as _json, os as _os
-    from mpi4py import MPI as _MPI
-    _path = _os.path.join(_os.environ["PYXBRAID_TEST_RESULTS"], f"{_MPI.COMM_WORLD.Get_rank()}.json")
-    with open(_path + ".tmp", "w") as _fh:
-        _json.dump(value, _fh)
-    _os.replace(_path + ".tmp", _path)
-"""
+# Prepended to the code of run_mpi_json; scripts in tests/scripts import the same
+# function from tests/scripts/reporting.py.
+_REPORT_PRELUDE = (Path(__file__).resolve().parent / "scripts" / "reporting.py").read_text() + "\n"
 
 
 def run_mpi_json(
-    code: str,
+    script_or_code: str | os.PathLike[str],
     nprocs: int,
     timeout: float = 120,
     args: Sequence[str] = (),
@@ -345,11 +338,12 @@ def run_mpi_json(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
 ) -> list[Any]:
-    """Run ``code`` on ``nprocs`` ranks; each rank calls ``report(value)`` once.
+    """Run a script (or code) on ``nprocs`` ranks; each rank calls ``report(value)`` once.
 
     Results travel through one JSON file per rank, not through the job's
     interleaved stdout. The job must succeed (exit 0) and every rank must
-    report.
+    report. A script file imports ``report`` from ``reporting`` (next to it in
+    tests/scripts); code strings get the function prepended.
 
     Returns
     -------
@@ -359,8 +353,11 @@ def run_mpi_json(
     with tempfile.TemporaryDirectory(prefix="pyxbraid_results_") as results:
         job_env = dict(env or {})
         job_env["PYXBRAID_TEST_RESULTS"] = results
-        proc = run_mpi_code(_REPORT_PRELUDE + textwrap.dedent(code), nprocs, timeout, args,
-                            env=job_env, cwd=cwd)
+        text = str(script_or_code)
+        if "\n" not in text and Path(text).is_file():
+            proc = run_mpi(text, nprocs, timeout, args, env=job_env, cwd=cwd)
+        else:
+            proc = run_mpi_code(_REPORT_PRELUDE + textwrap.dedent(text), nprocs, timeout, args, env=job_env, cwd=cwd)
         values = []
         for rank in range(nprocs):
             path = Path(results) / f"{rank}.json"

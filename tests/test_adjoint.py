@@ -2,8 +2,6 @@
 through time), nonlinear apps, rank independence, memory, one-shot warm
 restarts, objective_only, the testing helpers, and adjoint errors."""
 
-import json
-
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -13,6 +11,15 @@ from pyxbraid.testing import check_gradient, check_objective_adjoint, check_step
 
 COMM = MPI.COMM_SELF
 TIGHT = dict(abs_tol=1e-13, abs_tol_adjoint=1e-13, max_iter=200)
+
+# Tolerances, each with its reason.
+# Rank counts change the order of reductions: last-bit differences. Measured on 1-3 ranks
+# (LinearODE and Cubic, 48 steps, 3 levels): objective 4e-16, gradient 5e-16, adjoint norms 3e-16.
+SUMMATION_ORDER = 1e-14
+ACROSS_RANKS_ADJ = 1e-14
+CONVERGED = 1e-10         # MGRIT + adjoint solved to 1e-13 absolute vs sequential: the solve's tolerance x condition
+FINITE_DIFFERENCE = 1e-7  # central differences with eps ~1e-5: truncation O(eps^2) and round-off O(1e-16/eps)
+EXACT = 1e-13             # the same formula evaluated in another order (native vs hand-written): round-off
 
 
 def gradient_of(app, max_levels, ntime=64, tstop=4.0, **kw):
@@ -40,13 +47,13 @@ def test_linear_gradient_equals_sequential_adjoint_and_fd(opts):
     r_seq, g_seq = gradient_of(xb.apps.LinearODE(lam=lam, objective="mean_square"), 1)
     r, g = gradient_of(xb.apps.LinearODE(lam=lam, objective="mean_square"), **opts)
     assert r.converged
-    assert r.objective == pytest.approx(r_seq.objective, rel=1e-12)
-    np.testing.assert_allclose(g, g_seq, rtol=1e-10)
+    assert r.objective == pytest.approx(r_seq.objective, rel=SUMMATION_ORDER)
+    np.testing.assert_allclose(g, g_seq, rtol=CONVERGED)
     for k in range(3):
         d = np.eye(3)[k]
         fd = fd_objective(lambda: xb.apps.LinearODE(lam=lam, objective="mean_square"),
                           lambda app, x: setattr(app, "lam", x), lam, 1e-6, direction=d)
-        assert g_seq[k] == pytest.approx(fd, rel=1e-7)
+        assert g_seq[k] == pytest.approx(fd, rel=FINITE_DIFFERENCE)
 
 
 @pytest.mark.parametrize("opts", CONFIGS, ids=[str(c) for c in CONFIGS])
@@ -54,11 +61,11 @@ def test_nonlinear_gradient_equals_sequential_adjoint_and_fd(opts):
     r_seq, g_seq = gradient_of(xb.apps.Cubic(p=0.4, target=0.2), 1)
     r, g = gradient_of(xb.apps.Cubic(p=0.4, target=0.2), **opts)
     assert r.converged
-    assert r.objective == pytest.approx(r_seq.objective, rel=1e-12)
-    assert g == pytest.approx(g_seq, rel=1e-10)
+    assert r.objective == pytest.approx(r_seq.objective, rel=SUMMATION_ORDER)
+    assert g == pytest.approx(g_seq, rel=CONVERGED)
     fd = fd_objective(lambda: xb.apps.Cubic(p=0.4, target=0.2), lambda app, x: setattr(app, "p", float(x)),
                       0.4, 1e-6)
-    assert g_seq == pytest.approx(fd, rel=1e-7)
+    assert g_seq == pytest.approx(fd, rel=FINITE_DIFFERENCE)
 
 
 def test_max_levels_one_is_backpropagation_through_time():
@@ -75,13 +82,13 @@ def test_max_levels_one_is_backpropagation_through_time():
         grad += dt * u[i - 1] / (1 - lam * dt) ** 2 * ubar
         ubar = ubar / (1 - lam * dt)
     r, g = gradient_of(xb.apps.LinearODE(lam=lam, objective="mean_square"), 1, ntime=n, tstop=T)
-    assert r.objective == pytest.approx(J, rel=1e-14)
-    assert g == pytest.approx(grad, rel=1e-13)
+    assert r.objective == pytest.approx(J, rel=EXACT)
+    assert g == pytest.approx(grad, rel=EXACT)
 
 
 def test_gradient_independent_of_ranks(mpirun):
     code = """
-import json, numpy as np, pyxbraid as xb
+import numpy as np, pyxbraid as xb
 from mpi4py import MPI
 out = []
 for app in (xb.apps.LinearODE(lam=[-1.0, -0.5], objective="mean_square"), xb.apps.Cubic(p=0.3, size=2)):
@@ -91,18 +98,16 @@ for app in (xb.apps.LinearODE(lam=[-1.0, -0.5], objective="mean_square"), xb.app
     local = s.gradient(reduce=False)
     total = MPI.COMM_WORLD.allreduce(np.sum(local))
     out.append([r.iterations, r.objective, np.atleast_1d(g).tolist(), list(r.adjoint_residual_norms), float(total)])
-if MPI.COMM_WORLD.rank == 0:
-    print("RESULT", json.dumps(out))
+report(out)
 """
-    runs = [json.loads(next(l for l in mpirun(code, p).stdout.splitlines() if l.startswith("RESULT"))[7:])
-            for p in (1, 2, 3)]
+    runs = [mpirun.json(code, p)[0] for p in (1, 2, 3)]
     for other in runs[1:]:
         for (it, J, g, adj, tot), (it0, J0, g0, adj0, tot0) in zip(other, runs[0]):
             assert it == it0
-            assert J == pytest.approx(J0, rel=1e-12)
-            np.testing.assert_allclose(g, g0, rtol=1e-11)
-            np.testing.assert_allclose(adj, adj0, rtol=1e-9, atol=1e-20)
-            assert tot == pytest.approx(np.sum(g0), rel=1e-11)  # reduce=False parts sum to the total
+            assert J == pytest.approx(J0, rel=SUMMATION_ORDER)
+            np.testing.assert_allclose(g, g0, rtol=SUMMATION_ORDER)
+            np.testing.assert_allclose(adj, adj0, rtol=ACROSS_RANKS_ADJ, atol=1e-20)
+            assert tot == pytest.approx(np.sum(g0), rel=SUMMATION_ORDER)  # reduce=False parts sum to the total
 
 
 def test_adjoint_memory_does_not_grow_with_iterations():
@@ -120,7 +125,7 @@ def test_objective_only_matches_adjoint_objective_without_adjoint_work():
     kw = dict(comm=COMM, max_levels=3, abs_tol=1e-12)
     a = xb.Solver(xb.apps.Cubic(p=0.3), 0.0, 4.0, 64, adjoint=True, abs_tol_adjoint=1e-12, **kw).solve()
     b = xb.Solver(xb.apps.Cubic(p=0.3), 0.0, 4.0, 64, objective_only=True, **kw).solve()
-    assert b.objective == pytest.approx(a.objective, rel=1e-12)
+    assert b.objective == pytest.approx(a.objective, rel=SUMMATION_ORDER)
     assert b.calls["step_adjoint"] == 0 and a.calls["step_adjoint"] > 0
     assert len(b.adjoint_residual_norms) == b.iterations and np.all(np.isnan(b.adjoint_residual_norms))
 

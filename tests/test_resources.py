@@ -6,31 +6,26 @@ import resource
 from mpi4py import MPI
 
 import pyxbraid as xb
+from apps_python import Decay
 
 
-class Decay(xb.App):
+class Watched(Decay):
+    """Decay of 4 values with an access callback (its views are recycled too)."""
+
     def __init__(self):
-        super().__init__(shape=(4,))
-
-    def init(self, t, u):
-        u[:] = 1.0 if t == 0.0 else 0.5
-
-    def step(self, u, ustop, fstop, status):
-        if fstop is not None:
-            u += fstop
-        u /= 1.0 + status.dt
+        super().__init__(size=4)
 
     def access(self, u, status):
         pass
 
 
-class Failing(Decay):
+class Failing(Watched):
     def step(self, u, ustop, fstop, status):
         raise ValueError("deliberate")
 
 
 def _round():
-    for app in (Decay(), xb.apps.LinearODE(lam=[-1.0] * 4), xb.apps.Heat1D(nspace=9)):
+    for app in (Watched(), xb.apps.LinearODE(lam=[-1.0] * 4), xb.apps.Heat1D(nspace=9)):
         s = xb.Solver(app, 0.0, 1.0, 64, comm=MPI.COMM_SELF, max_levels=3, abs_tol=1e-9)
         s.solve()
         s.solve()

@@ -1,22 +1,13 @@
 """Rank 0's progress output (print_level=1) raises: every rank must raise.
 
-Each rank prints ``RANK r TYPE <name> MSG <message>`` (or ``RANK r OK``).
+Each rank reports the outcome of the solve.
 """
 
 import io
 import sys
 
-from mpi4py import MPI
-
 import pyxbraid as xb
-
-rank = MPI.COMM_WORLD.Get_rank()
-
-
-def say(text):
-    """One line per event, written in one call so that ranks do not interleave."""
-    sys.stdout.write(f"RANK {rank} " + str(text).replace("\n", "\\n") + "\n")
-    sys.stdout.flush()
+from reporting import outcome, report
 
 
 class ClosedAfterFirstLine(io.StringIO):
@@ -32,10 +23,7 @@ real = sys.stdout
 sys.stdout = ClosedAfterFirstLine()
 try:
     solver = xb.Solver(xb.apps.LinearODE(), 0.0, 1.0, 16, max_levels=3, print_level=1)
-    solver.solve()
-    outcome = "OK"
-except Exception as exc:  # noqa: BLE001
-    outcome = f"TYPE {type(exc).__name__} MSG {exc}"
+    result = outcome(lambda: solver.solve().iterations)
 finally:
     sys.stdout = real
-say(outcome)
+report(result)

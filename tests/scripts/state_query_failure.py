@@ -8,8 +8,7 @@ Usage: ``state_query_failure.py CASE`` with CASE
 * ``after_failure``: rank 1's step raises during solve(); afterwards every
   rank calls state_at, which must raise SolverStateError (not hang).
 
-Each rank prints ``RANK r <CALL> TYPE <name> RANKATTR <rank> MSG <first line>``
-or ``RANK r <CALL> OK``.
+Each rank reports ``{"solve": outcome, "state_at": outcome}``.
 """
 
 import sys
@@ -18,15 +17,10 @@ import time
 from mpi4py import MPI
 
 import pyxbraid as xb
+from reporting import outcome, report
 
 CASE = sys.argv[1]
 rank = MPI.COMM_WORLD.Get_rank()
-
-
-def say(text):
-    """One line per event, written in one call so that ranks do not interleave."""
-    sys.stdout.write(f"RANK {rank} " + str(text).replace("\n", "\\n") + "\n")
-    sys.stdout.flush()
 
 
 class Decay(xb.App):
@@ -49,10 +43,5 @@ class Decay(xb.App):
 
 
 solver = xb.Solver(Decay(), 0.0, 1.0, 12, max_levels=2, access_level=0 if CASE == "ondemand" else 1)
-for name, call in (("SOLVE", solver.solve), ("STATE_AT", lambda: solver.state_at(12))):
-    try:
-        call()
-        say(f"{name} OK")
-    except Exception as exc:  # noqa: BLE001
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        say(f"{name} TYPE {type(exc).__name__} RANKATTR {getattr(exc, 'rank', None)} MSG {first}")
+solved = outcome(lambda: solver.solve().iterations)
+report(dict(solve=solved, state_at=outcome(lambda: float(solver.state_at(12)[0]))))
