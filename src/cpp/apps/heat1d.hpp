@@ -38,7 +38,7 @@ private:
     double dx_;
     Guess guess_;
     bool use_residual_;
-    unsigned long rand_state_ = 1;  ///< XBraid's per-process braid_Rand state
+    unsigned long rand_state_ = 1;         ///< XBraid's per-process braid_Rand state
     std::vector<double> thomas_, matvec_;  ///< work arrays of step and residual
 };
 

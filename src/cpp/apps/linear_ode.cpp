@@ -8,8 +8,15 @@ namespace pxb {
 
 std::uint64_t LinearODE::fingerprint() const {
     return Fingerprint()
-        .add(lam_).add(u0_).add(guess_).add(static_cast<int>(scheme_)).add(use_residual_)
-        .add(mean_square_).add(tracking_).add(target_).add(regularization_)
+        .add(lam_)
+        .add(u0_)
+        .add(guess_)
+        .add(static_cast<int>(scheme_))
+        .add(use_residual_)
+        .add(mean_square_)
+        .add(tracking_)
+        .add(target_)
+        .add(regularization_)
         .value();
 }
 
@@ -76,7 +83,9 @@ void LinearODE::step_adjoint(const double* u, const double*, double* u_bar, doub
     }
 }
 
-void LinearODE::reset_gradient() { std::fill(gradient_.begin(), gradient_.end(), 0.0); }
+void LinearODE::reset_gradient() {
+    std::fill(gradient_.begin(), gradient_.end(), 0.0);
+}
 
 double LinearODE::postprocess(double sum) {
     // ex-01-optimization: 1/2 (I - target)^2 + gamma/2 |lam|^2, same operation order.

@@ -15,7 +15,11 @@ public:
     enum class Scheme { backward_euler, forward_euler };
 
     LinearODE(std::vector<double> lam, double u0, double guess, Scheme scheme, bool use_residual)
-        : lam_(std::move(lam)), u0_(u0), guess_(guess), scheme_(scheme), use_residual_(use_residual),
+        : lam_(std::move(lam)),
+          u0_(u0),
+          guess_(guess),
+          scheme_(scheme),
+          use_residual_(use_residual),
           gradient_(lam_.size(), 0.0) {}
 
     /// ex-01-adjoint's objective f(u_i) = |u_i|^2 / ntime with the design lam;

@@ -158,8 +158,7 @@ double activate_derivative(Activation a, double z) noexcept {
 
 // --- parameters -----------------------------------------------------------------
 
-ResNetParameters::ResNetParameters(ResNetShape shape, int layer_lo, int layer_hi, bool has_opening,
-                                   bool has_classifier)
+ResNetParameters::ResNetParameters(ResNetShape shape, int layer_lo, int layer_hi, bool has_opening, bool has_classifier)
     : shape_(shape), lo_(layer_lo), hi_(layer_hi), has_opening_(has_opening), has_classifier_(has_classifier) {
     if (shape_.width < 1 || shape_.in_features < 1 || shape_.classes < 2 || shape_.depth < 1)
         throw std::invalid_argument("ResNetParameters: invalid shape");
@@ -194,8 +193,15 @@ std::size_t ResNetParameters::layer_offset(int k) const {
 std::uint64_t ResNetBatch::fingerprint() const {
     const ResNetShape& s = shape_;
     return Fingerprint()
-        .add(s.in_features).add(s.width).add(s.depth).add(s.classes).add(s.T)
-        .add(static_cast<int>(s.activation)).add(s.dense_opening).add(s.scalar_bias).add(batch_)
+        .add(s.in_features)
+        .add(s.width)
+        .add(s.depth)
+        .add(s.classes)
+        .add(s.T)
+        .add(static_cast<int>(s.activation))
+        .add(s.dense_opening)
+        .add(s.scalar_bias)
+        .add(batch_)
         .value();
 }
 
@@ -240,8 +246,8 @@ void ResNetBatch::init(double t, double* u) {
     // identity flow (residual layers start close to it). Ranks without the
     // opening layer use the replica the trainer broadcasts, so the iterate
     // does not depend on the number of ranks.
-    const double* W = t == tstart_ || p_->has_opening() ? p_->values.data() + p_->opening_offset()
-                                                        : p_->opening_replica.data();
+    const double* W =
+        t == tstart_ || p_->has_opening() ? p_->values.data() + p_->opening_offset() : p_->opening_replica.data();
     if (!shape_.dense_opening) {
         std::fill(u, u + n, 0.0);
         for (std::size_t b = 0; b < static_cast<std::size_t>(batch_); ++b)
@@ -394,6 +400,8 @@ void ResNetBatch::objective_adjoint(const double* u, double* u_bar, double f_bar
     }
 }
 
-void ResNetBatch::reset_gradient() { std::fill(p_->gradient.begin(), p_->gradient.end(), 0.0); }
+void ResNetBatch::reset_gradient() {
+    std::fill(p_->gradient.begin(), p_->gradient.end(), 0.0);
+}
 
 }  // namespace pxb

@@ -22,12 +22,12 @@ enum class Activation { tanh, relu, smooth_relu };
 struct ResNetShape {
     int in_features = 2;
     int width = 8;
-    int depth = 30;            ///< number of residual layers = time steps
+    int depth = 30;  ///< number of residual layers = time steps
     int classes = 5;
-    double T = 1.0;            ///< final time; h = T / depth
+    double T = 1.0;  ///< final time; h = T / depth
     Activation activation = Activation::smooth_relu;
-    bool dense_opening = true; ///< sigma(W x + b); false: zero padding
-    bool scalar_bias = false;  ///< one bias per layer (opening and residual) instead of one per channel
+    bool dense_opening = true;  ///< sigma(W x + b); false: zero padding
+    bool scalar_bias = false;   ///< one bias per layer (opening and residual) instead of one per channel
 };
 
 /// sigma(z) and sigma'(z). smooth_relu is quadratic on (-0.1, 0.1) and ReLU
@@ -51,7 +51,7 @@ public:
     bool has_classifier() const noexcept { return has_classifier_; }
     std::size_t layer_size() const noexcept;  ///< doubles per residual layer
     std::size_t opening_offset() const noexcept { return 0; }
-    std::size_t layer_offset(int k) const;     ///< k in [lo, hi)
+    std::size_t layer_offset(int k) const;  ///< k in [lo, hi)
     std::size_t classifier_offset() const noexcept { return classifier_offset_; }
 
     std::vector<double> values;
@@ -98,9 +98,9 @@ public:
     int batch() const noexcept { return batch_; }
 
 private:
-    int layer_of(const Status& st) const;   ///< residual layer of a step (any level)
+    int layer_of(const Status& st) const;  ///< residual layer of a step (any level)
     bool at_final_time(double t) const;
-    void classify(const double* u);         ///< logits_ = u W^T + b
+    void classify(const double* u);  ///< logits_ = u W^T + b
 
     std::shared_ptr<ResNetParameters> p_;
     ResNetShape shape_;
@@ -110,9 +110,9 @@ private:
     std::vector<std::int64_t> labels_;
     bool has_labels_ = false;
     std::vector<double> logits_;
-    std::vector<double> z_;                  ///< one row of pre-activations (scratch)
-    std::vector<double> s_;                  ///< one row of adjoint pre-activations (scratch)
-    std::vector<double> wt_;                 ///< the current layer's W transposed (scratch)
+    std::vector<double> z_;   ///< one row of pre-activations (scratch)
+    std::vector<double> s_;   ///< one row of adjoint pre-activations (scratch)
+    std::vector<double> wt_;  ///< the current layer's W transposed (scratch)
     int correct_ = 0;
     double loss_ = 0.0;
 };

@@ -19,8 +19,7 @@ void init_numpy() {
 namespace {
 
 struct StatusObject {
-    PyObject_HEAD
-    Status st;
+    PyObject_HEAD Status st;
 };
 
 PyTypeObject* g_status_type = nullptr;
@@ -29,6 +28,7 @@ PyObject* g_phase_names[kPhaseCount] = {};  // one interned name per Phase
 #define PXB_MEMBER(name, type, field, doc) \
     {name, type, static_cast<Py_ssize_t>(offsetof(StatusObject, st) + offsetof(Status, field)), READONLY, doc}
 
+// clang-format off
 // BEGIN GENERATED status-members (codegen/generate.py from src/pyxbraid/_vocabulary.py)
 PyMemberDef status_members[] = {
     PXB_MEMBER("tstart", T_DOUBLE, tstart, "Time of the input state."),
@@ -44,11 +44,14 @@ PyMemberDef status_members[] = {
     {nullptr, 0, 0, 0, nullptr},
 };
 // END GENERATED status-members
+// clang-format on
 #undef PXB_MEMBER
 
+// clang-format off
 // BEGIN GENERATED phase-doc
 constexpr const char* kPhaseDoc = "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential, state_query, objective.";
 // END GENERATED phase-doc
+// clang-format on
 
 PyObject* status_dt(PyObject* self, void*) {
     const Status& st = reinterpret_cast<StatusObject*>(self)->st;
@@ -68,8 +71,8 @@ PyGetSetDef status_getset[] = {
 };
 PyObject* status_repr(PyObject* self) {
     const Status& st = reinterpret_cast<StatusObject*>(self)->st;
-    const std::string text = "Status(phase=" + std::string(phase_name(st.phase)) + ", level=" +
-                             std::to_string(st.level) + ", iter=" + std::to_string(st.iter) +
+    const std::string text = "Status(phase=" + std::string(phase_name(st.phase)) +
+                             ", level=" + std::to_string(st.level) + ", iter=" + std::to_string(st.iter) +
                              ", tstart=" + std::to_string(st.tstart) + ", tstop=" + std::to_string(st.tstop) + ")";
     return PyUnicode_FromString(text.c_str());
 }
@@ -94,15 +97,17 @@ PyType_Spec status_spec = {"pyxbraid.Status", sizeof(StatusObject), 0, Py_TPFLAG
 void register_status_type(py::module_& module) {
     g_status_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&status_spec));
     if (g_status_type == nullptr) throw py::error_already_set();
-    for (int p = 0; p < kPhaseCount; ++p) g_phase_names[p] = PyUnicode_InternFromString(phase_name(static_cast<Phase>(p)));
+    for (int p = 0; p < kPhaseCount; ++p)
+        g_phase_names[p] = PyUnicode_InternFromString(phase_name(static_cast<Phase>(p)));
     module.add_object("Status", reinterpret_cast<PyObject*>(g_status_type));
     pybind11::tuple names(kPhaseCount);
-    for (int p = 0; p < kPhaseCount; ++p) names[static_cast<std::size_t>(p)] = pybind11::str(phase_name(static_cast<Phase>(p)));
+    for (int p = 0; p < kPhaseCount; ++p)
+        names[static_cast<std::size_t>(p)] = pybind11::str(phase_name(static_cast<Phase>(p)));
     module.attr("PHASES") = names;
 }
 
-PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, py::object init, py::object step,
-             py::object residual, py::object spatial_norm, py::object access)
+PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, py::object init, py::object step, py::object residual,
+             py::object spatial_norm, py::object access)
     : app_(std::move(app)),
       init_(std::move(init)),
       step_(std::move(step)),
@@ -131,9 +136,8 @@ PyApp::~PyApp() {
 int PyApp::traverse(visitproc visit, void* arg) const {
     // The references that can lead back to the engine (the app and its bound
     // methods); the views and the status object refer to nothing.
-    for (const py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_,
-                                &objective_adjoint_, &step_adjoint_, &reset_gradient_, &postprocess_,
-                                &postprocess_adjoint_, &init_adjoint_})
+    for (const py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
+                                &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_})
         Py_VISIT(o->ptr());
     return 0;
 }
@@ -153,10 +157,10 @@ PyObject* PyApp::view(const double* data, bool writable) const {
     // C++ that Python's GC cannot see); ViewRef gives it the engine as base
     // the moment a callback keeps it.
     PyArray_Descr* descr = PyArray_DescrFromType(NPY_DOUBLE);
-    PyObject* arr = PyArray_NewFromDescr(&PyArray_Type, descr, static_cast<int>(shape_.size()),
-                                         const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shape_.data())),
-                                         nullptr, const_cast<double*>(data),
-                                         writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
+    PyObject* arr =
+        PyArray_NewFromDescr(&PyArray_Type, descr, static_cast<int>(shape_.size()),
+                             const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shape_.data())), nullptr,
+                             const_cast<double*>(data), writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
     if (arr == nullptr) throw py::error_already_set();
     return arr;
 }
@@ -191,7 +195,10 @@ void PyApp::check_in_place(const char* callback, PyObject* result, PyObject* tar
     // the user rebound a local name (u = u + ...) and the engine state is stale.
     if (result == Py_None || result == target) return;
     std::string got = Py_TYPE(result)->tp_name;
-    throw py::type_error(name_ + "." + callback + " must update its array argument in place and return None (write u[...] = ... or use in-place operators); it returned a " + got);
+    throw py::type_error(name_ + "." + callback +
+                         " must update its array argument in place and return None (write u[...] = ... or use in-place "
+                         "operators); it returned a " +
+                         got);
 }
 
 namespace {
@@ -239,8 +246,8 @@ void PyApp::step(double* u, const double* ustop, const double* fstop, const Stat
     ViewRef uv{recycled_view(views_[0], u, true), &views_[0], memory_owner_.ptr()};
     ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[1], ustop, false),
                ustop == u ? nullptr : &views_[1], memory_owner_.ptr()};  // an alias of u: uv settles it
-    ViewRef fv{fstop ? recycled_view(views_[2], fstop, false) : (Py_INCREF(Py_None), Py_None),
-               &views_[2], memory_owner_.ptr()};
+    ViewRef fv{fstop ? recycled_view(views_[2], fstop, false) : (Py_INCREF(Py_None), Py_None), &views_[2],
+               memory_owner_.ptr()};
     PyObject* args[] = {uv.p, sv.p, fv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(step_.ptr(), args, 4, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
@@ -317,8 +324,7 @@ void PyApp::objective_adjoint(const double* u, double* u_bar, double f_bar, cons
     check_in_place("objective_adjoint", res.p, bv.p);
 }
 
-void PyApp::step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
-                         const Status& st) {
+void PyApp::step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar, const Status& st) {
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[2], ustop, false),
                ustop == u ? nullptr : &views_[2], memory_owner_.ptr()};

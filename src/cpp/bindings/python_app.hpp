@@ -24,16 +24,14 @@ class PyApp : public App {
 public:
     /// `methods`: bound methods init, step, residual, spatial_norm, access
     /// (None where the app does not define the optional ones).
-    PyApp(pybind11::object app, std::vector<Py_ssize_t> shape, pybind11::object init,
-          pybind11::object step, pybind11::object residual, pybind11::object spatial_norm,
-          pybind11::object access);
+    PyApp(pybind11::object app, std::vector<Py_ssize_t> shape, pybind11::object init, pybind11::object step,
+          pybind11::object residual, pybind11::object spatial_norm, pybind11::object access);
 
     /// Adjoint callbacks (None where undefined): objective, objective_adjoint,
     /// step_adjoint, reset_gradient, postprocess_objective, postprocess_objective_adjoint.
-    void set_adjoint(pybind11::object objective, pybind11::object objective_adjoint,
-                     pybind11::object step_adjoint, pybind11::object reset_gradient,
-                     pybind11::object postprocess, pybind11::object postprocess_adjoint,
-                     pybind11::object init_adjoint);
+    void set_adjoint(pybind11::object objective, pybind11::object objective_adjoint, pybind11::object step_adjoint,
+                     pybind11::object reset_gradient, pybind11::object postprocess,
+                     pybind11::object postprocess_adjoint, pybind11::object init_adjoint);
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
@@ -85,7 +83,8 @@ private:
                      init_adjoint_ = pybind11::none();
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
-    mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};  ///< recycled views: u (rw), ustop (ro), fstop (ro), bar (rw), bar2 (rw)
+    mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,
+                                   nullptr};  ///< recycled views: u (rw), ustop (ro), fstop (ro), bar (rw), bar2 (rw)
     std::vector<Py_ssize_t> shape_;
     std::size_t size_ = 1;
     std::string name_;

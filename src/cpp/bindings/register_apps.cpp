@@ -32,23 +32,22 @@ E choose(const char* what, const std::string& text, std::initializer_list<std::p
 
 void register_apps(py::module_& m) {
     py::class_<LinearODE, App, std::shared_ptr<LinearODE>>(m, "LinearODE")
-        .def(py::init([](std::vector<double> lam, double u0, double guess, const std::string& scheme,
-                         bool residual) {
+        .def(py::init([](std::vector<double> lam, double u0, double guess, const std::string& scheme, bool residual) {
                  const auto s = choose<LinearODE::Scheme>("scheme", scheme,
                                                           {{"backward_euler", LinearODE::Scheme::backward_euler},
                                                            {"forward_euler", LinearODE::Scheme::forward_euler}});
                  return std::make_shared<LinearODE>(std::move(lam), u0, guess, s, residual);
              }),
              py::arg("lam"), py::arg("u0"), py::arg("guess"), py::arg("scheme"), py::arg("residual"))
-        .def("set_objective", &LinearODE::set_objective, py::arg("mean_square"), py::arg("tracking"),
-             py::arg("target"), py::arg("regularization"))
+        .def("set_objective", &LinearODE::set_objective, py::arg("mean_square"), py::arg("tracking"), py::arg("target"),
+             py::arg("regularization"))
         .def_property("lam", &LinearODE::lam, &LinearODE::set_lam)
         .def_property_readonly("gradient", &LinearODE::gradient)
         .def("reset_gradient", &LinearODE::reset_gradient);
 
     py::class_<Cubic, App, std::shared_ptr<Cubic>>(m, "Cubic")
-        .def(py::init<std::size_t, double, double, double, double>(), py::arg("size"), py::arg("p"),
-             py::arg("u0"), py::arg("guess"), py::arg("target"))
+        .def(py::init<std::size_t, double, double, double, double>(), py::arg("size"), py::arg("p"), py::arg("u0"),
+             py::arg("guess"), py::arg("target"))
         .def_property("p", &Cubic::p, &Cubic::set_p)
         .def_property_readonly("gradient", &Cubic::gradient)
         .def_property_readonly("newton_iterations", &Cubic::newton_iterations);
@@ -82,57 +81,56 @@ void register_apps(py::module_& m) {
         return py::array_t<double>(static_cast<py::ssize_t>(v.size()), v.data(), owner);
     };
     py::class_<ResNetParameters, std::shared_ptr<ResNetParameters>>(m, "ResNetParameters")
-        .def(py::init([](int in_features, int width, int depth, int classes, double T, const std::string& activation,
-                         bool dense_opening, bool scalar_bias, int layer_lo, int layer_hi, bool has_opening,
-                         bool has_classifier) {
-                 ResNetShape s;
-                 s.in_features = in_features;
-                 s.width = width;
-                 s.depth = depth;
-                 s.classes = classes;
-                 s.T = T;
-                 s.activation = choose<Activation>("activation", activation,
-                                                   {{"tanh", Activation::tanh},
-                                                    {"relu", Activation::relu},
-                                                    {"smooth_relu", Activation::smooth_relu}});
-                 s.dense_opening = dense_opening;
-                 s.scalar_bias = scalar_bias;
-                 return std::make_shared<ResNetParameters>(s, layer_lo, layer_hi, has_opening, has_classifier);
-             }),
-             py::arg("in_features"), py::arg("width"), py::arg("depth"), py::arg("classes"), py::arg("T"),
-             py::arg("activation"), py::arg("dense_opening"), py::arg("scalar_bias"), py::arg("layer_lo"),
-             py::arg("layer_hi"), py::arg("has_opening"), py::arg("has_classifier"))
-        .def_property_readonly("values", [flat_view](py::object self) {
-            return flat_view(self.cast<ResNetParameters&>().values, self);
-        })
-        .def_property_readonly("gradient", [flat_view](py::object self) {
-            return flat_view(self.cast<ResNetParameters&>().gradient, self);
-        })
-        .def_property_readonly("opening_replica", [flat_view](py::object self) {
-            return flat_view(self.cast<ResNetParameters&>().opening_replica, self);
-        })
+        .def(
+            py::init([](int in_features, int width, int depth, int classes, double T, const std::string& activation,
+                        bool dense_opening, bool scalar_bias, int layer_lo, int layer_hi, bool has_opening,
+                        bool has_classifier) {
+                ResNetShape s;
+                s.in_features = in_features;
+                s.width = width;
+                s.depth = depth;
+                s.classes = classes;
+                s.T = T;
+                s.activation = choose<Activation>(
+                    "activation", activation,
+                    {{"tanh", Activation::tanh}, {"relu", Activation::relu}, {"smooth_relu", Activation::smooth_relu}});
+                s.dense_opening = dense_opening;
+                s.scalar_bias = scalar_bias;
+                return std::make_shared<ResNetParameters>(s, layer_lo, layer_hi, has_opening, has_classifier);
+            }),
+            py::arg("in_features"), py::arg("width"), py::arg("depth"), py::arg("classes"), py::arg("T"),
+            py::arg("activation"), py::arg("dense_opening"), py::arg("scalar_bias"), py::arg("layer_lo"),
+            py::arg("layer_hi"), py::arg("has_opening"), py::arg("has_classifier"))
+        .def_property_readonly(
+            "values", [flat_view](py::object self) { return flat_view(self.cast<ResNetParameters&>().values, self); })
+        .def_property_readonly(
+            "gradient",
+            [flat_view](py::object self) { return flat_view(self.cast<ResNetParameters&>().gradient, self); })
+        .def_property_readonly(
+            "opening_replica",
+            [flat_view](py::object self) { return flat_view(self.cast<ResNetParameters&>().opening_replica, self); })
         .def_property_readonly("layer_size", &ResNetParameters::layer_size)
         .def("layer_offset", &ResNetParameters::layer_offset)
         .def_property_readonly("classifier_offset", &ResNetParameters::classifier_offset);
 
     py::class_<ResNetBatch, App, std::shared_ptr<ResNetBatch>>(m, "ResNetBatch")
         .def(py::init<std::shared_ptr<ResNetParameters>, int>(), py::arg("parameters"), py::arg("batch"))
-        .def("set_batch",
-             [](ResNetBatch& app, py::array_t<double, py::array::c_style | py::array::forcecast> x,
-                py::object labels) {
-                 const std::size_t nin = static_cast<std::size_t>(x.ndim() == 2 ? x.shape(1) : 0);
-                 if (x.ndim() != 2 || x.shape(0) != app.batch() || nin == 0)
-                     throw py::value_error("set_batch: x has the wrong shape");
-                 if (labels.is_none()) {
-                     app.set_batch(x.data(), nullptr, false);
-                     return;
-                 }
-                 auto y = labels.cast<py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>>();
-                 if (y.ndim() != 1 || y.shape(0) != app.batch())
-                     throw py::value_error("set_batch: labels have the wrong shape");
-                 app.set_batch(x.data(), y.data(), true);
-             },
-             py::arg("x"), py::arg("labels"))
+        .def(
+            "set_batch",
+            [](ResNetBatch& app, py::array_t<double, py::array::c_style | py::array::forcecast> x, py::object labels) {
+                const std::size_t nin = static_cast<std::size_t>(x.ndim() == 2 ? x.shape(1) : 0);
+                if (x.ndim() != 2 || x.shape(0) != app.batch() || nin == 0)
+                    throw py::value_error("set_batch: x has the wrong shape");
+                if (labels.is_none()) {
+                    app.set_batch(x.data(), nullptr, false);
+                    return;
+                }
+                auto y = labels.cast<py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>>();
+                if (y.ndim() != 1 || y.shape(0) != app.batch())
+                    throw py::value_error("set_batch: labels have the wrong shape");
+                app.set_batch(x.data(), y.data(), true);
+            },
+            py::arg("x"), py::arg("labels"))
         .def_property_readonly("correct", &ResNetBatch::correct)
         .def_property_readonly("loss", &ResNetBatch::loss)
         .def_property_readonly("logits", [](const ResNetBatch& app) {
@@ -141,12 +139,15 @@ void register_apps(py::module_& m) {
             return out;
         });
 
-    m.def("block_interval", [](int npoints, int nranks, int rank) {
-        int lo = 0, hi = -1;
-        block_interval(npoints, nranks, rank, lo, hi);
-        return py::make_tuple(lo, hi);
-    }, py::arg("npoints"), py::arg("nranks"), py::arg("rank"),
-    "The engine's distribution of npoints time points: (ilower, iupper) of a rank.");
+    m.def(
+        "block_interval",
+        [](int npoints, int nranks, int rank) {
+            int lo = 0, hi = -1;
+            block_interval(npoints, nranks, rank, lo, hi);
+            return py::make_tuple(lo, hi);
+        },
+        py::arg("npoints"), py::arg("nranks"), py::arg("rank"),
+        "The engine's distribution of npoints time points: (ilower, iupper) of a rank.");
 }
 
 }  // namespace pxb::bind

@@ -15,7 +15,9 @@ namespace py = pybind11;
 namespace pxb::bind {
 
 namespace {
-bool is_python_app(Engine& e) { return dynamic_cast<PyApp*>(&e.app()) != nullptr; }
+bool is_python_app(Engine& e) {
+    return dynamic_cast<PyApp*>(&e.app()) != nullptr;
+}
 
 /// The Python app of an engine object whose references only this engine owns
 /// (the references the garbage collector may visit through it), else null.
@@ -26,9 +28,8 @@ PyApp* sole_python_app(PyObject* self) {
     return app != nullptr && e.owns_app_alone() ? app : nullptr;
 }
 
-std::shared_ptr<Engine> make_engine(std::shared_ptr<App> app, py::handle comm, double tstart,
-                                    double tstop, int ntime, std::vector<double> times,
-                                    const Options& options) {
+std::shared_ptr<Engine> make_engine(std::shared_ptr<App> app, py::handle comm, double tstart, double tstop, int ntime,
+                                    std::vector<double> times, const Options& options) {
     MPI_Comm c = comm_from_python(comm);
     auto engine = std::make_shared<Engine>(std::move(app), c, tstart, tstop, ntime, std::move(times), options);
     // Ctrl-C (or any Python signal handler that raises) interrupts a solve,
@@ -61,15 +62,14 @@ void register_solver(py::module_& m) {
     py::class_<PyApp, App, std::shared_ptr<PyApp>>(m, "PythonApp")
         .def(py::init([](py::object app, std::vector<Py_ssize_t> shape, py::object init, py::object step,
                          py::object residual, py::object norm, py::object access) {
-                 return std::make_shared<PyApp>(std::move(app), std::move(shape), std::move(init),
-                                                std::move(step), std::move(residual), std::move(norm),
-                                                std::move(access));
+                 return std::make_shared<PyApp>(std::move(app), std::move(shape), std::move(init), std::move(step),
+                                                std::move(residual), std::move(norm), std::move(access));
              }),
              py::arg("app"), py::arg("shape"), py::arg("init"), py::arg("step"), py::arg("residual"),
              py::arg("spatial_norm"), py::arg("access"))
         .def("set_adjoint", &PyApp::set_adjoint, py::arg("objective"), py::arg("objective_adjoint"),
-             py::arg("step_adjoint"), py::arg("reset_gradient"), py::arg("postprocess"),
-             py::arg("postprocess_adjoint"), py::arg("init_adjoint") = py::none());
+             py::arg("step_adjoint"), py::arg("reset_gradient"), py::arg("postprocess"), py::arg("postprocess_adjoint"),
+             py::arg("init_adjoint") = py::none());
 
     // For benchmarks: the cost of `nsteps` bare step calls of an app (no engine
     // around them), to separate the engine's overhead from the app's own work.
@@ -99,27 +99,28 @@ void register_solver(py::module_& m) {
     // back to it (app.solver = solver), a cycle Python can collect only when
     // it sees the engine's references (tp_traverse) and can break them (tp_clear).
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
-        auto* type = &heap_type->ht_type;
-        type->tp_flags |= Py_TPFLAGS_HAVE_GC;
-        type->tp_traverse = [](PyObject* self, visitproc visit, void* arg) -> int {
-            Py_VISIT(Py_TYPE(self));
-            if (PyApp* app = sole_python_app(self)) return app->traverse(visit, arg);
-            return 0;
-        };
-        type->tp_clear = [](PyObject* self) -> int {
-            if (PyApp* app = sole_python_app(self)) app->clear_references();
-            return 0;
-        };
-    }))
-        .def(py::init(&make_engine), py::arg("app"), py::arg("comm"), py::arg("tstart"),
-             py::arg("tstop"), py::arg("ntime"), py::arg("times"), py::arg("options"))
+                                                    auto* type = &heap_type->ht_type;
+                                                    type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+                                                    type->tp_traverse = [](PyObject* self, visitproc visit,
+                                                                           void* arg) -> int {
+                                                        Py_VISIT(Py_TYPE(self));
+                                                        if (PyApp* app = sole_python_app(self))
+                                                            return app->traverse(visit, arg);
+                                                        return 0;
+                                                    };
+                                                    type->tp_clear = [](PyObject* self) -> int {
+                                                        if (PyApp* app = sole_python_app(self)) app->clear_references();
+                                                        return 0;
+                                                    };
+                                                }))
+        .def(py::init(&make_engine), py::arg("app"), py::arg("comm"), py::arg("tstart"), py::arg("tstop"),
+             py::arg("ntime"), py::arg("times"), py::arg("options"))
         .def("_set_view_owner",
              [](Engine& e) {
                  // Kept views hold the engine's memory, not the engine.
                  auto* keep = new std::shared_ptr<const void>(e.memory_owner());
-                 py::capsule owner(keep, "pyxbraid.engine_memory", [](void* p) {
-                     delete static_cast<std::shared_ptr<const void>*>(p);
-                 });
+                 py::capsule owner(keep, "pyxbraid.engine_memory",
+                                   [](void* p) { delete static_cast<std::shared_ptr<const void>*>(p); });
                  if (auto* app = dynamic_cast<PyApp*>(&e.app())) app->set_memory_owner(std::move(owner));
              })
         .def("solve",

@@ -11,8 +11,7 @@ namespace pxb {
 void Engine::emit_access(int level, int index, const double* u, bool done) {
     if (level != 0) return;
     Level& g = levels_[0];
-    std::memcpy(solution_.data() + static_cast<std::size_t>(index - g.ilower) * n_, u,
-                n_ * sizeof(double));
+    std::memcpy(solution_.data() + static_cast<std::size_t>(index - g.ilower) * n_, u, n_ * sizeof(double));
     if (opt_.access_level >= 1 && gate_.has_access()) gate_.access(u, point_status(index, Phase::access, done));
 }
 
@@ -80,8 +79,7 @@ const std::vector<double>& Engine::solution() {
 
 void Engine::state_at(int i, double* out) {
     if (i < 0 || i > ntime_)
-        throw std::out_of_range("index must be in [0, " + std::to_string(ntime_) + "], got " +
-                                std::to_string(i));
+        throw std::out_of_range("index must be in [0, " + std::to_string(ntime_) + "], got " + std::to_string(i));
     ensure_usable();
     comm_.begin_operation();
     const std::vector<double>& sol = solution();

@@ -47,7 +47,9 @@ bool AdjointSweep::converged() const noexcept {
     return rnorm_ < tol || rnorm_ == 0.0;
 }
 
-bool AdjointSweep::diverged() const noexcept { return gradient() && !std::isfinite(rnorm_); }
+bool AdjointSweep::diverged() const noexcept {
+    return gradient() && !std::isfinite(rnorm_);
+}
 
 double AdjointSweep::finish_objective() {
     double sum = local_objective_;

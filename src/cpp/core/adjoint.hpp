@@ -69,9 +69,7 @@ public:
     bool diverged() const noexcept;
     /// ||r_adj|| per iteration of this solve (-1: not available).
     std::vector<double>& history() noexcept { return norms_; }
-    std::size_t bytes() const noexcept {
-        return arena_.bar_bytes() + ubar_.capacity() * sizeof(double);
-    }
+    std::size_t bytes() const noexcept { return arena_.bar_bytes() + ubar_.capacity() * sizeof(double); }
 
 private:
     double finish_objective();
@@ -90,14 +88,14 @@ private:
     Communicator& comm_;
     CallbackGate& gate_;
     Settings set_;
-    std::vector<double> ubar_;            ///< adjoint iterate at the fine level's stored slots
+    std::vector<double> ubar_;  ///< adjoint iterate at the fine level's stored slots
     std::vector<MPI_Request> reverse_reqs_;
     std::vector<double> norms_;
     double local_objective_ = 0.0;
     double objective_ = 0.0;
     double f_bar_ = 1.0;
     double rnorm_ = -1.0;
-    double rnorm0_ = -1.0;                ///< reference of the relative tolerance (first iteration)
+    double rnorm0_ = -1.0;  ///< reference of the relative tolerance (first iteration)
 };
 
 }  // namespace pxb

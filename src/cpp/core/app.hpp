@@ -68,8 +68,7 @@ public:
     /// u (in): the step's input state; ustop (in): its ustop. u_bar (in/out):
     /// overwrite with (dPhi/du)^T u_bar; ustop_bar (out, zeroed on entry):
     /// (dPhi/dustop)^T u_bar; add (dPhi/ddesign)^T u_bar to the gradient.
-    virtual void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
-                              const Status& st);
+    virtual void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar, const Status& st);
     /// Set the gradient accumulator to zero.
     virtual void reset_gradient();
     /// u_bar (in): the adjoint of the initial state init(tstart) after a

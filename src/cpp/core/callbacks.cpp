@@ -11,8 +11,7 @@ namespace pxb {
 const char* phase_name(Phase p) noexcept {
     switch (p) {
 #define PXB_PHASE_CASE(name, doc) \
-    case Phase::name:             \
-        return #name;
+    case Phase::name: return #name;
         PXB_PHASES(PXB_PHASE_CASE)
 #undef PXB_PHASE_CASE
     }
@@ -37,8 +36,12 @@ void App::step_adjoint(const double*, const double*, double*, double*, const Sta
 }
 void App::reset_gradient() {}
 void App::init_adjoint(double, const double*, const Status&) {}
-double App::postprocess(double sum) { return sum; }
-double App::postprocess_adjoint(double) { return 1.0; }
+double App::postprocess(double sum) {
+    return sum;
+}
+double App::postprocess_adjoint(double) {
+    return 1.0;
+}
 
 void CallbackGate::probe_capabilities() {
     has_residual_ = app_.has_residual();
@@ -51,8 +54,8 @@ std::string CallbackGate::context(const char* callback, const Status* st) const 
     out << "rank " << comm_.rank() << ": " << app_.name() << "." << callback;
     if (st) {
         out.precision(17);
-        out << " (phase " << phase_name(st->phase) << ", level " << st->level << ", iteration "
-            << st->iter << ", t = " << st->tstart;
+        out << " (phase " << phase_name(st->phase) << ", level " << st->level << ", iteration " << st->iter
+            << ", t = " << st->tstart;
         if (st->phase != Phase::init && st->phase != Phase::access) out << " -> " << st->tstop;
         out << ", tindex " << st->tindex << ")";
     }
@@ -80,19 +83,19 @@ void CallbackGate::check_finite(const char* callback, const double* v, const Sta
 // Every callback runs inside this guard: a C++ or Python exception is announced
 // to the other ranks (so they raise instead of waiting) and then re-thrown
 // unchanged, keeping its type and traceback for the caller on this rank.
-#define PXB_GUARDED(callback, st, ...)                                               \
-    do {                                                                             \
-        try {                                                                        \
-            __VA_ARGS__;                                                             \
-        } catch (const RemoteRankError&) {                                           \
-            throw;                                                                   \
-        } catch (const std::exception& e) {                                          \
-            comm_.notify_failure(context(callback, st) + " raised " + e.what());     \
-            throw;                                                                   \
-        } catch (...) {                                                              \
-            comm_.notify_failure(context(callback, st) + " raised an exception");    \
-            throw;                                                                   \
-        }                                                                            \
+#define PXB_GUARDED(callback, st, ...)                                            \
+    do {                                                                          \
+        try {                                                                     \
+            __VA_ARGS__;                                                          \
+        } catch (const RemoteRankError&) {                                        \
+            throw;                                                                \
+        } catch (const std::exception& e) {                                       \
+            comm_.notify_failure(context(callback, st) + " raised " + e.what());  \
+            throw;                                                                \
+        } catch (...) {                                                           \
+            comm_.notify_failure(context(callback, st) + " raised an exception"); \
+            throw;                                                                \
+        }                                                                         \
     } while (0)
 
 void CallbackGate::init(double t, double* u, const Status& st) {
@@ -166,7 +169,9 @@ void CallbackGate::step_adjoint(const double* u, const double* ustop, double* u_
     check_finite("step_adjoint", ustop_bar, &st);
 }
 
-void CallbackGate::reset_gradient() { PXB_GUARDED("reset_gradient", nullptr, app_.reset_gradient()); }
+void CallbackGate::reset_gradient() {
+    PXB_GUARDED("reset_gradient", nullptr, app_.reset_gradient());
+}
 
 void CallbackGate::init_adjoint(double t, const double* u_bar, const Status& st) {
     ++counts_.init_adjoint;

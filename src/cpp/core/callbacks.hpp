@@ -13,6 +13,7 @@
 
 namespace pxb {
 
+// clang-format off
 // BEGIN GENERATED call-counts (codegen/generate.py from src/pyxbraid/_vocabulary.py)
 /// Per-rank counts of callback invocations.
 struct CallCounts {
@@ -27,6 +28,7 @@ struct CallCounts {
     long long init_adjoint = 0;  ///< init_adjoint
 };
 // END GENERATED call-counts
+// clang-format on
 
 class CallbackGate {
 public:

@@ -197,8 +197,7 @@ void Communicator::allreduce(double* values, int n, MPI_Op op) {
     coll_op_ = op_code(op);
     coll_root_ = 0;
     ++collectives_;
-    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, coll_buf_.data(), n, MPI_DOUBLE, op, data_, &coll_req_),
-              "MPI_Iallreduce");
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, coll_buf_.data(), n, MPI_DOUBLE, op, data_, &coll_req_), "MPI_Iallreduce");
     collective_wait();
     std::copy(coll_buf_.begin(), coll_buf_.end(), values);
 }
@@ -232,8 +231,8 @@ bool Communicator::agree(bool ok, const std::string& why) {
     bcast(packed.data(), packed.size(), root);
     if (!ok) return false;
     failed_ = true;
-    throw RemoteRankError(root, std::string(reinterpret_cast<const char*>(packed.data()),
-                                            static_cast<std::size_t>(length)));
+    throw RemoteRankError(root,
+                          std::string(reinterpret_cast<const char*>(packed.data()), static_cast<std::size_t>(length)));
 }
 
 void Communicator::notify_failure(const std::string& where) noexcept {

@@ -111,23 +111,23 @@ private:
     std::chrono::steady_clock::time_point last_interrupt_check_{};
 
     // Bookkeeping for the drain after a failure (failure_cleanup.cpp).
-    std::vector<ActiveRequest> active_;          ///< pending point-to-point requests
-    std::vector<long long> sent_data_;           ///< messages sent to each rank on data_
-    std::vector<long long> posted_data_;         ///< receives posted for each rank on data_ (not cancelled)
-    std::vector<long long> sent_notices_;        ///< failure notices sent to each rank
-    std::vector<long long> received_notices_;    ///< failure notices received from each rank
-    long long collectives_ = 0;                  ///< collectives started on data_
-    MPI_Request coll_req_ = MPI_REQUEST_NULL;    ///< the pending collective, if any
-    std::vector<double> coll_buf_;               ///< its buffer (owned here: it may outlive the caller's frame)
+    std::vector<ActiveRequest> active_;        ///< pending point-to-point requests
+    std::vector<long long> sent_data_;         ///< messages sent to each rank on data_
+    std::vector<long long> posted_data_;       ///< receives posted for each rank on data_ (not cancelled)
+    std::vector<long long> sent_notices_;      ///< failure notices sent to each rank
+    std::vector<long long> received_notices_;  ///< failure notices received from each rank
+    long long collectives_ = 0;                ///< collectives started on data_
+    MPI_Request coll_req_ = MPI_REQUEST_NULL;  ///< the pending collective, if any
+    std::vector<double> coll_buf_;             ///< its buffer (owned here: it may outlive the caller's frame)
     int coll_kind_ = 0, coll_count_ = 0, coll_op_ = 0, coll_root_ = 0;  ///< its signature
-    std::vector<std::unique_ptr<std::string>> notice_texts_;  ///< buffers of sent notices
+    std::vector<std::unique_ptr<std::string>> notice_texts_;            ///< buffers of sent notices
     std::vector<MPI_Request> notice_reqs_;
     struct Deferred {
         int source;
         std::int64_t epoch;
         std::string text;
     };
-    std::vector<Deferred> deferred_;             ///< notices from operations this rank has not reached
+    std::vector<Deferred> deferred_;  ///< notices from operations this rank has not reached
 
     friend struct FailedCommunicator;
 };

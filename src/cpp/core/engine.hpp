@@ -31,20 +31,20 @@ namespace pxb {
 /// Per-iteration information handed to the progress hook.
 struct IterationInfo {
     int iter = 0;
-    double residual_norm = -1.0;   ///< -1 when not available
-    double wall_time = 0.0;        ///< seconds since solve() started
+    double residual_norm = -1.0;  ///< -1 when not available
+    double wall_time = 0.0;       ///< seconds since solve() started
 };
 
 /// What one solve() reports.
 struct SolveSummary {
     int iterations = 0;
-    std::vector<double> residual_norms;  ///< per iteration, -1 where not available
+    std::vector<double> residual_norms;          ///< per iteration, -1 where not available
     std::vector<double> adjoint_residual_norms;  ///< per iteration (adjoint solves)
-    double objective = 0.0;              ///< J of the last iteration (adjoint / objective_only)
+    double objective = 0.0;                      ///< J of the last iteration (adjoint / objective_only)
     bool converged = false;
     int nlevels = 1;
     double wall_time = 0.0;
-    CallCounts calls;                    ///< this rank
+    CallCounts calls;  ///< this rank
     long long step_calls_all_ranks = 0;
 };
 
@@ -52,8 +52,8 @@ class Engine {
 public:
     /// `times` empty: uniform grid tstart + i/ntime (tstop - tstart); else ntime+1 values.
     /// Collective over `comm`: every rank builds the solver or every rank raises.
-    Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double tstop, int ntime,
-           std::vector<double> times, Options options);
+    Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double tstop, int ntime, std::vector<double> times,
+           Options options);
 
     /// Run MGRIT (collective). A second call continues from the current iterate.
     SolveSummary solve();
@@ -105,10 +105,10 @@ public:
 private:
     /// Where the solver is in its life.
     enum class State {
-        fresh,    ///< built, no iterate: the first solve may skip
-        warm,     ///< holds an iterate (solve() continues from it)
-        cold,     ///< reset(): no iterate, but solved before (no skip)
-        broken,   ///< an operation failed on some rank: unusable
+        fresh,   ///< built, no iterate: the first solve may skip
+        warm,    ///< holds an iterate (solve() continues from it)
+        cold,    ///< reset(): no iterate, but solved before (no skip)
+        broken,  ///< an operation failed on some rank: unusable
     };
     /// The cycle of XBraid's _braid_DriveUpdateCycle: where it is and where it goes.
     struct Cycle {
@@ -122,10 +122,10 @@ private:
     struct PendingComm {
         MPI_Request recv = MPI_REQUEST_NULL;
         MPI_Request send = MPI_REQUEST_NULL;
-        int recv_index = -2;           ///< index whose value arrives in the ghost slot
+        int recv_index = -2;  ///< index whose value arrives in the ghost slot
         int recv_source = -1;
-        int send_index = -2;           ///< index to send once it is computed
-        double* send_buf = nullptr;    ///< in the arena
+        int send_index = -2;         ///< index to send once it is computed
+        double* send_buf = nullptr;  ///< in the arena
     };
     /// The restricted value sent to the right neighbour on a coarse level.
     struct VaExchange {
@@ -135,12 +135,12 @@ private:
     };
     /// Work vectors in the arena.
     struct Work {
-        double* u = nullptr;       ///< the vector being stepped
-        double* other = nullptr;   ///< a second one (old C value, coarse residual)
-        double* sweep = nullptr;   ///< the final sweep's
+        double* u = nullptr;      ///< the vector being stepped
+        double* other = nullptr;  ///< a second one (old C value, coarse residual)
+        double* sweep = nullptr;  ///< the final sweep's
     };
-    static constexpr int kGhostTag = 100;    // + level
-    static constexpr int kVaTag = 200;       // + level
+    static constexpr int kGhostTag = 100;  // + level
+    static constexpr int kVaTag = 200;     // + level
 
     // setup.cpp
     void setup(double tstart, double tstop, std::vector<double> times);
@@ -170,9 +170,9 @@ private:
     void evaluate_objective(int index, const double* u);
 
     // relaxation.cpp: sweeps and the neighbour exchange they need
-    void comm_init_fc(int level);   ///< XBraid's UCommInit
-    void comm_init_f(int level);    ///< XBraid's UCommInitF
-    void comm_wait(int level);      ///< XBraid's UCommWait
+    void comm_init_fc(int level);  ///< XBraid's UCommInit
+    void comm_init_f(int level);   ///< XBraid's UCommInitF
+    void comm_wait(int level);     ///< XBraid's UCommWait
     /// Copy the value at index (owned stored point or received ghost) into dst.
     void fetch(int level, int index, double* dst);
     /// Store value of index (when stored) and send it if it is the pending send.
@@ -216,21 +216,21 @@ private:
     Options opt_;
     std::size_t n_;
     int ntime_;
-    RecordedArena arena_;             ///< every state vector; the tape of the adjoint
+    RecordedArena arena_;  ///< every state vector; the tape of the adjoint
     AdjointSweep sweep_;
-    std::vector<double> times_;       ///< all ntime+1 fine times (global)
+    std::vector<double> times_;  ///< all ntime+1 fine times (global)
     std::vector<Level> levels_;
     Status status_;
     std::vector<PendingComm> pending_;
     VaExchange va_;
     Work work_;
-    std::vector<double> solution_;    ///< fine states ilower..iupper after the final sweep
+    std::vector<double> solution_;  ///< fine states ilower..iupper after the final sweep
     bool solution_valid_ = false;
     State state_ = State::fresh;
 
     // iteration state
-    std::vector<double> rnorms_;      ///< this solve's history (index = iteration)
-    double rnorm0_ = -1.0;           ///< reference for rel_tol, kept across solves
+    std::vector<double> rnorms_;  ///< this solve's history (index = iteration)
+    double rnorm0_ = -1.0;        ///< reference for rel_tol, kept across solves
     double current_rnorm_ = -1.0;
     int iter_ = 0;
     double solve_start_ = 0.0;

@@ -14,8 +14,7 @@ struct CallbackError : std::runtime_error {
 
 /// Another rank failed; this rank stops instead of waiting forever.
 struct RemoteRankError : std::runtime_error {
-    RemoteRankError(int rank_, const std::string& what_)
-        : std::runtime_error(what_), rank(rank_) {}
+    RemoteRankError(int rank_, const std::string& what_) : std::runtime_error(what_), rank(rank_) {}
     int rank;
 };
 

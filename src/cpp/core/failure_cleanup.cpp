@@ -34,11 +34,22 @@ constexpr int kFields = 8;  // per peer: sent data, sent notices, collectives, p
 
 struct FailedCommunicator {
     explicit FailedCommunicator(Communicator& c, std::shared_ptr<const void> keep)
-        : data(c.data_), fail(c.fail_), rank(c.rank_), size(c.size_), keepalive(std::move(keep)),
-          posted_data(std::move(c.posted_data_)), received_notices(std::move(c.received_notices_)),
-          collectives(c.collectives_), coll_req(c.coll_req_), coll_buf(std::move(c.coll_buf_)),
-          coll_kind(c.coll_kind_), coll_count(c.coll_count_), coll_op(c.coll_op_), coll_root(c.coll_root_),
-          notice_texts(std::move(c.notice_texts_)), notice_reqs(std::move(c.notice_reqs_)) {
+        : data(c.data_),
+          fail(c.fail_),
+          rank(c.rank_),
+          size(c.size_),
+          keepalive(std::move(keep)),
+          posted_data(std::move(c.posted_data_)),
+          received_notices(std::move(c.received_notices_)),
+          collectives(c.collectives_),
+          coll_req(c.coll_req_),
+          coll_buf(std::move(c.coll_buf_)),
+          coll_kind(c.coll_kind_),
+          coll_count(c.coll_count_),
+          coll_op(c.coll_op_),
+          coll_root(c.coll_root_),
+          notice_texts(std::move(c.notice_texts_)),
+          notice_reqs(std::move(c.notice_reqs_)) {
         const auto n = static_cast<std::size_t>(size);
         out.assign(n * kFields, 0);
         in.assign(n * kFields, 0);
@@ -104,8 +115,8 @@ private:
             f[7] = coll_root;
         }
         stage = Stage::exchanging;
-        return MPI_Ialltoall(out.data(), kFields, MPI_LONG_LONG, in.data(), kFields, MPI_LONG_LONG, fail,
-                             &exchange) == MPI_SUCCESS;
+        return MPI_Ialltoall(out.data(), kFields, MPI_LONG_LONG, in.data(), kFields, MPI_LONG_LONG, fail, &exchange) ==
+               MPI_SUCCESS;
     }
 
     bool expect_messages() noexcept {
@@ -124,8 +135,7 @@ private:
     /// Steps 4 and 5.
     bool finish_draining() noexcept {
         if (!drain(data, expected_data) || !drain(fail, expected_notices)) return false;
-        if (!test(coll_req) || !test(dummy_req) || !test_all(sends) || !test_all(notice_reqs) ||
-            !test_all(receiving))
+        if (!test(coll_req) || !test(dummy_req) || !test_all(sends) || !test_all(notice_reqs) || !test_all(receiving))
             return false;
         MPI_Comm_free(&data);
         MPI_Comm_free(&fail);
@@ -167,11 +177,9 @@ private:
         const int count = static_cast<int>(f[5]);
         if (f[4] == 1) {
             const MPI_Op op = f[6] == 1 ? MPI_MAX : f[6] == 2 ? MPI_MIN : MPI_SUM;
-            return MPI_Iallreduce(MPI_IN_PLACE, dummy.data(), count, MPI_DOUBLE, op, data, &dummy_req) ==
-                   MPI_SUCCESS;
+            return MPI_Iallreduce(MPI_IN_PLACE, dummy.data(), count, MPI_DOUBLE, op, data, &dummy_req) == MPI_SUCCESS;
         }
-        return MPI_Ibcast(dummy.data(), count, MPI_DOUBLE, static_cast<int>(f[7]), data, &dummy_req) ==
-               MPI_SUCCESS;
+        return MPI_Ibcast(dummy.data(), count, MPI_DOUBLE, static_cast<int>(f[7]), data, &dummy_req) == MPI_SUCCESS;
     }
 
     /// Receive (and drop) what each rank sent here that this rank did not receive.
@@ -269,8 +277,9 @@ void progress_failed_communicators() noexcept {
     if (finalized) return;
     std::lock_guard<std::mutex> lock(registry_mutex());
     auto& r = registry();
-    r.erase(std::remove_if(r.begin(), r.end(), [](const std::unique_ptr<FailedCommunicator>& f) { return f->progress(); }),
-            r.end());
+    r.erase(
+        std::remove_if(r.begin(), r.end(), [](const std::unique_ptr<FailedCommunicator>& f) { return f->progress(); }),
+        r.end());
 }
 
 int progress_and_count_failed_communicators() noexcept {

@@ -4,8 +4,8 @@
 ///        ua (stored points), va (restricted values), fa (FAS right-hand sides).
 #pragma once
 
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -45,12 +45,12 @@ struct Level {
     bool stores_all = false;      ///< storage keeps F-points too on this level
     std::vector<double> ta;       ///< ta[0]: time of ilower-1 (ghost); ta[1+k]: time of ilower+k
 
-    VectorArray ua;                ///< stored points (+ ghost u[ilower-1])
-    VectorArray va;                ///< restricted values, all points (+ ghost), levels > 0
-    VectorArray fa;                ///< FAS right-hand sides, all points, levels > 0
+    VectorArray ua;                    ///< stored points (+ ghost u[ilower-1])
+    VectorArray va;                    ///< restricted values, all points (+ ghost), levels > 0
+    VectorArray fa;                    ///< FAS right-hand sides, all points, levels > 0
     std::vector<std::uint8_t> ua_set;  ///< whether a stored slot holds a value yet
-    bool va_valid = false;         ///< va filled by the restriction of this cycle
-    bool fa_valid = false;         ///< fa filled (false after skip: fa counts as zero)
+    bool va_valid = false;             ///< va filled by the restriction of this cycle
+    bool fa_valid = false;             ///< fa filled (false after skip: fa counts as zero)
 
     int npoints() const noexcept { return iupper >= ilower ? iupper - ilower + 1 : 0; }
     double t(int i) const noexcept { return ta[static_cast<std::size_t>(i - ilower + 1)]; }

@@ -92,8 +92,7 @@ void Engine::build_hierarchy() {
         for (int i = g.ilower; i <= g.iupper; ++i)
             g.ta[static_cast<std::size_t>(i - g.ilower + 1)] = times_[static_cast<std::size_t>(i * stride[l])];
         // Ghost time: the time of ilower-1 on this level (t(ilower) at the start).
-        if (np > 0)
-            g.ta[0] = g.ilower > 0 ? times_[static_cast<std::size_t>((g.ilower - 1) * stride[l])] : g.ta[1];
+        if (np > 0) g.ta[0] = g.ilower > 0 ? times_[static_cast<std::size_t>((g.ilower - 1) * stride[l])] : g.ta[1];
         g.stores_all = opt_.storage >= 0 && static_cast<int>(l) >= opt_.storage;
     }
     allocate_storage();
@@ -105,7 +104,9 @@ std::vector<int> Engine::level_sizes() const {
     return sizes;
 }
 
-std::size_t Engine::storage_bytes() const { return arena_.bytes() + solution_.capacity() * sizeof(double); }
+std::size_t Engine::storage_bytes() const {
+    return arena_.bytes() + solution_.capacity() * sizeof(double);
+}
 
 void Engine::allocate_storage() {
     // Sizes in vectors of n_ doubles (small integers), multiplied by n_ only
@@ -120,7 +121,7 @@ void Engine::allocate_storage() {
     const Level& fine = levels_[0];
     const std::size_t stored = static_cast<std::size_t>(fine.stores_all ? fine.npoints() : fine.ncpoints);
     std::size_t needed = vectors + static_cast<std::size_t>(fine.npoints());  // + the solution copy
-    if (sweep_.gradient()) needed += vectors + 2 + stored;                   // bars, scratch, adjoint iterate
+    if (sweep_.gradient()) needed += vectors + 2 + stored;                    // bars, scratch, adjoint iterate
     check_storage_size(needed, n_,
                        "on rank " + std::to_string(comm_.rank()) + " (ntime=" + std::to_string(ntime_) + ", " +
                            std::to_string(nlevels()) + " level(s)" + (sweep_.gradient() ? ", with the adjoint" : "") +

@@ -16,8 +16,8 @@ inline void check_mpi(int rc, const char* call) {
     char text[MPI_MAX_ERROR_STRING] = {};
     int len = 0;
     if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
-    throw MPIError(std::string(call) + " failed: " + (len > 0 ? std::string(text, static_cast<std::size_t>(len))
-                                                              : "error code " + std::to_string(rc)));
+    throw MPIError(std::string(call) + " failed: " +
+                   (len > 0 ? std::string(text, static_cast<std::size_t>(len)) : "error code " + std::to_string(rc)));
 }
 
 }  // namespace pxb

@@ -12,7 +12,9 @@
 namespace pxb {
 
 namespace {
-bool multiply(std::size_t a, std::size_t b, std::size_t& out) noexcept { return !__builtin_mul_overflow(a, b, &out); }
+bool multiply(std::size_t a, std::size_t b, std::size_t& out) noexcept {
+    return !__builtin_mul_overflow(a, b, &out);
+}
 
 /// Memory this process can still get: Linux's MemAvailable (free memory plus
 /// what the kernel can reclaim) plus free swap, else the physical memory.
@@ -61,7 +63,9 @@ void RecordedArena::allocate(std::size_t vectors, bool with_bars) {
     }
 }
 
-void RecordedArena::zero_bars() noexcept { std::fill(mem_->bar.begin(), mem_->bar.end(), 0.0); }
+void RecordedArena::zero_bars() noexcept {
+    std::fill(mem_->bar.begin(), mem_->bar.end(), 0.0);
+}
 
 void RecordedArena::copy(double* dst, const double* src) {
     if (dst == src) return;

@@ -82,9 +82,7 @@ public:
     }
 
 private:
-    std::size_t offset_of(const double* p) const noexcept {
-        return static_cast<std::size_t>(p - mem_->arena.data());
-    }
+    std::size_t offset_of(const double* p) const noexcept { return static_cast<std::size_t>(p - mem_->arena.data()); }
 
     std::shared_ptr<Storage> mem_ = std::make_shared<Storage>();
     std::size_t n_;

@@ -72,8 +72,8 @@ void Engine::fetch(int level, int index, double* dst) {
     }
     const int slot = g.u_slot(index);
     if (slot < 0 || !g.ua_set[static_cast<std::size_t>(slot)])
-        throw std::logic_error("pyxbraid internal error: level " + std::to_string(level) +
-                               " has no value at index " + std::to_string(index));
+        throw std::logic_error("pyxbraid internal error: level " + std::to_string(level) + " has no value at index " +
+                               std::to_string(index));
     arena_.copy(dst, g.ua.at(slot));
 }
 

@@ -65,7 +65,8 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     gate_.probe_capabilities();
     const AdjointMode mode = adjoint_mode(opt_);
     if (mode != AdjointMode::none && !app_->has_adjoint())
-        throw std::invalid_argument(app_->name() + " defines no objective and adjoint callbacks; adjoint=True "
+        throw std::invalid_argument(app_->name() +
+                                    " defines no objective and adjoint callbacks; adjoint=True "
                                     "and objective_only=True need them");
     if (mode == AdjointMode::gradient && gate_.has_residual())
         throw std::invalid_argument("adjoint=True cannot be combined with a user residual (as in XBraid)");
@@ -85,8 +86,8 @@ void Engine::validate_problem() const {
     if (ntime_ < 1) throw std::invalid_argument("ntime must be >= 1, got " + std::to_string(ntime_));
     if (n_ == 0) throw std::invalid_argument("the app's state size must be >= 1");
     if (ntime_ + 1 < comm_.size())
-        throw std::invalid_argument("ntime + 1 = " + std::to_string(ntime_ + 1) +
-                                    " time points cannot be shared by " + std::to_string(comm_.size()) + " ranks");
+        throw std::invalid_argument("ntime + 1 = " + std::to_string(ntime_ + 1) + " time points cannot be shared by " +
+                                    std::to_string(comm_.size()) + " ranks");
 }
 
 void Engine::make_time_grid(double tstart, double tstop, std::vector<double> times) {
@@ -95,8 +96,8 @@ void Engine::make_time_grid(double tstart, double tstop, std::vector<double> tim
             throw std::invalid_argument("times must hold ntime + 1 values");
         for (std::size_t i = 0; i < times.size(); ++i)
             if (!std::isfinite(times[i]) || (i > 0 && !(times[i] > times[i - 1])))
-                throw std::invalid_argument("times must be finite and strictly increasing (times[" +
-                                            std::to_string(i) + "])");
+                throw std::invalid_argument("times must be finite and strictly increasing (times[" + std::to_string(i) +
+                                            "])");
         times_ = std::move(times);
         return;
     }
@@ -109,11 +110,10 @@ void Engine::make_time_grid(double tstart, double tstop, std::vector<double> tim
     // would have dt = 0 (and MGRIT would iterate on nothing).
     for (int i = 1; i <= ntime_; ++i)
         if (!(times_[i] > times_[i - 1]))
-            throw std::invalid_argument(grid_message(tstart, tstop, ntime_) +
-                                        " give a time grid that is not strictly increasing (t[" + std::to_string(i) +
-                                        "] = " + shortest(times_[i]) + " <= t[" + std::to_string(i - 1) + "] = " +
-                                        shortest(times_[i - 1]) +
-                                        "): the interval is too short for ntime steps in float64");
+            throw std::invalid_argument(
+                grid_message(tstart, tstop, ntime_) + " give a time grid that is not strictly increasing (t[" +
+                std::to_string(i) + "] = " + shortest(times_[i]) + " <= t[" + std::to_string(i - 1) +
+                "] = " + shortest(times_[i - 1]) + "): the interval is too short for ntime steps in float64");
 }
 
 void Engine::check_objective_window() const {

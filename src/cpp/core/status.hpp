@@ -9,6 +9,7 @@ namespace pxb {
 /// src/pyxbraid/_vocabulary.py: the enum, its names and every table indexed
 /// by phase (the bindings' interned names) are generated from this list, so
 /// none of them can drift from the others.
+// clang-format off
 // BEGIN GENERATED phases (codegen/generate.py)
 #define PXB_PHASES(X)                                                                           \
     X(init, "initial guess (braid_ASCaller_InitGuess / BaseInit)")                              \
@@ -21,6 +22,7 @@ namespace pxb {
     X(state_query, "on-demand final sweep answering a state query (access_level=0)")            \
     X(objective, "objective evaluation and its adjoint (XBraid's ObjectiveStatus)")
 // END GENERATED phases
+// clang-format on
 
 /// Which part of the algorithm invoked a callback (XBraid's braid_ASCaller_*).
 enum class Phase : int {

@@ -47,8 +47,7 @@ void Engine::take_step(int level, int index, double* u, Phase phase) {
     }
 }
 
-void Engine::user_or_default_residual(int level, int index, const double* ustop, double* r,
-                                      Phase phase) {
+void Engine::user_or_default_residual(int level, int index, const double* ustop, double* r, Phase phase) {
     // XBraid's _braid_Residual: r holds u(index-1) on entry and A(u)_index on
     // exit: the user's residual, or ustop - Phi(r) (a plain step, no fa).
     fill_status(level, index, phase);

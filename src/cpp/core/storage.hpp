@@ -60,10 +60,10 @@ private:
 
 /// Everything a callback may receive a pointer into (besides the app's own memory).
 struct Storage {
-    std::vector<double> arena;    ///< every state vector of the engine (see Engine::allocate_arena)
-    std::vector<double> bar;      ///< the adjoint's mirror of `arena`
-    std::vector<double> scratch;  ///< two vectors for callback outputs in the reverse sweep
-    SavedValues saved;            ///< the tape's saved step inputs and objective arguments
+    std::vector<double> arena;          ///< every state vector of the engine (see Engine::allocate_arena)
+    std::vector<double> bar;            ///< the adjoint's mirror of `arena`
+    std::vector<double> scratch;        ///< two vectors for callback outputs in the reverse sweep
+    SavedValues saved;                  ///< the tape's saved step inputs and objective arguments
     std::vector<double> reverse_sends;  ///< buffers of the reverse sweep's messages (alive while sends are)
 };
 
