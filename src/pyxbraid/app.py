@@ -35,6 +35,16 @@ def _as_shape(shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
+def _as_state_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}") from None
+    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
+    return dt
+
+
 class App:
     """A time-dependent problem solved by :class:`pyxbraid.Solver`.
 
@@ -58,6 +68,11 @@ class App:
     ----------
     shape : int or tuple of int
         Shape of one state vector, e.g. ``(1,)`` or ``(batch, width)``.
+    dtype : {numpy.float64, numpy.float32}, default numpy.float64
+        Element type of the states: the engine stores and sends states of this
+        type and hands callbacks arrays of it. Norms and reductions accumulate
+        in float64 either way. float32 halves the memory of stored states
+        (e.g. for a float32 PyTorch model); XBraid's numbers are float64.
 
     Examples
     --------
@@ -79,8 +94,9 @@ class App:
     4
     """
 
-    def __init__(self, shape: int | Sequence[int]) -> None:
+    def __init__(self, shape: int | Sequence[int], dtype: Any = np.float64) -> None:
         self.shape = _as_shape(shape)
+        self.dtype = _as_state_dtype(dtype)
 
     def init(self, t: float, u: np.ndarray) -> None:
         """Fill ``u`` with the initial condition (t = tstart) or an initial guess.

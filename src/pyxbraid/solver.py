@@ -14,7 +14,7 @@ import numpy as np
 from . import _core
 from ._mpi_guard import load_mpi
 from ._options import OPTION_NAMES, as_int, core_options, describe_options
-from .app import App, NativeApp, _as_shape, _finite
+from .app import App, NativeApp, _as_shape, _as_state_dtype, _finite
 from .errors import _Agreed
 
 __all__ = ["SolveResult", "Solver"]
@@ -276,9 +276,9 @@ class Solver:
         post = app._overrides("postprocess_objective"), app._overrides("postprocess_objective_adjoint")
         if adjoint and post[0] != post[1]:
             raise TypeError(f"{name} must define both postprocess_objective and postprocess_objective_adjoint, or neither")
-        native = _core.PythonApp(
-            app, list(app.shape), app.init, app.step, optional["residual"], optional["spatial_norm"], optional["access"]
-        )
+        dtype = _as_state_dtype(getattr(app, "dtype", np.float64))
+        native = _core.PythonApp(app, list(app.shape), dtype.name, app.init, app.step, optional["residual"],
+                                 optional["spatial_norm"], optional["access"])
         if adjoint or objective_only:
             def get(m):
                 return getattr(app, m) if app._overrides(m) else None

@@ -10,7 +10,7 @@
 
 namespace pxb {
 
-class Cubic : public App {
+class Cubic : public TypedApp<double> {
 public:
     Cubic(std::size_t size, double p, double u0, double guess, double target)
         : size_(size), p_(p), u0_(u0), guess_(guess), target_(target) {}

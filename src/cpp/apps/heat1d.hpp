@@ -10,7 +10,7 @@
 
 namespace pxb {
 
-class Heat1D : public App {
+class Heat1D : public TypedApp<double> {
 public:
     enum class Guess { hashed, xbraid, zero };
 

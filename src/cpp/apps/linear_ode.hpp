@@ -10,7 +10,7 @@ namespace pxb {
 
 /// Backward Euler (ex-01: u <- (u + fstop) / (1 - lam dt)) or forward Euler
 /// (u <- (1 + lam dt) u + fstop). Initial value and guess as in ex-01.
-class LinearODE : public App {
+class LinearODE : public TypedApp<double> {
 public:
     enum class Scheme { backward_euler, forward_euler };
 

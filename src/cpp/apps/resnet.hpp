@@ -68,7 +68,7 @@ private:
 
 /// The engine's view of the network for one batch size: states are
 /// batch x width, row-major (one sample per row).
-class ResNetBatch : public App {
+class ResNetBatch : public TypedApp<double> {
 public:
     ResNetBatch(std::shared_ptr<ResNetParameters> params, int batch);
 

@@ -106,8 +106,8 @@ void register_status_type(py::module_& module) {
     module.attr("PHASES") = names;
 }
 
-PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, py::object init, py::object step, py::object residual,
-             py::object spatial_norm, py::object access)
+PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, const std::string& dtype, py::object init,
+             py::object step, py::object residual, py::object spatial_norm, py::object access)
     : app_(std::move(app)),
       init_(std::move(init)),
       step_(std::move(step)),
@@ -115,6 +115,10 @@ PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, py::object init, py:
       norm_(std::move(spatial_norm)),
       access_(std::move(access)),
       shape_(std::move(shape)) {
+    if (dtype == "float32")
+        dtype_ = DType::float32;
+    else if (dtype != "float64")
+        throw py::value_error("dtype must be 'float64' or 'float32', got '" + dtype + "'");
     size_ = 1;
     for (Py_ssize_t d : shape_) size_ *= static_cast<std::size_t>(d);
     name_ = py::str(py::type::handle_of(app_).attr("__name__"));
@@ -151,21 +155,20 @@ void PyApp::clear_references() {
         *o = py::none();
 }
 
-PyObject* PyApp::view(const double* data, bool writable) const {
-    // A C-contiguous float64 view of engine memory. It gets no base while it
-    // sits in the recycling cache (a base would form a reference cycle through
-    // C++ that Python's GC cannot see); ViewRef gives it the engine as base
-    // the moment a callback keeps it.
-    PyArray_Descr* descr = PyArray_DescrFromType(NPY_DOUBLE);
+PyObject* PyApp::view(CVec data, bool writable) const {
+    // A C-contiguous view of engine memory (the app's element type). It gets
+    // no base while it sits in the recycling cache; ViewRef gives it the
+    // engine's storage as base the moment a callback keeps it.
+    PyArray_Descr* descr = PyArray_DescrFromType(dtype_ == DType::float32 ? NPY_FLOAT32 : NPY_FLOAT64);
     PyObject* arr =
         PyArray_NewFromDescr(&PyArray_Type, descr, static_cast<int>(shape_.size()),
                              const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shape_.data())), nullptr,
-                             const_cast<double*>(data), writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
+                             const_cast<std::byte*>(data), writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
     if (arr == nullptr) throw py::error_already_set();
     return arr;
 }
 
-PyObject* PyApp::recycled_view(PyObject*& slot, const double* data, bool writable) const {
+PyObject* PyApp::recycled_view(PyObject*& slot, CVec data, bool writable) const {
     if (slot != nullptr && Py_REFCNT(slot) == 1) {
         auto* fields = reinterpret_cast<PyArrayObject_fields*>(slot);
         // Reuse only an untouched view: same shape and flags as we made it.
@@ -174,7 +177,7 @@ PyObject* PyApp::recycled_view(PyObject*& slot, const double* data, bool writabl
                       (PyArray_ISWRITEABLE(reinterpret_cast<PyArrayObject*>(slot)) == writable);
         for (std::size_t d = 0; intact && d < shape_.size(); ++d) intact = fields->dimensions[d] == shape_[d];
         if (intact) {
-            fields->data = reinterpret_cast<char*>(const_cast<double*>(data));
+            fields->data = reinterpret_cast<char*>(const_cast<std::byte*>(data));
             Py_INCREF(slot);
             return slot;
         }
@@ -232,7 +235,7 @@ struct PyApp::ViewRef {
     }
 };
 
-void PyApp::init(double t, double* u) {
+void PyApp::init_any(double t, Vec u) {
     ViewRef uv{recycled_view(views_[0], u, true), &views_[0], memory_owner_.ptr()};
     Ref tv(PyFloat_FromDouble(t));
     if (tv.p == nullptr) throw py::error_already_set();
@@ -242,7 +245,7 @@ void PyApp::init(double t, double* u) {
     check_in_place("init", res.p, uv.p);
 }
 
-void PyApp::step(double* u, const double* ustop, const double* fstop, const Status& st) {
+void PyApp::step_any(Vec u, CVec ustop, CVec fstop, const Status& st) {
     ViewRef uv{recycled_view(views_[0], u, true), &views_[0], memory_owner_.ptr()};
     ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[1], ustop, false),
                ustop == u ? nullptr : &views_[1], memory_owner_.ptr()};  // an alias of u: uv settles it
@@ -254,7 +257,7 @@ void PyApp::step(double* u, const double* ustop, const double* fstop, const Stat
     check_in_place("step", res.p, uv.p);
 }
 
-void PyApp::residual(const double* ustop, double* r, const Status& st) {
+void PyApp::residual_any(CVec ustop, Vec r, const Status& st) {
     ViewRef sv{recycled_view(views_[1], ustop, false), &views_[1], memory_owner_.ptr()};
     ViewRef rv{recycled_view(views_[0], r, true), &views_[0], memory_owner_.ptr()};
     PyObject* args[] = {sv.p, rv.p, status_object(st)};
@@ -263,7 +266,7 @@ void PyApp::residual(const double* ustop, double* r, const Status& st) {
     check_in_place("residual", res.p, rv.p);
 }
 
-double PyApp::spatial_norm(const double* u) {
+double PyApp::spatial_norm_any(CVec u) {
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     PyObject* args[] = {uv.p};
     Ref res(PyObject_Vectorcall(norm_.ptr(), args, 1, nullptr));
@@ -277,7 +280,7 @@ double PyApp::spatial_norm(const double* u) {
     return value;
 }
 
-void PyApp::access(const double* u, const Status& st) {
+void PyApp::access_any(CVec u, const Status& st) {
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     PyObject* args[] = {uv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(access_.ptr(), args, 2, nullptr));
@@ -308,13 +311,13 @@ double PyApp::call_real(const py::object& fn, const char* name, PyObject* const*
     return value;
 }
 
-double PyApp::objective(const double* u, const Status& st) {
+double PyApp::objective_any(CVec u, const Status& st) {
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     PyObject* args[] = {uv.p, status_object(st)};
     return call_real(objective_, "objective", args, 2);
 }
 
-void PyApp::objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st) {
+void PyApp::objective_adjoint_any(CVec u, Vec u_bar, double f_bar, const Status& st) {
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     ViewRef bv{recycled_view(views_[3], u_bar, true), &views_[3], memory_owner_.ptr()};
     Ref fv(PyFloat_FromDouble(f_bar));
@@ -324,7 +327,7 @@ void PyApp::objective_adjoint(const double* u, double* u_bar, double f_bar, cons
     check_in_place("objective_adjoint", res.p, bv.p);
 }
 
-void PyApp::step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar, const Status& st) {
+void PyApp::step_adjoint_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st) {
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[2], ustop, false),
                ustop == u ? nullptr : &views_[2], memory_owner_.ptr()};
@@ -342,7 +345,7 @@ void PyApp::reset_gradient() {
     if (res.p == nullptr) throw py::error_already_set();
 }
 
-void PyApp::init_adjoint(double t, const double* u_bar, const Status& st) {
+void PyApp::init_adjoint_any(double t, CVec u_bar, const Status& st) {
     if (init_adjoint_.is_none()) return;
     ViewRef bv{recycled_view(views_[1], u_bar, false), &views_[1], memory_owner_.ptr()};
     Ref tv(PyFloat_FromDouble(t));

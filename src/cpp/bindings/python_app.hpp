@@ -24,7 +24,7 @@ class PyApp : public App {
 public:
     /// `methods`: bound methods init, step, residual, spatial_norm, access
     /// (None where the app does not define the optional ones).
-    PyApp(pybind11::object app, std::vector<Py_ssize_t> shape, pybind11::object init, pybind11::object step,
+    PyApp(pybind11::object app, std::vector<Py_ssize_t> shape, const std::string& dtype, pybind11::object init, pybind11::object step,
           pybind11::object residual, pybind11::object spatial_norm, pybind11::object access);
 
     /// Adjoint callbacks (None where undefined): objective, objective_adjoint,
@@ -35,23 +35,23 @@ public:
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
+    DType dtype() const override { return dtype_; }
     std::string name() const override { return name_; }
-    void init(double t, double* u) override;
-    void step(double* u, const double* ustop, const double* fstop, const Status& st) override;
+    void init_any(double t, Vec u) override;
+    void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) override;
     bool has_residual() const override { return !residual_.is_none(); }
-    void residual(const double* ustop, double* r, const Status& st) override;
+    void residual_any(CVec ustop, Vec r, const Status& st) override;
     bool has_spatial_norm() const override { return !norm_.is_none(); }
-    double spatial_norm(const double* u) override;
+    double spatial_norm_any(CVec u) override;
     bool has_access() const override { return !access_.is_none(); }
-    void access(const double* u, const Status& st) override;
+    void access_any(CVec u, const Status& st) override;
 
     bool has_adjoint() const override { return !objective_.is_none(); }
-    double objective(const double* u, const Status& st) override;
-    void objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st) override;
-    void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
-                      const Status& st) override;
+    double objective_any(CVec u, const Status& st) override;
+    void objective_adjoint_any(CVec u, Vec u_bar, double f_bar, const Status& st) override;
+    void step_adjoint_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st) override;
     void reset_gradient() override;
-    void init_adjoint(double t, const double* u_bar, const Status& st) override;
+    void init_adjoint_any(double t, CVec u_bar, const Status& st) override;
     bool has_postprocess() const override { return !postprocess_.is_none(); }
     double postprocess(double sum) override;
     double postprocess_adjoint(double sum) override;
@@ -68,10 +68,10 @@ public:
     void clear_references();
 
 private:
-    PyObject* view(const double* data, bool writable) const;
+    PyObject* view(CVec data, bool writable) const;
     /// A view of `data`, reusing the array object in `slot` when nobody else
     /// holds it (the user did not keep it): saves an allocation per call.
-    PyObject* recycled_view(PyObject*& slot, const double* data, bool writable) const;
+    PyObject* recycled_view(PyObject*& slot, CVec data, bool writable) const;
     PyObject* status_object(const Status& st);
     struct ViewRef;
     void check_in_place(const char* callback, PyObject* result, PyObject* target) const;
@@ -87,6 +87,7 @@ private:
                                    nullptr};  ///< recycled views: u (rw), ustop (ro), fstop (ro), bar (rw), bar2 (rw)
     std::vector<Py_ssize_t> shape_;
     std::size_t size_ = 1;
+    DType dtype_ = DType::float64;
     std::string name_;
     pybind11::object memory_owner_;  ///< see set_memory_owner
 };

@@ -19,6 +19,11 @@ bool is_python_app(Engine& e) {
     return dynamic_cast<PyApp*>(&e.app()) != nullptr;
 }
 
+/// numpy's type of the engine's states.
+py::dtype state_dtype(const Engine& e) {
+    return e.dtype() == DType::float32 ? py::dtype::of<float>() : py::dtype::of<double>();
+}
+
 /// The Python app of an engine object whose references only this engine owns
 /// (the references the garbage collector may visit through it), else null.
 PyApp* sole_python_app(PyObject* self) {
@@ -60,13 +65,14 @@ void register_solver(py::module_& m) {
         .def_property_readonly("size", &App::size);
 
     py::class_<PyApp, App, std::shared_ptr<PyApp>>(m, "PythonApp")
-        .def(py::init([](py::object app, std::vector<Py_ssize_t> shape, py::object init, py::object step,
-                         py::object residual, py::object norm, py::object access) {
-                 return std::make_shared<PyApp>(std::move(app), std::move(shape), std::move(init), std::move(step),
-                                                std::move(residual), std::move(norm), std::move(access));
+        .def(py::init([](py::object app, std::vector<Py_ssize_t> shape, const std::string& dtype, py::object init,
+                         py::object step, py::object residual, py::object norm, py::object access) {
+                 return std::make_shared<PyApp>(std::move(app), std::move(shape), dtype, std::move(init),
+                                                std::move(step), std::move(residual), std::move(norm),
+                                                std::move(access));
              }),
-             py::arg("app"), py::arg("shape"), py::arg("init"), py::arg("step"), py::arg("residual"),
-             py::arg("spatial_norm"), py::arg("access"))
+             py::arg("app"), py::arg("shape"), py::arg("dtype"), py::arg("init"), py::arg("step"),
+             py::arg("residual"), py::arg("spatial_norm"), py::arg("access"))
         .def("set_adjoint", &PyApp::set_adjoint, py::arg("objective"), py::arg("objective_adjoint"),
              py::arg("step_adjoint"), py::arg("reset_gradient"), py::arg("postprocess"), py::arg("postprocess_adjoint"),
              py::arg("init_adjoint") = py::none());
@@ -76,6 +82,8 @@ void register_solver(py::module_& m) {
     m.def(
         "_time_raw_steps",
         [](std::shared_ptr<App> app, long long nsteps, double dt) {
+            // float64 apps only (the native apps and float64 Python apps).
+            if (app->dtype() != DType::float64) throw py::value_error("_time_raw_steps times float64 apps only");
             std::vector<double> u(app->size(), 1.0);
             Status st;
             st.tstart = 0.0;
@@ -87,7 +95,7 @@ void register_solver(py::module_& m) {
             if (!python) nogil = std::make_unique<py::gil_scoped_release>();
             const double t0 = MPI_Wtime();
             for (long long k = 0; k < nsteps; ++k) {
-                app->step(u.data(), u.data(), nullptr, st);
+                app->step_any(reinterpret_cast<Vec>(u.data()), reinterpret_cast<CVec>(u.data()), nullptr, st);
                 if (u[0] < 1e-200) u.assign(u.size(), 1.0);  // keep values normal
             }
             return MPI_Wtime() - t0;
@@ -144,8 +152,8 @@ void register_solver(py::module_& m) {
         .def("refresh_initial_condition", &Engine::refresh_initial_condition)
         .def("state_at",
              [](Engine& e, int i) {
-                 py::array_t<double> out(static_cast<py::ssize_t>(e.vector_size()));
-                 double* p = out.mutable_data();
+                 py::array out(state_dtype(e), std::vector<py::ssize_t>{static_cast<py::ssize_t>(e.vector_size())});
+                 void* p = out.mutable_data();
                  if (is_python_app(e)) {
                      e.state_at(i, p);
                  } else {
@@ -156,7 +164,7 @@ void register_solver(py::module_& m) {
              })
         .def("local_states",
              [](Engine& e) {
-                 const std::vector<double>* sol;
+                 const Bytes* sol;
                  if (is_python_app(e)) {
                      sol = &e.local_states();
                  } else {
@@ -165,10 +173,11 @@ void register_solver(py::module_& m) {
                  }
                  const auto n = static_cast<py::ssize_t>(e.vector_size());
                  const auto rows = static_cast<py::ssize_t>(e.iupper() - e.ilower() + 1);
-                 py::array_t<double> out({rows, n});
-                 std::memcpy(out.mutable_data(), sol->data(), sizeof(double) * static_cast<std::size_t>(rows * n));
+                 py::array out(state_dtype(e), std::vector<py::ssize_t>{rows, n});
+                 std::memcpy(out.mutable_data(), sol->data(), static_cast<std::size_t>(out.nbytes()));
                  return out;
              })
+        .def_property_readonly("dtype", [](const Engine& e) { return dtype_name(e.dtype()); })
         .def_property_readonly("ilower", &Engine::ilower)
         .def_property_readonly("iupper", &Engine::iupper)
         .def_property_readonly("nlevels", &Engine::nlevels)

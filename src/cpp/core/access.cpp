@@ -8,16 +8,17 @@
 
 namespace pxb {
 
-void Engine::emit_access(int level, int index, const double* u, bool done) {
+void Engine::emit_access(int level, int index, CVec u, bool done) {
     if (level != 0) return;
     Level& g = levels_[0];
-    std::memcpy(solution_.data() + static_cast<std::size_t>(index - g.ilower) * n_, u, n_ * sizeof(double));
+    const std::size_t bytes = arena_.vector_bytes();
+    std::memcpy(solution_.data() + static_cast<std::size_t>(index - g.ilower) * bytes, u, bytes);
     if (opt_.access_level >= 1 && gate_.has_access()) gate_.access(u, point_status(index, Phase::access, done));
 }
 
 void Engine::final_sweep(bool done, bool fc, Phase phase) {
     Level& g = levels_[0];
-    solution_.resize(static_cast<std::size_t>(g.npoints()) * n_);
+    solution_.grow(static_cast<std::size_t>(g.npoints()) * arena_.vector_bytes());
     if (fc) {
         // final_fc_relax: one FC sweep (nrelax 1, cwt of level 0) with access everywhere.
         const bool saved = done_;
@@ -26,7 +27,7 @@ void Engine::final_sweep(bool done, bool fc, Phase phase) {
         done_ = saved;
         return;
     }
-    double* u = work_.sweep;
+    Vec u = work_.sweep;
     // Sequential marching (one level) evaluates the objective in this sweep.
     const bool objective = nlevels() == 1 && !opt_.relax_only_cg && sweep_.active();
     comm_init_f(0);
@@ -48,13 +49,13 @@ void Engine::final_sweep(bool done, bool fc, Phase phase) {
     comm_wait(0);
 }
 
-const std::vector<double>& Engine::local_states() {
+const Bytes& Engine::local_states() {
     ensure_usable();
     comm_.begin_operation();
     return solution();
 }
 
-const std::vector<double>& Engine::solution() {
+const Bytes& Engine::solution() {
     if (state_ != State::warm) throw std::logic_error("solve() has not been called yet");
     if (!solution_valid_) {
         // access_level 0 skipped the final sweep: run it now (no user access).
@@ -77,17 +78,18 @@ const std::vector<double>& Engine::solution() {
     return solution_;
 }
 
-void Engine::state_at(int i, double* out) {
+void Engine::state_at(int i, void* out) {
     if (i < 0 || i > ntime_)
         throw std::out_of_range("index must be in [0, " + std::to_string(ntime_) + "], got " + std::to_string(i));
     ensure_usable();
     comm_.begin_operation();
-    const std::vector<double>& sol = solution();
+    const Bytes& sol = solution();
     const int root = owner(0, i);
     if (root == comm_.rank())
-        std::memcpy(out, sol.data() + static_cast<std::size_t>(i - ilower()) * n_, n_ * sizeof(double));
+        std::memcpy(out, sol.data() + static_cast<std::size_t>(i - ilower()) * arena_.vector_bytes(),
+                    arena_.vector_bytes());
     try {
-        comm_.bcast(out, n_, root);
+        comm_.bcast_bytes(out, arena_.vector_bytes(), root);
     } catch (const std::exception& e) {
         fail_collectively("a state query", &e);
         throw;

@@ -17,7 +17,7 @@ namespace {
 constexpr int kReverseTag = 1000;  // + the primal tag
 }
 
-void AdjointSweep::objective_term(const double* u, const Status& st) {
+void AdjointSweep::objective_term(CVec u, const Status& st) {
     local_objective_ += gate_.objective(u, st);
     arena_.record_objective(u, st);
 }
@@ -38,7 +38,7 @@ void AdjointSweep::next_iteration(bool done) {
 
 void AdjointSweep::reset() {
     rnorm0_ = -1.0;
-    std::fill(ubar_.begin(), ubar_.end(), 0.0);
+    ubar_.zero();
 }
 
 bool AdjointSweep::converged() const noexcept {
@@ -66,79 +66,63 @@ double AdjointSweep::finish_objective() {
 }
 
 void AdjointSweep::reverse_copy(const TapeOp& op) {  // y = x
-    const std::size_t n = arena_.vector_size();
-    double* ybar = arena_.bar_at(op.y);
-    double* xbar = arena_.bar_at(op.x);
-    for (std::size_t q = 0; q < n; ++q) {
-        xbar[q] += ybar[q];
-        ybar[q] = 0.0;
-    }
+    ops::move_add(arena_.dtype(), arena_.vector_size(), arena_.bar_at(op.y), arena_.bar_at(op.x));
 }
 
 void AdjointSweep::reverse_axpy(const TapeOp& op) {  // y = a x + b y
     const std::size_t n = arena_.vector_size();
-    double* ybar = arena_.bar_at(op.y);
-    const double c = op.x == op.y ? op.a + op.b : op.b;
-    if (op.x != op.y) {
-        double* xbar = arena_.bar_at(op.x);
-        for (std::size_t q = 0; q < n; ++q) xbar[q] += op.a * ybar[q];
-    }
-    for (std::size_t q = 0; q < n; ++q) ybar[q] *= c;
+    Vec ybar = arena_.bar_at(op.y);
+    if (op.x != op.y) ops::add_scaled(arena_.dtype(), n, op.a, ybar, arena_.bar_at(op.x));
+    ops::scale(arena_.dtype(), n, op.x == op.y ? op.a + op.b : op.b, ybar);
 }
 
 void AdjointSweep::reverse_step(const TapeOp& op) {
-    const std::size_t n = arena_.vector_size();
-    double* ybar = arena_.bar_at(op.y);
-    double* sbar = arena_.storage().scratch.data();
-    std::fill(sbar, sbar + n, 0.0);
+    const std::size_t bytes = arena_.vector_bytes();
+    Vec ybar = arena_.bar_at(op.y);
+    Vec sbar = arena_.storage().scratch.data();
+    std::memset(sbar, 0, bytes);
     gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, op.st);
-    double* target = op.ustop_is_u ? ybar : arena_.bar_at(op.x);
-    for (std::size_t q = 0; q < n; ++q) target[q] += sbar[q];
+    ops::add(arena_.dtype(), arena_.vector_size(), sbar, op.ustop_is_u ? ybar : arena_.bar_at(op.x));
 }
 
 void AdjointSweep::reverse_objective(const TapeOp& op) {
-    const std::size_t n = arena_.vector_size();
-    double* ybar = arena_.bar_at(op.y);
-    double* tmp = arena_.storage().scratch.data() + n;
-    std::fill(tmp, tmp + n, 0.0);
+    const std::size_t bytes = arena_.vector_bytes();
+    Vec tmp = arena_.storage().scratch.data() + bytes;
+    std::memset(tmp, 0, bytes);
     gate_.objective_adjoint(op.saved, tmp, f_bar_, op.st);
-    for (std::size_t q = 0; q < n; ++q) ybar[q] += tmp[q];
+    ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(op.y));
 }
 
 void AdjointSweep::reverse_receive(const TapeOp& op, std::size_t& next_buffer) {
     // The primal value came from op.peer: its bar goes back there.
-    const std::size_t n = arena_.vector_size();
-    double* ybar = arena_.bar_at(op.y);
-    double* buf = arena_.storage().reverse_sends.data() + next_buffer * n;
-    std::memcpy(buf, ybar, n * sizeof(double));
-    comm_.isend(buf, n, op.peer, op.tag + kReverseTag, reverse_reqs_[next_buffer]);
+    const std::size_t bytes = arena_.vector_bytes();
+    Vec ybar = arena_.bar_at(op.y);
+    Vec buf = arena_.storage().reverse_sends.data() + next_buffer * bytes;
+    std::memcpy(buf, ybar, bytes);
+    comm_.isend(buf, arena_.vector_size(), arena_.dtype(), op.peer, op.tag + kReverseTag, reverse_reqs_[next_buffer]);
     ++next_buffer;
-    std::fill(ybar, ybar + n, 0.0);
+    std::memset(ybar, 0, bytes);
 }
 
 void AdjointSweep::reverse_send(const TapeOp& op) {
-    const std::size_t n = arena_.vector_size();
-    double* ybar = arena_.bar_at(op.y);
-    double* tmp = arena_.storage().scratch.data() + n;
+    Vec tmp = arena_.storage().scratch.data() + arena_.vector_bytes();
     MPI_Request req = MPI_REQUEST_NULL;
-    comm_.irecv(tmp, n, op.peer, op.tag + kReverseTag, req);
+    comm_.irecv(tmp, arena_.vector_size(), arena_.dtype(), op.peer, op.tag + kReverseTag, req);
     comm_.wait(req);
-    for (std::size_t q = 0; q < n; ++q) ybar[q] += tmp[q];
+    ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(op.y));
 }
 
 void AdjointSweep::reverse_sweep() {
-    const std::size_t n = arena_.vector_size();
-    const std::vector<TapeOp>& ops = arena_.tape().ops();
+    const std::vector<TapeOp>& tape = arena_.tape().ops();
     // Reverse messages: one buffer per received primal message, alive until
     // the end of the sweep (and, after a failure, until the drain).
     std::size_t nrecv = 0;
-    for (const TapeOp& op : ops) nrecv += op.kind == TapeOp::Kind::recv;
-    std::vector<double>& buffers = arena_.storage().reverse_sends;
-    if (buffers.size() < nrecv * n) buffers.resize(nrecv * n);
+    for (const TapeOp& op : tape) nrecv += op.kind == TapeOp::Kind::recv;
+    arena_.storage().reverse_sends.grow(nrecv * arena_.vector_bytes());
     reverse_reqs_.assign(nrecv, MPI_REQUEST_NULL);
     std::size_t next_buffer = 0;
 
-    for (auto it = ops.rbegin(); it != ops.rend(); ++it) {
+    for (auto it = tape.rbegin(); it != tape.rend(); ++it) {
         const TapeOp& op = *it;
         switch (op.kind) {
             case TapeOp::Kind::copy: reverse_copy(op); break;
@@ -155,19 +139,19 @@ void AdjointSweep::reverse_sweep() {
 double AdjointSweep::update_iterate(const Level& g, int iter) {
     // New adjoint iterate = bars of the iteration's input states (stored
     // level-0 points; only C-points in iteration 0, when F-points held no value).
-    const std::size_t n = arena_.vector_size();
-    double* diff = arena_.storage().scratch.data();
+    const std::size_t bytes = arena_.vector_bytes();
+    Vec diff = arena_.storage().scratch.data();
     TemporalNorm norm(set_.tnorm);
     for (int i = g.ilower; i <= g.iupper; ++i) {
         const int slot = g.u_slot(i);
         if (slot < 0 || (iter == 0 && !g.is_cpoint(i))) continue;
-        const double* fresh = arena_.bar_of(g.ua.at(slot));
-        double* kept = ubar_.data() + static_cast<std::size_t>(slot) * n;
+        CVec fresh = arena_.bar_of(g.ua.at(slot));
+        Vec kept = ubar_.data() + static_cast<std::size_t>(slot) * bytes;
         if (i > 0) {
-            for (std::size_t q = 0; q < n; ++q) diff[q] = 1.0 * fresh[q] + (-1.0) * kept[q];
+            ops::difference(arena_.dtype(), arena_.vector_size(), fresh, kept, diff);
             norm.add(gate_.norm(diff));
         }
-        std::memcpy(kept, fresh, n * sizeof(double));
+        std::memcpy(kept, fresh, bytes);
     }
     return norm.reduce(comm_);
 }
@@ -176,13 +160,12 @@ void AdjointSweep::seed(const Level& g) {
     // The iteration's output states carry the current adjoint iterate. Index 0
     // is never an output of an iteration (init(tstart) stays fixed): leaving
     // it unseeded makes its bar this sweep's d J / d u_0 alone.
-    const std::size_t n = arena_.vector_size();
+    const std::size_t bytes = arena_.vector_bytes();
     arena_.zero_bars();
     for (int i = std::max(g.ilower, 1); i <= g.iupper; ++i) {
         const int slot = g.u_slot(i);
         if (slot < 0) continue;
-        std::memcpy(arena_.bar_of(g.ua.at(slot)), ubar_.data() + static_cast<std::size_t>(slot) * n,
-                    n * sizeof(double));
+        std::memcpy(arena_.bar_of(g.ua.at(slot)), ubar_.data() + static_cast<std::size_t>(slot) * bytes, bytes);
     }
 }
 

@@ -43,11 +43,11 @@ public:
     bool active() const noexcept { return set_.mode != AdjointMode::none; }
     bool gradient() const noexcept { return set_.mode == AdjointMode::gradient; }
     /// Room for the adjoint iterate at the fine level's stored points.
-    void allocate(std::size_t stored_points) { ubar_.assign(stored_points * arena_.vector_size(), 0.0); }
+    void allocate(std::size_t stored_points) { ubar_.assign(stored_points * arena_.vector_bytes()); }
 
     bool in_window(double t) const noexcept { return t >= set_.tstart_objective && t <= set_.tstop_objective; }
     /// f(u) at a fine point of the window: evaluated, summed, recorded.
-    void objective_term(const double* u, const Status& st);
+    void objective_term(CVec u, const Status& st);
 
     /// A solve starts: fresh histories and objective, gradient zeroed.
     void begin_solve();
@@ -69,7 +69,7 @@ public:
     bool diverged() const noexcept;
     /// ||r_adj|| per iteration of this solve (-1: not available).
     std::vector<double>& history() noexcept { return norms_; }
-    std::size_t bytes() const noexcept { return arena_.bar_bytes() + ubar_.capacity() * sizeof(double); }
+    std::size_t bytes() const noexcept { return arena_.bar_bytes() + ubar_.capacity(); }
 
 private:
     double finish_objective();
@@ -88,7 +88,7 @@ private:
     Communicator& comm_;
     CallbackGate& gate_;
     Settings set_;
-    std::vector<double> ubar_;  ///< adjoint iterate at the fine level's stored slots
+    Bytes ubar_;  ///< adjoint iterate at the fine level's stored slots
     std::vector<MPI_Request> reverse_reqs_;
     std::vector<double> norms_;
     double local_objective_ = 0.0;

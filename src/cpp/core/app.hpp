@@ -1,24 +1,32 @@
 /// \file app.hpp
 /// \brief The user problem as the engine sees it: XBraid's user callbacks on
-///        contiguous float64 states owned by the engine.
+///        contiguous states owned by the engine, of the element type the app
+///        declares (float64 or float32).
+///
+/// The engine talks to every app through the type-erased calls of `App`
+/// (`*_any`, states as bytes). Native apps derive from `TypedApp<double>` and
+/// write their callbacks on `double*`; the Python app handles both types itself.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "core/status.hpp"
+#include "core/vector_ops.hpp"
 
 namespace pxb {
 
-/// Abstract application. States are `size()` contiguous doubles owned by the
-/// engine; callbacks work in place and must not keep the pointers.
+/// Abstract application: sizes, capabilities and the type-erased callbacks.
 class App {
 public:
     virtual ~App() = default;
 
-    /// Number of doubles in one state vector.
+    /// Number of elements in one state vector.
     virtual std::size_t size() const = 0;
+    /// Element type of the states (the engine stores, sends and hands out this type).
+    virtual DType dtype() const { return DType::float64; }
 
     /// Told the time interval once, when a solver is built for this app.
     virtual void on_setup(double /*tstart*/, double /*tstop*/) {}
@@ -33,54 +41,92 @@ public:
     /// of distributed layers). Default 0: nothing to compare.
     virtual std::uint64_t fingerprint() const { return 0; }
 
-    /// Fill `u` (out) with the initial condition at t = tstart, a guess elsewhere.
-    virtual void init(double t, double* u) = 0;
+    virtual bool has_residual() const { return false; }
+    virtual bool has_spatial_norm() const { return false; }
+    virtual bool has_access() const { return false; }
+    virtual bool has_adjoint() const { return false; }
+    virtual bool has_postprocess() const { return false; }
 
+    // -- the callbacks, type-erased (see TypedApp for their meaning) -------------------
+    virtual void init_any(double t, Vec u) = 0;
+    virtual void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) = 0;
+    virtual void residual_any(CVec ustop, Vec r, const Status& st);
+    virtual double spatial_norm_any(CVec u);
+    virtual void access_any(CVec u, const Status& st);
+    virtual double objective_any(CVec u, const Status& st);
+    virtual void objective_adjoint_any(CVec u, Vec u_bar, double f_bar, const Status& st);
+    virtual void step_adjoint_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st);
+    virtual void init_adjoint_any(double t, CVec u_bar, const Status& st);
+
+    // -- design (XBraid_Adjoint) ------------------------------------------------------
+    /// Set the gradient accumulator to zero.
+    virtual void reset_gradient() {}
+    /// J = F(I) from I = sum of objective().
+    virtual double postprocess(double sum) { return sum; }
+    /// dF/dI at I = sum; may ASSIGN the design part of dF/ddesign to the gradient.
+    virtual double postprocess_adjoint(double /*sum*/) { return 1.0; }
+};
+
+/// An app written on `Real*` states (native apps: TypedApp<double>).
+template <class Real>
+class TypedApp : public App {
+public:
+    DType dtype() const override { return sizeof(Real) == sizeof(float) ? DType::float32 : DType::float64; }
+
+    /// Fill `u` (out) with the initial condition at t = tstart, a guess elsewhere.
+    virtual void init(double t, Real* u) = 0;
     /// Advance `u` (in/out) from st.tstart to st.tstop. `ustop` (in) is the
     /// engine's best guess of the result (XBraid's ustop); `fstop` (in) is the
     /// FAS right-hand side, or nullptr (only passed when has_residual()).
-    virtual void step(double* u, const double* ustop, const double* fstop, const Status& st) = 0;
-
-    /// True when the app supplies residual(); changes FAS semantics as in XBraid.
-    virtual bool has_residual() const { return false; }
-
+    virtual void step(Real* u, const Real* ustop, const Real* fstop, const Status& st) = 0;
     /// XBraid's residual: on entry `r` (in/out) holds u(tstart); on exit
     /// r = A(ustop, r), the residual of the step equation at tstop.
-    virtual void residual(const double* ustop, double* r, const Status& st);
-
-    /// True when spatial_norm() replaces the default Euclidean 2-norm.
-    virtual bool has_spatial_norm() const { return false; }
-    virtual double spatial_norm(const double* u);
-
-    /// True when access() should be called.
-    virtual bool has_access() const { return false; }
-    virtual void access(const double* u, const Status& st);
-
-    // --- adjoint (XBraid_Adjoint: objectiveT, objectiveT_diff, step_diff,
-    //     reset_gradient, postprocess_obj, postprocess_obj_diff) -------------
-
-    /// True when objective / step_adjoint / ... are available.
-    virtual bool has_adjoint() const { return false; }
+    virtual void residual(const Real* /*ustop*/, Real* /*r*/, const Status& /*st*/) { missing("residual"); }
+    /// Replaces the default Euclidean 2-norm when has_spatial_norm().
+    virtual double spatial_norm(const Real* /*u*/) { missing("spatial_norm"); }
+    /// Look at a state (when has_access()).
+    virtual void access(const Real* /*u*/, const Status& /*st*/) {}
     /// f(u) at one fine time point st.tstart (index st.tindex).
-    virtual double objective(const double* u, const Status& st);
+    virtual double objective(const Real* /*u*/, const Status& /*st*/) { missing("objective"); }
     /// u_bar (out, zeroed on entry) = (df/du)^T f_bar; add (df/ddesign)^T f_bar to the gradient.
-    virtual void objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st);
+    virtual void objective_adjoint(const Real* /*u*/, Real* /*u_bar*/, double /*f_bar*/, const Status& /*st*/) {
+        missing("objective_adjoint");
+    }
     /// u (in): the step's input state; ustop (in): its ustop. u_bar (in/out):
     /// overwrite with (dPhi/du)^T u_bar; ustop_bar (out, zeroed on entry):
     /// (dPhi/dustop)^T u_bar; add (dPhi/ddesign)^T u_bar to the gradient.
-    virtual void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar, const Status& st);
-    /// Set the gradient accumulator to zero.
-    virtual void reset_gradient();
+    virtual void step_adjoint(const Real* /*u*/, const Real* /*ustop*/, Real* /*u_bar*/, Real* /*ustop_bar*/,
+                              const Status& /*st*/) {
+        missing("step_adjoint");
+    }
     /// u_bar (in): the adjoint of the initial state init(tstart) after a
     /// reverse sweep; add (d init / d design)^T u_bar to the gradient. Not in
     /// XBraid (whose initial condition cannot depend on the design); called
     /// on the rank owning index 0 once per adjoint iteration. Default: no-op.
-    virtual void init_adjoint(double t, const double* u_bar, const Status& st);
-    /// True when J = F(I) is post-processed (I = sum of objective()).
-    virtual bool has_postprocess() const { return false; }
-    virtual double postprocess(double sum);
-    /// dF/dI at I = sum; may ASSIGN the design part of dF/ddesign to the gradient.
-    virtual double postprocess_adjoint(double sum);
+    virtual void init_adjoint(double /*t*/, const Real* /*u_bar*/, const Status& /*st*/) {}
+
+    void init_any(double t, Vec u) final { init(t, ops::as<Real>(u)); }
+    void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) final {
+        step(ops::as<Real>(u), ops::as<Real>(ustop), fstop ? ops::as<Real>(fstop) : nullptr, st);
+    }
+    void residual_any(CVec ustop, Vec r, const Status& st) final { residual(ops::as<Real>(ustop), ops::as<Real>(r), st); }
+    double spatial_norm_any(CVec u) final { return spatial_norm(ops::as<Real>(u)); }
+    void access_any(CVec u, const Status& st) final { access(ops::as<Real>(u), st); }
+    double objective_any(CVec u, const Status& st) final { return objective(ops::as<Real>(u), st); }
+    void objective_adjoint_any(CVec u, Vec u_bar, double f_bar, const Status& st) final {
+        objective_adjoint(ops::as<Real>(u), ops::as<Real>(u_bar), f_bar, st);
+    }
+    void step_adjoint_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st) final {
+        step_adjoint(ops::as<Real>(u), ops::as<Real>(ustop), ops::as<Real>(u_bar), ops::as<Real>(ustop_bar), st);
+    }
+    void init_adjoint_any(double t, CVec u_bar, const Status& st) final {
+        init_adjoint(t, ops::as<Real>(u_bar), st);
+    }
+
+private:
+    [[noreturn]] void missing(const char* callback) const {
+        throw std::logic_error(name() + " defines no " + callback + " (called without the capability)");
+    }
 };
 
 }  // namespace pxb

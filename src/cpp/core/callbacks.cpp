@@ -18,30 +18,19 @@ const char* phase_name(Phase p) noexcept {
     return "unknown";
 }
 
-void App::residual(const double*, double*, const Status&) {
-    throw std::logic_error(name() + ".residual called but the app defines no residual");
-}
-double App::spatial_norm(const double*) {
-    throw std::logic_error(name() + ".spatial_norm called but the app defines none");
-}
-void App::access(const double*, const Status&) {}
-double App::objective(const double*, const Status&) {
-    throw std::logic_error(name() + " defines no objective");
-}
-void App::objective_adjoint(const double*, double*, double, const Status&) {
+// The defaults of the optional callbacks: the engine calls them only when the
+// app says it has them (has_residual(), ...), so reaching one is a bug.
+void App::residual_any(CVec, Vec, const Status&) { throw std::logic_error(name() + " defines no residual"); }
+double App::spatial_norm_any(CVec) { throw std::logic_error(name() + " defines no spatial_norm"); }
+void App::access_any(CVec, const Status&) {}
+double App::objective_any(CVec, const Status&) { throw std::logic_error(name() + " defines no objective"); }
+void App::objective_adjoint_any(CVec, Vec, double, const Status&) {
     throw std::logic_error(name() + " defines no objective_adjoint");
 }
-void App::step_adjoint(const double*, const double*, double*, double*, const Status&) {
+void App::step_adjoint_any(CVec, CVec, Vec, Vec, const Status&) {
     throw std::logic_error(name() + " defines no step_adjoint");
 }
-void App::reset_gradient() {}
-void App::init_adjoint(double, const double*, const Status&) {}
-double App::postprocess(double sum) {
-    return sum;
-}
-double App::postprocess_adjoint(double) {
-    return 1.0;
-}
+void App::init_adjoint_any(double, CVec, const Status&) {}
 
 void CallbackGate::probe_capabilities() {
     has_residual_ = app_.has_residual();
@@ -68,15 +57,12 @@ void CallbackGate::fail(const char* callback, const Status* st, const std::strin
     throw CallbackError(where + ": " + what);
 }
 
-void CallbackGate::check_finite(const char* callback, const double* v, const Status* st) {
-    // x*0 is NaN exactly when x is NaN or infinite; the branch-free sum vectorises.
-    double probe = 0.0;
-    for (std::size_t k = 0; k < n_; ++k) probe += v[k] * 0.0;
-    if (probe == 0.0) return;
-    std::size_t bad = 0;
-    while (bad < n_ && std::isfinite(v[bad])) ++bad;
+void CallbackGate::check_finite(const char* callback, CVec v, const Status* st) {
+    double value = 0.0;
+    const std::size_t bad = ops::first_non_finite(dtype_, n_, v, value);
+    if (bad == n_) return;
     std::ostringstream msg;
-    msg << "produced a non-finite value (" << v[bad] << " at flat index " << bad << ")";
+    msg << "produced a non-finite value (" << value << " at flat index " << bad << ")";
     fail(callback, st, msg.str());
 }
 
@@ -98,36 +84,34 @@ void CallbackGate::check_finite(const char* callback, const double* v, const Sta
         }                                                                         \
     } while (0)
 
-void CallbackGate::init(double t, double* u, const Status& st) {
+void CallbackGate::init(double t, Vec u, const Status& st) {
     ++counts_.init;
     tick();
-    PXB_GUARDED("init", &st, app_.init(t, u));
+    PXB_GUARDED("init", &st, app_.init_any(t, u));
     check_finite("init", u, &st);
 }
 
-void CallbackGate::step(double* u, const double* ustop, const double* fstop, const Status& st) {
+void CallbackGate::step(Vec u, CVec ustop, CVec fstop, const Status& st) {
     ++counts_.step;
     tick();
-    PXB_GUARDED("step", &st, app_.step(u, ustop, fstop, st));
+    PXB_GUARDED("step", &st, app_.step_any(u, ustop, fstop, st));
     check_finite("step", u, &st);
 }
 
-void CallbackGate::residual(const double* ustop, double* r, const Status& st) {
+void CallbackGate::residual(CVec ustop, Vec r, const Status& st) {
     ++counts_.residual;
     tick();
-    PXB_GUARDED("residual", &st, app_.residual(ustop, r, st));
+    PXB_GUARDED("residual", &st, app_.residual_any(ustop, r, st));
     check_finite("residual", r, &st);
 }
 
-double CallbackGate::norm(const double* u, const Status* where) {
+double CallbackGate::norm(CVec u, const Status* where) {
     ++counts_.norm;
     if (!has_norm_) {
-        double s = 0.0;
-        for (std::size_t k = 0; k < n_; ++k) s += u[k] * u[k];
-        return std::sqrt(s);
+        return ops::norm2(dtype_, n_, u);
     }
     double value = 0.0;
-    PXB_GUARDED("spatial_norm", where, value = app_.spatial_norm(u));
+    PXB_GUARDED("spatial_norm", where, value = app_.spatial_norm_any(u));
     if (!(value >= 0.0)) {  // also catches NaN
         std::ostringstream msg;
         msg << "returned " << value << "; a norm must be a number >= 0";
@@ -136,16 +120,16 @@ double CallbackGate::norm(const double* u, const Status* where) {
     return value;
 }
 
-void CallbackGate::access(const double* u, const Status& st) {
+void CallbackGate::access(CVec u, const Status& st) {
     ++counts_.access;
-    PXB_GUARDED("access", &st, app_.access(u, st));
+    PXB_GUARDED("access", &st, app_.access_any(u, st));
 }
 
-double CallbackGate::objective(const double* u, const Status& st) {
+double CallbackGate::objective(CVec u, const Status& st) {
     ++counts_.objective;
     tick();
     double value = 0.0;
-    PXB_GUARDED("objective", &st, value = app_.objective(u, st));
+    PXB_GUARDED("objective", &st, value = app_.objective_any(u, st));
     if (!std::isfinite(value)) {
         std::ostringstream msg;
         msg << "returned " << value << "; an objective value must be finite";
@@ -154,17 +138,16 @@ double CallbackGate::objective(const double* u, const Status& st) {
     return value;
 }
 
-void CallbackGate::objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st) {
+void CallbackGate::objective_adjoint(CVec u, Vec u_bar, double f_bar, const Status& st) {
     ++counts_.objective_adjoint;
-    PXB_GUARDED("objective_adjoint", &st, app_.objective_adjoint(u, u_bar, f_bar, st));
+    PXB_GUARDED("objective_adjoint", &st, app_.objective_adjoint_any(u, u_bar, f_bar, st));
     check_finite("objective_adjoint", u_bar, &st);
 }
 
-void CallbackGate::step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
-                                const Status& st) {
+void CallbackGate::step_adjoint(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st) {
     ++counts_.step_adjoint;
     tick();
-    PXB_GUARDED("step_adjoint", &st, app_.step_adjoint(u, ustop, u_bar, ustop_bar, st));
+    PXB_GUARDED("step_adjoint", &st, app_.step_adjoint_any(u, ustop, u_bar, ustop_bar, st));
     check_finite("step_adjoint", u_bar, &st);
     check_finite("step_adjoint", ustop_bar, &st);
 }
@@ -173,9 +156,9 @@ void CallbackGate::reset_gradient() {
     PXB_GUARDED("reset_gradient", nullptr, app_.reset_gradient());
 }
 
-void CallbackGate::init_adjoint(double t, const double* u_bar, const Status& st) {
+void CallbackGate::init_adjoint(double t, CVec u_bar, const Status& st) {
     ++counts_.init_adjoint;
-    PXB_GUARDED("init_adjoint", &st, app_.init_adjoint(t, u_bar, st));
+    PXB_GUARDED("init_adjoint", &st, app_.init_adjoint_any(t, u_bar, st));
 }
 
 double CallbackGate::postprocess(double sum) {

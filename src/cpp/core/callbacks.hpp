@@ -32,25 +32,26 @@ struct CallCounts {
 
 class CallbackGate {
 public:
-    CallbackGate(App& app, Communicator& comm) : app_(app), comm_(comm), n_(app.size()) {}
+    CallbackGate(App& app, Communicator& comm) : app_(app), comm_(comm), n_(app.size()), dtype_(app.dtype()) {}
 
-    void init(double t, double* u, const Status& st);
-    void step(double* u, const double* ustop, const double* fstop, const Status& st);
-    void residual(const double* ustop, double* r, const Status& st);
-    /// Spatial norm: the app's, or the Euclidean 2-norm computed natively.
-    double norm(const double* u, const Status* where = nullptr);
-    void access(const double* u, const Status& st);
-    double objective(const double* u, const Status& st);
-    void objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st);
-    void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar, const Status& st);
+    void init(double t, Vec u, const Status& st);
+    void step(Vec u, CVec ustop, CVec fstop, const Status& st);
+    void residual(CVec ustop, Vec r, const Status& st);
+    /// Spatial norm: the app's, or the Euclidean 2-norm computed natively (in float64).
+    double norm(CVec u, const Status* where = nullptr);
+    void access(CVec u, const Status& st);
+    double objective(CVec u, const Status& st);
+    void objective_adjoint(CVec u, Vec u_bar, double f_bar, const Status& st);
+    void step_adjoint(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st);
     void reset_gradient();
-    void init_adjoint(double t, const double* u_bar, const Status& st);
+    void init_adjoint(double t, CVec u_bar, const Status& st);
     double postprocess(double sum);
     double postprocess_adjoint(double sum);
 
     bool has_residual() const { return has_residual_; }
     bool has_access() const { return has_access_; }
     std::size_t size() const noexcept { return n_; }
+    DType dtype() const noexcept { return dtype_; }
     const CallCounts& counts() const noexcept { return counts_; }
     void reset_counts() noexcept { counts_ = CallCounts{}; }
     App& app() noexcept { return app_; }
@@ -64,12 +65,13 @@ private:
         if ((++ticks_ & 63u) == 0) comm_.maybe_check_interrupt();
     }
     [[noreturn]] void fail(const char* callback, const Status* st, const std::string& what);
-    void check_finite(const char* callback, const double* v, const Status* st);
+    void check_finite(const char* callback, CVec v, const Status* st);
     std::string context(const char* callback, const Status* st) const;
 
     App& app_;
     Communicator& comm_;
     std::size_t n_;
+    DType dtype_;
     CallCounts counts_;
     unsigned ticks_ = 0;
     bool has_residual_ = false;

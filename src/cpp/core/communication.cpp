@@ -77,16 +77,20 @@ Communicator::~Communicator() {
     progress_failed_communicators();
 }
 
-void Communicator::isend(const double* buf, std::size_t n, int dest, int tag, MPI_Request& req) {
+namespace {
+MPI_Datatype mpi_type(DType d) { return d == DType::float32 ? MPI_FLOAT : MPI_DOUBLE; }
+}  // namespace
+
+void Communicator::isend(const void* buf, std::size_t n, DType dtype, int dest, int tag, MPI_Request& req) {
     check_count(n);
-    check_mpi(MPI_Isend(buf, static_cast<int>(n), MPI_DOUBLE, dest, tag, data_, &req), "MPI_Isend");
+    check_mpi(MPI_Isend(buf, static_cast<int>(n), mpi_type(dtype), dest, tag, data_, &req), "MPI_Isend");
     ++sent_data_[static_cast<std::size_t>(dest)];
     active_.push_back({req, dest, false});
 }
 
-void Communicator::irecv(double* buf, std::size_t n, int source, int tag, MPI_Request& req) {
+void Communicator::irecv(void* buf, std::size_t n, DType dtype, int source, int tag, MPI_Request& req) {
     check_count(n);
-    check_mpi(MPI_Irecv(buf, static_cast<int>(n), MPI_DOUBLE, source, tag, data_, &req), "MPI_Irecv");
+    check_mpi(MPI_Irecv(buf, static_cast<int>(n), mpi_type(dtype), source, tag, data_, &req), "MPI_Irecv");
     ++posted_data_[static_cast<std::size_t>(source)];
     active_.push_back({req, source, true});
 }
@@ -214,6 +218,16 @@ void Communicator::bcast(double* values, std::size_t n, int root) {
     check_mpi(MPI_Ibcast(coll_buf_.data(), static_cast<int>(n), MPI_DOUBLE, root, data_, &coll_req_), "MPI_Ibcast");
     collective_wait();
     std::copy(coll_buf_.begin(), coll_buf_.end(), values);
+}
+
+void Communicator::bcast_bytes(void* data, std::size_t bytes, int root) {
+    if (size_ == 1) return;
+    // Through the double-typed broadcast (its buffer is the communicator's):
+    // the bytes travel unchanged, whatever their element type.
+    std::vector<double> packed((bytes + sizeof(double) - 1) / sizeof(double), 0.0);
+    std::memcpy(packed.data(), data, bytes);
+    bcast(packed.data(), packed.size(), root);
+    std::memcpy(data, packed.data(), bytes);
 }
 
 bool Communicator::agree(bool ok, const std::string& why) {

@@ -26,6 +26,8 @@
 #include <string>
 #include <vector>
 
+#include "core/vector_ops.hpp"
+
 namespace pxb {
 
 struct FailedCommunicator;
@@ -48,14 +50,17 @@ public:
     /// number tags this rank's failure notices.
     void begin_operation() noexcept { ++epoch_; }
 
-    void isend(const double* buf, std::size_t n, int dest, int tag, MPI_Request& req);
-    void irecv(double* buf, std::size_t n, int source, int tag, MPI_Request& req);
+    /// Send / receive `n` elements of `dtype` (states: float64 or float32).
+    void isend(const void* buf, std::size_t n, DType dtype, int dest, int tag, MPI_Request& req);
+    void irecv(void* buf, std::size_t n, DType dtype, int source, int tag, MPI_Request& req);
     /// Waits for `req` (MPI_REQUEST_NULL returns at once) while watching for failures.
     void wait(MPI_Request& req);
     /// Allreduce of `n` doubles in place (op: MPI_SUM, MPI_MAX or MPI_MIN), failure-aware.
     void allreduce(double* values, int n, MPI_Op op);
     /// Broadcast of `n` doubles from `root`, failure-aware.
     void bcast(double* values, std::size_t n, int root);
+    /// Broadcast of `bytes` bytes from `root` (a state of any element type), failure-aware.
+    void bcast_bytes(void* data, std::size_t bytes, int root);
     /// Every rank says whether its part of an operation succeeded, and why not
     /// (collective, no failure notices involved). Returns true when all did;
     /// false on a rank that failed itself (it raises its own error); every

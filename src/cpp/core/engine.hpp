@@ -59,10 +59,10 @@ public:
     SolveSummary solve();
 
     /// Fine-grid state at global index i, copied into `out` on every rank (collective).
-    void state_at(int i, double* out);
+    void state_at(int i, void* out);
     /// This rank's fine-grid states [ilower..iupper] after the final sweep
     /// (collective: runs the sweep on demand when it has not happened).
-    const std::vector<double>& local_states();
+    const Bytes& local_states();
 
     /// Forget the iterate (no communication): the next solve() starts from
     /// init() again, with fresh tolerance references -- a new problem of the
@@ -82,6 +82,7 @@ public:
     std::vector<int> level_sizes() const;
     const Options& options() const { return opt_; }
     std::size_t vector_size() const { return n_; }
+    DType dtype() const { return arena_.dtype(); }
     App& app() { return *app_; }
     const std::vector<double>& times() const { return times_; }
     /// Bytes of state storage held by this rank (all levels).
@@ -125,19 +126,19 @@ private:
         int recv_index = -2;  ///< index whose value arrives in the ghost slot
         int recv_source = -1;
         int send_index = -2;         ///< index to send once it is computed
-        double* send_buf = nullptr;  ///< in the arena
+        Vec send_buf = nullptr;  ///< in the arena
     };
     /// The restricted value sent to the right neighbour on a coarse level.
     struct VaExchange {
         MPI_Request recv = MPI_REQUEST_NULL, send = MPI_REQUEST_NULL;
         int source = -1;
-        double* send_buf = nullptr;
+        Vec send_buf = nullptr;
     };
     /// Work vectors in the arena.
     struct Work {
-        double* u = nullptr;      ///< the vector being stepped
-        double* other = nullptr;  ///< a second one (old C value, coarse residual)
-        double* sweep = nullptr;  ///< the final sweep's
+        Vec u = nullptr;      ///< the vector being stepped
+        Vec other = nullptr;  ///< a second one (old C value, coarse residual)
+        Vec sweep = nullptr;  ///< the final sweep's
     };
     static constexpr int kGhostTag = 100;  // + level
     static constexpr int kVaTag = 200;     // + level
@@ -159,31 +160,31 @@ private:
     int owner(int level, int index) const;
 
     // step.cpp
-    const double* ustop_for(int level, int index, const double* u) const;
-    void take_step(int level, int index, double* u, Phase phase);
-    void user_or_default_residual(int level, int index, const double* ustop, double* r, Phase phase);
+    CVec ustop_for(int level, int index, CVec u) const;
+    void take_step(int level, int index, Vec u, Phase phase);
+    void user_or_default_residual(int level, int index, CVec ustop, Vec r, Phase phase);
     void fill_status(int level, int index, Phase phase);
     /// Status of a call about the level-0 state at `index` (access, objective).
     Status point_status(int index, Phase phase, bool done) const;
     /// The status of the adjoint of init(tstart) (the rank owning index 0).
     Status initial_status() const;
-    void evaluate_objective(int index, const double* u);
+    void evaluate_objective(int index, CVec u);
 
     // relaxation.cpp: sweeps and the neighbour exchange they need
     void comm_init_fc(int level);  ///< XBraid's UCommInit
     void comm_init_f(int level);   ///< XBraid's UCommInitF
     void comm_wait(int level);     ///< XBraid's UCommWait
     /// Copy the value at index (owned stored point or received ghost) into dst.
-    void fetch(int level, int index, double* dst);
+    void fetch(int level, int index, Vec dst);
     /// Store value of index (when stored) and send it if it is the pending send.
-    void store(int level, int index, const double* v);
+    void store(int level, int index, CVec v);
     void fc_relax(int level, int nrelax);
     void relax_interval(int level, int k, bool weighted, double cwt);
 
     // restriction.cpp
     void f_restrict(int level);
     double restrict_fine_sweep(int level);
-    void restrict_cpoint(int level, int ci, double* r, TemporalNorm& rnorm);
+    void restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm);
     void coarse_right_hand_side(int clevel);
 
     // interpolation.cpp / access.cpp
@@ -191,8 +192,8 @@ private:
     /// phase: access (the solve's final sweep) or state_query (on demand).
     void final_sweep(bool done, bool fc, Phase phase = Phase::access);
     /// This rank's fine states, from the final sweep (run now if it was not).
-    const std::vector<double>& solution();
-    void emit_access(int level, int index, const double* u, bool done);
+    const Bytes& solution();
+    void emit_access(int level, int index, CVec u, bool done);
 
     // cycle.cpp
     void drive(SolveSummary& summary);
@@ -224,7 +225,7 @@ private:
     std::vector<PendingComm> pending_;
     VaExchange va_;
     Work work_;
-    std::vector<double> solution_;  ///< fine states ilower..iupper after the final sweep
+    Bytes solution_;  ///< fine states ilower..iupper after the final sweep
     bool solution_valid_ = false;
     State state_ = State::fresh;
 

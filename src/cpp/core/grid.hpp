@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/vector_ops.hpp"
+
 namespace pxb {
 
 /// `count` vectors plus one ghost vector in front (slot -1), contiguous inside
@@ -16,21 +18,21 @@ namespace pxb {
 /// every vector has a fixed offset, which the adjoint uses to find its bar.
 class VectorArray {
 public:
-    /// Number of doubles this array needs in the arena.
-    static std::size_t doubles(int count, std::size_t vsize) { return static_cast<std::size_t>(count + 1) * vsize; }
-    void bind(double* base, int count, std::size_t vsize) noexcept {
+    /// Number of vectors this array needs in the arena (the ghost included).
+    static std::size_t vectors(int count) { return static_cast<std::size_t>(count) + 1; }
+    /// `base`: the first of vectors(count) vectors of `stride` bytes each.
+    void bind(Vec base, int count, std::size_t stride) noexcept {
         base_ = base;
         count_ = count;
-        vsize_ = vsize;
+        stride_ = stride;
     }
-    double* at(int slot) noexcept { return base_ + static_cast<std::size_t>(slot + 1) * vsize_; }
-    const double* at(int slot) const noexcept { return base_ + static_cast<std::size_t>(slot + 1) * vsize_; }
+    Vec at(int slot) noexcept { return base_ + static_cast<std::size_t>(slot + 1) * stride_; }
+    CVec at(int slot) const noexcept { return base_ + static_cast<std::size_t>(slot + 1) * stride_; }
     int count() const noexcept { return count_; }
-    std::size_t bytes() const noexcept { return base_ ? doubles(count_, vsize_) * sizeof(double) : 0; }
 
 private:
-    double* base_ = nullptr;
-    std::size_t vsize_ = 0;
+    Vec base_ = nullptr;
+    std::size_t stride_ = 0;
     int count_ = 0;
 };
 

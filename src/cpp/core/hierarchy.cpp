@@ -105,7 +105,7 @@ std::vector<int> Engine::level_sizes() const {
 }
 
 std::size_t Engine::storage_bytes() const {
-    return arena_.bytes() + solution_.capacity() * sizeof(double);
+    return arena_.bytes() + solution_.capacity();
 }
 
 void Engine::allocate_storage() {
@@ -122,25 +122,25 @@ void Engine::allocate_storage() {
     const std::size_t stored = static_cast<std::size_t>(fine.stores_all ? fine.npoints() : fine.ncpoints);
     std::size_t needed = vectors + static_cast<std::size_t>(fine.npoints());  // + the solution copy
     if (sweep_.gradient()) needed += vectors + 2 + stored;                    // bars, scratch, adjoint iterate
-    check_storage_size(needed, n_,
+    check_storage_size(needed, n_, arena_.dtype(),
                        "on rank " + std::to_string(comm_.rank()) + " (ntime=" + std::to_string(ntime_) + ", " +
                            std::to_string(nlevels()) + " level(s)" + (sweep_.gradient() ? ", with the adjoint" : "") +
                            ")");
     arena_.allocate(vectors, sweep_.gradient());
-    work_.u = arena_.take(n_);
-    work_.other = arena_.take(n_);
-    work_.sweep = arena_.take(n_);
-    va_.send_buf = arena_.take(n_);
+    work_.u = arena_.take(1);
+    work_.other = arena_.take(1);
+    work_.sweep = arena_.take(1);
+    va_.send_buf = arena_.take(1);
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         Level& g = levels_[l];
         const int np = g.npoints();
         const int nu = g.stores_all ? np : g.ncpoints;
-        g.ua.bind(arena_.take(VectorArray::doubles(nu, n_)), nu, n_);
+        g.ua.bind(arena_.take(VectorArray::vectors(nu)), nu, arena_.vector_bytes());
         g.ua_set.assign(static_cast<std::size_t>(nu), 0);
-        pending_[l].send_buf = arena_.take(n_);
+        pending_[l].send_buf = arena_.take(1);
         if (l > 0) {
-            g.va.bind(arena_.take(VectorArray::doubles(np, n_)), np, n_);
-            g.fa.bind(arena_.take(VectorArray::doubles(np, n_)), np, n_);
+            g.va.bind(arena_.take(VectorArray::vectors(np)), np, arena_.vector_bytes());
+            g.fa.bind(arena_.take(VectorArray::vectors(np)), np, arena_.vector_bytes());
         }
     }
     if (sweep_.gradient()) sweep_.allocate(stored);
@@ -164,7 +164,7 @@ void Engine::sequential_guess() {
     // seq_soln: init at tstart, then level-0 steps, pipelined across ranks.
     Level& g = levels_[0];
     PendingComm& pc = pending_[0];
-    double* u = work_.u;
+    Vec u = work_.u;
     int first = g.ilower;
     if (g.ilower == 0) {
         status_ = Status{};
@@ -177,7 +177,7 @@ void Engine::sequential_guess() {
         first = 1;
     } else {
         const int left = owner(0, g.ilower - 1);
-        comm_.irecv(g.ua.at(-1), n_, left, kGhostTag, pc.recv);
+        arena_.receive(g.ua.at(-1), left, kGhostTag, pc.recv);
         pc.recv_index = g.ilower - 1;
         pc.recv_source = left;
         pc.send_index = g.iupper;

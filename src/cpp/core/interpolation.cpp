@@ -11,7 +11,7 @@ void Engine::f_interp(int level) {
     Level& g = levels_[level];
     Level& f = levels_[level - 1];
     const int fcf = f.cfactor;
-    double* u = work_.u;
+    Vec u = work_.u;
 
     comm_init_f(level);
     for (int k = g.ncpoints; k >= 0; --k) {
@@ -22,12 +22,12 @@ void Engine::f_interp(int level) {
             take_step(level, fi, u, Phase::f_interp);
             store(level, fi, u);
             // e = u - va (in va, as XBraid), then fine C-point += e.
-            double* e = g.va.at(fi - g.ilower);
+            Vec e = g.va.at(fi - g.ilower);
             arena_.axpy(1.0, u, -1.0, e);
             arena_.axpy(1.0, e, 1.0, f.ua.at(f.u_slot(fi * fcf)));
         }
         if (ci > 0) {
-            double* e = g.va.at(ci - g.ilower);
+            Vec e = g.va.at(ci - g.ilower);
             arena_.axpy(1.0, g.ua.at(g.u_slot(ci)), -1.0, e);
             arena_.axpy(1.0, e, 1.0, f.ua.at(f.u_slot(ci * fcf)));
         }

@@ -36,15 +36,16 @@ std::size_t available_memory_bytes() noexcept {
 }
 }  // namespace
 
-void check_storage_size(std::size_t vectors, std::size_t n, const std::string& what) {
+void check_storage_size(std::size_t vectors, std::size_t n, DType dtype, const std::string& what) {
     // Checked before anything is allocated: a size that wraps around (or that no
     // machine has) must be an error naming the problem, not a crash.
-    std::size_t doubles = 0, bytes = 0;
-    const bool fits = multiply(vectors, n, doubles) && multiply(doubles, sizeof(double), bytes);
+    std::size_t elements = 0, bytes = 0;
+    const bool fits = multiply(vectors, n, elements) && multiply(elements, element_size(dtype), bytes);
     const std::size_t available = available_memory_bytes();
     if (fits && (available == 0 || bytes <= available)) return;
     std::ostringstream msg;
-    msg << "the solver needs " << vectors << " state vectors of " << n << " float64 values " << what << ": ";
+    msg << "the solver needs " << vectors << " state vectors of " << n << " " << dtype_name(dtype) << " values "
+        << what << ": ";
     if (!fits)
         msg << "the size overflows 64-bit arithmetic";
     else
@@ -55,21 +56,17 @@ void check_storage_size(std::size_t vectors, std::size_t n, const std::string& w
 }
 
 void RecordedArena::allocate(std::size_t vectors, bool with_bars) {
-    mem_->arena.assign(vectors * n_, 0.0);
+    mem_->arena.assign(vectors * bytes_);
     next_ = mem_->arena.data();
     if (with_bars) {
-        mem_->bar.assign(vectors * n_, 0.0);
-        mem_->scratch.assign(2 * n_, 0.0);
+        mem_->bar.assign(vectors * bytes_);
+        mem_->scratch.assign(2 * bytes_);
     }
 }
 
-void RecordedArena::zero_bars() noexcept {
-    std::fill(mem_->bar.begin(), mem_->bar.end(), 0.0);
-}
-
-void RecordedArena::copy(double* dst, const double* src) {
+void RecordedArena::copy(Vec dst, CVec src) {
     if (dst == src) return;
-    std::memcpy(dst, src, n_ * sizeof(double));
+    std::memcpy(dst, src, bytes_);
     if (!recording_) return;
     TapeOp op;
     op.kind = TapeOp::Kind::copy;
@@ -78,8 +75,8 @@ void RecordedArena::copy(double* dst, const double* src) {
     tape_.push(op);
 }
 
-void RecordedArena::axpy(double a, const double* x, double b, double* y) {
-    for (std::size_t q = 0; q < n_; ++q) y[q] = a * x[q] + b * y[q];
+void RecordedArena::axpy(double a, CVec x, double b, Vec y) {
+    ops::axpy(dtype_, n_, a, x, b, y);
     if (!recording_) return;
     TapeOp op;
     op.kind = TapeOp::Kind::axpy;
@@ -90,9 +87,9 @@ void RecordedArena::axpy(double a, const double* x, double b, double* y) {
     tape_.push(op);
 }
 
-void RecordedArena::send(const double* v, double* buf, int dest, int tag, MPI_Request& req) {
+void RecordedArena::send(CVec v, Vec buf, int dest, int tag, MPI_Request& req) {
     copy(buf, v);
-    comm_.isend(buf, n_, dest, tag, req);
+    comm_.isend(buf, n_, dtype_, dest, tag, req);
     if (!recording_) return;
     TapeOp op;
     op.kind = TapeOp::Kind::send;
@@ -102,7 +99,7 @@ void RecordedArena::send(const double* v, double* buf, int dest, int tag, MPI_Re
     tape_.push(op);
 }
 
-void RecordedArena::received(double* slot, int source, int tag) {
+void RecordedArena::received(Vec slot, int source, int tag) {
     if (!recording_) return;
     TapeOp op;
     op.kind = TapeOp::Kind::recv;
@@ -112,7 +109,7 @@ void RecordedArena::received(double* slot, int source, int tag) {
     tape_.push(op);
 }
 
-void RecordedArena::record_step(const double* u, const double* ustop, const Status& st) {
+void RecordedArena::record_step(CVec u, CVec ustop, const Status& st) {
     if (!recording_) return;
     // The reverse sweep needs the step's inputs: save u and (when distinct) ustop.
     TapeOp op;
@@ -120,18 +117,18 @@ void RecordedArena::record_step(const double* u, const double* ustop, const Stat
     op.y = offset_of(u);
     op.x = offset_of(ustop);
     op.ustop_is_u = ustop == u;
-    op.saved = tape_.save(u, n_);
-    op.saved_ustop = op.ustop_is_u ? op.saved : tape_.save(ustop, n_);
+    op.saved = tape_.save(u, bytes_);
+    op.saved_ustop = op.ustop_is_u ? op.saved : tape_.save(ustop, bytes_);
     op.st = st;
     tape_.push(op);
 }
 
-void RecordedArena::record_objective(const double* u, const Status& st) {
+void RecordedArena::record_objective(CVec u, const Status& st) {
     if (!recording_) return;
     TapeOp op;
     op.kind = TapeOp::Kind::objective;
     op.y = offset_of(u);
-    op.saved = tape_.save(u, n_);
+    op.saved = tape_.save(u, bytes_);
     op.st = st;
     tape_.push(op);
 }

@@ -17,7 +17,7 @@ void Engine::comm_init_fc(int level) {
     if (g.ilower > g.iupper) return;
     const int left = owner(level, g.ilower - 1);
     if (left >= 0) {
-        comm_.irecv(g.ua.at(-1), n_, left, kGhostTag + level, pc.recv);
+        arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv);
         pc.recv_index = g.ilower - 1;
         pc.recv_source = left;
     }
@@ -39,7 +39,7 @@ void Engine::comm_init_f(int level) {
     if (!g.is_cpoint(g.ilower)) {
         const int left = owner(level, g.ilower - 1);
         if (left >= 0) {
-            comm_.irecv(g.ua.at(-1), n_, left, kGhostTag + level, pc.recv);
+            arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv);
             pc.recv_index = g.ilower - 1;
             pc.recv_source = left;
         }
@@ -60,7 +60,7 @@ void Engine::comm_wait(int level) {
     pc.recv_index = pc.send_index = -2;
 }
 
-void Engine::fetch(int level, int index, double* dst) {
+void Engine::fetch(int level, int index, Vec dst) {
     Level& g = levels_[level];
     PendingComm& pc = pending_[level];
     if (index == pc.recv_index) {
@@ -77,7 +77,7 @@ void Engine::fetch(int level, int index, double* dst) {
     arena_.copy(dst, g.ua.at(slot));
 }
 
-void Engine::store(int level, int index, const double* v) {
+void Engine::store(int level, int index, CVec v) {
     Level& g = levels_[level];
     PendingComm& pc = pending_[level];
     if (index == pc.send_index) {
@@ -96,7 +96,7 @@ void Engine::relax_interval(int level, int k, bool weighted, double cwt) {
     // Interval k: its F-points from the OLD value left of them, then its
     // C-point (weighted Jacobi with weight cwt when `weighted`).
     Level& g = levels_[level];
-    double* u = work_.u;
+    Vec u = work_.u;
     int flo, fhi, ci;
     g.interval(k, flo, fhi, ci);
     if (flo <= fhi)
@@ -109,7 +109,7 @@ void Engine::relax_interval(int level, int k, bool weighted, double cwt) {
         if (done_) emit_access(level, fi, u, true);
     }
     if (ci > 0) {
-        double* u_old = work_.other;
+        Vec u_old = work_.other;
         if (weighted) arena_.copy(u_old, g.ua.at(g.u_slot(ci)));
         take_step(level, ci, u, Phase::fc_relax);
         if (weighted) arena_.axpy(1.0 - cwt, u_old, cwt, u);

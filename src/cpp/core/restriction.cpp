@@ -7,12 +7,12 @@
 
 namespace pxb {
 
-void Engine::restrict_cpoint(int level, int ci, double* r, TemporalNorm& rnorm) {
+void Engine::restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm) {
     // r holds u(ci - 1): the FAS residual r = f - A(u) at C-point ci
     // (f = 0 on level 0 and where skip left no fa), injected with u.
     Level& g = levels_[level];
     Level& c = levels_[level + 1];
-    const double* u = g.ua.at(g.u_slot(ci));
+    CVec u = g.ua.at(g.u_slot(ci));
     user_or_default_residual(level, ci, u, r, Phase::f_restrict);
     if (level == 0 || !g.fa_valid)
         arena_.axpy(0.0, r, -1.0, r);
@@ -29,7 +29,7 @@ double Engine::restrict_fine_sweep(int level) {
     // Returns the residual norm on level 0 (a reduction), else -1.
     Level& g = levels_[level];
     Level& c = levels_[level + 1];
-    double* r = work_.u;
+    Vec r = work_.u;
     const bool objective = level == 0 && sweep_.active();
     TemporalNorm rnorm(opt_.tnorm);
     comm_init_fc(level);
@@ -62,11 +62,11 @@ void Engine::coarse_right_hand_side(int clevel) {
     if (c.ilower <= c.iupper) {
         const int left = owner(clevel, c.ilower - 1);
         va_.source = left;
-        if (left >= 0) comm_.irecv(c.va.at(-1), n_, left, kVaTag + clevel, va_.recv);
+        if (left >= 0) arena_.receive(c.va.at(-1), left, kVaTag + clevel, va_.recv);
         const int right = owner(clevel, c.iupper + 1);
         if (right >= 0) arena_.send(c.va.at(c.iupper - c.ilower), va_.send_buf, right, kVaTag + clevel, va_.send);
     }
-    double* cu = work_.other;
+    Vec cu = work_.other;
     for (int i = c.iupper; i >= c.ilower; --i) {
         if (i <= 0) continue;
         const int ii = i - c.ilower;

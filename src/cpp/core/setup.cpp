@@ -33,7 +33,7 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
       opt_(std::move(options)),
       n_(app_->size()),
       ntime_(ntime),
-      arena_(n_, comm_),
+      arena_(n_, app_->dtype(), comm_),
       sweep_(arena_, comm_, gate_) {
     // Building is collective: a rank whose setup fails (a size only it cannot
     // hold, say) tells the others, and every rank raises instead of some

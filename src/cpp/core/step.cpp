@@ -18,7 +18,7 @@ void Engine::fill_status(int level, int index, Phase phase) {
     status_.ntime = ntime_;
 }
 
-const double* Engine::ustop_for(int level, int index, const double* u) const {
+CVec Engine::ustop_for(int level, int index, CVec u) const {
     // XBraid's _braid_GetUInit: the stored value at the target point when there
     // is one; otherwise the vector being stepped (fine level) or the restricted
     // value va (coarse levels).
@@ -29,16 +29,16 @@ const double* Engine::ustop_for(int level, int index, const double* u) const {
     return g.va.at(index - g.ilower);
 }
 
-void Engine::take_step(int level, int index, double* u, Phase phase) {
+void Engine::take_step(int level, int index, Vec u, Phase phase) {
     fill_status(level, index, phase);
-    const double* ustop = ustop_for(level, index, u);
+    CVec ustop = ustop_for(level, index, u);
     Level& g = levels_[level];
     arena_.record_step(u, ustop, status_);
     if (level == 0 || !g.fa_valid) {
         gate_.step(u, ustop, nullptr, status_);
         return;
     }
-    const double* fa = g.fa.at(index - g.ilower);
+    CVec fa = g.fa.at(index - g.ilower);
     if (gate_.has_residual()) {
         gate_.step(u, ustop, fa, status_);
     } else {
@@ -47,7 +47,7 @@ void Engine::take_step(int level, int index, double* u, Phase phase) {
     }
 }
 
-void Engine::user_or_default_residual(int level, int index, const double* ustop, double* r, Phase phase) {
+void Engine::user_or_default_residual(int level, int index, CVec ustop, Vec r, Phase phase) {
     // XBraid's _braid_Residual: r holds u(index-1) on entry and A(u)_index on
     // exit: the user's residual, or ustop - Phi(r) (a plain step, no fa).
     fill_status(level, index, phase);
@@ -55,7 +55,7 @@ void Engine::user_or_default_residual(int level, int index, const double* ustop,
         gate_.residual(ustop, r, status_);
         return;
     }
-    const double* rstop = ustop_for(level, index, r);
+    CVec rstop = ustop_for(level, index, r);
     arena_.record_step(r, rstop, status_);
     gate_.step(r, rstop, nullptr, status_);
     arena_.axpy(1.0, ustop, -1.0, r);
@@ -80,7 +80,7 @@ Status Engine::initial_status() const {
     return levels_[0].ilower == 0 ? point_status(0, Phase::objective, done_) : Status{};
 }
 
-void Engine::evaluate_objective(int index, const double* u) {
+void Engine::evaluate_objective(int index, CVec u) {
     if (sweep_.in_window(levels_[0].t(index)))  // closed window, as XBraid
         sweep_.objective_term(u, point_status(index, Phase::objective, done_));
 }

@@ -7,20 +7,25 @@
 ///        alive without keeping the engine -- or the app -- alive.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <memory>
 #include <vector>
 
+#include "core/vector_ops.hpp"
+
 namespace pxb {
 
 /// Saved vectors of the tape: append-only within an iteration, reused after
 /// clear(). Chunks are never reallocated, so a pointer returned by save() stays
-/// valid (and its memory owned) until the Storage is destroyed.
+/// valid (and its memory owned) until the Storage is destroyed. Sizes are in
+/// doubles (8-byte units, so every saved vector stays aligned for any element type).
 class SavedValues {
 public:
-    /// Copy n doubles; returns where they are.
-    const double* save(const double* v, std::size_t n) {
+    /// Copy `bytes` bytes; returns where they are.
+    CVec save(CVec v, std::size_t bytes) {
+        const std::size_t n = (bytes + sizeof(double) - 1) / sizeof(double);
         while (current_ < chunks_.size() && used_ + n > chunks_[current_].size) {
             ++current_;
             used_ = 0;
@@ -35,9 +40,9 @@ public:
             used_ = 0;
         }
         double* at = chunks_[current_].data.get() + used_;
-        std::memcpy(at, v, n * sizeof(double));
+        std::memcpy(at, v, bytes);
         used_ += n;
-        return at;
+        return reinterpret_cast<CVec>(at);
     }
     /// Forget the values (keep the chunks for the next iteration).
     void clear() noexcept {
@@ -58,13 +63,30 @@ private:
     std::size_t capacity_ = 0;  ///< doubles in all chunks
 };
 
+/// Bytes in 8-byte units (storage aligned for float64 and float32 alike).
+class Bytes {
+public:
+    void assign(std::size_t bytes) { data_.assign((bytes + sizeof(double) - 1) / sizeof(double), 0.0); }
+    void grow(std::size_t bytes) {
+        if (size() < bytes) data_.resize((bytes + sizeof(double) - 1) / sizeof(double), 0.0);
+    }
+    void zero() noexcept { std::fill(data_.begin(), data_.end(), 0.0); }
+    Vec data() noexcept { return reinterpret_cast<Vec>(data_.data()); }
+    CVec data() const noexcept { return reinterpret_cast<CVec>(data_.data()); }
+    std::size_t size() const noexcept { return data_.size() * sizeof(double); }
+    std::size_t capacity() const noexcept { return data_.capacity() * sizeof(double); }
+
+private:
+    std::vector<double> data_;
+};
+
 /// Everything a callback may receive a pointer into (besides the app's own memory).
 struct Storage {
-    std::vector<double> arena;          ///< every state vector of the engine (see Engine::allocate_arena)
-    std::vector<double> bar;            ///< the adjoint's mirror of `arena`
-    std::vector<double> scratch;        ///< two vectors for callback outputs in the reverse sweep
-    SavedValues saved;                  ///< the tape's saved step inputs and objective arguments
-    std::vector<double> reverse_sends;  ///< buffers of the reverse sweep's messages (alive while sends are)
+    Bytes arena;          ///< every state vector of the engine (see Engine::allocate_storage)
+    Bytes bar;            ///< the adjoint's mirror of `arena`
+    Bytes scratch;        ///< two vectors for callback outputs in the reverse sweep
+    SavedValues saved;    ///< the tape's saved step inputs and objective arguments
+    Bytes reverse_sends;  ///< buffers of the reverse sweep's messages (alive while sends are)
 };
 
 }  // namespace pxb

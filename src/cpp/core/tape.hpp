@@ -26,8 +26,8 @@ struct TapeOp {
     std::size_t y = 0;              ///< destination / stepped vector / received slot / sent buffer / objective state
     std::size_t x = 0;              ///< copy and axpy source; step: ustop
     double a = 0.0, b = 0.0;        ///< axpy: y <- a x + b y
-    const double* saved = nullptr;  ///< saved input: step (u), objective (u)
-    const double* saved_ustop = nullptr;  ///< step: saved ustop (== saved when ustop_is_u)
+    CVec saved = nullptr;        ///< saved input: step (u), objective (u)
+    CVec saved_ustop = nullptr;  ///< step: saved ustop (== saved when ustop_is_u)
     int peer = -1, tag = 0;               ///< recv / send
     Status st;                            ///< step / objective: the status of the primal call
 };
@@ -44,8 +44,8 @@ public:
         values_.clear();
     }
     void push(const TapeOp& op) { ops_.push_back(op); }
-    /// Save n doubles; the pointer stays valid until the storage is destroyed.
-    const double* save(const double* v, std::size_t n) { return values_.save(v, n); }
+    /// Save `bytes` bytes; the pointer stays valid until the storage is destroyed.
+    CVec save(CVec v, std::size_t bytes) { return values_.save(v, bytes); }
     const std::vector<TapeOp>& ops() const noexcept { return ops_; }
     std::size_t bytes() const noexcept { return values_.bytes() + ops_.capacity() * sizeof(TapeOp); }
 
