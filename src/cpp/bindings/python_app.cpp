@@ -106,8 +106,8 @@ void register_status_type(py::module_& module) {
     module.attr("PHASES") = names;
 }
 
-PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, const std::string& dtype, py::object init,
-             py::object step, py::object residual, py::object spatial_norm, py::object access)
+PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, const std::string& dtype, py::object init, py::object step,
+             py::object residual, py::object spatial_norm, py::object access)
     : app_(std::move(app)),
       init_(std::move(init)),
       step_(std::move(step)),

@@ -24,8 +24,8 @@ class PyApp : public App {
 public:
     /// `methods`: bound methods init, step, residual, spatial_norm, access
     /// (None where the app does not define the optional ones).
-    PyApp(pybind11::object app, std::vector<Py_ssize_t> shape, const std::string& dtype, pybind11::object init, pybind11::object step,
-          pybind11::object residual, pybind11::object spatial_norm, pybind11::object access);
+    PyApp(pybind11::object app, std::vector<Py_ssize_t> shape, const std::string& dtype, pybind11::object init,
+          pybind11::object step, pybind11::object residual, pybind11::object spatial_norm, pybind11::object access);
 
     /// Adjoint callbacks (None where undefined): objective, objective_adjoint,
     /// step_adjoint, reset_gradient, postprocess_objective, postprocess_objective_adjoint.

@@ -71,8 +71,8 @@ void register_solver(py::module_& m) {
                                                 std::move(step), std::move(residual), std::move(norm),
                                                 std::move(access));
              }),
-             py::arg("app"), py::arg("shape"), py::arg("dtype"), py::arg("init"), py::arg("step"),
-             py::arg("residual"), py::arg("spatial_norm"), py::arg("access"))
+             py::arg("app"), py::arg("shape"), py::arg("dtype"), py::arg("init"), py::arg("step"), py::arg("residual"),
+             py::arg("spatial_norm"), py::arg("access"))
         .def("set_adjoint", &PyApp::set_adjoint, py::arg("objective"), py::arg("objective_adjoint"),
              py::arg("step_adjoint"), py::arg("reset_gradient"), py::arg("postprocess"), py::arg("postprocess_adjoint"),
              py::arg("init_adjoint") = py::none());

@@ -109,7 +109,9 @@ public:
     void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) final {
         step(ops::as<Real>(u), ops::as<Real>(ustop), fstop ? ops::as<Real>(fstop) : nullptr, st);
     }
-    void residual_any(CVec ustop, Vec r, const Status& st) final { residual(ops::as<Real>(ustop), ops::as<Real>(r), st); }
+    void residual_any(CVec ustop, Vec r, const Status& st) final {
+        residual(ops::as<Real>(ustop), ops::as<Real>(r), st);
+    }
     double spatial_norm_any(CVec u) final { return spatial_norm(ops::as<Real>(u)); }
     void access_any(CVec u, const Status& st) final { access(ops::as<Real>(u), st); }
     double objective_any(CVec u, const Status& st) final { return objective(ops::as<Real>(u), st); }
@@ -119,9 +121,7 @@ public:
     void step_adjoint_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st) final {
         step_adjoint(ops::as<Real>(u), ops::as<Real>(ustop), ops::as<Real>(u_bar), ops::as<Real>(ustop_bar), st);
     }
-    void init_adjoint_any(double t, CVec u_bar, const Status& st) final {
-        init_adjoint(t, ops::as<Real>(u_bar), st);
-    }
+    void init_adjoint_any(double t, CVec u_bar, const Status& st) final { init_adjoint(t, ops::as<Real>(u_bar), st); }
 
 private:
     [[noreturn]] void missing(const char* callback) const {

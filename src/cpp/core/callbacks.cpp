@@ -20,10 +20,16 @@ const char* phase_name(Phase p) noexcept {
 
 // The defaults of the optional callbacks: the engine calls them only when the
 // app says it has them (has_residual(), ...), so reaching one is a bug.
-void App::residual_any(CVec, Vec, const Status&) { throw std::logic_error(name() + " defines no residual"); }
-double App::spatial_norm_any(CVec) { throw std::logic_error(name() + " defines no spatial_norm"); }
+void App::residual_any(CVec, Vec, const Status&) {
+    throw std::logic_error(name() + " defines no residual");
+}
+double App::spatial_norm_any(CVec) {
+    throw std::logic_error(name() + " defines no spatial_norm");
+}
 void App::access_any(CVec, const Status&) {}
-double App::objective_any(CVec, const Status&) { throw std::logic_error(name() + " defines no objective"); }
+double App::objective_any(CVec, const Status&) {
+    throw std::logic_error(name() + " defines no objective");
+}
 void App::objective_adjoint_any(CVec, Vec, double, const Status&) {
     throw std::logic_error(name() + " defines no objective_adjoint");
 }

@@ -78,7 +78,9 @@ Communicator::~Communicator() {
 }
 
 namespace {
-MPI_Datatype mpi_type(DType d) { return d == DType::float32 ? MPI_FLOAT : MPI_DOUBLE; }
+MPI_Datatype mpi_type(DType d) {
+    return d == DType::float32 ? MPI_FLOAT : MPI_DOUBLE;
+}
 }  // namespace
 
 void Communicator::isend(const void* buf, std::size_t n, DType dtype, int dest, int tag, MPI_Request& req) {

@@ -125,7 +125,7 @@ private:
         MPI_Request send = MPI_REQUEST_NULL;
         int recv_index = -2;  ///< index whose value arrives in the ghost slot
         int recv_source = -1;
-        int send_index = -2;         ///< index to send once it is computed
+        int send_index = -2;     ///< index to send once it is computed
         Vec send_buf = nullptr;  ///< in the arena
     };
     /// The restricted value sent to the right neighbour on a coarse level.

@@ -44,8 +44,8 @@ void check_storage_size(std::size_t vectors, std::size_t n, DType dtype, const s
     const std::size_t available = available_memory_bytes();
     if (fits && (available == 0 || bytes <= available)) return;
     std::ostringstream msg;
-    msg << "the solver needs " << vectors << " state vectors of " << n << " " << dtype_name(dtype) << " values "
-        << what << ": ";
+    msg << "the solver needs " << vectors << " state vectors of " << n << " " << dtype_name(dtype) << " values " << what
+        << ": ";
     if (!fits)
         msg << "the size overflows 64-bit arithmetic";
     else

@@ -22,14 +22,14 @@ namespace pxb {
 struct TapeOp {
     enum class Kind : std::uint8_t { copy, axpy, step, recv, send, objective };
     Kind kind = Kind::copy;
-    bool ustop_is_u = false;        ///< step: ustop aliased the stepped vector
-    std::size_t y = 0;              ///< destination / stepped vector / received slot / sent buffer / objective state
-    std::size_t x = 0;              ///< copy and axpy source; step: ustop
-    double a = 0.0, b = 0.0;        ///< axpy: y <- a x + b y
+    bool ustop_is_u = false;     ///< step: ustop aliased the stepped vector
+    std::size_t y = 0;           ///< destination / stepped vector / received slot / sent buffer / objective state
+    std::size_t x = 0;           ///< copy and axpy source; step: ustop
+    double a = 0.0, b = 0.0;     ///< axpy: y <- a x + b y
     CVec saved = nullptr;        ///< saved input: step (u), objective (u)
     CVec saved_ustop = nullptr;  ///< step: saved ustop (== saved when ustop_is_u)
-    int peer = -1, tag = 0;               ///< recv / send
-    Status st;                            ///< step / objective: the status of the primal call
+    int peer = -1, tag = 0;      ///< recv / send
+    Status st;                   ///< step / objective: the status of the primal call
 };
 
 class Tape {

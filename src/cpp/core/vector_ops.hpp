@@ -16,8 +16,12 @@ namespace pxb {
 /// Element type of the states of an app.
 enum class DType : std::uint8_t { float64 = 0, float32 = 1 };
 
-inline std::size_t element_size(DType d) noexcept { return d == DType::float32 ? sizeof(float) : sizeof(double); }
-inline const char* dtype_name(DType d) noexcept { return d == DType::float32 ? "float32" : "float64"; }
+inline std::size_t element_size(DType d) noexcept {
+    return d == DType::float32 ? sizeof(float) : sizeof(double);
+}
+inline const char* dtype_name(DType d) noexcept {
+    return d == DType::float32 ? "float32" : "float64";
+}
 
 /// A state vector: bytes in the engine's arena (its element type is the app's).
 using Vec = std::byte*;
