@@ -45,6 +45,7 @@ public:
     void residual(const double* ustop, double* r, const Status& st) override;
 
     bool has_adjoint() const override { return mean_square_; }
+    bool step_adjoint_uses_ustop() const override { return false; }
     double objective(const double* u, const Status& st) override;
     void objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st) override;
     void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,

@@ -81,15 +81,15 @@ void AdjointSweep::reverse_step(const TapeOp& op) {
     Vec ybar = arena_.bar_at(op.y);
     Vec sbar = arena_.storage().scratch.data();
     std::memset(sbar, 0, bytes);
-    gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, op.st);
-    ops::add(arena_.dtype(), arena_.vector_size(), sbar, op.ustop_is_u ? ybar : arena_.bar_at(op.x));
+    gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, status_of_(op));
+    ops::add(arena_.dtype(), arena_.vector_size(), sbar, op.ustop_is_u() ? ybar : arena_.bar_at(op.x));
 }
 
 void AdjointSweep::reverse_objective(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec tmp = arena_.storage().scratch.data() + bytes;
     std::memset(tmp, 0, bytes);
-    gate_.objective_adjoint(op.saved, tmp, f_bar_, op.st);
+    gate_.objective_adjoint(op.saved, tmp, f_bar_, status_of_(op));
     ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(op.y));
 }
 
@@ -113,26 +113,26 @@ void AdjointSweep::reverse_send(const TapeOp& op) {
 }
 
 void AdjointSweep::reverse_sweep() {
-    const std::vector<TapeOp>& tape = arena_.tape().ops();
     // Reverse messages: one buffer per received primal message, alive until
     // the end of the sweep (and, after a failure, until the drain).
-    std::size_t nrecv = 0;
-    for (const TapeOp& op : tape) nrecv += op.kind == TapeOp::Kind::recv;
+    const std::size_t nrecv = arena_.tape().receives();
     arena_.storage().reverse_sends.grow(nrecv * arena_.vector_bytes());
     reverse_reqs_.assign(nrecv, MPI_REQUEST_NULL);
     std::size_t next_buffer = 0;
-
-    for (auto it = tape.rbegin(); it != tape.rend(); ++it) {
-        const TapeOp& op = *it;
+    arena_.tape().replay_backward([&](const TapeOp& op) {
         switch (op.kind) {
             case TapeOp::Kind::copy: reverse_copy(op); break;
-            case TapeOp::Kind::axpy: reverse_axpy(op); break;
-            case TapeOp::Kind::step: reverse_step(op); break;
+            case TapeOp::Kind::axpy:  // decode() gives the coded axpys as axpy
+            case TapeOp::Kind::axpy_add:
+            case TapeOp::Kind::axpy_sub:
+            case TapeOp::Kind::axpy_neg: reverse_axpy(op); break;
+            case TapeOp::Kind::step:
+            case TapeOp::Kind::step_aliased: reverse_step(op); break;
             case TapeOp::Kind::objective: reverse_objective(op); break;
             case TapeOp::Kind::recv: reverse_receive(op, next_buffer); break;
             case TapeOp::Kind::send: reverse_send(op); break;
         }
-    }
+    });
     for (MPI_Request& r : reverse_reqs_) comm_.wait(r);
 }
 
@@ -182,6 +182,7 @@ void AdjointSweep::top_of_cycle(const Level& fine, int iter, const Status& initi
     reverse_sweep();
     initial_adjoint(fine, initial);
     rnorm_ = update_iterate(fine, iter);
+    if (iter == 0) arena_.tape().trim();  // later iterations record as much
     if (norms_.size() <= static_cast<std::size_t>(iter)) norms_.resize(static_cast<std::size_t>(iter) + 1, -1.0);
     norms_[static_cast<std::size_t>(iter)] = rnorm_;
     if (iter == 0 && rnorm0_ == -1.0) rnorm0_ = rnorm_ > 0.0 ? rnorm_ : 1.0;

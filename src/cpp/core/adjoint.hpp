@@ -8,6 +8,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 #include "core/callbacks.hpp"
@@ -39,6 +40,9 @@ public:
         : arena_(arena), comm_(comm), gate_(gate) {}
 
     void configure(const Settings& s) { set_ = s; }
+    /// The engine rebuilds the full status of a recorded step or objective
+    /// (times, iteration, sizes) from what the tape keeps.
+    void set_status_maker(std::function<Status(const TapeOp&)> make) { status_of_ = std::move(make); }
     AdjointMode mode() const noexcept { return set_.mode; }
     bool active() const noexcept { return set_.mode != AdjointMode::none; }
     bool gradient() const noexcept { return set_.mode == AdjointMode::gradient; }
@@ -88,6 +92,7 @@ private:
     Communicator& comm_;
     CallbackGate& gate_;
     Settings set_;
+    std::function<Status(const TapeOp&)> status_of_;
     Bytes ubar_;  ///< adjoint iterate at the fine level's stored slots
     std::vector<MPI_Request> reverse_reqs_;
     std::vector<double> norms_;

@@ -46,6 +46,9 @@ public:
     virtual bool has_access() const { return false; }
     virtual bool has_adjoint() const { return false; }
     virtual bool has_postprocess() const { return false; }
+    /// False when step_adjoint never reads ustop (its result does not depend
+    /// on the step's guess): the adjoint then saves one state per step, not two.
+    virtual bool step_adjoint_uses_ustop() const { return true; }
 
     // -- the callbacks, type-erased (see TypedApp for their meaning) -------------------
     virtual void init_any(double t, Vec u) = 0;

@@ -168,6 +168,8 @@ private:
     Status point_status(int index, Phase phase, bool done) const;
     /// The status of the adjoint of init(tstart) (the rank owning index 0).
     Status initial_status() const;
+    /// The status a recorded step or objective call had.
+    Status recorded_status(const TapeOp& op) const;
     void evaluate_objective(int index, CVec u);
 
     // relaxation.cpp: sweeps and the neighbour exchange they need

@@ -67,70 +67,32 @@ void RecordedArena::allocate(std::size_t vectors, bool with_bars) {
 void RecordedArena::copy(Vec dst, CVec src) {
     if (dst == src) return;
     std::memcpy(dst, src, bytes_);
-    if (!recording_) return;
-    TapeOp op;
-    op.kind = TapeOp::Kind::copy;
-    op.y = offset_of(dst);
-    op.x = offset_of(src);
-    tape_.push(op);
+    if (recording_) tape_.copy(index_of(dst), index_of(src));
 }
 
 void RecordedArena::axpy(double a, CVec x, double b, Vec y) {
     ops::axpy(dtype_, n_, a, x, b, y);
-    if (!recording_) return;
-    TapeOp op;
-    op.kind = TapeOp::Kind::axpy;
-    op.y = offset_of(y);
-    op.x = offset_of(x);
-    op.a = a;
-    op.b = b;
-    tape_.push(op);
+    if (recording_) tape_.axpy(index_of(y), index_of(x), a, b);
 }
 
 void RecordedArena::send(CVec v, Vec buf, int dest, int tag, MPI_Request& req) {
     copy(buf, v);
     comm_.isend(buf, n_, dtype_, dest, tag, req);
-    if (!recording_) return;
-    TapeOp op;
-    op.kind = TapeOp::Kind::send;
-    op.y = offset_of(buf);
-    op.peer = dest;
-    op.tag = tag;
-    tape_.push(op);
+    if (recording_) tape_.send(index_of(buf), dest, tag);
 }
 
 void RecordedArena::received(Vec slot, int source, int tag) {
-    if (!recording_) return;
-    TapeOp op;
-    op.kind = TapeOp::Kind::recv;
-    op.y = offset_of(slot);
-    op.peer = source;
-    op.tag = tag;
-    tape_.push(op);
+    if (recording_) tape_.recv(index_of(slot), source, tag);
 }
 
 void RecordedArena::record_step(CVec u, CVec ustop, const Status& st) {
-    if (!recording_) return;
-    // The reverse sweep needs the step's inputs: save u and (when distinct) ustop.
-    TapeOp op;
-    op.kind = TapeOp::Kind::step;
-    op.y = offset_of(u);
-    op.x = offset_of(ustop);
-    op.ustop_is_u = ustop == u;
-    op.saved = tape_.save(u, bytes_);
-    op.saved_ustop = op.ustop_is_u ? op.saved : tape_.save(ustop, bytes_);
-    op.st = st;
-    tape_.push(op);
+    // The reverse sweep needs the step's inputs: u, and ustop when it is
+    // another vector and the app's adjoint uses it.
+    if (recording_) tape_.step(index_of(u), index_of(ustop), u, ustop == u || !save_ustop_ ? nullptr : ustop, st);
 }
 
 void RecordedArena::record_objective(CVec u, const Status& st) {
-    if (!recording_) return;
-    TapeOp op;
-    op.kind = TapeOp::Kind::objective;
-    op.y = offset_of(u);
-    op.saved = tape_.save(u, bytes_);
-    op.st = st;
-    tape_.push(op);
+    if (recording_) tape_.objective(index_of(u), u, st);
 }
 
 }  // namespace pxb

@@ -25,7 +25,11 @@ void check_storage_size(std::size_t vectors, std::size_t n, DType dtype, const s
 class RecordedArena {
 public:
     RecordedArena(std::size_t n, DType dtype, Communicator& comm)
-        : n_(n), dtype_(dtype), bytes_(n * element_size(dtype)), comm_(comm) {}
+        : n_(n), dtype_(dtype), bytes_(n * element_size(dtype)), comm_(comm) {
+        mem_->saved.set_item_bytes(bytes_);
+    }
+    /// When the app's step adjoint ignores ustop, steps record only their input.
+    void set_save_ustop(bool save) noexcept { save_ustop_ = save; }
     RecordedArena(const RecordedArena&) = delete;
     RecordedArena& operator=(const RecordedArena&) = delete;
 
@@ -75,9 +79,10 @@ public:
     };
 
     Tape& tape() noexcept { return tape_; }
-    /// The bar of a vector of the arena (same offset in the bar arena).
-    Vec bar_of(CVec v) noexcept { return mem_->bar.data() + offset_of(v); }
-    Vec bar_at(std::size_t offset) noexcept { return mem_->bar.data() + offset; }
+    /// The bar of a vector of the arena (same place in the bar arena).
+    Vec bar_of(CVec v) noexcept { return mem_->bar.data() + (v - mem_->arena.data()); }
+    /// The bar of the vector with index `index` (as the tape names vectors).
+    Vec bar_at(std::uint32_t index) noexcept { return mem_->bar.data() + std::size_t{index} * bytes_; }
     void zero_bars() noexcept { mem_->bar.zero(); }
     Storage& storage() noexcept { return *mem_; }
     /// Shared ownership of the memory callbacks see (see storage.hpp).
@@ -88,7 +93,10 @@ public:
     }
 
 private:
-    std::size_t offset_of(CVec p) const noexcept { return static_cast<std::size_t>(p - mem_->arena.data()); }
+    /// The index of an arena vector (how the tape names it).
+    std::uint32_t index_of(CVec p) const noexcept {
+        return static_cast<std::uint32_t>(static_cast<std::size_t>(p - mem_->arena.data()) / bytes_);
+    }
 
     std::shared_ptr<Storage> mem_ = std::make_shared<Storage>();
     std::size_t n_;
@@ -97,6 +105,7 @@ private:
     Communicator& comm_;
     Tape tape_{mem_->saved};
     bool recording_ = false;
+    bool save_ustop_ = true;
     Vec next_ = nullptr;
 };
 

@@ -78,6 +78,8 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     s.tstart_objective = opt_.has_tstart_objective ? opt_.tstart_objective : times_.front();
     s.tstop_objective = opt_.has_tstop_objective ? opt_.tstop_objective : times_.back();
     sweep_.configure(s);
+    arena_.set_save_ustop(app_->step_adjoint_uses_ustop());
+    sweep_.set_status_maker([this](const TapeOp& op) { return recorded_status(op); });
     check_objective_window();
     build_hierarchy();
 }

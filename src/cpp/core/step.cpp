@@ -75,6 +75,28 @@ Status Engine::point_status(int index, Phase phase, bool done) const {
     return st;
 }
 
+Status Engine::recorded_status(const TapeOp& op) const {
+    // What fill_status / point_status gave the primal call, rebuilt.
+    if (op.kind == TapeOp::Kind::objective) {
+        Status st = point_status(op.tindex, Phase::objective, op.done);
+        st.residual_norm = op.residual_norm;
+        return st;
+    }
+    const Level& g = levels_[op.level];
+    Status st;
+    st.tstart = g.t(op.tindex);
+    st.tstop = g.t(op.tindex + 1);
+    st.tindex = op.tindex;
+    st.level = op.level;
+    st.nlevels = nlevels();
+    st.iter = iter_;
+    st.done = op.done;
+    st.phase = static_cast<Phase>(op.phase);
+    st.residual_norm = op.residual_norm;
+    st.ntime = ntime_;
+    return st;
+}
+
 Status Engine::initial_status() const {
     // Only the rank owning index 0 has its time (and calls init_adjoint).
     return levels_[0].ilower == 0 ? point_status(0, Phase::objective, done_) : Status{};

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -17,50 +18,47 @@
 
 namespace pxb {
 
-/// Saved vectors of the tape: append-only within an iteration, reused after
-/// clear(). Chunks are never reallocated, so a pointer returned by save() stays
-/// valid (and its memory owned) until the Storage is destroyed. Sizes are in
-/// doubles (8-byte units, so every saved vector stays aligned for any element type).
+/// Saved vectors of the tape, all of one size (a state), named by their
+/// index: append-only within an iteration, reused after clear(). Each new
+/// chunk holds half as many vectors as all before it (memory within 1.5 times
+/// the peak use) and is never reallocated: a pointer into it stays valid
+/// until the Storage is destroyed.
 class SavedValues {
 public:
-    /// Copy `bytes` bytes; returns where they are.
-    CVec save(CVec v, std::size_t bytes) {
-        const std::size_t n = (bytes + sizeof(double) - 1) / sizeof(double);
-        while (current_ < chunks_.size() && used_ + n > chunks_[current_].size) {
-            ++current_;
-            used_ = 0;
-        }
-        if (current_ == chunks_.size()) {
-            // Each new chunk doubles the capacity: memory stays within twice
-            // the peak use, and the number of chunks is logarithmic.
-            std::size_t size = capacity_ > kFirstChunk ? capacity_ : kFirstChunk;
-            if (size < n) size = n;
-            chunks_.push_back(Chunk{std::make_unique<double[]>(size), size});
-            capacity_ += size;
-            used_ = 0;
-        }
-        double* at = chunks_[current_].data.get() + used_;
-        std::memcpy(at, v, bytes);
-        used_ += n;
-        return reinterpret_cast<CVec>(at);
+    /// The size of every saved vector (set before the first save).
+    void set_item_bytes(std::size_t bytes) { item_ = (bytes + sizeof(double) - 1) / sizeof(double); }
+    /// Copy one vector; returns its index.
+    std::uint32_t save(CVec v) {
+        if (count_ == end_) grow();
+        const std::uint32_t index = count_++;
+        std::memcpy(locate(index), v, item_ * sizeof(double));
+        return index;
     }
+    CVec at(std::uint32_t index) const noexcept { return reinterpret_cast<CVec>(locate(index)); }
     /// Forget the values (keep the chunks for the next iteration).
-    void clear() noexcept {
-        current_ = 0;
-        used_ = 0;
-    }
-    std::size_t bytes() const noexcept { return capacity_ * sizeof(double); }
+    void clear() noexcept { count_ = 0; }
+    std::size_t bytes() const noexcept { return static_cast<std::size_t>(end_) * item_ * sizeof(double); }
 
 private:
-    static constexpr std::size_t kFirstChunk = 1024;  // doubles
-    struct Chunk {
-        std::unique_ptr<double[]> data;
-        std::size_t size;
-    };
-    std::vector<Chunk> chunks_;
-    std::size_t current_ = 0;
-    std::size_t used_ = 0;
-    std::size_t capacity_ = 0;  ///< doubles in all chunks
+    static constexpr std::size_t kFirstChunkDoubles = 1024;
+    void grow() {
+        const std::size_t first = item_ >= kFirstChunkDoubles ? 1 : kFirstChunkDoubles / item_;
+        const std::size_t items = end_ == 0 ? first : std::max<std::size_t>(first, end_ / 2);
+        chunks_.push_back(std::make_unique<double[]>(items * item_));
+        begins_.push_back(end_);
+        end_ += static_cast<std::uint32_t>(items);
+    }
+    double* locate(std::uint32_t index) const noexcept {
+        // The last chunk whose first index is <= index (few chunks: a short search).
+        const std::size_t c =
+            static_cast<std::size_t>(std::upper_bound(begins_.begin(), begins_.end(), index) - begins_.begin()) - 1;
+        return chunks_[c].get() + static_cast<std::size_t>(index - begins_[c]) * item_;
+    }
+    std::vector<std::unique_ptr<double[]>> chunks_;
+    std::vector<std::uint32_t> begins_;  ///< first index of each chunk
+    std::size_t item_ = 1;               ///< doubles per saved vector
+    std::uint32_t count_ = 0;
+    std::uint32_t end_ = 0;  ///< indices the chunks hold
 };
 
 /// Bytes in 8-byte units (storage aligned for float64 and float32 alike).

@@ -1,14 +1,19 @@
 /// \file tape.hpp
 /// \brief The record of one primal iteration, replayed in reverse by the
-///        adjoint (XBraid's action tape). Vectors are named by their offset in
-///        the engine's state arena, so each has a bar at the same offset in the
-///        bar arena; values the reverse sweep needs (step inputs, objective
-///        arguments) are saved in chunks that are reused every iteration:
-///        memory grows with local time points and levels, not with the number
-///        of iterations.
+///        adjoint (XBraid's action tape).
+///
+/// Records are compact, of a few fixed sizes, packed into one byte stream:
+/// vectors are named by their index in the engine's state arena (each has its
+/// bar at the same index in the bar arena), saved values by their index in the
+/// value store, a step's status by what the engine cannot recompute (level,
+/// index, phase, done, the residual norm of the moment as a one-byte code),
+/// the usual axpy coefficients by the record's kind. Each record ends with its
+/// kind, so the stream is walked backwards. Values the reverse sweep needs
+/// (step inputs, objective arguments) live in chunks that are reused every
+/// iteration: memory grows with local time points and levels, not with the
+/// number of iterations.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -19,39 +24,99 @@
 
 namespace pxb {
 
+/// One recorded operation, as the reverse sweep sees it.
 struct TapeOp {
-    enum class Kind : std::uint8_t { copy, axpy, step, recv, send, objective };
+    enum class Kind : std::uint8_t {
+        copy,          ///< y <- x
+        axpy,          ///< y <- a x + b y (a, b stored)
+        axpy_add,      ///< y <- x + y
+        axpy_sub,      ///< y <- x - y
+        axpy_neg,      ///< y <- -y (x = y)
+        step,          ///< a step whose ustop was another vector (both inputs saved)
+        step_aliased,  ///< a step whose ustop was the stepped vector, or whose adjoint ignores ustop
+        recv,
+        send,
+        objective,
+    };
     Kind kind = Kind::copy;
-    bool ustop_is_u = false;     ///< step: ustop aliased the stepped vector
-    std::size_t y = 0;           ///< destination / stepped vector / received slot / sent buffer / objective state
-    std::size_t x = 0;           ///< copy and axpy source; step: ustop
+    std::uint32_t y =
+        0;  ///< vector index: destination / stepped vector / received slot / sent buffer / objective state
+    std::uint32_t x = 0;         ///< vector index: copy and axpy source; step: ustop
     double a = 0.0, b = 0.0;     ///< axpy: y <- a x + b y
     CVec saved = nullptr;        ///< saved input: step (u), objective (u)
-    CVec saved_ustop = nullptr;  ///< step: saved ustop (== saved when ustop_is_u)
+    CVec saved_ustop = nullptr;  ///< step: saved ustop (== saved for step_aliased)
     int peer = -1, tag = 0;      ///< recv / send
-    Status st;                   ///< step / objective: the status of the primal call
+    // step and objective: the status of the primal call, without what the
+    // engine recomputes (times, iteration, sizes)
+    std::uint8_t level = 0;
+    std::uint8_t phase = 0;
+    bool done = false;
+    std::int32_t tindex = 0;
+    double residual_norm = -1.0;
+
+    bool ustop_is_u() const noexcept { return kind == Kind::step_aliased; }
 };
 
 class Tape {
 public:
-    bool recording = false;
-
     /// The tape saves values into `values` (shared storage, see storage.hpp).
     explicit Tape(SavedValues& values) : values_(values) {}
 
     void clear() noexcept {
-        ops_.clear();
+        stream_.clear();
         values_.clear();
+        norms_.clear();
+        receives_ = 0;
     }
-    void push(const TapeOp& op) { ops_.push_back(op); }
-    /// Save `bytes` bytes; the pointer stays valid until the storage is destroyed.
-    CVec save(CVec v, std::size_t bytes) { return values_.save(v, bytes); }
-    const std::vector<TapeOp>& ops() const noexcept { return ops_; }
-    std::size_t bytes() const noexcept { return values_.bytes() + ops_.capacity() * sizeof(TapeOp); }
+    /// Call once the first iteration is recorded: later ones record the same
+    /// amount, so the stream keeps just the room it needs.
+    void trim() { stream_.shrink_to_fit(); }
+
+    void copy(std::uint32_t y, std::uint32_t x) { put(TapeOp::Kind::copy, y, x); }
+    void axpy(std::uint32_t y, std::uint32_t x, double a, double b);
+    /// u: the step's input (saved); ustop: nullptr when it was u itself or when
+    /// the app's adjoint does not use it (not saved).
+    void step(std::uint32_t y, std::uint32_t x, CVec u, CVec ustop, const Status& st);
+    void objective(std::uint32_t y, CVec u, const Status& st);
+    void send(std::uint32_t y, int peer, int tag) { put_message(TapeOp::Kind::send, y, peer, tag); }
+    void recv(std::uint32_t y, int peer, int tag) {
+        put_message(TapeOp::Kind::recv, y, peer, tag);
+        ++receives_;
+    }
+
+    /// Call f(op) for every record, the last first.
+    template <class F>
+    void replay_backward(F&& f) const {
+        std::size_t end = stream_.size();
+        while (end > 0) {
+            const auto kind = static_cast<TapeOp::Kind>(stream_[end - 1]);
+            const std::size_t begin = end - record_size(kind);
+            f(decode(kind, stream_.data() + begin));
+            end = begin;
+        }
+    }
+    /// Receives recorded this iteration (the reverse sweep sends one message per receive).
+    std::size_t receives() const noexcept { return receives_; }
+    std::size_t bytes() const noexcept { return values_.bytes() + stream_.capacity(); }
 
 private:
-    std::vector<TapeOp> ops_;
+    static std::size_t record_size(TapeOp::Kind kind) noexcept;
+    TapeOp decode(TapeOp::Kind kind, const std::uint8_t* p) const noexcept;
+    void put(TapeOp::Kind kind, std::uint32_t y, std::uint32_t x);
+    void put_message(TapeOp::Kind kind, std::uint32_t y, int peer, int tag);
+    void put_status(const Status& st);
+    std::uint8_t norm_code(double residual_norm);
+    template <class T>
+    void append(const T& value) {
+        const std::size_t at = stream_.size();
+        stream_.resize(at + sizeof(T));
+        std::memcpy(stream_.data() + at, &value, sizeof(T));
+    }
+
+    std::vector<std::uint8_t> stream_;
     SavedValues& values_;
+    std::vector<double> norms_;  ///< residual norms the recorded statuses had (coded by index)
+    std::size_t receives_ = 0;
 };
 
 }  // namespace pxb
