@@ -562,3 +562,19 @@ def test_atomic_write_leaves_the_destination_intact_when_writing_fails(tmp_path)
     with pytest.raises(RuntimeError, match="disk full"):
         atomic_write(target, fail)
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_full_batch_data_changed_in_place_is_reloaded():
+    """The training engine keeps the loaded batch between fit() calls only while its content is the same
+    (it used to be identified by id(x): data changed in place, or a new array at a recycled address, was
+    silently ignored)."""
+    x, y = DATA.x_train.copy(), DATA.y_train
+    net = nn.ResNet(2, 4, 6, 5, seed=1)
+    trainer = trainer_for(net, optimizer=nn.SGD(lr=0.1))
+    trainer.fit(x, y, epochs=1)
+    x[:] = DATA.x_train[::-1] * 0.5
+    twin = nn.ResNet(2, 4, 6, 5, seed=1)
+    twin.set_parameters(net.parameters())
+    expected, _ = trainer_for(twin).loss_and_gradient(x, y)
+    history = trainer.fit(x, y, epochs=1)
+    assert history.step_loss[0] == expected
