@@ -424,3 +424,45 @@ def test_load_state_dict_rejects_bad_state(make, change, exc, match):
     assert opt.state_dict()["optimizer"] == type(opt).__name__
     with pytest.raises(TypeError, match="state must be a dict"):
         opt.load_state_dict([1])
+
+
+class _InterruptingAdam(nn.Adam):
+    """Adam that sends this process a signal after a given step (as a job scheduler would, mid-epoch)."""
+
+    def __init__(self, signals_after, **kw):
+        super().__init__(**kw)
+        self.signals_after, self.steps = signals_after, 0
+
+    def step(self, *args):
+        loss = super().step(*args)
+        self.steps += 1
+        for sig in self.signals_after.get(self.steps, ()):
+            os.kill(os.getpid(), sig)
+        return loss
+
+
+def test_sigint_stops_after_the_step_and_resumes_bit_identically(tmp_path):
+    c = tmp_path / "c.npz"
+    full, history, _ = train("serial", "adam", 15, 3)
+    net = nn.ResNet(2, 4, 9, 5, activation="tanh", tikhonov=1e-4, smoothness=1e-4, seed=3)
+    trainer = nn.Trainer(net, optimizer=_InterruptingAdam({7: [signal.SIGINT]}, lr=0.02), seed=11, progress=False)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(nn.TrainingInterrupted, match=r"stopped by SIGINT after 1 epoch\(s\) and 3 step\(s\)") as stop:
+        trainer.fit(DATA.x_train, DATA.y_train, epochs=3, batch_size=15, validation=(DATA.x_val, DATA.y_val),
+                    checkpoint=c)
+    assert isinstance(stop.value, KeyboardInterrupt) and (stop.value.epoch, stop.value.step) == (1, 3)
+    assert signal.getsignal(signal.SIGINT) is handler            # the handlers are put back
+    assert trainer.optimizer.steps == 7                          # the step in progress was completed
+    resumed, h2, _ = train("serial", "adam", 15, 3, checkpoint=c, resume=True)
+    assert_bitwise(resumed, full)
+    assert same_history(h2, history)
+
+
+def test_a_second_signal_is_not_held_back(tmp_path):
+    """Ctrl-C twice: the second one interrupts at once (the previous handler's KeyboardInterrupt)."""
+    net = nn.ResNet(2, 4, 9, 5, seed=3)
+    trainer = nn.Trainer(net, optimizer=_InterruptingAdam({2: [signal.SIGINT, signal.SIGINT]}), progress=False)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        trainer.fit(DATA.x_train, DATA.y_train, epochs=3, batch_size=15, checkpoint=tmp_path / "c.npz")
+    assert not isinstance(stop.value, nn.TrainingInterrupted) and trainer.optimizer.steps == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
