@@ -8,7 +8,8 @@ layer-parallel and one-shot.
 """
 
 from .network import ResNet
-from .optim import LBFGS, SGD, Adam, Optimizer
-from .trainer import ConvergenceWarning, History, Trainer
+from .optim import LBFGS, SGD, Adam, LineSearchWarning, Optimizer
+from .trainer import ConvergenceWarning, History, Trainer, TrainingInterrupted
 
-__all__ = ["LBFGS", "SGD", "Adam", "ConvergenceWarning", "History", "Optimizer", "ResNet", "Trainer"]
+__all__ = ["LBFGS", "SGD", "Adam", "ConvergenceWarning", "History", "LineSearchWarning", "Optimizer", "ResNet", "Trainer",
+           "TrainingInterrupted"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import numbers
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,19 +15,42 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import _core
+from ..errors import _Agreed
+from ._files import NpzReader, atomic_write
 
 __all__ = ["ResNet"]
 
 _ACTIVATIONS = ("tanh", "relu", "smooth_relu")
 _FORMAT = "pyxbraid.nn.ResNet/1"
+# The engine indexes sizes with C ints; the depth + 1 time points must fit too.
+INDEX_MAX = 2**31 - 1
+DEPTH_MAX = 2**31 - 2
+_TINY = float(np.finfo(np.float64).tiny)     # smallest normal double
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+def _positive_int(name: str, value: Any, minimum: int = 1, maximum: int = INDEX_MAX) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum} (the engine's index limit), got {value}")
     return int(value)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory a new allocation can get without swapping (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - non-POSIX
+        return None
 
 
 def _nonnegative(name: str, value: Any) -> float:
@@ -49,6 +75,77 @@ class _Config:
     tikhonov: float
     smoothness: float
     seed: int
+
+
+def _validated_config(in_features: Any, width: Any, depth: Any, classes: Any, T: Any = 1.0,
+                      activation: Any = "smooth_relu", opening: Any = "dense", bias: Any = "channel",
+                      tikhonov: Any = 0.0, smoothness: Any = 0.0, seed: Any = 0) -> _Config:
+    """Check a network's arguments (no allocation): TypeError / ValueError naming the argument."""
+    in_features = _positive_int("in_features", in_features)
+    width = _positive_int("width", width)
+    depth = _positive_int("depth", depth, maximum=DEPTH_MAX)
+    classes = _positive_int("classes", classes, 2)
+    if isinstance(T, (bool, np.bool_)) or not isinstance(T, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"T must be a real number, got {T!r}")
+    if not (np.isfinite(T) and T > 0):
+        raise ValueError(f"T must be finite and > 0, got {T!r}")
+    if float(T) / depth < _TINY:
+        # A subnormal step loses the precision the engine needs to tell the
+        # layers apart (layer k ends at time (k + 1) h).
+        raise ValueError(f"T={T!r} is too small for depth={depth}: the step h = T / depth = {float(T) / depth!r} "
+                         f"is subnormal or zero; T must be >= depth * {_TINY!r}")
+    if not isinstance(activation, str) or activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(map(repr, _ACTIVATIONS))}, got {activation!r}")
+    if not isinstance(opening, str) or opening not in ("dense", "zero_pad"):
+        raise ValueError(f"opening must be 'dense' or 'zero_pad', got {opening!r}")
+    if opening == "zero_pad" and width < in_features:
+        raise ValueError(f"opening='zero_pad' needs width >= in_features, got width={width}, in_features={in_features}")
+    if not isinstance(bias, str) or bias not in ("channel", "scalar"):
+        raise ValueError(f"bias must be 'channel' or 'scalar', got {bias!r}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    config = _Config(in_features, width, depth, classes, float(T), activation, opening, bias,
+                     _nonnegative("tikhonov", tikhonov), _nonnegative("smoothness", smoothness), int(seed))
+    # The whole network is built on every rank before it is distributed: its
+    # values and gradient must fit (a MemoryError deep in the engine, or the
+    # kernel's OOM killer, would be the alternative).
+    n = _num_parameters(config)
+    available = _available_memory()
+    if available is not None and 16 * n > available:
+        raise ValueError(f"a ResNet with in_features={in_features}, width={width}, depth={depth}, classes={classes} "
+                         f"has {n:,} parameters, whose values and gradient need {16 * n / 2**30:.3g} GiB, more than "
+                         f"the {available / 2**30:.3g} GiB of memory available")
+    return config
+
+
+def _num_parameters(c: _Config) -> int:
+    nb = 1 if c.bias == "scalar" else c.width
+    opening = c.width * c.in_features + nb if c.opening == "dense" else 0
+    return opening + c.depth * (c.width * c.width + nb) + c.classes * c.width + c.classes
+
+
+def _config_from_json(data: Any) -> _Config:
+    """A saved configuration (a JSON object): exactly the known keys, JSON types, then the usual checks."""
+    fields = {f.name: f.type for f in dataclasses.fields(_Config)}
+    if not isinstance(data, dict):
+        raise ValueError(f"config must be a JSON object, got {type(data).__name__}")
+    missing = [k for k in fields if k not in data]
+    unknown = sorted(k for k in data if k not in fields)
+    if missing:
+        raise ValueError(f"config is missing {', '.join(map(repr, missing))}")
+    if unknown:
+        raise ValueError(f"config has unknown key(s) {', '.join(map(repr, unknown))}")
+    for key, kind in fields.items():
+        v = data[key]
+        ok = (isinstance(v, int) and not isinstance(v, bool)) if kind == "int" else \
+            (isinstance(v, (int, float)) and not isinstance(v, bool)) if kind == "float" else isinstance(v, str)
+        if not ok:
+            raise ValueError(f"config[{key!r}] must be {'an integer' if kind == 'int' else 'a number' if kind == 'float' else 'a string'}, "
+                             f"got {v!r}")
+    try:
+        return _validated_config(**data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -138,26 +235,8 @@ class ResNet:
         smoothness: float = 0.0,
         seed: int = 0,
     ) -> None:
-        in_features = _positive_int("in_features", in_features)
-        width = _positive_int("width", width)
-        depth = _positive_int("depth", depth)
-        classes = _positive_int("classes", classes, 2)
-        if isinstance(T, (bool, np.bool_)) or not isinstance(T, (numbers.Real, np.floating, np.integer)):
-            raise TypeError(f"T must be a real number, got {T!r}")
-        if not (np.isfinite(T) and T > 0):
-            raise ValueError(f"T must be finite and > 0, got {T!r}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(map(repr, _ACTIVATIONS))}, got {activation!r}")
-        if opening not in ("dense", "zero_pad"):
-            raise ValueError(f"opening must be 'dense' or 'zero_pad', got {opening!r}")
-        if opening == "zero_pad" and width < in_features:
-            raise ValueError(f"opening='zero_pad' needs width >= in_features, got width={width}, in_features={in_features}")
-        if bias not in ("channel", "scalar"):
-            raise ValueError(f"bias must be 'channel' or 'scalar', got {bias!r}")
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.config = _Config(in_features, width, depth, classes, float(T), activation, opening, bias,
-                              _nonnegative("tikhonov", tikhonov), _nonnegative("smoothness", smoothness), int(seed))
+        self.config = _validated_config(in_features, width, depth, classes, T, activation, opening, bias, tikhonov,
+                                        smoothness, seed)
         self._comm: Any = None
         self._set_layout(_Layout.of(depth, 0, 1))
         self._initialise()
@@ -171,11 +250,7 @@ class ResNet:
     @property
     def num_parameters(self) -> int:
         """Number of trainable parameters of the whole network."""
-        c = self.config
-        nb = 1 if c.bias == "scalar" else c.width
-        opening = c.width * c.in_features + nb if c.opening == "dense" else 0
-        layer = c.width * c.width + (1 if c.bias == "scalar" else c.width)
-        return opening + c.depth * layer + c.classes * c.width + c.classes
+        return _num_parameters(self.config)
 
     @property
     def local_num_parameters(self) -> int:
@@ -201,9 +276,16 @@ class ResNet:
         self._values = self._native.values      # views on the native vectors: no copies
         self._gradient = self._native.gradient
 
-    def _local_views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """Named views of this rank's flat parameter (or gradient) vector."""
-        c, lay = self.config, self._layout
+    def _local_size(self, layout: "_Layout") -> int:
+        c = self.config
+        nb = 1 if c.bias == "scalar" else c.width
+        opening = c.width * c.in_features + nb if layout.has_opening and c.opening == "dense" else 0
+        classifier = c.classes * c.width + c.classes if layout.has_classifier else 0
+        return opening + (layout.hi - layout.lo) * (c.width * c.width + nb) + classifier
+
+    def _local_views(self, flat: np.ndarray, layout: "_Layout | None" = None) -> dict[str, np.ndarray]:
+        """Named views of a flat vector laid out like the parameters of ``layout`` (default: this rank's)."""
+        c, lay = self.config, self._layout if layout is None else layout
         w, views, pos = c.width, {}, 0
         if lay.has_opening and c.opening == "dense":
             nb = 1 if c.bias == "scalar" else w
@@ -212,7 +294,7 @@ class ResNet:
             if c.bias == "scalar":
                 views["opening.bias"] = views["opening.bias"].reshape(())
             pos = w * c.in_features + nb
-        nl, ls = lay.hi - lay.lo, self._native.layer_size
+        nl, ls = lay.hi - lay.lo, w * w + (1 if c.bias == "scalar" else w)
         block = flat[pos: pos + nl * ls].reshape(nl, ls)
         views["layers.weight"] = block[:, : w * w].reshape(nl, w, w)
         views["layers.bias"] = block[:, w * w:] if c.bias == "channel" else block[:, w * w]
@@ -271,6 +353,34 @@ class ResNet:
             source = full[name][lay.lo: lay.hi] if name.startswith("layers.") else full[name]
             view[...] = source
 
+    def _local_from_full(self, full: dict[str, np.ndarray], layout: "_Layout") -> np.ndarray:
+        """The flat vector of ``layout``'s part of a whole-network dict."""
+        out = np.zeros(self._local_size(layout))
+        for name, view in self._local_views(out, layout).items():
+            view[...] = full[name][layout.lo: layout.hi] if name.startswith("layers.") else full[name]
+        return out
+
+    def _scatter(self, full: dict[str, np.ndarray] | None, root: int = 0) -> np.ndarray:
+        """Each rank's flat part of a whole-network dict given on ``root`` (collective when distributed)."""
+        if self._comm is None or self._comm.Get_size() == 1:
+            return self._local_from_full(full, self._layout)
+        pieces = None
+        if self._comm.Get_rank() == root:
+            size, depth = self._comm.Get_size(), self.config.depth
+            pieces = [self._local_from_full(full, _Layout.of(depth, r, size)) for r in range(size)]
+        return self._comm.scatter(pieces, root=root)
+
+    def _gather(self, local: np.ndarray, root: int = 0) -> dict[str, np.ndarray] | None:
+        """Whole-network dict of a rank-local flat vector, on ``root`` only (None elsewhere; collective)."""
+        local = np.asarray(local, dtype=np.float64)
+        if local.shape != self._values.shape:
+            raise ValueError(f"local must have shape {self._values.shape} (this rank's parameters), got {local.shape}")
+        mine = {k: np.array(v, copy=True) for k, v in self._local_views(local).items()}
+        if self._comm is None or self._comm.Get_size() == 1:
+            return mine
+        pieces = self._comm.gather(mine, root=root)
+        return None if pieces is None else _assemble(pieces)
+
     def parameters(self) -> dict[str, np.ndarray]:
         """All parameters by name, on every rank (collective when distributed).
 
@@ -298,23 +408,18 @@ class ResNet:
         mine = {k: np.array(v, copy=True) for k, v in self._local_views(local).items()}
         if self._comm is None or self._comm.Get_size() == 1:
             return mine
-        pieces = self._comm.allgather(mine)
-        full: dict[str, np.ndarray] = {}
-        for name in ("opening.weight", "opening.bias", "classifier.weight", "classifier.bias"):
-            for piece in pieces:
-                if name in piece:
-                    full[name] = piece[name]
-        full["layers.weight"] = np.concatenate([p["layers.weight"] for p in pieces])
-        full["layers.bias"] = np.concatenate([p["layers.bias"] for p in pieces])
-        return full
+        return _assemble(self._comm.allgather(mine))
 
     def set_parameters(self, params: dict[str, np.ndarray]) -> None:
         """Set all parameters from a dict shaped like :meth:`parameters` (each rank keeps its part)."""
-        expected = {k: v.shape for k, v in _full_shapes(self.config).items()}
+        expected = _full_shapes(self.config)
         for name, shape in expected.items():
             if name not in params:
                 raise KeyError(f"params is missing {name!r}")
-            arr = np.asarray(params[name], dtype=np.float64)
+            arr = np.asarray(params[name])
+            if arr.dtype.kind not in "fiu" or arr.dtype.fields is not None:
+                raise TypeError(f"params[{name!r}] must be a real (float) array, got dtype {arr.dtype}")
+            arr = arr.astype(np.float64, copy=False)
             if arr.shape != shape:
                 raise ValueError(f"params[{name!r}] must have shape {shape}, got {arr.shape}")
             if not np.all(np.isfinite(arr)):
@@ -371,19 +476,31 @@ class ResNet:
     def save(self, path: str | Path) -> None:
         """Write the whole network (configuration and parameters) to an ``.npz`` file.
 
-        Collective when distributed: parameters are gathered and rank 0 writes.
-        A model saved from any number of ranks loads on any number of ranks.
+        Collective when distributed: parameters are gathered and rank 0 writes;
+        a failure to write raises on every rank (``RemoteRankError`` on the
+        others). The file is written to a temporary file in the same folder
+        and renamed into place: readers never see half a file, and a symbolic
+        link at ``path`` is replaced, not followed. A model saved from any
+        number of ranks loads on any number of ranks.
         """
-        params = self.parameters()
-        if self._comm is None or self._comm.Get_rank() == 0:
-            np.savez(Path(path), format=np.array(_FORMAT), config=np.array(json.dumps(asdict(self.config))),
-                     **{k.replace(".", "__"): v for k, v in params.items()})
-        if self._comm is not None:
-            self._comm.Barrier()
+        path = Path(path)
+        full = self._gather(self._values)
+        arrays = None if full is None else {k.replace(".", "__"): v for k, v in full.items()}
+        config = json.dumps(asdict(self.config))
+        with _agreed(self._comm, f"ResNet.save({str(path)!r})"):
+            if arrays is not None:
+                atomic_write(path, lambda fh: np.savez(fh, format=np.array(_FORMAT), config=np.array(config),
+                                                       **arrays))
 
     @classmethod
     def load(cls, path: str | Path, comm: Any = None) -> "ResNet":
         """Read a network written by :meth:`save`.
+
+        The file is checked before its arrays are read: the format tag, the
+        configuration (exactly the known keys, with valid values), and the
+        name, shape and dtype (float64) of every array against what the
+        configuration declares -- a damaged or crafted file is a
+        ``ValueError`` naming the problem, never a giant allocation.
 
         Parameters
         ----------
@@ -391,7 +508,16 @@ class ResNet:
             The ``.npz`` file (read on rank 0 of ``comm``).
         comm : mpi4py.MPI.Comm, optional
             Distribute the loaded network over ``comm`` (collective); None:
-            every calling process reads the whole network.
+            every calling process reads the whole network. Any failure on
+            rank 0 (missing file, damaged content) raises there and
+            :class:`pyxbraid.RemoteRankError` on the other ranks.
+
+        Raises
+        ------
+        OSError
+            The file cannot be opened.
+        ValueError
+            The file is not a valid model file.
 
         Examples
         --------
@@ -404,27 +530,18 @@ class ResNet:
         >>> bool(np.array_equal(back.parameters()["layers.weight"], net.parameters()["layers.weight"]))
         True
         """
+        if comm is not None and not isinstance(comm, MPI.Comm):
+            raise TypeError(f"comm must be an mpi4py.MPI.Comm or None, got {type(comm).__name__}")
         payload = None
-        error = None
-        if comm is None or comm.Get_rank() == 0:
-            try:
-                with np.load(Path(path), allow_pickle=False) as f:
-                    if "format" not in f or str(f["format"]) != _FORMAT:
-                        raise ValueError(f"{path} is not a pyxbraid.nn.ResNet file (no format {_FORMAT!r})")
-                    payload = (json.loads(str(f["config"])),
-                               {k.replace("__", "."): np.array(f[k]) for k in f.files if k not in ("format", "config")})
-            except (OSError, ValueError, KeyError) as exc:
-                error = exc
-        if comm is not None:
-            error = comm.bcast(None if error is None else f"{type(error).__name__}: {error}", root=0)
-            if error is not None:
-                raise ValueError(f"ResNet.load({str(path)!r}) failed on rank 0: {error}")
+        with _agreed(comm, f"ResNet.load({str(path)!r}) file"):
+            if comm is None or comm.Get_rank() == 0:
+                payload = _read_model(path)
+        if comm is not None and comm.Get_size() > 1:
             payload = comm.bcast(payload, root=0)
-        elif error is not None:
-            raise error
         config, params = payload
-        net = cls(**config)
-        net.set_parameters(params)
+        with _agreed(comm, "ResNet.load() network"):
+            net = cls(**asdict(config))
+            net.set_parameters(params)
         if comm is not None:
             net.distribute(comm)
         return net
@@ -435,14 +552,63 @@ class ResNet:
                 f"T={c.T}, activation={c.activation!r}, opening={c.opening!r}, bias={c.bias!r})")
 
 
-def _full_shapes(c: _Config) -> dict[str, np.ndarray]:
+def _full_shapes(c: _Config) -> dict[str, tuple[int, ...]]:
+    """Shapes of the whole network's named parameters (no allocation)."""
     w = c.width
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     if c.opening == "dense":
-        shapes["opening.weight"] = np.empty((w, c.in_features))
-        shapes["opening.bias"] = np.empty((w,) if c.bias == "channel" else ())
-    shapes["layers.weight"] = np.empty((c.depth, w, w))
-    shapes["layers.bias"] = np.empty((c.depth, w) if c.bias == "channel" else (c.depth,))
-    shapes["classifier.weight"] = np.empty((c.classes, w))
-    shapes["classifier.bias"] = np.empty((c.classes,))
+        shapes["opening.weight"] = (w, c.in_features)
+        shapes["opening.bias"] = (w,) if c.bias == "channel" else ()
+    shapes["layers.weight"] = (c.depth, w, w)
+    shapes["layers.bias"] = (c.depth, w) if c.bias == "channel" else (c.depth,)
+    shapes["classifier.weight"] = (c.classes, w)
+    shapes["classifier.bias"] = (c.classes,)
     return shapes
+
+
+def _assemble(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Whole-network dict from the per-rank dicts (in rank order)."""
+    full: dict[str, np.ndarray] = {}
+    for name in ("opening.weight", "opening.bias", "classifier.weight", "classifier.bias"):
+        for piece in pieces:
+            if name in piece:
+                full[name] = piece[name]
+    full["layers.weight"] = np.concatenate([p["layers.weight"] for p in pieces])
+    full["layers.bias"] = np.concatenate([p["layers.bias"] for p in pieces])
+    return full
+
+
+def _agreed(comm: Any, what: str) -> Any:
+    """``_Agreed`` over ``comm``, or nothing to agree on without one."""
+    return contextlib.nullcontext() if comm is None else _Agreed(comm, what)
+
+
+def _read_model(path: str | Path) -> tuple[_Config, dict[str, np.ndarray]]:
+    """Configuration and parameters of a model file, checked before the data is read."""
+    with NpzReader(path, "pyxbraid.nn.ResNet file") as r:
+        if "format" not in r.members:
+            raise r.error(f"no format tag (expected {_FORMAT!r})")
+        tag = r.read_text("format", 256)
+        if tag != _FORMAT:
+            raise r.error(f"format is {tag!r}, expected {_FORMAT!r}")
+        data = r.read_json("config", 1 << 16)
+        try:
+            config = _config_from_json(data)
+        except ValueError as exc:
+            raise r.error(str(exc)) from None
+        shapes = _full_shapes(config)
+        members = {k.replace(".", "__"): k for k in shapes}
+        r.require_members({"format", "config", *members})
+        for member, name in members.items():      # every header before any data
+            shape, dtype = r.header(member)
+            if tuple(shape) != shapes[name]:
+                raise r.error(f"array {member!r} must have shape {shapes[name]} for the declared configuration, "
+                              f"got {tuple(shape)}")
+            if dtype.kind != "f" or dtype.itemsize != 8:
+                raise r.error(f"array {member!r} must be float64, got dtype {dtype}")
+        params = {name: r.read_float64(member, shapes[name]) for member, name in members.items()}
+    for name, arr in params.items():
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{str(path)!r} is not a valid pyxbraid.nn.ResNet file: {name} contains NaN or "
+                             "infinite values")
+    return config, params

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections import deque
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Adam", "LBFGS", "Optimizer", "SGD"]
+__all__ = ["Adam", "LBFGS", "LineSearchWarning", "Optimizer", "SGD"]
 
 Closure = Callable[[], "tuple[float, np.ndarray]"]
 Dot = Callable[[np.ndarray, np.ndarray], float]
@@ -36,8 +37,37 @@ def _fraction(name: str, value: Any) -> float:
     return v
 
 
+class LineSearchWarning(RuntimeWarning):
+    """L-BFGS: no trial step of the line search decreased the loss enough; the step was undone."""
+
+
+def _vector(name: str, value: Any, size: int | None) -> np.ndarray:
+    """A state vector: 1-D, float64 (no complex/str/object), finite, of ``size`` entries when given (a copy)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind != "f" or arr.ndim != 1:
+        raise ValueError(f"state[{name!r}] must be a 1-D float array, got dtype {arr.dtype}, shape {arr.shape}")
+    if size is not None and arr.size != size:
+        raise ValueError(f"state[{name!r}] must have {size} entries like the other vectors, got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"state[{name!r}] contains NaN or infinite values")
+    return np.array(arr, dtype=np.float64, copy=True)
+
+
 class Optimizer:
-    """Base class: :meth:`step` updates ``params`` in place and returns the loss before the update."""
+    """Base class: :meth:`step` updates ``params`` in place and returns the loss before the update.
+
+    :meth:`state_dict` / :meth:`load_state_dict` save and restore everything
+    a step depends on (hyperparameters and accumulated state), so training
+    can continue exactly where it stopped. Vectors in the state are laid out
+    like the ``params`` given to :meth:`step` (in a :class:`Trainer`: this
+    rank's parameters; the trainer's checkpoints convert them to the
+    network's global layout and back).
+    """
+
+    #: state_dict keys holding parameter-space vectors (None when absent)
+    _VECTORS: tuple[str, ...] = ()
+    #: state_dict keys holding lists of parameter-space vectors
+    _VECTOR_LISTS: tuple[str, ...] = ()
 
     def step(self, params: np.ndarray, closure: Closure, dot: Dot) -> float:  # pragma: no cover - interface
         raise NotImplementedError
@@ -47,6 +77,32 @@ class Optimizer:
 
     def reset(self) -> None:
         """Forget all state (moments, curvature pairs)."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor's arguments, as given to it (JSON-serialisable)."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`step` depends on: ``{"optimizer": name, **hyperparameters, **state}`` (copies)."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (hyperparameters included); ValueError naming a bad entry."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def _check_state(self, state: Any) -> dict[str, Any]:
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict from {type(self).__name__}.state_dict(), got {type(state).__name__}")
+        name = self.state_dict()["optimizer"]
+        if state.get("optimizer") != name:
+            raise ValueError(f"state is for optimizer {state.get('optimizer')!r}, not {name!r}")
+        expected = set(self.state_dict())
+        missing, unknown = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unknown:
+            raise ValueError(f"state for {name} is missing {missing} / has unknown keys {unknown}")
+        # the hyperparameters pass the constructor's checks
+        type(self)(**{k: state[k] for k in self.hyperparameters()})
+        return state
 
 
 class SGD(Optimizer):
@@ -89,6 +145,33 @@ class SGD(Optimizer):
 
     def reset(self) -> None:
         self._velocity = None
+
+    _VECTORS = ("velocity",)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "momentum": self.momentum}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"optimizer": "SGD", "lr", "momentum", "velocity"}`` (velocity: None before the first step).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyxbraid import nn
+        >>> x = np.array([1.0, -2.0]); opt = nn.SGD(lr=0.1)
+        >>> _ = opt.step(x, lambda: (float(x @ x), 2 * x), lambda a, b: float(a @ b))
+        >>> again = nn.SGD(lr=0.1); again.load_state_dict(opt.state_dict())
+        >>> again.state_dict()["velocity"]
+        array([ 2., -4.])
+        """
+        v = None if self._velocity is None else self._velocity.copy()
+        return {"optimizer": "SGD", **self.hyperparameters(), "velocity": v}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = self._check_state(state)
+        v = None if state["velocity"] is None else _vector("velocity", state["velocity"], None)
+        self.__init__(state["lr"], state["momentum"])
+        self._velocity = v
 
     def __repr__(self) -> str:
         return f"SGD(lr={self.lr}, momentum={self.momentum})"
@@ -143,6 +226,42 @@ class Adam(Optimizer):
         params -= self.lr * mhat / (np.sqrt(vhat) + self.eps)
         return loss
 
+    _VECTORS = ("m", "v")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"optimizer": "Adam", "lr", "betas", "eps", "t", "m", "v"}`` (m, v: None before the first step).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyxbraid import nn
+        >>> x = np.array([1.0, -2.0]); opt = nn.Adam(lr=0.1)
+        >>> _ = opt.step(x, lambda: (float(x @ x), 2 * x), lambda a, b: float(a @ b))
+        >>> state = opt.state_dict(); state["t"], state["m"]
+        (1, array([ 0.2, -0.4]))
+        """
+        copy = (lambda a: None if a is None else a.copy())
+        return {"optimizer": "Adam", **self.hyperparameters(), "t": self._t, "m": copy(self._m), "v": copy(self._v)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = self._check_state(state)
+        t = state["t"]
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Integral, np.integer)) or t < 0:
+            raise ValueError(f"state['t'] must be a non-negative integer, got {t!r}")
+        if (state["m"] is None) != (state["v"] is None) or (state["m"] is None) != (t == 0):
+            raise ValueError("state['m'] and state['v'] must both be None (t = 0) or both be vectors (t > 0)")
+        m = v = None
+        if state["m"] is not None:
+            m = _vector("m", state["m"], None)
+            v = _vector("v", state["v"], m.size)
+            if np.any(v < 0):
+                raise ValueError("state['v'] must be >= 0 (a second moment)")
+        self.__init__(state["lr"], tuple(state["betas"]), state["eps"])
+        self._m, self._v, self._t = m, v, int(t)
+
     def __repr__(self) -> str:
         return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps})"
 
@@ -163,12 +282,15 @@ class LBFGS(Optimizer):
     lr : float, default 1.0
         Initial step of each line search.
     history : int, default 10
-        Number of stored pairs.
+        Number of stored pairs (1..1000000).
     c1 : float, default 1e-4
         Armijo constant in (0, 1).
     shrink : float, default 0.5
         Step reduction in (0, 1).
     max_backtracks : int, default 20
+        At most this many reductions (1..10000). When no trial step passes
+        the Armijo test, the step is undone, the curvature pairs are
+        dropped and a :class:`LineSearchWarning` is issued.
 
     Examples
     --------
@@ -185,8 +307,9 @@ class LBFGS(Optimizer):
     def __init__(self, lr: float = 1.0, history: int = 10, c1: float = 1e-4, shrink: float = 0.5,
                  max_backtracks: int = 20) -> None:
         self.lr = _positive("lr", lr)
-        if isinstance(history, bool) or not isinstance(history, (numbers.Integral, np.integer)) or history < 1:
-            raise ValueError(f"history must be an integer >= 1, got {history!r}")
+        if isinstance(history, bool) or not isinstance(history, (numbers.Integral, np.integer)) \
+                or not 1 <= history <= 1_000_000:
+            raise ValueError(f"history must be an integer in 1..1000000, got {history!r}")
         self.history = int(history)
         self.c1 = _fraction("c1", c1)
         if self.c1 == 0.0:
@@ -195,8 +318,8 @@ class LBFGS(Optimizer):
         if self.shrink == 0.0:
             raise ValueError(f"shrink must be in (0, 1), got {shrink!r}")
         if isinstance(max_backtracks, bool) or not isinstance(max_backtracks, (numbers.Integral, np.integer)) \
-                or max_backtracks < 1:
-            raise ValueError(f"max_backtracks must be an integer >= 1, got {max_backtracks!r}")
+                or not 1 <= max_backtracks <= 10_000:     # shrink ** 10000 underflows long before
+            raise ValueError(f"max_backtracks must be an integer in 1..10000, got {max_backtracks!r}")
         self.max_backtracks = int(max_backtracks)
         self.reset()
 
@@ -234,13 +357,30 @@ class LBFGS(Optimizer):
             slope = -dot(g0, g0)
         start = params.copy()
         t = self.lr
+        accepted = False
         for self.backtracks in range(self.max_backtracks + 1):
             np.copyto(params, start)
             params += t * d
             f, g = closure()
             if math.isfinite(f) and f <= f0 + self.c1 * t * slope:
+                accepted = True
                 break
-            t *= self.shrink
+            if self.backtracks < self.max_backtracks:
+                t *= self.shrink
+        if not accepted:
+            # Keeping the last trial would take a step that increased the
+            # loss (or made it NaN): undo it. The curvature pairs produced
+            # the failing direction, so drop them: the next step starts from
+            # steepest descent at the same point.
+            np.copyto(params, start)
+            self._pairs.clear()
+            self._cached = (f0, g0)
+            self.last_step_size = 0.0
+            warnings.warn(f"L-BFGS line search failed: none of the steps {self.lr:g} * {self.shrink:g}^k, "
+                          f"k = 0..{self.max_backtracks}, decreased the loss {f0:.6g} enough (last trial: {f:.6g}, "
+                          f"Armijo c1={self.c1:g}); the step was undone and the curvature history reset. "
+                          "Lower lr or raise max_backtracks if this persists.", LineSearchWarning, stacklevel=3)
+            return f0
         s = params - start
         y = g - g0
         sy = dot(s, y)
@@ -250,5 +390,83 @@ class LBFGS(Optimizer):
         self.last_step_size = t
         return f0
 
+    _VECTORS = ("cached_gradient",)
+    _VECTOR_LISTS = ("s", "y")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "history": self.history, "c1": self.c1, "shrink": self.shrink,
+                "max_backtracks": self.max_backtracks}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hyperparameters, the curvature pairs ``s``, ``y``, ``rho`` (oldest first), the loss and
+        gradient cached at the current iterate (``cached_loss``, ``cached_gradient``; None when the
+        next step evaluates them afresh), ``last_step_size`` and ``backtracks``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyxbraid import nn
+        >>> A = np.diag([1.0, 10.0]); x = np.array([1.0, 1.0]); opt = nn.LBFGS()
+        >>> f = lambda: (0.5 * float(x @ A @ x), A @ x)
+        >>> _ = opt.step(x, f, lambda a, b: float(a @ b))
+        >>> again = nn.LBFGS(); again.load_state_dict(opt.state_dict())
+        >>> y = x.copy(); _ = opt.step(x, f, lambda a, b: float(a @ b))
+        >>> _ = again.step(y, lambda: (0.5 * float(y @ A @ y), A @ y), lambda a, b: float(a @ b))
+        >>> bool(np.array_equal(x, y))
+        True
+        """
+        cached = self._cached
+        return {"optimizer": "LBFGS", **self.hyperparameters(),
+                "s": [p[0].copy() for p in self._pairs], "y": [p[1].copy() for p in self._pairs],
+                "rho": [p[2] for p in self._pairs],
+                "cached_loss": None if cached is None else cached[0],
+                "cached_gradient": None if cached is None else cached[1].copy(),
+                "last_step_size": self.last_step_size, "backtracks": self.backtracks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = self._check_state(state)
+        for key in ("s", "y", "rho"):
+            if not isinstance(state[key], (list, tuple)):
+                raise ValueError(f"state[{key!r}] must be a list, got {type(state[key]).__name__}")
+        k = len(state["s"])
+        if len(state["y"]) != k or len(state["rho"]) != k:
+            raise ValueError(f"state['s'], state['y'] and state['rho'] must have the same length, got "
+                             f"{k}, {len(state['y'])}, {len(state['rho'])}")
+        if k > state["history"]:
+            raise ValueError(f"state holds {k} curvature pairs, more than history={state['history']}")
+        size = None
+        pairs = []
+        for i in range(k):
+            s_i = _vector(f"s[{i}]", state["s"][i], size)
+            size = s_i.size
+            y_i = _vector(f"y[{i}]", state["y"][i], size)
+            rho = state["rho"][i]
+            if isinstance(rho, (bool, np.bool_)) or not isinstance(rho, (numbers.Real, np.floating)) \
+                    or not (math.isfinite(rho) and rho > 0):
+                raise ValueError(f"state['rho'][{i}] must be a finite number > 0, got {rho!r}")
+            pairs.append((s_i, y_i, float(rho)))
+        cached = None
+        if (state["cached_loss"] is None) != (state["cached_gradient"] is None):
+            raise ValueError("state['cached_loss'] and state['cached_gradient'] must both be None or both be set")
+        if state["cached_loss"] is not None:
+            f = state["cached_loss"]
+            if isinstance(f, (bool, np.bool_)) or not isinstance(f, (numbers.Real, np.floating)) \
+                    or not math.isfinite(f):
+                raise ValueError(f"state['cached_loss'] must be a finite number, got {f!r}")
+            cached = (float(f), _vector("cached_gradient", state["cached_gradient"], size))
+        step = state["last_step_size"]
+        if isinstance(step, (bool, np.bool_)) or not isinstance(step, (numbers.Real, np.floating)) \
+                or not (math.isfinite(step) and step >= 0):
+            raise ValueError(f"state['last_step_size'] must be a finite number >= 0, got {step!r}")
+        backtracks = state["backtracks"]
+        if isinstance(backtracks, (bool, np.bool_)) or not isinstance(backtracks, (numbers.Integral, np.integer)) \
+                or not 0 <= backtracks <= state["max_backtracks"]:
+            raise ValueError(f"state['backtracks'] must be an integer in 0..max_backtracks, got {backtracks!r}")
+        self.__init__(**{key: state[key] for key in self.hyperparameters()})
+        self._pairs.extend(pairs)
+        self._cached = cached
+        self.last_step_size, self.backtracks = float(step), int(backtracks)
+
     def __repr__(self) -> str:
-        return f"LBFGS(lr={self.lr}, history={self.history}, c1={self.c1}, shrink={self.shrink})"
+        return (f"LBFGS(lr={self.lr}, history={self.history}, c1={self.c1}, shrink={self.shrink}, "
+                f"max_backtracks={self.max_backtracks})")

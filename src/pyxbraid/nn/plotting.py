@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ._files import atomic_write
+
 
 def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,6 +17,17 @@ def _figure(width: float, height: float):
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _save(fig: Any, path: str | Path) -> None:
+    """Write the figure atomically, in the format its suffix names (png, pdf, svg, ...)."""
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(f"cannot write a figure to {str(path)!r}: unknown format {fmt!r} "
+                         f"(supported: {', '.join(sorted(supported))})")
+    atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=120))
 
 
 def plot_history(history: Any, path: str | Path, title: str = "") -> None:
@@ -36,7 +49,7 @@ def plot_history(history: Any, path: str | Path, title: str = "") -> None:
     ax_acc.legend()
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.savefig(Path(path), dpi=120)
+    _save(fig, path)
 
 
 def plot_regions(gx: np.ndarray, gy: np.ndarray, labels: np.ndarray, x: np.ndarray, y: np.ndarray,
@@ -50,4 +63,4 @@ def plot_regions(gx: np.ndarray, gy: np.ndarray, labels: np.ndarray, x: np.ndarr
     fig.colorbar(scatter, ax=ax, ticks=range(classes), label="class")
     ax.set_aspect("equal")
     ax.set_title("decision regions (fill) and data (points)")
-    fig.savefig(Path(path), dpi=120)
+    _save(fig, path)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import numbers
+import os
+import signal
+import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,10 +24,11 @@ from .. import _core
 from ..app import NativeApp
 from ..errors import _Agreed
 from ..solver import Solver
-from .network import ResNet
+from ._files import check_writable
+from .network import DEPTH_MAX, INDEX_MAX, ResNet
 from .optim import Adam, Optimizer
 
-__all__ = ["ConvergenceWarning", "History", "Trainer"]
+__all__ = ["ConvergenceWarning", "History", "Trainer", "TrainingInterrupted"]
 
 # layer_parallel keys -> (Solver keyword, default for exact mode, default for one-shot mode)
 _LAYER_PARALLEL_KEYS = {
@@ -41,6 +48,31 @@ _LAYER_PARALLEL_KEYS = {
 
 class ConvergenceWarning(RuntimeWarning):
     """Exact layer-parallel mode: MGRIT or its adjoint did not reach the tolerance in max_iter iterations."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """:meth:`Trainer.fit` stopped on SIGTERM or SIGINT after writing its checkpoint (raised on every rank).
+
+    A ``KeyboardInterrupt`` (``except Exception`` does not swallow it).
+
+    Attributes
+    ----------
+    signum : int
+        The signal (``signal.SIGTERM`` or ``signal.SIGINT``).
+    checkpoint : str
+        The checkpoint written: continue with ``fit(..., checkpoint=..., resume=True)``.
+    epoch, step : int
+        Completed epochs, and completed steps of the next epoch, saved in it.
+    """
+
+    def __init__(self, signum: int, checkpoint: str, epoch: int, step: int) -> None:
+        self.signum, self.checkpoint, self.epoch, self.step = int(signum), str(checkpoint), int(epoch), int(step)
+        super().__init__(f"training stopped by {signal.Signals(self.signum).name} after {epoch} epoch(s) and {step} "
+                         f"step(s) of the next; checkpoint written to {self.checkpoint!r}: continue with "
+                         f"fit(..., checkpoint={self.checkpoint!r}, resume=True)")
+
+    def __reduce__(self):
+        return (type(self), (self.signum, self.checkpoint, self.epoch, self.step))
 
 
 class _BatchApp(NativeApp):
@@ -67,7 +99,11 @@ class History:
     ``train_accuracy`` counts the correct predictions of each training batch
     at the time it was used (as Keras reports it); ``val_*`` are measured at
     the end of each epoch; ``residual`` / ``adjoint_residual`` are the last
-    MGRIT residual norms of the epoch (NaN in layer-serial mode).
+    MGRIT residual norms of the epoch and ``mgrit_iterations`` its
+    iterations: NaN and 0 where no MGRIT iteration ran -- in layer-serial
+    mode, and for a network too shallow for the hierarchy (``depth`` below
+    ``cfactor * min_coarse``: the engine then marches through the layers
+    sequentially, which gives the exact gradient).
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -87,12 +123,146 @@ class History:
 
 
 def _agree(comm: Any, what: str, value: Any) -> None:
-    """Raise on every rank unless ``value`` is the same on all ranks (cheap: one allgather)."""
+    """Raise on every rank unless ``value`` is the same on all ranks (cheap: one allgather).
+
+    ``value`` may be a dict of named items (nested dicts allowed): the error
+    then names the items that differ and shows only those.
+    """
     if comm.Get_size() == 1:
         return
     values = comm.allgather(value)
-    if any(v != values[0] for v in values):
-        raise ValueError(f"{what} differs between ranks: {values}; every rank must pass the same data and settings")
+    if all(v == values[0] for v in values):
+        return
+    differ = [r for r, v in enumerate(values) if v != values[0]]
+    if isinstance(value, dict):
+        flat = [_flatten(v) for v in values]
+        keys = [k for k in flat[0] if any(f.get(k) != flat[0][k] for f in flat)]
+        shown = "; ".join(f"{k}: " + ", ".join(f"rank {r}: {f.get(k)!r}" for r, f in enumerate(flat)) for k in keys)
+    else:
+        shown = "; ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+    raise ValueError(f"{what} differs between ranks (rank(s) {differ} differ from rank 0): {shown}; every rank "
+                     "must pass the same data and settings")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    """A fingerprint of arrays (dtype, shape and bytes): agreed between ranks instead of the data itself."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        if a is None:
+            h.update(b"none;")
+            continue
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return h.hexdigest()
+
+
+def _describe(optimizer: Optimizer) -> str:
+    """Type and hyperparameters of an optimizer (for agreement between ranks)."""
+    try:
+        return json.dumps([type(optimizer).__name__, optimizer.hyperparameters()], sort_keys=True)
+    except (NotImplementedError, TypeError, ValueError):
+        return f"{type(optimizer).__name__}: {optimizer!r}"
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    """``numpy.asarray``, with ragged nesting and the like reported under the argument's name."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be an array, got {type(value).__name__} that numpy cannot convert ({exc})") \
+            from None
+
+
+def _last(norms: np.ndarray) -> float:
+    """The last residual norm of a solve; NaN when no MGRIT iteration ran (sequential marching)."""
+    return float(norms[-1]) if len(norms) else math.nan
+
+
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (numbers.Integral, np.integer))
+
+
+def _is_real(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (numbers.Real, np.floating, np.integer))
+
+
+def _lp(key: str) -> str:
+    return f"layer_parallel[{key!r}]"
+
+
+def _lp_int(label: str, value: Any, minimum: int, maximum: int = DEPTH_MAX) -> int:
+    if not _is_int(value):
+        raise TypeError(f"{label} must be an integer, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{label} must be >= {minimum}{'' if value < minimum else f' and <= {maximum}'}, "
+                         f"got {value!r}")
+    return int(value)
+
+
+def _lp_real(label: str, value: Any, positive: bool) -> float:
+    if not _is_real(value):
+        raise TypeError(f"{label} must be a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{label} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
+    return v
+
+
+def _lp_per_level(label: str, value: Any, check: Callable[[str, Any], Any]) -> Any:
+    """One value, or a non-empty sequence of values per level (as the Solver takes them)."""
+    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes)):
+        items = list(value)
+        if not items:
+            raise ValueError(f"{label} must not be an empty sequence")
+        return [check(f"{label}[{k}]", v) for k, v in enumerate(items)]
+    return check(label, value)
+
+
+class _StopSignals:
+    """SIGTERM/SIGINT during a checkpointed fit: remember the first, stop at the next step boundary.
+
+    A second signal gets the previous handler's behaviour (KeyboardInterrupt
+    for SIGINT, termination for SIGTERM): pressing Ctrl-C twice still stops
+    a job stuck in a step.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():   # signal.signal works there only
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if not self.signum:
+            self.signum = signum
+            return
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        self.__exit__()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.raise_signal(signum)
 
 
 class Trainer:
@@ -132,6 +302,10 @@ class Trainer:
           (measured on a trained network: primal exact after 4 iterations,
           the adjoint only after 7) -- use the exact mode, which stops as
           soon as both have converged, for mini-batch training.
+        Every value is checked here (``layer_parallel['cfactor'] must be
+        >= 2, got 1``). A network too shallow for the hierarchy (``depth <
+        cfactor * min_coarse``) is trained by sequential marching: the exact
+        gradient, with no MGRIT iteration (see :class:`History`).
     seed : int, default 0
         Seeds the shuffling of mini-batches (identical on every rank).
     progress : bool, default True
@@ -166,6 +340,14 @@ class Trainer:
             if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
                 raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
             self.mode, self._options = self._parse_layer_parallel(layer_parallel)
+            if comm.Get_size() > net.config.depth + 1:
+                raise ValueError(f"a network of depth {net.config.depth} has {net.config.depth + 1} layers' time "
+                                 f"points, fewer than the {comm.Get_size()} ranks of comm")
+        # Valid but different settings on different ranks would build
+        # different engines (or line searches of different lengths): a hang.
+        _agree(comm, "Trainer settings", {"network": asdict(net.config), "mode": self.mode,
+                                          "layer_parallel": self._options, "seed": int(seed),
+                                          "optimizer": _describe(optimizer)})
         net.distribute(comm)
         self.net, self.comm, self.optimizer, self.seed = net, comm, optimizer, int(seed)
         self.progress = bool(progress)
@@ -173,6 +355,7 @@ class Trainer:
         self._train: dict[int, tuple[_BatchApp, Solver]] = {}
         self._eval: OrderedDict[int, tuple[_BatchApp, Solver]] = OrderedDict()
         self._current_batch: Any = None      # identity of the batch loaded into the training engine
+        self._fit_calls = 0                  # makes mini-batch identities unique across fit() calls
         self._loaded_app: Any = None         # the engine app that holds it
         self.last_solve = None               # SolveResult of the last gradient evaluation
         self.last_accuracy = math.nan        # of the batch of the last gradient evaluation
@@ -192,18 +375,43 @@ class Trainer:
         if not isinstance(one_shot, (bool, np.bool_)):
             raise TypeError(f"layer_parallel['one_shot'] must be True or False, got {one_shot!r}")
         mode = "one_shot" if one_shot else "exact"
-        options = {}
-        for key, (solver_key, exact_default, one_shot_default) in _LAYER_PARALLEL_KEYS.items():
-            options[solver_key] = lp.get(key, one_shot_default if one_shot else exact_default)
-        if options["max_levels"] == 1:
+        given = {key: lp.get(key, one_shot_default if one_shot else exact_default)
+                 for key, (_, exact_default, one_shot_default) in _LAYER_PARALLEL_KEYS.items()}
+        # The Solver's rules, checked now under the names the user wrote:
+        # a bad value must not wait for the first fit(), nor be reported
+        # under the Solver's names (abs_tol for tol).
+        if given["max_levels"] == 1 and _is_int(given["max_levels"]):
             raise ValueError("layer_parallel['max_levels'] must be >= 2 (use layer_parallel=None for layer-serial "
                              "training), got 1")
+        checked: dict[str, Any] = {
+            "max_levels": _lp_int(_lp("max_levels"), given["max_levels"], 2),
+            "min_coarse": _lp_int(_lp("min_coarse"), given["min_coarse"], 1),
+            "cfactor": _lp_per_level(_lp("cfactor"), given["cfactor"], lambda k, v: _lp_int(k, v, 2)),
+            "nrelax": _lp_per_level(_lp("nrelax"), given["nrelax"], lambda k, v: _lp_int(k, v, 0)),
+            "cwt": _lp_per_level(_lp("cwt"), given["cwt"], lambda k, v: _lp_real(k, v, positive=True)),
+            "storage": _lp_int(_lp("storage"), given["storage"], -1),
+            "max_iter": _lp_int(_lp("max_iter"), given["max_iter"], 1),
+            "tol": _lp_real(_lp("tol"), given["tol"], positive=False),
+            "adjoint_tol": _lp_real(_lp("adjoint_tol"), given["adjoint_tol"], positive=False),
+        }
+        fmg = given["fmg"]
+        if not (isinstance(fmg, (bool, np.bool_)) or (_is_int(fmg) and fmg in (0, 1))):
+            raise TypeError(f"layer_parallel['fmg'] must be True or False, got {fmg!r}")
+        checked["fmg"] = bool(fmg)
+        tnorm = given["tnorm"]
+        if not _is_int(tnorm):
+            raise TypeError(f"layer_parallel['tnorm'] must be an integer, got {tnorm!r}")
+        if tnorm not in (1, 2, 3):
+            raise ValueError(f"layer_parallel['tnorm'] must be 1, 2 or 3, got {tnorm!r}")
+        checked["tnorm"] = int(tnorm)
+        options = {solver_key: checked[key] for key, (solver_key, _, _) in _LAYER_PARALLEL_KEYS.items()}
         return mode, options
 
     # -- data ------------------------------------------------------------------------------
-    def _check_data(self, x: Any, y: Any, name: str = "x") -> tuple[np.ndarray, np.ndarray | None]:
+    def _check_data(self, x: Any, y: Any, name: str = "x", *, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Inputs as float64 (n, in_features), labels as int64 (n,); ``labels=False``: inputs only."""
         c = self.net.config
-        xa = np.asarray(x)
+        xa = _as_array(name, x)
         if xa.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be a real array, got dtype {xa.dtype}")
         xa = np.ascontiguousarray(xa, dtype=np.float64)
@@ -212,23 +420,26 @@ class Trainer:
         if not np.all(np.isfinite(xa)):
             bad = int(np.argwhere(~np.isfinite(xa))[0][0])
             raise ValueError(f"{name} must be finite, got {xa[bad].tolist()} in row {bad}")
-        if y is None:
+        if not labels:
             return xa, None
         label_name = "y" if name == "x" else f"{name} labels"
-        ya = np.asarray(y)
+        if y is None:
+            raise TypeError(f"{label_name} must be given: the class labels of the {xa.shape[0]} rows of {name} "
+                            "(predict() needs none)")
+        ya = _as_array(label_name, y)
         if ya.ndim == 2 and ya.shape[1] == c.classes and ya.dtype.kind in "fiub":
             if not (np.all((ya == 0) | (ya == 1)) and np.all(ya.sum(axis=1) == 1)):
                 raise ValueError(f"{label_name} given as a 2-D array must be one-hot rows with {c.classes} columns")
             ya = ya.argmax(axis=1)
         if ya.dtype.kind not in "iu" and not (ya.dtype.kind == "f" and np.all(ya == np.round(ya))):
             raise TypeError(f"{label_name} must hold integer class labels, got dtype {ya.dtype}")
-        ya = ya.astype(np.int64)
         if ya.shape != (xa.shape[0],):
             raise ValueError(f"{label_name} must have shape ({xa.shape[0]},) to match {name}, got {ya.shape}")
-        if ya.size and (ya.min() < 0 or ya.max() >= c.classes):
-            bad = ya[(ya < 0) | (ya >= c.classes)][0]
-            raise ValueError(f"{label_name} must be in 0..{c.classes - 1}, got {int(bad)}")
-        return xa, ya
+        outside = (ya < 0) | (ya >= c.classes)     # before any cast: 1e300 must not wrap around
+        if np.any(outside):
+            bad = ya[outside][0]
+            raise ValueError(f"{label_name} must be in 0..{c.classes - 1}, got {bad.item()!r}")
+        return xa, ya.astype(np.int64)
 
     # -- engines -----------------------------------------------------------------------------
     def _solver(self, batch: int, purpose: str) -> tuple[_BatchApp, Solver]:
@@ -278,8 +489,8 @@ class Trainer:
         if self.mode == "exact" and not result.converged:
             warnings.warn(f"exact layer-parallel mode: MGRIT did not reach tol={self._options['abs_tol']:g} / "
                           f"adjoint_tol={self._options['abs_tol_adjoint']:g} in max_iter={self._options['max_iter']} "
-                          f"iterations (residuals {result.residual_norms[-1]:.3g} / "
-                          f"{result.adjoint_residual_norms[-1]:.3g}); raise max_iter or loosen tol",
+                          f"iterations (residuals {_last(result.residual_norms):.3g} / "
+                          f"{_last(result.adjoint_residual_norms):.3g}); raise max_iter or loosen tol",
                           ConvergenceWarning, stacklevel=3)
         grad = self.net._gradient.copy()
         # This rank's regularisation share and, on the classifier's rank, the
@@ -306,6 +517,7 @@ class Trainer:
         """
         with _Agreed(self.comm, "loss_and_gradient() data"):
             xa, ya = self._check_data(x, y)
+        _agree(self.comm, "loss_and_gradient() data (x, y)", {"x.shape": xa.shape, "data": _digest(xa, ya)})
         return self._evaluate_batch(xa, ya, None)
 
     # -- evaluation -------------------------------------------------------------------------
@@ -333,6 +545,7 @@ class Trainer:
         """
         with _Agreed(self.comm, "evaluate() data"):
             xa, ya = self._check_data(x, y)
+        _agree(self.comm, "evaluate() data (x, y)", {"x.shape": xa.shape, "data": _digest(xa, ya)})
         total, correct, _ = self._forward(xa, ya)
         if self.comm.Get_size() > 1:
             correct = self.comm.allreduce(correct, op=MPI.SUM)
@@ -341,7 +554,8 @@ class Trainer:
     def predict_logits(self, x: Any) -> np.ndarray:
         """Class scores ``W_c u_T + b_c``, shape (n, classes), on every rank (collective)."""
         with _Agreed(self.comm, "predict() data"):
-            xa, _ = self._check_data(x, None)
+            xa, _ = self._check_data(x, None, labels=False)
+        _agree(self.comm, "predict() data (x)", {"x.shape": xa.shape, "data": _digest(xa)})
         _, _, logits = self._forward(xa, None)
         out = np.concatenate(logits) if logits else None
         if self.comm.Get_size() > 1:
@@ -355,28 +569,82 @@ class Trainer:
     # -- training ----------------------------------------------------------------------------
     def fit(self, x: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
             validation: tuple[Any, Any] | None = None, shuffle: bool = True,
-            callback: Callable[[int, History], None] | None = None) -> History:
+            callback: Callable[[int, History], None] | None = None,
+            checkpoint: str | os.PathLike[str] | None = None, resume: bool = False) -> History:
         """Train (collective): ``epochs`` passes over ``(x, y)`` in seeded, shuffled mini-batches.
 
         Parameters
         ----------
         x : array, shape (n, in_features)
         y : array of int, shape (n,), or one-hot (n, classes)
+            Every rank passes the same data (checked: a fingerprint of the
+            bytes is compared, one allgather).
         epochs : int
+            Total number of epochs (with ``resume``: including those done before).
         batch_size : int or None
             None (or >= n): full batch -- every step sees all data, and the
-            one-shot mode warm-restarts MGRIT across steps.
+            MGRIT modes warm-restart across steps.
         validation : (x_val, y_val), optional
             Loss and accuracy measured after each epoch.
         shuffle : bool, default True
             Shuffle before each epoch (seeded by the trainer's ``seed``);
             needed for data sorted by class, like peaks.
         callback : callable(epoch, history), optional
-            Called on every rank after each epoch.
+            Called on every rank after each epoch (an exception in it on
+            one rank raises on every rank).
+        checkpoint : str or path, optional
+            Write a checkpoint (a versioned ``.npz``, no pickle) after every
+            epoch, atomically (temporary file + rename), and on SIGTERM or
+            SIGINT: then the last completed step is saved and
+            :class:`TrainingInterrupted` is raised on every rank. It holds
+            the parameters, the optimizer state (gathered to the network's
+            global layout), the shuffling generator, the epoch and step
+            counters and the history.
+        resume : bool, default False
+            Continue from ``checkpoint`` (which must exist), on any number
+            of ranks. The network's configuration, the data, the mode and
+            its MGRIT settings, ``seed``, ``batch_size``, ``shuffle`` and the
+            optimizer type must be those of the run that wrote it (else a
+            ``ValueError`` naming the difference); the optimizer continues
+            with the checkpoint's hyperparameters and state.
 
         Returns
         -------
         History
+
+        Notes
+        -----
+        What a resumed run reproduces. ``fit(epochs=2, checkpoint=c)``
+        followed, in a new process, by ``fit(epochs=4, checkpoint=c,
+        resume=True)`` gives parameters bit-identical to one ``fit(epochs=4)``
+        on the same number of ranks whenever every optimisation step starts
+        from the same state: layer-serial mode, and the MGRIT modes with
+        mini-batches (each batch starts MGRIT afresh). With a full batch the
+        MGRIT modes warm-restart MGRIT from the previous step's iterate, and
+        the engine's iterate is not saved: the first step after resuming
+        starts MGRIT from the initial guess, as the first step of training
+        did. Exact mode then still gives gradients to ``tol`` (the run agrees
+        with an uninterrupted one to that accuracy, not bitwise); one-shot
+        mode's gradient after resuming is as inexact as at the start of
+        training, so its trajectory differs (resuming is still
+        deterministic). Across rank counts: layer-serial and exact mode give
+        the same gradients bit for bit, so SGD and Adam runs resume
+        bit-identically on another number of ranks; L-BFGS sums its dot
+        products over the ranks, so its runs differ in the last bits.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import pyxbraid as xb
+        >>> from pyxbraid import nn
+        >>> d = xb.datasets.make_peaks(60, 10, seed=1)
+        >>> ckpt = os.path.join(tempfile.mkdtemp(), "ckpt.npz")
+        >>> first = nn.Trainer(nn.ResNet(2, 4, 6, 5), progress=False)
+        >>> _ = first.fit(d.x_train, d.y_train, epochs=2, batch_size=20, checkpoint=ckpt)
+        >>> later = nn.Trainer(nn.ResNet(2, 4, 6, 5), progress=False)     # e.g. in a new job
+        >>> h = later.fit(d.x_train, d.y_train, epochs=4, batch_size=20, checkpoint=ckpt, resume=True)
+        >>> h.epoch
+        [1, 2, 3, 4]
         """
         with _Agreed(self.comm, "fit() arguments"):
             xa, ya = self._check_data(x, y)
@@ -389,33 +657,84 @@ class Trainer:
                     or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
             batch_size = min(int(batch_size), n)
+            if batch_size > INDEX_MAX:
+                raise ValueError(f"batch_size must be <= {INDEX_MAX} (the engine's index limit), got {batch_size}")
             xv = yv = None
             if validation is not None:
                 if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
                     raise TypeError("validation must be a pair (x_val, y_val)")
                 xv, yv = self._check_data(validation[0], validation[1], name="validation")
-        _agree(self.comm, "fit(x.shape, batch_size, epochs)", (xa.shape, batch_size, int(epochs)))
+            if not isinstance(shuffle, (bool, np.bool_)):
+                raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+            if callback is not None and not callable(callback):
+                raise TypeError(f"callback must be callable(epoch, history) or None, got {type(callback).__name__}")
+            if not isinstance(resume, (bool, np.bool_)):
+                raise TypeError(f"resume must be True or False, got {resume!r}")
+            if checkpoint is not None:
+                if not isinstance(checkpoint, (str, os.PathLike)):
+                    raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+                checkpoint = Path(checkpoint)
+                try:
+                    self.optimizer.state_dict()
+                except NotImplementedError:
+                    raise TypeError(f"checkpoint needs an optimizer with state_dict(); "
+                                    f"{type(self.optimizer).__name__} has none") from None
+                if self.comm.Get_rank() == 0:      # the writer: fail now, not after an epoch of work
+                    if resume and not checkpoint.is_file():
+                        raise FileNotFoundError(f"resume=True but there is no checkpoint file {str(checkpoint)!r}")
+                    check_writable(checkpoint, "checkpoint")
+            elif resume:
+                raise ValueError("resume=True needs checkpoint=PATH (the checkpoint to continue from)")
+        digest = _digest(xa, ya)
+        settings = self._fit_settings(n, batch_size, bool(shuffle), digest, None if xv is None else _digest(xv, yv))
+        _agree(self.comm, "fit() data and settings",
+               {"x.shape": xa.shape, "epochs": int(epochs), **settings, "checkpoint given": checkpoint is not None,
+                "resume": bool(resume)})
+
+        from . import checkpoint as ckpt
 
         rng = np.random.default_rng(self.seed)
         history = History()
+        progress = ckpt.Progress.start(rng)
+        if resume:
+            history, progress = ckpt.load(self, checkpoint, settings, int(epochs), n, batch_size)
         self.history = history
+        self._fit_calls += 1
         steps_per_epoch = -(-n // batch_size)
         full_batch = batch_size == n
         bar = None
         if self.progress and self.comm.Get_rank() == 0:
             from tqdm.auto import tqdm
-            bar = tqdm(total=int(epochs) * steps_per_epoch, desc=f"train ({self.mode})", unit="step",
-                       dynamic_ncols=True, leave=True)
-        start = time.perf_counter()
+            bar = tqdm(total=int(epochs) * steps_per_epoch, initial=progress.epoch * steps_per_epoch + progress.step,
+                       desc=f"train ({self.mode})", unit="step", dynamic_ncols=True, leave=True)
+            if history.val_accuracy:
+                bar.set_postfix({"val_acc": f"{history.val_accuracy[-1]:.3f}"}, refresh=False)
+        start = time.perf_counter() - progress.wall_seconds
         params = self.net._values
+        stop = _StopSignals() if checkpoint is not None else None
+        last = progress.last         # (residual, adjoint residual, iterations) of the last gradient
+
+        def save(epoch: int, step: int, epoch_rng: dict, loss_sum: float, correct_sum: float) -> None:
+            ckpt.save(self, checkpoint, settings, history, ckpt.Progress(
+                epoch, step, epoch_rng, loss_sum, correct_sum, time.perf_counter() - start, last))
+
         try:
-            for epoch in range(int(epochs)):
+            if stop is not None:
+                stop.__enter__()
+            for epoch in range(progress.epoch, int(epochs)):
+                if epoch == progress.epoch:          # where the run (or the checkpoint) starts
+                    rng.bit_generator.state = progress.rng
+                    first_step, loss_sum, correct_sum = progress.step, progress.loss_sum, progress.correct_sum
+                else:
+                    first_step, loss_sum, correct_sum = 0, 0.0, 0.0
+                epoch_rng = rng.bit_generator.state  # before this epoch's permutation is drawn
                 order = np.arange(n) if (full_batch or not shuffle) else rng.permutation(n)
-                loss_sum, correct_sum = 0.0, 0.0
-                for b in range(steps_per_epoch):
+                for b in range(first_step, steps_per_epoch):
                     idx = order[b * batch_size: (b + 1) * batch_size]
                     xb, yb = (xa, ya) if full_batch else (np.ascontiguousarray(xa[idx]), np.ascontiguousarray(ya[idx]))
-                    token = ("full", id(xa)) if full_batch else ("batch", epoch, b)
+                    # Identities of the batch in the training engine: the
+                    # same content keeps MGRIT's iterate (warm restart).
+                    token = ("full", digest) if full_batch else ("batch", self._fit_calls, epoch, b)
                     first: list[float] = []
 
                     def closure(xb=xb, yb=yb, token=token, first=first):
@@ -431,15 +750,15 @@ class Trainer:
                     history.step_loss.append(loss)
                     loss_sum += loss * xb.shape[0]
                     correct_sum += first[0] * xb.shape[0]
+                    res = self.last_solve
+                    if self.mode != "serial" and res is not None:
+                        last = (_last(res.residual_norms), _last(res.adjoint_residual_norms), int(res.iterations))
                     if bar is not None:
                         bar.update(1)
-                        post = {"loss": f"{loss:.4f}", "acc": f"{first[0]:.3f}"}
-                        if history.val_accuracy:
-                            post["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
-                        if self.mode != "serial" and self.last_solve is not None:
-                            post["res"] = f"{self.last_solve.residual_norms[-1]:.1e}"
-                            post["adj"] = f"{self.last_solve.adjoint_residual_norms[-1]:.1e}"
-                        bar.set_postfix(post, refresh=False)
+                        bar.set_postfix(self._postfix(loss, first[0], history, last), refresh=False)
+                    if stop is not None and self._stop_requested(stop):
+                        save(epoch, b + 1, epoch_rng, loss_sum, correct_sum)
+                        raise TrainingInterrupted(self._stop_requested(stop), str(checkpoint), epoch, b + 1)
                 history.epoch.append(epoch + 1)
                 history.loss.append(loss_sum / n)
                 history.train_accuracy.append(correct_sum / n)
@@ -449,36 +768,85 @@ class Trainer:
                     vl = va = math.nan
                 history.val_loss.append(vl)
                 history.val_accuracy.append(va)
-                res = self.last_solve
-                serial = self.mode == "serial" or res is None
-                history.residual.append(math.nan if serial else float(res.residual_norms[-1]))
-                history.adjoint_residual.append(math.nan if serial else float(res.adjoint_residual_norms[-1]))
-                history.mgrit_iterations.append(0 if serial else int(res.iterations))
+                history.residual.append(last[0])
+                history.adjoint_residual.append(last[1])
+                history.mgrit_iterations.append(last[2])
                 history.wall_seconds.append(time.perf_counter() - start)
+                if bar is not None:   # the epoch's own validation accuracy, not the previous one
+                    bar.set_postfix(self._postfix(history.step_loss[-1], history.train_accuracy[-1], history, last),
+                                    refresh=True)
                 if callback is not None:
-                    callback(epoch + 1, history)
+                    with _Agreed(self.comm, "fit() callback"):
+                        callback(epoch + 1, history)
+                if checkpoint is not None:   # the state the next epoch starts from
+                    save(epoch + 1, 0, rng.bit_generator.state, 0.0, 0.0)
+                    if self._stop_requested(stop):
+                        raise TrainingInterrupted(self._stop_requested(stop), str(checkpoint), epoch + 1, 0)
         finally:
+            if stop is not None:
+                stop.__exit__()
             if bar is not None:
                 bar.close()
         return history
 
+    def _postfix(self, loss: float, accuracy: float, history: History, last: tuple) -> dict[str, str]:
+        post = {"loss": f"{loss:.4f}", "acc": f"{accuracy:.3f}"}
+        if history.val_accuracy and not math.isnan(history.val_accuracy[-1]):
+            post["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
+        if not math.isnan(last[0]):        # no MGRIT iteration ran: layer-serial, or too shallow
+            post["res"] = f"{last[0]:.1e}"
+            post["adj"] = f"{last[1]:.1e}"
+        return post
+
+    def _stop_requested(self, stop: _StopSignals) -> int:
+        """The signal received on any rank, 0 if none (a tiny allreduce: every rank stops at the same step)."""
+        flag = stop.signum
+        if self.comm.Get_size() > 1:
+            flag = self.comm.allreduce(flag, op=MPI.MAX)
+        return flag
+
+    def _fit_settings(self, n: int, batch_size: int, shuffle: bool, data: str, validation: str | None) -> dict:
+        """What a resumed fit() must share with the run that wrote the checkpoint (JSON-normalised)."""
+        opt = self.optimizer
+        try:
+            optimizer = opt.state_dict()["optimizer"]
+            hyper = opt.hyperparameters()
+        except NotImplementedError:
+            optimizer, hyper = type(opt).__name__, repr(opt)
+        settings = {"mode": self.mode, "layer_parallel": self._options if self.mode != "serial" else None,
+                    "seed": self.seed, "n": n, "batch_size": batch_size, "shuffle": shuffle, "data": data,
+                    "validation": validation, "optimizer": optimizer, "optimizer_hyperparameters": hyper}
+        return json.loads(json.dumps(settings))
+
     # -- plots ---------------------------------------------------------------------------------
     def plot(self, history: History, path: str | Path) -> None:
-        """Training curves (loss; training and validation accuracy) to an image file (rank 0 writes)."""
-        if self.comm.Get_rank() == 0:
-            from .plotting import plot_history
-            plot_history(history, path, title=f"{self.net!r}, {self.mode}")
+        """Training curves (loss; training and validation accuracy) to an image file (collective; rank 0 writes).
+
+        Written atomically (temporary file + rename; a link at ``path`` is
+        replaced, not followed); a failure raises on every rank.
+        """
+        with _Agreed(self.comm, "plot()"):
+            if not isinstance(history, History):
+                raise TypeError(f"history must be a pyxbraid.nn.History, got {type(history).__name__}")
+            if self.comm.Get_rank() == 0:
+                from .plotting import plot_history
+                plot_history(history, path, title=f"{self.net!r}, {self.mode}")
 
     def plot_decision_regions(self, path: str | Path, x: Any, y: Any, resolution: int = 200) -> None:
-        """Predicted class over the bounding box of 2-D data, with the points on top (collective)."""
+        """Predicted class over the bounding box of 2-D data, with the points on top (collective; rank 0 writes)."""
         with _Agreed(self.comm, "plot_decision_regions() arguments"):
             if self.net.config.in_features != 2:
                 raise ValueError(f"decision regions need 2-D inputs, the network has "
                                  f"in_features={self.net.config.in_features}")
             xa, ya = self._check_data(x, y)
+            if not _is_int(resolution) or not 2 <= resolution <= 4096:
+                raise ValueError(f"resolution must be an integer in 2..4096, got {resolution!r}")
+        _agree(self.comm, "plot_decision_regions() data (x, y)",
+               {"x.shape": xa.shape, "data": _digest(xa, ya), "resolution": int(resolution)})
         lo, hi = xa.min(axis=0), xa.max(axis=0)
         gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
         labels = self.predict(np.column_stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
-        if self.comm.Get_rank() == 0:
-            from .plotting import plot_regions
-            plot_regions(gx, gy, labels, xa, ya, self.net.config.classes, path)
+        with _Agreed(self.comm, "plot_decision_regions() output"):
+            if self.comm.Get_rank() == 0:
+                from .plotting import plot_regions
+                plot_regions(gx, gy, labels, xa, ya, self.net.config.classes, path)
