@@ -41,7 +41,7 @@ def worker_steps(repeats: int) -> list[dict]:
     rows = []
     modes = {
         "serial": None,
-        "exact": dict(max_levels=10, cfactor=4, tol=1e-10, adjoint_tol=1e-10),
+        "exact": dict(max_levels=10, cfactor=4, abs_tol=1e-10, abs_tol_adjoint=1e-10),
         "one-shot": dict(max_levels=10, cfactor=4, max_iter=2, one_shot=True),
     }
     for depth in (32, 128, 512):

@@ -107,8 +107,8 @@ LP_VALUES = {
     "storage": st.one_of(st.integers(-3, 3), NOT_A_NUMBER),
     "tnorm": st.one_of(st.integers(0, 4), NOT_A_NUMBER),
     "max_iter": st.one_of(st.integers(-1, 6), NOT_A_NUMBER, st.just(2**31)),
-    "tol": st.one_of(st.floats(-1, 1e-3), st.sampled_from([math.nan, math.inf]), NOT_A_NUMBER),
-    "adjoint_tol": st.one_of(st.floats(-1, 1e-3), NOT_A_NUMBER, st.booleans()),
+    "abs_tol": st.one_of(st.floats(-1, 1e-3), st.sampled_from([math.nan, math.inf]), NOT_A_NUMBER),
+    "abs_tol_adjoint": st.one_of(st.floats(-1, 1e-3), NOT_A_NUMBER, st.booleans()),
     "one_shot": st.one_of(st.booleans(), st.sampled_from([0, "yes", None])),
     "unknown_key": st.integers(),
 }
@@ -177,7 +177,7 @@ def test_trainer_arguments(args):
 
 # --- data for fit / evaluate / predict / loss_and_gradient ------------------------------------------------
 TRAINER = nn.Trainer(nn.ResNet(2, 3, 5, 4, activation="tanh", seed=2), progress=False,
-                     layer_parallel=dict(max_levels=2, cfactor=2, tol=1e-13, adjoint_tol=1e-13))
+                     layer_parallel=dict(max_levels=2, cfactor=2, abs_tol=1e-13, abs_tol_adjoint=1e-13))
 FINITE = st.floats(-1e3, 1e3)
 X = st.one_of(
     hnp.arrays(np.float64, st.tuples(st.integers(1, 12), st.just(2)), elements=FINITE),          # valid

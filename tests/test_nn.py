@@ -76,7 +76,7 @@ def test_exact_layer_parallel_equals_layer_serial(lp):
     config = dict(in_features=2, width=4, depth=16, classes=5, activation="smooth_relu", smoothness=1e-3, seed=1)
     serial_loss, serial_grad = trainer_for(nn.ResNet(**config)).loss_and_gradient(x, y)
     net = nn.ResNet(**config)
-    trainer = trainer_for(net, dict(lp, tol=1e-13, adjoint_tol=1e-13, max_iter=80))
+    trainer = trainer_for(net, dict(lp, abs_tol=1e-13, abs_tol_adjoint=1e-13, max_iter=80))
     loss, grad = trainer.loss_and_gradient(x, y)
     assert trainer.last_solve.converged and trainer.last_solve.iterations > 1
     assert loss == pytest.approx(serial_loss, rel=1e-12)

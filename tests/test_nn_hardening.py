@@ -96,28 +96,42 @@ def test_cli_trains_shallow_networks(tmp_path, capsys, depth, mode):
 
 # --- item 15: Trainer and ResNet arguments checked at construction -------------------------------------
 @pytest.mark.parametrize("lp, exc, match", [
-    (dict(tol=-1), ValueError, r"layer_parallel\['tol'\] must be finite and >= 0, got -1"),
-    (dict(adjoint_tol=float("nan")), ValueError, r"layer_parallel\['adjoint_tol'\] must be finite"),
+    # The Solver's rules (its vocabulary), under the keys the user wrote.
+    (dict(abs_tol=-1), ValueError, r"layer_parallel\['abs_tol'\] must be >= 0, got -1"),
+    (dict(abs_tol_adjoint=float("nan")), ValueError, r"layer_parallel\['abs_tol_adjoint'\] must be finite"),
     (dict(cfactor=[2, 1]), ValueError, r"layer_parallel\['cfactor'\]\[1\] must be >= 2, got 1"),
     (dict(cfactor=[]), ValueError, r"layer_parallel\['cfactor'\] must not be an empty sequence"),
-    (dict(cfactor="4"), TypeError, r"layer_parallel\['cfactor'\] must be an integer, got '4'"),
-    (dict(max_levels=0), ValueError, r"layer_parallel\['max_levels'\] must be >= 2, got 0"),
-    (dict(max_levels=2**31), ValueError, r"layer_parallel\['max_levels'\] must be >= 2 and <= 2147483646"),
+    (dict(cfactor="4"), TypeError, r"layer_parallel\['cfactor'\] must be a number or a sequence of numbers per "
+                                   r"level, got '4'"),
+    (dict(max_levels=0), ValueError, r"layer_parallel\['max_levels'\] must be >= 1, got 0"),
+    (dict(max_levels=1), ValueError, r"layer_parallel\['max_levels'\] must be >= 2 \(use layer_parallel=None"),
+    (dict(max_levels=2**31), ValueError, r"layer_parallel\['max_levels'\] must be <= 2147483646, got 2147483648"),
     (dict(max_iter=0), ValueError, r"layer_parallel\['max_iter'\] must be >= 1, got 0"),
     (dict(nrelax=-1), ValueError, r"layer_parallel\['nrelax'\] must be >= 0"),
-    (dict(cwt=0.0), ValueError, r"layer_parallel\['cwt'\] must be finite and > 0"),
+    (dict(cwt=0.0), ValueError, r"layer_parallel\['cwt'\] must be > 0, got 0.0"),
     (dict(tnorm=4), ValueError, r"layer_parallel\['tnorm'\] must be 1, 2 or 3, got 4"),
     (dict(storage=-2), ValueError, r"layer_parallel\['storage'\] must be >= -1"),
-    (dict(fmg="no"), TypeError, r"layer_parallel\['fmg'\] must be True or False"),
-    (dict(min_coarse=1.5), TypeError, r"layer_parallel\['min_coarse'\] must be an integer, got 1.5"),
+    (dict(fmg="no"), TypeError, r"layer_parallel\['fmg'\] must be True/False \(or 0/1\), got 'no'"),
+    (dict(min_coarse=1.5), TypeError, r"layer_parallel\['min_coarse'\] must be an int, got 1.5"),
+    (dict(tol=1e-8, abs_tol=1e-8), ValueError, r"layer_parallel got both 'tol' and 'abs_tol': give 'abs_tol' only"),
 ])
 def test_layer_parallel_is_checked_when_the_trainer_is_built(lp, exc, match):
     with pytest.raises(exc, match=match):
         nn.Trainer(nn.ResNet(2, 4, 8, 5), progress=False, layer_parallel=lp)
 
 
+def test_old_tolerance_spellings_are_deprecated():
+    with pytest.warns(DeprecationWarning, match=r"layer_parallel\['tol'\] is deprecated: use 'abs_tol'"):
+        t = nn.Trainer(nn.ResNet(2, 4, 8, 5), progress=False, layer_parallel=dict(tol=1e-7))
+    assert t._options["abs_tol"] == 1e-7
+    with pytest.warns(DeprecationWarning, match=r"layer_parallel\['adjoint_tol'\] is deprecated: use "
+                                                r"'abs_tol_adjoint'"):
+        t = nn.Trainer(nn.ResNet(2, 4, 8, 5), progress=False, layer_parallel=dict(adjoint_tol=1e-7))
+    assert t._options["abs_tol_adjoint"] == 1e-7
+
+
 def test_valid_layer_parallel_values_reach_the_solver():
-    t = trainer_for(nn.ResNet(2, 4, 16, 5), dict(cfactor=[2, 4], nrelax=[1, 0], cwt=1.5, tol=1, fmg=1, tnorm=3))
+    t = trainer_for(nn.ResNet(2, 4, 16, 5), dict(cfactor=[2, 4], nrelax=[1, 0], cwt=1.5, abs_tol=1, fmg=1, tnorm=3))
     assert t._options["cfactor"] == [2, 4] and t._options["abs_tol"] == 1.0 and type(t._options["abs_tol"]) is float and t._options["fmg"] is True
     loss, _ = t.loss_and_gradient(DATA.x_train, DATA.y_train)
     assert math.isfinite(loss)

@@ -17,7 +17,7 @@ import numpy as np
 from . import _core
 from ._vocabulary import OPTIONS, Option
 
-__all__ = ["OPTION_NAMES", "core_options", "describe_options"]
+__all__ = ["OPTION_NAMES", "check_option", "core_options", "describe_options"]
 
 OPTION_NAMES = frozenset(o.name for o in OPTIONS)
 _INT_MAX = 2**31 - 2  # the engine uses 32-bit indices (and ntime + 1)
@@ -94,6 +94,24 @@ def _converter(option: Option) -> Callable[[str, Any], Any]:
             raise ValueError(f"{name} must be >= {option.minimum:g}, got {value!r}")
         return v
     return real
+
+
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def check_option(name: str, value: Any, label: str | None = None) -> Any:
+    """One option's value checked by the vocabulary's rules, for callers with their own keyword names.
+
+    ``label`` names the value in messages (default: the option's name), e.g.
+    ``"layer_parallel['cfactor']"``. Per-level options return a number or a list.
+    """
+    option = _BY_NAME[name]
+    label = label or name
+    convert = _converter(option)
+    if option.per_level:
+        single, levels = _per_level(label, value, convert)
+        return single if single is not None else levels
+    return convert(label, value)
 
 
 def core_options(values: Mapping[str, Any]) -> Any:

@@ -41,8 +41,8 @@ BAD_X = {"nan": np.where(np.arange(X.size).reshape(X.shape) == 5, np.nan, X), "s
          "dtype": X.astype(complex), "none": None, "other_data": X + 1e-3, "value": [[1.0, 2.0], [3.0]],
          "labels": X}
 BAD_Y = {"labels": np.where(np.arange(30) == 4, 9, Y), "none": None, "value": np.full((30, 5), 0.5)}
-BAD_LP = {"nan": dict(tol=float("nan")), "shape": dict(cfactor=[2, 1]), "none": dict(max_levels=0),
-          "other_data": dict(cfactor=2), "value": dict(tol=-1)}
+BAD_LP = {"nan": dict(abs_tol=float("nan")), "shape": dict(cfactor=[2, 1]), "none": dict(max_levels=0),
+          "other_data": dict(cfactor=2), "value": dict(abs_tol=-1)}
 BAD_PATH = {"nan": "truncated.npz", "shape": "empty.npz", "dtype": "complex.npz", "labels": "array.npy",
             "none": "missing.npz", "other_data": "empty.npz", "value": "."}
 

@@ -23,7 +23,7 @@ config = dict(in_features=2, width=4, depth=9, classes=5, T=1.0, activation="tan
               smoothness=1e-3, seed=7)
 out = {"ranks": comm.Get_size()}
 for mode, lp in [("serial", None),
-                 ("exact", dict(max_levels=3, cfactor=2, tol=1e-13, adjoint_tol=1e-13, max_iter=60))]:
+                 ("exact", dict(max_levels=3, cfactor=2, abs_tol=1e-13, abs_tol_adjoint=1e-13, max_iter=60))]:
     net = nn.ResNet(**config)
     trainer = nn.Trainer(net, comm=comm, layer_parallel=lp, progress=False)
     loss, grad = trainer.loss_and_gradient(x, y)

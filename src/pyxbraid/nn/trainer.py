@@ -12,7 +12,6 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +20,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import _core
+from .._options import check_option
 from ..app import NativeApp
 from ..errors import _Agreed
 from ..solver import Solver
@@ -30,20 +30,22 @@ from .optim import Adam, Optimizer
 
 __all__ = ["ConvergenceWarning", "History", "Trainer", "TrainingInterrupted"]
 
-# layer_parallel keys -> (Solver keyword, default for exact mode, default for one-shot mode)
+# layer_parallel keys (the Solver's option names) -> (default for exact mode, default for one-shot mode)
 _LAYER_PARALLEL_KEYS = {
-    "max_levels": ("max_levels", 3, 3),
-    "min_coarse": ("min_coarse", 2, 2),
-    "cfactor": ("cfactor", 4, 4),
-    "nrelax": ("nrelax", 1, 1),
-    "cwt": ("cwt", 1.0, 1.0),
-    "fmg": ("fmg", False, False),
-    "storage": ("storage", -1, -1),
-    "tnorm": ("tnorm", 2, 2),
-    "max_iter": ("max_iter", 100, 2),
-    "tol": ("abs_tol", 1e-10, 0.0),
-    "adjoint_tol": ("abs_tol_adjoint", 1e-10, 0.0),
+    "max_levels": (3, 3),
+    "min_coarse": (2, 2),
+    "cfactor": (4, 4),
+    "nrelax": (1, 1),
+    "cwt": (1.0, 1.0),
+    "fmg": (False, False),
+    "storage": (-1, -1),
+    "tnorm": (2, 2),
+    "max_iter": (100, 2),
+    "abs_tol": (1e-10, 0.0),
+    "abs_tol_adjoint": (1e-10, 0.0),
 }
+# Old spellings, accepted with a DeprecationWarning: one name per concept, XBraid's.
+_DEPRECATED_KEYS = {"tol": "abs_tol", "adjoint_tol": "abs_tol_adjoint"}
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -192,40 +194,8 @@ def _is_int(value: Any) -> bool:
     return not isinstance(value, (bool, np.bool_)) and isinstance(value, (numbers.Integral, np.integer))
 
 
-def _is_real(value: Any) -> bool:
-    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (numbers.Real, np.floating, np.integer))
-
-
 def _lp(key: str) -> str:
     return f"layer_parallel[{key!r}]"
-
-
-def _lp_int(label: str, value: Any, minimum: int, maximum: int = DEPTH_MAX) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{label} must be an integer, got {value!r}")
-    if not minimum <= value <= maximum:
-        raise ValueError(f"{label} must be >= {minimum}{'' if value < minimum else f' and <= {maximum}'}, "
-                         f"got {value!r}")
-    return int(value)
-
-
-def _lp_real(label: str, value: Any, positive: bool) -> float:
-    if not _is_real(value):
-        raise TypeError(f"{label} must be a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{label} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
-    return v
-
-
-def _lp_per_level(label: str, value: Any, check: Callable[[str, Any], Any]) -> Any:
-    """One value, or a non-empty sequence of values per level (as the Solver takes them)."""
-    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes)):
-        items = list(value)
-        if not items:
-            raise ValueError(f"{label} must not be an empty sequence")
-        return [check(f"{label}[{k}]", v) for k, v in enumerate(items)]
-    return check(label, value)
 
 
 class _StopSignals:
@@ -283,10 +253,11 @@ class Trainer:
         backpropagation (``max_levels = 1``; pipelined across ranks).
         A dict selects MGRIT with keys ``max_levels`` (3), ``cfactor`` (4),
         ``nrelax`` (1), ``cwt``, ``min_coarse``, ``fmg``, ``storage``,
-        ``tnorm``, ``max_iter``, ``tol``, ``adjoint_tol`` and ``one_shot``:
+        ``tnorm``, ``max_iter``, ``abs_tol``, ``abs_tol_adjoint`` (the Solver's
+        names; ``tol`` and ``adjoint_tol`` are deprecated spellings) and ``one_shot``:
 
         * ``one_shot=False`` (exact): forward and adjoint MGRIT iterate until
-          both residual norms are below ``tol`` / ``adjoint_tol`` (default
+          both residual norms are below ``abs_tol`` / ``abs_tol_adjoint`` (default
           1e-10, absolute; at most ``max_iter``, default 100, else a
           :class:`ConvergenceWarning`): the gradient is that of
           backpropagation to that tolerance.
@@ -367,6 +338,15 @@ class Trainer:
             return "serial", {"max_levels": 1}
         if not isinstance(lp, dict):
             raise TypeError(f"layer_parallel must be a dict of MGRIT settings or None, got {type(lp).__name__}")
+        lp = dict(lp)
+        for old, new in _DEPRECATED_KEYS.items():
+            if old not in lp:
+                continue
+            if new in lp:
+                raise ValueError(f"layer_parallel got both {old!r} and {new!r}: give {new!r} only")
+            warnings.warn(f"layer_parallel[{old!r}] is deprecated: use {new!r} (XBraid's name, as the Solver's)",
+                          DeprecationWarning, stacklevel=4)
+            lp[new] = lp.pop(old)
         unknown = sorted(set(lp) - set(_LAYER_PARALLEL_KEYS) - {"one_shot"})
         if unknown:
             raise TypeError(f"layer_parallel got unknown key(s) {', '.join(map(repr, unknown))}; known: "
@@ -375,36 +355,13 @@ class Trainer:
         if not isinstance(one_shot, (bool, np.bool_)):
             raise TypeError(f"layer_parallel['one_shot'] must be True or False, got {one_shot!r}")
         mode = "one_shot" if one_shot else "exact"
-        given = {key: lp.get(key, one_shot_default if one_shot else exact_default)
-                 for key, (_, exact_default, one_shot_default) in _LAYER_PARALLEL_KEYS.items()}
-        # The Solver's rules, checked now under the names the user wrote:
-        # a bad value must not wait for the first fit(), nor be reported
-        # under the Solver's names (abs_tol for tol).
-        if given["max_levels"] == 1 and _is_int(given["max_levels"]):
+        # The Solver's rules (its vocabulary), checked now under the keys the
+        # user wrote: a bad value must not wait for the first fit().
+        options = {key: check_option(key, lp.get(key, one_shot_default if one_shot else exact_default), _lp(key))
+                   for key, (exact_default, one_shot_default) in _LAYER_PARALLEL_KEYS.items()}
+        if options["max_levels"] == 1:
             raise ValueError("layer_parallel['max_levels'] must be >= 2 (use layer_parallel=None for layer-serial "
                              "training), got 1")
-        checked: dict[str, Any] = {
-            "max_levels": _lp_int(_lp("max_levels"), given["max_levels"], 2),
-            "min_coarse": _lp_int(_lp("min_coarse"), given["min_coarse"], 1),
-            "cfactor": _lp_per_level(_lp("cfactor"), given["cfactor"], lambda k, v: _lp_int(k, v, 2)),
-            "nrelax": _lp_per_level(_lp("nrelax"), given["nrelax"], lambda k, v: _lp_int(k, v, 0)),
-            "cwt": _lp_per_level(_lp("cwt"), given["cwt"], lambda k, v: _lp_real(k, v, positive=True)),
-            "storage": _lp_int(_lp("storage"), given["storage"], -1),
-            "max_iter": _lp_int(_lp("max_iter"), given["max_iter"], 1),
-            "tol": _lp_real(_lp("tol"), given["tol"], positive=False),
-            "adjoint_tol": _lp_real(_lp("adjoint_tol"), given["adjoint_tol"], positive=False),
-        }
-        fmg = given["fmg"]
-        if not (isinstance(fmg, (bool, np.bool_)) or (_is_int(fmg) and fmg in (0, 1))):
-            raise TypeError(f"layer_parallel['fmg'] must be True or False, got {fmg!r}")
-        checked["fmg"] = bool(fmg)
-        tnorm = given["tnorm"]
-        if not _is_int(tnorm):
-            raise TypeError(f"layer_parallel['tnorm'] must be an integer, got {tnorm!r}")
-        if tnorm not in (1, 2, 3):
-            raise ValueError(f"layer_parallel['tnorm'] must be 1, 2 or 3, got {tnorm!r}")
-        checked["tnorm"] = int(tnorm)
-        options = {solver_key: checked[key] for key, (solver_key, _, _) in _LAYER_PARALLEL_KEYS.items()}
         return mode, options
 
     # -- data ------------------------------------------------------------------------------
@@ -487,8 +444,8 @@ class Trainer:
             solver.refresh_initial_condition()   # the opening layer may have changed
         result = solver.solve()
         if self.mode == "exact" and not result.converged:
-            warnings.warn(f"exact layer-parallel mode: MGRIT did not reach tol={self._options['abs_tol']:g} / "
-                          f"adjoint_tol={self._options['abs_tol_adjoint']:g} in max_iter={self._options['max_iter']} "
+            warnings.warn(f"exact layer-parallel mode: MGRIT did not reach abs_tol={self._options['abs_tol']:g} / "
+                          f"abs_tol_adjoint={self._options['abs_tol_adjoint']:g} in max_iter={self._options['max_iter']} "
                           f"iterations (residuals {_last(result.residual_norms):.3g} / "
                           f"{_last(result.adjoint_residual_norms):.3g}); raise max_iter or loosen tol",
                           ConvergenceWarning, stacklevel=3)
