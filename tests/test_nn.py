@@ -55,7 +55,7 @@ def test_gradient_equals_finite_differences():
     trainer = trainer_for(net)
     _, grad = trainer.loss_and_gradient(x, y)
     rng = np.random.default_rng(0)
-    params = net._values
+    params = net.local_parameters
     eps = 1e-6
     for k in rng.choice(params.size, 25, replace=False):
         old = params[k]
@@ -429,7 +429,7 @@ try:
     else:                      # a non-finite weight on one rank makes its native step fail
         trainer = nn.Trainer(net, comm=comm, progress=False, layer_parallel=dict(max_levels=2, cfactor=2))
         if rank == 1:
-            net._values[3] = np.inf
+            net.local_parameters[3] = np.inf
         trainer.fit(d.x_train, d.y_train, epochs=1)
     report = "no error"
 except Exception as e:

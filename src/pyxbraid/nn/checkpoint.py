@@ -74,11 +74,11 @@ class Progress:
 def save(trainer: "Trainer", path: Path, settings: dict, history: "History", progress: Progress) -> None:
     """Gather everything to rank 0 and write it there (collective; a failure raises on every rank)."""
     net, comm = trainer.net, trainer.comm
-    params = net._gather(net._values)
+    params = net.gather(net.local_parameters)
     state = trainer.optimizer.state_dict()
     opt = type(trainer.optimizer)
-    vectors = {key: None if state[key] is None else net._gather(state[key]) for key in opt._VECTORS}
-    lists = {key: [net._gather(v) for v in state[key]] for key in opt._VECTOR_LISTS}
+    vectors = {key: None if state[key] is None else net.gather(state[key]) for key in opt._VECTORS}
+    lists = {key: [net.gather(v) for v in state[key]] for key in opt._VECTOR_LISTS}
     with _Agreed(comm, f"checkpoint {str(path)!r}"):
         if comm.Get_rank() != 0:
             return
@@ -121,12 +121,12 @@ def load(trainer: "Trainer", path: Path, settings: dict, epochs: int, n: int,
     else:
         meta, history_arrays, params, vectors, lists = payload
     opt = type(trainer.optimizer)
-    local_params = net._scatter(params)
+    local_params = net.scatter(params)
     local_vectors = {}
     for key in opt._VECTORS:
         present = meta["optimizer_vectors"][key]
-        local_vectors[key] = net._scatter(vectors[key] if comm.Get_rank() == 0 else None) if present else None
-    local_lists = {key: [net._scatter(lists[key][i] if comm.Get_rank() == 0 else None)
+        local_vectors[key] = net.scatter(vectors[key] if comm.Get_rank() == 0 else None) if present else None
+    local_lists = {key: [net.scatter(lists[key][i] if comm.Get_rank() == 0 else None)
                          for i in range(meta["optimizer_lists"][key])] for key in opt._VECTOR_LISTS}
     with _Agreed(comm, f"checkpoint {str(path)!r} state"):
         state = dict(meta["optimizer"], **local_vectors, **local_lists)
@@ -136,7 +136,7 @@ def load(trainer: "Trainer", path: Path, settings: dict, epochs: int, n: int,
             warnings.warn(f"resuming from {str(path)!r}: the optimizer continues with the checkpoint's "
                           f"hyperparameters {saved} instead of {now}", UserWarning, stacklevel=4)
         trainer.optimizer.load_state_dict(state)
-        np.copyto(net._values, local_params)
+        np.copyto(net.local_parameters, local_params)
     from .trainer import History
 
     history = History()

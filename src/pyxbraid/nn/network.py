@@ -253,6 +253,20 @@ class ResNet:
         return _num_parameters(self.config)
 
     @property
+    def local_parameters(self) -> np.ndarray:
+        """This rank's parameters as one flat vector (a view: optimisers update it in place)."""
+        return self._values
+
+    @property
+    def local_gradient(self) -> np.ndarray:
+        """The gradient of this rank's parameters (a view, filled by the engine's adjoint)."""
+        return self._gradient
+
+    def batch_app(self, batch: int) -> Any:
+        """The engine's app running this network on batches of ``batch`` samples (native)."""
+        return _core.ResNetBatch(self._native, batch)
+
+    @property
     def local_num_parameters(self) -> int:
         """Number of parameters stored on this rank."""
         return int(self._values.size)
@@ -360,8 +374,12 @@ class ResNet:
             view[...] = full[name][layout.lo: layout.hi] if name.startswith("layers.") else full[name]
         return out
 
-    def _scatter(self, full: dict[str, np.ndarray] | None, root: int = 0) -> np.ndarray:
-        """Each rank's flat part of a whole-network dict given on ``root`` (collective when distributed)."""
+    def scatter(self, full: dict[str, np.ndarray] | None, root: int = 0) -> np.ndarray:
+        """Each rank's flat part of a whole-network dict given on ``root`` (collective when distributed).
+
+        ``full`` has the names and shapes of :meth:`parameters` (on ``root``;
+        ignored elsewhere); the result is laid out like :attr:`local_parameters`.
+        """
         if self._comm is None or self._comm.Get_size() == 1:
             return self._local_from_full(full, self._layout)
         pieces = None
@@ -370,8 +388,11 @@ class ResNet:
             pieces = [self._local_from_full(full, _Layout.of(depth, r, size)) for r in range(size)]
         return self._comm.scatter(pieces, root=root)
 
-    def _gather(self, local: np.ndarray, root: int = 0) -> dict[str, np.ndarray] | None:
-        """Whole-network dict of a rank-local flat vector, on ``root`` only (None elsewhere; collective)."""
+    def gather(self, local: np.ndarray, root: int = 0) -> dict[str, np.ndarray] | None:
+        """Whole-network dict of a rank-local flat vector, on ``root`` only (None elsewhere; collective).
+
+        The inverse of :meth:`scatter`; :meth:`full_dict` gives it on every rank.
+        """
         local = np.asarray(local, dtype=np.float64)
         if local.shape != self._values.shape:
             raise ValueError(f"local must have shape {self._values.shape} (this rank's parameters), got {local.shape}")
@@ -426,8 +447,12 @@ class ResNet:
                 raise ValueError(f"params[{name!r}] contains NaN or infinite values")
         self._set_local_from_full({k: np.asarray(params[k], dtype=np.float64) for k in expected})
 
-    def _share_opening(self) -> None:
-        """Copy the opening layer from its owner to every rank (collective; initial guesses only)."""
+    def sync_opening(self) -> None:
+        """Copy the opening layer from its owner to every rank (collective).
+
+        The engine's initial guess at every layer is the opening layer's
+        output, so every rank needs it (read-only) before a fresh solve.
+        """
         if self._comm is None or self._comm.Get_size() == 1 or self.config.opening != "dense":
             return
         n = self._native.opening_replica.size
@@ -435,8 +460,11 @@ class ResNet:
         self._comm.Bcast(buf, root=0)
 
     # -- regularisation --------------------------------------------------------------
-    def _regularization(self, grad: np.ndarray) -> float:
-        """This rank's share of R(theta); adds dR/dtheta of its parameters to ``grad``.
+    def regularization(self, grad: np.ndarray) -> float:
+        """This rank's share of R(theta); adds dR/dtheta of its parameters to ``grad`` (collective).
+
+        ``grad`` is laid out like :attr:`local_parameters`; summing the return
+        values over the ranks gives the network's regularisation.
 
         The smoothness term couples neighbouring layers; the layers next to
         this rank's first and last are exchanged with the neighbours.
@@ -484,7 +512,7 @@ class ResNet:
         number of ranks loads on any number of ranks.
         """
         path = Path(path)
-        full = self._gather(self._values)
+        full = self.gather(self._values)
         arrays = None if full is None else {k.replace(".", "__"): v for k, v in full.items()}
         config = json.dumps(asdict(self.config))
         with _agreed(self._comm, f"ResNet.save({str(path)!r})"):

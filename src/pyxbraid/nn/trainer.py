@@ -85,13 +85,13 @@ class _BatchApp(NativeApp):
     def __init__(self, net: ResNet, batch: int) -> None:
         self.shape = (batch, net.config.width)
         self.net = net
-        self.cpp = _core.ResNetBatch(net._native, batch)
+        self.cpp = net.batch_app(batch)
 
     def _native(self) -> Any:
         return self.cpp
 
     def gradient(self) -> np.ndarray:
-        return self.net._gradient
+        return self.net.local_gradient
 
 
 @dataclass
@@ -436,7 +436,7 @@ class Trainer:
         if token is None or token != self._current_batch or app is not self._loaded_app:
             app.cpp.set_batch(x, y)
             if self.mode != "serial":
-                self.net._share_opening()   # the guess at later times is the opening layer's output
+                self.net.sync_opening()   # the guess at later times is the opening layer's output
             solver.reset()
             self._current_batch, self._loaded_app = token, app
             self.optimizer.forget()
@@ -449,10 +449,10 @@ class Trainer:
                           f"iterations (residuals {_last(result.residual_norms):.3g} / "
                           f"{_last(result.adjoint_residual_norms):.3g}); raise max_iter or loosen tol",
                           ConvergenceWarning, stacklevel=3)
-        grad = self.net._gradient.copy()
+        grad = self.net.local_gradient.copy()
         # This rank's regularisation share and, on the classifier's rank, the
         # batch's correct predictions: one reduction for both.
-        totals = np.array([self.net._regularization(grad),
+        totals = np.array([self.net.regularization(grad),
                            app.cpp.correct if self.comm.Get_rank() == self._classifier_rank else 0.0])
         if self.comm.Get_size() > 1:
             self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
@@ -667,7 +667,7 @@ class Trainer:
             if history.val_accuracy:
                 bar.set_postfix({"val_acc": f"{history.val_accuracy[-1]:.3f}"}, refresh=False)
         start = time.perf_counter() - progress.wall_seconds
-        params = self.net._values
+        params = self.net.local_parameters
         stop = _StopSignals() if checkpoint is not None else None
         last = progress.last         # (residual, adjoint residual, iterations) of the last gradient
 
