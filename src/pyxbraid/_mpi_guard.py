@@ -121,7 +121,8 @@ def _mpi_answers(mpi: Any) -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         pass
     try:
-        answers["library_version"] = str(mpi.Get_library_version()).strip()
+        # Open MPI's string ends in NUL bytes.
+        answers["library_version"] = str(mpi.Get_library_version()).replace("\x00", "").strip()
     except Exception as exc:  # noqa: BLE001
         answers["library_version"] = f"<MPI.Get_library_version() failed: {exc}>"
     try:
@@ -503,7 +504,7 @@ def show_config(mode: str = "stdout") -> dict[str, Any] | None:
         f"pyxbraid {px['version']}",
         f"  core variant     {px['core_variant']}  (installed: {', '.join(px['cores_installed'])})",
         f"  core file        {px['core_file']}",
-        f"  built against    {built['mpi_headers']} headers, MPI {built['mpi_standard']}, "
+        f"  built against    mpi.h of {built['mpi_headers']}, MPI {built['mpi_standard']}, "
         f"links {built['mpi_libraries']}",
         f"  MPI wrapper      {built['mpi_wrapper']}",
         f"  compiler         {built['compiler']} (C++17), pybind11 {built['pybind11']}",
