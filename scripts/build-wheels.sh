@@ -227,7 +227,7 @@ for entry in "${versions[@]}"; do
     t=$(date +%s)
     PYXBRAID_WHEEL_VARIANTS="$VARIANTS" PATH="$build_py/bin:$PATH" \
         "$build_py/bin/python" -m pip wheel -v --no-deps --no-build-isolation \
-        -Cbuild-dir="$WORK/cmake-$tag" -w "$WORK/raw" "$src" > "$WORK/logs/wheel-$tag.log" 2>&1 \
+        --config-settings=build-dir="$WORK/cmake-$tag" -w "$WORK/raw" "$src" > "$WORK/logs/wheel-$tag.log" 2>&1 \
         || { tail -60 "$WORK/logs/wheel-$tag.log"; die "$tag: wheel build failed (log: $WORK/logs/wheel-$tag.log)"; }
     t_build=$(( $(date +%s) - t ))
     per_variant="$(grep -E "pyxbraid: building variant|Elapsed time" "$WORK/logs/wheel-$tag.log" \

@@ -159,7 +159,7 @@ try:
     guard._load_variant("pyxbraid._core", variant, path, guard._mpi_answers(MPI))
     print("RAW loaded")
 except ImportError as exc:
-    print("RAW refused:", str(exc).splitlines()[1].strip()[:110])
+    print("RAW refused:", str(exc).splitlines()[1].strip()[:160])
 PYEOF
 )" || rc=$?
         ((rc < 128)) || { echo "$out"; die "$name: loading the $variant core crashed (exit $rc)"; }
@@ -185,7 +185,8 @@ apt_install() {
     if [[ $APT_UPDATED == 0 ]]; then
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null; APT_UPDATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" 2>&1 \
+        | { grep -v -E '^debconf: (delaying|unable)' || true; } >/dev/null
 }
 
 pairing_pip_mpich() {
@@ -259,8 +260,13 @@ pairing_pythons() {  # the other CPython wheels: install, config, ex-01 on 2 ran
     for v in 3.10 3.12 3.13; do
         tag="cp${v/./}"
         compgen -G "$ROOT/wheelhouse/pyxbraid-*-$tag-$tag-manylinux*.whl" >/dev/null || { echo "    no $tag wheel"; continue; }
-        py="$(command -v "python$v" 2>/dev/null || ls "$HOME"/.pyenv/versions/"$v"*/bin/"python$v" 2>/dev/null | head -1)"
-        [[ -n "$py" ]] && "$py" -c 'import venv' 2>/dev/null || { echo "    no python$v"; continue; }
+        py=""
+        for c in "python$v" "$HOME"/.pyenv/versions/"$v"*/bin/"python$v"; do
+            if "$c" -c 'import sys, venv; assert "%d.%d" % sys.version_info[:2] == sys.argv[1]' "$v" 2>/dev/null; then
+                py="$c"; break
+            fi
+        done
+        [[ -n "$py" ]] || { echo "    no python$v"; continue; }
         t=$(date +%s)
         new_venv "pip-mpich-$tag" "$py"
         venv="$WORK/pip-mpich-$tag/venv"
@@ -282,14 +288,17 @@ for p in "${selected[@]}"; do
     [[ " ${all[*]} " == *" $p "* ]] || die "unknown pairing $p (known: ${all[*]})"
 done
 wheel_for cp311 >/dev/null
+passed=0 skipped=0
 for p in "${selected[@]}"; do
     if [[ "$p" == debian-* ]] && ! need_root_apt; then
-        log "$p: skipped (needs root and apt-get)"; report+=("$p: SKIPPED (needs root and apt-get)"); continue
+        log "$p: skipped (needs root and apt-get)"; report+=("$p: SKIPPED (needs root and apt-get)")
+        skipped=$((skipped + 1)); continue
     fi
     log "$p"
     t=$(date +%s)
     "pairing_${p//-/_}"
     log "$p: OK in $(( $(date +%s) - t ))s"
+    passed=$((passed + 1))
 done
 
 {
@@ -297,3 +306,5 @@ done
     printf '%s\n' "${report[@]}"
     echo "total: $(( $(date +%s) - T0 ))s"
 } | tee "$WORK/report.txt"
+# (a failure exits above, at once)
+echo "test-wheels: $passed passed, 0 failed, $skipped skipped"

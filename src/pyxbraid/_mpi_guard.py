@@ -351,9 +351,13 @@ def _load_variant(name: str, variant: str, origin: str, answers: dict[str, Any])
     try:
         return _exec_strict(spec)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one ImportError
+        chain, cause = [], exc
+        while cause is not None and len(chain) < 4:  # pybind11: "initialization failed" <- the reason
+            chain.append(f"{type(cause).__name__}: {cause}")
+            cause = cause.__cause__ or cause.__context__
         raise ImportError(
             f"pyxbraid could not load its '{variant}' core ({origin}):\n"
-            f"    {type(exc).__name__}: {exc}\n"
+            f"    {' <- '.join(chain)}\n"
             f"mpi4py loaded: {_describe_mpi(answers)}\n"
             "The core does not fit that MPI library. Either\n"
             f"  - {_rebuild_hint(variant)}\n"
