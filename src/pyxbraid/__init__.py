@@ -7,10 +7,11 @@ communicator, and call :meth:`Solver.solve`.
 
 from __future__ import annotations
 
-from ._mpi_guard import import_core, load_mpi
+from ._mpi_guard import import_core, load_mpi, show_config
+from ._version import __version__
 
 load_mpi()  # before the compiled module: it must bind to mpi4py's libmpi
-_core = import_core()
+_core = import_core()  # the core variant that fits that MPI (see _mpi_guard)
 
 from . import apps, datasets, errors, testing  # noqa: E402
 from .app import App, NativeApp  # noqa: E402
@@ -26,8 +27,6 @@ from .solver import SolveResult, Solver  # noqa: E402
 from . import nn  # noqa: E402  (after Solver: nn builds on it)
 
 Status = _core.Status
-
-__version__ = "0.1.0"
 
 __all__ = [
     "App",
@@ -45,5 +44,6 @@ __all__ = [
     "datasets",
     "errors",
     "nn",
+    "show_config",
     "testing",
 ]
