@@ -11,8 +11,9 @@ import pyxbraid
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every module of the package: none can be forgotten (runnable examples are the docs).
+# (The compiled core variants, _core_<mpi>, are loaded as pyxbraid._core, never by their file names.)
 MODULES = sorted(m.name for m in pkgutil.walk_packages(pyxbraid.__path__, "pyxbraid.")
-                 if not m.name.endswith("__main__"))
+                 if not m.name.endswith("__main__") and not m.name.startswith("pyxbraid._core_"))
 OPTIONAL = {"torch", "sklearn"}   # extras: their modules are skipped where the extra is not installed
 
 
