@@ -101,6 +101,8 @@ def _make_app(xb, name):
 
 def _raw_step_ns(xb, core, app, dt, target_s=0.05):
     """ns per bare step call of the app through the engine's app interface."""
+    if not hasattr(core, "_time_raw_steps"):
+        raise SystemExit("bench_engine.py needs the benchmark hooks of a development build: bash scripts/dev-install.sh")
     native, _ = xb.Solver._native_app(app)
     n = 1000
     t = core._time_raw_steps(native, n, dt)

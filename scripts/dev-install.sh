@@ -30,5 +30,7 @@ command -v ninja >/dev/null 2>&1 || [[ -x "$VENV/bin/ninja" ]] || extra+=(ninja)
 if ((${#extra[@]})); then "${PIP[@]}" "${extra[@]}"; fi
 
 TIMEFORMAT='scripts/dev-install.sh: build+install took %1R s'
-time "${PIP[@]}" --no-build-isolation -Cbuild-dir="build/{wheel_tag}" -e ".[mpich,test]"
+# Development builds carry the benchmark hooks (benchmarks/bench_engine.py's "bare" column).
+time "${PIP[@]}" --no-build-isolation -Cbuild-dir="build/{wheel_tag}" -Ccmake.define.PYXBRAID_BENCH_HOOKS=ON \
+    -e ".[mpich,test]"
 echo editable > "$VENV/.pyxbraid-install"

@@ -13,6 +13,7 @@ namespace pxb::bind {
 void register_vocabulary(py::module_& m);
 void register_solver(py::module_& m);
 void register_apps(py::module_& m);
+void register_bench_hooks(py::module_& m);
 
 namespace {
 /// Set the Python error to pyxbraid.errors.<type_name>(*args).
@@ -36,6 +37,7 @@ PYBIND11_MODULE(_core, m) {
     register_vocabulary(m);
     register_solver(m);
     register_apps(m);
+    register_bench_hooks(m);
     m.def("_pending_failed_communicators", &pxb::progress_and_count_failed_communicators,
           "Failed solvers' communicators still being drained on this rank (after progressing them).");
     // One table: core exception -> pyxbraid.errors type (the message kept).

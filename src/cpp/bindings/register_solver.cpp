@@ -77,31 +77,6 @@ void register_solver(py::module_& m) {
              py::arg("step_adjoint"), py::arg("reset_gradient"), py::arg("postprocess"), py::arg("postprocess_adjoint"),
              py::arg("init_adjoint") = py::none());
 
-    // For benchmarks: the cost of `nsteps` bare step calls of an app (no engine
-    // around them), to separate the engine's overhead from the app's own work.
-    m.def(
-        "_time_raw_steps",
-        [](std::shared_ptr<App> app, long long nsteps, double dt) {
-            // float64 apps only (the native apps and float64 Python apps).
-            if (app->dtype() != DType::float64) throw py::value_error("_time_raw_steps times float64 apps only");
-            std::vector<double> u(app->size(), 1.0);
-            Status st;
-            st.tstart = 0.0;
-            st.tstop = dt;
-            st.phase = Phase::fc_relax;
-            app->on_setup(0.0, dt);
-            const bool python = dynamic_cast<PyApp*>(app.get()) != nullptr;
-            std::unique_ptr<py::gil_scoped_release> nogil;
-            if (!python) nogil = std::make_unique<py::gil_scoped_release>();
-            const double t0 = MPI_Wtime();
-            for (long long k = 0; k < nsteps; ++k) {
-                app->step_any(reinterpret_cast<Vec>(u.data()), reinterpret_cast<CVec>(u.data()), nullptr, st);
-                if (u[0] < 1e-200) u.assign(u.size(), 1.0);  // keep values normal
-            }
-            return MPI_Wtime() - t0;
-        },
-        py::arg("app"), py::arg("nsteps"), py::arg("dt"));
-
     // The engine takes part in garbage collection: through a Python app it
     // refers to Python objects (the app, its bound methods) that may refer
     // back to it (app.solver = solver), a cycle Python can collect only when
