@@ -189,6 +189,17 @@ class Engine:
     def times(self) -> npt.NDArray[np.float64]: ...
     @property
     def dtype(self) -> str: ...
+    def iterate(
+        self,
+    ) -> tuple[npt.NDArray[np.intc], npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]] | None, float, float]: ...
+    def set_iterate(
+        self,
+        indices: Sequence[int],
+        states: npt.NDArray[np.floating[Any]],
+        adjoint: npt.NDArray[np.floating[Any]] | None,
+        rnorm0: float,
+        rnorm0_adjoint: float,
+    ) -> None: ...
 
 class LinearODE(App):
     def __init__(self, lam: Sequence[float], u0: float, guess: float, scheme: str, residual: bool) -> None: ...

@@ -351,6 +351,67 @@ class Solver:
         """
         self._engine.refresh_initial_condition()
 
+    def iterate(self) -> dict[str, Any]:
+        """What a warm restart continues from, on this rank (no communication).
+
+        The states at the fine level's stored time points (and, with
+        ``adjoint=True``, the adjoint iterate there) and the references of the
+        relative tolerances. Save it (e.g. in a checkpoint) and hand it to
+        :meth:`set_iterate` of a solver built the same way -- on any number of
+        ranks -- to continue exactly where this one stands.
+
+        Returns
+        -------
+        dict
+            ``indices`` (int array, global fine indices), ``states`` (shape
+            ``(len(indices), *app.shape)``), ``adjoint`` (same shape, or
+            None), ``rnorm0`` and ``rnorm0_adjoint`` (floats, -1 when not set).
+
+        Examples
+        --------
+        >>> import numpy as np, pyxbraid as xb
+        >>> a = xb.Solver(xb.apps.LinearODE(), 0.0, 1.0, 8, max_levels=2, max_iter=2, abs_tol=0.0)
+        >>> _ = a.solve()
+        >>> b = xb.Solver(xb.apps.LinearODE(), 0.0, 1.0, 8, max_levels=2, max_iter=2, abs_tol=0.0)
+        >>> b.set_iterate(a.iterate())
+        >>> ra, rb = a.solve(), b.solve()          # both continue from the same iterate
+        >>> bool(np.array_equal(ra.residual_norms, rb.residual_norms))
+        True
+        """
+        indices, states, adjoint, rnorm0, rnorm0_adjoint = self._engine.iterate()
+        shape = (-1, *self._shape)
+        return {"indices": np.asarray(indices, dtype=np.int64), "states": states.reshape(shape),
+                "adjoint": None if adjoint is None else adjoint.reshape(shape),
+                "rnorm0": float(rnorm0), "rnorm0_adjoint": float(rnorm0_adjoint)}
+
+    def set_iterate(self, iterate: dict[str, Any]) -> None:
+        """Continue from ``iterate`` (:meth:`iterate`'s dict, this rank's or all ranks' concatenated).
+
+        Entries of other ranks' time points are ignored; every stored time
+        point of this rank must be there (a ValueError otherwise, e.g. for an
+        iterate of a solver with another ``cfactor``). No communication: call
+        it on every rank before the next :meth:`solve`.
+        """
+        try:
+            indices = np.asarray(iterate["indices"])
+            states = np.ascontiguousarray(iterate["states"], dtype=self._engine.dtype)
+            adjoint = iterate.get("adjoint")
+            if adjoint is not None:
+                adjoint = np.ascontiguousarray(adjoint, dtype=self._engine.dtype)
+            rnorm0, rnorm0_adjoint = float(iterate["rnorm0"]), float(iterate["rnorm0_adjoint"])
+        except (KeyError, TypeError) as exc:
+            raise TypeError(f"iterate must be a dict as Solver.iterate() returns, got {type(iterate).__name__} "
+                            f"({exc})") from None
+        if indices.ndim != 1 or indices.dtype.kind not in "iu":
+            raise ValueError(f"iterate['indices'] must be a 1-D integer array, got {indices.dtype} {indices.shape}")
+        expected = (indices.size, *self._shape)
+        for name, array in (("states", states), ("adjoint", adjoint)):
+            if array is not None and array.shape != expected:
+                raise ValueError(f"iterate[{name!r}] must have shape {expected}, got {array.shape}")
+        flat = (indices.size, int(np.prod(self._shape)))
+        self._engine.set_iterate(indices.tolist(), states.reshape(flat),
+                                 None if adjoint is None else adjoint.reshape(flat), rnorm0, rnorm0_adjoint)
+
     def state_at(self, index: int) -> np.ndarray:
         """The fine-grid state at time index ``index``, on every rank (collective).
 

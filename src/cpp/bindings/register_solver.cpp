@@ -153,6 +153,42 @@ void register_solver(py::module_& m) {
                  return out;
              })
         .def_property_readonly("dtype", [](const Engine& e) { return dtype_name(e.dtype()); })
+        .def("iterate",
+             [](const Engine& e) {
+                 const Engine::Iterate it = e.iterate();
+                 const auto k = static_cast<py::ssize_t>(it.indices.size());
+                 const auto n = static_cast<py::ssize_t>(e.vector_size());
+                 py::array states(state_dtype(e), std::vector<py::ssize_t>{k, n});
+                 std::memcpy(states.mutable_data(), it.states.data(), static_cast<std::size_t>(states.nbytes()));
+                 py::object adjoint = py::none();
+                 if (it.adjoint.size() > 0) {
+                     py::array a(state_dtype(e), std::vector<py::ssize_t>{k, n});
+                     std::memcpy(a.mutable_data(), it.adjoint.data(), static_cast<std::size_t>(a.nbytes()));
+                     adjoint = a;
+                 }
+                 return py::make_tuple(py::array_t<int>(k, it.indices.data()), states, adjoint, it.rnorm0,
+                                       it.rnorm0_adjoint);
+             })
+        .def("set_iterate",
+             [](Engine& e, std::vector<int> indices, py::array states, py::object adjoint, double rnorm0,
+                double rnorm0_adjoint) {
+                 const auto need = static_cast<py::ssize_t>(indices.size() * e.vector_size());
+                 auto check = [&](const py::array& a, const char* what) {
+                     if (!a.dtype().is(state_dtype(e)) || a.size() != need || !(a.flags() & py::array::c_style))
+                         throw py::value_error(std::string(what) + " must be a C-contiguous array of " +
+                                               std::to_string(need) + " values of the states' type");
+                 };
+                 check(states, "states");
+                 CVec adj = nullptr;
+                 py::array adjoint_array;
+                 if (!adjoint.is_none()) {
+                     adjoint_array = adjoint.cast<py::array>();
+                     check(adjoint_array, "adjoint");
+                     adj = static_cast<CVec>(adjoint_array.data());
+                 }
+                 e.set_iterate(indices, static_cast<CVec>(states.data()), adj, rnorm0, rnorm0_adjoint);
+             },
+             py::arg("indices"), py::arg("states"), py::arg("adjoint"), py::arg("rnorm0"), py::arg("rnorm0_adjoint"))
         .def_property_readonly("ilower", &Engine::ilower)
         .def_property_readonly("iupper", &Engine::iupper)
         .def_property_readonly("nlevels", &Engine::nlevels)

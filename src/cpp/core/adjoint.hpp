@@ -65,6 +65,10 @@ public:
     void next_iteration(bool done);
     /// Forget the adjoint iterate and its tolerance reference (a new problem).
     void reset();
+    /// The adjoint iterate at the fine level's stored slot `slot`.
+    Vec iterate_at(int slot) noexcept { return ubar_.data() + static_cast<std::size_t>(slot) * arena_.vector_bytes(); }
+    double reference() const noexcept { return rnorm0_; }
+    void set_reference(double rnorm0) noexcept { rnorm0_ = rnorm0; }
 
     double objective() const noexcept { return objective_; }
     double residual() const noexcept { return rnorm_; }

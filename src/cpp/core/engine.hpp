@@ -72,6 +72,22 @@ public:
     /// iterate: a warm restart after the design changed the initial condition.
     void refresh_initial_condition();
 
+    /// What a warm restart continues from, on this rank: the states (and the
+    /// adjoint iterate) at the fine level's stored points, and the tolerance
+    /// references. Saved by checkpoints, so a restarted run continues exactly.
+    struct Iterate {
+        std::vector<int> indices;   ///< global fine indices of the stored points
+        Bytes states;               ///< their states, in that order
+        Bytes adjoint;              ///< their adjoint iterate (gradient mode), else empty
+        double rnorm0 = -1.0, rnorm0_adjoint = -1.0;
+    };
+    /// This rank's iterate (after a solve; no communication).
+    Iterate iterate() const;
+    /// Continue from an iterate: `indices` (any order, other ranks' allowed)
+    /// must include every stored fine point of this rank; `adjoint` may be
+    /// null (no adjoint iterate). No communication.
+    void set_iterate(const std::vector<int>& indices, CVec states, CVec adjoint, double rnorm0, double rnorm0_adjoint);
+
     int ilower() const { return levels_.empty() ? 0 : levels_[0].ilower; }
     int iupper() const { return levels_.empty() ? -1 : levels_[0].iupper; }
     int nlevels() const { return static_cast<int>(levels_.size()); }

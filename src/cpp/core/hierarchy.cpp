@@ -232,6 +232,56 @@ void Engine::reset() {
     sweep_.reset();
 }
 
+Engine::Iterate Engine::iterate() const {
+    if (state_ != State::warm) throw std::logic_error("there is no iterate before solve() has run");
+    const Level& g = levels_[0];
+    const std::size_t bytes = arena_.vector_bytes();
+    Iterate it;
+    for (int i = g.ilower; i <= g.iupper; ++i) {
+        const int slot = g.u_slot(i);
+        if (slot >= 0 && g.ua_set[static_cast<std::size_t>(slot)]) it.indices.push_back(i);
+    }
+    it.states.assign(it.indices.size() * bytes);
+    if (sweep_.gradient()) it.adjoint.assign(it.indices.size() * bytes);
+    auto& sweep = const_cast<AdjointSweep&>(sweep_);  // iterate_at only reads here
+    for (std::size_t k = 0; k < it.indices.size(); ++k) {
+        const int slot = g.u_slot(it.indices[k]);
+        std::memcpy(it.states.data() + k * bytes, g.ua.at(slot), bytes);
+        if (sweep_.gradient()) std::memcpy(it.adjoint.data() + k * bytes, sweep.iterate_at(slot), bytes);
+    }
+    it.rnorm0 = rnorm0_;
+    it.rnorm0_adjoint = sweep_.reference();
+    return it;
+}
+
+void Engine::set_iterate(const std::vector<int>& indices, CVec states, CVec adjoint, double rnorm0,
+                         double rnorm0_adjoint) {
+    ensure_usable();
+    Level& g = levels_[0];
+    const std::size_t bytes = arena_.vector_bytes();
+    std::vector<int> pos(static_cast<std::size_t>(g.npoints()), -1);
+    for (std::size_t k = 0; k < indices.size(); ++k)
+        if (indices[k] >= g.ilower && indices[k] <= g.iupper) pos[static_cast<std::size_t>(indices[k] - g.ilower)] = int(k);
+    // Every stored point of this rank must be given (an iterate of another
+    // solver layout -- other cfactor or storage -- is refused, not guessed).
+    for (int i = g.ilower; i <= g.iupper; ++i)
+        if (g.u_slot(i) >= 0 && pos[static_cast<std::size_t>(i - g.ilower)] < 0)
+            throw std::invalid_argument("the iterate has no state for the stored time point " + std::to_string(i) +
+                                        " (was it saved from a solver with the same cfactor and storage?)");
+    for (int i = g.ilower; i <= g.iupper; ++i) {
+        const int slot = g.u_slot(i);
+        if (slot < 0) continue;
+        const auto k = static_cast<std::size_t>(pos[static_cast<std::size_t>(i - g.ilower)]);
+        std::memcpy(g.ua.at(slot), states + k * bytes, bytes);
+        g.ua_set[static_cast<std::size_t>(slot)] = 1;
+        if (adjoint != nullptr && sweep_.gradient()) std::memcpy(sweep_.iterate_at(slot), adjoint + k * bytes, bytes);
+    }
+    rnorm0_ = rnorm0;
+    sweep_.set_reference(rnorm0_adjoint);
+    state_ = State::warm;
+    solution_valid_ = false;
+}
+
 void Engine::refresh_initial_condition() {
     ensure_usable();
     Level& g = levels_[0];

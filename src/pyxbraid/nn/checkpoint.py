@@ -17,15 +17,18 @@ A checkpoint is a ``numpy.savez`` archive (no pickle), written by rank 0 with
   optimizer's parameter-space vectors (Adam's moments, the momentum, L-BFGS's
   pairs and cached gradient), gathered to the global layout the same way, so
   a checkpoint written on P ranks resumes on any number of ranks;
-* ``history.<field>``: the :class:`History` so far.
+* ``history.<field>``: the :class:`History` so far;
+* ``mgrit.indices``, ``mgrit.states``, ``mgrit.adjoint``: with a full batch
+  in an MGRIT mode, the engine's iterate (the states and adjoint iterate at
+  the stored time points, gathered from all ranks), which the next step's
+  warm restart continues from; absent (``meta["mgrit"]`` null) otherwise.
 
 Reading checks the format, the JSON (exact keys, types, ranges) and every
 array's name, shape and dtype against what the metadata declares before any
 array data is read (:class:`~pyxbraid.nn._files.NpzReader`).
 
-Not saved: MGRIT's iterate (the engine does not expose it). Resuming
-therefore starts MGRIT afresh; see :meth:`Trainer.fit` for what that means
-for each mode.
+With the iterate saved, a resumed run continues every mode exactly where
+it stopped (see :meth:`Trainer.fit`).
 """
 
 from __future__ import annotations
@@ -47,9 +50,11 @@ from .network import _config_from_json, _full_shapes
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import History, Trainer
 
-FORMAT = "pyxbraid.nn.Checkpoint/1"
-_META_KEYS = ("config", "settings", "progress", "optimizer", "optimizer_vectors", "optimizer_lists", "ranks", "note")
-_NOTE = "MGRIT's iterate is not saved: a resumed run restarts MGRIT from the initial guess"
+FORMAT = "pyxbraid.nn.Checkpoint/2"
+_META_KEYS = ("config", "settings", "progress", "optimizer", "optimizer_vectors", "optimizer_lists", "mgrit", "ranks",
+              "note")
+_MGRIT_KEYS = ("count", "adjoint", "rnorm0", "rnorm0_adjoint")
+_NOTE = "with a full batch in an MGRIT mode, mgrit.* is the engine's iterate the next step warm-restarts from"
 _INT_FIELDS = ("epoch", "mgrit_iterations")
 
 
@@ -79,6 +84,7 @@ def save(trainer: "Trainer", path: Path, settings: dict, history: "History", pro
     opt = type(trainer.optimizer)
     vectors = {key: None if state[key] is None else net.gather(state[key]) for key in opt._VECTORS}
     lists = {key: [net.gather(v) for v in state[key]] for key in opt._VECTOR_LISTS}
+    mgrit = trainer._gathered_iterate()
     with _Agreed(comm, f"checkpoint {str(path)!r}"):
         if comm.Get_rank() != 0:
             return
@@ -91,6 +97,9 @@ def save(trainer: "Trainer", path: Path, settings: dict, history: "History", pro
             "optimizer": scalars,
             "optimizer_vectors": {key: vectors[key] is not None for key in opt._VECTORS},
             "optimizer_lists": {key: len(lists[key]) for key in opt._VECTOR_LISTS},
+            "mgrit": None if mgrit is None else {
+                "count": int(mgrit["indices"].size), "adjoint": mgrit["adjoint"] is not None,
+                "rnorm0": mgrit["rnorm0"], "rnorm0_adjoint": mgrit["rnorm0_adjoint"]},
             "ranks": comm.Get_size(), "note": _NOTE,
         }
         arrays = {"format": np.array(FORMAT), "meta": np.array(json.dumps(meta))}
@@ -103,23 +112,28 @@ def save(trainer: "Trainer", path: Path, settings: dict, history: "History", pro
                 arrays.update({f"optimizer.{key}.{i}.{k}": v for k, v in full.items()})
         for f in fields(history):
             arrays[f"history.{f.name}"] = np.asarray(getattr(history, f.name), dtype=np.float64)
+        if mgrit is not None:
+            arrays["mgrit.indices"] = mgrit["indices"].astype(np.float64)
+            arrays["mgrit.states"] = mgrit["states"]
+            if mgrit["adjoint"] is not None:
+                arrays["mgrit.adjoint"] = mgrit["adjoint"]
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 # -- reading --------------------------------------------------------------------------------
 def load(trainer: "Trainer", path: Path, settings: dict, epochs: int, n: int,
-         batch_size: int) -> tuple["History", Progress]:
-    """Read, check and distribute a checkpoint (collective): the history and progress to continue from."""
+         batch_size: int) -> tuple["History", Progress, dict | None]:
+    """Read, check and distribute a checkpoint (collective): the history, progress and MGRIT iterate to continue from."""
     comm, net = trainer.comm, trainer.net
     payload = None
     with _Agreed(comm, f"checkpoint {str(path)!r}"):
         if comm.Get_rank() == 0:
-            payload = _read(trainer, path, settings, epochs, -(-n // batch_size))
+            payload = _read(trainer, path, settings, epochs, -(-n // batch_size), batch_size)
     if comm.Get_size() > 1:    # the small part to every rank; the vectors are scattered below
-        meta, history_arrays = comm.bcast(None if payload is None else payload[:2], root=0)
-        params, vectors, lists = payload[2:] if payload is not None else (None, None, None)
+        meta, history_arrays, mgrit = comm.bcast(None if payload is None else (*payload[:2], payload[5]), root=0)
+        params, vectors, lists = payload[2:5] if payload is not None else (None, None, None)
     else:
-        meta, history_arrays, params, vectors, lists = payload
+        meta, history_arrays, params, vectors, lists, mgrit = payload
     opt = type(trainer.optimizer)
     local_params = net.scatter(params)
     local_vectors = {}
@@ -146,7 +160,7 @@ def load(trainer: "Trainer", path: Path, settings: dict, epochs: int, n: int,
     p = meta["progress"]
     last = (float(p["last"][0]), float(p["last"][1]), int(p["last"][2]))
     return history, Progress(p["epoch"], p["step"], p["rng"], float(p["loss_sum"]), float(p["correct_sum"]),
-                             float(p["wall_seconds"]), last)
+                             float(p["wall_seconds"]), last), mgrit
 
 
 def _fail(path: Path, message: str) -> ValueError:
@@ -165,7 +179,8 @@ def _number(path: Path, name: str, value: Any, *, integer: bool = False, minimum
     return value
 
 
-def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per_epoch: int) -> tuple:
+def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per_epoch: int,
+          batch_size: int) -> tuple:
     """Rank 0: everything in the file, checked against this trainer and fit() call."""
     net = trainer.net
     with NpzReader(path, "pyxbraid.nn checkpoint") as r:
@@ -259,6 +274,19 @@ def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per
 
         for f in fields(History):
             expected[f"history.{f.name}"] = (completed,) if f.name == "step_loss" else (p["epoch"],)
+        mgrit = meta["mgrit"]
+        if mgrit is not None:
+            if not isinstance(mgrit, dict) or set(mgrit) != set(_MGRIT_KEYS) or not isinstance(mgrit["adjoint"], bool):
+                raise r.error(f"mgrit must be null or a JSON object with the keys {', '.join(_MGRIT_KEYS)}")
+            count = _number(path, "mgrit.count", mgrit["count"], integer=True, minimum=0,
+                            maximum=net.config.depth + 1)
+            for key in ("rnorm0", "rnorm0_adjoint"):
+                _number(path, f"mgrit.{key}", mgrit[key])
+            state_shape = (count, batch_size, net.config.width)
+            expected["mgrit.indices"] = (count,)
+            expected["mgrit.states"] = state_shape
+            if mgrit["adjoint"]:
+                expected["mgrit.adjoint"] = state_shape
         r.require_members({"format", "meta", *expected})
         for name, shape in expected.items():
             got, dtype = r.header(name)
@@ -282,6 +310,15 @@ def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per
     lists = {key: [{k: arrays[f"optimizer.{key}.{i}.{k}"] for k in shapes} for i in range(counts[key])]
              for key in list_keys}
     history = {f.name: arrays[f"history.{f.name}"] for f in fields(History)}
+    iterate = None
+    if mgrit is not None:
+        indices = arrays["mgrit.indices"]
+        if not (np.all(indices == np.round(indices)) and np.all((indices >= 0) & (indices <= net.config.depth))
+                and np.unique(indices).size == indices.size):
+            raise _fail(path, "mgrit.indices must be distinct time indices in 0..depth")
+        iterate = {"indices": indices.astype(np.int64), "states": arrays["mgrit.states"],
+                   "adjoint": arrays.get("mgrit.adjoint"), "rnorm0": float(mgrit["rnorm0"]),
+                   "rnorm0_adjoint": float(mgrit["rnorm0_adjoint"])}
     # the optimizer's own checks of the whole state, before any rank changes anything
     probe = copy.deepcopy(opt)
     flat = {key: (None if v is None else np.concatenate([a.ravel() for a in v.values()])) for key, v in vectors.items()}
@@ -290,4 +327,4 @@ def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per
         probe.load_state_dict(dict(scalars, **flat, **flat_lists))
     except (TypeError, ValueError) as exc:
         raise _fail(path, f"optimizer state: {exc}") from None
-    return meta, history, params, vectors, lists
+    return meta, history, params, vectors, lists, iterate

@@ -431,6 +431,39 @@ class Trainer:
         local = float(np.dot(a, b))
         return self.comm.allreduce(local, op=MPI.SUM) if self.comm.Get_size() > 1 else local
 
+    def _gathered_iterate(self) -> dict[str, Any] | None:
+        """The training engine's MGRIT iterate for a checkpoint (collective): on rank 0, or None.
+
+        Only a full batch in an MGRIT mode carries an iterate from one step to
+        the next (warm restarts); mini-batches and layer-serial mode start
+        every gradient afresh.
+        """
+        loaded = self._current_batch
+        if self.mode == "serial" or not (isinstance(loaded, tuple) and loaded[0] == "full"):
+            return None
+        solver = self._train[self._loaded_app.shape[0]][1]
+        mine = solver.iterate()
+        pieces = self.comm.gather(mine, root=0) if self.comm.Get_size() > 1 else [mine]
+        if pieces is None:
+            return None
+        order = np.argsort(np.concatenate([p["indices"] for p in pieces]), kind="stable")
+
+        def stack(key: str) -> Any:
+            if pieces[0][key] is None:
+                return None
+            return np.concatenate([p[key] for p in pieces])[order]
+
+        return {"indices": stack("indices"), "states": stack("states"), "adjoint": stack("adjoint"),
+                "rnorm0": mine["rnorm0"], "rnorm0_adjoint": mine["rnorm0_adjoint"]}
+
+    def _restore_iterate(self, x: np.ndarray, y: np.ndarray, token: Any, iterate: dict[str, Any]) -> None:
+        """Load the full batch into the training engine with a checkpoint's iterate (every rank)."""
+        app, solver = self._train_engine(x.shape[0])
+        app.cpp.set_batch(x, y)
+        self.net.sync_opening()
+        solver.set_iterate(iterate)
+        self._current_batch, self._loaded_app = token, app
+
     def _evaluate_batch(self, x: np.ndarray, y: np.ndarray, token: Any) -> tuple[float, np.ndarray]:
         app, solver = self._train_engine(x.shape[0])
         if token is None or token != self._current_batch or app is not self._loaded_app:
@@ -574,20 +607,13 @@ class Trainer:
         What a resumed run reproduces. ``fit(epochs=2, checkpoint=c)``
         followed, in a new process, by ``fit(epochs=4, checkpoint=c,
         resume=True)`` gives parameters bit-identical to one ``fit(epochs=4)``
-        on the same number of ranks whenever every optimisation step starts
-        from the same state: layer-serial mode, and the MGRIT modes with
-        mini-batches (each batch starts MGRIT afresh). With a full batch the
-        MGRIT modes warm-restart MGRIT from the previous step's iterate, and
-        the engine's iterate is not saved: the first step after resuming
-        starts MGRIT from the initial guess, as the first step of training
-        did. Exact mode then still gives gradients to ``tol`` (the run agrees
-        with an uninterrupted one to that accuracy, not bitwise); one-shot
-        mode's gradient after resuming is as inexact as at the start of
-        training, so its trajectory differs (resuming is still
-        deterministic). Across rank counts: layer-serial and exact mode give
-        the same gradients bit for bit, so SGD and Adam runs resume
-        bit-identically on another number of ranks; L-BFGS sums its dot
-        products over the ranks, so its runs differ in the last bits.
+        on the same number of ranks, in every mode: the checkpoint holds the
+        parameters, the optimizer's state, the shuffling generator and, with a
+        full batch in an MGRIT mode (where each step warm-restarts MGRIT from
+        the previous one), MGRIT's iterate. Across rank counts: the gradients
+        of every mode do not depend on the rank count, so SGD and Adam runs
+        resume bit-identically on another number of ranks; L-BFGS sums its
+        dot products over the ranks, so its runs differ in the last bits.
 
         Examples
         --------
@@ -654,7 +680,11 @@ class Trainer:
         history = History()
         progress = ckpt.Progress.start(rng)
         if resume:
-            history, progress = ckpt.load(self, checkpoint, settings, int(epochs), n, batch_size)
+            history, progress, iterate = ckpt.load(self, checkpoint, settings, int(epochs), n, batch_size)
+            if iterate is not None:
+                # The next step warm-restarts MGRIT from exactly where the saved run stood.
+                with _Agreed(self.comm, f"checkpoint {str(checkpoint)!r} MGRIT iterate"):
+                    self._restore_iterate(xa, ya, ("full", digest), iterate)
         self.history = history
         self._fit_calls += 1
         steps_per_epoch = -(-n // batch_size)
