@@ -31,8 +31,9 @@ def test_adjoint_cases_multi_rank(mpirun, nprocs):
 
 
 def test_issue_example_numbers():
-    # xbraid-semantics.md: max_levels=1 gives J = 0.036 and dJ/dlam = 0.0192 to 1e-14;
-    # objective window [5, 10] gives J = 1.082478474995241e-05, dJ/dlam = 7.792783883970835e-05.
+    # tests/data/expected_numbers.md (ex-01-adjoint): max_levels=1 gives the closed-form J = 0.036 and
+    # dJ/dlam = 0.0192 to 1e-14; objective window [5, 10] gives J = 1.082478474995241e-05,
+    # dJ/dlam = 7.792783883970835e-05 (closed form; XBraid's case adj-tobj-5-10-ml1).
     import pyxbraid as xb
 
     s = xb.Solver(xb.apps.LinearODE(objective="mean_square"), 0.0, 25.0, 50, comm=MPI.COMM_SELF,

@@ -48,7 +48,7 @@ def test_heat_demo_on_two_ranks(mpirun):
     out = mpirun(str(ROOT / "examples" / "heat_mgrit.py"), 2, args=("--ntime", "256"), timeout=120).stdout
     assert "converged=True" in out
     line = next(l for l in out.splitlines() if l.startswith("discretization error"))
-    assert "sequential 7.110" in line  # xbraid-semantics.md: 7.1103e-03 for ntime 256
+    assert "sequential 7.110" in line  # tests/data/expected_numbers.md (ex-02): 7.1103e-03 for ntime 256
 
 
 def test_optimization_example_matches_xbraid(mpirun):

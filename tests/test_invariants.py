@@ -43,7 +43,7 @@ def test_max_levels_one_matches_user_time_grid():
 
 
 def test_heat_sequential_discretization_errors():
-    # xbraid-semantics.md: 2.9214e-02 (ntime 64), 7.1103e-03 (ntime 256)
+    # tests/data/expected_numbers.md (ex-02): 2.9214e-02 (ntime 64), 7.1103e-03 (ntime 256)
     for ntime, expected in ((64, 2.9214e-02), (256, 7.1103e-03)):
         heat = xb.apps.Heat1D(nspace=33)
         s = xb.Solver(heat, 0.0, 2 * math.pi, ntime, comm=COMM, max_levels=1)
