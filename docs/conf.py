@@ -87,34 +87,5 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
 
-def _end_bullet_lists(app, what, name, obj, options, lines):
-    """Insert the blank line docutils needs after a bullet list, in ``pyxbraid.nn`` docstrings.
-
-    ``pyxbraid.nn.Trainer``'s docstring continues its ``layer_parallel`` entry right after a
-    bullet list, which docutils reports ("Bullet list ends without a blank line"), failing the
-    ``-W`` build. ``pyxbraid.nn`` belongs to another change in flight; once its docstring has
-    the blank line, this hook does nothing and can go.
-    """
-    if not name.startswith("pyxbraid.nn."):
-        return
-    fixed, list_indent = [], None
-    for line in lines:
-        text = line.lstrip()
-        indent = len(line) - len(text)
-        if text.startswith(("* ", "- ")):
-            list_indent = indent
-        elif list_indent is not None and (not text or indent <= list_indent):
-            if text:
-                fixed.append("")
-            list_indent = None
-        fixed.append(line)
-    lines[:] = fixed
-
-
-def setup(app):
-    """Register the docstring hook, before numpydoc (priority 500) turns docstrings into reST."""
-    app.connect("autodoc-process-docstring", _end_bullet_lists, priority=400)
-
-
 html_theme = "furo"
 html_title = f"pyxbraid {release}"

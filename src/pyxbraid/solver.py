@@ -56,7 +56,8 @@ class SolveResult:
         J of the last iteration (XBraid's braid_GetObjective) with ``adjoint``
         or ``objective_only``, else None.
     adjoint_residual_norms : numpy.ndarray
-        ||r_adj|| per iteration (empty without the adjoint or for ``max_levels=1``).
+        ||r_adj|| per iteration (NaN where not available: without the adjoint,
+        or with ``objective_only``; empty for sequential marching, ``max_levels=1``).
     """
 
     iterations: int

@@ -216,8 +216,9 @@ struct Ref {
 }  // namespace
 
 /// Holds a recycled view for one call; afterwards, if the callback kept the
-/// array (another reference exists), it leaves the cache and gets the engine
-/// as base so the memory it points to stays alive.
+/// array (another reference exists), it leaves the cache and gets the engine's
+/// storage (a capsule, not the engine) as base so the memory it points to
+/// stays alive.
 struct PyApp::ViewRef {
     PyObject* p;
     PyObject** slot;

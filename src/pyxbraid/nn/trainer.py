@@ -273,6 +273,7 @@ class Trainer:
           (measured on a trained network: primal exact after 4 iterations,
           the adjoint only after 7) -- use the exact mode, which stops as
           soon as both have converged, for mini-batch training.
+
         Every value is checked here (``layer_parallel['cfactor'] must be
         >= 2, got 1``). A network too shallow for the hierarchy (``depth <
         cfactor * min_coarse``) is trained by sequential marching: the exact
