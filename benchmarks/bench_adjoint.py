@@ -24,9 +24,11 @@ import sys
 from pathlib import Path
 
 ITERS = 5
-CONFIGS = {"ml=2 cf2 FCF": dict(max_levels=2, cfactor=2, nrelax=1),
-           "full ML cf2 FCF": dict(max_levels=30, cfactor=2, nrelax=1),
-           "full ML cf8 F": dict(max_levels=30, cfactor=8, nrelax=0)}
+CONFIGS = {
+    "ml=2 cf2 FCF": dict(max_levels=2, cfactor=2, nrelax=1),
+    "full ML cf2 FCF": dict(max_levels=30, cfactor=2, nrelax=1),
+    "full ML cf8 F": dict(max_levels=30, cfactor=8, nrelax=0),
+}
 
 
 def worker(log2n: int, python_log2n: int) -> None:
@@ -63,8 +65,10 @@ def worker(log2n: int, python_log2n: int) -> None:
 
     comm = MPI.COMM_WORLD
     rows = []
-    for app_name, make, n in (("native LinearODE", lambda: xb.apps.LinearODE(objective="mean_square"), 2**log2n),
-                              ("Python App (scalar)", DecayAdjoint, 2**python_log2n)):
+    for app_name, make, n in (
+        ("native LinearODE", lambda: xb.apps.LinearODE(objective="mean_square"), 2**log2n),
+        ("Python App (scalar)", DecayAdjoint, 2**python_log2n),
+    ):
         for config, opts in CONFIGS.items():
             for adjoint in (False, True):
                 kw = dict(adjoint=True, abs_tol=0.0, abs_tol_adjoint=0.0) if adjoint else dict(abs_tol=0.0)
@@ -73,10 +77,18 @@ def worker(log2n: int, python_log2n: int) -> None:
                 r = s.solve()
                 wall = comm.allreduce(r.wall_time, op=MPI.MAX)
                 local = s.iupper - s.ilower + 1
-                rows.append(dict(app=app_name, config=config, adjoint=adjoint, n=n, iters=r.iterations,
-                                 ns=wall / n / r.iterations * 1e9,
-                                 state_bytes=comm.allreduce(s.storage_bytes, op=MPI.MAX) / local,
-                                 adjoint_bytes=(comm.allreduce(s.adjoint_bytes, op=MPI.MAX) / local) if adjoint else 0.0))
+                rows.append(
+                    dict(
+                        app=app_name,
+                        config=config,
+                        adjoint=adjoint,
+                        n=n,
+                        iters=r.iterations,
+                        ns=wall / n / r.iterations * 1e9,
+                        state_bytes=comm.allreduce(s.storage_bytes, op=MPI.MAX) / local,
+                        adjoint_bytes=(comm.allreduce(s.adjoint_bytes, op=MPI.MAX) / local) if adjoint else 0.0,
+                    )
+                )
     if comm.rank == 0:
         print("ROWS " + json.dumps(rows), flush=True)
 
@@ -99,14 +111,28 @@ def main() -> None:
     results: dict[tuple, list[dict]] = {}
     for _ in range(args.repeats):
         for p in (int(x) for x in args.ranks.split(",")):
-            cmd = [mpiexec, "-n", str(p), sys.executable, "-m", "mpi4py", __file__, "--worker",
-                   "--log2n", str(args.log2n), "--python-log2n", str(args.python_log2n)]
+            cmd = [
+                mpiexec,
+                "-n",
+                str(p),
+                sys.executable,
+                "-m",
+                "mpi4py",
+                __file__,
+                "--worker",
+                "--log2n",
+                str(args.log2n),
+                "--python-log2n",
+                str(args.python_log2n),
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1200).stdout
             for row in json.loads(next(l for l in out.splitlines() if l.startswith("ROWS "))[5:]):
                 results.setdefault((row["app"], row["config"], p, row["adjoint"]), []).append(row)
     print(f"adjoint benchmark: ex-01-adjoint, {ITERS} iterations, medians of {args.repeats} repeat(s)")
-    print(f"{'app':20s} {'config':16s} {'P':>2s} {'N':>8s} {'primal ns/f/it':>15s} {'adjoint ns/f/it':>16s} "
-          f"{'ratio':>6s} {'state B/pt':>11s} {'adjoint B/pt':>13s} {'2-rank speedup':>15s}")
+    print(
+        f"{'app':20s} {'config':16s} {'P':>2s} {'N':>8s} {'primal ns/f/it':>15s} {'adjoint ns/f/it':>16s} "
+        f"{'ratio':>6s} {'state B/pt':>11s} {'adjoint B/pt':>13s} {'2-rank speedup':>15s}"
+    )
     for (app, config, p, adjoint), rows in sorted(results.items()):
         if adjoint:
             continue
@@ -116,8 +142,10 @@ def main() -> None:
         speed = ""
         if p > 1 and (app, config, 1, True) in results:
             speed = f"{statistics.median(r['ns'] for r in results[(app, config, 1, True)]) / adj:.2f}x"
-        print(f"{app:20s} {config:16s} {p:2d} {rows[0]['n']:8d} {prim:15.1f} {adj:16.1f} {adj / prim:6.2f} "
-              f"{rows[0]['state_bytes']:11.1f} {adj_rows[0]['adjoint_bytes']:13.1f} {speed:>15s}")
+        print(
+            f"{app:20s} {config:16s} {p:2d} {rows[0]['n']:8d} {prim:15.1f} {adj:16.1f} {adj / prim:6.2f} "
+            f"{rows[0]['state_bytes']:11.1f} {adj_rows[0]['adjoint_bytes']:13.1f} {speed:>15s}"
+        )
 
 
 if __name__ == "__main__":

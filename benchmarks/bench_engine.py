@@ -100,9 +100,11 @@ def _make_app(xb, name):
 
 
 def _raw_step_ns(xb, core, app, dt, target_s=0.05):
-    """ns per bare step call of the app through the engine's app interface."""
+    """Ns per bare step call of the app through the engine's app interface."""
     if not hasattr(core, "_time_raw_steps"):
-        raise SystemExit("bench_engine.py needs the benchmark hooks of a development build: bash scripts/dev-install.sh")
+        raise SystemExit(
+            "bench_engine.py needs the benchmark hooks of a development build: bash scripts/dev-install.sh"
+        )
     native, _ = xb.Solver._native_app(app)
     n = 1000
     t = core._time_raw_steps(native, n, dt)
@@ -114,7 +116,7 @@ def _raw_step_ns(xb, core, app, dt, target_s=0.05):
 
 
 def _user_python_ns(app, dt, target_s=0.05):
-    """ns per call of the user's step() from a plain Python loop (no engine)."""
+    """Ns per call of the user's step() from a plain Python loop (no engine)."""
     import numpy as np
 
     class St:  # the attributes the example steps read
@@ -142,7 +144,8 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 def _busy_jiffies() -> int:
     """Non-idle CPU time of the whole machine so far, in clock ticks (/proc/stat).
 
-    Includes steal time (vCPU time taken by the hypervisor for other guests)."""
+    Includes steal time (vCPU time taken by the hypervisor for other guests).
+    """
     try:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:9]]
@@ -161,9 +164,8 @@ def _build_stamp(path: str) -> str:
 
 
 def worker(args) -> None:
-    from mpi4py import MPI
-
     import numpy as np
+    from mpi4py import MPI
 
     import pyxbraid as xb
     from pyxbraid import _core as core
@@ -199,7 +201,17 @@ def worker(args) -> None:
             app = _make_app(xb, name)
             for cname, (_, kw) in CONFIGS.items():
                 walls, outer, calls, inits, iters, bare, user, cpu, others, nlev = (
-                    [], [], [], [], [], [], [], [], [], None)
+                    [],
+                    [],
+                    [],
+                    [],
+                    [],
+                    [],
+                    [],
+                    [],
+                    [],
+                    None,
+                )
                 for _ in range(repeats):
                     # bare step cost, measured on all ranks at once right before the
                     # solve (same machine load); mean over ranks
@@ -210,8 +222,9 @@ def worker(args) -> None:
                     if name != "native":
                         comm.Barrier()
                         user.append(comm.allreduce(_user_python_ns(app, dt), op=MPI.SUM) / size)
-                    solver = xb.Solver(app, TSTART, TSTOP, n, comm=comm, abs_tol=1e-300,
-                                       max_iter=ITERS, skip=False, **kw)
+                    solver = xb.Solver(
+                        app, TSTART, TSTOP, n, comm=comm, abs_tol=1e-300, max_iter=ITERS, skip=False, **kw
+                    )
                     comm.Barrier()
                     t0 = MPI.Wtime()
                     r = solver.solve()
@@ -232,14 +245,28 @@ def worker(args) -> None:
                     nlev = r.nlevels
                     del solver, r
                 row = {
-                    "log2n": p, "app": name, "config": cname, "ranks": size, "nlevels": nlev,
-                    "walls": walls, "outers": outer, "calls": calls, "inits": inits,
-                    "bare_all": bare, "user_all": user, "iterations": iters, "cpu": cpu, "others": others,
+                    "log2n": p,
+                    "app": name,
+                    "config": cname,
+                    "ranks": size,
+                    "nlevels": nlev,
+                    "walls": walls,
+                    "outers": outer,
+                    "calls": calls,
+                    "inits": inits,
+                    "bare_all": bare,
+                    "user_all": user,
+                    "iterations": iters,
+                    "cpu": cpu,
+                    "others": others,
                 }
                 out["rows"].append(row)
                 if rank == 0 and args.verbose:
-                    print(f"  [P={size}] 2^{p} {name:9s} {cname:4s} walls {[round(w, 4) for w in walls]} s "
-                          f"iters {iters}", file=sys.stderr, flush=True)
+                    print(
+                        f"  [P={size}] 2^{p} {name:9s} {cname:4s} walls {[round(w, 4) for w in walls]} s iters {iters}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     out["loadavg_end"] = os.getloadavg()
     if rank == 0:
         Path(args.out).write_text(json.dumps(out))
@@ -278,8 +305,15 @@ def pymgrit_worker(args) -> None:
         for _ in range(args.repeats):
             fine = Dahlquist(t_start=TSTART, t_stop=TSTOP, nt=n + 1, method="BE", constant_lambda=LAM)
             coarse = Dahlquist(t_start=TSTART, t_stop=TSTOP, nt=n // 2 + 1, method="BE", constant_lambda=LAM)
-            m = Mgrit(problem=[fine, coarse], cf_iter=1, tol=1e-300, max_iter=ITERS,
-                      nested_iteration=False, logging_lvl=30, output_fcn=None)
+            m = Mgrit(
+                problem=[fine, coarse],
+                cf_iter=1,
+                tol=1e-300,
+                max_iter=ITERS,
+                nested_iteration=False,
+                logging_lvl=30,
+                output_fcn=None,
+            )
             info = m.solve()
             times.append(info["time_solve"])
             iters.append(int(m.solve_iter))
@@ -287,8 +321,12 @@ def pymgrit_worker(args) -> None:
         res["error"] = f"run failed: {type(exc).__name__}: {exc}"
         print(json.dumps(res))
         return
-    res.update(log2n=args.pymgrit_log2n, times=times, iterations=iters,
-               ns_per_fine_iter=statistics.median(times) / n / ITERS * 1e9)
+    res.update(
+        log2n=args.pymgrit_log2n,
+        times=times,
+        iterations=iters,
+        ns_per_fine_iter=statistics.median(times) / n / ITERS * 1e9,
+    )
     print(json.dumps(res))
 
 
@@ -354,17 +392,35 @@ def wait_idle(max_wait: float) -> float:
 def run_ranks(args, nranks: int, repeats: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
-        cmd = _mpiexec().split() + ["-n", str(nranks), sys.executable, "-m", "mpi4py", str(HERE),
-                                    "--worker", "--out", str(out), "--sizes", args.sizes,
-                                    "--python-sizes", args.python_sizes, "--repeats", str(repeats)]
+        cmd = _mpiexec().split() + [
+            "-n",
+            str(nranks),
+            sys.executable,
+            "-m",
+            "mpi4py",
+            str(HERE),
+            "--worker",
+            "--out",
+            str(out),
+            "--sizes",
+            args.sizes,
+            "--python-sizes",
+            args.python_sizes,
+            "--repeats",
+            str(repeats),
+        ]
         if not args.python_apps:
             cmd.append("--no-python-apps")
         if args.verbose:
             cmd.append("--verbose")
-        print(f"# running: {' '.join(cmd[:3])} ... --worker ({nranks} rank{'s' if nranks > 1 else ''})",
-              file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, env=_clean_env(), timeout=args.timeout, text=True,
-                              stdout=subprocess.PIPE, stderr=None)
+        print(
+            f"# running: {' '.join(cmd[:3])} ... --worker ({nranks} rank{'s' if nranks > 1 else ''})",
+            file=sys.stderr,
+            flush=True,
+        )
+        proc = subprocess.run(
+            cmd, env=_clean_env(), timeout=args.timeout, text=True, stdout=subprocess.PIPE, stderr=None
+        )
         if proc.returncode != 0 or not out.exists():
             sys.stderr.write(proc.stdout or "")
             raise SystemExit(f"worker with {nranks} ranks failed (rc={proc.returncode})")
@@ -424,11 +480,17 @@ def run_pymgrit(args) -> dict:
     py = args.pymgrit_python or os.environ.get("PYMGRIT_PYTHON") or sys.executable
     if not Path(py).exists() and not shutil.which(py):
         return {"error": f"{py} not found"}
-    cmd = [py, str(HERE), "--pymgrit-worker", "--pymgrit-log2n", str(args.pymgrit_log2n),
-           "--repeats", str(args.repeats)]
+    cmd = [
+        py,
+        str(HERE),
+        "--pymgrit-worker",
+        "--pymgrit-log2n",
+        str(args.pymgrit_log2n),
+        "--repeats",
+        str(args.repeats),
+    ]
     try:
-        proc = subprocess.run(cmd, env=_clean_env(), timeout=args.timeout, text=True,
-                              capture_output=True, check=False)
+        proc = subprocess.run(cmd, env=_clean_env(), timeout=args.timeout, text=True, capture_output=True, check=False)
     except subprocess.TimeoutExpired:
         return {"error": "timed out"}
     for line in reversed(proc.stdout.splitlines()):
@@ -444,23 +506,35 @@ def _fmt(x, spec="8.1f", dash="-"):
 def report(args, results: dict[int, dict], pym: dict | None, elapsed: float) -> None:
     any_res = next(iter(results.values()))
     print("=" * 118)
-    print("pyxbraid engine benchmark: u' = -u, backward Euler on [0,1], "
-          f"{ITERS} MGRIT iterations (abs_tol=1e-300, skip=False)")
+    print(
+        "pyxbraid engine benchmark: u' = -u, backward Euler on [0,1], "
+        f"{ITERS} MGRIT iterations (abs_tol=1e-300, skip=False)"
+    )
     print(f"machine : {platform.platform()}; {os.cpu_count()} CPUs: {_cpu_model()}")
-    print(f"python  : {platform.python_version()} ({sys.executable}); numpy {any_res['numpy']}; "
-          f"pyxbraid {any_res['pyxbraid']}")
-    builds = sorted({res.get("core_build", "?") for res in results.values()} |
-                    {b for res in results.values() for b in res.get("core_builds", [])})
-    print(f"engine  : _core built {' / '.join(builds)}"
-          + ("  (WARNING: the engine was rebuilt during the benchmark)" if len(builds) > 1 else ""))
+    print(
+        f"python  : {platform.python_version()} ({sys.executable}); numpy {any_res['numpy']}; "
+        f"pyxbraid {any_res['pyxbraid']}"
+    )
+    builds = sorted(
+        {res.get("core_build", "?") for res in results.values()}
+        | {b for res in results.values() for b in res.get("core_builds", [])}
+    )
+    print(
+        f"engine  : _core built {' / '.join(builds)}"
+        + ("  (WARNING: the engine was rebuilt during the benchmark)" if len(builds) > 1 else "")
+    )
     print(f"MPI     : {any_res['mpi_library']}")
-    print(f"timing  : medians of {args.repeats} repeat(s) (+{getattr(args, 'extra_launches', 0)} extra) in separate "
-          "launches alternating rank counts, undisturbed repeats only (see ok);")
+    print(
+        f"timing  : medians of {args.repeats} repeat(s) (+{getattr(args, 'extra_launches', 0)} extra) in separate "
+        "launches alternating rank counts, undisturbed repeats only (see ok);"
+    )
     print("          wall = max over ranks of SolveResult.wall_time")
     print("=" * 118)
-    hdr = (f"{'N':>4} {'app':<20} {'config':<16} {'P':>2} {'it':>3} {'lv':>3} "
-           f"{'ns/fine/it':>10} {'calls/f/it':>10} {'ns/call':>8} {'init/f':>6} {'bare':>7} {'user':>7} "
-           f"{'cb':>6} {'ENG.OVH':>8} {'XBr.ovh':>7} {'cpu%':>4} {'oth':>4} {'ok':>3}")
+    hdr = (
+        f"{'N':>4} {'app':<20} {'config':<16} {'P':>2} {'it':>3} {'lv':>3} "
+        f"{'ns/fine/it':>10} {'calls/f/it':>10} {'ns/call':>8} {'init/f':>6} {'bare':>7} {'user':>7} "
+        f"{'cb':>6} {'ENG.OVH':>8} {'XBr.ovh':>7} {'cpu%':>4} {'oth':>4} {'ok':>3}"
+    )
     print(hdr)
     print("-" * len(hdr))
 
@@ -472,8 +546,9 @@ def report(args, results: dict[int, dict], pym: dict | None, elapsed: float) -> 
             for cfg in CONFIGS:
                 for P in ranks:
                     res = results[P]
-                    row = next((r for r in res["rows"] if r["log2n"] == p and r["app"] == app
-                                and r["config"] == cfg), None)
+                    row = next(
+                        (r for r in res["rows"] if r["log2n"] == p and r["app"] == app and r["config"] == cfg), None
+                    )
                     if row is None:
                         continue
                     n = 2**p
@@ -487,18 +562,30 @@ def report(args, results: dict[int, dict], pym: dict | None, elapsed: float) -> 
                     ovh = ns_call - bare
                     cb = (bare - user) if app != "native" else None
                     init_f = row["init_calls_all"] / n / its
-                    d = dict(ns_fine=ns_fine, calls_f=calls_f, ns_call=ns_call, bare=bare, user=user,
-                             ovh=ovh, cb=cb, wall=row["wall"], init_f=init_f, best=row["best"])
+                    d = dict(
+                        ns_fine=ns_fine,
+                        calls_f=calls_f,
+                        ns_call=ns_call,
+                        bare=bare,
+                        user=user,
+                        ovh=ovh,
+                        cb=cb,
+                        wall=row["wall"],
+                        init_f=init_f,
+                        best=row["best"],
+                    )
                     # sequential marching on P > 1 ranks: P - 1 ranks idle at any time
                     ovh_show = None if (cfg == "seq" and P > 1) else ovh
                     table[(p, app, cfg, P)] = d
                     itstr = "seq" if cfg == "seq" else (f"{row['iterations'][0]}" + ("!" if bad else ""))
                     ref = XBRAID_C_OVERHEAD_NS.get(cfg) if app == "native" else None
-                    print(f"2^{p:<2} {APPS[app]:<20} {CONFIGS[cfg][0]:<16} {P:>2} {itstr:>3} "
-                          f"{row['nlevels']:>3} {ns_fine:>10.1f} {calls_f:>10.3f} {ns_call:>8.1f} "
-                          f"{init_f:>6.3f} {bare:>7.1f} {user:>7.1f} {_fmt(cb, '6.1f')} "
-                          f"{_fmt(ovh_show, '8.1f')} {_fmt(ref, '7.0f')} {min(100.0, 100 * row['cpu_frac']):4.0f} {row['others_frac']:4.2f} "
-                          f"{row['clean']}/{row['nrep']}")
+                    print(
+                        f"2^{p:<2} {APPS[app]:<20} {CONFIGS[cfg][0]:<16} {P:>2} {itstr:>3} "
+                        f"{row['nlevels']:>3} {ns_fine:>10.1f} {calls_f:>10.3f} {ns_call:>8.1f} "
+                        f"{init_f:>6.3f} {bare:>7.1f} {user:>7.1f} {_fmt(cb, '6.1f')} "
+                        f"{_fmt(ovh_show, '8.1f')} {_fmt(ref, '7.0f')} {min(100.0, 100 * row['cpu_frac']):4.0f} {row['others_frac']:4.2f} "
+                        f"{row['clean']}/{row['nrep']}"
+                    )
             if any(k[0] == p and k[1] == app for k in table):
                 print()
     print("Columns (all ns; medians): ns/fine/it = wall / N / iterations (sequential: wall / N), wall = max over")
@@ -519,18 +606,22 @@ def report(args, results: dict[int, dict], pym: dict | None, elapsed: float) -> 
     # --- summary -----------------------------------------------------------
     print()
     print("References (project issue, same kind of machine): XBraid C engine overhead/step call ~160 ns ml=2,")
-    print(f"  ~220 ns full ML, ~67 ns cf8 F-relax; XBraid via Cython ~{XBRAID_CYTHON_NS_PER_FINE_ITER / 1000:.1f} us"
-          f" per fine step per iteration; pyMGRIT ~{PYMGRIT_ISSUE_NS_PER_FINE_ITER / 1000:.0f} us.")
+    print(
+        f"  ~220 ns full ML, ~67 ns cf8 F-relax; XBraid via Cython ~{XBRAID_CYTHON_NS_PER_FINE_ITER / 1000:.1f} us"
+        f" per fine step per iteration; pyMGRIT ~{PYMGRIT_ISSUE_NS_PER_FINE_ITER / 1000:.0f} us."
+    )
     if pym is None:
         print("pyMGRIT : not run (--no-pymgrit)")
     elif "error" in pym:
         msg = "pyMGRIT not installed" if "ModuleNotFoundError" in pym["error"] else "pyMGRIT failed"
         print(f"pyMGRIT : {msg} ({pym['error']}; python {pym['python']})")
     else:
-        print(f"pyMGRIT : {pym['ns_per_fine_iter']:.0f} ns per fine step per iteration measured here "
-              f"(pymgrit {pym['version']}, Dahlquist BE, 2 levels cf2 FCF, N=2^{pym['log2n']}, 1 rank, "
-              f"iterations {pym['iterations'][0]}"
-              f"{', np.in1d shimmed to np.isin for numpy ' + pym['numpy'] if pym.get('in1d_shim') else ''})")
+        print(
+            f"pyMGRIT : {pym['ns_per_fine_iter']:.0f} ns per fine step per iteration measured here "
+            f"(pymgrit {pym['version']}, Dahlquist BE, 2 levels cf2 FCF, N=2^{pym['log2n']}, 1 rank, "
+            f"iterations {pym['iterations'][0]}"
+            f"{', np.in1d shimmed to np.isin for numpy ' + pym['numpy'] if pym.get('in1d_shim') else ''})"
+        )
 
     pmax = max(sizes)
     print()
@@ -540,8 +631,10 @@ def report(args, results: dict[int, dict], pym: dict | None, elapsed: float) -> 
         if d:
             ref = XBRAID_C_OVERHEAD_NS[cfg]
             ok = d["ovh"] <= ref / 2
-            print(f"  native engine overhead {CONFIGS[cfg][0]:<16}: {d['ovh']:6.1f} ns/call vs XBraid {ref:.0f} "
-                  f"(target <= {ref / 2:.0f}): {'MET' if ok else 'NOT MET'}")
+            print(
+                f"  native engine overhead {CONFIGS[cfg][0]:<16}: {d['ovh']:6.1f} ns/call vs XBraid {ref:.0f} "
+                f"(target <= {ref / 2:.0f}): {'MET' if ok else 'NOT MET'}"
+            )
     for app in ("py_numpy", "py_scalar"):
         ps = [k[0] for k in table if k[1] == app]
         if not ps:
@@ -553,20 +646,27 @@ def report(args, results: dict[int, dict], pym: dict | None, elapsed: float) -> 
                 ok = d["ns_fine"] < TARGET_PYTHON_NS_PER_FINE_ITER
                 user_part = d["calls_f"] * d["user"]
                 eng_part = d["ns_fine"] - user_part
-                print(f"  {APPS[app]:<20} {CONFIGS[cfg][0]:<16} 2^{pp}: {d['ns_fine']:7.0f} ns/fine/it "
-                      f"(target < 1500: {'MET' if ok else 'NOT MET'}) = user Python {user_part:6.0f} "
-                      f"({d['calls_f']:.2f} calls x {d['user']:.0f} ns) + engine {eng_part:5.0f} "
-                      f"({d['calls_f']:.2f} x {d['cb']:.0f} cb + {d['ovh']:.0f} ovh)")
+                print(
+                    f"  {APPS[app]:<20} {CONFIGS[cfg][0]:<16} 2^{pp}: {d['ns_fine']:7.0f} ns/fine/it "
+                    f"(target < 1500: {'MET' if ok else 'NOT MET'}) = user Python {user_part:6.0f} "
+                    f"({d['calls_f']:.2f} calls x {d['user']:.0f} ns) + engine {eng_part:5.0f} "
+                    f"({d['calls_f']:.2f} x {d['cb']:.0f} cb + {d['ovh']:.0f} ovh)"
+                )
     if 1 in ranks and len(ranks) > 1:
         for P in ranks[1:]:
             for cfg in CONFIGS:
                 a, b = table.get((pmax, "native", cfg, 1)), table.get((pmax, "native", cfg, P))
                 if a and b:
                     s = a["wall"] / b["wall"]
-                    tgt = (f" (target >= {TARGET_SPEEDUP_2}: {'MET' if s >= TARGET_SPEEDUP_2 else 'NOT MET'})"
-                           if P == 2 and cfg != "seq" else "")
-                    print(f"  speedup {P} vs 1 rank, native, {CONFIGS[cfg][0]:<16} 2^{pmax}: {s:5.2f}x{tgt:<24}"
-                          f" best-of-repeats ratio {a['best'] / b['best']:5.2f}x")
+                    tgt = (
+                        f" (target >= {TARGET_SPEEDUP_2}: {'MET' if s >= TARGET_SPEEDUP_2 else 'NOT MET'})"
+                        if P == 2 and cfg != "seq"
+                        else ""
+                    )
+                    print(
+                        f"  speedup {P} vs 1 rank, native, {CONFIGS[cfg][0]:<16} 2^{pmax}: {s:5.2f}x{tgt:<24}"
+                        f" best-of-repeats ratio {a['best'] / b['best']:5.2f}x"
+                    )
 
     # --- simple speedup model ----------------------------------------------------
     print()
@@ -589,16 +689,15 @@ def report(args, results: dict[int, dict], pym: dict | None, elapsed: float) -> 
                 costly = ITERS * d["calls_f"]
                 extra = ""
                 if app == "native":
-                    extra = (f"; vs a bare C++ loop (c = {d['bare']:.1f} ns): "
-                             f"P ~ {ITERS * d['ns_fine'] / d['bare']:.0f}")
-                print(f"  {APPS[app]:<20} {CONFIGS[cfg][0]:<16} 2^{pp}: k*W/c = {ITERS}*{d['ns_fine']:.0f}/"
-                      f"{seq['ns_fine']:.0f} = {cheap:5.1f} ranks (expensive step: {costly:4.1f}){extra}")
-    loads = ", ".join(f"P={P}: {results[P]['loadavg_start'][0]:.2f}->{results[P]['loadavg_end'][0]:.2f}"
-                      for P in ranks)
+                    extra = f"; vs a bare C++ loop (c = {d['bare']:.1f} ns): P ~ {ITERS * d['ns_fine'] / d['bare']:.0f}"
+                print(
+                    f"  {APPS[app]:<20} {CONFIGS[cfg][0]:<16} 2^{pp}: k*W/c = {ITERS}*{d['ns_fine']:.0f}/"
+                    f"{seq['ns_fine']:.0f} = {cheap:5.1f} ranks (expensive step: {costly:4.1f}){extra}"
+                )
+    loads = ", ".join(f"P={P}: {results[P]['loadavg_start'][0]:.2f}->{results[P]['loadavg_end'][0]:.2f}" for P in ranks)
     print()
     busy = getattr(args, "busy_starts", [])
-    busy_txt = (f"; other processes' busy cores at each launch: {', '.join(f'{b:.2f}' for b in busy)}"
-                if busy else "")
+    busy_txt = f"; other processes' busy cores at each launch: {', '.join(f'{b:.2f}' for b in busy)}" if busy else ""
     print(f"loadavg (1 min) during the runs: {loads}{busy_txt}; total benchmark time {elapsed:.0f} s")
 
 
@@ -607,25 +706,45 @@ def main(argv=None) -> None:
     ap.add_argument("--sizes", default=None, help="comma-separated log2(ntime) (default 17,20)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement, median taken (default 3)")
     ap.add_argument("--ranks", default="1,2", help="comma-separated MPI rank counts (default 1,2)")
-    ap.add_argument("--python-apps", action=argparse.BooleanOptionalAction, default=True,
-                    help="also time the two Python Apps (default on)")
-    ap.add_argument("--python-sizes", default=None,
-                    help="log2(ntime) for the Python Apps (default 17; add 20 for 2^20, ~5 s per iteration)")
+    ap.add_argument(
+        "--python-apps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the two Python Apps (default on)",
+    )
+    ap.add_argument(
+        "--python-sizes",
+        default=None,
+        help="log2(ntime) for the Python Apps (default 17; add 20 for 2^20, ~5 s per iteration)",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke test: 2^14, 1 repeat")
-    ap.add_argument("--pymgrit", action=argparse.BooleanOptionalAction, default=True,
-                    help="time pyMGRIT if importable (default on)")
-    ap.add_argument("--pymgrit-python", default=None,
-                    help="Python interpreter with pymgrit installed (default: this one)")
-    ap.add_argument("--pymgrit-log2n", type=int, default=None,
-                    help="log2(ntime) for pyMGRIT (default 14; its setup is quadratic in N)")
+    ap.add_argument(
+        "--pymgrit", action=argparse.BooleanOptionalAction, default=True, help="time pyMGRIT if importable (default on)"
+    )
+    ap.add_argument(
+        "--pymgrit-python", default=None, help="Python interpreter with pymgrit installed (default: this one)"
+    )
+    ap.add_argument(
+        "--pymgrit-log2n",
+        type=int,
+        default=None,
+        help="log2(ntime) for pyMGRIT (default 14; its setup is quadratic in N)",
+    )
     ap.add_argument("--json", default=None, help="also write all raw measurements to this file")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per subprocess")
-    ap.add_argument("--extra", type=int, default=None,
-                    help="up to this many extra launches per rank count while some row has no clean repeat "
-                         "(default 3; --quick: 0)")
-    ap.add_argument("--wait-idle", type=float, default=None,
-                    help="before each launch wait up to this many seconds for other processes to use < 0.25 core "
-                         "(default 60; --quick: 0)")
+    ap.add_argument(
+        "--extra",
+        type=int,
+        default=None,
+        help="up to this many extra launches per rank count while some row has no clean repeat (default 3; --quick: 0)",
+    )
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=None,
+        help="before each launch wait up to this many seconds for other processes to use < 0.25 core "
+        "(default 60; --quick: 0)",
+    )
     ap.add_argument("--verbose", action="store_true", help="progress lines on stderr")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pymgrit-worker", action="store_true", help=argparse.SUPPRESS)
@@ -681,8 +800,7 @@ def main(argv=None) -> None:
     pym = run_pymgrit(args) if args.pymgrit else None
     report(args, results, pym, time.perf_counter() - t0)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results, "pymgrit": pym},
-                                              indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results, "pymgrit": pym}, indent=1))
 
 
 if __name__ == "__main__":

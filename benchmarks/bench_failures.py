@@ -98,8 +98,12 @@ def main() -> None:
     mpiexec = os.environ.get("PYXBRAID_MPIEXEC") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
     print(f"{'ranks':>5}  {'notice latency median':>22}  {'max':>9}  {'waiting CPU (share of the wait)':>32}")
     for p in (int(x) for x in args.ranks.split(",")):
-        out = subprocess.run([mpiexec, "-n", str(p), sys.executable, "-m", "mpi4py", __file__, "--worker",
-                              "--trials", str(args.trials)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [mpiexec, "-n", str(p), sys.executable, "-m", "mpi4py", __file__, "--worker", "--trials", str(args.trials)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
         r = json.loads(line[7:])
         lat = r["latencies"]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))   # the numpy backprop reference of the tests
+sys.path.insert(0, str(HERE.parent / "tests"))  # the numpy backprop reference of the tests
 
 
 # --- workers (run under mpiexec) ------------------------------------------------------------
@@ -54,14 +54,22 @@ def worker_steps(repeats: int) -> list[dict]:
                 for _ in range(repeats):
                     comm.Barrier()
                     t0 = time.perf_counter()
-                    trainer.loss_and_gradient(x, y)   # a fresh batch each time (reset + solve)
+                    trainer.loss_and_gradient(x, y)  # a fresh batch each time (reset + solve)
                     times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
                 r = trainer.last_solve
-                rows.append(dict(depth=depth, width=width, mode=mode, ranks=comm.Get_size(),
-                                 seconds=statistics.median(times), iterations=r.iterations,
-                                 steps_all_ranks=r.step_calls_all_ranks,
-                                 steps_max_rank=comm.allreduce(r.step_calls, op=MPI.MAX),
-                                 level_sizes=list(r.level_sizes)))
+                rows.append(
+                    dict(
+                        depth=depth,
+                        width=width,
+                        mode=mode,
+                        ranks=comm.Get_size(),
+                        seconds=statistics.median(times),
+                        iterations=r.iterations,
+                        steps_all_ranks=r.step_calls_all_ranks,
+                        steps_max_rank=comm.allreduce(r.step_calls, op=MPI.MAX),
+                        level_sizes=list(r.level_sizes),
+                    )
+                )
     return rows
 
 
@@ -76,8 +84,13 @@ def worker_peaks() -> list[dict]:
     runs = [
         ("layer-serial, Adam, batch 100", None, lambda: nn.Adam(lr=0.01), 100, 30),
         ("exact layer-parallel, Adam, batch 100", dict(max_levels=3, cfactor=4), lambda: nn.Adam(lr=0.01), 100, 30),
-        ("one-shot (2 its), L-BFGS, full batch", dict(max_levels=3, cfactor=4, max_iter=2, one_shot=True),
-         nn.LBFGS, None, 150),
+        (
+            "one-shot (2 its), L-BFGS, full batch",
+            dict(max_levels=3, cfactor=4, max_iter=2, one_shot=True),
+            nn.LBFGS,
+            None,
+            150,
+        ),
         ("layer-serial, L-BFGS, full batch", None, nn.LBFGS, None, 150),
     ]
     rows = []
@@ -94,13 +107,29 @@ def worker_peaks() -> list[dict]:
         comm.Barrier()
         start = time.perf_counter()
         reached.clear()
-        history = trainer.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch,
-                              validation=(data.x_val, data.y_val), callback=lambda e, h: cb(e, h, start, reached))
+        history = trainer.fit(
+            data.x_train,
+            data.y_train,
+            epochs=epochs,
+            batch_size=batch,
+            validation=(data.x_val, data.y_val),
+            callback=lambda e, h: cb(e, h, start, reached),
+        )
         wall = time.perf_counter() - start
         _, train_acc = trainer.evaluate(data.x_train, data.y_train)
-        rows.append(dict(run=name, ranks=comm.Get_size(), epochs=epochs, wall=wall, train_accuracy=train_acc,
-                         val_accuracy=history.val_accuracy[-1], best_val=max(history.val_accuracy),
-                         seconds_to_88=reached.get("t"), epoch_to_88=reached.get("epoch")))
+        rows.append(
+            dict(
+                run=name,
+                ranks=comm.Get_size(),
+                epochs=epochs,
+                wall=wall,
+                train_accuracy=train_acc,
+                val_accuracy=history.val_accuracy[-1],
+                best_val=max(history.val_accuracy),
+                seconds_to_88=reached.get("t"),
+                epoch_to_88=reached.get("epoch"),
+            )
+        )
     return rows
 
 
@@ -114,8 +143,19 @@ def worker(kind: str, repeats: int) -> None:
 
 def launch(kind: str, ranks: int, repeats: int) -> list[dict]:
     mpiexec = Path(sys.executable).with_name("mpiexec")
-    cmd = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "mpi4py", __file__, "--worker", kind,
-           "--repeats", str(repeats)]
+    cmd = [
+        str(mpiexec),
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "mpi4py",
+        __file__,
+        "--worker",
+        kind,
+        "--repeats",
+        str(repeats),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600).stdout
     return json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
 
@@ -134,11 +174,19 @@ def bench_kernels(repeats: int) -> None:
         torch = None
     print("\n## Forward + backward of one training step (loss and full gradient), layer-serial, 1 rank, 1 thread")
     print("median of", repeats, "repeats; milliseconds; batch 100 unless noted\n")
-    print("| depth | width | batch | pyxbraid native | numpy | PyTorch CPU (float64) | numpy / native | torch / native |")
+    print(
+        "| depth | width | batch | pyxbraid native | numpy | PyTorch CPU (float64) | numpy / native | torch / native |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
-    for depth, width, batch in [(32, 8, 100), (128, 8, 100), (32, 32, 100), (128, 32, 100), (32, 8, 5000),
-                                (32, 32, 5000)]:
+    for depth, width, batch in [
+        (32, 8, 100),
+        (128, 8, 100),
+        (32, 32, 100),
+        (128, 32, 100),
+        (32, 8, 5000),
+        (32, 32, 5000),
+    ]:
         x = rng.uniform(-3, 3, (batch, 2))
         y = rng.integers(0, 5, batch)
         net = nn.ResNet(2, width, depth, 5, seed=1)
@@ -185,7 +233,9 @@ def bench_kernels(repeats: int) -> None:
             t_torch = timed(torch_step)
         torch_cell = "not installed" if t_torch is None else f"{t_torch:.3f}"
         ratio = "–" if t_torch is None else f"{t_torch / t_nat:.1f}x"
-        print(f"| {depth} | {width} | {batch} | {t_nat:.3f} | {t_np:.3f} | {torch_cell} | {t_np / t_nat:.1f}x | {ratio} |")
+        print(
+            f"| {depth} | {width} | {batch} | {t_nat:.3f} | {t_np:.3f} | {torch_cell} | {t_np / t_nat:.1f}x | {ratio} |"
+        )
 
 
 # --- reports ------------------------------------------------------------------------------------
@@ -200,8 +250,10 @@ def report_steps(rows: list[dict]) -> None:
         for width in (8, 32):
             for p in ranks:
                 s, e, o = (key[(depth, width, p, m)] for m in ("serial", "exact", "one-shot"))
-                print(f"| {depth} | {width} | {p} | {s['seconds'] * 1e3:.2f} | {e['seconds'] * 1e3:.2f} "
-                      f"({e['iterations']}) | {o['seconds'] * 1e3:.2f} |")
+                print(
+                    f"| {depth} | {width} | {p} | {s['seconds'] * 1e3:.2f} | {e['seconds'] * 1e3:.2f} "
+                    f"({e['iterations']}) | {o['seconds'] * 1e3:.2f} |"
+                )
     if 1 not in ranks:
         return
     # Speedup model from the 1-rank figures: the cost of one step call (forward with its
@@ -209,8 +261,10 @@ def report_steps(rows: list[dict]) -> None:
     # iteration's work divides by P except the coarsest level, which is solved sequentially
     # (N_L steps per iteration, pipelined), plus a latency per level and sweep.
     print("\n## Speedup model: T_P = c * I * ((S_1/I - N_L) / P + N_L) + I * L * 4 * alpha,  alpha = 20 us\n")
-    print("| depth | width | mode | I | c (us/step) | T_1 ms | model T_2 | measured T_2 | model T_16 | model T_64 | "
-          "serial T | model speedup vs serial at 64 |")
+    print(
+        "| depth | width | mode | I | c (us/step) | T_1 ms | model T_2 | measured T_2 | model T_16 | model T_64 | "
+        "serial T | model speedup vs serial at 64 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     alpha = 20e-6
     for depth in (32, 128, 512):
@@ -228,9 +282,11 @@ def report_steps(rows: list[dict]) -> None:
 
                 two = key.get((depth, width, 2, mode))
                 meas = f"{two['seconds'] * 1e3:.2f}" if two else "–"
-                print(f"| {depth} | {width} | {mode} | {iters} | {c * 1e6:.1f} | {one['seconds'] * 1e3:.2f} | "
-                      f"{model(2) * 1e3:.2f} | {meas} | {model(16) * 1e3:.2f} | {model(64) * 1e3:.2f} | "
-                      f"{serial * 1e3:.2f} | {serial / model(64):.2f}x |")
+                print(
+                    f"| {depth} | {width} | {mode} | {iters} | {c * 1e6:.1f} | {one['seconds'] * 1e3:.2f} | "
+                    f"{model(2) * 1e3:.2f} | {meas} | {model(16) * 1e3:.2f} | {model(64) * 1e3:.2f} | "
+                    f"{serial * 1e3:.2f} | {serial / model(64):.2f}x |"
+                )
 
 
 def report_peaks(rows: list[dict]) -> None:
@@ -240,8 +296,10 @@ def report_peaks(rows: list[dict]) -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         to88 = "not reached" if r["seconds_to_88"] is None else f"{r['seconds_to_88']:.2f} ({r['epoch_to_88']})"
-        print(f"| {r['run']} | {r['ranks']} | {r['epochs']} | {to88} | {r['wall']:.2f} | "
-              f"{r['train_accuracy']:.4f} | {r['val_accuracy']:.3f} |")
+        print(
+            f"| {r['run']} | {r['ranks']} | {r['epochs']} | {to88} | {r['wall']:.2f} | "
+            f"{r['train_accuracy']:.4f} | {r['val_accuracy']:.3f} |"
+        )
 
 
 def main() -> None:

@@ -27,8 +27,9 @@ class Decay(xb.App):
 
 def main():
     comm = MPI.COMM_WORLD
-    solver = xb.Solver(Decay(), tstart=0.0, tstop=5.0, ntime=10, comm=comm,
-                       max_levels=2, cfactor=2, abs_tol=1e-6, print_level=1)
+    solver = xb.Solver(
+        Decay(), tstart=0.0, tstop=5.0, ntime=10, comm=comm, max_levels=2, cfactor=2, abs_tol=1e-6, print_level=1
+    )
     result = solver.solve()
     u10 = solver.state_at(10)
     if comm.rank == 0:

@@ -17,21 +17,36 @@ import pyxbraid as xb
 def main():
     comm = MPI.COMM_WORLD
     app = xb.apps.LinearODE(lam=-1.0, objective="mean_square", target=1.15231184218078e-01, regularization=0.0005)
-    solver = xb.Solver(app, 0.0, 25.0, 50, comm=comm, max_levels=2, cfactor=2, max_iter=10,
-                       abs_tol=1e-6, abs_tol_adjoint=1e-6, adjoint=True)
+    solver = xb.Solver(
+        app,
+        0.0,
+        25.0,
+        50,
+        comm=comm,
+        max_levels=2,
+        cfactor=2,
+        max_iter=10,
+        abs_tol=1e-6,
+        abs_tol_adjoint=1e-6,
+        adjoint=True,
+    )
     stepsize, gtol = 6.0, 1e-6
     for it in range(100):
         result = solver.solve()
         gradient = solver.gradient()  # summed over ranks
         if comm.rank == 0 and (it < 3 or it % 10 == 0):
-            print(f"{it:3d}  J = {result.objective:.8e}  dJ/dlam = {gradient:+.8e}  "
-                  f"lam = {app.lam:+.10f}  MGRIT iterations {result.iterations}")
+            print(
+                f"{it:3d}  J = {result.objective:.8e}  dJ/dlam = {gradient:+.8e}  "
+                f"lam = {app.lam:+.10f}  MGRIT iterations {result.iterations}"
+            )
         if abs(gradient) < gtol:
             break
         app.lam = app.lam - stepsize * gradient
     if comm.rank == 0:
-        print(f"converged after {it} design updates: lam = {app.lam:.14f}, J = {result.objective:.8e} "
-              "(XBraid: 47 updates, lam = -0.19961321391878664)")
+        print(
+            f"converged after {it} design updates: lam = {app.lam:.14f}, J = {result.objective:.8e} "
+            "(XBraid: 47 updates, lam = -0.19961321391878664)"
+        )
 
 
 if __name__ == "__main__":

@@ -38,21 +38,36 @@ def main():
     tol = 1e-7 / (math.sqrt(tstop / (args.ntime - 1)) * math.sqrt(math.pi / (args.nspace - 1)))
     if rank0:
         print(f"heat equation, {args.nspace} points in space, {args.ntime} time steps, {comm.size} ranks")
-    mgrit = xb.Solver(app, 0.0, tstop, args.ntime, comm=comm, max_levels=args.max_levels,
-                      cfactor=args.cfactor, abs_tol=tol, print_level=1)
+    mgrit = xb.Solver(
+        app,
+        0.0,
+        tstop,
+        args.ntime,
+        comm=comm,
+        max_levels=args.max_levels,
+        cfactor=args.cfactor,
+        abs_tol=tol,
+        print_level=1,
+    )
     t0 = MPI.Wtime()
     result = mgrit.solve()
     u = mgrit.state_at(args.ntime)
     t_mgrit = MPI.Wtime() - t0
 
     if rank0:
-        print(f"MGRIT: {result.iterations} iterations, {result.nlevels} levels {list(result.level_sizes)}, "
-              f"converged={result.converged}")
-        print(f"discretization error at t=2pi: MGRIT {app.error(tstop, u):.6e}, "
-              f"sequential {seq_app.error(tstop, u_seq):.6e}")
+        print(
+            f"MGRIT: {result.iterations} iterations, {result.nlevels} levels {list(result.level_sizes)}, "
+            f"converged={result.converged}"
+        )
+        print(
+            f"discretization error at t=2pi: MGRIT {app.error(tstop, u):.6e}, "
+            f"sequential {seq_app.error(tstop, u_seq):.6e}"
+        )
         print(f"max |MGRIT - sequential| at t=2pi: {np.max(np.abs(u - u_seq)):.3e}")
-        print(f"wall time: sequential {t_seq:.4f} s, MGRIT {t_mgrit:.4f} s "
-              f"({result.step_calls_all_ranks / args.ntime:.1f} step calls per fine step in total)")
+        print(
+            f"wall time: sequential {t_seq:.4f} s, MGRIT {t_mgrit:.4f} s "
+            f"({result.step_calls_all_ranks / args.ntime:.1f} step calls per fine step in total)"
+        )
 
 
 if __name__ == "__main__":

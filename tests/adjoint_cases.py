@@ -11,8 +11,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 import pyxbraid as xb
 
 DATA = Path(__file__).resolve().parent / "data" / "xbraid_reference.json"

@@ -33,8 +33,8 @@ class Decay(xb.App):
         super().__init__(shape=(size,) if shape is None else shape)
         self.lam = np.broadcast_to(np.asarray(lam, dtype=float), self.shape).copy()
         self.guess = guess
-        self.calls = Counter()   # callback -> number of calls
-        self.where = None        # (phase, level, iter, tstart, tstop) of a remembered call
+        self.calls = Counter()  # callback -> number of calls
+        self.where = None  # (phase, level, iter, tstart, tstop) of a remembered call
         if residual:
             self.residual = self._residual
 

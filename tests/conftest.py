@@ -27,9 +27,7 @@ class MPIRunner:
         if "\n" in text or not Path(text).is_file():
             if "\n" not in text and text.endswith(".py"):
                 raise FileNotFoundError(f"MPI test script not found: {text}")
-            return run_mpi_code(
-                text, nprocs, timeout, args, tmpdir=self._tmp_path, **kwargs
-            )
+            return run_mpi_code(text, nprocs, timeout, args, tmpdir=self._tmp_path, **kwargs)
         return run_mpi(text, nprocs, timeout, args, **kwargs)
 
     code = staticmethod(run_mpi_code)

@@ -33,8 +33,8 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +59,7 @@ def _vendor_of(text: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mpi_library_version() -> str:
     """Return ``MPI.Get_library_version()`` of the MPI that mpi4py loads.
 
@@ -102,7 +102,7 @@ def _launcher_vendor(mpiexec: str) -> str | None:
     return _vendor_of(proc.stdout + proc.stderr)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def find_mpiexec() -> tuple[str, ...]:
     """Return the launcher command (argv prefix) for the MPI mpi4py loads.
 
@@ -148,9 +148,7 @@ def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     MPI to run as root and to oversubscribe the cores (more ranks than cores),
     and makes Python's output unbuffered so a killed job still shows it.
     """
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_ENV_PREFIXES)
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_ENV_PREFIXES)}
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")  # Open MPI 4.x
@@ -179,9 +177,7 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 
 def _format_output(stdout: str | None, stderr: str | None) -> str:
-    return (
-        f"--- stdout ---\n{stdout or ''}\n--- stderr ---\n{stderr or ''}".rstrip() + "\n"
-    )
+    return f"--- stdout ---\n{stdout or ''}\n--- stderr ---\n{stderr or ''}".rstrip() + "\n"
 
 
 def run_mpi(
@@ -231,9 +227,7 @@ def run_mpi(
     if "\n" in text or not path.is_file():
         if "\n" not in text and text.endswith(".py"):
             raise FileNotFoundError(f"MPI test script not found: {text}")
-        return run_mpi_code(
-            text, nprocs, timeout, args, check=check, env=env, cwd=cwd
-        )
+        return run_mpi_code(text, nprocs, timeout, args, check=check, env=env, cwd=cwd)
     if nprocs < 1:
         raise ValueError(f"nprocs must be >= 1, got {nprocs}")
     cmd = [
@@ -362,7 +356,8 @@ def run_mpi_json(
         for rank in range(nprocs):
             path = Path(results) / f"{rank}.json"
             if not path.is_file():
-                pytest.fail(f"rank {rank} reported no result:\n" + _format_output(proc.stdout, proc.stderr),
-                            pytrace=False)
+                pytest.fail(
+                    f"rank {rank} reported no result:\n" + _format_output(proc.stdout, proc.stderr), pytrace=False
+                )
             values.append(json.loads(path.read_text()))
         return values

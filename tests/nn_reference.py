@@ -105,5 +105,5 @@ def forward_logits(P, x, config):
 
 
 def max_relative_error(A, B):
-    """max over names of ||A - B|| / ||B|| (B the reference)."""
+    """Max over names of ||A - B|| / ||B|| (B the reference)."""
     return max(float(np.linalg.norm(A[k] - B[k]) / max(np.linalg.norm(B[k]), 1e-300)) for k in B)

@@ -15,8 +15,8 @@ import numpy as np
 import pyxbraid as xb
 
 DATA = Path(__file__).resolve().parent / "data" / "xbraid_reference.json"
-RTOL = 1e-12      # last-bit differences from summation order across ranks
-ATOL = 1e-15      # round-off around exact zeros (e.g. seq_soln residuals)
+RTOL = 1e-12  # last-bit differences from summation order across ranks
+ATOL = 1e-15  # round-off around exact zeros (e.g. seq_soln residuals)
 
 # Options that only the adjoint cases use; the primal check ignores none of the others.
 _ADJOINT_ONLY = {"abs_tol_adjoint", "rel_tol_adjoint", "tstart_objective", "tstop_objective"}
@@ -86,8 +86,10 @@ def check_case(case, comm) -> list[str]:
                 problems.append(f"{tag}: expected sequential marching, got {res.iterations} iterations")
         else:
             if res.iterations != expected_iterations(case, ref):
-                problems.append(f"{tag}: iterations {res.iterations} != XBraid {ref['iterations']} "
-                                f"(expected {expected_iterations(case, ref)})")
+                problems.append(
+                    f"{tag}: iterations {res.iterations} != XBraid {ref['iterations']} "
+                    f"(expected {expected_iterations(case, ref)})"
+                )
             if res.nlevels != ref["nlevels"]:
                 problems.append(f"{tag}: nlevels {res.nlevels} != XBraid {ref['nlevels']}")
             for it, (mine, theirs) in enumerate(zip(res.residual_norms, ref["residual_norms"])):
@@ -112,6 +114,8 @@ def check_case(case, comm) -> list[str]:
             if not np.allclose(u, ref_u, rtol=1e-11, atol=1e-14):
                 problems.append(f"{tag}: final state differs by {np.max(np.abs(u - ref_u))!r}")
             err = app.error(solver.times[-1], u)
-            if not _close(err, ref["discretization_error"]) and abs(err - ref["discretization_error"]) > 1e-11 * abs(ref["discretization_error"]):
+            if not _close(err, ref["discretization_error"]) and abs(err - ref["discretization_error"]) > 1e-11 * abs(
+                ref["discretization_error"]
+            ):
                 problems.append(f"{tag}: discretization error {err!r} != XBraid {ref['discretization_error']!r}")
     return problems

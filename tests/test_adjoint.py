@@ -1,6 +1,7 @@
 """Adjoint gradients: finite differences, sequential adjoint (backpropagation
 through time), nonlinear apps, rank independence, memory, one-shot warm
-restarts, objective_only, the testing helpers, and adjoint errors."""
+restarts, objective_only, the testing helpers, and adjoint errors.
+"""
 
 import numpy as np
 import pytest
@@ -17,9 +18,9 @@ TIGHT = dict(abs_tol=1e-13, abs_tol_adjoint=1e-13, max_iter=200)
 # (LinearODE and Cubic, 48 steps, 3 levels): objective 4e-16, gradient 5e-16, adjoint norms 3e-16.
 SUMMATION_ORDER = 1e-14
 ACROSS_RANKS_ADJ = 1e-14
-CONVERGED = 1e-10         # MGRIT + adjoint solved to 1e-13 absolute vs sequential: the solve's tolerance x condition
+CONVERGED = 1e-10  # MGRIT + adjoint solved to 1e-13 absolute vs sequential: the solve's tolerance x condition
 FINITE_DIFFERENCE = 1e-7  # central differences with eps ~1e-5: truncation O(eps^2) and round-off O(1e-16/eps)
-EXACT = 1e-13             # the same formula evaluated in another order (native vs hand-written): round-off
+EXACT = 1e-13  # the same formula evaluated in another order (native vs hand-written): round-off
 
 
 def gradient_of(app, max_levels, ntime=64, tstop=4.0, **kw):
@@ -33,12 +34,19 @@ def fd_objective(make_app, set_design, design, eps, ntime=64, tstop=4.0, directi
         app = make_app()
         set_design(app, x)
         return xb.Solver(app, 0.0, tstop, ntime, comm=COMM, max_levels=1, objective_only=True).solve().objective
+
     d = np.ones_like(np.asarray(design, dtype=float)) if direction is None else direction
     return (J(design + eps * d) - J(design - eps * d)) / (2 * eps)
 
 
-CONFIGS = [dict(max_levels=2), dict(max_levels=3, cfactor=4), dict(max_levels=4, nrelax=0),
-           dict(max_levels=3, nrelax=2, cwt=1.2), dict(max_levels=3, storage=0), dict(max_levels=30, fmg=True)]
+CONFIGS = [
+    dict(max_levels=2),
+    dict(max_levels=3, cfactor=4),
+    dict(max_levels=4, nrelax=0),
+    dict(max_levels=3, nrelax=2, cwt=1.2),
+    dict(max_levels=3, storage=0),
+    dict(max_levels=30, fmg=True),
+]
 
 
 @pytest.mark.parametrize("opts", CONFIGS, ids=[str(c) for c in CONFIGS])
@@ -51,8 +59,13 @@ def test_linear_gradient_equals_sequential_adjoint_and_fd(opts):
     np.testing.assert_allclose(g, g_seq, rtol=CONVERGED)
     for k in range(3):
         d = np.eye(3)[k]
-        fd = fd_objective(lambda: xb.apps.LinearODE(lam=lam, objective="mean_square"),
-                          lambda app, x: setattr(app, "lam", x), lam, 1e-6, direction=d)
+        fd = fd_objective(
+            lambda: xb.apps.LinearODE(lam=lam, objective="mean_square"),
+            lambda app, x: setattr(app, "lam", x),
+            lam,
+            1e-6,
+            direction=d,
+        )
         assert g_seq[k] == pytest.approx(fd, rel=FINITE_DIFFERENCE)
 
 
@@ -63,8 +76,7 @@ def test_nonlinear_gradient_equals_sequential_adjoint_and_fd(opts):
     assert r.converged
     assert r.objective == pytest.approx(r_seq.objective, rel=SUMMATION_ORDER)
     assert g == pytest.approx(g_seq, rel=CONVERGED)
-    fd = fd_objective(lambda: xb.apps.Cubic(p=0.4, target=0.2), lambda app, x: setattr(app, "p", float(x)),
-                      0.4, 1e-6)
+    fd = fd_objective(lambda: xb.apps.Cubic(p=0.4, target=0.2), lambda app, x: setattr(app, "p", float(x)), 0.4, 1e-6)
     assert g_seq == pytest.approx(fd, rel=FINITE_DIFFERENCE)
 
 
@@ -112,10 +124,21 @@ report(out)
 
 def test_adjoint_memory_does_not_grow_with_iterations():
     def run(max_iter, ntime):
-        s = xb.Solver(xb.apps.LinearODE(objective="mean_square"), 0.0, 5.0, ntime, comm=COMM, max_levels=3,
-                      adjoint=True, abs_tol=0.0, abs_tol_adjoint=0.0, max_iter=max_iter)
+        s = xb.Solver(
+            xb.apps.LinearODE(objective="mean_square"),
+            0.0,
+            5.0,
+            ntime,
+            comm=COMM,
+            max_levels=3,
+            adjoint=True,
+            abs_tol=0.0,
+            abs_tol_adjoint=0.0,
+            max_iter=max_iter,
+        )
         assert s.solve().iterations == max_iter
         return s.adjoint_bytes
+
     assert run(3, 256) == run(25, 256)
     small, large = run(3, 256), run(3, 1024)
     assert 3.0 < large / small < 5.0  # linear in the number of time points
@@ -133,8 +156,18 @@ def test_objective_only_matches_adjoint_objective_without_adjoint_work():
 def test_one_shot_warm_restarts_converge_primal_and_adjoint():
     # A fixed small number of iterations per solve; iterates carry over.
     exact_r, exact_g = gradient_of(xb.apps.Cubic(p=0.4), 1)
-    s = xb.Solver(xb.apps.Cubic(p=0.4), 0.0, 4.0, 64, comm=COMM, max_levels=3, adjoint=True,
-                  abs_tol=1e-14, abs_tol_adjoint=1e-14, max_iter=2)
+    s = xb.Solver(
+        xb.apps.Cubic(p=0.4),
+        0.0,
+        4.0,
+        64,
+        comm=COMM,
+        max_levels=3,
+        adjoint=True,
+        abs_tol=1e-14,
+        abs_tol_adjoint=1e-14,
+        max_iter=2,
+    )
     errors = []
     for _ in range(8):
         s.solve()
@@ -162,8 +195,8 @@ class DecayAdjoint(xb.App):
     def step_adjoint(self, u, ustop, u_bar, ustop_bar, status):
         d = 1.0 - self.lam * status.dt
         if self.bug != "no design term":
-            self.grad += float(np.dot(u, u_bar)) * status.dt / d ** 2
-        u_bar /= d if self.bug != "wrong factor" else d ** 2
+            self.grad += float(np.dot(u, u_bar)) * status.dt / d**2
+        u_bar /= d if self.bug != "wrong factor" else d**2
 
     def objective(self, u, status):
         return float(np.dot(u, u)) / status.ntime
@@ -194,8 +227,9 @@ def test_check_gradient_accepts_correct_and_catches_wrong():
         app = DecayAdjoint(bug=bug)
 
         def make():
-            return xb.Solver(app, 0.0, 3.0, 24, comm=COMM, max_levels=3, adjoint=True, abs_tol=1e-13,
-                             abs_tol_adjoint=1e-13)
+            return xb.Solver(
+                app, 0.0, 3.0, 24, comm=COMM, max_levels=3, adjoint=True, abs_tol=1e-13, abs_tol_adjoint=1e-13
+            )
 
         result = check_gradient(make, lambda: app.lam, lambda v: setattr(app, "lam", v))
         assert bool(result) is expected, result.details
@@ -227,7 +261,9 @@ def test_adjoint_needs_the_adjoint_callbacks():
         def objective(self, u, status):
             return float(u[0])
 
-    with pytest.raises(TypeError, match=r"adjoint=True needs NoAdjoint.objective_adjoint, step_adjoint, reset_gradient\(\)"):
+    with pytest.raises(
+        TypeError, match=r"adjoint=True needs NoAdjoint.objective_adjoint, step_adjoint, reset_gradient\(\)"
+    ):
         xb.Solver(NoAdjoint(), 0.0, 1.0, 8, comm=COMM, adjoint=True)
     xb.Solver(NoAdjoint(), 0.0, 1.0, 8, comm=COMM, objective_only=True).solve()
     with pytest.raises(ValueError, match="LinearODE has no objective"):

@@ -1,13 +1,13 @@
 """The adjoint reproduces recorded XBraid_Adjoint runs (ex-01-adjoint family):
 objective, gradient, primal and adjoint residual histories, warm restarts and
-the ex-01-optimization loop, on 1-4 ranks; a Python App gives the same numbers."""
+the ex-01-optimization loop, on 1-4 ranks; a Python App gives the same numbers.
+"""
 
 from pathlib import Path
 
 import pytest
-from mpi4py import MPI
-
 from adjoint_cases import check_case, load_cases
+from mpi4py import MPI
 
 SINGLE = load_cases(ranks=1)
 
@@ -36,13 +36,23 @@ def test_issue_example_numbers():
     # dJ/dlam = 7.792783883970835e-05 (closed form; XBraid's case adj-tobj-5-10-ml1).
     import pyxbraid as xb
 
-    s = xb.Solver(xb.apps.LinearODE(objective="mean_square"), 0.0, 25.0, 50, comm=MPI.COMM_SELF,
-                  max_levels=1, adjoint=True)
+    s = xb.Solver(
+        xb.apps.LinearODE(objective="mean_square"), 0.0, 25.0, 50, comm=MPI.COMM_SELF, max_levels=1, adjoint=True
+    )
     r = s.solve()
     assert r.objective == pytest.approx(0.036, abs=1e-14)
     assert s.gradient() == pytest.approx(0.0192, abs=1e-14)
-    s = xb.Solver(xb.apps.LinearODE(objective="mean_square"), 0.0, 25.0, 50, comm=MPI.COMM_SELF,
-                  max_levels=1, adjoint=True, tstart_objective=5.0, tstop_objective=10.0)
+    s = xb.Solver(
+        xb.apps.LinearODE(objective="mean_square"),
+        0.0,
+        25.0,
+        50,
+        comm=MPI.COMM_SELF,
+        max_levels=1,
+        adjoint=True,
+        tstart_objective=5.0,
+        tstop_objective=10.0,
+    )
     r = s.solve()
     assert r.objective == pytest.approx(1.082478474995241e-05, rel=1e-13)
     assert s.gradient() == pytest.approx(7.792783883970835e-05, rel=1e-13)

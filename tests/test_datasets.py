@@ -125,7 +125,9 @@ def test_dataset_is_frozen_and_checks_shapes():
     data = datasets.peaks()
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.classes = 3  # type: ignore[misc]
-    with pytest.raises(ValueError, match=r"x_val must be 2-D and y_val 1-D of the same length, got shapes \(3, 2\) and \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"x_val must be 2-D and y_val 1-D of the same length, got shapes \(3, 2\) and \(2,\)"
+    ):
         datasets.Dataset(np.zeros((2, 2)), np.zeros(2, int), np.zeros((3, 2)), np.zeros(2, int), 2, "bad")
     with pytest.raises(ValueError, match="same number of features, got 2 and 3"):
         datasets.Dataset(np.zeros((2, 2)), np.zeros(2, int), np.zeros((2, 3)), np.zeros(2, int), 2, "bad")

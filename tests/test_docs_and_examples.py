@@ -12,9 +12,12 @@ import pyxbraid
 ROOT = Path(__file__).resolve().parents[1]
 # Every module of the package: none can be forgotten (runnable examples are the docs).
 # (The compiled core variants, _core_<mpi>, are loaded as pyxbraid._core, never by their file names.)
-MODULES = sorted(m.name for m in pkgutil.walk_packages(pyxbraid.__path__, "pyxbraid.")
-                 if not m.name.endswith("__main__") and not m.name.startswith("pyxbraid._core_"))
-OPTIONAL = {"torch", "sklearn"}   # extras: their modules are skipped where the extra is not installed
+MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(pyxbraid.__path__, "pyxbraid.")
+    if not m.name.endswith("__main__") and not m.name.startswith("pyxbraid._core_")
+)
+OPTIONAL = {"torch", "sklearn"}  # extras: their modules are skipped where the extra is not installed
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -31,10 +34,16 @@ def test_docstring_examples(name):
 
 def test_public_modules_have_examples():
     finder = doctest.DocTestFinder()
-    documented = {name for name in MODULES
-                  if any(t.examples for t in finder.find(importlib.import_module(name)))}
-    for name in ("pyxbraid.app", "pyxbraid.apps", "pyxbraid.solver", "pyxbraid.testing", "pyxbraid.nn.network",
-                 "pyxbraid.nn.optim", "pyxbraid.nn.trainer"):
+    documented = {name for name in MODULES if any(t.examples for t in finder.find(importlib.import_module(name)))}
+    for name in (
+        "pyxbraid.app",
+        "pyxbraid.apps",
+        "pyxbraid.solver",
+        "pyxbraid.testing",
+        "pyxbraid.nn.network",
+        "pyxbraid.nn.optim",
+        "pyxbraid.nn.trainer",
+    ):
         assert name in documented, f"{name} has no runnable example"
 
 
@@ -73,7 +82,7 @@ def test_readme_nn_block_trains_to_the_documented_accuracy(tmp_path, monkeypatch
     import re
 
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    monkeypatch.chdir(tmp_path)   # the block saves peaks.npz
+    monkeypatch.chdir(tmp_path)  # the block saves peaks.npz
     ns = {}
     exec(compile(blocks[2], "README nn", "exec"), ns)
     assert ns["history"].val_accuracy[-1] == 0.92
@@ -84,9 +93,12 @@ def test_train_command_line_on_two_ranks(mpirun, tmp_path):
     script = tmp_path / "train.py"
     script.write_text("import sys\nfrom pyxbraid.train import main\nsys.exit(main(sys.argv[1:]))\n")
     metrics = tmp_path / "m.json"
-    out = mpirun(str(script), 2, timeout=240,
-                 args=("peaks", "--epochs", "2", "--no-progress", "--out", str(tmp_path / "out"),
-                       "--metrics", str(metrics))).stdout
+    out = mpirun(
+        str(script),
+        2,
+        timeout=240,
+        args=("peaks", "--epochs", "2", "--no-progress", "--out", str(tmp_path / "out"), "--metrics", str(metrics)),
+    ).stdout
     assert "validation accuracy" in out
     import json
 

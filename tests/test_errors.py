@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apps_python import Decay as CommonDecay
 from mpi4py import MPI
 
 import pyxbraid as xb
-from apps_python import Decay as CommonDecay
 from pyxbraid import CallbackError, DivergenceError, PyxbraidError, RemoteRankError, SolverStateError
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -93,8 +93,10 @@ def test_exception_on_one_rank(mpirun, where, nprocs, bad):
     # Where it happened, as the engine reports it.
     if where == "step":
         assert raised["level"] == 0 and raised["iter"] == 1
-        place = ("Boom.step (phase fc_relax, level 0, iteration 1, "
-                 f"t = {g17(raised['tstart'])} -> {g17(raised['tstop'])}, tindex ")
+        place = (
+            "Boom.step (phase fc_relax, level 0, iteration 1, "
+            f"t = {g17(raised['tstart'])} -> {g17(raised['tstop'])}, tindex "
+        )
     elif where == "init":
         place = f"Boom.init (phase init, level 0, iteration 0, t = {g17(raised['t'])}, tindex "
     elif where == "access":
@@ -105,9 +107,12 @@ def test_exception_on_one_rank(mpirun, where, nprocs, bad):
 
     for r in range(nprocs):
         # A second solve on a failed solver: SolverStateError everywhere.
-        assert ranks[r]["again"] == {"type": "SolverStateError", "rank": None,
-                                     "message": "this solver stopped after an error in an earlier solve() and "
-                                                "cannot be reused; create a new Solver"}
+        assert ranks[r]["again"] == {
+            "type": "SolverStateError",
+            "rank": None,
+            "message": "this solver stopped after an error in an earlier solve() and "
+            "cannot be reused; create a new Solver",
+        }
         if r == bad:
             continue
         first = ranks[r]["first"]
@@ -216,9 +221,12 @@ def test_solver_unusable_after_callback_exception():
     with pytest.raises(RuntimeError, match="^once$"):
         solver.solve()
     for _ in range(2):
-        with pytest.raises(SolverStateError, match=msg(
-            "this solver stopped after an error in an earlier solve() and cannot be reused; create a new Solver"
-        )):
+        with pytest.raises(
+            SolverStateError,
+            match=msg(
+                "this solver stopped after an error in an earlier solve() and cannot be reused; create a new Solver"
+            ),
+        ):
             solver.solve()
     # A new solver on the same app (fixed) works.
     ok = solver_for(Decay())
@@ -274,10 +282,13 @@ def test_step_returning_new_array_is_type_error():
         def step(self, u, ustop, fstop, status):
             return u * 2
 
-    with pytest.raises(TypeError, match=msg(
-        "Rebinding.step must update its array argument in place and return None "
-        "(write u[...] = ... or use in-place operators); it returned a numpy.ndarray"
-    )):
+    with pytest.raises(
+        TypeError,
+        match=msg(
+            "Rebinding.step must update its array argument in place and return None "
+            "(write u[...] = ... or use in-place operators); it returned a numpy.ndarray"
+        ),
+    ):
         solver_for(Rebinding()).solve()
 
 
@@ -327,8 +338,11 @@ def test_residual_producing_nan_is_callback_error():
         def residual(self, ustop, r, status):
             r[...] = math.nan
 
-    with pytest.raises(CallbackError, match=r"^rank 0: BadResidual\.residual \(phase \w+, level \d, iteration \d+, "
-                                            r"t = .* -> .*\): produced a non-finite value \(nan at flat index 0\)$"):
+    with pytest.raises(
+        CallbackError,
+        match=r"^rank 0: BadResidual\.residual \(phase \w+, level \d, iteration \d+, "
+        r"t = .* -> .*\): produced a non-finite value \(nan at flat index 0\)$",
+    ):
         solver_for(BadResidual()).solve()
 
 
@@ -348,15 +362,21 @@ def test_spatial_norm_negative_or_nan_is_callback_error(value, shown):
         def spatial_norm(self, u):
             return value
 
-    with pytest.raises(CallbackError, match=msg(
-        f"rank 0: BadNorm.spatial_norm (phase f_restrict, level 0, iteration 1, t = 0.9375 -> 1, tindex 15): "
-        f"returned {shown}; a norm must be a number >= 0"
-    )):
+    with pytest.raises(
+        CallbackError,
+        match=msg(
+            f"rank 0: BadNorm.spatial_norm (phase f_restrict, level 0, iteration 1, t = 0.9375 -> 1, tindex 15): "
+            f"returned {shown}; a norm must be a number >= 0"
+        ),
+    ):
         solver_for(BadNorm()).solve()
 
 
-@pytest.mark.parametrize("convert", [float, np.float64, np.float32, lambda v: int(round(v * 1e6))],
-                         ids=["float", "np.float64", "np.float32", "int"])
+@pytest.mark.parametrize(
+    "convert",
+    [float, np.float64, np.float32, lambda v: int(round(v * 1e6))],
+    ids=["float", "np.float64", "np.float32", "int"],
+)
 def test_spatial_norm_real_number_types_accepted(convert):
     class Norm(Decay):
         def spatial_norm(self, u):
@@ -425,16 +445,22 @@ def test_stable_configuration_converges():
     assert solver.solve().converged
 
 
-AGAIN = {"type": "SolverStateError", "rank": None,
-         "message": "this solver stopped after an error in an earlier solve() and cannot be reused; create a new Solver"}
+AGAIN = {
+    "type": "SolverStateError",
+    "rank": None,
+    "message": "this solver stopped after an error in an earlier solve() and cannot be reused; create a new Solver",
+}
 
 
 @pytest.mark.parametrize("nprocs", [2, 3])
 def test_divergence_raises_on_every_rank(mpirun, nprocs):
     ranks = mpirun.json(str(SCRIPTS / "all_ranks_raise.py"), nprocs, timeout=60, args=("divergence",))
     for r in range(nprocs):
-        assert ranks[r]["first"] == {"type": "DivergenceError", "rank": None,
-                                     "message": DIVERGENCE_MESSAGE.format(it=1)}
+        assert ranks[r]["first"] == {
+            "type": "DivergenceError",
+            "rank": None,
+            "message": DIVERGENCE_MESSAGE.format(it=1),
+        }
         assert ranks[r]["again"] == AGAIN
 
 
@@ -444,13 +470,17 @@ def test_overflow_raises_on_every_rank(mpirun, nprocs):
     # The overflowing step is the last coarse step (t -> 1), on the last rank.
     where = "LinearODE.step (phase f_interp, level 1, iteration 0, t = 0.9990234375 -> 1, tindex 1023)"
     last = nprocs - 1
-    assert ranks[last]["first"] == {"type": "CallbackError", "rank": None,
-                                    "message": f"rank {last}: {where}: produced a non-finite value (inf at flat "
-                                               "index 0)"}
+    assert ranks[last]["first"] == {
+        "type": "CallbackError",
+        "rank": None,
+        "message": f"rank {last}: {where}: produced a non-finite value (inf at flat index 0)",
+    }
     for r in range(nprocs - 1):
-        assert ranks[r]["first"] == {"type": "RemoteRankError", "rank": last,
-                                     "message": f"rank {last}: {where} failed: produced a non-finite value (inf at "
-                                                "flat index 0)"}
+        assert ranks[r]["first"] == {
+            "type": "RemoteRankError",
+            "rank": last,
+            "message": f"rank {last}: {where} failed: produced a non-finite value (inf at flat index 0)",
+        }
     for r in range(nprocs):
         assert ranks[r]["again"] == AGAIN
 
@@ -458,14 +488,19 @@ def test_overflow_raises_on_every_rank(mpirun, nprocs):
 # ======================================================================================
 # Communicator
 # ======================================================================================
-@pytest.mark.parametrize("comm, name", [(MPI.COMM_WORLD.py2f(), "int"), ("world", "str"), (MPI.Info(), "Info")],
-                         ids=["fortran-handle", "str", "Info"])
+@pytest.mark.parametrize(
+    "comm, name",
+    [(MPI.COMM_WORLD.py2f(), "int"), ("world", "str"), (MPI.Info(), "Info")],
+    ids=["fortran-handle", "str", "Info"],
+)
 def test_wrong_communicator_type(comm, name):
     with pytest.raises(TypeError, match=msg(f"comm must be an mpi4py.MPI.Comm (e.g. MPI.COMM_WORLD), got {name}")):
         xb.Solver(xb.apps.LinearODE(), 0.0, 1.0, 8, comm=comm)
 
 
-@pytest.mark.parametrize("comm", [MPI.COMM_NULL, MPI.Comm(), MPI.Intracomm()], ids=["COMM_NULL", "Comm()", "Intracomm()"])
+@pytest.mark.parametrize(
+    "comm", [MPI.COMM_NULL, MPI.Comm(), MPI.Intracomm()], ids=["COMM_NULL", "Comm()", "Intracomm()"]
+)
 def test_null_communicator(comm):
     with pytest.raises(ValueError, match=msg("comm is MPI.COMM_NULL")):
         xb.Solver(xb.apps.LinearODE(), 0.0, 1.0, 8, comm=comm)
@@ -513,7 +548,7 @@ def test_print_only_on_rank_0(mpirun, print_level):
     assert len(rank0) == 1 + iterations + (print_level >= 2)
     assert ranks[1]["lines"] == []
     assert rank0[0] == "  Braid: Begin simulation, 16 time steps"
-    assert [line.split("||")[1].strip() for line in rank0[1:1 + iterations]] == [f"r_{k}" for k in range(iterations)]
+    assert [line.split("||")[1].strip() for line in rank0[1 : 1 + iterations]] == [f"r_{k}" for k in range(iterations)]
 
 
 def test_progress_output_failure_does_not_hang(mpirun):
@@ -565,12 +600,21 @@ report(result)
 """
 
 
-@pytest.mark.parametrize("case, message", [
-    ("max_iter", "max_iter differs between ranks (from 7 to 100): every rank must build the Solver with the same "
-                 "problem and options"),
-    ("ntime", "ntime differs between ranks (from 32 to 33): every rank must build the Solver with the same "
-              "problem and options"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        (
+            "max_iter",
+            "max_iter differs between ranks (from 7 to 100): every rank must build the Solver with the same "
+            "problem and options",
+        ),
+        (
+            "ntime",
+            "ntime differs between ranks (from 32 to 33): every rank must build the Solver with the same "
+            "problem and options",
+        ),
+    ],
+)
 def test_options_differing_between_ranks_raise_everywhere(mpirun, case, message):
     ranks = mpirun.json(DIFFERING_ARGS.replace("CASE", case), 3, timeout=60)
     assert ranks == [{"type": "ValueError", "rank": None, "message": message}] * 3
@@ -578,6 +622,9 @@ def test_options_differing_between_ranks_raise_everywhere(mpirun, case, message)
 
 def test_one_rank_rejecting_its_arguments_stops_all(mpirun):
     ranks = mpirun.json(DIFFERING_ARGS.replace("CASE", "invalid"), 3, timeout=60)
-    remote = {"type": "RemoteRankError", "rank": 1,
-              "message": "rank 1 rejected its Solver arguments: ValueError: cfactor must be >= 2, got 1"}
+    remote = {
+        "type": "RemoteRankError",
+        "rank": 1,
+        "message": "rank 1 rejected its Solver arguments: ValueError: cfactor must be >= 2, got 1",
+    }
     assert ranks == [remote, {"type": "ValueError", "rank": None, "message": "cfactor must be >= 2, got 1"}, remote]

@@ -55,7 +55,7 @@ class Decay(xb.App):
     def step_adjoint(self, u, ustop, u_bar, ustop_bar, status):
         self._saw(u, ustop, u_bar, ustop_bar)
         d = 1.0 + status.dt
-        self.grad += float(u @ u_bar) * status.dt / d**2   # d/dlam at lam = -1 (u' = lam u)
+        self.grad += float(u @ u_bar) * status.dt / d**2  # d/dlam at lam = -1 (u' = lam u)
         u_bar /= d
 
     def reset_gradient(self):
@@ -105,7 +105,7 @@ def test_float32_non_finite_state_is_a_callback_error():
     class Overflowing(Decay):
         def step(self, u, ustop, fstop, status):
             with np.errstate(over="ignore"):
-                u *= np.float32(1e30)   # float32 overflows where float64 would not
+                u *= np.float32(1e30)  # float32 overflows where float64 would not
 
     solver = xb.Solver(Overflowing(np.float32), 0.0, 1.0, 8, comm=COMM, max_levels=1)
     with pytest.raises(CallbackError, match=r"produced a non-finite value \(inf at flat index 0\)"):

@@ -19,25 +19,35 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import nn_reference as ref
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import nn_reference as ref
 import pyxbraid as xb
 from pyxbraid import nn
 from pyxbraid.nn.trainer import _BatchApp
 
 HERE = Path(__file__).resolve().parent
-FUZZ = settings(derandomize=True, deadline=None, database=None, max_examples=100,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    derandomize=True,
+    deadline=None,
+    database=None,
+    max_examples=100,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # values that are never valid for the argument they are given to, by kind
 NOT_A_NUMBER = st.sampled_from([None, "3", b"3", [3], {"a": 1}, 1j, object()])
-BAD_INT = st.one_of(NOT_A_NUMBER, st.booleans(), st.floats(allow_nan=True), st.integers(max_value=0),
-                    st.integers(min_value=2**31 + 1, max_value=2**70))
+BAD_INT = st.one_of(
+    NOT_A_NUMBER,
+    st.booleans(),
+    st.floats(allow_nan=True),
+    st.integers(max_value=0),
+    st.integers(min_value=2**31 + 1, max_value=2**70),
+)
 BAD_REAL = st.one_of(NOT_A_NUMBER, st.booleans(), st.sampled_from([math.nan, math.inf, -math.inf]))
 
 
@@ -63,23 +73,37 @@ RESNET_ARGS = {
 
 
 def _resnet_example(**bad):
-    good = dict(in_features=(2, True), width=(4, True), depth=(4, True), classes=(3, True), T=(1.0, True),
-                activation=("tanh", True), opening=("dense", True), bias=("channel", True), tikhonov=(0.0, True),
-                smoothness=(0.0, True), seed=(0, True))
+    good = dict(
+        in_features=(2, True),
+        width=(4, True),
+        depth=(4, True),
+        classes=(3, True),
+        T=(1.0, True),
+        activation=("tanh", True),
+        opening=("dense", True),
+        bias=("channel", True),
+        tikhonov=(0.0, True),
+        smoothness=(0.0, True),
+        seed=(0, True),
+    )
     return good | {k: (v, False) for k, v in bad.items()}
 
 
 @FUZZ
 @given(st.fixed_dictionaries(RESNET_ARGS))
-@example(_resnet_example(T=5e-324))          # the issue's cases: h underflows ...
-@example(_resnet_example(width=2**31))       # ... sizes the engine cannot index ...
+@example(_resnet_example(T=5e-324))  # the issue's cases: h underflows ...
+@example(_resnet_example(width=2**31))  # ... sizes the engine cannot index ...
 @example(_resnet_example(depth=2**31))
-@example(_resnet_example(width=2**20))       # ... and a network no memory holds
+@example(_resnet_example(width=2**20))  # ... and a network no memory holds
 def test_resnet_arguments(args):
     values = {k: v for k, (v, _) in args.items()}
     invalid = [k for k, (_, ok) in args.items() if not ok]
-    combination = values["opening"] == "zero_pad" and args["width"][1] and args["in_features"][1] and \
-        values["width"] < values["in_features"]
+    combination = (
+        values["opening"] == "zero_pad"
+        and args["width"][1]
+        and args["in_features"][1]
+        and values["width"] < values["in_features"]
+    )
     try:
         net = nn.ResNet(**values)
     except (TypeError, ValueError) as exc:
@@ -95,8 +119,13 @@ def test_resnet_arguments(args):
 
 
 # --- Trainer(...), layer_parallel: checked as the Solver checks, under the user's names ----------------
-PER_LEVEL_INT = lambda lo: st.one_of(st.integers(lo - 2, 6), st.lists(st.integers(lo - 1, 5), max_size=3),  # noqa: E731
-                                     NOT_A_NUMBER, st.booleans(), st.floats(0, 5))
+PER_LEVEL_INT = lambda lo: st.one_of(
+    st.integers(lo - 2, 6),
+    st.lists(st.integers(lo - 1, 5), max_size=3),  # noqa: E731
+    NOT_A_NUMBER,
+    st.booleans(),
+    st.floats(0, 5),
+)
 LP_VALUES = {
     "max_levels": st.one_of(st.integers(-1, 5), st.just(2**31), NOT_A_NUMBER, st.floats(1, 4)),
     "min_coarse": st.one_of(st.integers(-1, 4), NOT_A_NUMBER),
@@ -119,44 +148,60 @@ DATA = xb.datasets.make_peaks(16, 8, seed=1)
 def solver_accepts(options):
     app = _BatchApp(NET, 4)
     try:
-        xb.Solver(app, 0.0, 1.0, 8, adjoint=True, access_level=0, skip=False, tstart_objective=1.0,
-                  tstop_objective=1.0, **options)
+        xb.Solver(
+            app,
+            0.0,
+            1.0,
+            8,
+            adjoint=True,
+            access_level=0,
+            skip=False,
+            tstart_objective=1.0,
+            tstop_objective=1.0,
+            **options,
+        )
     except (TypeError, ValueError) as exc:
         return exc
     return None
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(sorted(LP_VALUES)), st.none(), max_size=4).flatmap(
-    lambda keys: st.fixed_dictionaries({k: LP_VALUES[k] for k in keys})))
+@given(
+    st.dictionaries(st.sampled_from(sorted(LP_VALUES)), st.none(), max_size=4).flatmap(
+        lambda keys: st.fixed_dictionaries({k: LP_VALUES[k] for k in keys})
+    )
+)
 def test_trainer_layer_parallel(lp):
-    assume(lp.get("max_levels") != 1)          # 1 is the Trainer's own rule: layer_parallel=None instead
+    assume(lp.get("max_levels") != 1)  # 1 is the Trainer's own rule: layer_parallel=None instead
     try:
         trainer = nn.Trainer(NET, progress=False, layer_parallel=lp)
     except (TypeError, ValueError) as exc:
         text = str(exc)
         assert "layer_parallel" in text and (any(f"'{k}'" in text for k in lp) or "unknown key" in text), text
-        if "unknown_key" in lp or not isinstance(lp.get("one_shot", False), (bool, np.bool_)) \
-                or None in lp.values():     # None: "not given" to the Solver, meaningless to the Trainer
+        if (
+            "unknown_key" in lp or not isinstance(lp.get("one_shot", False), (bool, np.bool_)) or None in lp.values()
+        ):  # None: "not given" to the Solver, meaningless to the Trainer
             return
         from pyxbraid.nn.trainer import _LAYER_PARALLEL_KEYS
 
         options = {_LAYER_PARALLEL_KEYS[k][0]: v for k, v in lp.items() if k != "one_shot"}
         assert solver_accepts(options) is not None, f"the Solver takes {lp} that Trainer() rejected: {text}"
         return
-    assert solver_accepts(trainer._options) is None, lp         # accepted here: accepted by the Solver too
+    assert solver_accepts(trainer._options) is None, lp  # accepted here: accepted by the Solver too
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", nn.ConvergenceWarning)    # few iterations with a tight tolerance
+        warnings.simplefilter("ignore", nn.ConvergenceWarning)  # few iterations with a tight tolerance
         loss, grad = trainer.loss_and_gradient(DATA.x_train, DATA.y_train)
     assert math.isfinite(loss) and np.all(np.isfinite(grad))
 
 
-TRAINER_ARGS = st.fixed_dictionaries({
-    "seed": tagged(st.integers(0, 2**40), st.sampled_from([-1, 0.5, "0", None])),
-    "optimizer": tagged(st.sampled_from([None, "sgd", "adam", "lbfgs"]), st.sampled_from(["adam", nn.Adam, 3])),
-    "comm": tagged(st.just(None), st.sampled_from([0, "world"])),
-    "progress": tagged(st.booleans(), st.nothing()),
-})
+TRAINER_ARGS = st.fixed_dictionaries(
+    {
+        "seed": tagged(st.integers(0, 2**40), st.sampled_from([-1, 0.5, "0", None])),
+        "optimizer": tagged(st.sampled_from([None, "sgd", "adam", "lbfgs"]), st.sampled_from(["adam", nn.Adam, 3])),
+        "comm": tagged(st.just(None), st.sampled_from([0, "world"])),
+        "progress": tagged(st.booleans(), st.nothing()),
+    }
+)
 
 
 @FUZZ
@@ -176,29 +221,36 @@ def test_trainer_arguments(args):
 
 
 # --- data for fit / evaluate / predict / loss_and_gradient ------------------------------------------------
-TRAINER = nn.Trainer(nn.ResNet(2, 3, 5, 4, activation="tanh", seed=2), progress=False,
-                     layer_parallel=dict(max_levels=2, cfactor=2, abs_tol=1e-13, abs_tol_adjoint=1e-13))
+TRAINER = nn.Trainer(
+    nn.ResNet(2, 3, 5, 4, activation="tanh", seed=2),
+    progress=False,
+    layer_parallel=dict(max_levels=2, cfactor=2, abs_tol=1e-13, abs_tol_adjoint=1e-13),
+)
 FINITE = st.floats(-1e3, 1e3)
 X = st.one_of(
-    hnp.arrays(np.float64, st.tuples(st.integers(1, 12), st.just(2)), elements=FINITE),          # valid
-    hnp.arrays(st.sampled_from([np.float32, np.int16, np.uint8]), st.tuples(st.integers(1, 6), st.just(2)),
-               elements=st.integers(0, 50)),                                                       # valid
+    hnp.arrays(np.float64, st.tuples(st.integers(1, 12), st.just(2)), elements=FINITE),  # valid
+    hnp.arrays(
+        st.sampled_from([np.float32, np.int16, np.uint8]),
+        st.tuples(st.integers(1, 6), st.just(2)),
+        elements=st.integers(0, 50),
+    ),  # valid
     hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4), elements=FINITE),  # shapes
-    hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.just(2)),
-               elements=st.floats(allow_nan=True, allow_infinity=True)),                          # NaN, inf
-    hnp.arrays(st.sampled_from([np.complex128, np.bool_, "U3", "O"]), (3, 2)),                     # dtypes
+    hnp.arrays(
+        np.float64, st.tuples(st.integers(1, 6), st.just(2)), elements=st.floats(allow_nan=True, allow_infinity=True)
+    ),  # NaN, inf
+    hnp.arrays(st.sampled_from([np.complex128, np.bool_, "U3", "O"]), (3, 2)),  # dtypes
     st.sampled_from([None, "x", [[1.0, 2.0], [3.0]]]),
 )
 
 
 def labels_for(n):
     return st.one_of(
-        hnp.arrays(np.int64, n, elements=st.integers(0, 3)),                                  # valid
-        hnp.arrays(np.int64, n, elements=st.integers(-3, 8)),                                 # range
-        hnp.arrays(np.float64, n, elements=st.floats(-1, 5) | st.just(math.nan)),             # floats
-        hnp.arrays(np.int64, st.integers(0, n + 2), elements=st.integers(0, 3)),              # lengths
-        st.integers(0, 3).map(lambda k: np.eye(4, dtype=int)[np.full(n, k)]),                 # one-hot
-        hnp.arrays(np.float64, (n, 4), elements=st.floats(0, 1)),                             # not one-hot
+        hnp.arrays(np.int64, n, elements=st.integers(0, 3)),  # valid
+        hnp.arrays(np.int64, n, elements=st.integers(-3, 8)),  # range
+        hnp.arrays(np.float64, n, elements=st.floats(-1, 5) | st.just(math.nan)),  # floats
+        hnp.arrays(np.int64, st.integers(0, n + 2), elements=st.integers(0, 3)),  # lengths
+        st.integers(0, 3).map(lambda k: np.eye(4, dtype=int)[np.full(n, k)]),  # one-hot
+        hnp.arrays(np.float64, (n, 4), elements=st.floats(0, 1)),  # not one-hot
         st.sampled_from([None, "labels", np.array(["a"] * n)]),
     )
 
@@ -229,16 +281,31 @@ def clean(x, y):
     """What the data mean when they are valid (None when they are not)."""
     try:
         xa = np.asarray(x)
-        if xa.dtype.kind not in "fiu" or xa.ndim != 2 or xa.shape[1] != 2 or xa.shape[0] == 0 or \
-                not np.all(np.isfinite(xa)):
+        if (
+            xa.dtype.kind not in "fiu"
+            or xa.ndim != 2
+            or xa.shape[1] != 2
+            or xa.shape[0] == 0
+            or not np.all(np.isfinite(xa))
+        ):
             return None
         xa = xa.astype(np.float64)
         ya = np.asarray(y)
-        if ya.ndim == 2 and ya.shape == (xa.shape[0], 4) and np.all((ya == 0) | (ya == 1)) and \
-                np.all(ya.sum(axis=1) == 1):
+        if (
+            ya.ndim == 2
+            and ya.shape == (xa.shape[0], 4)
+            and np.all((ya == 0) | (ya == 1))
+            and np.all(ya.sum(axis=1) == 1)
+        ):
             ya = ya.argmax(axis=1)
-        if ya.shape != (xa.shape[0],) or ya.dtype.kind not in "iuf" or not np.all(np.isfinite(ya)) or \
-                not np.all(ya == np.round(ya)) or np.any(ya < 0) or np.any(ya > 3):
+        if (
+            ya.shape != (xa.shape[0],)
+            or ya.dtype.kind not in "iuf"
+            or not np.all(np.isfinite(ya))
+            or not np.all(ya == np.round(ya))
+            or np.any(ya < 0)
+            or np.any(ya > 3)
+        ):
             return None
         return xa, ya.astype(np.int64)
     except Exception:
@@ -259,9 +326,9 @@ def check(call, x, y, message_names):
 
 @FUZZ
 @given(x_and_y())
-@example((DATA.x_train, None))                              # loss 0 before: labels are required
-@example(([[1.0, 2.0], [3.0]], np.zeros(2, int)))           # ragged input
-@example((DATA.x_train, np.full(16, 1e300)))                # a label that wraps around when cast
+@example((DATA.x_train, None))  # loss 0 before: labels are required
+@example(([[1.0, 2.0], [3.0]], np.zeros(2, int)))  # ragged input
+@example((DATA.x_train, np.full(16, 1e300)))  # a label that wraps around when cast
 def test_evaluate_data(xy):
     x, y = xy
     result, valid = check(TRAINER.evaluate, x, y, ("x ", "y "))
@@ -286,26 +353,32 @@ def test_loss_and_gradient_data(xy):
         assert result[0] == pytest.approx(loss, rel=1e-10)
         mine = TRAINER.net.full_dict(result[1])
         a, b = (np.concatenate([d[k].ravel() for k in sorted(grad)]) for d in (mine, grad))
-        assert np.linalg.norm(a - b) <= 1e-9 * np.linalg.norm(b)   # exact mode to tol=1e-13
+        assert np.linalg.norm(a - b) <= 1e-9 * np.linalg.norm(b)  # exact mode to tol=1e-13
 
 
 @FUZZ
 @given(X)
 def test_predict_data(x):
-    result, valid = check(lambda x, y: TRAINER.predict(x), x, np.zeros(np.shape(x)[0] if np.ndim(x) else 0, int)
-                          if isinstance(x, np.ndarray) and x.ndim >= 1 else None, ("x ",))
+    result, valid = check(
+        lambda x, y: TRAINER.predict(x),
+        x,
+        np.zeros(np.shape(x)[0] if np.ndim(x) else 0, int) if isinstance(x, np.ndarray) and x.ndim >= 1 else None,
+        ("x ",),
+    )
     if result is not None:
         logits, _ = reference(valid[0], None)
         np.testing.assert_array_equal(result, logits.argmax(axis=1))
 
 
-FIT_KW = st.fixed_dictionaries({
-    "epochs": tagged(st.integers(1, 2), st.sampled_from([0, -1, 1.0, "1", None, True])),
-    "batch_size": tagged(st.sampled_from([None, 1, 3, 100]), st.sampled_from([0, -2, 2.5, "3", True])),
-    "shuffle": tagged(st.booleans(), st.sampled_from([None, 1, "yes"])),
-    "validation": tagged(st.sampled_from([None, "pair"]), st.sampled_from(["x only", 5, "nan pair", "triple"])),
-    "callback": tagged(st.sampled_from([None, "fn"]), st.sampled_from([3, "print"])),
-})
+FIT_KW = st.fixed_dictionaries(
+    {
+        "epochs": tagged(st.integers(1, 2), st.sampled_from([0, -1, 1.0, "1", None, True])),
+        "batch_size": tagged(st.sampled_from([None, 1, 3, 100]), st.sampled_from([0, -2, 2.5, "3", True])),
+        "shuffle": tagged(st.booleans(), st.sampled_from([None, 1, "yes"])),
+        "validation": tagged(st.sampled_from([None, "pair"]), st.sampled_from(["x only", 5, "nan pair", "triple"])),
+        "callback": tagged(st.sampled_from([None, "fn"]), st.sampled_from([3, "print"])),
+    }
+)
 
 
 @FUZZ
@@ -315,8 +388,14 @@ def test_fit_arguments(xy, kw):
     values = {k: v for k, (v, _) in kw.items()}
     invalid = [k for k, (_, ok) in kw.items() if not ok]
     pair = (DATA.x_val, DATA.y_val % 4)
-    values["validation"] = {None: None, "pair": pair, "x only": DATA.x_val, 5: 5, "triple": (*pair, 1),
-                            "nan pair": (np.full((2, 2), np.nan), [0, 1])}[values["validation"]]
+    values["validation"] = {
+        None: None,
+        "pair": pair,
+        "x only": DATA.x_val,
+        5: 5,
+        "triple": (*pair, 1),
+        "nan pair": (np.full((2, 2), np.nan), [0, 1]),
+    }[values["validation"]]
     seen = []
     values["callback"] = (lambda e, h: seen.append(e)) if values["callback"] == "fn" else values["callback"]
     net = nn.ResNet(2, 3, 5, 4, activation="tanh", seed=2)
@@ -342,21 +421,30 @@ def test_fit_arguments(xy, kw):
 FRACTION = tagged(st.floats(0, 0.999), BAD_REAL | st.floats(1, 10) | st.floats(max_value=-1e-9))
 OPTIMIZER_ARGS = {
     nn.SGD: {"lr": tagged(st.floats(1e-6, 10), BAD_REAL | st.floats(max_value=0)), "momentum": FRACTION},
-    nn.Adam: {"lr": tagged(st.floats(1e-6, 10), BAD_REAL | st.just(0)),
-              "betas": tagged(st.tuples(st.floats(0, 0.99), st.floats(0, 0.999)),
-                              st.sampled_from([(0.9,), (1.0, 0.9), (0.9, math.nan), "ab", None, (0.9, 0.9, 0.9)])),
-              "eps": tagged(st.floats(1e-12, 1), BAD_REAL | st.just(0.0))},
-    nn.LBFGS: {"lr": tagged(st.floats(1e-3, 10), BAD_REAL | st.just(-1)),
-               "history": tagged(st.integers(1, 20), BAD_INT),
-               "c1": tagged(st.floats(1e-6, 0.5), BAD_REAL | st.just(0.0) | st.just(1.0)),
-               "shrink": tagged(st.floats(0.1, 0.9), BAD_REAL | st.just(0.0) | st.just(1.5)),
-               "max_backtracks": tagged(st.integers(1, 30), BAD_INT)},
+    nn.Adam: {
+        "lr": tagged(st.floats(1e-6, 10), BAD_REAL | st.just(0)),
+        "betas": tagged(
+            st.tuples(st.floats(0, 0.99), st.floats(0, 0.999)),
+            st.sampled_from([(0.9,), (1.0, 0.9), (0.9, math.nan), "ab", None, (0.9, 0.9, 0.9)]),
+        ),
+        "eps": tagged(st.floats(1e-12, 1), BAD_REAL | st.just(0.0)),
+    },
+    nn.LBFGS: {
+        "lr": tagged(st.floats(1e-3, 10), BAD_REAL | st.just(-1)),
+        "history": tagged(st.integers(1, 20), BAD_INT),
+        "c1": tagged(st.floats(1e-6, 0.5), BAD_REAL | st.just(0.0) | st.just(1.0)),
+        "shrink": tagged(st.floats(0.1, 0.9), BAD_REAL | st.just(0.0) | st.just(1.5)),
+        "max_backtracks": tagged(st.integers(1, 30), BAD_INT),
+    },
 }
 
 
 @FUZZ
-@given(st.sampled_from(list(OPTIMIZER_ARGS)).flatmap(
-    lambda cls: st.tuples(st.just(cls), st.fixed_dictionaries(OPTIMIZER_ARGS[cls]))))
+@given(
+    st.sampled_from(list(OPTIMIZER_ARGS)).flatmap(
+        lambda cls: st.tuples(st.just(cls), st.fixed_dictionaries(OPTIMIZER_ARGS[cls]))
+    )
+)
 def test_optimizer_arguments(case):
     cls, args = case
     values = {k: v for k, (v, _) in args.items()}
@@ -367,11 +455,12 @@ def test_optimizer_arguments(case):
         assert invalid and any(k in str(exc) for k in invalid), (invalid, str(exc))
         return
     assert not invalid, f"accepted invalid {invalid}"
-    assert opt.hyperparameters() == {k: (list(map(float, v)) if k == "betas" else type(getattr(opt, k))(v))
-                                     for k, v in values.items()}
+    assert opt.hyperparameters() == {
+        k: (list(map(float, v)) if k == "betas" else type(getattr(opt, k))(v)) for k, v in values.items()
+    }
     x = np.array([1.0, -1.0])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", nn.LineSearchWarning)    # a huge first step with few backtracks
+        warnings.simplefilter("ignore", nn.LineSearchWarning)  # a huge first step with few backtracks
         loss = opt.step(x, lambda: (float(x @ x), 2 * x), lambda a, b: float(a @ b))
     assert loss == 2.0 and np.all(np.isfinite(x))
 
@@ -379,8 +468,12 @@ def test_optimizer_arguments(case):
 # --- ResNet.load on mutated files ---------------------------------------------------------------------------
 ORIGINAL = nn.ResNet(2, 3, 4, 5, bias="scalar", seed=4)
 _buffer = io.BytesIO()
-np.savez(_buffer, format=np.array("pyxbraid.nn.ResNet/1"), config=np.array(json.dumps(ORIGINAL.config.__dict__)),
-         **{k.replace(".", "__"): v for k, v in ORIGINAL.parameters().items()})
+np.savez(
+    _buffer,
+    format=np.array("pyxbraid.nn.ResNet/1"),
+    config=np.array(json.dumps(ORIGINAL.config.__dict__)),
+    **{k.replace(".", "__"): v for k, v in ORIGINAL.parameters().items()},
+)
 ORIGINAL_BYTES = _buffer.getvalue()
 
 
@@ -401,8 +494,10 @@ def load_property(path, tmp_dir):
 
 
 @FUZZ
-@given(st.integers(0, len(ORIGINAL_BYTES) - 1) | st.just(len(ORIGINAL_BYTES)),
-       st.lists(st.tuples(st.integers(0, len(ORIGINAL_BYTES) - 1), st.integers(0, 7)), max_size=6))
+@given(
+    st.integers(0, len(ORIGINAL_BYTES) - 1) | st.just(len(ORIGINAL_BYTES)),
+    st.lists(st.tuples(st.integers(0, len(ORIGINAL_BYTES) - 1), st.integers(0, 7)), max_size=6),
+)
 def test_load_of_truncated_and_bit_flipped_files(tmp_path_factory, cut, flips):
     data = bytearray(ORIGINAL_BYTES[:cut])
     for pos, bit in flips:
@@ -411,21 +506,27 @@ def test_load_of_truncated_and_bit_flipped_files(tmp_path_factory, cut, flips):
     path = tmp_path_factory.mktemp("load") / "m.npz"
     path.write_bytes(bytes(data))
     net = load_property(path, path.parent)
-    if net is not None:      # only a harmless change (a time stamp, a flag) may load, and loads the original
+    if net is not None:  # only a harmless change (a time stamp, a flag) may load, and loads the original
         assert net.config == ORIGINAL.config
         for k, v in ORIGINAL.parameters().items():
             np.testing.assert_array_equal(net.parameters()[k], v)
 
 
-JSON_VALUE = st.recursive(st.none() | st.booleans() | st.integers(-10, 2**70) | st.floats(allow_nan=False) |
-                          st.text(max_size=5), lambda inner: st.lists(inner, max_size=3) |
-                          st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=5)
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 2**70) | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=5,
+)
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(sorted(ORIGINAL.config.__dict__) + ["extra"]),
-                       JSON_VALUE | st.just("__delete__") | st.sampled_from([1, 2, 3, 8, 0.5, "tanh", "dense"]),
-                       max_size=3))
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(ORIGINAL.config.__dict__) + ["extra"]),
+        JSON_VALUE | st.just("__delete__") | st.sampled_from([1, 2, 3, 8, 0.5, "tanh", "dense"]),
+        max_size=3,
+    )
+)
 def test_load_of_crafted_configs(tmp_path_factory, changes):
     config = dict(ORIGINAL.config.__dict__)
     for k, v in changes.items():
@@ -434,25 +535,40 @@ def test_load_of_crafted_configs(tmp_path_factory, changes):
         else:
             config[k] = v
     path = tmp_path_factory.mktemp("load") / "m.npz"
-    np.savez(path, format=np.array("pyxbraid.nn.ResNet/1"), config=np.array(json.dumps(config)),
-             **{k.replace(".", "__"): v for k, v in ORIGINAL.parameters().items()})
+    np.savez(
+        path,
+        format=np.array("pyxbraid.nn.ResNet/1"),
+        config=np.array(json.dumps(config)),
+        **{k.replace(".", "__"): v for k, v in ORIGINAL.parameters().items()},
+    )
     net = load_property(path, path.parent)
     if net is not None:
-        assert net.config.__dict__ == {k: (float(v) if k in ("T", "tikhonov", "smoothness") else v)
-                                       for k, v in config.items()}
+        assert net.config.__dict__ == {
+            k: (float(v) if k in ("T", "tikhonov", "smoothness") else v) for k, v in config.items()
+        }
         for k, v in ORIGINAL.parameters().items():
             np.testing.assert_array_equal(net.parameters()[k], v)
 
 
-HEADER_DTYPES = st.sampled_from(["<f8", ">f8", "<f4", "<c16", "|u1", "<i8", "<U5", "|O", "|b1", "|V8",
-                                 [("a", "<f8")], [("a", "<f8", (2,))]])
-SHAPES = st.one_of(hnp.array_shapes(min_dims=0, max_dims=3, max_side=6),
-                   st.tuples(st.integers(0, 2**62), st.integers(1, 4)), st.just((4, 3, 3)))
+HEADER_DTYPES = st.sampled_from(
+    ["<f8", ">f8", "<f4", "<c16", "|u1", "<i8", "<U5", "|O", "|b1", "|V8", [("a", "<f8")], [("a", "<f8", (2,))]]
+)
+SHAPES = st.one_of(
+    hnp.array_shapes(min_dims=0, max_dims=3, max_side=6),
+    st.tuples(st.integers(0, 2**62), st.integers(1, 4)),
+    st.just((4, 3, 3)),
+)
 
 
 @FUZZ
-@given(st.sampled_from(sorted(k.replace(".", "__") for k in ORIGINAL.parameters())), HEADER_DTYPES, SHAPES,
-       st.integers(0, 300), st.booleans(), st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
+@given(
+    st.sampled_from(sorted(k.replace(".", "__") for k in ORIGINAL.parameters())),
+    HEADER_DTYPES,
+    SHAPES,
+    st.integers(0, 300),
+    st.booleans(),
+    st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]),
+)
 def test_load_of_crafted_array_headers(tmp_path_factory, member, dtype, shape, nbytes, fortran, method):
     """One member gets any header (dtype, shape, order) and any number of data bytes."""
     path = tmp_path_factory.mktemp("load") / "m.npz"
@@ -465,43 +581,60 @@ def test_load_of_crafted_array_headers(tmp_path_factory, member, dtype, shape, n
                     np.lib.format.write_array(f, v)
                     continue
                 header = io.BytesIO()
-                np.lib.format.write_array_header_1_0(header, {
-                    "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": fortran, "shape": shape})
+                np.lib.format.write_array_header_1_0(
+                    header,
+                    {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": fortran, "shape": shape},
+                )
                 f.write(header.getvalue())
                 f.write(np.random.default_rng(nbytes).bytes(nbytes))
     net = load_property(path, path.parent)
-    if net is not None:     # the member happened to be exactly right: a network with those values
+    if net is not None:  # the member happened to be exactly right: a network with those values
         assert net.config == ORIGINAL.config
         name = member.replace("__", ".")
         assert net.parameters()[name].shape == ORIGINAL.parameters()[name].shape
 
 
 # --- several ranks: a bad input on one rank raises on every rank ---------------------------------------------
-CASES = st.fixed_dictionaries({
-    "call": st.sampled_from(["fit", "evaluate", "loss_and_gradient", "predict", "trainer", "load", "save",
-                             "checkpoint"]),
-    "bad": st.sampled_from(["nan", "shape", "dtype", "labels", "none", "other_data", "value"]),
-    "rank": st.integers(0, 1),
-})
+CASES = st.fixed_dictionaries(
+    {
+        "call": st.sampled_from(
+            ["fit", "evaluate", "loss_and_gradient", "predict", "trainer", "load", "save", "checkpoint"]
+        ),
+        "bad": st.sampled_from(["nan", "shape", "dtype", "labels", "none", "other_data", "value"]),
+        "rank": st.integers(0, 1),
+    }
+)
 
 
-@settings(derandomize=True, deadline=None, database=None, max_examples=3,
-          phases=[Phase.explicit, Phase.generate])     # no shrinking: each example is an MPI job
+@settings(
+    derandomize=True, deadline=None, database=None, max_examples=3, phases=[Phase.explicit, Phase.generate]
+)  # no shrinking: each example is an MPI job
 @given(st.lists(CASES, min_size=8, max_size=8))
 def test_a_bad_input_on_one_rank_raises_on_every_rank(tmp_path_factory, cases):
     from mpi_launch import run_mpi
 
     folder = tmp_path_factory.mktemp("ranks")
     ORIGINAL.save(folder / "good.npz")
-    out = run_mpi(str(HERE / "scripts" / "nn_bad_rank.py"), 2, timeout=120,
-                  args=(json.dumps(cases), str(folder))).stdout
+    out = run_mpi(
+        str(HERE / "scripts" / "nn_bad_rank.py"), 2, timeout=120, args=(json.dumps(cases), str(folder))
+    ).stdout
     results = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
     for case, reports in zip(cases, results):
         # load, save and a checkpoint's path: rank 0 reads and writes, its input is the one that counts
-        bad = 0 if case["call"] in ("load", "save") or (case["call"] == "checkpoint" and case["bad"] != "other_data") \
+        bad = (
+            0
+            if case["call"] in ("load", "save") or (case["call"] == "checkpoint" and case["bad"] != "other_data")
             else case["rank"]
+        )
         culprit, other = reports[bad], reports[1 - bad]
-        assert culprit.split(":")[0] in ("TypeError", "ValueError", "FileNotFoundError", "NotADirectoryError",
-                                         "IsADirectoryError"), (case, reports)
-        assert other == culprit or (other.startswith("RemoteRankError: rank ") and
-                                    culprit.split(":")[0] in other), (case, reports)
+        assert culprit.split(":")[0] in (
+            "TypeError",
+            "ValueError",
+            "FileNotFoundError",
+            "NotADirectoryError",
+            "IsADirectoryError",
+        ), (case, reports)
+        assert other == culprit or (other.startswith("RemoteRankError: rank ") and culprit.split(":")[0] in other), (
+            case,
+            reports,
+        )

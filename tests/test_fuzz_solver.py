@@ -20,28 +20,48 @@ from mpi4py import MPI
 import pyxbraid as xb
 
 COMM = MPI.COMM_SELF
-FUZZ = settings(derandomize=True, deadline=None, database=None, max_examples=150,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    derandomize=True, deadline=None, database=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # Values of every kind a user might pass by mistake.
 junk = st.one_of(
-    st.none(), st.booleans(), st.text(max_size=3), st.binary(max_size=2),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=3),
+    st.binary(max_size=2),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.complex_numbers(max_magnitude=10),
     st.lists(st.integers(-3, 6), max_size=4),
     st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=3),
-    st.just(np.int64(3)), st.just(np.float32(0.5)), st.just(np.array([2, 3])), st.just(object()),
+    st.just(np.int64(3)),
+    st.just(np.float32(0.5)),
+    st.just(np.array([2, 3])),
+    st.just(object()),
 )
 
 OPTIONS = {
-    "max_levels": st.integers(-2, 8), "min_coarse": st.integers(-1, 6), "cfactor": st.integers(0, 6),
-    "nrelax": st.integers(-1, 3), "cwt": st.floats(-1.0, 3.0), "max_iter": st.integers(-1, 12),
-    "tnorm": st.integers(0, 4), "fmg": st.booleans(), "nfmg": st.integers(-2, 3), "nfmg_vcyc": st.integers(-1, 3),
-    "skip": st.booleans(), "storage": st.integers(-2, 3), "seq_soln": st.booleans(),
-    "residual_computation": st.booleans(), "relax_only_cg": st.booleans(), "final_fc_relax": st.booleans(),
-    "access_level": st.integers(-1, 3), "print_level": st.integers(-1, 1),
-    "abs_tol": st.floats(-1.0, 1.0), "rel_tol": st.floats(-1.0, 1.0),
+    "max_levels": st.integers(-2, 8),
+    "min_coarse": st.integers(-1, 6),
+    "cfactor": st.integers(0, 6),
+    "nrelax": st.integers(-1, 3),
+    "cwt": st.floats(-1.0, 3.0),
+    "max_iter": st.integers(-1, 12),
+    "tnorm": st.integers(0, 4),
+    "fmg": st.booleans(),
+    "nfmg": st.integers(-2, 3),
+    "nfmg_vcyc": st.integers(-1, 3),
+    "skip": st.booleans(),
+    "storage": st.integers(-2, 3),
+    "seq_soln": st.booleans(),
+    "residual_computation": st.booleans(),
+    "relax_only_cg": st.booleans(),
+    "final_fc_relax": st.booleans(),
+    "access_level": st.integers(-1, 3),
+    "print_level": st.integers(-1, 1),
+    "abs_tol": st.floats(-1.0, 1.0),
+    "rel_tol": st.floats(-1.0, 1.0),
 }
 
 
@@ -90,8 +110,13 @@ def test_solver_options(kwargs, ntime):
         assert float(solver.state_at(ntime)[0]) == pytest.approx(_sequential(-1.0, solver.times), rel=1e-14)
 
 
-grid_values = st.one_of(st.floats(-1e6, 1e6), st.floats(allow_nan=True, allow_infinity=True), st.just(1e308),
-                        st.just(-1e308), st.just(5e-324))
+grid_values = st.one_of(
+    st.floats(-1e6, 1e6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.just(1e308),
+    st.just(-1e308),
+    st.just(5e-324),
+)
 
 
 @FUZZ
@@ -123,8 +148,9 @@ def test_user_time_grids(times):
     solver.solve()
 
 
-shapes = st.one_of(st.integers(-2, 5), st.tuples(st.integers(-1, 3), st.integers(-1, 3)),
-                   st.lists(st.integers(0, 4), max_size=3), junk)
+shapes = st.one_of(
+    st.integers(-2, 5), st.tuples(st.integers(-1, 3), st.integers(-1, 3)), st.lists(st.integers(0, 4), max_size=3), junk
+)
 
 
 class Declared(xb.App):

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_generated_files_are_up_to_date():
-    proc = subprocess.run([sys.executable, str(ROOT / "codegen" / "generate.py"), "--check"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "codegen" / "generate.py"), "--check"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -37,13 +38,20 @@ def test_phases_and_counters_come_from_the_vocabulary():
     assert list(result.calls) == counters
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: _core.LinearODE([1.0], 1.0, 0.0, "euler", False), "scheme must be one of 'backward_euler', "
-                                                               "'forward_euler', got 'euler'"),
-    (lambda: _core.Heat1D(9, "rand", False), "guess must be one of 'random', 'xbraid', 'zero', got 'rand'"),
-    (lambda: _core.ResNetParameters(2, 4, 3, 2, 1.0, "softplus", True, False, 0, 3, True, True),
-     "activation must be one of 'tanh', 'relu', 'smooth_relu', got 'softplus'"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: _core.LinearODE([1.0], 1.0, 0.0, "euler", False),
+            "scheme must be one of 'backward_euler', 'forward_euler', got 'euler'",
+        ),
+        (lambda: _core.Heat1D(9, "rand", False), "guess must be one of 'random', 'xbraid', 'zero', got 'rand'"),
+        (
+            lambda: _core.ResNetParameters(2, 4, 3, 2, 1.0, "softplus", True, False, 0, 3, True, True),
+            "activation must be one of 'tanh', 'relu', 'smooth_relu', got 'softplus'",
+        ),
+    ],
+)
 def test_bindings_reject_unknown_names(make, message):
     with pytest.raises(ValueError, match=message):
         make()

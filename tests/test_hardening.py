@@ -72,8 +72,17 @@ class ResidualRecorder(PhaseRecorder):
 def test_status_phase_is_a_phase_name_in_every_callback():
     # The phase-name table of the bindings once had one entry fewer than the
     # Phase enum: status.phase in objective callbacks read past its end.
-    assert _core.PHASES == ("init", "fc_relax", "f_restrict", "residual", "f_interp", "access", "sequential",
-                            "state_query", "objective")
+    assert _core.PHASES == (
+        "init",
+        "fc_relax",
+        "f_restrict",
+        "residual",
+        "f_interp",
+        "access",
+        "sequential",
+        "state_query",
+        "objective",
+    )
     app = PhaseRecorder()
     xb.Solver(app, 0.0, 1.0, 16, comm=COMM, max_levels=3, adjoint=True, max_iter=3).solve()
     seq = PhaseRecorder()
@@ -113,7 +122,9 @@ def test_storage_size_that_wraps_around_is_a_memory_error_naming_shape_and_ntime
 
 
 def test_storage_larger_than_the_machine_is_a_memory_error():
-    with pytest.raises(MemoryError, match=r"GiB, more than the .* GiB of memory available on this machine.*shape \(1073741824,\)"):
+    with pytest.raises(
+        MemoryError, match=r"GiB, more than the .* GiB of memory available on this machine.*shape \(1073741824,\)"
+    ):
         xb.Solver(Big((2**30,)), 0.0, 1.0, 64, comm=COMM, max_levels=2)
 
 
@@ -188,10 +199,14 @@ def test_repeated_cyclic_solvers_do_not_accumulate():
 
 # -- time grids and objective windows ---------------------------------------------------
 
+
 def test_uniform_grid_too_short_for_ntime_steps():
     # 1.0 + (i/10) * 2.3e-16 rounds to 1.0 for the first points: dt = 0 steps and 100 useless iterations.
-    with pytest.raises(ValueError, match=r"tstart=1, tstop=1.0000000000000002 and ntime=10 give a time grid that "
-                                         r"is not strictly increasing \(t\[1\] = 1 <= t\[0\] = 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"tstart=1, tstop=1.0000000000000002 and ntime=10 give a time grid that "
+        r"is not strictly increasing \(t\[1\] = 1 <= t\[0\] = 1\)",
+    ):
         xb.Solver(xb.apps.LinearODE(), 1.0, 1.0 + 2.3e-16, 10, comm=COMM)
 
 
@@ -216,14 +231,20 @@ def test_complex_interval_ends_are_refused(name):
 
 def test_objective_window_without_time_points():
     app = xb.apps.LinearODE(objective="mean_square")
-    with pytest.raises(ValueError, match=r"objective window \[tstart_objective, tstop_objective\] = \[5, 1\] "
-                                         r"contains no time point"):
+    with pytest.raises(
+        ValueError,
+        match=r"objective window \[tstart_objective, tstop_objective\] = \[5, 1\] "
+        r"contains no time point",
+    ):
         xb.Solver(app, 0.0, 1.0, 8, comm=COMM, adjoint=True, tstart_objective=5.0)
-    with pytest.raises(ValueError, match=r"= \[0.3, 0.36\] contains no time point of the grid \(9 points in \[0, 1\]\)"):
+    with pytest.raises(
+        ValueError, match=r"= \[0.3, 0.36\] contains no time point of the grid \(9 points in \[0, 1\]\)"
+    ):
         xb.Solver(app, 0.0, 1.0, 8, comm=COMM, objective_only=True, tstart_objective=0.3, tstop_objective=0.36)
     # One point in the window is enough (closed window).
-    s = xb.Solver(app, 0.0, 1.0, 8, comm=COMM, objective_only=True, tstart_objective=0.375, tstop_objective=0.375,
-                  max_levels=1)
+    s = xb.Solver(
+        app, 0.0, 1.0, 8, comm=COMM, objective_only=True, tstart_objective=0.375, tstop_objective=0.375, max_levels=1
+    )
     assert s.solve().objective > 0.0
 
 
@@ -244,6 +265,7 @@ def test_exactly_zero_residual_is_converged():
 
 
 # -- problems that differ between ranks ------------------------------------------------------
+
 
 def test_native_app_parameters_that_differ_between_ranks_raise_on_every_rank(mpirun):
     code = """
@@ -303,7 +325,9 @@ class Decay(xb.App):
 def test_failed_solvers_free_their_communicators(mpirun):
     # Each failed 2-rank solve leaked two MPI communicators; after ~1000
     # failures MPI_Comm_dup failed unnoticed and every Solver ran on 1 rank.
-    code = FAILING_APP + """
+    code = (
+        FAILING_APP
+        + """
 from pyxbraid import _core
 comm = MPI.COMM_WORLD
 sizes, errors = set(), set()
@@ -319,10 +343,11 @@ ok = xb.Solver(Decay(), 0.0, 1.0, 8, comm=comm, max_levels=2)
 report(dict(sizes=sorted(sizes), errors=sorted(errors), pending=_core._pending_failed_communicators(),
             after=ok._engine.nranks, iterations=ok.solve().iterations))
 """
+    )
     for out in mpirun.json(code, 2, timeout=300):
         assert out["sizes"] == [2] and out["after"] == 2
         assert out["errors"] == ["RemoteRankError", "ValueError"]
-        assert out["pending"] <= 2          # drained and freed, the last ones possibly still in progress
+        assert out["pending"] <= 2  # drained and freed, the last ones possibly still in progress
         assert out["iterations"] > 0
 
 
@@ -356,7 +381,9 @@ report(dict(outcome=outcome, held=len(held), after=after._engine.nranks))
 
 def test_waiting_for_a_slow_rank_costs_little_cpu(mpirun):
     # Rank 1 sleeps 2 s in a step; rank 0 waits for it. Busy-waiting used 100% of a core.
-    code = FAILING_APP + """
+    code = (
+        FAILING_APP
+        + """
 import time
 comm = MPI.COMM_WORLD
 s = xb.Solver(Decay(fail_rank=1, fail_phase="f_interp", sleep=2.0), 0.0, 1.0, 16, comm=comm, max_levels=2,
@@ -365,6 +392,7 @@ cpu0, wall0 = time.process_time(), time.perf_counter()
 s.solve()
 report(dict(cpu=time.process_time() - cpu0, wall=time.perf_counter() - wall0))
 """
+    )
     waiting = mpirun.json(code, 2)[0]
     assert waiting["wall"] >= 2.0
     assert waiting["cpu"] < 0.2 * waiting["wall"], waiting
@@ -373,7 +401,9 @@ report(dict(cpu=time.process_time() - cpu0, wall=time.perf_counter() - wall0))
 def test_failure_notice_belongs_to_the_operation_it_happened_in(mpirun):
     # Rank 2 fails in the state query after the solve; rank 0's solve (which
     # succeeded everywhere) once raised that failure.
-    code = FAILING_APP + """
+    code = (
+        FAILING_APP
+        + """
 comm = MPI.COMM_WORLD
 outcomes = []
 for trial in range(15):
@@ -392,6 +422,7 @@ for trial in range(15):
     outcomes.append([solved, queried])
 report(outcomes)
 """
+    )
     runs = mpirun.json(code, 3, timeout=180)
     for rank, outcomes in enumerate(runs):
         expected = "ValueError" if rank == 2 else "RemoteRankError"
@@ -436,13 +467,16 @@ def _send_sigint_when_ready(piddir, rank, delay=1.0):
 
 def test_ctrl_c_interrupts_a_native_solve(tmp_path):
     # The C++ loop never looked at signals: Ctrl-C waited for the solve to end.
-    code = INTERRUPTIBLE + """
+    code = (
+        INTERRUPTIBLE
+        + """
 try:
     s.solve()
     print("finished")
 except KeyboardInterrupt:
     print("interrupted")
 """
+    )
     script = tmp_path / "interrupt.py"
     script.write_text(code)
     thread = _send_sigint_when_ready(tmp_path, 0)
@@ -452,7 +486,9 @@ except KeyboardInterrupt:
 
 
 def test_ctrl_c_on_one_rank_stops_every_rank(mpirun, tmp_path):
-    code = INTERRUPTIBLE + """
+    code = (
+        INTERRUPTIBLE
+        + """
 try:
     s.solve()
     outcome = "finished"
@@ -460,6 +496,7 @@ except BaseException as exc:
     outcome = f"{type(exc).__name__}: {exc}"
 report(outcome)
 """
+    )
     thread = _send_sigint_when_ready(tmp_path, 1)
     outcomes = mpirun.json(code, 2, timeout=120, args=(str(tmp_path),))
     thread.join()

@@ -1,5 +1,6 @@
 """MGRIT invariants: sequential equivalence, option combinations, warm restart,
-Python App == native App, access semantics."""
+Python App == native App, access semantics.
+"""
 
 import itertools
 import json
@@ -7,10 +8,10 @@ import math
 
 import numpy as np
 import pytest
+from apps_python import Decay, DecayWithResidual
 from mpi4py import MPI
 
 import pyxbraid as xb
-from apps_python import Decay, DecayWithResidual
 
 COMM = MPI.COMM_SELF
 
@@ -53,7 +54,9 @@ def test_heat_sequential_discretization_errors():
 
 COMBOS = [
     dict(cfactor=cf, max_levels=ml, nrelax=nr, skip=sk, fmg=fmg, storage=st)
-    for cf, ml, nr, sk, fmg, st in itertools.product((2, 3, 4), (2, 3, 30), (0, 1, 2), (True, False), (False, True), (-1, 0))
+    for cf, ml, nr, sk, fmg, st in itertools.product(
+        (2, 3, 4), (2, 3, 30), (0, 1, 2), (True, False), (False, True), (-1, 0)
+    )
     if not (ml == 2 and fmg)
 ][::5]
 
@@ -67,8 +70,16 @@ def test_converged_mgrit_equals_sequential(opts):
     np.testing.assert_allclose(all_states(s)[:, 0], sequential_linear(-1.3, ntime, 0.0, 4.0), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("opts", [dict(max_levels=3), dict(max_levels=4, cfactor=4, nrelax=0), dict(max_levels=3, fmg=True),
-                                  dict(max_levels=3, storage=0, cwt=1.2), dict(max_levels=3, relax_only_cg=True, nrelax=[1, 1, 3])])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(max_levels=3),
+        dict(max_levels=4, cfactor=4, nrelax=0),
+        dict(max_levels=3, fmg=True),
+        dict(max_levels=3, storage=0, cwt=1.2),
+        dict(max_levels=3, relax_only_cg=True, nrelax=[1, 1, 3]),
+    ],
+)
 def test_converged_heat_equals_sequential(opts):
     seq_app, app = xb.apps.Heat1D(nspace=17), xb.apps.Heat1D(nspace=17)
     seq = xb.Solver(seq_app, 0.0, 2 * math.pi, 64, comm=COMM, max_levels=1)
@@ -95,8 +106,15 @@ def test_access_level_zero_still_gives_states_on_demand():
 
 
 @pytest.mark.parametrize("residual", [False, True])
-@pytest.mark.parametrize("opts", [dict(max_levels=2), dict(max_levels=4, fmg=True), dict(max_levels=3, storage=0, skip=False),
-                                  dict(max_levels=3, cfactor=[2, 4], nrelax=[0, 2], cwt=1.3)])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(max_levels=2),
+        dict(max_levels=4, fmg=True),
+        dict(max_levels=3, storage=0, skip=False),
+        dict(max_levels=3, cfactor=[2, 4], nrelax=[0, 2], cwt=1.3),
+    ],
+)
 def test_python_app_equals_native_app(opts, residual):
     kw = dict(comm=COMM, abs_tol=1e-10, **opts)
     py_app = DecayWithResidual(lam=[-1.0, -0.5], size=2) if residual else Decay(lam=[-1.0, -0.5], size=2)
@@ -178,7 +196,14 @@ def test_status_reports_levels_and_phases():
             super().step(u, ustop, fstop, status)
 
     xb.Solver(Spy(), 0.0, 5.0, 32, comm=COMM, max_levels=3, abs_tol=1e-8).solve()
-    assert {("fc_relax", 0), ("f_restrict", 0), ("residual", 1), ("f_interp", 2), ("f_interp", 1), ("access", 0)} <= phases
+    assert {
+        ("fc_relax", 0),
+        ("f_restrict", 0),
+        ("residual", 1),
+        ("f_interp", 2),
+        ("f_interp", 1),
+        ("access", 0),
+    } <= phases
 
 
 def test_seq_soln_starts_converged():
@@ -205,8 +230,10 @@ u = s.state_at(100)
 if MPI.COMM_WORLD.rank == 0:
     print("RESULT", json.dumps([r.iterations, list(r.residual_norms), list(u)]))
 """
-    runs = [json.loads(next(l for l in mpirun(code, n).stdout.splitlines() if l.startswith("RESULT"))[7:])
-            for n in (1, 2, 3)]
+    runs = [
+        json.loads(next(l for l in mpirun(code, n).stdout.splitlines() if l.startswith("RESULT"))[7:])
+        for n in (1, 2, 3)
+    ]
     (iters, hist, u), others = runs[0], runs[1:]
     assert iters > 3
     for it, h, v in others:
@@ -247,8 +274,16 @@ def test_forward_euler_mgrit_equals_sequential():
     lam, ntime = -2.0, 128  # |1 + lam dt| < 1 on every level used below
     seq = xb.Solver(xb.apps.LinearODE(lam=lam, scheme="forward_euler"), 0.0, 4.0, ntime, comm=COMM, max_levels=1)
     seq.solve()
-    s = xb.Solver(xb.apps.LinearODE(lam=lam, scheme="forward_euler"), 0.0, 4.0, ntime, comm=COMM,
-                  max_levels=3, cfactor=4, abs_tol=1e-13)
+    s = xb.Solver(
+        xb.apps.LinearODE(lam=lam, scheme="forward_euler"),
+        0.0,
+        4.0,
+        ntime,
+        comm=COMM,
+        max_levels=3,
+        cfactor=4,
+        abs_tol=1e-13,
+    )
     assert s.solve().converged
     expected = [(1.0 + lam * 4.0 / ntime) ** i for i in range(ntime + 1)]
     np.testing.assert_allclose(all_states(seq)[:, 0], expected, rtol=1e-12)

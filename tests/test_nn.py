@@ -11,10 +11,10 @@ import json
 import math
 from pathlib import Path
 
+import nn_reference as ref
 import numpy as np
 import pytest
 
-import nn_reference as ref
 import pyxbraid as xb
 from pyxbraid import nn
 
@@ -68,9 +68,16 @@ def test_gradient_equals_finite_differences():
         assert grad[k] == pytest.approx(fd, rel=1e-6, abs=1e-9), k
 
 
-@pytest.mark.parametrize("lp", [dict(max_levels=2, cfactor=2), dict(max_levels=3, cfactor=2),
-                                dict(max_levels=2, cfactor=4, nrelax=0), dict(max_levels=4, cfactor=2, storage=0)],
-                         ids=str)
+@pytest.mark.parametrize(
+    "lp",
+    [
+        dict(max_levels=2, cfactor=2),
+        dict(max_levels=3, cfactor=2),
+        dict(max_levels=2, cfactor=4, nrelax=0),
+        dict(max_levels=4, cfactor=2, storage=0),
+    ],
+    ids=str,
+)
 def test_exact_layer_parallel_equals_layer_serial(lp):
     x, y = small_data()
     config = dict(in_features=2, width=4, depth=16, classes=5, activation="smooth_relu", smoothness=1e-3, seed=1)
@@ -98,8 +105,9 @@ def test_mgrit_forward_equals_serial_forward():
     reference_logits = ref.forward_logits(net.parameters(), x, net.config)
     P = net.parameters()
     np.testing.assert_allclose(states[3], states[1], rtol=0, atol=1e-13)
-    np.testing.assert_allclose(states[1] @ P["classifier.weight"].T + P["classifier.bias"], reference_logits,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        states[1] @ P["classifier.weight"].T + P["classifier.bias"], reference_logits, rtol=1e-12, atol=1e-12
+    )
     np.testing.assert_allclose(trainer_for(net).predict_logits(x), reference_logits, rtol=1e-12, atol=1e-12)
 
 
@@ -124,7 +132,7 @@ def test_one_shot_is_inexact_with_few_iterations_and_warm_restarts_improve_it():
     for _ in range(6):  # same batch, same parameters: each call continues the iteration
         _, grad = trainer.loss_and_gradient(x, y) if not errors else trainer._evaluate_batch(x, y, "same")
         errors.append(np.linalg.norm(grad - serial_grad) / np.linalg.norm(serial_grad))
-    assert errors[0] > 1e-3             # one iteration from the initial guess is not exact
+    assert errors[0] > 1e-3  # one iteration from the initial guess is not exact
     assert errors[-1] < 1e-3 * errors[0]  # warm restarts converge to the exact gradient
 
 
@@ -140,7 +148,8 @@ def test_one_shot_training_decreases_the_loss_and_is_reproducible():
     h1, trainer, d = run_one_shot(3)
     assert h1.loss[-1] < 0.6 * h1.loss[0]
     exact_start = nn.Trainer(nn.ResNet(2, 8, 16, 5, seed=3, smoothness=1e-4), progress=False).evaluate(
-        d.x_train, d.y_train)[0]
+        d.x_train, d.y_train
+    )[0]
     assert trainer.evaluate(d.x_train, d.y_train)[0] < 0.6 * exact_start  # the exact loss too
     assert all(np.isfinite(h1.residual)) and all(0 < i == 2 for i in h1.mgrit_iterations)
     h2, _, _ = run_one_shot(3)
@@ -149,8 +158,9 @@ def test_one_shot_training_decreases_the_loss_and_is_reproducible():
     assert h3.loss != h1.loss
 
 
-@pytest.mark.parametrize("make_optimizer", [lambda: nn.SGD(lr=0.05), lambda: nn.Adam(lr=0.02), nn.LBFGS],
-                         ids=["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize(
+    "make_optimizer", [lambda: nn.SGD(lr=0.05), lambda: nn.Adam(lr=0.02), nn.LBFGS], ids=["sgd", "adam", "lbfgs"]
+)
 @pytest.mark.parametrize("lp", [None, dict(max_levels=2, cfactor=4)], ids=["serial", "exact"])
 def test_training_learns_peaks_subset(make_optimizer, lp):
     optimizer = make_optimizer()
@@ -178,7 +188,7 @@ def test_shuffled_minibatches_are_seeded_and_see_every_class():
 
     trainer._evaluate_batch = spy
     trainer.fit(d.x_train[::10], d.y_train[::10], epochs=1, batch_size=50)
-    assert all(len(np.unique(batch)) >= 3 for batch in labels)   # sorted data, shuffled batches
+    assert all(len(np.unique(batch)) >= 3 for batch in labels)  # sorted data, shuffled batches
     again = []
     trainer2 = trainer_for(nn.ResNet(2, 4, 4, 5), optimizer=nn.SGD(lr=0.01))
     original2 = trainer2._evaluate_batch
@@ -201,8 +211,13 @@ def test_parameters_and_set_parameters():
     net = nn.ResNet(2, 3, 4, 2, seed=1)
     P = net.parameters()
     assert {k: v.shape for k, v in P.items()} == {
-        "opening.weight": (3, 2), "opening.bias": (3,), "layers.weight": (4, 3, 3), "layers.bias": (4, 3),
-        "classifier.weight": (2, 3), "classifier.bias": (2,)}
+        "opening.weight": (3, 2),
+        "opening.bias": (3,),
+        "layers.weight": (4, 3, 3),
+        "layers.bias": (4, 3),
+        "classifier.weight": (2, 3),
+        "classifier.bias": (2,),
+    }
     assert sum(v.size for v in P.values()) == net.num_parameters == net.local_num_parameters
     P["layers.weight"][2] += 1.0
     net.set_parameters(P)
@@ -215,8 +230,9 @@ def test_parameters_and_set_parameters():
 @pytest.mark.parametrize("nprocs", [2, 3])
 def test_ranks_give_the_same_loss_gradient_and_models(mpirun, tmp_path, nprocs):
     x, y = xb.datasets.make_peaks(60, 10, seed=4).x_train, xb.datasets.make_peaks(60, 10, seed=4).y_train
-    config = dict(in_features=2, width=4, depth=9, classes=5, T=1.0, activation="tanh", tikhonov=1e-3,
-                  smoothness=1e-3, seed=7)
+    config = dict(
+        in_features=2, width=4, depth=9, classes=5, T=1.0, activation="tanh", tikhonov=1e-3, smoothness=1e-3, seed=7
+    )
     serial_loss, serial_grad = trainer_for(nn.ResNet(**config)).loss_and_gradient(x, y)
     reference = nn.ResNet(**config)
     serial_grad = reference.full_dict(serial_grad)
@@ -237,8 +253,12 @@ def test_ranks_give_the_same_loss_gradient_and_models(mpirun, tmp_path, nprocs):
     assert sum(local) == out["num_parameters"] and max(local) < out["num_parameters"]
     # one-shot: same as on one rank (MGRIT's iterates do not depend on the distribution)
     one_rank = nn.ResNet(**config)
-    history = nn.Trainer(one_rank, optimizer=nn.Adam(lr=0.05), progress=False,
-                         layer_parallel=dict(max_levels=3, cfactor=2, max_iter=2, one_shot=True)).fit(x, y, epochs=5)
+    history = nn.Trainer(
+        one_rank,
+        optimizer=nn.Adam(lr=0.05),
+        progress=False,
+        layer_parallel=dict(max_levels=3, cfactor=2, max_iter=2, one_shot=True),
+    ).fit(x, y, epochs=5)
     np.testing.assert_allclose(out["one_shot_loss"], history.loss, rtol=1e-12)
     # models move between rank counts
     assert out["loaded_loss"] == pytest.approx(trainer_for(trained).evaluate(x, y)[0], rel=1e-12)
@@ -280,65 +300,80 @@ def test_python_app_init_adjoint_gives_the_initial_condition_gradient():
 
     def solve(p, ml):
         app = Decay(p)
-        s = xb.Solver(app, 0.0, 1.0, 8, max_levels=ml, adjoint=True, tstart_objective=1.0, abs_tol=1e-14,
-                      abs_tol_adjoint=1e-14)
+        s = xb.Solver(
+            app, 0.0, 1.0, 8, max_levels=ml, adjoint=True, tstart_objective=1.0, abs_tol=1e-14, abs_tol_adjoint=1e-14
+        )
         r = s.solve()
         return r.objective, float(np.squeeze(s.gradient())), r.calls["init_adjoint"]
 
     J, g, calls = solve(0.7, 1)
-    exact = 2 * 0.7 * (1 / 1.125) ** 16   # J = (p a^8)^2, a = 1 / (1 + 1/8)
+    exact = 2 * 0.7 * (1 / 1.125) ** 16  # J = (p a^8)^2, a = 1 / (1 + 1/8)
     assert g == pytest.approx(exact, rel=1e-13) and calls == 1
     J3, g3, calls3 = solve(0.7, 3)
     assert g3 == pytest.approx(exact, rel=1e-10) and calls3 > 1
 
 
 # --- bad input -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(width=0), ValueError, "width must be >= 1, got 0"),
-    (dict(depth=2.5), TypeError, "depth must be an integer, got 2.5"),
-    (dict(classes=1), ValueError, "classes must be >= 2, got 1"),
-    (dict(T=-1.0), ValueError, "T must be finite and > 0, got -1.0"),
-    (dict(activation="sigmoid"), ValueError, "activation must be one of .* got 'sigmoid'"),
-    (dict(opening="conv"), ValueError, "opening must be 'dense' or 'zero_pad', got 'conv'"),
-    (dict(opening="zero_pad", in_features=9), ValueError, "needs width >= in_features, got width=8, in_features=9"),
-    (dict(bias="none"), ValueError, "bias must be 'channel' or 'scalar', got 'none'"),
-    (dict(tikhonov=-1), ValueError, "tikhonov must be finite and >= 0, got -1"),
-    (dict(smoothness=float("nan")), ValueError, "smoothness must be finite and >= 0, got nan"),
-    (dict(seed=-3), ValueError, "seed must be a non-negative integer, got -3"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(width=0), ValueError, "width must be >= 1, got 0"),
+        (dict(depth=2.5), TypeError, "depth must be an integer, got 2.5"),
+        (dict(classes=1), ValueError, "classes must be >= 2, got 1"),
+        (dict(T=-1.0), ValueError, "T must be finite and > 0, got -1.0"),
+        (dict(activation="sigmoid"), ValueError, "activation must be one of .* got 'sigmoid'"),
+        (dict(opening="conv"), ValueError, "opening must be 'dense' or 'zero_pad', got 'conv'"),
+        (dict(opening="zero_pad", in_features=9), ValueError, "needs width >= in_features, got width=8, in_features=9"),
+        (dict(bias="none"), ValueError, "bias must be 'channel' or 'scalar', got 'none'"),
+        (dict(tikhonov=-1), ValueError, "tikhonov must be finite and >= 0, got -1"),
+        (dict(smoothness=float("nan")), ValueError, "smoothness must be finite and >= 0, got nan"),
+        (dict(seed=-3), ValueError, "seed must be a non-negative integer, got -3"),
+    ],
+)
 def test_resnet_rejects_bad_arguments(kwargs, exc, match):
     args = dict(in_features=2, width=8, depth=4, classes=5) | kwargs
     with pytest.raises(exc, match=match):
         nn.ResNet(**args)
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(layer_parallel=dict(max_levels=1)), ValueError, r"max_levels'\] must be >= 2 .* got 1"),
-    (dict(layer_parallel=dict(cfactr=2)), TypeError, "unknown key.*'cfactr'"),
-    (dict(layer_parallel=dict(one_shot="yes")), TypeError, r"one_shot'\] must be True or False, got 'yes'"),
-    (dict(layer_parallel=dict(cfactor=1)), ValueError, r"layer_parallel\['cfactor'\] must be >= 2, got 1"),
-    (dict(layer_parallel=[3]), TypeError, "layer_parallel must be a dict"),
-    (dict(optimizer="adam"), TypeError, "optimizer must be a pyxbraid.nn optimizer"),
-    (dict(comm=3), TypeError, "comm must be an mpi4py.MPI.Comm"),
-    (dict(seed=-1), ValueError, "seed must be a non-negative integer, got -1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(layer_parallel=dict(max_levels=1)), ValueError, r"max_levels'\] must be >= 2 .* got 1"),
+        (dict(layer_parallel=dict(cfactr=2)), TypeError, "unknown key.*'cfactr'"),
+        (dict(layer_parallel=dict(one_shot="yes")), TypeError, r"one_shot'\] must be True or False, got 'yes'"),
+        (dict(layer_parallel=dict(cfactor=1)), ValueError, r"layer_parallel\['cfactor'\] must be >= 2, got 1"),
+        (dict(layer_parallel=[3]), TypeError, "layer_parallel must be a dict"),
+        (dict(optimizer="adam"), TypeError, "optimizer must be a pyxbraid.nn optimizer"),
+        (dict(comm=3), TypeError, "comm must be an mpi4py.MPI.Comm"),
+        (dict(seed=-1), ValueError, "seed must be a non-negative integer, got -1"),
+    ],
+)
 def test_trainer_rejects_bad_arguments(kwargs, exc, match):
     net = nn.ResNet(2, 4, 4, 5)
     with pytest.raises(exc, match=match):
-        nn.Trainer(net, progress=False, **kwargs)      # checked when the trainer is built, not at the first fit
+        nn.Trainer(net, progress=False, **kwargs)  # checked when the trainer is built, not at the first fit
 
 
-@pytest.mark.parametrize("x, y, exc, match", [
-    (np.zeros((5, 3)), np.zeros(5, int), ValueError, r"x must have shape \(n, 2\) with n >= 1, got \(5, 3\)"),
-    (np.zeros((0, 2)), np.zeros(0, int), ValueError, r"got \(0, 2\)"),
-    (np.array([[0.0, 1.0], [np.nan, 0.0]]), np.zeros(2, int), ValueError, r"x must be finite, got \[nan, 0.0\] in row 1"),
-    (np.array([["a", "b"]]), np.zeros(1, int), TypeError, "x must be a real array"),
-    (np.zeros((3, 2)), np.array([0, 5, 1]), ValueError, "y must be in 0..4, got 5"),
-    (np.zeros((3, 2)), np.array([0, -1, 1]), ValueError, "y must be in 0..4, got -1"),
-    (np.zeros((3, 2)), np.array([0.5, 1, 1]), TypeError, "y must hold integer class labels"),
-    (np.zeros((3, 2)), np.zeros(4, int), ValueError, r"y must have shape \(3,\) to match x, got \(4,\)"),
-    (np.zeros((2, 2)), np.full((2, 5), 0.5), ValueError, "one-hot"),
-])
+@pytest.mark.parametrize(
+    "x, y, exc, match",
+    [
+        (np.zeros((5, 3)), np.zeros(5, int), ValueError, r"x must have shape \(n, 2\) with n >= 1, got \(5, 3\)"),
+        (np.zeros((0, 2)), np.zeros(0, int), ValueError, r"got \(0, 2\)"),
+        (
+            np.array([[0.0, 1.0], [np.nan, 0.0]]),
+            np.zeros(2, int),
+            ValueError,
+            r"x must be finite, got \[nan, 0.0\] in row 1",
+        ),
+        (np.array([["a", "b"]]), np.zeros(1, int), TypeError, "x must be a real array"),
+        (np.zeros((3, 2)), np.array([0, 5, 1]), ValueError, "y must be in 0..4, got 5"),
+        (np.zeros((3, 2)), np.array([0, -1, 1]), ValueError, "y must be in 0..4, got -1"),
+        (np.zeros((3, 2)), np.array([0.5, 1, 1]), TypeError, "y must hold integer class labels"),
+        (np.zeros((3, 2)), np.zeros(4, int), ValueError, r"y must have shape \(3,\) to match x, got \(4,\)"),
+        (np.zeros((2, 2)), np.full((2, 5), 0.5), ValueError, "one-hot"),
+    ],
+)
 def test_bad_data_is_named(x, y, exc, match):
     trainer = trainer_for(nn.ResNet(2, 4, 4, 5))
     with pytest.raises(exc, match=match):
@@ -351,28 +386,38 @@ def test_one_hot_labels_are_accepted():
     assert trainer.loss_and_gradient(x, np.eye(5)[y])[0] == trainer.loss_and_gradient(x, y)[0]
 
 
-@pytest.mark.parametrize("call, exc, match", [
-    (lambda t, x, y: t.fit(x, y, epochs=0), ValueError, "epochs must be an integer >= 1, got 0"),
-    (lambda t, x, y: t.fit(x, y, batch_size=0), ValueError, "batch_size must be a positive integer or None, got 0"),
-    (lambda t, x, y: t.fit(x, y, validation=x), TypeError, "validation must be a pair"),
-    (lambda t, x, y: t.fit(x, y, validation=(x, 0 * y + 7)), ValueError, "validation labels must be in 0..4, got 7"),
-    (lambda t, x, y: t.plot_decision_regions("r.png", np.zeros((2, 3)), [0, 1]), ValueError, "x must have shape"),
-])
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda t, x, y: t.fit(x, y, epochs=0), ValueError, "epochs must be an integer >= 1, got 0"),
+        (lambda t, x, y: t.fit(x, y, batch_size=0), ValueError, "batch_size must be a positive integer or None, got 0"),
+        (lambda t, x, y: t.fit(x, y, validation=x), TypeError, "validation must be a pair"),
+        (
+            lambda t, x, y: t.fit(x, y, validation=(x, 0 * y + 7)),
+            ValueError,
+            "validation labels must be in 0..4, got 7",
+        ),
+        (lambda t, x, y: t.plot_decision_regions("r.png", np.zeros((2, 3)), [0, 1]), ValueError, "x must have shape"),
+    ],
+)
 def test_bad_fit_arguments_are_named(call, exc, match):
     x, y = small_data()
     with pytest.raises(exc, match=match):
         call(trainer_for(nn.ResNet(2, 4, 4, 5)), x, y)
 
 
-@pytest.mark.parametrize("make, exc, match", [
-    (lambda: nn.SGD(lr=0), ValueError, "lr must be > 0 and finite, got 0"),
-    (lambda: nn.SGD(lr=0.1, momentum=1.0), ValueError, r"momentum must be in \[0, 1\), got 1.0"),
-    (lambda: nn.Adam(lr=-1), ValueError, "lr must be > 0 and finite, got -1"),
-    (lambda: nn.Adam(betas=(0.9,)), TypeError, "betas must be a pair"),
-    (lambda: nn.LBFGS(history=0), ValueError, "history must be an integer in 1..1000000, got 0"),
-    (lambda: nn.LBFGS(c1=0), ValueError, r"c1 must be in \(0, 1\), got 0"),
-    (lambda: nn.LBFGS(lr="1"), TypeError, "lr must be a real number, got '1'"),
-])
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda: nn.SGD(lr=0), ValueError, "lr must be > 0 and finite, got 0"),
+        (lambda: nn.SGD(lr=0.1, momentum=1.0), ValueError, r"momentum must be in \[0, 1\), got 1.0"),
+        (lambda: nn.Adam(lr=-1), ValueError, "lr must be > 0 and finite, got -1"),
+        (lambda: nn.Adam(betas=(0.9,)), TypeError, "betas must be a pair"),
+        (lambda: nn.LBFGS(history=0), ValueError, "history must be an integer in 1..1000000, got 0"),
+        (lambda: nn.LBFGS(c1=0), ValueError, r"c1 must be in \(0, 1\), got 0"),
+        (lambda: nn.LBFGS(lr="1"), TypeError, "lr must be a real number, got '1'"),
+    ],
+)
 def test_optimizers_reject_bad_arguments(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
@@ -409,7 +454,7 @@ def test_plots_and_history_are_written(tmp_path):
     assert not math.isnan(history.val_accuracy[-1]) and math.isnan(history.residual[-1])
 
 
-FAILURES_ON_ONE_RANK = '''
+FAILURES_ON_ONE_RANK = """
 import sys
 import numpy as np
 from mpi4py import MPI
@@ -438,13 +483,21 @@ reports = comm.gather(report)   # every rank got here: nothing hangs
 if rank == 0:
     import json
     print("RESULT " + json.dumps(reports), flush=True)
-'''
+"""
 
 
-@pytest.mark.parametrize("case, culprit, own, expected", [
-    ("nan", 2, "ValueError: x must be finite, got [nan,", "rejected its fit() arguments: ValueError: x must be finite"),
-    ("inf", 1, "CallbackError: rank 1: ResNet.step", "RemoteRankError: rank 1: ResNet.step"),
-])
+@pytest.mark.parametrize(
+    "case, culprit, own, expected",
+    [
+        (
+            "nan",
+            2,
+            "ValueError: x must be finite, got [nan,",
+            "rejected its fit() arguments: ValueError: x must be finite",
+        ),
+        ("inf", 1, "CallbackError: rank 1: ResNet.step", "RemoteRankError: rank 1: ResNet.step"),
+    ],
+)
 def test_failure_on_one_rank_raises_on_every_rank(mpirun, case, culprit, own, expected):
     out = mpirun(FAILURES_ON_ONE_RANK, 3, timeout=60, args=(case,)).stdout
     lines = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])

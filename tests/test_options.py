@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apps_python import Decay
 from mpi4py import MPI
 
 import pyxbraid as xb
-from apps_python import Decay
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
@@ -47,8 +47,17 @@ def test_bad_option_runs_no_callback():
 # Integer options
 # --------------------------------------------------------------------------------------
 INT_OPTIONS = [
-    "max_levels", "min_coarse", "cfactor", "nrelax", "max_iter", "tnorm", "nfmg",
-    "nfmg_vcyc", "storage", "access_level", "print_level",
+    "max_levels",
+    "min_coarse",
+    "cfactor",
+    "nrelax",
+    "max_iter",
+    "tnorm",
+    "nfmg",
+    "nfmg_vcyc",
+    "storage",
+    "access_level",
+    "print_level",
 ]
 
 
@@ -68,8 +77,10 @@ def test_float_where_int_expected_is_type_error(name, value):
         make(**{name: value})
 
 
-@pytest.mark.parametrize("name", ["max_levels", "min_coarse", "max_iter", "tnorm", "nfmg",
-                                  "nfmg_vcyc", "storage", "access_level", "print_level"])
+@pytest.mark.parametrize(
+    "name",
+    ["max_levels", "min_coarse", "max_iter", "tnorm", "nfmg", "nfmg_vcyc", "storage", "access_level", "print_level"],
+)
 @pytest.mark.parametrize("value", ["3", None, [3]], ids=["str", "None", "list"])
 def test_non_number_where_int_expected_is_type_error(name, value):
     with pytest.raises(TypeError, match=msg(f"{name} must be an int, got {value!r}")):
@@ -135,16 +146,22 @@ BOOL_OPTIONS = ["fmg", "skip", "seq_soln", "residual_computation", "relax_only_c
 
 
 @pytest.mark.parametrize("name", BOOL_OPTIONS)
-@pytest.mark.parametrize("value", [2, -1, 0.5, 1.0, "yes", "True", None, [True]],
-                         ids=["2", "-1", "0.5", "1.0", "yes", "True-str", "None", "list"])
+@pytest.mark.parametrize(
+    "value",
+    [2, -1, 0.5, 1.0, "yes", "True", None, [True]],
+    ids=["2", "-1", "0.5", "1.0", "yes", "True-str", "None", "list"],
+)
 def test_bad_bool_is_type_error(name, value):
     with pytest.raises(TypeError, match=msg(f"{name} must be True/False (or 0/1), got {value!r}")):
         make(**{name: value})
 
 
 @pytest.mark.parametrize("name", BOOL_OPTIONS)
-@pytest.mark.parametrize("value", [True, False, 0, 1, np.True_, np.False_, np.int64(1)],
-                         ids=["True", "False", "0", "1", "np.True_", "np.False_", "np.int64(1)"])
+@pytest.mark.parametrize(
+    "value",
+    [True, False, 0, 1, np.True_, np.False_, np.int64(1)],
+    ids=["True", "False", "0", "1", "np.True_", "np.False_", "np.int64(1)"],
+)
 def test_bool_like_values_are_accepted(name, value):
     solver = make(**{name: value})
     assert solver.solve().iterations >= 0
@@ -188,7 +205,9 @@ def test_bad_per_level_entry_names_its_index(name, value, exc, message):
 @pytest.mark.parametrize("name", ["cfactor", "nrelax", "cwt"])
 @pytest.mark.parametrize("value", ["2", b"2", None, object()], ids=["str", "bytes", "None", "object"])
 def test_per_level_option_of_wrong_type(name, value):
-    with pytest.raises(TypeError, match=msg(f"{name} must be a number or a sequence of numbers per level, got {value!r}")):
+    with pytest.raises(
+        TypeError, match=msg(f"{name} must be a number or a sequence of numbers per level, got {value!r}")
+    ):
         make(**{name: value})
 
 
@@ -273,8 +292,9 @@ def test_per_level_sequence_from_generator_and_ndarray():
 # Tolerances
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["abs_tol", "rel_tol"])
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, np.float64("nan")],
-                         ids=["nan", "inf", "-inf", "np.nan"])
+@pytest.mark.parametrize(
+    "value", [math.nan, math.inf, -math.inf, np.float64("nan")], ids=["nan", "inf", "-inf", "np.nan"]
+)
 def test_non_finite_tolerance(name, value):
     with pytest.raises(ValueError, match=msg(f"{name} must be finite, got {value!r}")):
         make(**{name: value})
@@ -294,7 +314,9 @@ def test_tolerance_of_wrong_type(name, value):
 
 
 def test_both_tolerances_is_value_error():
-    with pytest.raises(ValueError, match=msg("give either abs_tol or rel_tol, not both (got abs_tol=1e-06, rel_tol=0.001)")):
+    with pytest.raises(
+        ValueError, match=msg("give either abs_tol or rel_tol, not both (got abs_tol=1e-06, rel_tol=0.001)")
+    ):
         make(abs_tol=1e-6, rel_tol=1e-3)
 
 
@@ -434,8 +456,7 @@ def test_non_increasing_times(times, k):
         grid_solver(times)
 
 
-@pytest.mark.parametrize("times", [[0.0], [], [[0.0, 1.0], [2.0, 3.0]], 5.0],
-                         ids=["one", "empty", "2-D", "scalar"])
+@pytest.mark.parametrize("times", [[0.0], [], [[0.0, 1.0], [2.0, 3.0]], 5.0], ids=["one", "empty", "2-D", "scalar"])
 def test_times_of_bad_shape(times):
     shape = np.asarray(times, dtype=float).shape
     with pytest.raises(ValueError, match=msg(f"times must be a 1-D sequence of at least 2 values, got shape {shape}")):
@@ -487,7 +508,13 @@ def test_options_are_keyword_only():
 
 @pytest.mark.parametrize(
     "comm, name",
-    [(5, "int"), ("world", "str"), (MPI.COMM_SELF.Get_group(), "Group"), (object(), "object"), ([MPI.COMM_SELF], "list")],
+    [
+        (5, "int"),
+        ("world", "str"),
+        (MPI.COMM_SELF.Get_group(), "Group"),
+        (object(), "object"),
+        ([MPI.COMM_SELF], "list"),
+    ],
     ids=["int", "str", "Group", "object", "list"],
 )
 def test_wrong_comm_type(comm, name):
@@ -509,10 +536,15 @@ def test_default_comm_is_world():
     assert solver.comm == MPI.COMM_WORLD
 
 
-@pytest.mark.parametrize("app, name", [(5, "int"), (None, "NoneType"), (Decay, "type"), ("LinearODE", "str")],
-                         ids=["int", "None", "class", "str"])
+@pytest.mark.parametrize(
+    "app, name",
+    [(5, "int"), (None, "NoneType"), (Decay, "type"), ("LinearODE", "str")],
+    ids=["int", "None", "class", "str"],
+)
 def test_app_must_be_an_app(app, name):
-    with pytest.raises(TypeError, match=msg(f"app must be a pyxbraid.App subclass instance or a pyxbraid.apps app, got {name}")):
+    with pytest.raises(
+        TypeError, match=msg(f"app must be a pyxbraid.App subclass instance or a pyxbraid.apps app, got {name}")
+    ):
         xb.Solver(app, 0.0, 1.0, 8, comm=MPI.COMM_SELF)
 
 
@@ -566,8 +598,9 @@ def test_app_shape_validation(shape, exc, message):
         xb.App(shape=shape)
 
 
-@pytest.mark.parametrize("shape, expected", [(3, (3,)), ((2, 3), (2, 3)), ([4], (4,)), (np.int64(5), (5,)),
-                                             ((np.int32(2), 2), (2, 2))])
+@pytest.mark.parametrize(
+    "shape, expected", [(3, (3,)), ((2, 3), (2, 3)), ([4], (4,)), (np.int64(5), (5,)), ((np.int32(2), 2), (2, 2))]
+)
 def test_app_shape_accepted(shape, expected):
     assert xb.App(shape=shape).shape == expected
 
@@ -645,9 +678,11 @@ def test_native_apps_valid_parameters_are_used():
 # --------------------------------------------------------------------------------------
 def test_fewer_time_points_than_ranks(mpirun):
     ranks = mpirun.json(str(SCRIPTS / "too_few_points.py"), 3, timeout=120)
-    error = {"type": "ValueError", "rank": None,
-             "message": "ntime=1 gives 2 time points, fewer than the 3 ranks of comm; use more time steps or "
-                        "fewer ranks"}
+    error = {
+        "type": "ValueError",
+        "rank": None,
+        "message": "ntime=1 gives 2 time points, fewer than the 3 ranks of comm; use more time steps or fewer ranks",
+    }
     # ntime=2: 3 points on 3 ranks is fine (sequential: 2 <= min_coarse),
     # backward Euler u / (1 + 0.5) twice.
     assert ranks == [{"1": error, "2": {"ok": 1.0 / 1.5 / 1.5}}] * 3

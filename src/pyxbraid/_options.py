@@ -77,11 +77,13 @@ def _converter(option: Option) -> Callable[[str, Any], Any]:
         return as_bool
     if option.kind == "int":
         if option.choices:
+
             def choice(name: str, value: Any) -> int:
                 v = as_int(name, value)
                 if v not in option.choices:
                     raise ValueError(f"{name} must be {option.rule}, got {value!r}")
                 return v
+
             return choice
         minimum = None if option.minimum is None else int(option.minimum)
         return lambda name, value: as_int(name, value, minimum)
@@ -93,6 +95,7 @@ def _converter(option: Option) -> Callable[[str, Any], Any]:
         if option.minimum is not None and v < option.minimum:
             raise ValueError(f"{name} must be >= {option.minimum:g}, got {value!r}")
         return v
+
     return real
 
 
@@ -123,7 +126,7 @@ def core_options(values: Mapping[str, Any]) -> Any:
         convert = _converter(option)
         if option.kind == "optional_float":
             if option.group:
-                continue                       # below, with the other members of its group
+                continue  # below, with the other members of its group
             setattr(opt, f"has_{option.name}", value is not None)
             if value is not None:
                 setattr(opt, option.name, convert(option.name, value))

@@ -44,7 +44,7 @@ class Option:
     group: str = ""
     group_default: bool = False
     section: str = "MGRIT"
-    details: str = ""          # more docstring text (numpydoc), after ``doc``
+    details: str = ""  # more docstring text (numpydoc), after ``doc``
 
     @property
     def rule(self) -> str:
@@ -67,7 +67,7 @@ class Callback:
     signature: str
     doc: str
     xbraid: str = ""
-    counter: str = ""          # key of SolveResult.calls ("" = not counted)
+    counter: str = ""  # key of SolveResult.calls ("" = not counted)
     optional: bool = True
 
 
@@ -84,9 +84,9 @@ class StatusField:
     """A read-only attribute of the status object handed to callbacks."""
 
     name: str
-    ctype: str                 # the C++ member's type: double, int or bool
+    ctype: str  # the C++ member's type: double, int or bool
     doc: str
-    member: str = ""           # the C++ member it reads (default: name)
+    member: str = ""  # the C++ member it reads (default: name)
     pytype: str = field(default="")
 
     @property
@@ -95,88 +95,242 @@ class StatusField:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("max_levels", "int", 30, "levels in the time-grid hierarchy (1 = sequential stepping)",
-           "braid_SetMaxLevels", minimum=1),
-    Option("min_coarse", "int", 2, "stop coarsening before a level would have fewer intervals",
-           "braid_SetMinCoarse", minimum=1),
-    Option("cfactor", "int", 2, "coarsening factor, for all levels or a sequence indexed by level",
-           "braid_SetCFactor", minimum=2, per_level=True),
-    Option("nrelax", "int", 1, "FC sweeps before restriction: 0 = F-relaxation, 1 = FCF, 2 = FCFCF",
-           "braid_SetNRelax", minimum=0, per_level=True,
-           details="Per level as a sequence (missing levels take the global value); with ``relax_only_cg`` "
-                   "entry ``max_levels - 1`` is the coarsest level's."),
-    Option("cwt", "float", 1.0, "C-relaxation weight (weighted Jacobi)", "braid_SetCRelaxWt", positive=True,
-           per_level=True),
-    Option("abs_tol", "optional_float", None, "stop when ||r_k|| < abs_tol", "braid_SetAbsTol", minimum=0.0,
-           group="tol"),
-    Option("rel_tol", "optional_float", 1e-9, "stop when ||r_k|| < rel_tol * ||r_0|| (the default)",
-           "braid_SetRelTol", minimum=0.0, group="tol", group_default=True),
+    Option(
+        "max_levels",
+        "int",
+        30,
+        "levels in the time-grid hierarchy (1 = sequential stepping)",
+        "braid_SetMaxLevels",
+        minimum=1,
+    ),
+    Option(
+        "min_coarse",
+        "int",
+        2,
+        "stop coarsening before a level would have fewer intervals",
+        "braid_SetMinCoarse",
+        minimum=1,
+    ),
+    Option(
+        "cfactor",
+        "int",
+        2,
+        "coarsening factor, for all levels or a sequence indexed by level",
+        "braid_SetCFactor",
+        minimum=2,
+        per_level=True,
+    ),
+    Option(
+        "nrelax",
+        "int",
+        1,
+        "FC sweeps before restriction: 0 = F-relaxation, 1 = FCF, 2 = FCFCF",
+        "braid_SetNRelax",
+        minimum=0,
+        per_level=True,
+        details="Per level as a sequence (missing levels take the global value); with ``relax_only_cg`` "
+        "entry ``max_levels - 1`` is the coarsest level's.",
+    ),
+    Option(
+        "cwt", "float", 1.0, "C-relaxation weight (weighted Jacobi)", "braid_SetCRelaxWt", positive=True, per_level=True
+    ),
+    Option(
+        "abs_tol", "optional_float", None, "stop when ||r_k|| < abs_tol", "braid_SetAbsTol", minimum=0.0, group="tol"
+    ),
+    Option(
+        "rel_tol",
+        "optional_float",
+        1e-9,
+        "stop when ||r_k|| < rel_tol * ||r_0|| (the default)",
+        "braid_SetRelTol",
+        minimum=0.0,
+        group="tol",
+        group_default=True,
+    ),
     Option("max_iter", "int", 100, "maximum number of iterations", "braid_SetMaxIter", minimum=1),
-    Option("tnorm", "int", 2, "how C-point residual norms combine: 1 sum, 2 root of sum of squares, 3 max",
-           "braid_SetTemporalNorm", choices=(1, 2, 3)),
-    Option("fmg", "bool", False, "F-cycles (iteration j is an F-cycle iff fmg and j != nfmg, as XBraid's code)",
-           "braid_SetFMG"),
+    Option(
+        "tnorm",
+        "int",
+        2,
+        "how C-point residual norms combine: 1 sum, 2 root of sum of squares, 3 max",
+        "braid_SetTemporalNorm",
+        choices=(1, 2, 3),
+    ),
+    Option(
+        "fmg",
+        "bool",
+        False,
+        "F-cycles (iteration j is an F-cycle iff fmg and j != nfmg, as XBraid's code)",
+        "braid_SetFMG",
+    ),
     Option("nfmg", "int", -1, "the iteration that is not an F-cycle (-1: all are)", "braid_SetNFMG", minimum=-1),
-    Option("nfmg_vcyc", "int", 1, "V-cycles per intermediate level within an F-cycle", "braid_SetNFMGVcyc",
-           minimum=1),
-    Option("skip", "bool", True, "no down-cycle in the first iteration (first solve only: a deviation)",
-           "braid_SetSkip"),
-    Option("storage", "int", -1, "-1: C-points only; 0: all points on all levels; s > 0: all points on levels >= s",
-           "braid_SetStorage", minimum=-1),
+    Option("nfmg_vcyc", "int", 1, "V-cycles per intermediate level within an F-cycle", "braid_SetNFMGVcyc", minimum=1),
+    Option(
+        "skip", "bool", True, "no down-cycle in the first iteration (first solve only: a deviation)", "braid_SetSkip"
+    ),
+    Option(
+        "storage",
+        "int",
+        -1,
+        "-1: C-points only; 0: all points on all levels; s > 0: all points on levels >= s",
+        "braid_SetStorage",
+        minimum=-1,
+    ),
     Option("seq_soln", "bool", False, "start from the sequential solution (no skip)", "braid_SetSeqSoln"),
-    Option("residual_computation", "bool", True, "compute residual norms (off: run max_iter iterations)",
-           "braid_SetResidualComputation"),
+    Option(
+        "residual_computation",
+        "bool",
+        True,
+        "compute residual norms (off: run max_iter iterations)",
+        "braid_SetResidualComputation",
+    ),
     Option("relax_only_cg", "bool", False, "relax the coarsest level instead of solving it", "braid_SetRelaxOnlyCG"),
     Option("final_fc_relax", "bool", False, "finish with an FC sweep instead of an F-sweep", "braid_SetFinalFCRelax"),
-    Option("access_level", "int", 1, "0 none (states on demand), 1 after convergence, 2 also every iteration",
-           "braid_SetAccessLevel", choices=(0, 1, 2)),
-    Option("print_level", "int", 0, "0 silent (XBraid: 2), 1 one line per iteration on rank 0, 2 plus a summary",
-           "braid_SetPrintLevel", choices=(0, 1, 2, 3)),
-    Option("adjoint", "bool", False, "XBraid_Adjoint: each iteration is a primal cycle and its reverse",
-           "braid_InitAdjoint", section="adjoint",
-           details="Gives the objective ``result.objective`` and the gradient (:meth:`gradient`). Needs the "
-                   "app's ``objective``, ``objective_adjoint``, ``step_adjoint`` and ``reset_gradient``. Forces "
-                   "``skip`` off. Converged when both residuals meet their tolerances. With ``max_levels=1`` "
-                   "the result is the exact discrete adjoint (backpropagation through time)."),
-    Option("abs_tol_adjoint", "optional_float", None, "stop when ||r_adj|| < abs_tol_adjoint",
-           "braid_SetAbsTolAdjoint", minimum=0.0, group="tol_adjoint", section="adjoint"),
-    Option("rel_tol_adjoint", "optional_float", 1e-6,
-           "stop when ||r_adj|| < rel_tol_adjoint * ||r_adj|| of the first iteration (the default)",
-           "braid_SetRelTolAdjoint", minimum=0.0, group="tol_adjoint", group_default=True, section="adjoint"),
-    Option("tstart_objective", "optional_float", None, "start of the (closed) objective window (default: tstart)",
-           "braid_SetTStartObjective", section="adjoint"),
-    Option("tstop_objective", "optional_float", None, "end of the (closed) objective window (default: tstop)",
-           "braid_SetTStopObjective", section="adjoint"),
-    Option("objective_only", "bool", False, "evaluate the objective without the adjoint (line searches)",
-           "braid_SetObjectiveOnly", section="adjoint"),
+    Option(
+        "access_level",
+        "int",
+        1,
+        "0 none (states on demand), 1 after convergence, 2 also every iteration",
+        "braid_SetAccessLevel",
+        choices=(0, 1, 2),
+    ),
+    Option(
+        "print_level",
+        "int",
+        0,
+        "0 silent (XBraid: 2), 1 one line per iteration on rank 0, 2 plus a summary",
+        "braid_SetPrintLevel",
+        choices=(0, 1, 2, 3),
+    ),
+    Option(
+        "adjoint",
+        "bool",
+        False,
+        "XBraid_Adjoint: each iteration is a primal cycle and its reverse",
+        "braid_InitAdjoint",
+        section="adjoint",
+        details="Gives the objective ``result.objective`` and the gradient (:meth:`gradient`). Needs the "
+        "app's ``objective``, ``objective_adjoint``, ``step_adjoint`` and ``reset_gradient``. Forces "
+        "``skip`` off. Converged when both residuals meet their tolerances. With ``max_levels=1`` "
+        "the result is the exact discrete adjoint (backpropagation through time).",
+    ),
+    Option(
+        "abs_tol_adjoint",
+        "optional_float",
+        None,
+        "stop when ||r_adj|| < abs_tol_adjoint",
+        "braid_SetAbsTolAdjoint",
+        minimum=0.0,
+        group="tol_adjoint",
+        section="adjoint",
+    ),
+    Option(
+        "rel_tol_adjoint",
+        "optional_float",
+        1e-6,
+        "stop when ||r_adj|| < rel_tol_adjoint * ||r_adj|| of the first iteration (the default)",
+        "braid_SetRelTolAdjoint",
+        minimum=0.0,
+        group="tol_adjoint",
+        group_default=True,
+        section="adjoint",
+    ),
+    Option(
+        "tstart_objective",
+        "optional_float",
+        None,
+        "start of the (closed) objective window (default: tstart)",
+        "braid_SetTStartObjective",
+        section="adjoint",
+    ),
+    Option(
+        "tstop_objective",
+        "optional_float",
+        None,
+        "end of the (closed) objective window (default: tstop)",
+        "braid_SetTStopObjective",
+        section="adjoint",
+    ),
+    Option(
+        "objective_only",
+        "bool",
+        False,
+        "evaluate the objective without the adjoint (line searches)",
+        "braid_SetObjectiveOnly",
+        section="adjoint",
+    ),
 )
 
 CALLBACKS: tuple[Callback, ...] = (
-    Callback("init", "init(t, u)", "fill u: the initial condition at tstart, a guess elsewhere",
-             "braid_PtFcnInit", counter="init", optional=False),
-    Callback("step", "step(u, ustop, fstop, status)", "advance u in place from status.tstart to status.tstop",
-             "braid_PtFcnStep", counter="step", optional=False),
-    Callback("residual", "residual(ustop, r, status)", "user residual: r <- A(ustop, r) (switches on residual mode)",
-             "braid_PtFcnResidual", counter="residual"),
-    Callback("spatial_norm", "spatial_norm(u) -> float", "a norm of u (default: the Euclidean 2-norm)",
-             "braid_PtFcnSpatialNorm", counter="norm"),
+    Callback(
+        "init",
+        "init(t, u)",
+        "fill u: the initial condition at tstart, a guess elsewhere",
+        "braid_PtFcnInit",
+        counter="init",
+        optional=False,
+    ),
+    Callback(
+        "step",
+        "step(u, ustop, fstop, status)",
+        "advance u in place from status.tstart to status.tstop",
+        "braid_PtFcnStep",
+        counter="step",
+        optional=False,
+    ),
+    Callback(
+        "residual",
+        "residual(ustop, r, status)",
+        "user residual: r <- A(ustop, r) (switches on residual mode)",
+        "braid_PtFcnResidual",
+        counter="residual",
+    ),
+    Callback(
+        "spatial_norm",
+        "spatial_norm(u) -> float",
+        "a norm of u (default: the Euclidean 2-norm)",
+        "braid_PtFcnSpatialNorm",
+        counter="norm",
+    ),
     Callback("access", "access(u, status)", "look at a state (read-only)", "braid_PtFcnAccess", counter="access"),
-    Callback("objective", "objective(u, status) -> float", "the objective term f(u_i) at one fine point",
-             "objectiveT", counter="objective"),
-    Callback("objective_adjoint", "objective_adjoint(u, u_bar, f_bar, status)",
-             "u_bar = (df/du)^T f_bar; add (df/ddesign)^T f_bar to the gradient", "objectiveT_diff",
-             counter="objective_adjoint"),
-    Callback("step_adjoint", "step_adjoint(u, ustop, u_bar, ustop_bar, status)",
-             "u_bar <- (dPhi/du)^T u_bar, ustop_bar = (dPhi/dustop)^T u_bar; add (dPhi/ddesign)^T u_bar to the "
-             "gradient", "step_diff", counter="step_adjoint"),
+    Callback(
+        "objective",
+        "objective(u, status) -> float",
+        "the objective term f(u_i) at one fine point",
+        "objectiveT",
+        counter="objective",
+    ),
+    Callback(
+        "objective_adjoint",
+        "objective_adjoint(u, u_bar, f_bar, status)",
+        "u_bar = (df/du)^T f_bar; add (df/ddesign)^T f_bar to the gradient",
+        "objectiveT_diff",
+        counter="objective_adjoint",
+    ),
+    Callback(
+        "step_adjoint",
+        "step_adjoint(u, ustop, u_bar, ustop_bar, status)",
+        "u_bar <- (dPhi/du)^T u_bar, ustop_bar = (dPhi/dustop)^T u_bar; add (dPhi/ddesign)^T u_bar to the gradient",
+        "step_diff",
+        counter="step_adjoint",
+    ),
     Callback("reset_gradient", "reset_gradient()", "set the gradient accumulator to zero", "reset_gradient"),
-    Callback("init_adjoint", "init_adjoint(t, u_bar, status)",
-             "add (d init / d design)^T u_bar to the gradient (pyxbraid only: a design-dependent initial condition)",
-             "", counter="init_adjoint"),
-    Callback("postprocess_objective", "postprocess_objective(I) -> J", "J = F(I) from I = sum_i f(u_i)",
-             "postprocess_obj"),
-    Callback("postprocess_objective_adjoint", "postprocess_objective_adjoint(I) -> dJ/dI",
-             "dF/dI; may assign the design part of dF/ddesign to the gradient", "postprocess_obj_diff"),
+    Callback(
+        "init_adjoint",
+        "init_adjoint(t, u_bar, status)",
+        "add (d init / d design)^T u_bar to the gradient (pyxbraid only: a design-dependent initial condition)",
+        "",
+        counter="init_adjoint",
+    ),
+    Callback(
+        "postprocess_objective", "postprocess_objective(I) -> J", "J = F(I) from I = sum_i f(u_i)", "postprocess_obj"
+    ),
+    Callback(
+        "postprocess_objective_adjoint",
+        "postprocess_objective_adjoint(I) -> dJ/dI",
+        "dF/dI; may assign the design part of dF/ddesign to the gradient",
+        "postprocess_obj_diff",
+    ),
 )
 
 PHASES: tuple[Phase, ...] = (

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._options import as_finite as _finite
-
 if TYPE_CHECKING:
     from ._core import Status
 
@@ -166,8 +164,9 @@ class App:
         """
         raise NotImplementedError
 
-    def step_adjoint(self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray,
-                     status: Status) -> None:
+    def step_adjoint(
+        self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray, status: Status
+    ) -> None:
         """Adjoint of one :meth:`step` (XBraid's step_diff).
 
         ``u`` and ``ustop`` are the step's inputs (read-only). Overwrite ``u_bar``

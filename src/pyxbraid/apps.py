@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import _core
-from .app import NativeApp, _finite
+from ._options import as_finite as _finite
+from .app import NativeApp
 
 __all__ = ["Cubic", "Heat1D", "LinearODE"]
 
@@ -86,8 +87,12 @@ class LinearODE(NativeApp):
         self.regularization = _finite("regularization", regularization)
         self._scalar = len(lams) == 1 and not isinstance(lam, (list, tuple, np.ndarray))
         self._cpp = _core.LinearODE(lams, self.u0, self.guess, self.scheme, self.residual)
-        self._cpp.set_objective(objective == "mean_square", self.target is not None,
-                                0.0 if self.target is None else self.target, self.regularization)
+        self._cpp.set_objective(
+            objective == "mean_square",
+            self.target is not None,
+            0.0 if self.target is None else self.target,
+            self.regularization,
+        )
 
     def _native(self):
         return self._cpp
@@ -146,14 +151,16 @@ class Cubic(NativeApp):
 
     _cpp: Any
 
-    def __init__(self, p: float = 0.5, *, u0: float = 1.0, guess: float = 0.0, size: int = 1,
-                 target: float = 0.0) -> None:
+    def __init__(
+        self, p: float = 0.5, *, u0: float = 1.0, guess: float = 0.0, size: int = 1, target: float = 0.0
+    ) -> None:
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
             raise ValueError(f"size must be an int >= 1, got {size!r}")
         self.shape = (int(size),)
         self.objective = "mean_square"
-        self._cpp = _core.Cubic(int(size), _finite("p", p), _finite("u0", u0), _finite("guess", guess),
-                                _finite("target", target))
+        self._cpp = _core.Cubic(
+            int(size), _finite("p", p), _finite("u0", u0), _finite("guess", guess), _finite("target", target)
+        )
 
     def _native(self):
         return self._cpp

@@ -73,17 +73,17 @@ class _Agreed:
     def __init__(self, comm, what: str) -> None:
         self.comm, self.what = comm, what
 
-    def __enter__(self) -> "_Agreed":
+    def __enter__(self) -> _Agreed:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if exc is not None and not isinstance(exc, Exception):
-            return False                      # KeyboardInterrupt and the like: just go
+            return False  # KeyboardInterrupt and the like: just go
         if self.comm.Get_size() == 1:
             return False
         reports = self.comm.allgather(None if exc is None else f"{type(exc).__name__}: {exc}")
         if exc is not None:
-            return False                      # this rank's own error, with its traceback
+            return False  # this rank's own error, with its traceback
         for rank, report in enumerate(reports):
             if report is not None:
                 raise RemoteRankError(f"rank {rank} rejected its {self.what}: {report}", rank)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +13,8 @@ import numpy as np
 from . import _core
 from ._mpi_guard import load_mpi
 from ._options import OPTION_NAMES, as_int, core_options, describe_options
-from .app import App, NativeApp, _as_shape, _as_state_dtype, _finite
+from ._options import as_finite as _finite
+from .app import App, NativeApp, _as_shape, _as_state_dtype
 from .errors import _Agreed
 
 __all__ = ["SolveResult", "Solver"]
@@ -22,7 +22,6 @@ __all__ = ["SolveResult", "Solver"]
 MPI = load_mpi()
 
 _ADJOINT_METHODS = ("objective", "objective_adjoint", "step_adjoint", "reset_gradient")
-
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,9 @@ class Solver:
         # Agree before any collective: a rank that rejects its arguments must
         # not leave the others waiting inside the engine's construction.
         with _Agreed(comm, "Solver arguments"):
-            built = self._validate(app, tstart, tstop, ntime, times, comm, **{k: v for k, v in args.items() if k in OPTION_NAMES})
+            built = self._validate(
+                app, tstart, tstop, ntime, times, comm, **{k: v for k, v in args.items() if k in OPTION_NAMES}
+            )
         native, self._shape, grid, tstart_v, tstop_v, ntime_v, opt = built
         self._options = opt
         try:
@@ -192,8 +193,10 @@ class Solver:
                 f"tstop_objective={tstop_objective!r}"
             )
         if (tstart_objective is not None or tstop_objective is not None) and not (opt.adjoint or opt.objective_only):
-            raise ValueError("tstart_objective / tstop_objective need adjoint=True or objective_only=True "
-                             f"(got tstart_objective={tstart_objective!r}, tstop_objective={tstop_objective!r})")
+            raise ValueError(
+                "tstart_objective / tstop_objective need adjoint=True or objective_only=True "
+                f"(got tstart_objective={tstart_objective!r}, tstop_objective={tstop_objective!r})"
+            )
         if opt.adjoint and opt.objective_only:
             raise ValueError("give adjoint=True or objective_only=True, not both")
         native, shape = self._native_app(app, opt.adjoint, opt.objective_only)
@@ -217,7 +220,7 @@ class Solver:
             if not np.all(np.isfinite(grid)):
                 k = int(np.argmax(~np.isfinite(grid)))
                 raise ValueError(f"times must be finite, got times[{k}]={float(grid[k])!r}")
-            increasing = grid[1:] > grid[:-1]      # compared, not subtracted: no overflow
+            increasing = grid[1:] > grid[:-1]  # compared, not subtracted: no overflow
             if not np.all(increasing):
                 k = int(np.argmax(~increasing))
                 raise ValueError(
@@ -228,8 +231,10 @@ class Solver:
                 steps = grid[1:] - grid[:-1]
             if not np.all(np.isfinite(steps)):
                 k = int(np.argmax(~np.isfinite(steps)))
-                raise ValueError(f"times must have finite steps; times[{k + 1}] - times[{k}] = "
-                                 f"{float(grid[k + 1])!r} - {float(grid[k])!r} overflows float64")
+                raise ValueError(
+                    f"times must have finite steps; times[{k + 1}] - times[{k}] = "
+                    f"{float(grid[k + 1])!r} - {float(grid[k])!r} overflows float64"
+                )
             if ntime is not None and as_int("ntime", ntime, 1) != grid.size - 1:
                 raise ValueError(f"times must hold ntime + 1 = {int(ntime) + 1} values, got {grid.size}")
             if tstart is not None and _finite("tstart", tstart) != grid[0]:
@@ -244,16 +249,20 @@ class Solver:
         if not t1 > t0:
             raise ValueError(f"tstop must be > tstart, got tstart={tstart!r}, tstop={tstop!r}")
         if not math.isfinite(t1 - t0):
-            raise ValueError(f"tstop - tstart must be finite, got tstart={tstart!r}, tstop={tstop!r} "
-                             "(the difference overflows float64)")
+            raise ValueError(
+                f"tstop - tstart must be finite, got tstart={tstart!r}, tstop={tstop!r} "
+                "(the difference overflows float64)"
+            )
         return [], t0, t1, as_int("ntime", ntime, 1)
 
     @staticmethod
     def _native_app(app: Any, adjoint: bool = False, objective_only: bool = False):
         if isinstance(app, NativeApp):
             if (adjoint or objective_only) and getattr(app, "objective", None) is None:
-                raise ValueError(f"{type(app).__name__} has no objective: build it with objective='mean_square' "
-                                 "to use adjoint=True or objective_only=True")
+                raise ValueError(
+                    f"{type(app).__name__} has no objective: build it with objective='mean_square' "
+                    "to use adjoint=True or objective_only=True"
+                )
             return app._native(), tuple(app.shape)
         if not isinstance(app, App):
             raise TypeError(
@@ -276,16 +285,34 @@ class Solver:
             raise ValueError(f"adjoint=True cannot be combined with a user residual ({name}.residual), as in XBraid")
         post = app._overrides("postprocess_objective"), app._overrides("postprocess_objective_adjoint")
         if adjoint and post[0] != post[1]:
-            raise TypeError(f"{name} must define both postprocess_objective and postprocess_objective_adjoint, or neither")
+            raise TypeError(
+                f"{name} must define both postprocess_objective and postprocess_objective_adjoint, or neither"
+            )
         dtype = _as_state_dtype(getattr(app, "dtype", np.float64))
-        native = _core.PythonApp(app, list(app.shape), dtype.name, app.init, app.step, optional["residual"],
-                                 optional["spatial_norm"], optional["access"])
+        native = _core.PythonApp(
+            app,
+            list(app.shape),
+            dtype.name,
+            app.init,
+            app.step,
+            optional["residual"],
+            optional["spatial_norm"],
+            optional["access"],
+        )
         if adjoint or objective_only:
+
             def get(m):
                 return getattr(app, m) if app._overrides(m) else None
-            native.set_adjoint(get("objective"), get("objective_adjoint"), get("step_adjoint"), get("reset_gradient"),
-                               get("postprocess_objective"), get("postprocess_objective_adjoint"),
-                               get("init_adjoint"))
+
+            native.set_adjoint(
+                get("objective"),
+                get("objective_adjoint"),
+                get("step_adjoint"),
+                get("reset_gradient"),
+                get("postprocess_objective"),
+                get("postprocess_objective_adjoint"),
+                get("init_adjoint"),
+            )
         return native, tuple(app.shape)
 
     # -- running -------------------------------------------------------------------
@@ -381,9 +408,13 @@ class Solver:
         """
         indices, states, adjoint, rnorm0, rnorm0_adjoint = self._engine.iterate()
         shape = (-1, *self._shape)
-        return {"indices": np.asarray(indices, dtype=np.int64), "states": states.reshape(shape),
-                "adjoint": None if adjoint is None else adjoint.reshape(shape),
-                "rnorm0": float(rnorm0), "rnorm0_adjoint": float(rnorm0_adjoint)}
+        return {
+            "indices": np.asarray(indices, dtype=np.int64),
+            "states": states.reshape(shape),
+            "adjoint": None if adjoint is None else adjoint.reshape(shape),
+            "rnorm0": float(rnorm0),
+            "rnorm0_adjoint": float(rnorm0_adjoint),
+        }
 
     def set_iterate(self, iterate: dict[str, Any]) -> None:
         """Continue from ``iterate`` (:meth:`iterate`'s dict, this rank's or all ranks' concatenated).
@@ -401,8 +432,9 @@ class Solver:
                 adjoint = np.ascontiguousarray(adjoint, dtype=self._engine.dtype)
             rnorm0, rnorm0_adjoint = float(iterate["rnorm0"]), float(iterate["rnorm0_adjoint"])
         except (KeyError, TypeError) as exc:
-            raise TypeError(f"iterate must be a dict as Solver.iterate() returns, got {type(iterate).__name__} "
-                            f"({exc})") from None
+            raise TypeError(
+                f"iterate must be a dict as Solver.iterate() returns, got {type(iterate).__name__} ({exc})"
+            ) from None
         if indices.ndim != 1 or indices.dtype.kind not in "iu":
             raise ValueError(f"iterate['indices'] must be a 1-D integer array, got {indices.dtype} {indices.shape}")
         expected = (indices.size, *self._shape)
@@ -410,8 +442,13 @@ class Solver:
             if array is not None and array.shape != expected:
                 raise ValueError(f"iterate[{name!r}] must have shape {expected}, got {array.shape}")
         flat = (indices.size, int(np.prod(self._shape)))
-        self._engine.set_iterate(indices.tolist(), states.reshape(flat),
-                                 None if adjoint is None else adjoint.reshape(flat), rnorm0, rnorm0_adjoint)
+        self._engine.set_iterate(
+            indices.tolist(),
+            states.reshape(flat),
+            None if adjoint is None else adjoint.reshape(flat),
+            rnorm0,
+            rnorm0_adjoint,
+        )
 
     def state_at(self, index: int) -> np.ndarray:
         """The fine-grid state at time index ``index``, on every rank (collective).

@@ -60,8 +60,20 @@ class CheckResult:
 
 
 def _status(t: float, dt: float, level: int, ntime: int) -> Any:
-    return types.SimpleNamespace(tstart=t, tstop=t + dt, dt=dt, t=t, tindex=0, level=level, nlevels=level + 1,
-                                 iter=0, done=False, phase="fc_relax", residual_norm=-1.0, ntime=ntime)
+    return types.SimpleNamespace(
+        tstart=t,
+        tstop=t + dt,
+        dt=dt,
+        t=t,
+        tindex=0,
+        level=level,
+        nlevels=level + 1,
+        iter=0,
+        done=False,
+        phase="fc_relax",
+        residual_norm=-1.0,
+        ntime=ntime,
+    )
 
 
 def _compare(what: str, adjoint: float, fd: float, rtol: float, atol: float, out: list[str]) -> float:
@@ -336,4 +348,3 @@ def check_gradient(
     finally:
         put(p0)
     return CheckResult(worst <= rtol, worst, details)
-

@@ -6,9 +6,9 @@ rank reports ``{"first": outcome, "again": outcome}``.
 
 import sys
 
-import pyxbraid as xb
 from reporting import outcome, report
 
+import pyxbraid as xb
 
 # Forward Euler with lam*dt = -0.9 on the fine grid (stable) and 4x / 2x larger
 # coarse steps (|1 + lam*dt_coarse| > 1): see tests/test_errors.py.

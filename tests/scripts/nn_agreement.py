@@ -10,7 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from mpi4py import MPI
 
 import pyxbraid as xb
@@ -29,7 +28,7 @@ def case(name, action):
     try:
         action()
         report = "ok"
-    except Exception as exc:     # noqa: BLE001 - what every rank saw is the result
+    except Exception as exc:  # noqa: BLE001 - what every rank saw is the result
         report = f"{type(exc).__name__}: {exc}"
     results[name] = comm.gather(report)
 
@@ -52,7 +51,7 @@ pyxbraid.nn.network._read_model = original
 # -- data that differ between ranks ----------------------------------------------------------------
 mine = x.copy()
 if rank == comm.Get_size() - 1:
-    mine[7, 1] += 1e-12      # one value, in the last bit or so: still different data
+    mine[7, 1] += 1e-12  # one value, in the last bit or so: still different data
 net = nn.ResNet(2, 4, 6, 5, seed=1)
 trainer = nn.Trainer(net, comm=comm, progress=False, layer_parallel=dict(max_levels=2, cfactor=2))
 labels = y.copy()

@@ -37,14 +37,32 @@ if rank == 0:
     np.savez(folder / "complex.npz", **arrays)
 comm.Barrier()
 
-BAD_X = {"nan": np.where(np.arange(X.size).reshape(X.shape) == 5, np.nan, X), "shape": np.zeros((30, 3)),
-         "dtype": X.astype(complex), "none": None, "other_data": X + 1e-3, "value": [[1.0, 2.0], [3.0]],
-         "labels": X}
+BAD_X = {
+    "nan": np.where(np.arange(X.size).reshape(X.shape) == 5, np.nan, X),
+    "shape": np.zeros((30, 3)),
+    "dtype": X.astype(complex),
+    "none": None,
+    "other_data": X + 1e-3,
+    "value": [[1.0, 2.0], [3.0]],
+    "labels": X,
+}
 BAD_Y = {"labels": np.where(np.arange(30) == 4, 9, Y), "none": None, "value": np.full((30, 5), 0.5)}
-BAD_LP = {"nan": dict(abs_tol=float("nan")), "shape": dict(cfactor=[2, 1]), "none": dict(max_levels=0),
-          "other_data": dict(cfactor=2), "value": dict(abs_tol=-1)}
-BAD_PATH = {"nan": "truncated.npz", "shape": "empty.npz", "dtype": "complex.npz", "labels": "array.npy",
-            "none": "missing.npz", "other_data": "empty.npz", "value": "."}
+BAD_LP = {
+    "nan": dict(abs_tol=float("nan")),
+    "shape": dict(cfactor=[2, 1]),
+    "none": dict(max_levels=0),
+    "other_data": dict(cfactor=2),
+    "value": dict(abs_tol=-1),
+}
+BAD_PATH = {
+    "nan": "truncated.npz",
+    "shape": "empty.npz",
+    "dtype": "complex.npz",
+    "labels": "array.npy",
+    "none": "missing.npz",
+    "other_data": "empty.npz",
+    "value": ".",
+}
 
 
 def run(case):
@@ -60,16 +78,16 @@ def run(case):
             lp = dict(cfactor=4)
         nn.Trainer(net, comm=comm, progress=False, layer_parallel=lp, **kw)
         return
-    if call == "load":     # rank 0 reads the file: its path is the one that matters
+    if call == "load":  # rank 0 reads the file: its path is the one that matters
         nn.ResNet.load(folder / (BAD_PATH[bad] if rank == 0 else "good.npz"), comm=comm)
         return
     trainer = nn.Trainer(net, comm=comm, progress=False, layer_parallel=dict(max_levels=2, cfactor=2))
-    if call == "save":     # rank 0 writes
+    if call == "save":  # rank 0 writes
         target = {"nan": "file/m.npz", "shape": ".", "none": "no/such/folder/m.npz"}.get(bad, "file/x/m.npz")
         net.save(folder / (target if rank == 0 else "ignored.npz"))
         return
     if call == "checkpoint":
-        if bad == "other_data":        # a checkpoint on one rank only
+        if bad == "other_data":  # a checkpoint on one rank only
             trainer.fit(X, Y, epochs=1, checkpoint=folder / "c.npz" if is_bad else None)
         else:
             path = folder / ("missing.npz" if bad == "none" else "file/c.npz")
@@ -92,7 +110,7 @@ for case in cases:
     try:
         run(case)
         report = "no error"
-    except Exception as exc:   # noqa: BLE001 - the report is the result
+    except Exception as exc:  # noqa: BLE001 - the report is the result
         report = f"{type(exc).__name__}: {exc}"
     results.append(comm.gather(report))
 if rank == 0:

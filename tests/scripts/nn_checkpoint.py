@@ -24,8 +24,11 @@ comm = MPI.COMM_WORLD
 rank = comm.Get_rank()
 spec = json.loads(sys.argv[1])
 data = xb.datasets.make_peaks(60, 12, seed=5)
-LAYER_PARALLEL = {"serial": None, "exact": dict(max_levels=3, cfactor=2),
-                  "one_shot": dict(max_levels=3, cfactor=2, max_iter=2, one_shot=True)}
+LAYER_PARALLEL = {
+    "serial": None,
+    "exact": dict(max_levels=3, cfactor=2),
+    "one_shot": dict(max_levels=3, cfactor=2, max_iter=2, one_shot=True),
+}
 OPTIMIZERS = {"adam": lambda: nn.Adam(lr=0.02), "sgd": lambda: nn.SGD(lr=0.05), "lbfgs": lambda: nn.LBFGS()}
 
 
@@ -37,7 +40,7 @@ def optimizer_for(case):
     step = opt.step
     count = [0]
 
-    def signalling_step(*args):   # a SIGTERM arriving at one rank only, in the middle of an epoch
+    def signalling_step(*args):  # a SIGTERM arriving at one rank only, in the middle of an epoch
         loss = step(*args)
         count[0] += 1
         if rank == who and count[0] == when:
@@ -51,13 +54,25 @@ def optimizer_for(case):
 results = []
 for case in spec["cases"]:
     net = nn.ResNet(2, 4, 9, 5, activation="tanh", tikhonov=1e-4, smoothness=1e-4, seed=3)
-    trainer = nn.Trainer(net, comm=comm, optimizer=optimizer_for(case), layer_parallel=LAYER_PARALLEL[case["mode"]],
-                         seed=11, progress=False)
+    trainer = nn.Trainer(
+        net,
+        comm=comm,
+        optimizer=optimizer_for(case),
+        layer_parallel=LAYER_PARALLEL[case["mode"]],
+        seed=11,
+        progress=False,
+    )
     report = {"name": case["name"]}
     try:
-        history = trainer.fit(data.x_train, data.y_train, epochs=case["epochs"], batch_size=case["batch"],
-                              validation=(data.x_val, data.y_val), checkpoint=case.get("checkpoint"),
-                              resume=case.get("resume", False))
+        history = trainer.fit(
+            data.x_train,
+            data.y_train,
+            epochs=case["epochs"],
+            batch_size=case["batch"],
+            validation=(data.x_val, data.y_val),
+            checkpoint=case.get("checkpoint"),
+            resume=case.get("resume", False),
+        )
         report["history"] = {k: v for k, v in history.as_dict().items() if k != "wall_seconds"}
     except nn.TrainingInterrupted as exc:
         report["interrupted"] = [exc.signum, exc.epoch, exc.step, exc.checkpoint]

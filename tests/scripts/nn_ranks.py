@@ -9,7 +9,6 @@ Arguments: <saved model from 1 rank to load> <path to save the trained model to>
 import json
 import sys
 
-import numpy as np
 from mpi4py import MPI
 
 import pyxbraid as xb
@@ -19,11 +18,14 @@ comm = MPI.COMM_WORLD
 load_path, save_path = sys.argv[1], sys.argv[2]
 data = xb.datasets.make_peaks(60, 10, seed=4)
 x, y = data.x_train, data.y_train
-config = dict(in_features=2, width=4, depth=9, classes=5, T=1.0, activation="tanh", tikhonov=1e-3,
-              smoothness=1e-3, seed=7)
+config = dict(
+    in_features=2, width=4, depth=9, classes=5, T=1.0, activation="tanh", tikhonov=1e-3, smoothness=1e-3, seed=7
+)
 out = {"ranks": comm.Get_size()}
-for mode, lp in [("serial", None),
-                 ("exact", dict(max_levels=3, cfactor=2, abs_tol=1e-13, abs_tol_adjoint=1e-13, max_iter=60))]:
+for mode, lp in [
+    ("serial", None),
+    ("exact", dict(max_levels=3, cfactor=2, abs_tol=1e-13, abs_tol_adjoint=1e-13, max_iter=60)),
+]:
     net = nn.ResNet(**config)
     trainer = nn.Trainer(net, comm=comm, layer_parallel=lp, progress=False)
     loss, grad = trainer.loss_and_gradient(x, y)
@@ -34,8 +36,13 @@ for mode, lp in [("serial", None),
 
 # one-shot, full batch, warm restarts: a few Adam steps (reproducible for a fixed rank count)
 net = nn.ResNet(**config)
-trainer = nn.Trainer(net, comm=comm, optimizer=nn.Adam(lr=0.05), progress=False,
-                     layer_parallel=dict(max_levels=3, cfactor=2, max_iter=2, one_shot=True))
+trainer = nn.Trainer(
+    net,
+    comm=comm,
+    optimizer=nn.Adam(lr=0.05),
+    progress=False,
+    layer_parallel=dict(max_levels=3, cfactor=2, max_iter=2, one_shot=True),
+)
 history = trainer.fit(x, y, epochs=5)
 out["one_shot_loss"] = history.loss
 net.save(save_path)

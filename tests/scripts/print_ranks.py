@@ -6,8 +6,9 @@ Each rank reports ``{"iterations": n, "lines": [its captured lines]}``.
 import io
 import sys
 
-import pyxbraid as xb
 from reporting import report
+
+import pyxbraid as xb
 
 level = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 real = sys.stdout

@@ -6,8 +6,9 @@ Each rank reports the outcome of the solve.
 import io
 import sys
 
-import pyxbraid as xb
 from reporting import outcome, report
+
+import pyxbraid as xb
 
 
 class ClosedAfterFirstLine(io.StringIO):

@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 from mpi4py import MPI
+from reporting import outcome, report
 
 import pyxbraid as xb
-from reporting import outcome, report
 
 WHERE = sys.argv[1]
 BAD = int(sys.argv[2]) if len(sys.argv) > 2 else 1
@@ -36,8 +36,9 @@ class Boom(xb.App):
 
     def step(self, u, ustop, fstop, status):
         if WHERE == "step" and rank == BAD and status.iter == 1 and status.level == 0:
-            raised.update(phase=status.phase, level=status.level, iter=status.iter, tstart=status.tstart,
-                          tstop=status.tstop)
+            raised.update(
+                phase=status.phase, level=status.level, iter=status.iter, tstart=status.tstart, tstop=status.tstop
+            )
             raise ValueError(f"boom in step at t={status.tstart!r}")
         u /= 1.0 + (status.tstop - status.tstart)
 

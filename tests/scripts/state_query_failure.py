@@ -15,9 +15,9 @@ import sys
 import time
 
 from mpi4py import MPI
+from reporting import outcome, report
 
 import pyxbraid as xb
-from reporting import outcome, report
 
 CASE = sys.argv[1]
 rank = MPI.COMM_WORLD.Get_rank()

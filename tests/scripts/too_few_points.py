@@ -3,9 +3,9 @@
 Each rank reports ``{ntime: outcome}`` for ntime 1 and 2.
 """
 
-import pyxbraid as xb
 from reporting import outcome, report
 
+import pyxbraid as xb
 
 
 def run(ntime):

@@ -140,7 +140,7 @@ def peaks_function(x: Any, y: Any) -> np.ndarray:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _band_range() -> tuple[float, float]:
     axis = np.linspace(*_PEAKS_DOMAIN, _REFERENCE_GRID)
     heights = peaks_function(axis[:, None], axis[None, :])
@@ -201,7 +201,7 @@ def _data_dir() -> Traversable:
     return importlib.resources.files(__name__) / "data"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_peaks() -> dict[str, np.ndarray]:
     with (_data_dir() / "peaks.npz").open("rb") as stream, np.load(stream) as archive:
         arrays = {key: archive[key] for key in ("x_train", "y_train", "x_val", "y_val")}

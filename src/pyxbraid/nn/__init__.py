@@ -11,5 +11,15 @@ from .network import ResNet
 from .optim import LBFGS, SGD, Adam, LineSearchWarning, Optimizer
 from .trainer import ConvergenceWarning, History, Trainer, TrainingInterrupted
 
-__all__ = ["LBFGS", "SGD", "Adam", "ConvergenceWarning", "History", "LineSearchWarning", "Optimizer", "ResNet", "Trainer",
-           "TrainingInterrupted"]
+__all__ = [
+    "LBFGS",
+    "SGD",
+    "Adam",
+    "ConvergenceWarning",
+    "History",
+    "LineSearchWarning",
+    "Optimizer",
+    "ResNet",
+    "Trainer",
+    "TrainingInterrupted",
+]

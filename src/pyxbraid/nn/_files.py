@@ -22,8 +22,9 @@ import math
 import os
 import secrets
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -92,14 +93,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[io.BufferedWrite
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)      # atomic; replaces a link at path instead of following it
+        os.replace(tmp, path)  # atomic; replaces a link at path instead of following it
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
-    try:                           # make the rename itself durable (best effort)
+    try:  # make the rename itself durable (best effort)
         dfd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -122,7 +123,7 @@ def check_writable(path: str | os.PathLike[str], what: str, *, folder: bool = Fa
         raise NotADirectoryError(f"{what} {str(path)!r} exists and is not a directory")
     if not folder and path.is_dir() and not path.is_symlink():
         raise IsADirectoryError(f"{what} {str(path)!r} is a directory")
-    for ancestor in [target, *target.parents]:      # the folder cannot be created under a file
+    for ancestor in [target, *target.parents]:  # the folder cannot be created under a file
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise NotADirectoryError(f"{what} {str(path)!r}: {str(ancestor)!r} is not a directory")
@@ -133,8 +134,9 @@ def check_writable(path: str | os.PathLike[str], what: str, *, folder: bool = Fa
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        raise type(exc)(exc.errno, f"{what} {str(path)!r}: cannot write in {str(target)!r} "
-                                   f"({exc.strerror or exc})") from None
+        raise type(exc)(
+            exc.errno, f"{what} {str(path)!r}: cannot write in {str(target)!r} ({exc.strerror or exc})"
+        ) from None
     return path
 
 
@@ -158,12 +160,12 @@ class NpzReader:
     def __init__(self, path: str | os.PathLike[str], what: str) -> None:
         self.path, self.what = Path(path), what
         try:
-            self._zip = zipfile.ZipFile(self.path)   # OSError for a missing file stays an OSError
+            self._zip = zipfile.ZipFile(self.path)  # OSError for a missing file stays an OSError
         except (zipfile.BadZipFile, ValueError, EOFError, OverflowError) as exc:
             raise self.error(f"not a zip archive ({type(exc).__name__}: {exc})") from None
         except OSError:
             raise
-        except Exception as exc:                    # e.g. struct errors from a mangled directory
+        except Exception as exc:  # e.g. struct errors from a mangled directory
             raise self.error(f"unreadable zip archive ({type(exc).__name__}: {exc})") from None
         self.members: dict[str, zipfile.ZipInfo] = {}
         for info in self._zip.infolist():
@@ -177,7 +179,7 @@ class NpzReader:
             self.members[name] = info
 
     # -- context manager -----------------------------------------------------------
-    def __enter__(self) -> "NpzReader":
+    def __enter__(self) -> NpzReader:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -208,12 +210,15 @@ class NpzReader:
             raise self.error(f"array {name!r} is encrypted")
         if info.compress_type == zipfile.ZIP_STORED:
             if info.compress_size != info.file_size:
-                raise self.error(f"array {name!r} is stored uncompressed but declares {info.file_size} bytes "
-                                 f"in {info.compress_size}")
+                raise self.error(
+                    f"array {name!r} is stored uncompressed but declares {info.file_size} bytes in {info.compress_size}"
+                )
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 1024:
-                raise self.error(f"array {name!r} declares {info.file_size} bytes from {info.compress_size} "
-                                 "compressed bytes, more than deflate can produce")
+                raise self.error(
+                    f"array {name!r} declares {info.file_size} bytes from {info.compress_size} "
+                    "compressed bytes, more than deflate can produce"
+                )
         else:
             raise self.error(f"array {name!r} uses an unsupported compression (method {info.compress_type})")
         try:
@@ -245,8 +250,10 @@ class NpzReader:
         nbytes = math.prod(shape) * dtype.itemsize
         if info.file_size != header_bytes + nbytes:
             stream.close()
-            raise self.error(f"array {name!r} declares shape {shape} and dtype {dtype} ({nbytes} bytes) but its "
-                             f"member holds {info.file_size - header_bytes} bytes of data")
+            raise self.error(
+                f"array {name!r} declares shape {shape} and dtype {dtype} ({nbytes} bytes) but its "
+                f"member holds {info.file_size - header_bytes} bytes of data"
+            )
         return stream, shape, fortran, dtype, nbytes, info
 
     def header(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -270,8 +277,9 @@ class NpzReader:
         stream, shape, fortran, dtype, nbytes, _ = self._open(name)
         with stream:
             if dtype.kind != "U" or shape != ():
-                raise self.error(f"array {name!r} must be a string (0-d unicode array), got dtype {dtype}, "
-                                 f"shape {shape}")
+                raise self.error(
+                    f"array {name!r} must be a string (0-d unicode array), got dtype {dtype}, shape {shape}"
+                )
             if dtype.itemsize > 4 * max_chars:
                 raise self.error(f"array {name!r} is longer than {max_chars} characters")
             arr = self._read_data(stream, name, shape, fortran, dtype, nbytes)
@@ -288,18 +296,19 @@ class NpzReader:
         except (ValueError, RecursionError) as exc:
             raise self.error(f"array {name!r} is not valid JSON ({type(exc).__name__}: {exc})") from None
 
-    def _read_data(self, stream: Any, name: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype,
-                   nbytes: int) -> np.ndarray:
+    def _read_data(
+        self, stream: Any, name: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, nbytes: int
+    ) -> np.ndarray:
         flat = np.empty(nbytes // dtype.itemsize if dtype.itemsize else 0, dtype=dtype)
         view = memoryview(flat.view(np.uint8)) if nbytes else memoryview(b"")
         pos = 0
         try:
             while pos < nbytes:
-                got = stream.readinto(view[pos: pos + (1 << 24)])
+                got = stream.readinto(view[pos : pos + (1 << 24)])
                 if not got:
                     raise EOFError(f"data ends after {pos} of {nbytes} bytes")
                 pos += got
-            stream.read(1)          # reach the member's end: zipfile checks the CRC there
+            stream.read(1)  # reach the member's end: zipfile checks the CRC there
         except Exception as exc:
             raise self.error(f"array {name!r} is damaged ({type(exc).__name__}: {exc})") from None
         arr = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)

@@ -51,8 +51,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from .trainer import History, Trainer
 
 FORMAT = "pyxbraid.nn.Checkpoint/2"
-_META_KEYS = ("config", "settings", "progress", "optimizer", "optimizer_vectors", "optimizer_lists", "mgrit", "ranks",
-              "note")
+_META_KEYS = (
+    "config",
+    "settings",
+    "progress",
+    "optimizer",
+    "optimizer_vectors",
+    "optimizer_lists",
+    "mgrit",
+    "ranks",
+    "note",
+)
 _MGRIT_KEYS = ("count", "adjoint", "rnorm0", "rnorm0_adjoint")
 _NOTE = "with a full batch in an MGRIT mode, mgrit.* is the engine's iterate the next step warm-restarts from"
 _INT_FIELDS = ("epoch", "mgrit_iterations")
@@ -64,19 +73,19 @@ class Progress:
 
     epoch: int
     step: int
-    rng: dict          # the shuffling generator's state at the start of epoch ``epoch``
-    loss_sum: float    # running sums of epoch ``epoch`` over its first ``step`` steps
+    rng: dict  # the shuffling generator's state at the start of epoch ``epoch``
+    loss_sum: float  # running sums of epoch ``epoch`` over its first ``step`` steps
     correct_sum: float
     wall_seconds: float
-    last: tuple        # (residual, adjoint residual, MGRIT iterations) of the last gradient
+    last: tuple  # (residual, adjoint residual, MGRIT iterations) of the last gradient
 
     @staticmethod
-    def start(rng: np.random.Generator) -> "Progress":
+    def start(rng: np.random.Generator) -> Progress:
         return Progress(0, 0, rng.bit_generator.state, 0.0, 0.0, 0.0, (math.nan, math.nan, 0))
 
 
 # -- writing -------------------------------------------------------------------------------
-def save(trainer: "Trainer", path: Path, settings: dict, history: "History", progress: Progress) -> None:
+def save(trainer: Trainer, path: Path, settings: dict, history: History, progress: Progress) -> None:
     """Gather everything to rank 0 and write it there (collective; a failure raises on every rank)."""
     net, comm = trainer.net, trainer.comm
     params = net.gather(net.local_parameters)
@@ -90,17 +99,30 @@ def save(trainer: "Trainer", path: Path, settings: dict, history: "History", pro
             return
         scalars = {k: v for k, v in state.items() if k not in opt._VECTORS and k not in opt._VECTOR_LISTS}
         meta = {
-            "config": asdict(net.config), "settings": settings,
-            "progress": {"epoch": progress.epoch, "step": progress.step, "rng": progress.rng,
-                         "loss_sum": progress.loss_sum, "correct_sum": progress.correct_sum,
-                         "wall_seconds": progress.wall_seconds, "last": list(progress.last)},
+            "config": asdict(net.config),
+            "settings": settings,
+            "progress": {
+                "epoch": progress.epoch,
+                "step": progress.step,
+                "rng": progress.rng,
+                "loss_sum": progress.loss_sum,
+                "correct_sum": progress.correct_sum,
+                "wall_seconds": progress.wall_seconds,
+                "last": list(progress.last),
+            },
             "optimizer": scalars,
             "optimizer_vectors": {key: vectors[key] is not None for key in opt._VECTORS},
             "optimizer_lists": {key: len(lists[key]) for key in opt._VECTOR_LISTS},
-            "mgrit": None if mgrit is None else {
-                "count": int(mgrit["indices"].size), "adjoint": mgrit["adjoint"] is not None,
-                "rnorm0": mgrit["rnorm0"], "rnorm0_adjoint": mgrit["rnorm0_adjoint"]},
-            "ranks": comm.Get_size(), "note": _NOTE,
+            "mgrit": None
+            if mgrit is None
+            else {
+                "count": int(mgrit["indices"].size),
+                "adjoint": mgrit["adjoint"] is not None,
+                "rnorm0": mgrit["rnorm0"],
+                "rnorm0_adjoint": mgrit["rnorm0_adjoint"],
+            },
+            "ranks": comm.Get_size(),
+            "note": _NOTE,
         }
         arrays = {"format": np.array(FORMAT), "meta": np.array(json.dumps(meta))}
         arrays.update({f"param.{k}": v for k, v in params.items()})
@@ -121,15 +143,16 @@ def save(trainer: "Trainer", path: Path, settings: dict, history: "History", pro
 
 
 # -- reading --------------------------------------------------------------------------------
-def load(trainer: "Trainer", path: Path, settings: dict, epochs: int, n: int,
-         batch_size: int) -> tuple["History", Progress, dict | None]:
+def load(
+    trainer: Trainer, path: Path, settings: dict, epochs: int, n: int, batch_size: int
+) -> tuple[History, Progress, dict | None]:
     """Read, check and distribute a checkpoint (collective): the history, progress and MGRIT iterate to continue from."""
     comm, net = trainer.comm, trainer.net
     payload = None
     with _Agreed(comm, f"checkpoint {str(path)!r}"):
         if comm.Get_rank() == 0:
             payload = _read(trainer, path, settings, epochs, -(-n // batch_size), batch_size)
-    if comm.Get_size() > 1:    # the small part to every rank; the vectors are scattered below
+    if comm.Get_size() > 1:  # the small part to every rank; the vectors are scattered below
         meta, history_arrays, mgrit = comm.bcast(None if payload is None else (*payload[:2], payload[5]), root=0)
         params, vectors, lists = payload[2:5] if payload is not None else (None, None, None)
     else:
@@ -140,15 +163,21 @@ def load(trainer: "Trainer", path: Path, settings: dict, epochs: int, n: int,
     for key in opt._VECTORS:
         present = meta["optimizer_vectors"][key]
         local_vectors[key] = net.scatter(vectors[key] if comm.Get_rank() == 0 else None) if present else None
-    local_lists = {key: [net.scatter(lists[key][i] if comm.Get_rank() == 0 else None)
-                         for i in range(meta["optimizer_lists"][key])] for key in opt._VECTOR_LISTS}
+    local_lists = {
+        key: [net.scatter(lists[key][i] if comm.Get_rank() == 0 else None) for i in range(meta["optimizer_lists"][key])]
+        for key in opt._VECTOR_LISTS
+    }
     with _Agreed(comm, f"checkpoint {str(path)!r} state"):
         state = dict(meta["optimizer"], **local_vectors, **local_lists)
         now = json.loads(json.dumps(trainer.optimizer.hyperparameters()))
         saved = {k: state[k] for k in now}
         if saved != now:
-            warnings.warn(f"resuming from {str(path)!r}: the optimizer continues with the checkpoint's "
-                          f"hyperparameters {saved} instead of {now}", UserWarning, stacklevel=4)
+            warnings.warn(
+                f"resuming from {str(path)!r}: the optimizer continues with the checkpoint's "
+                f"hyperparameters {saved} instead of {now}",
+                UserWarning,
+                stacklevel=4,
+            )
         trainer.optimizer.load_state_dict(state)
         np.copyto(net.local_parameters, local_params)
     from .trainer import History
@@ -159,16 +188,35 @@ def load(trainer: "Trainer", path: Path, settings: dict, epochs: int, n: int,
         setattr(history, f.name, [int(v) for v in values] if f.name in _INT_FIELDS else values)
     p = meta["progress"]
     last = (float(p["last"][0]), float(p["last"][1]), int(p["last"][2]))
-    return history, Progress(p["epoch"], p["step"], p["rng"], float(p["loss_sum"]), float(p["correct_sum"]),
-                             float(p["wall_seconds"]), last), mgrit
+    return (
+        history,
+        Progress(
+            p["epoch"],
+            p["step"],
+            p["rng"],
+            float(p["loss_sum"]),
+            float(p["correct_sum"]),
+            float(p["wall_seconds"]),
+            last,
+        ),
+        mgrit,
+    )
 
 
 def _fail(path: Path, message: str) -> ValueError:
     return ValueError(f"{str(path)!r} is not a valid pyxbraid.nn checkpoint: {message}")
 
 
-def _number(path: Path, name: str, value: Any, *, integer: bool = False, minimum: float | None = None,
-            maximum: float | None = None, nan: bool = False) -> Any:
+def _number(
+    path: Path,
+    name: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    nan: bool = False,
+) -> Any:
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if not ok or isinstance(value, bool):
         raise _fail(path, f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
@@ -179,8 +227,7 @@ def _number(path: Path, name: str, value: Any, *, integer: bool = False, minimum
     return value
 
 
-def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per_epoch: int,
-          batch_size: int) -> tuple:
+def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_epoch: int, batch_size: int) -> tuple:
     """Rank 0: everything in the file, checked against this trainer and fit() call."""
     net = trainer.net
     with NpzReader(path, "pyxbraid.nn checkpoint") as r:
@@ -199,29 +246,48 @@ def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per
         except ValueError as exc:
             raise r.error(str(exc)) from None
         if config != net.config:
-            diff = [f"{k}={getattr(config, k)!r} (the trainer's network: {getattr(net.config, k)!r})"
-                    for k in asdict(config) if getattr(config, k) != getattr(net.config, k)]
+            diff = [
+                f"{k}={getattr(config, k)!r} (the trainer's network: {getattr(net.config, k)!r})"
+                for k in asdict(config)
+                if getattr(config, k) != getattr(net.config, k)
+            ]
             raise ValueError(f"checkpoint {str(path)!r} was written for another network: {', '.join(diff)}")
 
         # the run's settings
         saved = meta["settings"]
         if not isinstance(saved, dict) or set(saved) != set(settings):
             raise r.error(f"settings must be a JSON object with the keys {', '.join(sorted(settings))}")
-        names = {"data": "training data (x, y)", "validation": "validation data", "n": "number of samples",
-                 "layer_parallel": "layer_parallel settings", "optimizer": "optimizer"}
+        names = {
+            "data": "training data (x, y)",
+            "validation": "validation data",
+            "n": "number of samples",
+            "layer_parallel": "layer_parallel settings",
+            "optimizer": "optimizer",
+        }
         for key in settings:
             if key == "optimizer_hyperparameters":
                 continue
             if saved[key] != settings[key]:
-                raise ValueError(f"checkpoint {str(path)!r} was written for another {names.get(key, key)}: "
-                                 f"{key}={saved[key]!r} there, {settings[key]!r} in this fit()")
+                raise ValueError(
+                    f"checkpoint {str(path)!r} was written for another {names.get(key, key)}: "
+                    f"{key}={saved[key]!r} there, {settings[key]!r} in this fit()"
+                )
 
         # progress
         p = meta["progress"]
-        if not isinstance(p, dict) or set(p) != {"epoch", "step", "rng", "loss_sum", "correct_sum",
-                                                 "wall_seconds", "last"}:
-            raise r.error("progress must be a JSON object with the keys epoch, step, rng, loss_sum, correct_sum, "
-                          "wall_seconds, last")
+        if not isinstance(p, dict) or set(p) != {
+            "epoch",
+            "step",
+            "rng",
+            "loss_sum",
+            "correct_sum",
+            "wall_seconds",
+            "last",
+        }:
+            raise r.error(
+                "progress must be a JSON object with the keys epoch, step, rng, loss_sum, correct_sum, "
+                "wall_seconds, last"
+            )
         _number(path, "progress.epoch", p["epoch"], integer=True, minimum=0)
         _number(path, "progress.step", p["step"], integer=True, minimum=0, maximum=steps_per_epoch)
         if p["epoch"] > epochs or (p["epoch"] == epochs and p["step"] > 0):
@@ -251,14 +317,16 @@ def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per
         if not isinstance(scalars, dict) or set(scalars) != state_keys - set(vector_keys) - set(list_keys):
             raise r.error(f"optimizer must be a JSON object with the keys of {type(opt).__name__}'s state")
         present, counts = meta["optimizer_vectors"], meta["optimizer_lists"]
-        if not isinstance(present, dict) or set(present) != set(vector_keys) or \
-                not all(isinstance(v, bool) for v in present.values()):
+        if (
+            not isinstance(present, dict)
+            or set(present) != set(vector_keys)
+            or not all(isinstance(v, bool) for v in present.values())
+        ):
             raise r.error(f"optimizer_vectors must map {', '.join(vector_keys) or 'nothing'} to true/false")
         if not isinstance(counts, dict) or set(counts) != set(list_keys):
             raise r.error(f"optimizer_lists must map {', '.join(list_keys) or 'nothing'} to counts")
         for key, k in counts.items():
-            _number(path, f"optimizer_lists.{key}", k, integer=True, minimum=0,
-                    maximum=scalars.get("history", 0))
+            _number(path, f"optimizer_lists.{key}", k, integer=True, minimum=0, maximum=scalars.get("history", 0))
 
         # the arrays: every name, shape and dtype before any data
         shapes = _full_shapes(net.config)
@@ -278,8 +346,7 @@ def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per
         if mgrit is not None:
             if not isinstance(mgrit, dict) or set(mgrit) != set(_MGRIT_KEYS) or not isinstance(mgrit["adjoint"], bool):
                 raise r.error(f"mgrit must be null or a JSON object with the keys {', '.join(_MGRIT_KEYS)}")
-            count = _number(path, "mgrit.count", mgrit["count"], integer=True, minimum=0,
-                            maximum=net.config.depth + 1)
+            count = _number(path, "mgrit.count", mgrit["count"], integer=True, minimum=0, maximum=net.config.depth + 1)
             for key in ("rnorm0", "rnorm0_adjoint"):
                 _number(path, f"mgrit.{key}", mgrit[key])
             state_shape = (count, batch_size, net.config.width)
@@ -298,27 +365,37 @@ def _read(trainer: "Trainer", path: Path, settings: dict, epochs: int, steps_per
     for name, arr in arrays.items():
         finite = np.isfinite(arr) if not name.startswith("history.") else ~np.isinf(arr)
         if not np.all(finite):
-            raise _fail(path, f"array {name!r} contains {'NaN or ' if not name.startswith('history.') else ''}"
-                              "infinite values")
+            raise _fail(
+                path, f"array {name!r} contains {'NaN or ' if not name.startswith('history.') else ''}infinite values"
+            )
     for name in _INT_FIELDS:
         values = arrays[f"history.{name}"]
         if not np.all((values == np.round(values)) & (values >= 0)):
             raise _fail(path, f"history.{name} must hold non-negative integers")
     params = {k: arrays[f"param.{k}"] for k in shapes}
-    vectors = {key: ({k: arrays[f"optimizer.{key}.{k}"] for k in shapes} if present[key] else None)
-               for key in vector_keys}
-    lists = {key: [{k: arrays[f"optimizer.{key}.{i}.{k}"] for k in shapes} for i in range(counts[key])]
-             for key in list_keys}
+    vectors = {
+        key: ({k: arrays[f"optimizer.{key}.{k}"] for k in shapes} if present[key] else None) for key in vector_keys
+    }
+    lists = {
+        key: [{k: arrays[f"optimizer.{key}.{i}.{k}"] for k in shapes} for i in range(counts[key])] for key in list_keys
+    }
     history = {f.name: arrays[f"history.{f.name}"] for f in fields(History)}
     iterate = None
     if mgrit is not None:
         indices = arrays["mgrit.indices"]
-        if not (np.all(indices == np.round(indices)) and np.all((indices >= 0) & (indices <= net.config.depth))
-                and np.unique(indices).size == indices.size):
+        if not (
+            np.all(indices == np.round(indices))
+            and np.all((indices >= 0) & (indices <= net.config.depth))
+            and np.unique(indices).size == indices.size
+        ):
             raise _fail(path, "mgrit.indices must be distinct time indices in 0..depth")
-        iterate = {"indices": indices.astype(np.int64), "states": arrays["mgrit.states"],
-                   "adjoint": arrays.get("mgrit.adjoint"), "rnorm0": float(mgrit["rnorm0"]),
-                   "rnorm0_adjoint": float(mgrit["rnorm0_adjoint"])}
+        iterate = {
+            "indices": indices.astype(np.int64),
+            "states": arrays["mgrit.states"],
+            "adjoint": arrays.get("mgrit.adjoint"),
+            "rnorm0": float(mgrit["rnorm0"]),
+            "rnorm0_adjoint": float(mgrit["rnorm0_adjoint"]),
+        }
     # the optimizer's own checks of the whole state, before any rank changes anything
     probe = copy.deepcopy(opt)
     flat = {key: (None if v is None else np.concatenate([a.ravel() for a in v.values()])) for key, v in vectors.items()}

@@ -25,7 +25,7 @@ _FORMAT = "pyxbraid.nn.ResNet/1"
 # The engine indexes sizes with C ints; the depth + 1 time points must fit too.
 INDEX_MAX = 2**31 - 1
 DEPTH_MAX = 2**31 - 2
-_TINY = float(np.finfo(np.float64).tiny)     # smallest normal double
+_TINY = float(np.finfo(np.float64).tiny)  # smallest normal double
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1, maximum: int = INDEX_MAX) -> int:
@@ -77,9 +77,19 @@ class _Config:
     seed: int
 
 
-def _validated_config(in_features: Any, width: Any, depth: Any, classes: Any, T: Any = 1.0,
-                      activation: Any = "smooth_relu", opening: Any = "dense", bias: Any = "channel",
-                      tikhonov: Any = 0.0, smoothness: Any = 0.0, seed: Any = 0) -> _Config:
+def _validated_config(
+    in_features: Any,
+    width: Any,
+    depth: Any,
+    classes: Any,
+    T: Any = 1.0,
+    activation: Any = "smooth_relu",
+    opening: Any = "dense",
+    bias: Any = "channel",
+    tikhonov: Any = 0.0,
+    smoothness: Any = 0.0,
+    seed: Any = 0,
+) -> _Config:
     """Check a network's arguments (no allocation): TypeError / ValueError naming the argument."""
     in_features = _positive_int("in_features", in_features)
     width = _positive_int("width", width)
@@ -92,8 +102,10 @@ def _validated_config(in_features: Any, width: Any, depth: Any, classes: Any, T:
     if float(T) / depth < _TINY:
         # A subnormal step loses the precision the engine needs to tell the
         # layers apart (layer k ends at time (k + 1) h).
-        raise ValueError(f"T={T!r} is too small for depth={depth}: the step h = T / depth = {float(T) / depth!r} "
-                         f"is subnormal or zero; T must be >= depth * {_TINY!r}")
+        raise ValueError(
+            f"T={T!r} is too small for depth={depth}: the step h = T / depth = {float(T) / depth!r} "
+            f"is subnormal or zero; T must be >= depth * {_TINY!r}"
+        )
     if not isinstance(activation, str) or activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(map(repr, _ACTIVATIONS))}, got {activation!r}")
     if not isinstance(opening, str) or opening not in ("dense", "zero_pad"):
@@ -104,17 +116,30 @@ def _validated_config(in_features: Any, width: Any, depth: Any, classes: Any, T:
         raise ValueError(f"bias must be 'channel' or 'scalar', got {bias!r}")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    config = _Config(in_features, width, depth, classes, float(T), activation, opening, bias,
-                     _nonnegative("tikhonov", tikhonov), _nonnegative("smoothness", smoothness), int(seed))
+    config = _Config(
+        in_features,
+        width,
+        depth,
+        classes,
+        float(T),
+        activation,
+        opening,
+        bias,
+        _nonnegative("tikhonov", tikhonov),
+        _nonnegative("smoothness", smoothness),
+        int(seed),
+    )
     # The whole network is built on every rank before it is distributed: its
     # values and gradient must fit (a MemoryError deep in the engine, or the
     # kernel's OOM killer, would be the alternative).
     n = _num_parameters(config)
     available = _available_memory()
     if available is not None and 16 * n > available:
-        raise ValueError(f"a ResNet with in_features={in_features}, width={width}, depth={depth}, classes={classes} "
-                         f"has {n:,} parameters, whose values and gradient need {16 * n / 2**30:.3g} GiB, more than "
-                         f"the {available / 2**30:.3g} GiB of memory available")
+        raise ValueError(
+            f"a ResNet with in_features={in_features}, width={width}, depth={depth}, classes={classes} "
+            f"has {n:,} parameters, whose values and gradient need {16 * n / 2**30:.3g} GiB, more than "
+            f"the {available / 2**30:.3g} GiB of memory available"
+        )
     return config
 
 
@@ -137,11 +162,18 @@ def _config_from_json(data: Any) -> _Config:
         raise ValueError(f"config has unknown key(s) {', '.join(map(repr, unknown))}")
     for key, kind in fields.items():
         v = data[key]
-        ok = (isinstance(v, int) and not isinstance(v, bool)) if kind == "int" else \
-            (isinstance(v, (int, float)) and not isinstance(v, bool)) if kind == "float" else isinstance(v, str)
+        ok = (
+            (isinstance(v, int) and not isinstance(v, bool))
+            if kind == "int"
+            else (isinstance(v, (int, float)) and not isinstance(v, bool))
+            if kind == "float"
+            else isinstance(v, str)
+        )
         if not ok:
-            raise ValueError(f"config[{key!r}] must be {'an integer' if kind == 'int' else 'a number' if kind == 'float' else 'a string'}, "
-                             f"got {v!r}")
+            raise ValueError(
+                f"config[{key!r}] must be {'an integer' if kind == 'int' else 'a number' if kind == 'float' else 'a string'}, "
+                f"got {v!r}"
+            )
     try:
         return _validated_config(**data)
     except (TypeError, ValueError) as exc:
@@ -165,7 +197,7 @@ class _Layout:
     has_classifier: bool
 
     @staticmethod
-    def of(depth: int, rank: int, size: int) -> "_Layout":
+    def of(depth: int, rank: int, size: int) -> _Layout:
         ilower, iupper = _core.block_interval(depth + 1, size, rank)
         return _Layout(rank, size, max(ilower, 1) - 1, iupper, ilower == 0, iupper == depth)
 
@@ -235,8 +267,9 @@ class ResNet:
         smoothness: float = 0.0,
         seed: int = 0,
     ) -> None:
-        self.config = _validated_config(in_features, width, depth, classes, T, activation, opening, bias, tikhonov,
-                                        smoothness, seed)
+        self.config = _validated_config(
+            in_features, width, depth, classes, T, activation, opening, bias, tikhonov, smoothness, seed
+        )
         self._comm: Any = None
         self._set_layout(_Layout.of(depth, 0, 1))
         self._initialise()
@@ -285,37 +318,48 @@ class ResNet:
         c = self.config
         self._layout = layout
         self._native = _core.ResNetParameters(
-            c.in_features, c.width, c.depth, c.classes, c.T, c.activation, c.opening == "dense",
-            c.bias == "scalar", layout.lo, layout.hi, layout.has_opening, layout.has_classifier)
-        self._values = self._native.values      # views on the native vectors: no copies
+            c.in_features,
+            c.width,
+            c.depth,
+            c.classes,
+            c.T,
+            c.activation,
+            c.opening == "dense",
+            c.bias == "scalar",
+            layout.lo,
+            layout.hi,
+            layout.has_opening,
+            layout.has_classifier,
+        )
+        self._values = self._native.values  # views on the native vectors: no copies
         self._gradient = self._native.gradient
 
-    def _local_size(self, layout: "_Layout") -> int:
+    def _local_size(self, layout: _Layout) -> int:
         c = self.config
         nb = 1 if c.bias == "scalar" else c.width
         opening = c.width * c.in_features + nb if layout.has_opening and c.opening == "dense" else 0
         classifier = c.classes * c.width + c.classes if layout.has_classifier else 0
         return opening + (layout.hi - layout.lo) * (c.width * c.width + nb) + classifier
 
-    def _local_views(self, flat: np.ndarray, layout: "_Layout | None" = None) -> dict[str, np.ndarray]:
+    def _local_views(self, flat: np.ndarray, layout: _Layout | None = None) -> dict[str, np.ndarray]:
         """Named views of a flat vector laid out like the parameters of ``layout`` (default: this rank's)."""
         c, lay = self.config, self._layout if layout is None else layout
         w, views, pos = c.width, {}, 0
         if lay.has_opening and c.opening == "dense":
             nb = 1 if c.bias == "scalar" else w
             views["opening.weight"] = flat[: w * c.in_features].reshape(w, c.in_features)
-            views["opening.bias"] = flat[w * c.in_features: w * c.in_features + nb]
+            views["opening.bias"] = flat[w * c.in_features : w * c.in_features + nb]
             if c.bias == "scalar":
                 views["opening.bias"] = views["opening.bias"].reshape(())
             pos = w * c.in_features + nb
         nl, ls = lay.hi - lay.lo, w * w + (1 if c.bias == "scalar" else w)
-        block = flat[pos: pos + nl * ls].reshape(nl, ls)
+        block = flat[pos : pos + nl * ls].reshape(nl, ls)
         views["layers.weight"] = block[:, : w * w].reshape(nl, w, w)
-        views["layers.bias"] = block[:, w * w:] if c.bias == "channel" else block[:, w * w]
+        views["layers.bias"] = block[:, w * w :] if c.bias == "channel" else block[:, w * w]
         pos += nl * ls
         if lay.has_classifier:
-            views["classifier.weight"] = flat[pos: pos + c.classes * w].reshape(c.classes, w)
-            views["classifier.bias"] = flat[pos + c.classes * w: pos + c.classes * w + c.classes]
+            views["classifier.weight"] = flat[pos : pos + c.classes * w].reshape(c.classes, w)
+            views["classifier.bias"] = flat[pos + c.classes * w : pos + c.classes * w + c.classes]
         return views
 
     def _initialise(self) -> None:
@@ -350,11 +394,15 @@ class ResNet:
         if self._comm is not None:
             if self._comm == comm or MPI.Comm.Compare(self._comm, comm) in (MPI.IDENT, MPI.CONGRUENT):
                 return
-            raise ValueError("this network is already distributed over another communicator; "
-                             "save it and load it, or build the Trainer on the same communicator")
+            raise ValueError(
+                "this network is already distributed over another communicator; "
+                "save it and load it, or build the Trainer on the same communicator"
+            )
         if comm.Get_size() > self.config.depth + 1:
-            raise ValueError(f"a network of depth {self.config.depth} has {self.config.depth + 1} time points, "
-                             f"fewer than the {comm.Get_size()} ranks of comm")
+            raise ValueError(
+                f"a network of depth {self.config.depth} has {self.config.depth + 1} time points, "
+                f"fewer than the {comm.Get_size()} ranks of comm"
+            )
         full = self.parameters()
         self._set_layout(_Layout.of(self.config.depth, comm.Get_rank(), comm.Get_size()))
         self._comm = comm
@@ -364,14 +412,14 @@ class ResNet:
         views = self._local_views(self._values)
         lay = self._layout
         for name, view in views.items():
-            source = full[name][lay.lo: lay.hi] if name.startswith("layers.") else full[name]
+            source = full[name][lay.lo : lay.hi] if name.startswith("layers.") else full[name]
             view[...] = source
 
-    def _local_from_full(self, full: dict[str, np.ndarray], layout: "_Layout") -> np.ndarray:
+    def _local_from_full(self, full: dict[str, np.ndarray], layout: _Layout) -> np.ndarray:
         """The flat vector of ``layout``'s part of a whole-network dict."""
         out = np.zeros(self._local_size(layout))
         for name, view in self._local_views(out, layout).items():
-            view[...] = full[name][layout.lo: layout.hi] if name.startswith("layers.") else full[name]
+            view[...] = full[name][layout.lo : layout.hi] if name.startswith("layers.") else full[name]
         return out
 
     def scatter(self, full: dict[str, np.ndarray] | None, root: int = 0) -> np.ndarray:
@@ -477,12 +525,13 @@ class ResNet:
         if c.smoothness > 0.0 and c.depth > 1:
             ls = self._native.layer_size
             start = self._native.layer_offset(lay.lo) if lay.hi > lay.lo else 0
-            mine = self._values[start: start + (lay.hi - lay.lo) * ls].reshape(-1, ls)
-            g = grad[start: start + (lay.hi - lay.lo) * ls].reshape(-1, ls)
+            mine = self._values[start : start + (lay.hi - lay.lo) * ls].reshape(-1, ls)
+            g = grad[start : start + (lay.hi - lay.lo) * ls].reshape(-1, ls)
             left = right = None
             if self._comm is not None and self._comm.Get_size() > 1:
-                ends = self._comm.allgather((lay.lo, lay.hi, mine[0].copy() if len(mine) else None,
-                                             mine[-1].copy() if len(mine) else None))
+                ends = self._comm.allgather(
+                    (lay.lo, lay.hi, mine[0].copy() if len(mine) else None, mine[-1].copy() if len(mine) else None)
+                )
                 for lo, hi, first, last in ends:
                     if hi == lay.lo and hi > lo:
                         left = last
@@ -491,7 +540,7 @@ class ResNet:
             scale = c.smoothness / (self.h * self.h)
             for j in range(len(mine)):
                 prev = mine[j - 1] if j > 0 else left
-                if prev is not None:   # the term (theta_k - theta_{k-1}) belongs to layer k's owner
+                if prev is not None:  # the term (theta_k - theta_{k-1}) belongs to layer k's owner
                     d = mine[j] - prev
                     value += 0.5 * scale * float(np.dot(d, d))
                     g[j] += scale * d
@@ -517,11 +566,10 @@ class ResNet:
         config = json.dumps(asdict(self.config))
         with _agreed(self._comm, f"ResNet.save({str(path)!r})"):
             if arrays is not None:
-                atomic_write(path, lambda fh: np.savez(fh, format=np.array(_FORMAT), config=np.array(config),
-                                                       **arrays))
+                atomic_write(path, lambda fh: np.savez(fh, format=np.array(_FORMAT), config=np.array(config), **arrays))
 
     @classmethod
-    def load(cls, path: str | Path, comm: Any = None) -> "ResNet":
+    def load(cls, path: str | Path, comm: Any = None) -> ResNet:
         """Read a network written by :meth:`save`.
 
         The file is checked before its arrays are read: the format tag, the
@@ -576,8 +624,10 @@ class ResNet:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"ResNet(in_features={c.in_features}, width={c.width}, depth={c.depth}, classes={c.classes}, "
-                f"T={c.T}, activation={c.activation!r}, opening={c.opening!r}, bias={c.bias!r})")
+        return (
+            f"ResNet(in_features={c.in_features}, width={c.width}, depth={c.depth}, classes={c.classes}, "
+            f"T={c.T}, activation={c.activation!r}, opening={c.opening!r}, bias={c.bias!r})"
+        )
 
 
 def _full_shapes(c: _Config) -> dict[str, tuple[int, ...]]:
@@ -627,16 +677,19 @@ def _read_model(path: str | Path) -> tuple[_Config, dict[str, np.ndarray]]:
         shapes = _full_shapes(config)
         members = {k.replace(".", "__"): k for k in shapes}
         r.require_members({"format", "config", *members})
-        for member, name in members.items():      # every header before any data
+        for member, name in members.items():  # every header before any data
             shape, dtype = r.header(member)
             if tuple(shape) != shapes[name]:
-                raise r.error(f"array {member!r} must have shape {shapes[name]} for the declared configuration, "
-                              f"got {tuple(shape)}")
+                raise r.error(
+                    f"array {member!r} must have shape {shapes[name]} for the declared configuration, "
+                    f"got {tuple(shape)}"
+                )
             if dtype.kind != "f" or dtype.itemsize != 8:
                 raise r.error(f"array {member!r} must be float64, got dtype {dtype}")
         params = {name: r.read_float64(member, shapes[name]) for member, name in members.items()}
     for name, arr in params.items():
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{str(path)!r} is not a valid pyxbraid.nn.ResNet file: {name} contains NaN or "
-                             "infinite values")
+            raise ValueError(
+                f"{str(path)!r} is not a valid pyxbraid.nn.ResNet file: {name} contains NaN or infinite values"
+            )
     return config, params

@@ -11,7 +11,8 @@ import math
 import numbers
 import warnings
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -221,8 +222,8 @@ class Adam(Optimizer):
         self._m += (1 - b1) * grad
         self._v *= b2
         self._v += (1 - b2) * grad * grad
-        mhat = self._m / (1 - b1 ** self._t)
-        vhat = self._v / (1 - b2 ** self._t)
+        mhat = self._m / (1 - b1**self._t)
+        vhat = self._v / (1 - b2**self._t)
         params -= self.lr * mhat / (np.sqrt(vhat) + self.eps)
         return loss
 
@@ -243,7 +244,7 @@ class Adam(Optimizer):
         >>> state = opt.state_dict(); state["t"], state["m"]
         (1, array([ 0.2, -0.4]))
         """
-        copy = (lambda a: None if a is None else a.copy())
+        copy = lambda a: None if a is None else a.copy()
         return {"optimizer": "Adam", **self.hyperparameters(), "t": self._t, "m": copy(self._m), "v": copy(self._v)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -304,11 +305,15 @@ class LBFGS(Optimizer):
     True
     """
 
-    def __init__(self, lr: float = 1.0, history: int = 10, c1: float = 1e-4, shrink: float = 0.5,
-                 max_backtracks: int = 20) -> None:
+    def __init__(
+        self, lr: float = 1.0, history: int = 10, c1: float = 1e-4, shrink: float = 0.5, max_backtracks: int = 20
+    ) -> None:
         self.lr = _positive("lr", lr)
-        if isinstance(history, bool) or not isinstance(history, (numbers.Integral, np.integer)) \
-                or not 1 <= history <= 1_000_000:
+        if (
+            isinstance(history, bool)
+            or not isinstance(history, (numbers.Integral, np.integer))
+            or not 1 <= history <= 1_000_000
+        ):
             raise ValueError(f"history must be an integer in 1..1000000, got {history!r}")
         self.history = int(history)
         self.c1 = _fraction("c1", c1)
@@ -317,8 +322,11 @@ class LBFGS(Optimizer):
         self.shrink = _fraction("shrink", shrink)
         if self.shrink == 0.0:
             raise ValueError(f"shrink must be in (0, 1), got {shrink!r}")
-        if isinstance(max_backtracks, bool) or not isinstance(max_backtracks, (numbers.Integral, np.integer)) \
-                or not 1 <= max_backtracks <= 10_000:     # shrink ** 10000 underflows long before
+        if (
+            isinstance(max_backtracks, bool)
+            or not isinstance(max_backtracks, (numbers.Integral, np.integer))
+            or not 1 <= max_backtracks <= 10_000
+        ):  # shrink ** 10000 underflows long before
             raise ValueError(f"max_backtracks must be an integer in 1..10000, got {max_backtracks!r}")
         self.max_backtracks = int(max_backtracks)
         self.reset()
@@ -351,7 +359,7 @@ class LBFGS(Optimizer):
         f0, g0 = self._cached if self._cached is not None else closure()
         d = self._direction(g0, dot)
         slope = dot(g0, d)
-        if not slope < 0.0:        # not a descent direction: restart from steepest descent
+        if not slope < 0.0:  # not a descent direction: restart from steepest descent
             self._pairs.clear()
             d = -g0
             slope = -dot(g0, g0)
@@ -376,10 +384,14 @@ class LBFGS(Optimizer):
             self._pairs.clear()
             self._cached = (f0, g0)
             self.last_step_size = 0.0
-            warnings.warn(f"L-BFGS line search failed: none of the steps {self.lr:g} * {self.shrink:g}^k, "
-                          f"k = 0..{self.max_backtracks}, decreased the loss {f0:.6g} enough (last trial: {f:.6g}, "
-                          f"Armijo c1={self.c1:g}); the step was undone and the curvature history reset. "
-                          "Lower lr or raise max_backtracks if this persists.", LineSearchWarning, stacklevel=3)
+            warnings.warn(
+                f"L-BFGS line search failed: none of the steps {self.lr:g} * {self.shrink:g}^k, "
+                f"k = 0..{self.max_backtracks}, decreased the loss {f0:.6g} enough (last trial: {f:.6g}, "
+                f"Armijo c1={self.c1:g}); the step was undone and the curvature history reset. "
+                "Lower lr or raise max_backtracks if this persists.",
+                LineSearchWarning,
+                stacklevel=3,
+            )
             return f0
         s = params - start
         y = g - g0
@@ -394,8 +406,13 @@ class LBFGS(Optimizer):
     _VECTOR_LISTS = ("s", "y")
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "history": self.history, "c1": self.c1, "shrink": self.shrink,
-                "max_backtracks": self.max_backtracks}
+        return {
+            "lr": self.lr,
+            "history": self.history,
+            "c1": self.c1,
+            "shrink": self.shrink,
+            "max_backtracks": self.max_backtracks,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Hyperparameters, the curvature pairs ``s``, ``y``, ``rho`` (oldest first), the loss and
@@ -416,12 +433,17 @@ class LBFGS(Optimizer):
         True
         """
         cached = self._cached
-        return {"optimizer": "LBFGS", **self.hyperparameters(),
-                "s": [p[0].copy() for p in self._pairs], "y": [p[1].copy() for p in self._pairs],
-                "rho": [p[2] for p in self._pairs],
-                "cached_loss": None if cached is None else cached[0],
-                "cached_gradient": None if cached is None else cached[1].copy(),
-                "last_step_size": self.last_step_size, "backtracks": self.backtracks}
+        return {
+            "optimizer": "LBFGS",
+            **self.hyperparameters(),
+            "s": [p[0].copy() for p in self._pairs],
+            "y": [p[1].copy() for p in self._pairs],
+            "rho": [p[2] for p in self._pairs],
+            "cached_loss": None if cached is None else cached[0],
+            "cached_gradient": None if cached is None else cached[1].copy(),
+            "last_step_size": self.last_step_size,
+            "backtracks": self.backtracks,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = self._check_state(state)
@@ -430,8 +452,10 @@ class LBFGS(Optimizer):
                 raise ValueError(f"state[{key!r}] must be a list, got {type(state[key]).__name__}")
         k = len(state["s"])
         if len(state["y"]) != k or len(state["rho"]) != k:
-            raise ValueError(f"state['s'], state['y'] and state['rho'] must have the same length, got "
-                             f"{k}, {len(state['y'])}, {len(state['rho'])}")
+            raise ValueError(
+                f"state['s'], state['y'] and state['rho'] must have the same length, got "
+                f"{k}, {len(state['y'])}, {len(state['rho'])}"
+            )
         if k > state["history"]:
             raise ValueError(f"state holds {k} curvature pairs, more than history={state['history']}")
         size = None
@@ -441,8 +465,11 @@ class LBFGS(Optimizer):
             size = s_i.size
             y_i = _vector(f"y[{i}]", state["y"][i], size)
             rho = state["rho"][i]
-            if isinstance(rho, (bool, np.bool_)) or not isinstance(rho, (numbers.Real, np.floating)) \
-                    or not (math.isfinite(rho) and rho > 0):
+            if (
+                isinstance(rho, (bool, np.bool_))
+                or not isinstance(rho, (numbers.Real, np.floating))
+                or not (math.isfinite(rho) and rho > 0)
+            ):
                 raise ValueError(f"state['rho'][{i}] must be a finite number > 0, got {rho!r}")
             pairs.append((s_i, y_i, float(rho)))
         cached = None
@@ -450,17 +477,26 @@ class LBFGS(Optimizer):
             raise ValueError("state['cached_loss'] and state['cached_gradient'] must both be None or both be set")
         if state["cached_loss"] is not None:
             f = state["cached_loss"]
-            if isinstance(f, (bool, np.bool_)) or not isinstance(f, (numbers.Real, np.floating)) \
-                    or not math.isfinite(f):
+            if (
+                isinstance(f, (bool, np.bool_))
+                or not isinstance(f, (numbers.Real, np.floating))
+                or not math.isfinite(f)
+            ):
                 raise ValueError(f"state['cached_loss'] must be a finite number, got {f!r}")
             cached = (float(f), _vector("cached_gradient", state["cached_gradient"], size))
         step = state["last_step_size"]
-        if isinstance(step, (bool, np.bool_)) or not isinstance(step, (numbers.Real, np.floating)) \
-                or not (math.isfinite(step) and step >= 0):
+        if (
+            isinstance(step, (bool, np.bool_))
+            or not isinstance(step, (numbers.Real, np.floating))
+            or not (math.isfinite(step) and step >= 0)
+        ):
             raise ValueError(f"state['last_step_size'] must be a finite number >= 0, got {step!r}")
         backtracks = state["backtracks"]
-        if isinstance(backtracks, (bool, np.bool_)) or not isinstance(backtracks, (numbers.Integral, np.integer)) \
-                or not 0 <= backtracks <= state["max_backtracks"]:
+        if (
+            isinstance(backtracks, (bool, np.bool_))
+            or not isinstance(backtracks, (numbers.Integral, np.integer))
+            or not 0 <= backtracks <= state["max_backtracks"]
+        ):
             raise ValueError(f"state['backtracks'] must be an integer in 0..max_backtracks, got {backtracks!r}")
         self.__init__(**{key: state[key] for key in self.hyperparameters()})
         self._pairs.extend(pairs)
@@ -468,5 +504,7 @@ class LBFGS(Optimizer):
         self.last_step_size, self.backtracks = float(step), int(backtracks)
 
     def __repr__(self) -> str:
-        return (f"LBFGS(lr={self.lr}, history={self.history}, c1={self.c1}, shrink={self.shrink}, "
-                f"max_backtracks={self.max_backtracks})")
+        return (
+            f"LBFGS(lr={self.lr}, history={self.history}, c1={self.c1}, shrink={self.shrink}, "
+            f"max_backtracks={self.max_backtracks})"
+        )

@@ -25,8 +25,10 @@ def _save(fig: Any, path: str | Path) -> None:
     fmt = path.suffix[1:].lower() or "png"
     supported = fig.canvas.get_supported_filetypes()
     if fmt not in supported:
-        raise ValueError(f"cannot write a figure to {str(path)!r}: unknown format {fmt!r} "
-                         f"(supported: {', '.join(sorted(supported))})")
+        raise ValueError(
+            f"cannot write a figure to {str(path)!r}: unknown format {fmt!r} "
+            f"(supported: {', '.join(sorted(supported))})"
+        )
     atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=120))
 
 
@@ -52,8 +54,9 @@ def plot_history(history: Any, path: str | Path, title: str = "") -> None:
     _save(fig, path)
 
 
-def plot_regions(gx: np.ndarray, gy: np.ndarray, labels: np.ndarray, x: np.ndarray, y: np.ndarray,
-                 classes: int, path: str | Path) -> None:
+def plot_regions(
+    gx: np.ndarray, gy: np.ndarray, labels: np.ndarray, x: np.ndarray, y: np.ndarray, classes: int, path: str | Path
+) -> None:
     """Filled decision regions with the data points coloured by their true class."""
     fig = _figure(6, 5.5)
     ax = fig.subplots()

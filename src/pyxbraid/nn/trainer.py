@@ -12,20 +12,20 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
-from .. import _core
 from .._options import check_option
 from ..app import NativeApp
 from ..errors import _Agreed
 from ..solver import Solver
 from ._files import check_writable
-from .network import DEPTH_MAX, INDEX_MAX, ResNet
+from .network import INDEX_MAX, ResNet
 from .optim import Adam, Optimizer
 
 __all__ = ["ConvergenceWarning", "History", "Trainer", "TrainingInterrupted"]
@@ -69,9 +69,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, signum: int, checkpoint: str, epoch: int, step: int) -> None:
         self.signum, self.checkpoint, self.epoch, self.step = int(signum), str(checkpoint), int(epoch), int(step)
-        super().__init__(f"training stopped by {signal.Signals(self.signum).name} after {epoch} epoch(s) and {step} "
-                         f"step(s) of the next; checkpoint written to {self.checkpoint!r}: continue with "
-                         f"fit(..., checkpoint={self.checkpoint!r}, resume=True)")
+        super().__init__(
+            f"training stopped by {signal.Signals(self.signum).name} after {epoch} epoch(s) and {step} "
+            f"step(s) of the next; checkpoint written to {self.checkpoint!r}: continue with "
+            f"fit(..., checkpoint={self.checkpoint!r}, resume=True)"
+        )
 
     def __reduce__(self):
         return (type(self), (self.signum, self.checkpoint, self.epoch, self.step))
@@ -142,8 +144,10 @@ def _agree(comm: Any, what: str, value: Any) -> None:
         shown = "; ".join(f"{k}: " + ", ".join(f"rank {r}: {f.get(k)!r}" for r, f in enumerate(flat)) for k in keys)
     else:
         shown = "; ".join(f"rank {r}: {v}" for r, v in enumerate(values))
-    raise ValueError(f"{what} differs between ranks (rank(s) {differ} differ from rank 0): {shown}; every rank "
-                     "must pass the same data and settings")
+    raise ValueError(
+        f"{what} differs between ranks (rank(s) {differ} differ from rank 0): {shown}; every rank "
+        "must pass the same data and settings"
+    )
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -181,8 +185,9 @@ def _as_array(name: str, value: Any) -> np.ndarray:
     try:
         return np.asarray(value)
     except (ValueError, TypeError) as exc:
-        raise TypeError(f"{name} must be an array, got {type(value).__name__} that numpy cannot convert ({exc})") \
-            from None
+        raise TypeError(
+            f"{name} must be an array, got {type(value).__name__} that numpy cannot convert ({exc})"
+        ) from None
 
 
 def _last(norms: np.ndarray) -> float:
@@ -212,8 +217,8 @@ class _StopSignals:
         self.signum = 0
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopSignals":
-        if threading.current_thread() is threading.main_thread():   # signal.signal works there only
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():  # signal.signal works there only
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handler)
         return self
@@ -297,8 +302,16 @@ class Trainer:
     (5, True)
     """
 
-    def __init__(self, net: ResNet, *, comm: Any = None, optimizer: Optimizer | None = None,
-                 layer_parallel: dict[str, Any] | None = None, seed: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self,
+        net: ResNet,
+        *,
+        comm: Any = None,
+        optimizer: Optimizer | None = None,
+        layer_parallel: dict[str, Any] | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
         if not isinstance(net, ResNet):
             raise TypeError(f"net must be a pyxbraid.nn.ResNet, got {type(net).__name__}")
         comm = MPI.COMM_WORLD if comm is None else comm
@@ -307,30 +320,41 @@ class Trainer:
         optimizer = Adam(lr=1e-2) if optimizer is None else optimizer
         with _Agreed(comm, "Trainer arguments"):
             if not isinstance(optimizer, Optimizer):
-                raise TypeError(f"optimizer must be a pyxbraid.nn optimizer (SGD, Adam, LBFGS), "
-                                f"got {type(optimizer).__name__}")
+                raise TypeError(
+                    f"optimizer must be a pyxbraid.nn optimizer (SGD, Adam, LBFGS), got {type(optimizer).__name__}"
+                )
             if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
                 raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
             self.mode, self._options = self._parse_layer_parallel(layer_parallel)
             if comm.Get_size() > net.config.depth + 1:
-                raise ValueError(f"a network of depth {net.config.depth} has {net.config.depth + 1} layers' time "
-                                 f"points, fewer than the {comm.Get_size()} ranks of comm")
+                raise ValueError(
+                    f"a network of depth {net.config.depth} has {net.config.depth + 1} layers' time "
+                    f"points, fewer than the {comm.Get_size()} ranks of comm"
+                )
         # Valid but different settings on different ranks would build
         # different engines (or line searches of different lengths): a hang.
-        _agree(comm, "Trainer settings", {"network": asdict(net.config), "mode": self.mode,
-                                          "layer_parallel": self._options, "seed": int(seed),
-                                          "optimizer": _describe(optimizer)})
+        _agree(
+            comm,
+            "Trainer settings",
+            {
+                "network": asdict(net.config),
+                "mode": self.mode,
+                "layer_parallel": self._options,
+                "seed": int(seed),
+                "optimizer": _describe(optimizer),
+            },
+        )
         net.distribute(comm)
         self.net, self.comm, self.optimizer, self.seed = net, comm, optimizer, int(seed)
         self.progress = bool(progress)
         self.history: History | None = None
         self._train: dict[int, tuple[_BatchApp, Solver]] = {}
         self._eval: OrderedDict[int, tuple[_BatchApp, Solver]] = OrderedDict()
-        self._current_batch: Any = None      # identity of the batch loaded into the training engine
-        self._fit_calls = 0                  # makes mini-batch identities unique across fit() calls
-        self._loaded_app: Any = None         # the engine app that holds it
-        self.last_solve = None               # SolveResult of the last gradient evaluation
-        self.last_accuracy = math.nan        # of the batch of the last gradient evaluation
+        self._current_batch: Any = None  # identity of the batch loaded into the training engine
+        self._fit_calls = 0  # makes mini-batch identities unique across fit() calls
+        self._loaded_app: Any = None  # the engine app that holds it
+        self.last_solve = None  # SolveResult of the last gradient evaluation
+        self.last_accuracy = math.nan  # of the batch of the last gradient evaluation
         self._classifier_rank = comm.Get_size() - 1
 
     @staticmethod
@@ -345,28 +369,38 @@ class Trainer:
                 continue
             if new in lp:
                 raise ValueError(f"layer_parallel got both {old!r} and {new!r}: give {new!r} only")
-            warnings.warn(f"layer_parallel[{old!r}] is deprecated: use {new!r} (XBraid's name, as the Solver's)",
-                          DeprecationWarning, stacklevel=4)
+            warnings.warn(
+                f"layer_parallel[{old!r}] is deprecated: use {new!r} (XBraid's name, as the Solver's)",
+                DeprecationWarning,
+                stacklevel=4,
+            )
             lp[new] = lp.pop(old)
         unknown = sorted(set(lp) - set(_LAYER_PARALLEL_KEYS) - {"one_shot"})
         if unknown:
-            raise TypeError(f"layer_parallel got unknown key(s) {', '.join(map(repr, unknown))}; known: "
-                            f"{', '.join(sorted([*_LAYER_PARALLEL_KEYS, 'one_shot']))}")
+            raise TypeError(
+                f"layer_parallel got unknown key(s) {', '.join(map(repr, unknown))}; known: "
+                f"{', '.join(sorted([*_LAYER_PARALLEL_KEYS, 'one_shot']))}"
+            )
         one_shot = lp.get("one_shot", False)
         if not isinstance(one_shot, (bool, np.bool_)):
             raise TypeError(f"layer_parallel['one_shot'] must be True or False, got {one_shot!r}")
         mode = "one_shot" if one_shot else "exact"
         # The Solver's rules (its vocabulary), checked now under the keys the
         # user wrote: a bad value must not wait for the first fit().
-        options = {key: check_option(key, lp.get(key, one_shot_default if one_shot else exact_default), _lp(key))
-                   for key, (exact_default, one_shot_default) in _LAYER_PARALLEL_KEYS.items()}
+        options = {
+            key: check_option(key, lp.get(key, one_shot_default if one_shot else exact_default), _lp(key))
+            for key, (exact_default, one_shot_default) in _LAYER_PARALLEL_KEYS.items()
+        }
         if options["max_levels"] == 1:
-            raise ValueError("layer_parallel['max_levels'] must be >= 2 (use layer_parallel=None for layer-serial "
-                             "training), got 1")
+            raise ValueError(
+                "layer_parallel['max_levels'] must be >= 2 (use layer_parallel=None for layer-serial training), got 1"
+            )
         return mode, options
 
     # -- data ------------------------------------------------------------------------------
-    def _check_data(self, x: Any, y: Any, name: str = "x", *, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def _check_data(
+        self, x: Any, y: Any, name: str = "x", *, labels: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Inputs as float64 (n, in_features), labels as int64 (n,); ``labels=False``: inputs only."""
         c = self.net.config
         xa = _as_array(name, x)
@@ -382,8 +416,10 @@ class Trainer:
             return xa, None
         label_name = "y" if name == "x" else f"{name} labels"
         if y is None:
-            raise TypeError(f"{label_name} must be given: the class labels of the {xa.shape[0]} rows of {name} "
-                            "(predict() needs none)")
+            raise TypeError(
+                f"{label_name} must be given: the class labels of the {xa.shape[0]} rows of {name} "
+                "(predict() needs none)"
+            )
         ya = _as_array(label_name, y)
         if ya.ndim == 2 and ya.shape[1] == c.classes and ya.dtype.kind in "fiub":
             if not (np.all((ya == 0) | (ya == 1)) and np.all(ya.sum(axis=1) == 1)):
@@ -393,7 +429,7 @@ class Trainer:
             raise TypeError(f"{label_name} must hold integer class labels, got dtype {ya.dtype}")
         if ya.shape != (xa.shape[0],):
             raise ValueError(f"{label_name} must have shape ({xa.shape[0]},) to match {name}, got {ya.shape}")
-        outside = (ya < 0) | (ya >= c.classes)     # before any cast: 1e300 must not wrap around
+        outside = (ya < 0) | (ya >= c.classes)  # before any cast: 1e300 must not wrap around
         if np.any(outside):
             bad = ya[outside][0]
             raise ValueError(f"{label_name} must be in 0..{c.classes - 1}, got {bad.item()!r}")
@@ -409,8 +445,7 @@ class Trainer:
         elif self.mode == "serial":
             solver = Solver(app, 0.0, c.T, c.depth, max_levels=1, adjoint=True, **common)
         else:
-            solver = Solver(app, 0.0, c.T, c.depth, adjoint=True, access_level=0, skip=False,
-                            **self._options, **common)
+            solver = Solver(app, 0.0, c.T, c.depth, adjoint=True, access_level=0, skip=False, **self._options, **common)
         return app, solver
 
     def _train_engine(self, batch: int) -> tuple[_BatchApp, Solver]:
@@ -454,8 +489,13 @@ class Trainer:
                 return None
             return np.concatenate([p[key] for p in pieces])[order]
 
-        return {"indices": stack("indices"), "states": stack("states"), "adjoint": stack("adjoint"),
-                "rnorm0": mine["rnorm0"], "rnorm0_adjoint": mine["rnorm0_adjoint"]}
+        return {
+            "indices": stack("indices"),
+            "states": stack("states"),
+            "adjoint": stack("adjoint"),
+            "rnorm0": mine["rnorm0"],
+            "rnorm0_adjoint": mine["rnorm0_adjoint"],
+        }
 
     def _restore_iterate(self, x: np.ndarray, y: np.ndarray, token: Any, iterate: dict[str, Any]) -> None:
         """Load the full batch into the training engine with a checkpoint's iterate (every rank)."""
@@ -470,24 +510,28 @@ class Trainer:
         if token is None or token != self._current_batch or app is not self._loaded_app:
             app.cpp.set_batch(x, y)
             if self.mode != "serial":
-                self.net.sync_opening()   # the guess at later times is the opening layer's output
+                self.net.sync_opening()  # the guess at later times is the opening layer's output
             solver.reset()
             self._current_batch, self._loaded_app = token, app
             self.optimizer.forget()
         else:
-            solver.refresh_initial_condition()   # the opening layer may have changed
+            solver.refresh_initial_condition()  # the opening layer may have changed
         result = solver.solve()
         if self.mode == "exact" and not result.converged:
-            warnings.warn(f"exact layer-parallel mode: MGRIT did not reach abs_tol={self._options['abs_tol']:g} / "
-                          f"abs_tol_adjoint={self._options['abs_tol_adjoint']:g} in max_iter={self._options['max_iter']} "
-                          f"iterations (residuals {_last(result.residual_norms):.3g} / "
-                          f"{_last(result.adjoint_residual_norms):.3g}); raise max_iter or loosen tol",
-                          ConvergenceWarning, stacklevel=3)
+            warnings.warn(
+                f"exact layer-parallel mode: MGRIT did not reach abs_tol={self._options['abs_tol']:g} / "
+                f"abs_tol_adjoint={self._options['abs_tol_adjoint']:g} in max_iter={self._options['max_iter']} "
+                f"iterations (residuals {_last(result.residual_norms):.3g} / "
+                f"{_last(result.adjoint_residual_norms):.3g}); raise max_iter or loosen tol",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         grad = self.net.local_gradient.copy()
         # This rank's regularisation share and, on the classifier's rank, the
         # batch's correct predictions: one reduction for both.
-        totals = np.array([self.net.regularization(grad),
-                           app.cpp.correct if self.comm.Get_rank() == self._classifier_rank else 0.0])
+        totals = np.array(
+            [self.net.regularization(grad), app.cpp.correct if self.comm.Get_rank() == self._classifier_rank else 0.0]
+        )
         if self.comm.Get_size() > 1:
             self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
         self.last_solve = result
@@ -516,8 +560,8 @@ class Trainer:
         """Exact (layer-serial) forward over chunks: (sum of losses, correct, logits or None)."""
         total, correct, logits = 0.0, 0, []
         for start in range(0, x.shape[0], chunk):
-            xb = x[start: start + chunk]
-            yb = None if y is None else y[start: start + chunk]
+            xb = x[start : start + chunk]
+            yb = None if y is None else y[start : start + chunk]
             app, solver = self._eval_engine(xb.shape[0])
             app.cpp.set_batch(xb, yb)
             solver.reset()
@@ -558,10 +602,19 @@ class Trainer:
         return self.predict_logits(x).argmax(axis=1)
 
     # -- training ----------------------------------------------------------------------------
-    def fit(self, x: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
-            validation: tuple[Any, Any] | None = None, shuffle: bool = True,
-            callback: Callable[[int, History], None] | None = None,
-            checkpoint: str | os.PathLike[str] | None = None, resume: bool = False) -> History:
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        epochs: int = 1,
+        batch_size: int | None = None,
+        validation: tuple[Any, Any] | None = None,
+        shuffle: bool = True,
+        callback: Callable[[int, History], None] | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+    ) -> History:
         """Train (collective): ``epochs`` passes over ``(x, y)`` in seeded, shuffled mini-batches.
 
         Parameters
@@ -637,8 +690,11 @@ class Trainer:
             n = xa.shape[0]
             if batch_size is None:
                 batch_size = n
-            if isinstance(batch_size, bool) or not isinstance(batch_size, (numbers.Integral, np.integer)) \
-                    or batch_size < 1:
+            if (
+                isinstance(batch_size, bool)
+                or not isinstance(batch_size, (numbers.Integral, np.integer))
+                or batch_size < 1
+            ):
                 raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
             batch_size = min(int(batch_size), n)
             if batch_size > INDEX_MAX:
@@ -661,9 +717,10 @@ class Trainer:
                 try:
                     self.optimizer.state_dict()
                 except NotImplementedError:
-                    raise TypeError(f"checkpoint needs an optimizer with state_dict(); "
-                                    f"{type(self.optimizer).__name__} has none") from None
-                if self.comm.Get_rank() == 0:      # the writer: fail now, not after an epoch of work
+                    raise TypeError(
+                        f"checkpoint needs an optimizer with state_dict(); {type(self.optimizer).__name__} has none"
+                    ) from None
+                if self.comm.Get_rank() == 0:  # the writer: fail now, not after an epoch of work
                     if resume and not checkpoint.is_file():
                         raise FileNotFoundError(f"resume=True but there is no checkpoint file {str(checkpoint)!r}")
                     check_writable(checkpoint, "checkpoint")
@@ -671,9 +728,17 @@ class Trainer:
                 raise ValueError("resume=True needs checkpoint=PATH (the checkpoint to continue from)")
         digest = _digest(xa, ya)
         settings = self._fit_settings(n, batch_size, bool(shuffle), digest, None if xv is None else _digest(xv, yv))
-        _agree(self.comm, "fit() data and settings",
-               {"x.shape": xa.shape, "epochs": int(epochs), **settings, "checkpoint given": checkpoint is not None,
-                "resume": bool(resume)})
+        _agree(
+            self.comm,
+            "fit() data and settings",
+            {
+                "x.shape": xa.shape,
+                "epochs": int(epochs),
+                **settings,
+                "checkpoint given": checkpoint is not None,
+                "resume": bool(resume),
+            },
+        )
 
         from . import checkpoint as ckpt
 
@@ -693,24 +758,36 @@ class Trainer:
         bar = None
         if self.progress and self.comm.Get_rank() == 0:
             from tqdm.auto import tqdm
-            bar = tqdm(total=int(epochs) * steps_per_epoch, initial=progress.epoch * steps_per_epoch + progress.step,
-                       desc=f"train ({self.mode})", unit="step", dynamic_ncols=True, leave=True)
+
+            bar = tqdm(
+                total=int(epochs) * steps_per_epoch,
+                initial=progress.epoch * steps_per_epoch + progress.step,
+                desc=f"train ({self.mode})",
+                unit="step",
+                dynamic_ncols=True,
+                leave=True,
+            )
             if history.val_accuracy:
                 bar.set_postfix({"val_acc": f"{history.val_accuracy[-1]:.3f}"}, refresh=False)
         start = time.perf_counter() - progress.wall_seconds
         params = self.net.local_parameters
         stop = _StopSignals() if checkpoint is not None else None
-        last = progress.last         # (residual, adjoint residual, iterations) of the last gradient
+        last = progress.last  # (residual, adjoint residual, iterations) of the last gradient
 
         def save(epoch: int, step: int, epoch_rng: dict, loss_sum: float, correct_sum: float) -> None:
-            ckpt.save(self, checkpoint, settings, history, ckpt.Progress(
-                epoch, step, epoch_rng, loss_sum, correct_sum, time.perf_counter() - start, last))
+            ckpt.save(
+                self,
+                checkpoint,
+                settings,
+                history,
+                ckpt.Progress(epoch, step, epoch_rng, loss_sum, correct_sum, time.perf_counter() - start, last),
+            )
 
         try:
             if stop is not None:
                 stop.__enter__()
             for epoch in range(progress.epoch, int(epochs)):
-                if epoch == progress.epoch:          # where the run (or the checkpoint) starts
+                if epoch == progress.epoch:  # where the run (or the checkpoint) starts
                     rng.bit_generator.state = progress.rng
                     first_step, loss_sum, correct_sum = progress.step, progress.loss_sum, progress.correct_sum
                 else:
@@ -718,7 +795,7 @@ class Trainer:
                 epoch_rng = rng.bit_generator.state  # before this epoch's permutation is drawn
                 order = np.arange(n) if (full_batch or not shuffle) else rng.permutation(n)
                 for b in range(first_step, steps_per_epoch):
-                    idx = order[b * batch_size: (b + 1) * batch_size]
+                    idx = order[b * batch_size : (b + 1) * batch_size]
                     xb, yb = (xa, ya) if full_batch else (np.ascontiguousarray(xa[idx]), np.ascontiguousarray(ya[idx]))
                     # Identities of the batch in the training engine: the
                     # same content keeps MGRIT's iterate (warm restart).
@@ -733,8 +810,9 @@ class Trainer:
 
                     loss = self.optimizer.step(params, closure, self._dot)
                     if not math.isfinite(loss):
-                        raise FloatingPointError(f"the training loss became {loss} at epoch {epoch}, step {b}; "
-                                                 "lower the learning rate")
+                        raise FloatingPointError(
+                            f"the training loss became {loss} at epoch {epoch}, step {b}; lower the learning rate"
+                        )
                     history.step_loss.append(loss)
                     loss_sum += loss * xb.shape[0]
                     correct_sum += first[0] * xb.shape[0]
@@ -760,13 +838,14 @@ class Trainer:
                 history.adjoint_residual.append(last[1])
                 history.mgrit_iterations.append(last[2])
                 history.wall_seconds.append(time.perf_counter() - start)
-                if bar is not None:   # the epoch's own validation accuracy, not the previous one
-                    bar.set_postfix(self._postfix(history.step_loss[-1], history.train_accuracy[-1], history, last),
-                                    refresh=True)
+                if bar is not None:  # the epoch's own validation accuracy, not the previous one
+                    bar.set_postfix(
+                        self._postfix(history.step_loss[-1], history.train_accuracy[-1], history, last), refresh=True
+                    )
                 if callback is not None:
                     with _Agreed(self.comm, "fit() callback"):
                         callback(epoch + 1, history)
-                if checkpoint is not None:   # the state the next epoch starts from
+                if checkpoint is not None:  # the state the next epoch starts from
                     save(epoch + 1, 0, rng.bit_generator.state, 0.0, 0.0)
                     if self._stop_requested(stop):
                         raise TrainingInterrupted(self._stop_requested(stop), str(checkpoint), epoch + 1, 0)
@@ -781,7 +860,7 @@ class Trainer:
         post = {"loss": f"{loss:.4f}", "acc": f"{accuracy:.3f}"}
         if history.val_accuracy and not math.isnan(history.val_accuracy[-1]):
             post["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
-        if not math.isnan(last[0]):        # no MGRIT iteration ran: layer-serial, or too shallow
+        if not math.isnan(last[0]):  # no MGRIT iteration ran: layer-serial, or too shallow
             post["res"] = f"{last[0]:.1e}"
             post["adj"] = f"{last[1]:.1e}"
         return post
@@ -801,9 +880,18 @@ class Trainer:
             hyper = opt.hyperparameters()
         except NotImplementedError:
             optimizer, hyper = type(opt).__name__, repr(opt)
-        settings = {"mode": self.mode, "layer_parallel": self._options if self.mode != "serial" else None,
-                    "seed": self.seed, "n": n, "batch_size": batch_size, "shuffle": shuffle, "data": data,
-                    "validation": validation, "optimizer": optimizer, "optimizer_hyperparameters": hyper}
+        settings = {
+            "mode": self.mode,
+            "layer_parallel": self._options if self.mode != "serial" else None,
+            "seed": self.seed,
+            "n": n,
+            "batch_size": batch_size,
+            "shuffle": shuffle,
+            "data": data,
+            "validation": validation,
+            "optimizer": optimizer,
+            "optimizer_hyperparameters": hyper,
+        }
         return json.loads(json.dumps(settings))
 
     # -- plots ---------------------------------------------------------------------------------
@@ -818,23 +906,29 @@ class Trainer:
                 raise TypeError(f"history must be a pyxbraid.nn.History, got {type(history).__name__}")
             if self.comm.Get_rank() == 0:
                 from .plotting import plot_history
+
                 plot_history(history, path, title=f"{self.net!r}, {self.mode}")
 
     def plot_decision_regions(self, path: str | Path, x: Any, y: Any, resolution: int = 200) -> None:
         """Predicted class over the bounding box of 2-D data, with the points on top (collective; rank 0 writes)."""
         with _Agreed(self.comm, "plot_decision_regions() arguments"):
             if self.net.config.in_features != 2:
-                raise ValueError(f"decision regions need 2-D inputs, the network has "
-                                 f"in_features={self.net.config.in_features}")
+                raise ValueError(
+                    f"decision regions need 2-D inputs, the network has in_features={self.net.config.in_features}"
+                )
             xa, ya = self._check_data(x, y)
             if not _is_int(resolution) or not 2 <= resolution <= 4096:
                 raise ValueError(f"resolution must be an integer in 2..4096, got {resolution!r}")
-        _agree(self.comm, "plot_decision_regions() data (x, y)",
-               {"x.shape": xa.shape, "data": _digest(xa, ya), "resolution": int(resolution)})
+        _agree(
+            self.comm,
+            "plot_decision_regions() data (x, y)",
+            {"x.shape": xa.shape, "data": _digest(xa, ya), "resolution": int(resolution)},
+        )
         lo, hi = xa.min(axis=0), xa.max(axis=0)
         gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
         labels = self.predict(np.column_stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
         with _Agreed(self.comm, "plot_decision_regions() output"):
             if self.comm.Get_rank() == 0:
                 from .plotting import plot_regions
+
                 plot_regions(gx, gy, labels, xa, ya, self.net.config.classes, path)
