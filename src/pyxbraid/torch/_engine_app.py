@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._layer_parallel import LayerParallel
 
 
-class EngineApp(App):
+class LayerParallelApp(App):
     """One batch shape of a LayerParallel as a pyxbraid App (see the module docstring)."""
 
     def __init__(self, lp: LayerParallel, shape: tuple[int, ...]) -> None:

@@ -18,7 +18,7 @@ from .. import _core
 from ..errors import RemoteRankError, _Agreed
 from ..nn.trainer import ConvergenceWarning
 from ..solver import SolveResult, Solver
-from ._engine_app import EngineApp
+from ._engine_app import LayerParallelApp
 from ._serial import serial_backward, serial_forward
 
 __all__ = ["COARSE_POLICIES", "MODES", "LayerParallel"]
@@ -297,7 +297,7 @@ class LayerParallel(torch.nn.Module):
         # (even one holding no layer and given a u0 that needs no gradient):
         # the backward solve is collective.
         self._anchor = torch.zeros(0, dtype=torch.float64, requires_grad=True)
-        self._engines: OrderedDict[tuple, tuple[EngineApp, Solver]] = OrderedDict()
+        self._engines: OrderedDict[tuple, tuple[LayerParallelApp, Solver]] = OrderedDict()
         self._passes = 0                 # forward passes so far (identifies the iterate a backward needs)
         # dropout masks: seeded per (rank 0's initial torch seed, forward pass, layer), on any rank count
         self._base_seed = comm.bcast(torch.initial_seed(), root=0) if self._size > 1 else torch.initial_seed()
@@ -590,12 +590,12 @@ class LayerParallel(torch.nn.Module):
                 "); raise max_iter or loosen the tolerances", ConvergenceWarning, stacklevel=4)
         return result
 
-    def _engine(self, shape: tuple, adjoint: bool) -> tuple[EngineApp, Solver]:
+    def _engine(self, shape: tuple, adjoint: bool) -> tuple[LayerParallelApp, Solver]:
         key = (shape, adjoint)
         if key in self._engines:
             self._engines.move_to_end(key)
             return self._engines[key]
-        app = EngineApp(self, shape)
+        app = LayerParallelApp(self, shape)
         opts = dict(self._options)
         if self.mode == "one_shot" and adjoint:      # a fixed number of iterations
             opts.update(abs_tol=0.0, abs_tol_adjoint=0.0)
