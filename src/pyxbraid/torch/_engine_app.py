@@ -37,11 +37,20 @@ class LayerParallelApp(App):
         self.accumulate = False
         self._coarse: dict[tuple[int, int], tuple[list[int], dict[str, torch.Tensor]]] = {}
         self.grad = 0.0                   # unused; the gradients live in self.acc
+        # keep_graph: the graphs of this iteration's steps, by (level, tindex), last step on top
+        self._graphs: dict[tuple[int, int], list[tuple]] = {}
+        self._graph_iter = -1
+        self.kept_graph_hits = self.kept_graph_misses = 0
 
     # -- driving ----------------------------------------------------------------------------
     def begin(self, u0: np.ndarray, seed: np.ndarray | None) -> None:
         self.u0, self.seed, self.acc = u0, seed, None
         self._coarse.clear()
+
+    def end_solve(self) -> None:
+        """Drop kept graphs (steps whose adjoint did not run, e.g. the on-demand sweeps)."""
+        self._graphs.clear()
+        self._graph_iter = -1
 
     def begin_gradient(self) -> list[torch.Tensor]:
         """Fresh gradient accumulators for the owned parameters; returns the parameters, flat."""
@@ -82,51 +91,75 @@ class LayerParallelApp(App):
         # u0 at t = 0; elsewhere the initial guess: u0 again (the identity flow)
         u[...] = self.u0
 
+    def _evaluate(self, b: int, a: int, level: int, x: torch.Tensor,
+                  leaves: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[int] | None]:
+        """F(x) of the step from fine index a to b: (y, the parameter tensors it used, mean's layers or None).
+
+        ``leaves``: give the "mean" policy's averaged parameters as fresh leaves
+        (for their gradient); the fine policy's parameters are the modules' own.
+        """
+        if level > 0 and self.lp.coarse == "mean":
+            ks, avg = self._coarse_params(a, b)
+            if leaves:
+                avg = {n: v.detach().requires_grad_(True) for n, v in avg.items()}
+            return self.lp.call_block(b - 1, x, avg), list(avg.values()), ks
+        return self.lp.call_block(b - 1, x), self.params.get(b - 1, []), None
+
     def step(self, u: np.ndarray, ustop: np.ndarray, fstop: Any, status: Any) -> None:
-        b = self._index(status.tstop)
+        b, a = self._index(status.tstop), self._index(status.tstart)
         x = torch.from_numpy(u)
         version = x._version
+        if self.lp.keep_graph and self.seed is not None:
+            # keep this step's graph for its adjoint step (the reverse sweep of this iteration)
+            if status.iter != self._graph_iter:
+                self._graphs.clear()
+                self._graph_iter = status.iter
+            x_in = x.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                y, targets, ks = self._evaluate(b, a, status.level, x_in, leaves=self.acc is not None)
+            self._graphs.setdefault((status.level, status.tindex), []).append((x_in, y, targets, ks))
+            y = y.detach()
+        else:
+            with torch.no_grad():
+                y, _, _ = self._evaluate(b, a, status.level, x, leaves=False)
+        if x._version != version:
+            raise RuntimeError(f"block({b - 1}) modified its input in place (an in-place operation such as "
+                               "ReLU(inplace=True) applied to the block's input); F_k must not change u_k")
         with torch.no_grad():
-            if status.level > 0 and self.lp.coarse == "mean":
-                _, avg = self._coarse_params(self._index(status.tstart), b)
-                y = self.lp.call_block(b - 1, x, avg)
-            else:
-                y = self.lp.call_block(b - 1, x)
-            if x._version != version:
-                raise RuntimeError(f"block({b - 1}) modified its input in place (an in-place operation such as "
-                                   "ReLU(inplace=True) applied to the block's input); F_k must not change u_k")
             x.add_(y, alpha=status.tstop - status.tstart)
 
     def step_adjoint(self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray,
                      status: Any) -> None:
+        kept = self._graphs.get((status.level, status.tindex)) if self.lp.keep_graph else None
+        entry = kept.pop() if kept else None      # this step's graph, if kept (popped even when unused)
         if not u_bar.any():     # a zero adjoint (the forward solve's): nothing to do
             return
         from ._layer_parallel import readonly_tensor
 
-        b = self._index(status.tstop)
+        b, a = self._index(status.tstop), self._index(status.tstart)
         dt = status.tstop - status.tstart
-        x = readonly_tensor(u).detach().requires_grad_(True)
         bar = torch.from_numpy(u_bar)
-        mean = status.level > 0 and self.lp.coarse == "mean"
         want_params = self.acc is not None
-        with torch.enable_grad():
-            if mean:
-                ks, avg = self._coarse_params(self._index(status.tstart), b)
-                leaves = {n: v.detach().requires_grad_(True) for n, v in avg.items()} if want_params else avg
-                y = self.lp.call_block(b - 1, x, leaves)
-                targets = list(leaves.values()) if want_params else []
-            else:
-                y = self.lp.call_block(b - 1, x)
-                targets = self.params.get(b - 1, []) if want_params else []
-            if not y.requires_grad:    # F_k does not depend on u nor on a parameter
-                return
-            got = torch.autograd.grad(y, [x, *targets], grad_outputs=bar, allow_unused=True)
+        u_t = readonly_tensor(u)
+        if entry is not None and torch.equal(entry[0].detach(), u_t):
+            x, y, targets, ks = entry
+            self.kept_graph_hits += 1
+        else:       # recompute F(u) with autograd from the step's recorded input
+            if entry is not None:
+                self.kept_graph_misses += 1
+            x = u_t.detach().requires_grad_(True)
+            with torch.enable_grad():
+                y, targets, ks = self._evaluate(b, a, status.level, x, leaves=want_params)
+        if not want_params:
+            targets = []
+        if not y.requires_grad:    # F_k depends neither on u nor on a parameter
+            return
+        got = torch.autograd.grad(y, [x, *targets], grad_outputs=bar, allow_unused=True)
         if want_params:
             assert self.acc is not None
-            if mean:
+            if ks is not None:      # coarse="mean": d(average)/d(theta_k) = 1 / len(ks)
                 share = dt / len(ks)
-                names = list(leaves)
-                mine = dict(zip(names, got[1:]))
+                mine = dict(zip(self._coarse[(a, b)][1], got[1:]))
                 for k in ks:
                     for n, acc in zip(self.names[k], self.acc[k]):
                         if mine.get(n) is not None:
@@ -139,7 +172,13 @@ class LayerParallelApp(App):
             bar.add_(got[0], alpha=dt)
 
     def objective(self, u: np.ndarray, status: Any) -> float:
-        return float(np.vdot(self.seed, u)) if self.seed is not None else 0.0
+        # J = <g, u(T)> (reported as SolveResult.objective; the adjoint needs only its seed g).
+        # torch's dot: numpy's would go through a multi-threaded BLAS.
+        if self.seed is None:
+            return 0.0
+        from ._layer_parallel import readonly_tensor
+
+        return float(torch.dot(torch.from_numpy(self.seed).reshape(-1), readonly_tensor(u).reshape(-1)))
 
     def objective_adjoint(self, u: np.ndarray, u_bar: np.ndarray, f_bar: float, status: Any) -> None:
         if self.seed is not None:
