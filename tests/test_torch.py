@@ -356,3 +356,38 @@ def test_inputs_that_differ_between_ranks_raise_on_every_rank(mpirun):
     assert runs[0]["shape"].startswith("ValueError: u0 differs between ranks (shape, dtype)")
     assert runs[1]["dtype"].startswith("TypeError: mode='exact' runs on the engine's float64 states")
     assert runs[0]["dtype"].startswith("RemoteRankError: rank 1 rejected its LayerParallel input")
+
+
+def test_keep_graph_gives_the_same_gradients_and_uses_the_kept_graphs():
+    for coarse in ("tstop", "mean"):
+        e = cases.errors("conv", 12, mode="exact", max_levels=3, cfactor=2, coarse=coarse, keep_graph=True)
+        assert max(e["uT"], e["u0_grad"], e["params"]) < 1e-10, (coarse, e)
+    lp = LayerParallel(cases.block_factory("dense"), depth=12, mode="exact", max_levels=3, cfactor=2,
+                       keep_graph=True)
+    u0, w = cases.inputs("dense")
+    cases.loss_of(lp(u0.requires_grad_(True)), w).backward()
+    app = next(iter(lp._engines.values()))[0]
+    # every adjoint step with a nonzero adjoint used its kept graph (the others need none)
+    assert app.kept_graph_hits > 0 and app.kept_graph_misses == 0
+    assert not app._graphs                        # nothing left behind after the solve
+
+
+def test_readme_block_runs():
+    import re
+
+    text = (HERE.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "pyxbraid.torch import" in b)
+    ns: dict = {}
+    exec(compile(block, "README pyxbraid.torch", "exec"), ns)
+    assert ns["opening"].weight.grad is not None
+    assert list(ns["lp"].owned_layers) == list(range(32))
+    assert all(p.grad is not None for p in ns["lp"].parameters())
+
+
+def test_layer_parallel_inside_a_parent_module_saves_and_loads():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3).double(),
+                                LayerParallel(cases.block_factory("dense"), depth=3, mode="exact"),
+                                torch.nn.Linear(3, 1).double())
+    sd = model.state_dict()
+    assert "1.layers.2.4.running_var" in sd and "0.weight" in sd
+    model.load_state_dict(sd)
