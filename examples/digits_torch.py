@@ -6,7 +6,7 @@ blocks ``u + h * ReLU(BatchNorm(Conv3x3(u)))`` run by :class:`pyxbraid.torch.Lay
 The opening and the head are ordinary torch modules replicated on every rank
 (their gradients are identical everywhere: u(T) and u0.grad are).
 
-Run on 2 ranks (about 97.5-98.5% validation accuracy in 10 epochs)::
+Run on 2 ranks (98.9% validation accuracy after 10 epochs, 97.5% after 5; about 70 s here)::
 
     mpiexec -n 2 python -m mpi4py examples/digits_torch.py --metrics digits/metrics.json
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
     p.add_argument("--width", type=int, default=8, help="channels of the residual state (default 8)")
-    p.add_argument("--depth", type=int, default=8, help="residual blocks = MGRIT time steps (default 8)")
+    p.add_argument("--depth", type=int, default=16, help="residual blocks = MGRIT time steps (default 16)")
     p.add_argument("--T", type=float, default=2.0, help="final time; step h = T / depth (default 2)")
     p.add_argument("--max-levels", type=int, default=2)
     p.add_argument("--cfactor", type=int, default=4)

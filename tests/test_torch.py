@@ -345,6 +345,11 @@ for case in ("values", "shape", "dtype"):
         out[case] = "no error"
     except Exception as exc:
         out[case] = f"{type(exc).__name__}: {exc}"
+try:
+    lp.layer(3 if rank == 0 else 0)
+except KeyError as exc:
+    out["layer"] = str(exc)
+out["owners"] = [lp.owner(k) for k in range(4)]
 report(out)
 """
 
@@ -356,6 +361,9 @@ def test_inputs_that_differ_between_ranks_raise_on_every_rank(mpirun):
     assert runs[0]["shape"].startswith("ValueError: u0 differs between ranks (shape, dtype)")
     assert runs[1]["dtype"].startswith("TypeError: mode='exact' runs on the engine's float64 states")
     assert runs[0]["dtype"].startswith("RemoteRankError: rank 1 rejected its LayerParallel input")
+    assert runs[0]["layer"] == "'layer 3 lives on rank 1, not on rank 0 (which holds layers 0 .. 1)'"
+    assert runs[1]["layer"] == "'layer 0 lives on rank 0, not on rank 1 (which holds layers 2 .. 3)'"
+    assert runs[0]["owners"] == runs[1]["owners"] == [0, 0, 1, 1]
 
 
 def test_keep_graph_gives_the_same_gradients_and_uses_the_kept_graphs():

@@ -66,7 +66,7 @@ def test_digits_example_on_two_ranks(mpirun, tmp_path):
     pytest.importorskip("sklearn")
     metrics = tmp_path / "m.json"
     out = mpirun(str(ROOT / "examples" / "digits_torch.py"), 2, timeout=300,
-                 args=("--epochs", "2", "--no-progress", "--out", str(tmp_path / "out"),
+                 args=("--epochs", "2", "--depth", "8", "--no-progress", "--out", str(tmp_path / "out"),
                        "--metrics", str(metrics))).stdout
     assert "epoch 2: loss" in out and "validation accuracy" in out
     m = json.loads(metrics.read_text())

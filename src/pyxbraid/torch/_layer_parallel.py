@@ -411,8 +411,8 @@ class LayerParallel(torch.nn.Module):
         Parameters
         ----------
         u0 : torch.Tensor
-            Shape ``(batch, *features)``; float64 on the CPU for ``"exact"`` and
-            ``"one_shot"`` (the engine's states are float64), the blocks'
+            Shape ``(batch, *features)``, on the CPU; float64 for ``"exact"``
+            and ``"one_shot"`` (the engine's states are float64), the blocks'
             dtype for ``"serial"``.
 
         Returns
@@ -437,22 +437,18 @@ class LayerParallel(torch.nn.Module):
             if u0.dim() < 1 or u0.numel() == 0:
                 raise ValueError(f"u0 must have shape (batch, *features) with no empty dimension, got "
                                  f"{tuple(u0.shape)}")
-            if self.mode != "serial":
-                if u0.dtype != torch.float64:
-                    raise TypeError(f"mode={self.mode!r} runs on the engine's float64 states: u0 must be float64, "
-                                    f"got {u0.dtype} (convert the network with .double(), or use mode='serial')")
-                if u0.device.type != "cpu":
-                    raise TypeError(f"mode={self.mode!r} needs u0 on the CPU (the engine's memory), got "
-                                    f"device {u0.device}")
+            if self.mode != "serial" and u0.dtype != torch.float64:
+                raise TypeError(f"mode={self.mode!r} runs on the engine's float64 states: u0 must be float64, "
+                                f"got {u0.dtype} (convert the network with .double(), or use mode='serial')")
+            if u0.device.type != "cpu":
+                raise TypeError(f"LayerParallel needs u0 on the CPU (the engine's memory and MPI messages), got "
+                                f"device {u0.device}")
             for name, p in self.named_parameters():
                 if p.dtype != u0.dtype or p.device != u0.device:
                     raise TypeError(f"parameter {name} is {p.dtype} on {p.device}, u0 is {u0.dtype} on "
                                     f"{u0.device}; the blocks and u0 must agree")
             if self.check_inputs and self._size > 1:
-                data = u0.detach()
-                if data.device.type != "cpu":
-                    data = data.cpu()
-                crc = zlib.crc32(memoryview(np.ascontiguousarray(data.numpy())).cast("B"))
+                crc = zlib.crc32(memoryview(np.ascontiguousarray(u0.detach().numpy())).cast("B"))
             else:
                 crc = 0
             info = (tuple(u0.shape), str(u0.dtype), crc, grad)
