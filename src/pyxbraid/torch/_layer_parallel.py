@@ -108,7 +108,8 @@ class LayerParallel(torch.nn.Module):
     ``u(T)`` on every rank, and ``backward()`` puts the gradient of every owned
     parameter into its ``.grad`` and the gradient of ``u0`` into ``u0.grad`` on
     every rank (so an opening layer replicated on every rank gets identical
-    gradients everywhere).
+    gradients everywhere). The forward and the backward are collective: every
+    rank must call both.
 
     Parameters
     ----------
@@ -648,7 +649,8 @@ class LayerParallel(torch.nn.Module):
             halo = np.empty(states.shape[1:], dtype=np.float64)
             self.comm.Sendrecv(send if send is not None else np.empty(0), dest=right, sendtag=77,
                                recvbuf=halo if left != MPI.PROC_NULL else np.empty(0), source=left, recvtag=77)
-        with torch.no_grad():
+        # agreed: a block failing here on one rank must not leave the others in the next solve
+        with _Agreed(self.comm, "forward pass (running statistics of the blocks)"), torch.no_grad():
             for k in self._owned:
                 x = states[k - ilower] if k >= ilower else halo
                 self.call_block(k, torch.from_numpy(np.ascontiguousarray(x)))
