@@ -190,8 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     post = {"loss": f"{loss.item():.4f}"}
                     if history.val_accuracy:
                         post["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
-                    if net.lp.last_backward is not None:
-                        post["mgrit"] = f"{net.lp.last_forward.iterations}/{net.lp.last_backward.iterations}"
+                    fwd, bwd = net.lp.last_forward, net.lp.last_backward
+                    if fwd is not None and bwd is not None:       # MGRIT iterations, forward / backward
+                        post["mgrit"] = f"{fwd.iterations}/{bwd.iterations}"
                     bar.set_postfix(post, refresh=False)
                     bar.update(1)
             val_loss, val_acc, _ = evaluate(net, x_val, y_val)

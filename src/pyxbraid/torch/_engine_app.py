@@ -55,10 +55,11 @@ class LayerParallelApp(App):
     def begin_gradient(self) -> list[torch.Tensor]:
         """Fresh gradient accumulators for the owned parameters; returns the parameters, flat."""
         self._coarse.clear()
-        self.params, self.names, self.acc, flat = {}, {}, {}, []
+        self.params, self.names, self.acc = {}, {}, {}
+        flat: list[torch.Tensor] = []
         for k in self.lp.owned_layers:
             named = [(n, p) for n, p in self.lp.layers[str(k)].named_parameters() if p.requires_grad]
-            ps = [p for _, p in named]
+            ps: list[torch.Tensor] = [p for _, p in named]
             self.params[k], self.names[k] = ps, [n for n, _ in named]
             self.acc[k] = [torch.zeros_like(p, dtype=torch.float64) for p in ps]
             flat.extend(ps)

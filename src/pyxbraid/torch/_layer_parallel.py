@@ -233,6 +233,34 @@ class LayerParallel(torch.nn.Module):
     torch.Size([2, 2, 3, 3])
     """
 
+    comm: Any
+    depth: int
+    T: float
+    h: float
+    mode: str
+    coarse: str
+    check_inputs: bool
+    keep_graph: bool
+    layers: _OwnedLayers
+    last_forward: SolveResult | None
+    last_backward: SolveResult | None
+    _rank: int
+    _size: int
+    _intervals: list[tuple[int, int]]
+    _owned: range
+    _options: dict[str, Any]
+    _tol: float
+    _adjoint_tol: float
+    _anchor: torch.Tensor
+    _engines: OrderedDict[tuple, tuple[LayerParallelApp, Solver]]
+    _passes: int
+    _warm: tuple | None
+    _base_seed: int
+    _pass_seed: int
+    _random: set[int]
+    _any_stats: bool
+    _grad_params: list[torch.Tensor]
+
     def __init__(
         self,
         block: Callable[[int], torch.nn.Module],
@@ -449,7 +477,7 @@ class LayerParallel(torch.nn.Module):
                     raise TypeError(f"parameter {name} is {p.dtype} on {p.device}, u0 is {u0.dtype} on "
                                     f"{u0.device}; the blocks and u0 must agree")
             if self.check_inputs and self._size > 1:
-                crc = zlib.crc32(memoryview(np.ascontiguousarray(u0.detach().numpy())).cast("B"))
+                crc = zlib.crc32(np.ascontiguousarray(u0.detach().numpy()).view(np.uint8).reshape(-1).data)
             else:
                 crc = 0
             info = (tuple(u0.shape), str(u0.dtype), crc, grad)
@@ -572,6 +600,7 @@ class LayerParallel(torch.nn.Module):
         grads = app.end_gradient()
         gu0 = torch.empty(shape, dtype=torch.float64)
         if self._rank == 0:
+            assert app.u0_bar is not None, "the engine gave no init_adjoint"
             gu0.copy_(app.u0_bar)
         if self._size > 1:
             self.comm.Bcast(gu0.numpy(), root=0)
@@ -588,7 +617,9 @@ class LayerParallel(torch.nn.Module):
             raise
         finally:
             self._restore_buffers(snapshot)
-            solver._app.end_solve()
+            app = solver._app
+            if isinstance(app, LayerParallelApp):
+                app.end_solve()
         if self.mode == "exact" and not result.converged:
             adj = result.adjoint_residual_norms
             warnings.warn(

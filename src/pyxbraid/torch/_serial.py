@@ -58,13 +58,16 @@ def serial_forward(lp: LayerParallel, u0: torch.Tensor, graph: bool) -> tuple[to
     rank, size = lp._rank, lp._size
     shape, dtype = tuple(u0.shape), u0.dtype
     failed, failure = -1, None
-    x_in = out = None
+    x_in: torch.Tensor | None = None
+    out: torch.Tensor | None = None
+    received: torch.Tensor | None
     if rank > 0:
         failed, received = _receive(lp, rank - 1, shape, dtype)
     else:
         received = u0.detach()
     if failed < 0:
         try:
+            assert received is not None
             with torch.enable_grad() if graph else torch.no_grad():
                 x_in = received.detach().requires_grad_(graph)
                 out = x_in
@@ -90,13 +93,16 @@ def serial_backward(lp: LayerParallel, saved: Any, g: torch.Tensor) -> tuple[tor
     shape, dtype = tuple(g.shape), g.dtype
     params = lp._grad_params
     failed, failure = -1, None
-    gx, grads = None, [None] * len(params)
+    gx: torch.Tensor | None = None
+    grads: list[torch.Tensor | None] = [None] * len(params)
+    gout: torch.Tensor | None
     if rank < size - 1:
         failed, gout = _receive(lp, rank + 1, shape, dtype)
     else:
         gout = g
     if failed < 0:
         try:
+            assert gout is not None
             if out is x_in or not out.requires_grad:   # no layer here (or nothing depends on u): pass through
                 gx = gout if out is x_in else torch.zeros_like(gout)
             else:
