@@ -68,14 +68,20 @@ def loss_of(uT, weight):
     return (uT * weight).sum() + 0.5 * (uT ** 2).sum()
 
 
-def reference(kind: str, depth: int, T: float = 1.0, **kw):
-    """Plain torch autograd through all blocks on one process: (uT, u0.grad, [per-layer param grads], blocks)."""
+def reference(kind: str, depth: int, T: float = 1.0, mask_seeds=None, **kw):
+    """Plain torch autograd through all blocks on one process: (uT, u0.grad, [per-layer param grads], blocks).
+
+    ``mask_seeds=(base, pass)``: seed the generator before block k as LayerParallel
+    does for dropout (``hash((base, pass, k)) % 2**63``), so the masks are the same.
+    """
     block = block_factory(kind, **{k: v for k, v in kw.items() if k in ("width", "dropout")})
     blocks = [block(k) for k in range(depth)]
     u0, weight = inputs(kind, **{k: v for k, v in kw.items() if k in ("batch", "width")})
     x = u0.clone().requires_grad_(True)
     y = x
     for k in range(depth):
+        if mask_seeds is not None:
+            torch.default_generator.manual_seed(hash((*mask_seeds, k)) % (2**63))
         y = y + (T / depth) * blocks[k](y)
     loss_of(y, weight).backward()
     grads = [[p.grad.clone() for p in b.parameters()] for b in blocks]
@@ -94,8 +100,10 @@ def errors(kind: str, depth: int, nsteps: int = 1, T: float = 1.0, comm=None, **
     from pyxbraid.torch import LayerParallel
 
     comm = MPI.COMM_WORLD if comm is None else comm
-    yref, gref, pref, blocks = reference(kind, depth, T)
-    lp = LayerParallel(block_factory(kind), depth=depth, T=T, comm=comm, **options)
+    dropout = options.pop("dropout", 0.0)
+    lp = LayerParallel(block_factory(kind, dropout=dropout), depth=depth, T=T, comm=comm, **options)
+    seeds = (lp._base_seed, 1) if dropout else None       # the masks of LayerParallel's first forward pass
+    yref, gref, pref, blocks = reference(kind, depth, T, mask_seeds=seeds, dropout=dropout)
     u0, weight = inputs(kind)
     x = u0.clone().requires_grad_(True)
     for _ in range(nsteps):

@@ -131,11 +131,13 @@ class LayerParallel(torch.nn.Module):
         iterate until their residuals are below ``tol`` / ``adjoint_tol`` (a
         :class:`ConvergenceWarning` when ``max_iter`` runs out): u(T) and the
         gradients are those of backpropagation to that tolerance.
-        ``"one_shot"``: ``max_iter`` MGRIT iterations in the forward and
-        ``max_iter`` primal-and-adjoint iterations in the backward, each
-        warm-restarted from the previous iterate (the simultaneous method of
-        Günther et al., SIMODS 2020): inexact, cheap; call :meth:`reset` when
-        the batch changes.
+        ``"one_shot"``: ``max_iter`` primal-and-adjoint iterations in the
+        forward and again in the backward, warm-restarted from the previous
+        iterate (the simultaneous method of Günther et al., SIMODS 2020); the
+        forward's adjoint runs with the previous backward's seed, so the
+        adjoint iterate stays warm too (zero after :meth:`reset`). Inexact,
+        cheap, and exact in the limit of repeated passes on the same data; call
+        :meth:`reset` when the data change.
     max_levels : int, default 3
         MGRIT levels (``"exact"``, ``"one_shot"``); 1 = sequential stepping
         through the engine.
