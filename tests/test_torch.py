@@ -410,3 +410,24 @@ def test_layer_parallel_inside_a_parent_module_saves_and_loads():
     sd = model.state_dict()
     assert "1.layers.2.4.running_var" in sd and "0.weight" in sd
     model.load_state_dict(sd)
+
+
+def test_backward_of_an_earlier_forward_and_retain_graph():
+    _, gref, _, _ = cases.reference("dense", 8)
+    lp = LayerParallel(cases.block_factory("dense"), depth=8, mode="exact", max_levels=2, cfactor=2)
+    u0, w = cases.inputs("dense")
+    x1 = u0.clone().requires_grad_(True)
+    y1 = lp(x1)
+    x2 = (2 * u0).requires_grad_(True)
+    y2 = lp(x2)                                    # the solver now holds the second pass ...
+    cases.loss_of(y1, w).backward()                # ... so the first pass's backward solves it again
+    assert float((x1.grad - gref).norm() / gref.norm()) < 1e-10
+    loss = cases.loss_of(y2, w)
+    loss.backward(retain_graph=True)
+    first = x2.grad.clone()
+    loss.backward()
+    assert torch.allclose(x2.grad, 2 * first, rtol=1e-10, atol=0)
+    with pytest.raises(RuntimeError, match="marked with @once_differentiable|double backward"):
+        x3 = u0.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(cases.loss_of(lp(x3), w), x3, create_graph=True)
+        g.sum().backward()

@@ -34,7 +34,6 @@ class LayerParallelApp(App):
         self.params: dict[int, list[torch.Tensor]] = {}
         self.names: dict[int, list[str]] = {}
         self.acc: dict[int, list[torch.Tensor]] | None = None
-        self.accumulate = False
         self._coarse: dict[tuple[int, int], tuple[list[int], dict[str, torch.Tensor]]] = {}
         self.grad = 0.0                   # unused; the gradients live in self.acc
         # keep_graph: the graphs of this iteration's steps, by (level, tindex), last step on top

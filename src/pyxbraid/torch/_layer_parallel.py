@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from mpi4py import MPI
+from torch.autograd.function import once_differentiable
 
 from .. import _core
 from ..errors import RemoteRankError, _Agreed
@@ -32,7 +33,7 @@ COARSE_POLICIES = ("tstop", "mean")
 # Solver options a user may pass through ``solver_options`` (the others are set by LayerParallel).
 _PASS_THROUGH = ("min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg",
                  "print_level")
-_EVAL_CACHE = 4          # primal-only solvers kept for no-grad forwards of different batch shapes
+_CACHE = 4               # solvers kept per kind (adjoint / primal-only), one per state shape
 
 _readonly_warning_seen = False
 
@@ -572,7 +573,6 @@ class LayerParallel(torch.nn.Module):
             solver.refresh_initial_condition()
         else:
             solver.reset()
-        app.accumulate = False
         result = self._solve(solver, "forward", snapshot)
         self.last_forward = result
         self._warm = shape
@@ -651,9 +651,9 @@ class LayerParallel(torch.nn.Module):
         if opts["max_levels"] > 1:
             opts["skip"] = False
         solver = Solver(app, 0.0, self.T, self.depth, comm=self.comm, access_level=0, **opts)
-        evals = [k for k in self._engines if not k[1]]
-        if not adjoint and len(evals) >= _EVAL_CACHE:
-            del self._engines[evals[0]]
+        same_kind = [k for k in self._engines if k[1] == adjoint]
+        if len(same_kind) >= _CACHE:       # least recently used first (a backward rebuilds what it needs)
+            del self._engines[same_kind[0]]
         self._engines[key] = (app, solver)
         return app, solver
 
@@ -701,6 +701,7 @@ class _LayerParallelFunction(torch.autograd.Function):
         return uT
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> Any:
         lp = ctx.lp
         if ctx.saved is None:
