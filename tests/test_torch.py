@@ -244,6 +244,10 @@ for kind in ("conv", "dense"):
         opts = dict(mode=mode, max_levels=3, cfactor=2) if mode == "exact" else dict(mode=mode)
         out[kind + "-" + mode] = errors(kind, 9, T=1.5, **opts)
 out["uneven-exact"] = errors("dense", 4, mode="exact", max_levels=2, cfactor=2)
+# depth = ranks - 1: rank 0 holds time point 0 only, no layer
+from mpi4py import MPI
+out["empty-exact"] = errors("dense", MPI.COMM_WORLD.size - 1, mode="exact", max_levels=2, cfactor=2)
+out["empty-serial"] = errors("dense", MPI.COMM_WORLD.size - 1, mode="serial")
 out["mean-exact"] = errors("conv", 12, mode="exact", max_levels=3, cfactor=2, coarse="mean")
 out["dropout-exact"] = errors("dense", 9, mode="exact", max_levels=3, cfactor=2, dropout=0.3)
 out["dropout-serial"] = errors("dense", 9, mode="serial", dropout=0.3)
@@ -266,6 +270,7 @@ def test_matches_autograd_on_several_ranks(mpirun, nprocs):
                 assert e["buffers"] < 1e-12, (case, e)
     if nprocs == 3:
         assert [run["uneven-exact"]["owned"] for run in runs] == [[0], [1, 2], [3]]
+    assert runs[0]["empty-exact"]["owned"] == []
 
 
 FAILURES = PRELUDE + """

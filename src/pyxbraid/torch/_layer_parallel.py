@@ -33,6 +33,10 @@ COARSE_POLICIES = ("tstop", "mean")
 # Solver options a user may pass through ``solver_options`` (the others are set by LayerParallel).
 _PASS_THROUGH = ("min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg",
                  "print_level")
+# The state dtypes the engine stores. Today float64 only; once pyxbraid.App takes a dtype,
+# add torch.float32 here and pass the blocks' dtype to LayerParallelApp (nothing else changes:
+# the callbacks wrap the engine's memory with torch.from_numpy whatever its dtype).
+ENGINE_DTYPES = (torch.float64,)
 _CACHE = 4               # solvers kept per kind (adjoint / primal-only), one per state shape
 
 _readonly_warning_seen = False
@@ -469,7 +473,7 @@ class LayerParallel(torch.nn.Module):
             if u0.dim() < 1 or u0.numel() == 0:
                 raise ValueError(f"u0 must have shape (batch, *features) with no empty dimension, got "
                                  f"{tuple(u0.shape)}")
-            if self.mode != "serial" and u0.dtype != torch.float64:
+            if self.mode != "serial" and u0.dtype not in ENGINE_DTYPES:
                 raise TypeError(f"mode={self.mode!r} runs on the engine's float64 states: u0 must be float64, "
                                 f"got {u0.dtype} (convert the network with .double(), or use mode='serial')")
             if u0.device.type != "cpu":
