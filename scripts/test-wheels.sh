@@ -172,9 +172,11 @@ PYEOF
         "$T_SETUP" "$t_run" "$t_tests" "mismatches -> ImportError: ${results[*]}")")
 }
 
-install_wheel() {  # VENV TAG [PACKAGES...]: the built wheel (not the source) + test extra
+install_wheel() {  # VENV TAG [PACKAGES...]: the built wheel (not the source) + test tools
     local venv="$1" tag="$2"; shift 2
-    quiet_pip "$venv/bin/python" "$(wheel_for "$tag")[test]" "$@"
+    # Not the test extra: these venvs run the packaging and example tests only, and
+    # torch (1.2 GB per venv, five venvs) is tested by the main test stage.
+    quiet_pip "$venv/bin/python" "$(wheel_for "$tag")" pytest pytest-timeout "hypothesis>=6.100" "pybind11>=3,<4" "$@"
 }
 
 need_root_apt() {

@@ -27,7 +27,9 @@ def test_docstring_examples():
 
 
 def test_public_names():
-    assert datasets.__all__ == ["Dataset", "make_peaks", "peaks", "peaks_function", "peaks_labels"]
+    assert datasets.__all__ == [
+        "Dataset", "ImageDataset", "digits", "make_peaks", "peaks", "peaks_function", "peaks_labels"
+    ]
 
 
 def test_peaks_shapes_and_dtypes():

@@ -29,7 +29,7 @@ import numpy as np
 if TYPE_CHECKING:  # importlib.resources.abc is new in Python 3.11
     from importlib.resources.abc import Traversable
 
-__all__ = ["Dataset", "make_peaks", "peaks", "peaks_function", "peaks_labels"]
+__all__ = ["Dataset", "ImageDataset", "digits", "make_peaks", "peaks", "peaks_function", "peaks_labels"]
 
 _PEAKS_CLASSES = 5
 _PEAKS_DOMAIN = (-3.0, 3.0)
@@ -344,3 +344,5 @@ def make_peaks(
         classes=_PEAKS_CLASSES,
         name=f"make_peaks(seed={seed}, grid={grid})",
     )
+
+from .digits import ImageDataset, digits  # noqa: E402  (pyxbraid.datasets.digits(): scikit-learn's 8x8 digits)

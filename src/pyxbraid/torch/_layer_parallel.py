@@ -1,0 +1,716 @@
+"""LayerParallel: residual layers of a PyTorch network as MGRIT time steps on MPI ranks."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from mpi4py import MPI
+from torch.autograd.function import once_differentiable
+
+from .. import _core
+from ..errors import RemoteRankError, _Agreed
+from ..nn.trainer import ConvergenceWarning
+from ..solver import SolveResult, Solver
+from ._engine_app import LayerParallelApp
+from ._serial import serial_backward, serial_forward
+
+__all__ = ["COARSE_POLICIES", "MODES", "LayerParallel"]
+
+MODES = ("serial", "exact", "one_shot")
+"""The values of ``LayerParallel(mode=...)``."""
+
+COARSE_POLICIES = ("tstop", "mean")
+"""The values of ``LayerParallel(coarse=...)``: which weights a coarse time step uses."""
+
+# Solver options a user may pass through ``solver_options`` (the others are set by LayerParallel).
+_PASS_THROUGH = ("min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg",
+                 "print_level")
+# The state dtypes the engine stores. Today float64 only; once pyxbraid.App takes a dtype,
+# add torch.float32 here and pass the blocks' dtype to LayerParallelApp (nothing else changes:
+# the callbacks wrap the engine's memory with torch.from_numpy whatever its dtype).
+ENGINE_DTYPES = (torch.float64,)
+_CACHE = 4               # solvers kept per kind (adjoint / primal-only), one per state shape
+
+_readonly_warning_seen = False
+
+
+def readonly_tensor(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` of a read-only engine view (no copy; never written)."""
+    global _readonly_warning_seen
+    if _readonly_warning_seen:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        # PyTorch warns once per process that it has no read-only tensors;
+        # the views it refers to are only read here.
+        warnings.simplefilter("ignore", UserWarning)
+        tensor = torch.from_numpy(array)
+    _readonly_warning_seen = True
+    return tensor
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _tolerance(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number >= 0, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+class _OwnedLayers(torch.nn.ModuleDict):
+    """This rank's residual blocks, keyed by their layer index (``"0"`` .. ``str(depth - 1)``).
+
+    Loading a full state dict (every layer, as :meth:`LayerParallel.state_dict`
+    gathers it) takes this rank's layers and ignores the others instead of
+    reporting them as unexpected keys, so a checkpoint loads on any rank count.
+    """
+
+    def __init__(self, depth: int) -> None:
+        super().__init__()
+        self._depth = depth
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        # keys of layers held by other ranks are not unexpected
+        foreign = []
+        for key in unexpected_keys:
+            if key.startswith(prefix):
+                head = key[len(prefix):].split(".", 1)[0]
+                if head.isdigit() and int(head) < self._depth and head not in self._modules:
+                    foreign.append(key)
+        for key in foreign:
+            unexpected_keys.remove(key)
+
+
+class LayerParallel(torch.nn.Module):
+    r"""Residual layers ``u_{k+1} = u_k + h F_k(u_k)`` run layer-parallel over MPI ranks.
+
+    The ``depth`` residual layers of a network are the forward-Euler time steps
+    of ``du/dt = F(u, t)`` on ``[0, T]`` with ``h = T / depth``. Layer ``k``
+    lives on one rank only (the rank owning time point ``k + 1`` in pyxbraid's
+    block distribution of the ``depth + 1`` time points; any rank count up to
+    ``depth + 1``): ``block(k)`` is called there and nowhere else, and this
+    module holds (``parameters()``, optimisers, ``.grad``) only the rank's own
+    blocks. Call it on every rank with the same input: ``lp(u0)`` returns
+    ``u(T)`` on every rank, and ``backward()`` puts the gradient of every owned
+    parameter into its ``.grad`` and the gradient of ``u0`` into ``u0.grad`` on
+    every rank (so an opening layer replicated on every rank gets identical
+    gradients everywhere). The forward and the backward are collective: every
+    rank must call both.
+
+    Parameters
+    ----------
+    block : callable
+        ``block(k) -> torch.nn.Module``: the residual function ``F_k`` of layer
+        ``k`` (``k = 0 .. depth - 1``), mapping a state of shape
+        ``(batch, *features)`` to one of the same shape. Seed it by ``k``
+        (``torch.manual_seed(k)``) to get the same network on any rank count.
+    depth : int
+        Number of residual layers (time steps).
+    T : float, default 1.0
+        Final time; the step size is ``h = T / depth``.
+    comm : mpi4py.MPI.Comm, default MPI.COMM_WORLD
+        The ranks over which the layers are distributed.
+    mode : {"exact", "serial", "one_shot"}, default "exact"
+        ``"serial"``: plain forward and backpropagation through the blocks,
+        rank after rank (the reference and the fallback; any dtype).
+        ``"exact"``: forward MGRIT and the adjoint MGRIT (XBraid_Adjoint)
+        iterate until their residuals are below ``tol`` / ``adjoint_tol`` (a
+        :class:`ConvergenceWarning` when ``max_iter`` runs out): u(T) and the
+        gradients are those of backpropagation to that tolerance.
+        ``"one_shot"``: ``max_iter`` primal-and-adjoint iterations in the
+        forward and again in the backward, warm-restarted from the previous
+        iterate (the simultaneous method of Günther et al., SIMODS 2020); the
+        forward's adjoint runs with the previous backward's seed, so the
+        adjoint iterate stays warm too (zero after :meth:`reset`). Inexact,
+        cheap, and exact in the limit of repeated passes on the same data; call
+        :meth:`reset` when the data change.
+    max_levels : int, default 3
+        MGRIT levels (``"exact"``, ``"one_shot"``); 1 = sequential stepping
+        through the engine.
+    cfactor : int, default 4
+        Coarsening factor.
+    nrelax : int, default 1
+        FC sweeps before restriction (1 = FCF relaxation).
+    max_iter : int, optional
+        MGRIT iterations at most (``"exact"``, default 100) or exactly
+        (``"one_shot"``, default 2) per solve.
+    tol, adjoint_tol : float, default 1e-12
+        ``"exact"``: stop when the primal (adjoint) residual norm is below
+        ``tol`` (``adjoint_tol``) times that of the solve's first iteration.
+    coarse : {"tstop", "mean"}, default "tstop"
+        Weights of a coarse time step from ``t_a`` to ``t_b``: ``"tstop"`` uses
+        the fine layer ending at ``t_b`` (it lives on the rank taking the step,
+        so no rank needs another rank's weights); ``"mean"`` uses the average of
+        the parameters of the fine layers in ``(t_a, t_b]`` that this rank holds
+        (blocks of identical structure needed; better for weights that vary
+        from layer to layer, see the README). Coarse levels change the
+        convergence only, never the converged result.
+    keep_graph : bool, default False
+        Backward: keep each primal step's autograd graph for its adjoint step
+        instead of recomputing ``F_k`` there. Measured (``benchmarks/README.md``):
+        18-35% less backward time, but the graphs of all steps of an MGRIT
+        iteration (about 3x plain autograd's activation memory for the rank's
+        layers with FCF relaxation) instead of one step's graph at a time. A kept
+        graph is used only when its input equals the step's recorded input,
+        else the step is recomputed.
+    solver_options : dict, optional
+        More :class:`pyxbraid.Solver` options: ``min_coarse``, ``cwt``,
+        ``fmg``, ``nfmg``, ``nfmg_vcyc``, ``storage``, ``tnorm``,
+        ``relax_only_cg``, ``print_level``.
+    check_inputs : bool, default True
+        Check on every forward that ``u0`` is identical on every rank (a CRC of
+        its bytes, one small collective). A ``u0`` that differs between ranks
+        (an opening layer with unseeded dropout, say) raises ``ValueError`` on
+        every rank instead of giving wrong results.
+
+    Attributes
+    ----------
+    owned_layers : range
+        The layer indices this rank holds (may be empty on rank 0).
+    last_forward, last_backward : SolveResult or None
+        The engine's results of the last forward and backward solves
+        (``"exact"``, ``"one_shot"``): iterations, residual norms, step calls.
+
+    Notes
+    -----
+    *Forward* (``"exact"``, ``"one_shot"``): the engine's Python-App path on
+    float64 states of shape ``(batch, *features)``; each step wraps the engine's
+    memory with ``torch.from_numpy`` (no copies) and adds ``h F_k(u)`` in place
+    under ``torch.no_grad()``. The objective of the adjoint solver is
+    ``<g, u(T)>``, where ``g`` is the gradient arriving at ``u(T)`` in the
+    backward pass; during the forward solve it is zero (``"exact"``) and the
+    adjoint steps are skipped. *Backward*: a warm-restarted solve of the same
+    solver with ``g`` as the seed at ``T`` (XBraid_Adjoint: every iteration is
+    a primal cycle and its reverse); each adjoint step recomputes ``F_k(u)``
+    with autograd from the step's recorded input and takes one
+    vector-Jacobian product for ``u`` and the block's parameters. The
+    gradient of ``u0`` comes from the engine's ``init_adjoint`` on rank 0 and
+    is broadcast.
+
+    *Normalisation layers*: a block may hold BatchNorm in training mode (it
+    sees the whole batch, which is one state). MGRIT evaluates every block
+    many times per forward pass, so the running statistics are restored after
+    each solve and updated once per forward pass from the solution's states,
+    as one plain forward pass would.
+
+    *Randomness*: blocks with dropout (``torch.nn.Dropout*`` in training mode)
+    draw from a generator seeded per forward pass and per layer, so that every
+    evaluation of layer ``k`` within one pass (MGRIT iterations, coarse
+    levels, recomputation in the backward) uses the same mask; the seed comes
+    from rank 0's global torch generator, so results do not depend on the rank
+    count. Other random operations inside a block are not supported (MGRIT
+    needs ``F_k`` to be a function).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyxbraid.torch import LayerParallel
+    >>> def block(k):
+    ...     torch.manual_seed(k)
+    ...     return torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.ReLU()).double()
+    >>> lp = LayerParallel(block, depth=8, mode="exact", max_levels=2, cfactor=4)
+    >>> u0 = torch.randn(3, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    >>> reference = u0.detach().clone()
+    >>> for k in range(8):                                 # the same layers, plain torch
+    ...     reference = reference + (1.0 / 8) * lp.layer(k)(reference)
+    >>> uT = lp(u0)
+    >>> bool(torch.allclose(uT, reference, rtol=1e-10, atol=0))
+    True
+    >>> uT.sum().backward()
+    >>> lp.layer(0)[0].weight.grad.shape
+    torch.Size([2, 2, 3, 3])
+    """
+
+    comm: Any
+    depth: int
+    T: float
+    h: float
+    mode: str
+    coarse: str
+    check_inputs: bool
+    keep_graph: bool
+    layers: _OwnedLayers
+    last_forward: SolveResult | None
+    last_backward: SolveResult | None
+    _rank: int
+    _size: int
+    _intervals: list[tuple[int, int]]
+    _owned: range
+    _options: dict[str, Any]
+    _tol: float
+    _adjoint_tol: float
+    _anchor: torch.Tensor
+    _engines: OrderedDict[tuple, tuple[LayerParallelApp, Solver]]
+    _passes: int
+    _warm: tuple | None
+    _base_seed: int
+    _pass_seed: int
+    _random: set[int]
+    _any_stats: bool
+    _grad_params: list[torch.Tensor]
+
+    def __init__(
+        self,
+        block: Callable[[int], torch.nn.Module],
+        depth: int,
+        T: float = 1.0,
+        comm: Any = None,
+        *,
+        mode: str = "exact",
+        max_levels: int = 3,
+        cfactor: int = 4,
+        nrelax: int = 1,
+        max_iter: int | None = None,
+        tol: float = 1e-12,
+        adjoint_tol: float = 1e-12,
+        coarse: str = "tstop",
+        keep_graph: bool = False,
+        solver_options: dict[str, Any] | None = None,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__()
+        comm = MPI.COMM_WORLD if comm is None else comm
+        if not isinstance(comm, MPI.Comm):
+            raise TypeError(f"comm must be an mpi4py.MPI.Comm (e.g. MPI.COMM_WORLD), got {type(comm).__name__}")
+        with _Agreed(comm, "LayerParallel arguments"):
+            if not callable(block):
+                raise TypeError(f"block must be a callable block(k) -> torch.nn.Module, got {type(block).__name__}")
+            depth = _positive_int("depth", depth)
+            if isinstance(T, (bool, np.bool_)) or not isinstance(T, numbers.Real) or not (
+                    math.isfinite(float(T)) and float(T) > 0):
+                raise ValueError(f"T must be a finite number > 0, got {T!r}")
+            if mode not in MODES:
+                raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+            if coarse not in COARSE_POLICIES:
+                raise ValueError(f"coarse must be one of {', '.join(map(repr, COARSE_POLICIES))}, got {coarse!r}")
+            max_levels = _positive_int("max_levels", max_levels)
+            cfactor = _positive_int("cfactor", cfactor, 2)
+            nrelax = _positive_int("nrelax", nrelax, 0)
+            if max_iter is None:
+                max_iter = 2 if mode == "one_shot" else 100
+            max_iter = _positive_int("max_iter", max_iter)
+            tol = _tolerance("tol", tol)
+            adjoint_tol = _tolerance("adjoint_tol", adjoint_tol)
+            extra = dict(solver_options or {})
+            if not isinstance(solver_options, (dict, type(None))):
+                raise TypeError(f"solver_options must be a dict, got {type(solver_options).__name__}")
+            unknown = sorted(set(extra) - set(_PASS_THROUGH))
+            if unknown:
+                raise ValueError(f"solver_options got {', '.join(map(repr, unknown))}; allowed: "
+                                 f"{', '.join(_PASS_THROUGH)} (LayerParallel sets the others)")
+            if depth + 1 < comm.Get_size():
+                raise ValueError(f"depth={depth} gives {depth + 1} time points, fewer than the {comm.Get_size()} "
+                                 "ranks of comm; use more layers or fewer ranks")
+        self.comm = comm
+        self.depth, self.T, self.h = depth, float(T), float(T) / depth
+        self.mode, self.coarse = mode, coarse
+        self.check_inputs = bool(check_inputs)
+        self.keep_graph = bool(keep_graph)
+        self._rank, self._size = comm.Get_rank(), comm.Get_size()
+        self._intervals = [tuple(_core.block_interval(depth + 1, self._size, r)) for r in range(self._size)]
+        ilower, iupper = self._intervals[self._rank]
+        self._owned = range(max(ilower, 1) - 1, iupper)
+        self._options = dict(max_levels=max_levels, cfactor=cfactor, nrelax=nrelax, max_iter=max_iter)
+        self._options.update(extra)
+        self._tol, self._adjoint_tol = tol, adjoint_tol
+        self.layers = _OwnedLayers(depth)
+        with _Agreed(comm, "blocks (block(k) for the owned layers)"):
+            for k in self._owned:
+                module = block(k)
+                if not isinstance(module, torch.nn.Module):
+                    raise TypeError(f"block({k}) must return a torch.nn.Module, got {type(module).__name__}")
+                self.layers[str(k)] = module
+        # An input of every autograd call, so that backward runs on every rank
+        # (even one holding no layer and given a u0 that needs no gradient):
+        # the backward solve is collective.
+        self._anchor = torch.zeros(0, dtype=torch.float64, requires_grad=True)
+        self._engines: OrderedDict[tuple, tuple[LayerParallelApp, Solver]] = OrderedDict()
+        self._passes = 0                 # forward passes so far (identifies the iterate a backward needs)
+        # dropout masks: seeded per (rank 0's initial torch seed, forward pass, layer), on any rank count
+        self._base_seed = comm.bcast(torch.initial_seed(), root=0) if self._size > 1 else torch.initial_seed()
+        self._pass_seed = 0
+        self._random: set[int] = set()
+        self._any_stats = False
+        self._grad_params: list[torch.Tensor] = []
+        self._warm: tuple | None = None   # one_shot: (shape) of the iterate kept for a warm restart
+        self.last_forward: SolveResult | None = None
+        self.last_backward: SolveResult | None = None
+
+    # -- layout -------------------------------------------------------------------------
+    @property
+    def owned_layers(self) -> range:
+        """The indices of the layers this rank holds (``range``, possibly empty)."""
+        return self._owned
+
+    def layer(self, k: int) -> torch.nn.Module:
+        """The module ``F_k`` of an owned layer ``k``.
+
+        Raises
+        ------
+        IndexError
+            ``k`` is not in ``0 .. depth - 1``.
+        KeyError
+            Layer ``k`` lives on another rank (the message names it).
+        """
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (numbers.Integral, np.integer)):
+            raise TypeError(f"layer index must be an integer, got {k!r}")
+        if not 0 <= k < self.depth:
+            raise IndexError(f"layer index must be in 0 .. {self.depth - 1}, got {k}")
+        if k not in self._owned:
+            raise KeyError(f"layer {k} lives on rank {self.owner(k)}, not on rank {self._rank} "
+                           f"(which holds layers {self._owned.start} .. {self._owned.stop - 1})")
+        return self.layers[str(int(k))]
+
+    def owner(self, k: int) -> int:
+        """The rank holding layer ``k`` (the owner of time point ``k + 1``)."""
+        for r, (lo, hi) in enumerate(self._intervals):
+            if lo <= k + 1 <= hi:
+                return r
+        raise IndexError(f"layer index must be in 0 .. {self.depth - 1}, got {k}")
+
+    def extra_repr(self) -> str:
+        return (f"depth={self.depth}, T={self.T:g}, mode={self.mode!r}, ranks={self._size}, "
+                f"owned_layers={self._owned.start}..{self._owned.stop - 1}")
+
+    # -- state dict across rank counts ---------------------------------------------------
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        """Every layer's parameters and buffers, on every rank (collective over ``comm``).
+
+        Keys are ``layers.<k>.<name>`` for all ``k`` in ``0 .. depth - 1`` in
+        layer order, whichever rank holds layer ``k``; :meth:`load_state_dict`
+        on any rank count takes each rank's own layers from it. Save it from
+        one rank (``if comm.rank == 0: torch.save(lp.state_dict(), path)``) --
+        but call it on all.
+        """
+        if args:   # torch's deprecated positional form (destination, prefix, keep_vars)
+            destination = args[0] if len(args) > 0 else destination
+            prefix = args[1] if len(args) > 1 else prefix
+            keep_vars = args[2] if len(args) > 2 else keep_vars
+        local = super().state_dict(prefix=prefix, keep_vars=keep_vars)
+        if self._size > 1:
+            mine = {k: v.detach().cpu() for k, v in local.items()}
+            gathered = self.comm.allgather(mine)
+            merged: dict[str, Any] = {}
+            for part in gathered:
+                merged.update(part)
+            for key, value in local.items():   # own entries keep their identity (keep_vars)
+                merged[key] = value
+
+            def order(key: str) -> tuple:
+                rest = key[len(prefix):]
+                if rest.startswith("layers."):
+                    head = rest.split(".", 2)[1]
+                    return (0, int(head) if head.isdigit() else -1, rest)
+                return (1, 0, rest)
+
+            local = OrderedDict((key, merged[key]) for key in sorted(merged, key=order))
+        if destination is None:
+            return local
+        destination.update(local)
+        return destination
+
+    # -- running ------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the MGRIT iterates: the next forward starts from the initial guess.
+
+        ``"one_shot"`` warm-restarts every forward from the previous iterate
+        while the state shape stays the same; call this (on every rank) when
+        the data change, e.g. at every new mini-batch. ``"exact"`` starts
+        afresh on every forward anyway.
+        """
+        self._warm = None
+        for app, _ in self._engines.values():
+            app.seed = None
+
+    def forward(self, u0: torch.Tensor) -> torch.Tensor:
+        """``u(T)`` from ``u(0) = u0`` (collective: call it on every rank with the same ``u0``).
+
+        Parameters
+        ----------
+        u0 : torch.Tensor
+            Shape ``(batch, *features)``, on the CPU; float64 for ``"exact"``
+            and ``"one_shot"`` (the engine's states are float64), the blocks'
+            dtype for ``"serial"``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``u(T)``, same shape and dtype, on every rank.
+        """
+        grad = torch.is_grad_enabled()
+        self._check_input(u0, grad)
+        if not grad:
+            return self._run_forward(u0.detach(), graph=False)[0]
+        params = [p for p in self.parameters() if p.requires_grad]
+        return _LayerParallelFunction.apply(self, u0, self._anchor, *params)
+
+    # -- checks ---------------------------------------------------------------------------
+    def _check_input(self, u0: Any, grad: bool) -> None:
+        error = None
+        info: tuple = ()
+        try:
+            if not isinstance(u0, torch.Tensor):
+                raise TypeError(f"u0 must be a torch.Tensor of shape (batch, *features), got {type(u0).__name__}")
+            if u0.dim() < 1 or u0.numel() == 0:
+                raise ValueError(f"u0 must have shape (batch, *features) with no empty dimension, got "
+                                 f"{tuple(u0.shape)}")
+            if self.mode != "serial" and u0.dtype not in ENGINE_DTYPES:
+                raise TypeError(f"mode={self.mode!r} runs on the engine's float64 states: u0 must be float64, "
+                                f"got {u0.dtype} (convert the network with .double(), or use mode='serial')")
+            if u0.device.type != "cpu":
+                raise TypeError(f"LayerParallel needs u0 on the CPU (the engine's memory and MPI messages), got "
+                                f"device {u0.device}")
+            for name, p in self.named_parameters():
+                if p.dtype != u0.dtype or p.device != u0.device:
+                    raise TypeError(f"parameter {name} is {p.dtype} on {p.device}, u0 is {u0.dtype} on "
+                                    f"{u0.device}; the blocks and u0 must agree")
+            if self.check_inputs and self._size > 1:
+                crc = zlib.crc32(np.ascontiguousarray(u0.detach().numpy()).view(np.uint8).reshape(-1).data)
+            else:
+                crc = 0
+            info = (tuple(u0.shape), str(u0.dtype), crc, grad)
+        except Exception as exc:   # reported to every rank below
+            error = exc
+        self._random = self._random_layers()
+        stats = self._needs_stat_update()
+        if self._size == 1:
+            if error is not None:
+                raise error
+            self._any_stats = stats
+            return
+        reports = self.comm.allgather((None if error is None else f"{type(error).__name__}: {error}", info, stats))
+        if error is not None:
+            raise error
+        for r, (report, _, _) in enumerate(reports):
+            if report is not None:
+                raise RemoteRankError(f"rank {r} rejected its LayerParallel input: {report}", r)
+        infos = [rep[1] for rep in reports]
+        if any(i[:2] != infos[0][:2] for i in infos):
+            raise ValueError(f"u0 differs between ranks (shape, dtype): {[i[:2] for i in infos]}; call the layer "
+                             "on every rank with the same u0")
+        if any(i[3] != infos[0][3] for i in infos):
+            raise ValueError("autograd is enabled on some ranks and disabled (torch.no_grad) on others; "
+                             "every rank must run the same forward")
+        if self.check_inputs and any(i[2] != infos[0][2] for i in infos):
+            differ = [r for r, i in enumerate(infos) if i[2] != infos[0][2]]
+            raise ValueError(f"u0 differs between ranks (its values on rank(s) {differ} are not those of rank 0); "
+                             "every rank must pass the same u0 (seed any randomness in the opening layer)")
+        self._any_stats = any(rep[2] for rep in reports)
+
+    def _needs_stat_update(self) -> bool:
+        return any(m.training and any(True for _ in m.buffers(recurse=False)) for m in self.layers.modules())
+
+    def _random_layers(self) -> set[int]:
+        out = set()
+        for key, module in self.layers.items():
+            for m in module.modules():
+                if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+                    out.add(int(key))
+                    break
+        return out
+
+    # -- blocks ---------------------------------------------------------------------------
+    def _layer_buffers(self) -> list[torch.Tensor]:
+        return [b for b in self.layers.buffers()]
+
+    def call_block(self, k: int, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """F_k(x) with this pass's dropout seed for layer k (and ``params`` replacing the parameters)."""
+        module = self.layers[str(k)]
+        if k in self._random:
+            state = torch.get_rng_state()
+            torch.default_generator.manual_seed(hash((self._base_seed, self._pass_seed, k)) % (2**63))
+            try:
+                return self._call(module, x, params)
+            finally:
+                torch.set_rng_state(state)
+        return self._call(module, x, params)
+
+    @staticmethod
+    def _call(module: torch.nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        if params is None:
+            return module(x)
+        return torch.func.functional_call(module, params, (x,))
+
+    # -- forward / backward -----------------------------------------------------------------
+    def _run_forward(self, u0: torch.Tensor, graph: bool) -> tuple[torch.Tensor, Any]:
+        """u(T) and what the backward needs (mode-specific)."""
+        self._passes += 1
+        self._pass_seed = self._passes
+        if self.mode == "serial":
+            return serial_forward(self, u0, graph)
+        snapshot = self._snapshot_buffers()
+        shape = tuple(u0.shape)
+        u0_np = np.ascontiguousarray(u0.detach().numpy())
+        if not graph:
+            app, solver = self._engine(shape, adjoint=False)
+            app.begin(u0_np, None)
+            solver.reset()
+            result = self._solve(solver, "forward (no grad)", snapshot)
+            self.last_forward = result
+            uT = torch.from_numpy(solver.state_at(self.depth))   # may step (state_query): restore again
+            self._restore_buffers(snapshot)
+            self._update_statistics(solver, snapshot)
+            return uT, None
+        app, solver = self._engine(shape, adjoint=True)
+        warm = self.mode == "one_shot" and self._warm == shape and app.loaded is not None
+        app.begin(u0_np, app.seed if warm else None)
+        if warm:
+            solver.refresh_initial_condition()
+        else:
+            solver.reset()
+        result = self._solve(solver, "forward", snapshot)
+        self.last_forward = result
+        self._warm = shape
+        app.loaded = self._passes
+        uT = torch.from_numpy(solver.state_at(self.depth))   # may step (state_query): restore again
+        self._restore_buffers(snapshot)
+        self._update_statistics(solver, snapshot)
+        return uT, (shape, self._passes, u0_np, self._pass_seed)
+
+    def _run_backward(self, saved: Any, g: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        if self.mode == "serial":
+            return serial_backward(self, saved, g)
+        shape, token, u0_np, self._pass_seed = saved
+        app, solver = self._engine(shape, adjoint=True)
+        snapshot = self._snapshot_buffers()
+        if app.loaded != token:
+            # Another forward ran on this solver since (or it was rebuilt): solve
+            # this pass's forward again, so that the adjoint linearises about it.
+            app.begin(u0_np, None)
+            solver.reset()
+            self._solve(solver, "forward (again, for backward)", snapshot)
+            app.loaded = token
+        app.seed = np.ascontiguousarray(g.detach().to(torch.float64).numpy()).reshape(shape)
+        params = app.begin_gradient()
+        result = self._solve(solver, "backward", snapshot)
+        self.last_backward = result
+        grads = app.end_gradient()
+        gu0 = torch.empty(shape, dtype=torch.float64)
+        if self._rank == 0:
+            assert app.u0_bar is not None, "the engine gave no init_adjoint"
+            gu0.copy_(app.u0_bar)
+        if self._size > 1:
+            self.comm.Bcast(gu0.numpy(), root=0)
+        by_param = {id(p): gr for p, gr in zip(params, grads)}
+        return gu0, [by_param.get(id(p)) for p in self._grad_params]
+
+    def _solve(self, solver: Solver, what: str, snapshot: list) -> SolveResult:
+        try:
+            result = solver.solve()
+        except BaseException:
+            # a failed solver cannot be reused: build a new one next time
+            self._engines.clear()
+            self._warm = None
+            raise
+        finally:
+            self._restore_buffers(snapshot)
+            app = solver._app
+            if isinstance(app, LayerParallelApp):
+                app.end_solve()
+        if self.mode == "exact" and not result.converged:
+            adj = result.adjoint_residual_norms
+            warnings.warn(
+                f"LayerParallel {what}: MGRIT did not reach tol={self._tol:g} / adjoint_tol={self._adjoint_tol:g} "
+                f"(relative) in max_iter={self._options['max_iter']} iterations (residual "
+                f"{result.residual_norms[-1]:.3g}" + (f", adjoint {adj[-1]:.3g}" if adj.size else "") +
+                "); raise max_iter or loosen the tolerances", ConvergenceWarning, stacklevel=4)
+        return result
+
+    def _engine(self, shape: tuple, adjoint: bool) -> tuple[LayerParallelApp, Solver]:
+        key = (shape, adjoint)
+        if key in self._engines:
+            self._engines.move_to_end(key)
+            return self._engines[key]
+        app = LayerParallelApp(self, shape)
+        opts = dict(self._options)
+        if self.mode == "one_shot" and adjoint:      # a fixed number of iterations
+            opts.update(abs_tol=0.0, abs_tol_adjoint=0.0)
+        else:                                       # converged (no-grad forwards are exact in every mode)
+            opts["rel_tol"] = self._tol
+            if adjoint:
+                opts["rel_tol_adjoint"] = self._adjoint_tol
+            if self.mode == "one_shot":
+                opts["max_iter"] = 100
+        if adjoint:
+            opts.update(adjoint=True, tstart_objective=self.T, tstop_objective=self.T)
+        if opts["max_levels"] > 1:
+            opts["skip"] = False
+        solver = Solver(app, 0.0, self.T, self.depth, comm=self.comm, access_level=0, **opts)
+        same_kind = [k for k in self._engines if k[1] == adjoint]
+        if len(same_kind) >= _CACHE:       # least recently used first (a backward rebuilds what it needs)
+            del self._engines[same_kind[0]]
+        self._engines[key] = (app, solver)
+        return app, solver
+
+    # -- buffers (BatchNorm running statistics) -------------------------------------------------
+    def _snapshot_buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(b, b.clone()) for b in self._layer_buffers()]
+
+    @staticmethod
+    def _restore_buffers(snapshot: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        with torch.no_grad():
+            for b, saved in snapshot:
+                b.copy_(saved)
+
+    def _update_statistics(self, solver: Solver, snapshot: list) -> None:
+        """One plain forward of every owned layer on the solution's states (buffers like BatchNorm's)."""
+        if not self._any_stats:
+            return
+        states = solver.local_states()          # collective; may step
+        self._restore_buffers(snapshot)
+        ilower, iupper = self._intervals[self._rank]
+        halo = None
+        if self._size > 1:
+            send = states[-1] if self._rank < self._size - 1 else None
+            left = self._rank - 1 if self._rank > 0 else MPI.PROC_NULL
+            right = self._rank + 1 if self._rank < self._size - 1 else MPI.PROC_NULL
+            halo = np.empty(states.shape[1:], dtype=np.float64)
+            self.comm.Sendrecv(send if send is not None else np.empty(0), dest=right, sendtag=77,
+                               recvbuf=halo if left != MPI.PROC_NULL else np.empty(0), source=left, recvtag=77)
+        # agreed: a block failing here on one rank must not leave the others in the next solve
+        with _Agreed(self.comm, "forward pass (running statistics of the blocks)"), torch.no_grad():
+            for k in self._owned:
+                x = states[k - ilower] if k >= ilower else halo
+                self.call_block(k, torch.from_numpy(np.ascontiguousarray(x)))
+
+
+class _LayerParallelFunction(torch.autograd.Function):
+    """Autograd node of one LayerParallel forward: inputs (lp, u0, anchor, *owned parameters)."""
+
+    @staticmethod
+    def forward(ctx: Any, lp: LayerParallel, u0: torch.Tensor, anchor: torch.Tensor,
+                *params: torch.Tensor) -> torch.Tensor:
+        lp._grad_params = list(params)
+        uT, saved = lp._run_forward(u0.detach(), graph=True)
+        ctx.lp, ctx.saved, ctx.params = lp, saved, list(params)
+        return uT
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
+        lp = ctx.lp
+        if ctx.saved is None:
+            raise RuntimeError("LayerParallel: this forward pass's saved state was freed (backward called twice "
+                               "without retain_graph?)")
+        lp._grad_params = ctx.params
+        gu0, grads = lp._run_backward(ctx.saved, g.contiguous())
+        return (None, gu0.to(g.dtype), None, *grads)
