@@ -126,7 +126,7 @@ def main() -> None:
                 str(args.python_log2n),
             ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1200).stdout
-            for row in json.loads(next(l for l in out.splitlines() if l.startswith("ROWS "))[5:]):
+            for row in json.loads(next(line for line in out.splitlines() if line.startswith("ROWS "))[5:]):
                 results.setdefault((row["app"], row["config"], p, row["adjoint"]), []).append(row)
     print(f"adjoint benchmark: ex-01-adjoint, {ITERS} iterations, medians of {args.repeats} repeat(s)")
     print(

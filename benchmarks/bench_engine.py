@@ -282,7 +282,7 @@ def pymgrit_worker(args) -> None:
 
         shim = False
         if not hasattr(np, "in1d"):  # pyMGRIT 1.0.6 calls np.in1d, removed in numpy 2.4
-            np.in1d = np.isin
+            np.in1d = np.isin  # noqa: NPY201  (the shim: pyMGRIT needs the old name)
             shim = True
         import pymgrit
         from pymgrit.core.mgrit import Mgrit
@@ -464,7 +464,7 @@ def finalize(results: dict) -> None:
             r["clean"] = len(clean)
             r["nrep"] = len(r["cpu"])
 
-            def m(key):
+            def m(key, r=r, keep=keep):
                 return med([r[key][i] for i in keep])
 
             r["wall"], r["outer"] = m("walls"), m("outers")
@@ -583,7 +583,8 @@ def report(args, results: dict[int, dict], pym: dict | None, elapsed: float) -> 
                         f"2^{p:<2} {APPS[app]:<20} {CONFIGS[cfg][0]:<16} {P:>2} {itstr:>3} "
                         f"{row['nlevels']:>3} {ns_fine:>10.1f} {calls_f:>10.3f} {ns_call:>8.1f} "
                         f"{init_f:>6.3f} {bare:>7.1f} {user:>7.1f} {_fmt(cb, '6.1f')} "
-                        f"{_fmt(ovh_show, '8.1f')} {_fmt(ref, '7.0f')} {min(100.0, 100 * row['cpu_frac']):4.0f} {row['others_frac']:4.2f} "
+                        f"{_fmt(ovh_show, '8.1f')} {_fmt(ref, '7.0f')} "
+                        f"{min(100.0, 100 * row['cpu_frac']):4.0f} {row['others_frac']:4.2f} "
                         f"{row['clean']}/{row['nrep']}"
                     )
             if any(k[0] == p and k[1] == app for k in table):
@@ -780,7 +781,7 @@ def main(argv=None) -> None:
     # burst of load from other processes hits one repeat rather than all of them.
     results: dict[int, dict] = {}
     busy_starts = []
-    for rep in range(args.repeats):
+    for _ in range(args.repeats):
         for P in ranks:
             if args.wait_idle > 0:
                 busy_starts.append(wait_idle(args.wait_idle))

@@ -104,7 +104,7 @@ def main() -> None:
             text=True,
             check=True,
         )
-        line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
+        line = next(text for text in out.stdout.splitlines() if text.startswith("RESULT "))
         r = json.loads(line[7:])
         lat = r["latencies"]
         cpu = ", ".join(f"{100 * s:.1f}%" for s in r["waiting_cpu"])

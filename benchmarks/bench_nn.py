@@ -157,7 +157,7 @@ def launch(kind: str, ranks: int, repeats: int) -> list[dict]:
         str(repeats),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600).stdout
-    return json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
 
 
 # --- kernels: native vs numpy vs torch (one process) ------------------------------------------
@@ -214,7 +214,6 @@ def bench_kernels(repeats: int) -> None:
             tp = {k: torch.tensor(np.asarray(v), dtype=torch.float64, requires_grad=True) for k, v in P.items()}
             tx, ty = torch.tensor(x), torch.tensor(y)
             h = net.h
-            act = torch.nn.functional.relu  # placeholder, replaced below by smooth ReLU
 
             def smooth_relu(z):
                 return torch.where(z <= -0.1, torch.zeros_like(z), torch.where(z >= 0.1, z, (z + 0.1) ** 2 / 0.4))
@@ -229,7 +228,6 @@ def bench_kernels(repeats: int) -> None:
                 loss = torch.nn.functional.cross_entropy(logits, ty)
                 loss.backward()
 
-            del act
             t_torch = timed(torch_step)
         torch_cell = "not installed" if t_torch is None else f"{t_torch:.3f}"
         ratio = "–" if t_torch is None else f"{t_torch / t_nat:.1f}x"

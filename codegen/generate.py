@@ -48,7 +48,8 @@ def cpp_literal(o) -> str:
 
 def options_hpp() -> str:
     out = [
-        f"/// \\file options.hpp\n/// \\brief Solver options with XBraid's names, meanings and defaults.\n///        {HEADER}",
+        "/// \\file options.hpp\n/// \\brief Solver options with XBraid's names, meanings and defaults.\n"
+        f"///        {HEADER}",
         "#pragma once",
         "",
         "#include <functional>",
@@ -206,7 +207,8 @@ def options_cpp() -> str:
     for o in V.OPTIONS:
         if o.per_level:
             out.append(
-                f'    for ({CTYPE[o.kind]} v : {o.name}_level) level_value("per-level {o.name}", static_cast<double>(v));'
+                f"    for ({CTYPE[o.kind]} v : {o.name}_level) "
+                f'level_value("per-level {o.name}", static_cast<double>(v));'
             )
     out += ["}", "", "}  // namespace pxb", ""]
     return "\n".join(out)

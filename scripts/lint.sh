@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Lint and type checks (the first stage of .ci/run): bash scripts/lint.sh
 # Needs the package installed in .venv (scripts/test.sh or dev-install.sh does it);
-# installs the linters (the "lint" extra) into .venv when missing.
+# installs the pinned linters into .venv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=.venv/bin/python
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-if ! "$PY" -c "import ruff, mypy, lizard, clang_format" >/dev/null 2>&1; then
-    "$PY" -m pip install --progress-bar off -q ruff mypy lizard clang-format
-fi
+# Pinned: a new linter release brings new rules and formatting, which must not turn CI red
+# on an unchanged tree. Bump them together, deliberately.
+LINTERS=(ruff==0.17.6 mypy==2.4.1 lizard==1.24.3 clang-format==23.1.5)
+"$PY" -m pip install --progress-bar off -q "${LINTERS[@]}"  # a no-op when they are there
 step() { echo "=== lint: $*"; }
 
 step "generated files up to date (codegen/generate.py --check)"

@@ -93,13 +93,13 @@ def check_solve(tag, res, grad, ref, problems):
     if res.iterations != ref["iterations"]:
         problems.append(f"{tag}: iterations {res.iterations} != XBraid {ref['iterations']}")
         return
-    for it, (mine, theirs) in enumerate(zip(res.residual_norms, ref["residual_norms"])):
+    for it, (mine, theirs) in enumerate(zip(res.residual_norms, ref["residual_norms"], strict=True)):
         if theirs is None:
             if not math.isnan(mine):
                 problems.append(f"{tag}: ||r_{it}|| = {mine!r}, XBraid: not available")
         elif not _close(mine, theirs, 1e-12, 1e-15):
             problems.append(f"{tag}: ||r_{it}|| = {mine!r} != XBraid {theirs!r}")
-    for it, (mine, theirs) in enumerate(zip(res.adjoint_residual_norms, ref["adjoint_residual_norms"])):
+    for it, (mine, theirs) in enumerate(zip(res.adjoint_residual_norms, ref["adjoint_residual_norms"], strict=True)):
         if not _close(mine, theirs, 1e-9, 1e-18):
             problems.append(f"{tag}: ||r_adj_{it}|| = {mine!r} != XBraid {theirs!r}")
     if not _close(res.objective, ref["objective"], 1e-12):

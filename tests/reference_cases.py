@@ -92,7 +92,10 @@ def check_case(case, comm) -> list[str]:
                 )
             if res.nlevels != ref["nlevels"]:
                 problems.append(f"{tag}: nlevels {res.nlevels} != XBraid {ref['nlevels']}")
-            for it, (mine, theirs) in enumerate(zip(res.residual_norms, ref["residual_norms"])):
+            # Not strict: where a zero residual counts as converged (expected_iterations) pyxbraid
+            # stops before XBraid does; the norms it has must match XBraid's first ones.
+            norms = zip(res.residual_norms, ref["residual_norms"], strict=False)
+            for it, (mine, theirs) in enumerate(norms):
                 if theirs is None:
                     if not math.isnan(mine):
                         problems.append(f"{tag}: ||r_{it}|| = {mine!r}, XBraid: not available")
@@ -104,7 +107,7 @@ def check_case(case, comm) -> list[str]:
                 # access_level 0: XBraid never forms the F-points; pyxbraid does on demand.
                 ref_sol = []
             sol = np.concatenate([solver.state_at(i) for i in range(len(ref_sol))]) if ref_sol else []
-            for i, (mine, theirs) in enumerate(zip(sol, ref_sol)):
+            for i, (mine, theirs) in enumerate(zip(sol, ref_sol, strict=True)):
                 if theirs is not None and not _close(float(mine), theirs):
                     problems.append(f"{tag}: u[{i}] = {mine!r} != XBraid {theirs!r}")
                     break

@@ -114,7 +114,7 @@ report(out)
 """
     runs = [mpirun.json(code, p)[0] for p in (1, 2, 3)]
     for other in runs[1:]:
-        for (it, J, g, adj, tot), (it0, J0, g0, adj0, tot0) in zip(other, runs[0]):
+        for (it, J, g, adj, tot), (it0, J0, g0, adj0, _) in zip(other, runs[0], strict=True):
             assert it == it0
             assert J == pytest.approx(J0, rel=SUMMATION_ORDER)
             np.testing.assert_allclose(g, g0, rtol=SUMMATION_ORDER)
@@ -173,7 +173,7 @@ def test_one_shot_warm_restarts_converge_primal_and_adjoint():
         s.solve()
         errors.append(abs(s.gradient() - exact_g))
     assert errors[-1] < 1e-10 < errors[0]
-    assert all(b <= a * 1.5 for a, b in zip(errors, errors[1:]))
+    assert all(b <= a * 1.5 for a, b in zip(errors, errors[1:], strict=False))
 
 
 # ---- the testing helpers -------------------------------------------------------------
@@ -226,12 +226,12 @@ def test_check_gradient_accepts_correct_and_catches_wrong():
     for bug, expected in ((None, True), ("no design term", False)):
         app = DecayAdjoint(bug=bug)
 
-        def make():
+        def make(app=app):
             return xb.Solver(
                 app, 0.0, 3.0, 24, comm=COMM, max_levels=3, adjoint=True, abs_tol=1e-13, abs_tol_adjoint=1e-13
             )
 
-        result = check_gradient(make, lambda: app.lam, lambda v: setattr(app, "lam", v))
+        result = check_gradient(make, lambda app=app: app.lam, lambda v, app=app: setattr(app, "lam", v))
         assert bool(result) is expected, result.details
 
 
@@ -315,11 +315,11 @@ if comm.rank == 0:
     print(*lines, sep=chr(10), flush=True)
 """
     out = mpirun(code, 3, timeout=60).stdout
-    lines = sorted(l for l in out.splitlines() if l.startswith("RANK"))
+    lines = sorted(line for line in out.splitlines() if line.startswith("RANK"))
     assert lines[1].startswith("RANK 1 KeyError None 'adjoint boom'")
-    for l in (lines[0], lines[2]):
-        assert "RemoteRankError 1 rank 1: Decay.step_adjoint (phase " in l
-        assert "iteration 1" in l and l.endswith("raised KeyError: 'adjoint boom'")
+    for line in (lines[0], lines[2]):
+        assert "RemoteRankError 1 rank 1: Decay.step_adjoint (phase " in line
+        assert "iteration 1" in line and line.endswith("raised KeyError: 'adjoint boom'")
 
 
 def test_python_app_adjoint_identical_to_native():

@@ -82,7 +82,7 @@ def _names_culprit(exc: BaseException, names) -> bool:
 
 def _sequential(lam, times, u0=1.0):
     u = u0
-    for t0, t1 in zip(times[:-1], times[1:]):
+    for t0, t1 in zip(times[:-1], times[1:], strict=True):
         u = u / (1.0 - lam * (t1 - t0))
     return u
 

@@ -231,7 +231,7 @@ if MPI.COMM_WORLD.rank == 0:
     print("RESULT", json.dumps([r.iterations, list(r.residual_norms), list(u)]))
 """
     runs = [
-        json.loads(next(l for l in mpirun(code, n).stdout.splitlines() if l.startswith("RESULT"))[7:])
+        json.loads(next(line for line in mpirun(code, n).stdout.splitlines() if line.startswith("RESULT"))[7:])
         for n in (1, 2, 3)
     ]
     (iters, hist, u), others = runs[0], runs[1:]

@@ -8,7 +8,7 @@ communicator, and call :meth:`Solver.solve`.
 from __future__ import annotations
 
 from ._mpi_guard import import_core, load_mpi, show_config
-from ._version import __version__
+from ._version import __version__ as __version__
 
 load_mpi()  # before the compiled module: it must bind to mpi4py's libmpi
 _core = import_core()  # the core variant that fits that MPI (see _mpi_guard)

@@ -352,7 +352,8 @@ def _load_variant(name: str, variant: str, origin: str, answers: dict[str, Any])
     try:
         return _exec_strict(spec)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one ImportError
-        chain, cause = [], exc
+        chain: list[str] = []
+        cause: BaseException | None = exc
         while cause is not None and len(chain) < 4:  # pybind11: "initialization failed" <- the reason
             chain.append(f"{type(cause).__name__}: {cause}")
             cause = cause.__cause__ or cause.__context__

@@ -72,7 +72,7 @@ def _per_level(name: str, value: Any, convert: Callable[[str, Any], Any]) -> tup
 
 
 def _converter(option: Option) -> Callable[[str, Any], Any]:
-    """The check of one value of ``option`` (rules from the vocabulary)."""
+    """Check one value of ``option`` (rules from the vocabulary)."""
     if option.kind == "bool":
         return as_bool
     if option.kind == "int":
@@ -152,7 +152,7 @@ def core_options(values: Mapping[str, Any]) -> Any:
 
 
 def describe_options() -> str:
-    """The options' entries of the Solver's numpydoc "Parameters" section."""
+    """Return the options' entries of the Solver's numpydoc "Parameters" section."""
     lines = []
     for o in OPTIONS:
         kind = {"int": "int", "float": "float", "bool": "bool", "optional_float": "float, optional"}[o.kind]

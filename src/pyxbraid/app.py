@@ -128,7 +128,7 @@ class App:
         raise NotImplementedError
 
     def residual(self, ustop: np.ndarray, r: np.ndarray, status: Status) -> None:
-        """Optional: XBraid's user residual ``r <- A(ustop, r)``.
+        """Compute XBraid's user residual ``r <- A(ustop, r)`` (optional).
 
         On entry ``r`` holds the state at ``status.tstart``; on exit it must
         hold the residual of the step equation whose solution at
@@ -139,11 +139,11 @@ class App:
         raise NotImplementedError
 
     def access(self, u: np.ndarray, status: Status) -> None:
-        """Optional: look at the state ``u`` at time ``status.t`` (read-only)."""
+        """Look at the state ``u`` at time ``status.t`` (optional; read-only)."""
         raise NotImplementedError
 
     def spatial_norm(self, u: np.ndarray) -> float:
-        """Optional: a norm of ``u`` (default: Euclidean 2-norm of all entries)."""
+        """Return a norm of ``u`` (optional; default: Euclidean 2-norm of all entries)."""
         raise NotImplementedError
 
     # -- adjoint (used with Solver(adjoint=True) / objective_only=True) --------------
@@ -182,7 +182,7 @@ class App:
         raise NotImplementedError
 
     def init_adjoint(self, t: float, u_bar: np.ndarray, status: Status) -> None:
-        """Optional adjoint of ``init(tstart)`` when the initial condition depends on the design.
+        """Apply the adjoint of ``init(tstart)`` (optional) when the initial condition depends on the design.
 
         After each reverse sweep the rank owning time index 0 receives
         ``u_bar = dJ/du_0`` (read-only) and adds ``(d init / d design)^T u_bar``
@@ -192,11 +192,11 @@ class App:
         raise NotImplementedError
 
     def postprocess_objective(self, integral: float) -> float:
-        """Optional: ``J = F(I)`` from ``I = sum_i f(u_i)`` (XBraid's postprocess_obj)."""
+        """Return ``J = F(I)`` from ``I = sum_i f(u_i)`` (XBraid's postprocess_obj)."""
         raise NotImplementedError
 
     def postprocess_objective_adjoint(self, integral: float) -> float:
-        """Optional: return ``dF/dI``; may *assign* the design part of ``dF/ddesign`` to the gradient.
+        """Return ``dF/dI``; may *assign* the design part of ``dF/ddesign`` to the gradient.
 
         (XBraid's postprocess_obj_diff.) It runs on every rank, but on ranks other
         than 0 the gradient is reset right after it, so that term counts once.
@@ -204,7 +204,7 @@ class App:
         raise NotImplementedError
 
     def gradient(self) -> Any:
-        """This rank's gradient accumulator (default: the attribute ``self.grad``).
+        """Return this rank's gradient accumulator (default: the attribute ``self.grad``).
 
         :meth:`Solver.gradient` reads it and, by default, sums it over ranks.
         """
@@ -231,5 +231,5 @@ class NativeApp:
         raise NotImplementedError
 
     def gradient(self) -> Any:
-        """This rank's gradient of the objective (apps with an adjoint override it)."""
+        """Return this rank's gradient of the objective (apps with an adjoint override it)."""
         raise TypeError(f"{type(self).__name__} has no adjoint, so no gradient")

@@ -111,7 +111,7 @@ class LinearODE(NativeApp):
         self._cpp.lam = [float(x) for x in arr]
 
     def gradient(self):
-        """This rank's gradient d J / d lam (float for a scalar lam)."""
+        """Return this rank's gradient d J / d lam (float for a scalar lam)."""
         g = self._cpp.gradient
         return g[0] if self._scalar else np.array(g)
 
@@ -175,7 +175,7 @@ class Cubic(NativeApp):
         self._cpp.p = _finite("p", value)
 
     def gradient(self) -> float:
-        """This rank's gradient d J / d p."""
+        """Return this rank's gradient d J / d p."""
         return self._cpp.gradient
 
     def __repr__(self) -> str:

@@ -380,7 +380,7 @@ class Solver:
         self._engine.refresh_initial_condition()
 
     def iterate(self) -> dict[str, Any]:
-        """What a warm restart continues from, on this rank (no communication).
+        """Return what a warm restart continues from, on this rank (no communication).
 
         The states at the fine level's stored time points (and, with
         ``adjoint=True``, the adjoint iterate there) and the references of the
@@ -451,7 +451,7 @@ class Solver:
         )
 
     def state_at(self, index: int) -> np.ndarray:
-        """The fine-grid state at time index ``index``, on every rank (collective).
+        """Return the fine-grid state at time index ``index``, on every rank (collective).
 
         Parameters
         ----------
@@ -472,7 +472,7 @@ class Solver:
         return self._engine.state_at(i).reshape(self._shape)
 
     def gradient(self, reduce: bool = True) -> Any:
-        """The gradient of the objective with respect to the design.
+        """Return the gradient of the objective with respect to the design.
 
         During an adjoint solve each rank accumulates the contributions of its
         own time steps in the app (XBraid's semantics); this reads the app's
@@ -503,7 +503,7 @@ class Solver:
         return self._engine.adjoint_bytes
 
     def local_states(self) -> np.ndarray:
-        """This rank's fine-grid states, indices ``ilower .. iupper`` (collective).
+        """Return this rank's fine-grid states, indices ``ilower .. iupper`` (collective).
 
         Returns
         -------

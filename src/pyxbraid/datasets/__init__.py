@@ -21,13 +21,17 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import numbers
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # importlib.resources.abc is new in Python 3.11
-    from importlib.resources.abc import Traversable
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:  # importlib.resources.abc is new in Python 3.11
+        from importlib.abc import Traversable
 
 __all__ = ["Dataset", "ImageDataset", "digits", "make_peaks", "peaks", "peaks_function", "peaks_labels"]
 
@@ -212,7 +216,7 @@ def _reference_peaks() -> dict[str, np.ndarray]:
 
 
 def peaks() -> Dataset:
-    """The published peaks data set: 5000 training and 200 validation points.
+    """Load the published peaks data set: 5000 training and 200 validation points.
 
     The reference data of Günther et al. (2020), LayerParallelLearning
     ``examples/peaks``. Points lie on the grid ``linspace(-3, 3, 256)`` per axis;
@@ -344,5 +348,6 @@ def make_peaks(
         classes=_PEAKS_CLASSES,
         name=f"make_peaks(seed={seed}, grid={grid})",
     )
+
 
 from .digits import ImageDataset, digits  # noqa: E402  (pyxbraid.datasets.digits(): scikit-learn's 8x8 digits)
