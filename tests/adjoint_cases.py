@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 import pyxbraid as xb
 
 DATA = Path(__file__).resolve().parent / "data" / "xbraid_reference.json"
@@ -60,6 +62,25 @@ class DecayAdjointPost(DecayAdjoint):
         return integral - self.target
 
 
+class DecayAdjointBatched(DecayAdjoint):
+    """DecayAdjoint with step_batch and step_adjoint_batch (row by row the same arithmetic)."""
+
+    def step_batch(self, u, ustop, fstop, tstart, tstop, status):
+        dt = tstop - tstart
+        u[:, 0] = (1.0 / (1.0 - self.lam * dt)) * u[:, 0]
+
+    def step_adjoint_batch(self, u, ustop, u_bar, ustop_bar, tstart, tstop, status):
+        dt = tstop - tstart
+        ddu = 1.0 / (1.0 - self.lam * dt) * u_bar[:, 0]
+        one_minus = 1.0 - dt * self.lam
+        self.grad += float(np.sum((dt * u[:, 0]) / (one_minus * one_minus) * u_bar[:, 0]))
+        u_bar[:, 0] = ddu
+
+
+class DecayAdjointPostBatched(DecayAdjointBatched, DecayAdjointPost):
+    """DecayAdjointPost, batched."""
+
+
 def load_cases(ranks=None):
     cases = json.loads(DATA.read_text())["cases"]
     return [c for c in cases if c["app"] == "ex01_adjoint" and (ranks is None or c["ranks"] == ranks)]
@@ -75,9 +96,12 @@ def _post(case):
 
 
 def make(case, comm, python_app=False):
+    """The case's solver: native, a Python App (True), or a batched Python App ("batched")."""
     a = case["app_options"]
     target, gamma = _post(case)
-    if python_app:
+    if python_app == "batched":
+        app = DecayAdjointPostBatched(a["lam"], target, gamma) if target is not None else DecayAdjointBatched(a["lam"])
+    elif python_app:
         app = DecayAdjointPost(a["lam"], target, gamma) if target is not None else DecayAdjoint(a["lam"])
     else:
         app = xb.apps.LinearODE(lam=a["lam"], objective="mean_square", target=target, regularization=gamma)

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from apps_python import decay_class
 
 import pyxbraid as xb
 
@@ -53,13 +54,17 @@ def expected_iterations(case, ref) -> int:
     return ref["iterations"]
 
 
-def make_solver(case, comm):
+def make_solver(case, comm, python_app=None):
+    """The case's solver; ``python_app`` ("plain" or "batched") runs ex-01 as a Python App."""
     a = case["app_options"]
     kwargs = {k: v for k, v in case["options"].items() if k not in _ADJOINT_ONLY}
     for k in ("skip", "seq_soln", "fmg", "residual_computation", "relax_only_cg", "final_fc_relax"):
         if k in kwargs:
             kwargs[k] = bool(kwargs[k])
-    if case["app"] == "ex01":
+    if case["app"] == "ex01" and python_app is not None:
+        tstart = a["times"][0] if "times" in a else a["tstart"]
+        app = decay_class(python_app == "batched", bool(a["user_residual"]))(lam=a["lam"], tstart=tstart)
+    elif case["app"] == "ex01":
         app = xb.apps.LinearODE(lam=a["lam"], residual=bool(a["user_residual"]))
     else:
         app = xb.apps.Heat1D(nspace=a["nspace"], guess="xbraid", residual=bool(a["user_residual"]))
@@ -72,10 +77,10 @@ def _close(x: float, y: float) -> bool:
     return abs(x - y) <= ATOL + RTOL * abs(y)
 
 
-def check_case(case, comm) -> list[str]:
+def check_case(case, comm, python_app=None) -> list[str]:
     """Run one recorded case; return human-readable mismatches (empty = identical)."""
     problems: list[str] = []
-    solver, app = make_solver(case, comm)
+    solver, app = make_solver(case, comm, python_app)
     dev = deviation(case)
     solves = case["solves"][:1] if dev and dev.startswith("warm") else case["solves"]
     for k, ref in enumerate(solves):

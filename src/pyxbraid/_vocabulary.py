@@ -187,6 +187,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("relax_only_cg", "bool", False, "relax the coarsest level instead of solving it", "braid_SetRelaxOnlyCG"),
     Option("final_fc_relax", "bool", False, "finish with an FC sweep instead of an F-sweep", "braid_SetFinalFCRelax"),
     Option(
+        "batch_size",
+        "int",
+        0,
+        "most steps per step_batch call (0: as many as fit in about 8 MiB of states per batch array)",
+        "",
+        minimum=0,
+        details="Only for apps that define ``step_batch``; it bounds the memory of the batch arrays.",
+    ),
+    Option(
         "access_level",
         "int",
         1,
@@ -279,6 +288,13 @@ CALLBACKS: tuple[Callback, ...] = (
         optional=False,
     ),
     Callback(
+        "step_batch",
+        "step_batch(u, ustop, fstop, tstart, tstop, status)",
+        "advance k independent states in place: u[i] from tstart[i] to tstop[i] (u: (k, *shape))",
+        "",
+        counter="step_batch",
+    ),
+    Callback(
         "residual",
         "residual(ustop, r, status)",
         "user residual: r <- A(ustop, r) (switches on residual mode)",
@@ -313,6 +329,13 @@ CALLBACKS: tuple[Callback, ...] = (
         "u_bar <- (dPhi/du)^T u_bar, ustop_bar = (dPhi/dustop)^T u_bar; add (dPhi/ddesign)^T u_bar to the gradient",
         "step_diff",
         counter="step_adjoint",
+    ),
+    Callback(
+        "step_adjoint_batch",
+        "step_adjoint_batch(u, ustop, u_bar, ustop_bar, tstart, tstop, status)",
+        "the adjoints of k independent steps of one step_batch call, row by row as step_adjoint",
+        "",
+        counter="step_adjoint_batch",
     ),
     Callback("reset_gradient", "reset_gradient()", "set the gradient accumulator to zero", "reset_gradient"),
     Callback(

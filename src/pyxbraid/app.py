@@ -127,6 +127,66 @@ class App:
         """
         raise NotImplementedError
 
+    def step_batch(
+        self,
+        u: np.ndarray,
+        ustop: np.ndarray,
+        fstop: np.ndarray | None,
+        tstart: np.ndarray,
+        tstop: np.ndarray,
+        status: Status,
+    ) -> None:
+        """Advance k independent states in place: ``u[i]`` from ``tstart[i]`` to ``tstop[i]`` (optional).
+
+        Within one relaxation sweep the steps of different intervals do not
+        depend on each other. When an App defines ``step_batch``, the engine
+        hands it each group of such steps in one call (the i-th F-point of
+        every interval of the level on this rank, then their C-points, in
+        relaxation, restriction, interpolation and the final sweep), and calls
+        :meth:`step` only where steps are sequential (the coarsest level,
+        sequential marching, the interval that waits for the left neighbour).
+        Row ``i`` must be exactly what ``step`` does to ``u[i]``: the results are
+        then identical to stepping one by one. How many rows one call gets is
+        bounded by the option ``batch_size``.
+
+        Parameters
+        ----------
+        u : numpy.ndarray
+            Writable array of shape ``(k, *self.shape)`` (in/out).
+        ustop : numpy.ndarray
+            Read-only ``(k, *self.shape)``: row ``i`` is the ``ustop`` of row
+            ``i``'s step. May be the same array as ``u``.
+        fstop : numpy.ndarray or None
+            Read-only ``(k, *self.shape)`` FAS right-hand sides in user residual
+            mode, otherwise None (as for :meth:`step`).
+        tstart, tstop : numpy.ndarray
+            Read-only float64 arrays of shape ``(k,)``.
+        status : pyxbraid.Status
+            What the rows share: level, nlevels, iter, done, phase. Its
+            ``tstart`` and ``tstop`` are NaN and ``tindex`` is -1 (the times
+            are the arrays).
+
+        Examples
+        --------
+        Backward Euler for ``u' = lam u``, all rows at once:
+
+        >>> import numpy as np, pyxbraid as xb
+        >>> from mpi4py import MPI
+        >>> class Decay(xb.App):
+        ...     def __init__(self):
+        ...         super().__init__(shape=(1,))
+        ...     def init(self, t, u):
+        ...         u[:] = 1.0 if t == 0.0 else 0.5
+        ...     def step(self, u, ustop, fstop, status):
+        ...         u /= 1.0 + status.dt
+        ...     def step_batch(self, u, ustop, fstop, tstart, tstop, status):
+        ...         u /= (1.0 + (tstop - tstart))[:, None]
+        >>> result = xb.Solver(Decay(), 0.0, 1.0, 64, comm=MPI.COMM_WORLD, cfactor=4).solve()
+        >>> result.calls["step_batch"] > 0
+        True
+        """
+        raise NotImplementedError
+
     def residual(self, ustop: np.ndarray, r: np.ndarray, status: Status) -> None:
         """Compute XBraid's user residual ``r <- A(ustop, r)`` (optional).
 
@@ -174,6 +234,31 @@ class App:
         ``u_bar``) to the gradient, and, when the step uses ``ustop``, write
         ``(dPhi/dustop)^T u_bar`` into ``ustop_bar`` (zero on entry). ``status``
         is the status of the primal step.
+        """
+        raise NotImplementedError
+
+    def step_adjoint_batch(
+        self,
+        u: np.ndarray,
+        ustop: np.ndarray,
+        u_bar: np.ndarray,
+        ustop_bar: np.ndarray,
+        tstart: np.ndarray,
+        tstop: np.ndarray,
+        status: Status,
+    ) -> None:
+        """Adjoints of the k steps of one :meth:`step_batch` call, row by row as :meth:`step_adjoint` (optional).
+
+        The reverse sweep replays each grouped primal call as one call of this
+        method (with ``adjoint=True`` and :meth:`step_batch` defined); without
+        it, :meth:`step_adjoint` is called per row. Row ``i`` of ``u``,
+        ``ustop`` (read-only, ``(k, *self.shape)``; ``ustop`` may be the same
+        array as ``u``), ``u_bar`` (in/out) and ``ustop_bar`` (out, zero on
+        entry) is what :meth:`step_adjoint` would get for that step; add every
+        row's design term to the gradient. ``tstart``/``tstop`` are the rows'
+        times, ``status`` what they share (its times are NaN, as in
+        :meth:`step_batch`). The gradient then differs from one-by-one
+        replay by round-off only (its terms are summed in another order).
         """
         raise NotImplementedError
 

@@ -132,6 +132,7 @@ class Solver:
         residual_computation: bool = True,
         relax_only_cg: bool = False,
         final_fc_relax: bool = False,
+        batch_size: int = 0,
         access_level: int = 1,
         print_level: int = 0,
         adjoint: bool = False,
@@ -299,6 +300,14 @@ class Solver:
             optional["spatial_norm"],
             optional["access"],
         )
+        if app._overrides("step_adjoint_batch") and not app._overrides("step_batch"):
+            raise TypeError(
+                f"{name} defines step_adjoint_batch but not step_batch: the adjoint groups the steps "
+                "that step_batch grouped (define both, or neither)"
+            )
+        if app._overrides("step_batch"):
+            batched_adjoint = app._overrides("step_adjoint_batch") and adjoint
+            native.set_step_batch(app.step_batch, app.step_adjoint_batch if batched_adjoint else None)
         if adjoint or objective_only:
 
             def get(m):

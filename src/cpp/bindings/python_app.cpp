@@ -140,8 +140,9 @@ PyApp::~PyApp() {
 int PyApp::traverse(visitproc visit, void* arg) const {
     // The references that can lead back to the engine (the app and its bound
     // methods); the views and the status object refer to nothing.
-    for (const py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
-                                &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_})
+    for (const py::object* o :
+         {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_, &step_adjoint_,
+          &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_, &step_batch_, &step_adjoint_batch_})
         Py_VISIT(o->ptr());
     return 0;
 }
@@ -150,8 +151,9 @@ void PyApp::clear_references() {
     for (PyObject*& v : views_) Py_CLEAR(v);
     // Setting to None rather than null keeps is_none() checks valid if a
     // cleared engine is ever asked anything.
-    for (py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
-                          &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_})
+    for (py::object* o :
+         {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_, &step_adjoint_,
+          &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_, &step_batch_, &step_adjoint_batch_})
         *o = py::none();
 }
 
@@ -165,6 +167,24 @@ PyObject* PyApp::view(CVec data, bool writable) const {
                              const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shape_.data())), nullptr,
                              const_cast<std::byte*>(data), writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
     if (arr == nullptr) throw py::error_already_set();
+    return arr;
+}
+
+PyObject* PyApp::rows_view(CVec data, std::size_t rows, bool writable, bool element_shape) const {
+    std::vector<npy_intp> dims{static_cast<npy_intp>(rows)};
+    if (element_shape) dims.insert(dims.end(), shape_.begin(), shape_.end());
+    const int type = !element_shape || dtype_ == DType::float64 ? NPY_FLOAT64 : NPY_FLOAT32;
+    PyObject* arr = PyArray_NewFromDescr(&PyArray_Type, PyArray_DescrFromType(type), static_cast<int>(dims.size()),
+                                         dims.data(), nullptr, const_cast<std::byte*>(data),
+                                         writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
+    if (arr == nullptr) throw py::error_already_set();
+    if (memory_owner_.ptr() != nullptr) {
+        Py_INCREF(memory_owner_.ptr());
+        if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(arr), memory_owner_.ptr()) < 0) {
+            Py_DECREF(arr);
+            throw py::error_already_set();
+        }
+    }
     return arr;
 }
 
@@ -256,6 +276,32 @@ void PyApp::step_any(Vec u, CVec ustop, CVec fstop, const Status& st) {
     Ref res(PyObject_Vectorcall(step_.ptr(), args, 4, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
     check_in_place("step", res.p, uv.p);
+}
+
+void PyApp::step_batch_any(Vec u, CVec ustop, CVec fstop, const StepRows& rows, const Status& st) {
+    Ref uv(rows_view(u, rows.count, true));
+    Ref sv(ustop == u ? (Py_INCREF(uv.p), uv.p) : rows_view(ustop, rows.count, false));
+    Ref fv(fstop ? rows_view(fstop, rows.count, false) : (Py_INCREF(Py_None), Py_None));
+    Ref t0(rows_view(reinterpret_cast<CVec>(rows.tstart), rows.count, false, false));
+    Ref t1(rows_view(reinterpret_cast<CVec>(rows.tstop), rows.count, false, false));
+    PyObject* args[] = {uv.p, sv.p, fv.p, t0.p, t1.p, status_object(st)};
+    Ref res(PyObject_Vectorcall(step_batch_.ptr(), args, 6, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+    check_in_place("step_batch", res.p, uv.p);
+}
+
+void PyApp::step_adjoint_batch_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const StepRows& rows,
+                                   const Status& st) {
+    Ref uv(rows_view(u, rows.count, false));
+    Ref sv(ustop == u ? (Py_INCREF(uv.p), uv.p) : rows_view(ustop, rows.count, false));
+    Ref bv(rows_view(u_bar, rows.count, true));
+    Ref sbv(rows_view(ustop_bar, rows.count, true));
+    Ref t0(rows_view(reinterpret_cast<CVec>(rows.tstart), rows.count, false, false));
+    Ref t1(rows_view(reinterpret_cast<CVec>(rows.tstop), rows.count, false, false));
+    PyObject* args[] = {uv.p, sv.p, bv.p, sbv.p, t0.p, t1.p, status_object(st)};
+    Ref res(PyObject_Vectorcall(step_adjoint_batch_.ptr(), args, 7, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+    check_in_place("step_adjoint_batch", res.p, bv.p);
 }
 
 void PyApp::residual_any(CVec ustop, Vec r, const Status& st) {

@@ -32,6 +32,11 @@ public:
     void set_adjoint(pybind11::object objective, pybind11::object objective_adjoint, pybind11::object step_adjoint,
                      pybind11::object reset_gradient, pybind11::object postprocess,
                      pybind11::object postprocess_adjoint, pybind11::object init_adjoint);
+    /// The app's step_batch and step_adjoint_batch (None: one by one).
+    void set_step_batch(pybind11::object step_batch, pybind11::object step_adjoint_batch) {
+        step_batch_ = std::move(step_batch);
+        step_adjoint_batch_ = std::move(step_adjoint_batch);
+    }
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
@@ -39,6 +44,11 @@ public:
     std::string name() const override { return name_; }
     void init_any(double t, Vec u) override;
     void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) override;
+    bool has_step_batch() const override { return !step_batch_.is_none(); }
+    void step_batch_any(Vec u, CVec ustop, CVec fstop, const StepRows& rows, const Status& st) override;
+    bool has_step_adjoint_batch() const override { return !step_adjoint_batch_.is_none(); }
+    void step_adjoint_batch_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const StepRows& rows,
+                                const Status& st) override;
     bool has_residual() const override { return !residual_.is_none(); }
     void residual_any(CVec ustop, Vec r, const Status& st) override;
     bool has_spatial_norm() const override { return !norm_.is_none(); }
@@ -69,6 +79,9 @@ public:
 
 private:
     PyObject* view(CVec data, bool writable) const;
+    /// A new (rows, *shape) view of engine memory with the engine's storage as
+    /// base (a kept one stays valid); `element_shape` false: a (rows,) float64 view.
+    PyObject* rows_view(CVec data, std::size_t rows, bool writable, bool element_shape = true) const;
     /// A view of `data`, reusing the array object in `slot` when nobody else
     /// holds it (the user did not keep it): saves an allocation per call.
     PyObject* recycled_view(PyObject*& slot, CVec data, bool writable) const;
@@ -80,7 +93,8 @@ private:
     pybind11::object objective_ = pybind11::none(), objective_adjoint_ = pybind11::none(),
                      step_adjoint_ = pybind11::none(), reset_gradient_ = pybind11::none(),
                      postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none(),
-                     init_adjoint_ = pybind11::none();
+                     init_adjoint_ = pybind11::none(), step_batch_ = pybind11::none(),
+                     step_adjoint_batch_ = pybind11::none();
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,

@@ -75,7 +75,9 @@ void register_solver(py::module_& m) {
              py::arg("spatial_norm"), py::arg("access"))
         .def("set_adjoint", &PyApp::set_adjoint, py::arg("objective"), py::arg("objective_adjoint"),
              py::arg("step_adjoint"), py::arg("reset_gradient"), py::arg("postprocess"), py::arg("postprocess_adjoint"),
-             py::arg("init_adjoint") = py::none());
+             py::arg("init_adjoint") = py::none())
+        .def("set_step_batch", &PyApp::set_step_batch, py::arg("step_batch"),
+             py::arg("step_adjoint_batch") = py::none());
 
     // The engine takes part in garbage collection: through a Python app it
     // refers to Python objects (the app, its bound methods) that may refer
@@ -169,26 +171,27 @@ void register_solver(py::module_& m) {
                  return py::make_tuple(py::array_t<int>(k, it.indices.data()), states, adjoint, it.rnorm0,
                                        it.rnorm0_adjoint);
              })
-        .def("set_iterate",
-             [](Engine& e, std::vector<int> indices, py::array states, py::object adjoint, double rnorm0,
-                double rnorm0_adjoint) {
-                 const auto need = static_cast<py::ssize_t>(indices.size() * e.vector_size());
-                 auto check = [&](const py::array& a, const char* what) {
-                     if (!a.dtype().is(state_dtype(e)) || a.size() != need || !(a.flags() & py::array::c_style))
-                         throw py::value_error(std::string(what) + " must be a C-contiguous array of " +
-                                               std::to_string(need) + " values of the states' type");
-                 };
-                 check(states, "states");
-                 CVec adj = nullptr;
-                 py::array adjoint_array;
-                 if (!adjoint.is_none()) {
-                     adjoint_array = adjoint.cast<py::array>();
-                     check(adjoint_array, "adjoint");
-                     adj = static_cast<CVec>(adjoint_array.data());
-                 }
-                 e.set_iterate(indices, static_cast<CVec>(states.data()), adj, rnorm0, rnorm0_adjoint);
-             },
-             py::arg("indices"), py::arg("states"), py::arg("adjoint"), py::arg("rnorm0"), py::arg("rnorm0_adjoint"))
+        .def(
+            "set_iterate",
+            [](Engine& e, std::vector<int> indices, py::array states, py::object adjoint, double rnorm0,
+               double rnorm0_adjoint) {
+                const auto need = static_cast<py::ssize_t>(indices.size() * e.vector_size());
+                auto check = [&](const py::array& a, const char* what) {
+                    if (!a.dtype().is(state_dtype(e)) || a.size() != need || !(a.flags() & py::array::c_style))
+                        throw py::value_error(std::string(what) + " must be a C-contiguous array of " +
+                                              std::to_string(need) + " values of the states' type");
+                };
+                check(states, "states");
+                CVec adj = nullptr;
+                py::array adjoint_array;
+                if (!adjoint.is_none()) {
+                    adjoint_array = adjoint.cast<py::array>();
+                    check(adjoint_array, "adjoint");
+                    adj = static_cast<CVec>(adjoint_array.data());
+                }
+                e.set_iterate(indices, static_cast<CVec>(states.data()), adj, rnorm0, rnorm0_adjoint);
+            },
+            py::arg("indices"), py::arg("states"), py::arg("adjoint"), py::arg("rnorm0"), py::arg("rnorm0_adjoint"))
         .def_property_readonly("ilower", &Engine::ilower)
         .def_property_readonly("iupper", &Engine::iupper)
         .def_property_readonly("nlevels", &Engine::nlevels)

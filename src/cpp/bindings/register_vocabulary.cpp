@@ -36,6 +36,7 @@ void register_vocabulary(py::module_& m) {
         .def_readwrite("residual_computation", &Options::residual_computation)
         .def_readwrite("relax_only_cg", &Options::relax_only_cg)
         .def_readwrite("final_fc_relax", &Options::final_fc_relax)
+        .def_readwrite("batch_size", &Options::batch_size)
         .def_readwrite("access_level", &Options::access_level)
         .def_readwrite("print_level", &Options::print_level)
         .def_readwrite("adjoint", &Options::adjoint)
@@ -52,23 +53,27 @@ void register_vocabulary(py::module_& m) {
     py::class_<CallCounts>(m, "CallCounts", "Callback invocations on this rank.")
         .def_readonly("init", &CallCounts::init)
         .def_readonly("step", &CallCounts::step)
+        .def_readonly("step_batch", &CallCounts::step_batch)
         .def_readonly("residual", &CallCounts::residual)
         .def_readonly("norm", &CallCounts::norm)
         .def_readonly("access", &CallCounts::access)
         .def_readonly("objective", &CallCounts::objective)
         .def_readonly("objective_adjoint", &CallCounts::objective_adjoint)
         .def_readonly("step_adjoint", &CallCounts::step_adjoint)
+        .def_readonly("step_adjoint_batch", &CallCounts::step_adjoint_batch)
         .def_readonly("init_adjoint", &CallCounts::init_adjoint)
         .def("as_dict", [](const CallCounts& c) {
             py::dict d;
             d["init"] = c.init;
             d["step"] = c.step;
+            d["step_batch"] = c.step_batch;
             d["residual"] = c.residual;
             d["norm"] = c.norm;
             d["access"] = c.access;
             d["objective"] = c.objective;
             d["objective_adjoint"] = c.objective_adjoint;
             d["step_adjoint"] = c.step_adjoint;
+            d["step_adjoint_batch"] = c.step_adjoint_batch;
             d["init_adjoint"] = c.init_adjoint;
             return d;
         });

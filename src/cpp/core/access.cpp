@@ -10,10 +10,20 @@ namespace pxb {
 
 void Engine::emit_access(int level, int index, CVec u, bool done) {
     if (level != 0) return;
-    Level& g = levels_[0];
+    keep_solution(index, u);
+    user_access(index, done);
+}
+
+void Engine::keep_solution(int index, CVec u) {
     const std::size_t bytes = arena_.vector_bytes();
-    std::memcpy(solution_.data() + static_cast<std::size_t>(index - g.ilower) * bytes, u, bytes);
-    if (opt_.access_level >= 1 && gate_.has_access()) gate_.access(u, point_status(index, Phase::access, done));
+    std::memcpy(solution_.data() + static_cast<std::size_t>(index - levels_[0].ilower) * bytes, u, bytes);
+}
+
+void Engine::user_access(int index, bool done) {
+    if (opt_.access_level < 1 || !gate_.has_access()) return;
+    const std::size_t bytes = arena_.vector_bytes();
+    CVec u = solution_.data() + static_cast<std::size_t>(index - levels_[0].ilower) * bytes;
+    gate_.access(u, point_status(index, Phase::access, done));
 }
 
 void Engine::final_sweep(bool done, bool fc, Phase phase) {
@@ -27,26 +37,36 @@ void Engine::final_sweep(bool done, bool fc, Phase phase) {
         done_ = saved;
         return;
     }
-    Vec u = work_.sweep;
     // Sequential marching (one level) evaluates the objective in this sweep.
     const bool objective = nlevels() == 1 && !opt_.relax_only_cg && sweep_.active();
+    SweepSpec spec;
+    spec.kind = SweepKind::final;
+    spec.phase = phase;
+    spec.done = done;
+    // Grouped steps only where the objective is not evaluated (sequential marching never groups).
+    const bool grouped = batched(0) && !objective;
     comm_init_f(0);
-    for (int k = g.ncpoints; k >= 0; --k) {
-        int flo, fhi, ci;
-        g.interval(k, flo, fhi, ci);
-        if (flo <= fhi) fetch(0, flo - 1, u);
-        for (int fi = flo; fi <= fhi; ++fi) {
-            take_step(0, fi, u, phase);
-            store(0, fi, u);
-            emit_access(0, fi, u, done);
-            if (objective) evaluate_objective(fi, u);
-        }
-        if (ci > -1) {
-            emit_access(0, ci, g.ua.at(g.u_slot(ci)), done);
-            if (objective) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
-        }
-    }
+    if (grouped) batched_intervals(0, spec);
+    for (int k = grouped ? 0 : g.ncpoints; k >= 0; --k) final_interval(k, done, phase, objective);
     comm_wait(0);
+}
+
+void Engine::final_interval(int k, bool done, Phase phase, bool objective) {
+    Level& g = levels_[0];
+    Vec u = work_.sweep;
+    int flo, fhi, ci;
+    g.interval(k, flo, fhi, ci);
+    if (flo <= fhi) fetch(0, flo - 1, u);
+    for (int fi = flo; fi <= fhi; ++fi) {
+        take_step(0, fi, u, phase);
+        store(0, fi, u);
+        emit_access(0, fi, u, done);
+        if (objective) evaluate_objective(fi, u);
+    }
+    if (ci > -1) {
+        emit_access(0, ci, g.ua.at(g.u_slot(ci)), done);
+        if (objective) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
+    }
 }
 
 const Bytes& Engine::local_states() {

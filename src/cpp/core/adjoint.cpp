@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/norms.hpp"
 
@@ -18,8 +19,13 @@ constexpr int kReverseTag = 1000;  // + the primal tag
 }
 
 void AdjointSweep::objective_term(CVec u, const Status& st) {
-    local_objective_ += gate_.objective(u, st);
+    add_objective(objective_value(u, st));
+}
+
+double AdjointSweep::objective_value(CVec u, const Status& st) {
+    const double value = gate_.objective(u, st);
     arena_.record_objective(u, st);
+    return value;
 }
 
 void AdjointSweep::begin_solve() {
@@ -85,6 +91,42 @@ void AdjointSweep::reverse_step(const TapeOp& op) {
     ops::add(arena_.dtype(), arena_.vector_size(), sbar, op.ustop_is_u() ? ybar : arena_.bar_at(op.x));
 }
 
+void AdjointSweep::reverse_group() {
+    if (!gate_.has_step_adjoint_batch() || group_.size() < 2) {
+        for (const TapeOp& op : group_) reverse_step(op);  // the order of the ungrouped replay
+        return;
+    }
+    std::reverse(group_.begin(), group_.end());  // rows in the order of the primal call
+    const std::size_t rows = group_.size(), bytes = arena_.vector_bytes(), n = arena_.vector_size();
+    Storage& mem = arena_.storage();
+    Vec u = mem.batch_adjoint.data();
+    Vec ustop = u + rows * bytes, u_bar = ustop + rows * bytes, ustop_bar = u_bar + rows * bytes;
+    auto* tstart = reinterpret_cast<double*>(mem.batch_times.data());
+    double* tstop = tstart + rows;
+    bool aliased = true;
+    for (std::size_t r = 0; r < rows; ++r) {
+        const TapeOp& op = group_[r];
+        const Status st = status_of_(op);
+        tstart[r] = st.tstart;
+        tstop[r] = st.tstop;
+        aliased = aliased && op.ustop_is_u();
+        std::memcpy(u + r * bytes, op.saved, bytes);
+        std::memcpy(ustop + r * bytes, op.saved_ustop, bytes);
+        std::memcpy(u_bar + r * bytes, arena_.bar_at(op.y), bytes);
+    }
+    std::memset(ustop_bar, 0, rows * bytes);
+    Status shared = status_of_(group_[0]);
+    shared.tstart = shared.tstop = std::numeric_limits<double>::quiet_NaN();
+    shared.tindex = -1;
+    gate_.step_adjoint_batch(u, aliased ? u : ustop, u_bar, ustop_bar, StepRows{rows, tstart, tstop}, shared);
+    for (std::size_t r = 0; r < rows; ++r) {
+        const TapeOp& op = group_[r];
+        Vec ybar = arena_.bar_at(op.y);
+        std::memcpy(ybar, u_bar + r * bytes, bytes);
+        ops::add(arena_.dtype(), n, ustop_bar + r * bytes, op.ustop_is_u() ? ybar : arena_.bar_at(op.x));
+    }
+}
+
 void AdjointSweep::reverse_objective(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec tmp = arena_.storage().scratch.data() + bytes;
@@ -119,6 +161,7 @@ void AdjointSweep::reverse_sweep() {
     arena_.storage().reverse_sends.grow(nrecv * arena_.vector_bytes());
     reverse_reqs_.assign(nrecv, MPI_REQUEST_NULL);
     std::size_t next_buffer = 0;
+    in_group_ = false;
     arena_.tape().replay_backward([&](const TapeOp& op) {
         switch (op.kind) {
             case TapeOp::Kind::copy: reverse_copy(op); break;
@@ -127,7 +170,20 @@ void AdjointSweep::reverse_sweep() {
             case TapeOp::Kind::axpy_sub:
             case TapeOp::Kind::axpy_neg: reverse_axpy(op); break;
             case TapeOp::Kind::step:
-            case TapeOp::Kind::step_aliased: reverse_step(op); break;
+            case TapeOp::Kind::step_aliased:
+                if (in_group_)
+                    group_.push_back(op);
+                else
+                    reverse_step(op);
+                break;
+            case TapeOp::Kind::group_end:  // met first: the group's records follow, last first
+                in_group_ = true;
+                group_.clear();
+                break;
+            case TapeOp::Kind::group_begin:
+                in_group_ = false;
+                reverse_group();
+                break;
             case TapeOp::Kind::objective: reverse_objective(op); break;
             case TapeOp::Kind::recv: reverse_receive(op, next_buffer); break;
             case TapeOp::Kind::send: reverse_send(op); break;

@@ -52,6 +52,10 @@ public:
     bool in_window(double t) const noexcept { return t >= set_.tstart_objective && t <= set_.tstop_objective; }
     /// f(u) at a fine point of the window: evaluated, summed, recorded.
     void objective_term(CVec u, const Status& st);
+    /// f(u) evaluated and recorded, not summed: the caller adds it with
+    /// add_objective() in the order the one-by-one sweep would have.
+    double objective_value(CVec u, const Status& st);
+    void add_objective(double value) noexcept { local_objective_ += value; }
 
     /// A solve starts: fresh histories and objective, gradient zeroed.
     void begin_solve();
@@ -85,6 +89,9 @@ private:
     void reverse_copy(const TapeOp& op);
     void reverse_axpy(const TapeOp& op);
     void reverse_step(const TapeOp& op);
+    /// The steps of one grouped primal call (collected in group_, last first):
+    /// one step_adjoint_batch call when the app has it, else one by one.
+    void reverse_group();
     void reverse_objective(const TapeOp& op);
     void reverse_receive(const TapeOp& op, std::size_t& next_buffer);
     void reverse_send(const TapeOp& op);
@@ -99,6 +106,8 @@ private:
     std::function<Status(const TapeOp&)> status_of_;
     Bytes ubar_;  ///< adjoint iterate at the fine level's stored slots
     std::vector<MPI_Request> reverse_reqs_;
+    std::vector<TapeOp> group_;  ///< the step records of the group being replayed
+    bool in_group_ = false;
     std::vector<double> norms_;
     double local_objective_ = 0.0;
     double objective_ = 0.0;

@@ -18,6 +18,13 @@
 
 namespace pxb {
 
+/// The times of a group of independent steps (row i: tstart[i] -> tstop[i]).
+struct StepRows {
+    std::size_t count = 0;
+    const double* tstart = nullptr;
+    const double* tstop = nullptr;
+};
+
 /// Abstract application: sizes, capabilities and the type-erased callbacks.
 class App {
 public:
@@ -46,6 +53,9 @@ public:
     virtual bool has_access() const { return false; }
     virtual bool has_adjoint() const { return false; }
     virtual bool has_postprocess() const { return false; }
+    /// True when step_batch_any advances many independent states in one call:
+    /// the engine then groups the independent steps of its sweeps.
+    virtual bool has_step_batch() const { return false; }
     /// False when step_adjoint never reads ustop (its result does not depend
     /// on the step's guess): the adjoint then saves one state per step, not two.
     virtual bool step_adjoint_uses_ustop() const { return true; }
@@ -53,6 +63,16 @@ public:
     // -- the callbacks, type-erased (see TypedApp for their meaning) -------------------
     virtual void init_any(double t, Vec u) = 0;
     virtual void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) = 0;
+    /// Rows of `rows.count` states, contiguous: u (in/out), ustop (in), fstop
+    /// (in, or nullptr); each row is the step it would be alone, `st` tells
+    /// what the rows share (level, phase, iteration; its times are NaN).
+    virtual void step_batch_any(Vec u, CVec ustop, CVec fstop, const StepRows& rows, const Status& st);
+    /// True when step_adjoint_batch_any takes the adjoints of a group of steps in one call.
+    virtual bool has_step_adjoint_batch() const { return false; }
+    /// The adjoints of `rows.count` independent steps: rows of u, ustop (in),
+    /// u_bar (in/out), ustop_bar (out, zeroed on entry), as step_adjoint_any row by row.
+    virtual void step_adjoint_batch_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const StepRows& rows,
+                                        const Status& st);
     virtual void residual_any(CVec ustop, Vec r, const Status& st);
     virtual double spatial_norm_any(CVec u);
     virtual void access_any(CVec u, const Status& st);

@@ -20,6 +20,27 @@ const char* phase_name(Phase p) noexcept {
 
 // The defaults of the optional callbacks: the engine calls them only when the
 // app says it has them (has_residual(), ...), so reaching one is a bug.
+void App::step_batch_any(Vec u, CVec ustop, CVec fstop, const StepRows& rows, const Status& st) {
+    // Row by row: what a batched app must do (used by apps without a batched step).
+    const std::size_t bytes = size() * element_size(dtype());
+    Status row = st;
+    for (std::size_t i = 0; i < rows.count; ++i) {
+        row.tstart = rows.tstart[i];
+        row.tstop = rows.tstop[i];
+        step_any(u + i * bytes, ustop + i * bytes, fstop ? fstop + i * bytes : nullptr, row);
+    }
+}
+
+void App::step_adjoint_batch_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const StepRows& rows, const Status& st) {
+    const std::size_t bytes = size() * element_size(dtype());
+    Status row = st;
+    for (std::size_t i = 0; i < rows.count; ++i) {
+        row.tstart = rows.tstart[i];
+        row.tstop = rows.tstop[i];
+        step_adjoint_any(u + i * bytes, ustop + i * bytes, u_bar + i * bytes, ustop_bar + i * bytes, row);
+    }
+}
+
 void App::residual_any(CVec, Vec, const Status&) {
     throw std::logic_error(name() + " defines no residual");
 }
@@ -42,6 +63,8 @@ void CallbackGate::probe_capabilities() {
     has_residual_ = app_.has_residual();
     has_norm_ = app_.has_spatial_norm();
     has_access_ = app_.has_access();
+    has_step_batch_ = app_.has_step_batch();
+    has_step_adjoint_batch_ = app_.has_step_adjoint_batch();
 }
 
 std::string CallbackGate::context(const char* callback, const Status* st) const {
@@ -54,6 +77,15 @@ std::string CallbackGate::context(const char* callback, const Status* st) const 
         if (st->phase != Phase::init && st->phase != Phase::access) out << " -> " << st->tstop;
         out << ", tindex " << st->tindex << ")";
     }
+    return out.str();
+}
+
+std::string CallbackGate::batch_context(const char* callback, const Status& st, const StepRows& rows) const {
+    std::ostringstream out;
+    out.precision(17);
+    out << "rank " << comm_.rank() << ": " << app_.name() << "." << callback << " (phase " << phase_name(st.phase)
+        << ", level " << st.level << ", iteration " << st.iter << ", " << rows.count
+        << " steps, the first from t = " << rows.tstart[0] << " -> " << rows.tstop[0] << ")";
     return out.str();
 }
 
@@ -102,6 +134,54 @@ void CallbackGate::step(Vec u, CVec ustop, CVec fstop, const Status& st) {
     tick();
     PXB_GUARDED("step", &st, app_.step_any(u, ustop, fstop, st));
     check_finite("step", u, &st);
+}
+
+void CallbackGate::step_batch(Vec u, CVec ustop, CVec fstop, const StepRows& rows, const Status& st) {
+    counts_.step += static_cast<long long>(rows.count);
+    ++counts_.step_batch;
+    tick();
+    guarded_batch("step_batch", st, rows, [&] { app_.step_batch_any(u, ustop, fstop, rows, st); });
+    check_finite_rows("step_batch", u, st, rows);
+}
+
+void CallbackGate::step_adjoint_batch(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const StepRows& rows,
+                                      const Status& st) {
+    counts_.step_adjoint += static_cast<long long>(rows.count);
+    ++counts_.step_adjoint_batch;
+    tick();
+    guarded_batch("step_adjoint_batch", st, rows,
+                  [&] { app_.step_adjoint_batch_any(u, ustop, u_bar, ustop_bar, rows, st); });
+    check_finite_rows("step_adjoint_batch", u_bar, st, rows);
+    check_finite_rows("step_adjoint_batch", ustop_bar, st, rows);
+}
+
+template <class Call>
+void CallbackGate::guarded_batch(const char* callback, const Status& st, const StepRows& rows, Call&& call) {
+    try {
+        call();
+    } catch (const RemoteRankError&) {
+        throw;
+    } catch (const std::exception& e) {
+        comm_.notify_failure(batch_context(callback, st, rows) + " raised " + e.what());
+        throw;
+    } catch (...) {
+        comm_.notify_failure(batch_context(callback, st, rows) + " raised an exception");
+        throw;
+    }
+}
+
+void CallbackGate::check_finite_rows(const char* callback, CVec v, const Status& st, const StepRows& rows) {
+    double value = 0.0;
+    const std::size_t total = rows.count * n_;
+    const std::size_t bad = ops::first_non_finite(dtype_, total, v, value);
+    if (bad == total) return;
+    // Name the row's own step, as a one-by-one call would be named.
+    Status row = st;
+    row.tstart = rows.tstart[bad / n_];
+    row.tstop = rows.tstop[bad / n_];
+    std::ostringstream msg;
+    msg << "produced a non-finite value (" << value << " in row " << bad / n_ << " at flat index " << bad % n_ << ")";
+    fail(callback, &row, msg.str());
 }
 
 void CallbackGate::residual(CVec ustop, Vec r, const Status& st) {

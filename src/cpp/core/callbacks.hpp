@@ -19,12 +19,14 @@ namespace pxb {
 struct CallCounts {
     long long init = 0;  ///< init
     long long step = 0;  ///< step
+    long long step_batch = 0;  ///< step_batch
     long long residual = 0;  ///< residual
     long long norm = 0;  ///< spatial_norm
     long long access = 0;  ///< access
     long long objective = 0;  ///< objective
     long long objective_adjoint = 0;  ///< objective_adjoint
     long long step_adjoint = 0;  ///< step_adjoint
+    long long step_adjoint_batch = 0;  ///< step_adjoint_batch
     long long init_adjoint = 0;  ///< init_adjoint
 };
 // END GENERATED call-counts
@@ -36,6 +38,10 @@ public:
 
     void init(double t, Vec u, const Status& st);
     void step(Vec u, CVec ustop, CVec fstop, const Status& st);
+    /// Many independent steps in one call (apps with has_step_batch()); counts each row as a step.
+    void step_batch(Vec u, CVec ustop, CVec fstop, const StepRows& rows, const Status& st);
+    /// The adjoints of a group of steps in one call; counts each row as a step_adjoint.
+    void step_adjoint_batch(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const StepRows& rows, const Status& st);
     void residual(CVec ustop, Vec r, const Status& st);
     /// Spatial norm: the app's, or the Euclidean 2-norm computed natively (in float64).
     double norm(CVec u, const Status* where = nullptr);
@@ -50,6 +56,8 @@ public:
 
     bool has_residual() const { return has_residual_; }
     bool has_access() const { return has_access_; }
+    bool has_step_batch() const { return has_step_batch_; }
+    bool has_step_adjoint_batch() const { return has_step_adjoint_batch_; }
     std::size_t size() const noexcept { return n_; }
     DType dtype() const noexcept { return dtype_; }
     const CallCounts& counts() const noexcept { return counts_; }
@@ -67,6 +75,10 @@ private:
     [[noreturn]] void fail(const char* callback, const Status* st, const std::string& what);
     void check_finite(const char* callback, CVec v, const Status* st);
     std::string context(const char* callback, const Status* st) const;
+    std::string batch_context(const char* callback, const Status& st, const StepRows& rows) const;
+    template <class Call>
+    void guarded_batch(const char* callback, const Status& st, const StepRows& rows, Call&& call);
+    void check_finite_rows(const char* callback, CVec v, const Status& st, const StepRows& rows);
 
     App& app_;
     Communicator& comm_;
@@ -77,6 +89,8 @@ private:
     bool has_residual_ = false;
     bool has_norm_ = false;
     bool has_access_ = false;
+    bool has_step_batch_ = false;
+    bool has_step_adjoint_batch_ = false;
 };
 
 }  // namespace pxb

@@ -76,9 +76,9 @@ public:
     /// adjoint iterate) at the fine level's stored points, and the tolerance
     /// references. Saved by checkpoints, so a restarted run continues exactly.
     struct Iterate {
-        std::vector<int> indices;   ///< global fine indices of the stored points
-        Bytes states;               ///< their states, in that order
-        Bytes adjoint;              ///< their adjoint iterate (gradient mode), else empty
+        std::vector<int> indices;  ///< global fine indices of the stored points
+        Bytes states;              ///< their states, in that order
+        Bytes adjoint;             ///< their adjoint iterate (gradient mode), else empty
         double rnorm0 = -1.0, rnorm0_adjoint = -1.0;
     };
     /// This rank's iterate (after a solve; no communication).
@@ -156,6 +156,28 @@ private:
         Vec other = nullptr;  ///< a second one (old C value, coarse residual)
         Vec sweep = nullptr;  ///< the final sweep's
     };
+    /// Grouped steps (apps with step_batch): rows of arena vectors, one per
+    /// interval of a sweep, and what is deferred to keep the one-by-one order.
+    struct Batch {
+        Vec u = nullptr;                      ///< the rows being stepped
+        Vec ustop = nullptr;                  ///< their ustop, gathered (unless every row is its own ustop)
+        Vec fstop = nullptr;                  ///< their FAS right-hand sides, gathered (user-residual apps)
+        Vec old = nullptr;                    ///< old C values (weighted C-relaxation)
+        std::size_t capacity = 0;             ///< rows (0: no grouping)
+        std::vector<double> objective_terms;  ///< f(u) per point of a chunk, summed in sweep order
+    };
+    /// Which sweep a group of intervals belongs to.
+    enum class SweepKind { relax, restrict, interp, final };
+    /// What a sweep over intervals needs besides its level.
+    struct SweepSpec {
+        SweepKind kind = SweepKind::relax;
+        Phase phase = Phase::fc_relax;
+        bool weighted = false;  ///< relax: weighted C-relaxation with weight cwt
+        double cwt = 1.0;
+        TemporalNorm* rnorm = nullptr;  ///< restrict: the residual norm being accumulated
+        bool objective = false;         ///< restrict: evaluate the objective
+        bool done = false;              ///< final: the access flag
+    };
     static constexpr int kGhostTag = 100;  // + level
     static constexpr int kVaTag = 200;     // + level
 
@@ -169,6 +191,10 @@ private:
     // hierarchy.cpp
     void build_hierarchy();
     void allocate_storage();
+    /// Vectors of the work space and the levels (ua, va, fa, ghosts, send buffers).
+    std::size_t level_vectors() const;
+    /// The batch rows in the arena (after the levels' vectors), their times, and the batched adjoint's rows.
+    void allocate_batch(bool fstop, bool adjoint);
     void init_guess_level0();
     void sequential_guess();
     void copy_fine_to_coarse();
@@ -199,19 +225,53 @@ private:
     void fc_relax(int level, int nrelax);
     void relax_interval(int level, int k, bool weighted, double cwt);
 
+    // batched_sweep.cpp: the intervals of a sweep stepped together (step_batch)
+    /// Rows of grouped steps this engine allocates (0: the app steps one by one).
+    std::size_t batch_capacity() const;
+    /// Whether the intervals 1..ncpoints of `level` are stepped in groups.
+    bool batched(int level) const noexcept { return batch_.capacity > 0 && levels_[level].ncpoints >= 1; }
+    /// Intervals ncpoints..1 of a sweep in chunks of batch rows (interval 0, which
+    /// waits for the left neighbour, stays with the one-by-one sweep).
+    void batched_intervals(int level, const SweepSpec& s);
+    void batch_chunk(int level, const SweepSpec& s, int lo, int hi);
+    /// One group: row r steps index first + r * cfactor. `fas`: with the FAS
+    /// right-hand side (take_step); else a plain step (the default residual).
+    void batch_step(int level, Phase phase, int first, int rows, bool fas);
+    /// The rows' times, gathered ustop and tape records; true when every row is its own ustop.
+    bool batch_prepare(int level, Phase phase, int first, int rows);
+    void batch_after_fpoint(int level, const SweepSpec& s, int index, Vec u);
+    void batch_cpoints(int level, const SweepSpec& s, int lo, int rows);
+    void batch_relax_cpoints(int level, const SweepSpec& s, int c_first, int rows);
+    void batch_restrict_cpoints(int level, const SweepSpec& s, int c_first, int rows);
+    void batch_deferred(int level, const SweepSpec& s, int lo, int hi);
+    Vec batch_row(Vec rows, int r) const noexcept { return rows + static_cast<std::size_t>(r) * arena_.vector_bytes(); }
+
     // restriction.cpp
     void f_restrict(int level);
     double restrict_fine_sweep(int level);
+    void restrict_interval(int level, int k, TemporalNorm& rnorm, bool objective);
     void restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm);
+    /// After r = A(u)_ci: the FAS residual, its norm, the injection.
+    void finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm);
     void coarse_right_hand_side(int clevel);
 
     // interpolation.cpp / access.cpp
     void f_interp(int level);
+    void interp_interval(int level, int k);
+    /// The coarse error at C-point ci added to the fine C-point ci * cfactor.
+    void correct_fine_cpoint(int level, int ci);
+    /// The coarse error at F-point fi (its new value in u) added to the fine point fi * cfactor.
+    void correct_fine_fpoint(int level, int fi, CVec u);
     /// phase: access (the solve's final sweep) or state_query (on demand).
     void final_sweep(bool done, bool fc, Phase phase = Phase::access);
     /// This rank's fine states, from the final sweep (run now if it was not).
     const Bytes& solution();
+    void final_interval(int k, bool done, Phase phase, bool objective);
     void emit_access(int level, int index, CVec u, bool done);
+    /// The first half of emit_access: keep the state in the solution copy.
+    void keep_solution(int index, CVec u);
+    /// The second half: the user's access to the kept state.
+    void user_access(int index, bool done);
 
     // cycle.cpp
     void drive(SolveSummary& summary);
@@ -243,6 +303,7 @@ private:
     std::vector<PendingComm> pending_;
     VaExchange va_;
     Work work_;
+    Batch batch_;
     Bytes solution_;  ///< fine states ilower..iupper after the final sweep
     bool solution_valid_ = false;
     State state_ = State::fresh;

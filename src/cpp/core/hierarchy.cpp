@@ -108,9 +108,7 @@ std::size_t Engine::storage_bytes() const {
     return arena_.bytes() + solution_.capacity();
 }
 
-void Engine::allocate_storage() {
-    // Sizes in vectors of n_ doubles (small integers), multiplied by n_ only
-    // after the check.
+std::size_t Engine::level_vectors() const {
     std::size_t vectors = 4;  // work vectors (3), va send buffer
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         const Level& g = levels_[l];
@@ -118,10 +116,22 @@ void Engine::allocate_storage() {
         vectors += (nu + 1) + 1;  // ua (+ghost), ghost send buffer
         if (l > 0) vectors += 2 * (static_cast<std::size_t>(g.npoints()) + 1);
     }
+    return vectors;
+}
+
+void Engine::allocate_storage() {
+    // Sizes in vectors of n_ doubles (small integers), multiplied by n_ only
+    // after the check.
+    std::size_t vectors = level_vectors();
+    batch_.capacity = batch_capacity();
+    const std::size_t batch_arrays = app_->has_residual() ? 4 : 3;  // u, ustop, old (+ fstop)
+    vectors += batch_arrays * batch_.capacity;
     const Level& fine = levels_[0];
     const std::size_t stored = static_cast<std::size_t>(fine.stores_all ? fine.npoints() : fine.ncpoints);
     std::size_t needed = vectors + static_cast<std::size_t>(fine.npoints());  // + the solution copy
     if (sweep_.gradient()) needed += vectors + 2 + stored;                    // bars, scratch, adjoint iterate
+    const bool batch_adjoint = sweep_.gradient() && batch_.capacity > 0 && app_->has_step_adjoint_batch();
+    if (batch_adjoint) needed += 4 * batch_.capacity;  // rows of step_adjoint_batch
     check_storage_size(needed, n_, arena_.dtype(),
                        "on rank " + std::to_string(comm_.rank()) + " (ntime=" + std::to_string(ntime_) + ", " +
                            std::to_string(nlevels()) + " level(s)" + (sweep_.gradient() ? ", with the adjoint" : "") +
@@ -143,7 +153,18 @@ void Engine::allocate_storage() {
             g.fa.bind(arena_.take(VectorArray::vectors(np)), np, arena_.vector_bytes());
         }
     }
+    if (batch_.capacity > 0) allocate_batch(batch_arrays == 4, batch_adjoint);
     if (sweep_.gradient()) sweep_.allocate(stored);
+}
+
+void Engine::allocate_batch(bool fstop, bool adjoint) {
+    batch_.u = arena_.take(batch_.capacity);
+    batch_.ustop = arena_.take(batch_.capacity);
+    batch_.old = arena_.take(batch_.capacity);
+    if (fstop) batch_.fstop = arena_.take(batch_.capacity);
+    arena_.storage().batch_times.assign(2 * batch_.capacity * sizeof(double));
+    batch_.objective_terms.assign(static_cast<std::size_t>(levels_[0].npoints()), 0.0);
+    if (adjoint) arena_.storage().batch_adjoint.assign(4 * batch_.capacity * arena_.vector_bytes());
 }
 
 void Engine::init_guess_level0() {
@@ -261,7 +282,8 @@ void Engine::set_iterate(const std::vector<int>& indices, CVec states, CVec adjo
     const std::size_t bytes = arena_.vector_bytes();
     std::vector<int> pos(static_cast<std::size_t>(g.npoints()), -1);
     for (std::size_t k = 0; k < indices.size(); ++k)
-        if (indices[k] >= g.ilower && indices[k] <= g.iupper) pos[static_cast<std::size_t>(indices[k] - g.ilower)] = int(k);
+        if (indices[k] >= g.ilower && indices[k] <= g.iupper)
+            pos[static_cast<std::size_t>(indices[k] - g.ilower)] = int(k);
     // Every stored point of this rank must be given (an iterate of another
     // solver layout -- other cfactor or storage -- is refused, not guessed).
     for (int i = g.ilower; i <= g.iupper; ++i)

@@ -8,32 +8,45 @@
 namespace pxb {
 
 void Engine::f_interp(int level) {
+    SweepSpec spec;
+    spec.kind = SweepKind::interp;
+    spec.phase = Phase::f_interp;
+    comm_init_f(level);
+    if (batched(level)) batched_intervals(level, spec);
+    for (int k = batched(level) ? 0 : levels_[level].ncpoints; k >= 0; --k) interp_interval(level, k);
+    comm_wait(level);
+    levels_[level].clean();
+}
+
+void Engine::interp_interval(int level, int k) {
+    Level& g = levels_[level];
+    Vec u = work_.u;
+    int flo, fhi, ci;
+    g.interval(k, flo, fhi, ci);
+    if (flo <= fhi) fetch(level, flo - 1, u);
+    for (int fi = flo; fi <= fhi; ++fi) {
+        take_step(level, fi, u, Phase::f_interp);
+        store(level, fi, u);
+        correct_fine_fpoint(level, fi, u);
+    }
+    if (ci > 0) correct_fine_cpoint(level, ci);
+}
+
+void Engine::correct_fine_fpoint(int level, int fi, CVec u) {
+    // e = u - va (in va, as XBraid), then fine C-point += e.
     Level& g = levels_[level];
     Level& f = levels_[level - 1];
-    const int fcf = f.cfactor;
-    Vec u = work_.u;
+    Vec e = g.va.at(fi - g.ilower);
+    arena_.axpy(1.0, u, -1.0, e);
+    arena_.axpy(1.0, e, 1.0, f.ua.at(f.u_slot(fi * f.cfactor)));
+}
 
-    comm_init_f(level);
-    for (int k = g.ncpoints; k >= 0; --k) {
-        int flo, fhi, ci;
-        g.interval(k, flo, fhi, ci);
-        if (flo <= fhi) fetch(level, flo - 1, u);
-        for (int fi = flo; fi <= fhi; ++fi) {
-            take_step(level, fi, u, Phase::f_interp);
-            store(level, fi, u);
-            // e = u - va (in va, as XBraid), then fine C-point += e.
-            Vec e = g.va.at(fi - g.ilower);
-            arena_.axpy(1.0, u, -1.0, e);
-            arena_.axpy(1.0, e, 1.0, f.ua.at(f.u_slot(fi * fcf)));
-        }
-        if (ci > 0) {
-            Vec e = g.va.at(ci - g.ilower);
-            arena_.axpy(1.0, g.ua.at(g.u_slot(ci)), -1.0, e);
-            arena_.axpy(1.0, e, 1.0, f.ua.at(f.u_slot(ci * fcf)));
-        }
-    }
-    comm_wait(level);
-    g.clean();
+void Engine::correct_fine_cpoint(int level, int ci) {
+    Level& g = levels_[level];
+    Level& f = levels_[level - 1];
+    Vec e = g.va.at(ci - g.ilower);
+    arena_.axpy(1.0, g.ua.at(g.u_slot(ci)), -1.0, e);
+    arena_.axpy(1.0, e, 1.0, f.ua.at(f.u_slot(ci * f.cfactor)));
 }
 
 }  // namespace pxb

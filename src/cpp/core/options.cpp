@@ -76,6 +76,7 @@ void Options::validate() const {
     check_at_least("nfmg", nfmg, -1);
     check_at_least("nfmg_vcyc", nfmg_vcyc, 1);
     check_at_least("storage", storage, -1);
+    check_at_least("batch_size", batch_size, 0);
     check_choice("access_level", access_level, {0, 1, 2}, "0, 1 or 2");
     check_choice("print_level", print_level, {0, 1, 2, 3}, "0, 1, 2 or 3");
     if (has_abs_tol_adjoint) check_real("abs_tol_adjoint", abs_tol_adjoint, Bound::at_least, 0.0);
@@ -109,6 +110,7 @@ void Options::describe(const std::function<void(const char*, double)>& scalar,
     scalar("residual_computation", static_cast<double>(residual_computation));
     scalar("relax_only_cg", static_cast<double>(relax_only_cg));
     scalar("final_fc_relax", static_cast<double>(final_fc_relax));
+    scalar("batch_size", static_cast<double>(batch_size));
     scalar("access_level", static_cast<double>(access_level));
     scalar("print_level", static_cast<double>(print_level));
     scalar("adjoint", static_cast<double>(adjoint));

@@ -62,6 +62,8 @@ struct Options {
     bool relax_only_cg = false;
     /// finish with an FC sweep instead of an F-sweep [braid_SetFinalFCRelax]
     bool final_fc_relax = false;
+    /// most steps per step_batch call (0: as many as fit in about 8 MiB of states per batch array)
+    int batch_size = 0;
     /// 0 none (states on demand), 1 after convergence, 2 also every iteration [braid_SetAccessLevel]
     int access_level = 1;
     /// 0 silent (XBraid: 2), 1 one line per iteration on rank 0, 2 plus a summary [braid_SetPrintLevel]

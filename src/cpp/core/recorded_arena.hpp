@@ -59,6 +59,10 @@ public:
     void received(Vec slot, int source, int tag);
     /// Before a step: save its inputs (u and, when distinct, ustop) with its status.
     void record_step(CVec u, CVec ustop, const Status& st);
+    /// Brackets the steps of one grouped call (their adjoints may be grouped too).
+    void record_group(bool begin) {
+        if (recording_) tape_.group(begin);
+    }
     /// An objective term f(u) was evaluated with status st.
     void record_objective(CVec u, const Status& st);
 

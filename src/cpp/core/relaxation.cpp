@@ -124,10 +124,14 @@ void Engine::fc_relax(int level, int nrelax) {
     const double cwt = opt_.cwt_at(level);
     // XBraid applies no weight on the coarsest level unless it is relaxed (relax_only_cg).
     const bool weighted = cwt != 1.0 && (level != nlevels() - 1 || opt_.relax_only_cg);
+    SweepSpec spec;
+    spec.weighted = weighted;
+    spec.cwt = cwt;
     for (int sweep = 0; sweep < nrelax; ++sweep) {
         comm_init_fc(level);
         // Right to left: each interval's F-sweep starts from the OLD C value.
-        for (int k = levels_[level].ncpoints; k >= 0; --k) relax_interval(level, k, weighted, cwt);
+        if (batched(level)) batched_intervals(level, spec);
+        for (int k = batched(level) ? 0 : levels_[level].ncpoints; k >= 0; --k) relax_interval(level, k, weighted, cwt);
         comm_wait(level);
     }
 }

@@ -11,9 +11,14 @@ void Engine::restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm) {
     // r holds u(ci - 1): the FAS residual r = f - A(u) at C-point ci
     // (f = 0 on level 0 and where skip left no fa), injected with u.
     Level& g = levels_[level];
+    user_or_default_residual(level, ci, g.ua.at(g.u_slot(ci)), r, Phase::f_restrict);
+    finish_restrict_cpoint(level, ci, r, rnorm);
+}
+
+void Engine::finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm) {
+    Level& g = levels_[level];
     Level& c = levels_[level + 1];
     CVec u = g.ua.at(g.u_slot(ci));
-    user_or_default_residual(level, ci, u, r, Phase::f_restrict);
     if (level == 0 || !g.fa_valid)
         arena_.axpy(0.0, r, -1.0, r);
     else
@@ -27,30 +32,39 @@ void Engine::restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm) {
 double Engine::restrict_fine_sweep(int level) {
     // The F-sweep of each interval, then the FAS residual at its C-point.
     // Returns the residual norm on level 0 (a reduction), else -1.
+    const bool objective = level == 0 && sweep_.active();
+    TemporalNorm rnorm(opt_.tnorm);
+    SweepSpec spec;
+    spec.kind = SweepKind::restrict;
+    spec.phase = Phase::f_restrict;
+    spec.rnorm = &rnorm;
+    spec.objective = objective;
+    comm_init_fc(level);
+    if (batched(level)) batched_intervals(level, spec);
+    for (int k = batched(level) ? 0 : levels_[level].ncpoints; k >= 0; --k)
+        restrict_interval(level, k, rnorm, objective);
+    comm_wait(level);
+    return level == 0 && opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
+}
+
+void Engine::restrict_interval(int level, int k, TemporalNorm& rnorm, bool objective) {
     Level& g = levels_[level];
     Level& c = levels_[level + 1];
     Vec r = work_.u;
-    const bool objective = level == 0 && sweep_.active();
-    TemporalNorm rnorm(opt_.tnorm);
-    comm_init_fc(level);
-    for (int k = g.ncpoints; k >= 0; --k) {
-        int flo, fhi, ci;
-        g.interval(k, flo, fhi, ci);
-        if (flo <= fhi)
-            fetch(level, flo - 1, r);
-        else if (ci > 0)
-            fetch(level, ci - 1, r);
-        for (int fi = flo; fi <= fhi; ++fi) {
-            take_step(level, fi, r, Phase::f_restrict);
-            store(level, fi, r);
-            if (objective) evaluate_objective(fi, r);
-        }
-        if (objective && ci > -1) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
-        if (ci == 0) arena_.copy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
-        if (ci > 0) restrict_cpoint(level, ci, r, rnorm);
+    int flo, fhi, ci;
+    g.interval(k, flo, fhi, ci);
+    if (flo <= fhi)
+        fetch(level, flo - 1, r);
+    else if (ci > 0)
+        fetch(level, ci - 1, r);
+    for (int fi = flo; fi <= fhi; ++fi) {
+        take_step(level, fi, r, Phase::f_restrict);
+        store(level, fi, r);
+        if (objective) evaluate_objective(fi, r);
     }
-    comm_wait(level);
-    return level == 0 && opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
+    if (objective && ci > -1) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
+    if (ci == 0) arena_.copy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
+    if (ci > 0) restrict_cpoint(level, ci, r, rnorm);
 }
 
 void Engine::coarse_right_hand_side(int clevel) {

@@ -85,6 +85,8 @@ struct Storage {
     Bytes scratch;        ///< two vectors for callback outputs in the reverse sweep
     SavedValues saved;    ///< the tape's saved step inputs and objective arguments
     Bytes reverse_sends;  ///< buffers of the reverse sweep's messages (alive while sends are)
+    Bytes batch_times;    ///< tstart and tstop of the rows of a step_batch call
+    Bytes batch_adjoint;  ///< rows of a step_adjoint_batch call: u, ustop, u_bar, ustop_bar
 };
 
 }  // namespace pxb

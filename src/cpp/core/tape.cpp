@@ -20,6 +20,7 @@ T read(const std::uint8_t*& p) noexcept {
 //   step:                    y u32, x u32, saved u32, saved ustop u32, status
 //   step_aliased:            y u32, x u32, saved u32, status
 //   objective:               y u32, saved u32, point
+//   group_begin / group_end: nothing but the kind
 // status: level u8, phase u8, done u8, residual norm code u8, tindex i32
 // point (level 0, phase objective): done u8, residual norm code u8, tindex i32
 constexpr std::size_t kStatus = 4 + sizeof(std::int32_t);
@@ -38,6 +39,8 @@ std::size_t Tape::record_size(TapeOp::Kind kind) noexcept {
         case TapeOp::Kind::step: return 16 + kStatus + 1;
         case TapeOp::Kind::step_aliased: return 12 + kStatus + 1;
         case TapeOp::Kind::objective: return 8 + kPoint + 1;
+        case TapeOp::Kind::group_begin:
+        case TapeOp::Kind::group_end: return 1;
     }
     return 1;
 }
@@ -114,20 +117,30 @@ void read_status(const std::uint8_t*& p, TapeOp& op, const std::vector<double>& 
 }
 }  // namespace
 
+void Tape::decode_coded_axpy(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.x = read<std::uint32_t>(p);
+    op.a = op.kind == TapeOp::Kind::axpy_neg ? 0.0 : 1.0;
+    op.b = op.kind == TapeOp::Kind::axpy_add ? 1.0 : -1.0;
+    op.kind = TapeOp::Kind::axpy;
+}
+
+void Tape::decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.x = read<std::uint32_t>(p);
+    op.saved = values_.at(read<std::uint32_t>(p));
+    op.saved_ustop = op.kind == TapeOp::Kind::step ? values_.at(read<std::uint32_t>(p)) : op.saved;
+    read_status(p, op, norms_);
+}
+
 TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p) const noexcept {
     TapeOp op;
     op.kind = kind;
+    if (kind == TapeOp::Kind::group_begin || kind == TapeOp::Kind::group_end) return op;
     op.y = read<std::uint32_t>(p);
     switch (kind) {
         case TapeOp::Kind::copy: op.x = read<std::uint32_t>(p); break;
         case TapeOp::Kind::axpy_add:
         case TapeOp::Kind::axpy_sub:
-        case TapeOp::Kind::axpy_neg:
-            op.x = read<std::uint32_t>(p);
-            op.a = kind == TapeOp::Kind::axpy_neg ? 0.0 : 1.0;
-            op.b = kind == TapeOp::Kind::axpy_add ? 1.0 : -1.0;
-            op.kind = TapeOp::Kind::axpy;
-            break;
+        case TapeOp::Kind::axpy_neg: decode_coded_axpy(p, op); break;
         case TapeOp::Kind::axpy:
             op.x = read<std::uint32_t>(p);
             op.a = read<double>(p);
@@ -139,12 +152,7 @@ TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p) const noexcept {
             op.tag = read<std::int32_t>(p);
             break;
         case TapeOp::Kind::step:
-        case TapeOp::Kind::step_aliased:
-            op.x = read<std::uint32_t>(p);
-            op.saved = values_.at(read<std::uint32_t>(p));
-            op.saved_ustop = kind == TapeOp::Kind::step ? values_.at(read<std::uint32_t>(p)) : op.saved;
-            read_status(p, op, norms_);
-            break;
+        case TapeOp::Kind::step_aliased: decode_step(p, op); break;
         case TapeOp::Kind::objective:
             op.saved = values_.at(read<std::uint32_t>(p));
             op.phase = static_cast<std::uint8_t>(Phase::objective);
@@ -153,6 +161,7 @@ TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p) const noexcept {
             p += 2;
             op.tindex = read<std::int32_t>(p);
             break;
+        default: break;  // group_begin, group_end: nothing but the kind
     }
     return op;
 }

@@ -37,6 +37,8 @@ struct TapeOp {
         recv,
         send,
         objective,
+        group_begin,  ///< the steps up to group_end were one step_batch call (independent rows)
+        group_end,
     };
     Kind kind = Kind::copy;
     std::uint32_t y =
@@ -78,6 +80,10 @@ public:
     /// the app's adjoint does not use it (not saved).
     void step(std::uint32_t y, std::uint32_t x, CVec u, CVec ustop, const Status& st);
     void objective(std::uint32_t y, CVec u, const Status& st);
+    /// Brackets the step records of one grouped call (a kind byte each).
+    void group(bool begin) {
+        append(static_cast<std::uint8_t>(begin ? TapeOp::Kind::group_begin : TapeOp::Kind::group_end));
+    }
     void send(std::uint32_t y, int peer, int tag) { put_message(TapeOp::Kind::send, y, peer, tag); }
     void recv(std::uint32_t y, int peer, int tag) {
         put_message(TapeOp::Kind::recv, y, peer, tag);
@@ -102,6 +108,8 @@ public:
 private:
     static std::size_t record_size(TapeOp::Kind kind) noexcept;
     TapeOp decode(TapeOp::Kind kind, const std::uint8_t* p) const noexcept;
+    void decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept;
+    void decode_coded_axpy(const std::uint8_t*& p, TapeOp& op) const noexcept;
     void put(TapeOp::Kind kind, std::uint32_t y, std::uint32_t x);
     void put_message(TapeOp::Kind kind, std::uint32_t y, int peer, int tag);
     void put_status(const Status& st);
