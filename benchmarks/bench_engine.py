@@ -48,6 +48,7 @@ APPS = {
     "native": "native LinearODE",
     "py_numpy": "Python App (numpy)",
     "py_scalar": "Python App (scalar)",
+    "py_batched": "Python App (batched)",
 }
 
 # Reference figures (project issue, same kind of machine).
@@ -56,6 +57,9 @@ XBRAID_CYTHON_NS_PER_FINE_ITER = 4300.0
 PYMGRIT_ISSUE_NS_PER_FINE_ITER = 14000.0
 TARGET_PYTHON_NS_PER_FINE_ITER = 1500.0
 TARGET_SPEEDUP_2 = 1.8
+# issue 14: the numpy App with step_batch, ns per fine step per iteration at 2^17
+TARGET_BATCHED_NS = {"ml2": 1000.0, "full": 500.0, "cf8": 500.0}
+TARGET_BATCHED_VS_PYMGRIT = 20.0
 
 
 # ----------------------------------------------------------------------------
@@ -90,7 +94,15 @@ def _python_apps(xb):
         def step(self, u, ustop, fstop, status):
             u[0] = (u[0] + (fstop[0] if fstop is not None else 0.0)) / (1.0 - self.lam * status.dt)
 
-    return {"py_numpy": Decay, "py_scalar": DecayScalar}
+    class DecayBatched(Decay):
+        """The numpy App with step_batch: the engine hands it many independent steps at once."""
+
+        def step_batch(self, u, ustop, fstop, tstart, tstop, status):
+            if fstop is not None:
+                u += fstop
+            u /= (1.0 - self.lam * (tstop - tstart))[:, None]
+
+    return {"py_numpy": Decay, "py_scalar": DecayScalar, "py_batched": DecayBatched}
 
 
 def _make_app(xb, name):
@@ -187,7 +199,7 @@ def worker(args) -> None:
     }
 
     # warm-up: code paths, allocator
-    for name in ["native"] + (["py_numpy", "py_scalar"] if py_sizes else []):
+    for name in ["native"] + (["py_numpy", "py_scalar", "py_batched"] if py_sizes else []):
         app = _make_app(xb, name)
         for cfg in CONFIGS.values():
             xb.Solver(app, TSTART, TSTOP, 1024, comm=comm, abs_tol=1e-300, max_iter=2, skip=False, **cfg[1]).solve()
@@ -653,6 +665,24 @@ def report(args, results: dict[int, dict], pym: dict | None, elapsed: float) -> 
                     f"({d['calls_f']:.2f} calls x {d['user']:.0f} ns) + engine {eng_part:5.0f} "
                     f"({d['calls_f']:.2f} x {d['cb']:.0f} cb + {d['ovh']:.0f} ovh)"
                 )
+    pb = [k[0] for k in table if k[1] == "py_batched"]
+    for cfg in ("ml2", "full", "cf8") if pb else ():
+        d = table.get((max(pb), "py_batched", cfg, 1))
+        one = table.get((max(pb), "py_numpy", cfg, 1))
+        if d:
+            tgt = TARGET_BATCHED_NS[cfg]
+            line = (
+                f"  {APPS['py_batched']:<20} {CONFIGS[cfg][0]:<16} 2^{max(pb)}: {d['ns_fine']:7.0f} ns/fine/it "
+                f"(target <= {tgt:.0f}: {'MET' if d['ns_fine'] <= tgt else 'NOT MET'})"
+            )
+            if one:
+                line += f"; {one['ns_fine'] / d['ns_fine']:5.1f}x the one-by-one numpy App"
+            if cfg == "ml2" and pym is not None and "ns_per_fine_iter" in pym:
+                ratio = pym["ns_per_fine_iter"] / d["ns_fine"]
+                ok = ratio >= TARGET_BATCHED_VS_PYMGRIT
+                verdict = "MET" if ok else "NOT MET"
+                line += f"; {ratio:5.1f}x pyMGRIT (target >= {TARGET_BATCHED_VS_PYMGRIT:.0f}x: {verdict})"
+            print(line)
     if 1 in ranks and len(ranks) > 1:
         for P in ranks[1:]:
             for cfg in CONFIGS:

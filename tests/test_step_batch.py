@@ -170,12 +170,14 @@ def test_status_of_a_batch():
 
     run(Looking(-1.0), ntime=64, cfactor=4, abs_tol=1e-10)
     phases = {s[0] for s in seen}
-    assert {"fc_relax", "f_restrict", "f_interp", "access"} <= phases
+    assert {"fc_relax", "f_restrict", "f_interp", "access", "residual"} <= phases
     assert all(np.isnan(s[3]) and s[4] == -1 for s in seen)
-    # rows advance intervals that are cfactor steps apart (on their level's grid)
-    for _, level, _, _, _, t0 in seen:
+    # sweeps: rows advance intervals cfactor steps apart (on their level's grid);
+    # the coarse right-hand side: consecutive points of the coarse level
+    for phase, level, _, _, _, t0 in seen:
         if len(t0) > 1:
-            assert np.allclose(np.diff(t0), 4 * (2.0 / 64) * 4**level)
+            stride = 1 if phase == "residual" else 4
+            assert np.allclose(np.diff(t0), stride * (2.0 / 64) * 4**level)
 
 
 def test_float32_batched_equals_one_by_one():

@@ -53,7 +53,7 @@ void Engine::batch_chunk(int level, const SweepSpec& s, int lo, int hi) {
     for (int p = 0; p < cf - 1; ++p) {
         const int rows = hi - lo + 1 - (last_partial && p >= last_fpoints ? 1 : 0);
         if (rows == 0) break;
-        batch_step(level, s.phase, c_left + 1 + p, rows, true);
+        batch_step(level, s.phase, c_left + 1 + p, cf, rows, true);
         for (int r = 0; r < rows; ++r) batch_after_fpoint(level, s, c_left + 1 + p + r * cf, batch_row(batch_.u, r));
     }
     const int crows = std::min(hi, g.ncpoints - 1) - lo + 1;  // intervals with a C-point
@@ -61,7 +61,7 @@ void Engine::batch_chunk(int level, const SweepSpec& s, int lo, int hi) {
     batch_deferred(level, s, lo, hi);
 }
 
-void Engine::batch_step(int level, Phase phase, int first, int rows, bool fas) {
+void Engine::batch_step(int level, Phase phase, int first, int stride, int rows, bool fas) {
     if (rows == 1) {  // nothing to group: the app's own step
         if (fas) {
             take_step(level, first, batch_.u, phase);
@@ -74,12 +74,11 @@ void Engine::batch_step(int level, Phase phase, int first, int rows, bool fas) {
         return;
     }
     Level& g = levels_[level];
-    const int cf = g.cfactor;
-    const bool aliased = batch_prepare(level, phase, first, rows);
+    const bool aliased = batch_prepare(level, phase, first, stride, rows);
     const bool with_fa = fas && level > 0 && g.fa_valid;
     CVec fstop = nullptr;
     if (with_fa && gate_.has_residual()) {
-        for (int r = 0; r < rows; ++r) arena_.copy(batch_row(batch_.fstop, r), g.fa.at(first + r * cf - g.ilower));
+        for (int r = 0; r < rows; ++r) arena_.copy(batch_row(batch_.fstop, r), g.fa.at(first + r * stride - g.ilower));
         fstop = batch_.fstop;
     }
     // What the rows share; their times are the arrays (NaN here, so a step_batch
@@ -92,30 +91,29 @@ void Engine::batch_step(int level, Phase phase, int first, int rows, bool fas) {
                      StepRows{static_cast<std::size_t>(rows), tstart, tstart + batch_.capacity}, status_);
     if (with_fa && !gate_.has_residual())
         for (int r = 0; r < rows; ++r)
-            arena_.axpy(1.0, g.fa.at(first + r * cf - g.ilower), 1.0, batch_row(batch_.u, r));
+            arena_.axpy(1.0, g.fa.at(first + r * stride - g.ilower), 1.0, batch_row(batch_.u, r));
 }
 
-bool Engine::batch_prepare(int level, Phase phase, int first, int rows) {
+bool Engine::batch_prepare(int level, Phase phase, int first, int stride, int rows) {
     // The rows' times, their ustop (gathered unless every row is its own
     // ustop: level 0 with nothing stored there), and the tape records.
     const Level& g = levels_[level];
-    const int cf = g.cfactor;
     auto* tstart = reinterpret_cast<double*>(arena_.storage().batch_times.data());
     double* tstop = tstart + batch_.capacity;
     bool aliased = true;
     for (int r = 0; r < rows; ++r) {
-        const int index = first + r * cf;
+        const int index = first + r * stride;
         tstart[r] = g.t(index - 1);
         tstop[r] = g.t(index);
         aliased = aliased && ustop_for(level, index, batch_row(batch_.u, r)) == batch_row(batch_.u, r);
     }
     if (!aliased)
         for (int r = 0; r < rows; ++r)
-            arena_.copy(batch_row(batch_.ustop, r), ustop_for(level, first + r * cf, batch_row(batch_.u, r)));
+            arena_.copy(batch_row(batch_.ustop, r), ustop_for(level, first + r * stride, batch_row(batch_.u, r)));
     // On the tape: the rows' steps as one group (their adjoints may be one call too).
     arena_.record_group(true);
     for (int r = 0; r < rows; ++r) {
-        fill_status(level, first + r * cf, phase);
+        fill_status(level, first + r * stride, phase);
         arena_.record_step(batch_row(batch_.u, r), aliased ? batch_row(batch_.u, r) : batch_row(batch_.ustop, r),
                            status_);
     }
@@ -159,7 +157,7 @@ void Engine::batch_relax_cpoints(int level, const SweepSpec& s, int c_first, int
     const int cf = g.cfactor;
     if (s.weighted)
         for (int r = 0; r < rows; ++r) arena_.copy(batch_row(batch_.old, r), g.ua.at(g.u_slot(c_first + r * cf)));
-    batch_step(level, s.phase, c_first, rows, true);
+    batch_step(level, s.phase, c_first, cf, rows, true);
     for (int r = rows - 1; r >= 0; --r) {
         Vec u = batch_row(batch_.u, r);
         if (s.weighted) arena_.axpy(1.0 - s.cwt, batch_row(batch_.old, r), s.cwt, u);
@@ -184,13 +182,33 @@ void Engine::batch_restrict_cpoints(int level, const SweepSpec& s, int c_first, 
         for (int r = rows - 1; r >= 0; --r) restrict_cpoint(level, c_first + r * cf, batch_row(batch_.u, r), *s.rnorm);
         return;
     }
-    batch_step(level, s.phase, c_first, rows, false);  // Phi(u(ci - 1)) with ustop = u(ci)
+    batch_step(level, s.phase, c_first, cf, rows, false);  // Phi(u(ci - 1)) with ustop = u(ci)
     for (int r = rows - 1; r >= 0; --r) {
         const int ci = c_first + r * cf;
         Vec u = batch_row(batch_.u, r);
         arena_.axpy(1.0, g.ua.at(g.u_slot(ci)), -1.0, u);  // A(u)_ci = u(ci) - Phi(u(ci - 1))
         fill_status(level, ci, s.phase);
         finish_restrict_cpoint(level, ci, u, *s.rnorm);
+    }
+}
+
+void Engine::batched_coarse_residuals(int clevel, int lo, int hi) {
+    // fa(i) += A_c(va)_i = va(i) - Phi(va(i - 1)) for i = lo..hi: independent steps
+    // (the stride-1 rows of one level), in chunks right to left.
+    Level& c = levels_[clevel];
+    const int capacity = static_cast<int>(batch_.capacity);
+    while (hi >= lo) {
+        const int first = std::max(lo, hi - capacity + 1);
+        const int rows = hi - first + 1;
+        for (int r = 0; r < rows; ++r) arena_.copy(batch_row(batch_.u, r), c.va.at(first + r - 1 - c.ilower));
+        batch_step(clevel, Phase::residual, first, 1, rows, false);
+        for (int r = rows - 1; r >= 0; --r) {
+            const int ii = first + r - c.ilower;
+            Vec cu = batch_row(batch_.u, r);
+            arena_.axpy(1.0, c.va.at(ii), -1.0, cu);
+            arena_.axpy(1.0, cu, 1.0, c.fa.at(ii));
+        }
+        hi = first - 1;
     }
 }
 

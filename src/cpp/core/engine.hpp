@@ -234,11 +234,13 @@ private:
     /// waits for the left neighbour, stays with the one-by-one sweep).
     void batched_intervals(int level, const SweepSpec& s);
     void batch_chunk(int level, const SweepSpec& s, int lo, int hi);
-    /// One group: row r steps index first + r * cfactor. `fas`: with the FAS
-    /// right-hand side (take_step); else a plain step (the default residual).
-    void batch_step(int level, Phase phase, int first, int rows, bool fas);
+    /// One group: row r steps index first + r * stride (from the index before it).
+    /// `fas`: with the FAS right-hand side (take_step); else a plain step (the default residual).
+    void batch_step(int level, Phase phase, int first, int stride, int rows, bool fas);
     /// The rows' times, gathered ustop and tape records; true when every row is its own ustop.
-    bool batch_prepare(int level, Phase phase, int first, int rows);
+    bool batch_prepare(int level, Phase phase, int first, int stride, int rows);
+    /// The coarse right-hand side's residuals at points lo..hi of `clevel`, grouped.
+    void batched_coarse_residuals(int clevel, int lo, int hi);
     void batch_after_fpoint(int level, const SweepSpec& s, int index, Vec u);
     void batch_cpoints(int level, const SweepSpec& s, int lo, int rows);
     void batch_relax_cpoints(int level, const SweepSpec& s, int c_first, int rows);

@@ -1,5 +1,6 @@
 // F-relaxation, FAS residual, residual norm and injection to the next level
 // (XBraid's restrict.c).
+#include <algorithm>
 #include <cstring>
 
 #include "core/engine.hpp"
@@ -81,7 +82,13 @@ void Engine::coarse_right_hand_side(int clevel) {
         if (right >= 0) arena_.send(c.va.at(c.iupper - c.ilower), va_.send_buf, right, kVaTag + clevel, va_.send);
     }
     Vec cu = work_.other;
-    for (int i = c.iupper; i >= c.ilower; --i) {
+    int last = c.iupper;  // points last..ilower one by one
+    if (batch_.capacity > 0 && !gate_.has_residual()) {
+        // Grouped, all but ilower (it waits for the left neighbour's va): the same numbers.
+        batched_coarse_residuals(clevel, std::max(c.ilower + 1, 1), c.iupper);
+        last = c.ilower;
+    }
+    for (int i = last; i >= c.ilower; --i) {
         if (i <= 0) continue;
         const int ii = i - c.ilower;
         if (ii == 0) {
