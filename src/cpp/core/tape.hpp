@@ -14,6 +14,7 @@
 /// number of iterations.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -65,14 +66,17 @@ public:
     explicit Tape(SavedValues& values) : values_(values) {}
 
     void clear() noexcept {
-        stream_.clear();
+        used_ = 0;
         values_.clear();
         norms_.clear();
         receives_ = 0;
     }
     /// Call once the first iteration is recorded: later ones record the same
     /// amount, so the stream keeps just the room it needs.
-    void trim() { stream_.shrink_to_fit(); }
+    void trim() {
+        stream_.resize(used_);
+        stream_.shrink_to_fit();
+    }
 
     void copy(std::uint32_t y, std::uint32_t x) { put(TapeOp::Kind::copy, y, x); }
     void axpy(std::uint32_t y, std::uint32_t x, double a, double b);
@@ -93,7 +97,7 @@ public:
     /// Call f(op) for every record, the last first.
     template <class F>
     void replay_backward(F&& f) const {
-        std::size_t end = stream_.size();
+        std::size_t end = used_;
         while (end > 0) {
             const auto kind = static_cast<TapeOp::Kind>(stream_[end - 1]);
             const std::size_t begin = end - record_size(kind);
@@ -116,12 +120,15 @@ private:
     std::uint8_t norm_code(double residual_norm);
     template <class T>
     void append(const T& value) {
-        const std::size_t at = stream_.size();
-        stream_.resize(at + sizeof(T));
-        std::memcpy(stream_.data() + at, &value, sizeof(T));
+        // The stream's bytes up to used_ are records; the rest is room, kept
+        // across iterations (clear() only rewinds), so appending is a copy.
+        if (used_ + sizeof(T) > stream_.size()) stream_.resize(std::max<std::size_t>(2 * stream_.size(), 4096));
+        std::memcpy(stream_.data() + used_, &value, sizeof(T));
+        used_ += sizeof(T);
     }
 
     std::vector<std::uint8_t> stream_;
+    std::size_t used_ = 0;  ///< bytes of stream_ holding records
     SavedValues& values_;
     std::vector<double> norms_;  ///< residual norms the recorded statuses had (coded by index)
     std::size_t receives_ = 0;
