@@ -73,7 +73,33 @@ def test_readme_code_blocks_run_and_give_the_documented_numbers():
     tour, adjoint = {}, {}
     exec(compile(blocks[0], "README tour", "exec"), tour)
     assert tour["result"].iterations == 4
-    exec(compile("from mpi4py import MPI\nimport pyxbraid as xb\n" + blocks[1], "README adjoint", "exec"), adjoint)
+    # the step_batch block: bitwise the tour's run
+    exec(compile(blocks[1], "README step_batch", "exec"), tour)
+    batched = tour["xb"].Solver(
+        tour["BatchedDecay"](),
+        tstart=0.0,
+        tstop=5.0,
+        ntime=10,
+        comm=tour["MPI"].COMM_WORLD,
+        max_levels=2,
+        cfactor=2,
+        abs_tol=1e-6,
+        storage=0,
+    )
+    plain = tour["xb"].Solver(
+        tour["Decay"](),
+        tstart=0.0,
+        tstop=5.0,
+        ntime=10,
+        comm=tour["MPI"].COMM_WORLD,
+        max_levels=2,
+        cfactor=2,
+        abs_tol=1e-6,
+        storage=0,
+    )
+    rb, rp = batched.solve(), plain.solve()
+    assert rb.calls["step_batch"] > 0 and list(rb.residual_norms[1:]) == list(rp.residual_norms[1:])
+    exec(compile("from mpi4py import MPI\nimport pyxbraid as xb\n" + blocks[2], "README adjoint", "exec"), adjoint)
     assert adjoint["res"].objective == 0.03599999999998741
     assert abs(adjoint["solver"].gradient() - 0.019200079996322887) < 1e-15
 
@@ -84,7 +110,7 @@ def test_readme_nn_block_trains_to_the_documented_accuracy(tmp_path, monkeypatch
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     monkeypatch.chdir(tmp_path)  # the block saves peaks.npz
     ns = {}
-    exec(compile(blocks[2], "README nn", "exec"), ns)
+    exec(compile(blocks[3], "README nn", "exec"), ns)
     assert ns["history"].val_accuracy[-1] == 0.92
     assert ns["accuracy"] == 0.92 and (tmp_path / "peaks.npz").exists()
 
