@@ -322,6 +322,7 @@ def stub_options() -> str:
         out.append(f"    @property\n    def {f.name}(self) -> {f.python_type}: ...")
     out.append("    @property\n    def dt(self) -> float: ...")
     out.append("    @property\n    def phase(self) -> str: ...")
+    out.append("    @property\n    def caller(self) -> str: ...")
     out.append("")
     out.append("PHASES: tuple[str, ...]")
     return "\n".join(out)

@@ -70,6 +70,7 @@ REMOTE_CASES = [
     ("step", 2, 0),
     ("access", 2, 0),
     ("init", 3, 2),
+    ("sync", 2, 1),
 ]
 
 
@@ -81,12 +82,13 @@ def test_exception_on_one_rank(mpirun, where, nprocs, bad):
     # The failing rank: the original exception, its own message.
     raised = ranks[bad]["raised"]
     # (step raises in its first level-0 step of iteration 1: an FCF relaxation step)
-    assert raised["phase"] == {"step": "fc_relax"}.get(where, where)
+    assert raised["phase"] == {"step": "fc_relax", "sync": "top_cycle"}.get(where, where)
     own = {
         "step": f"boom in step at t={raised.get('tstart')!r}",
         "init": f"boom in init at t={raised.get('t')!r}",
         "access": f"boom in access at t={raised.get('t')!r}",
         "spatial_norm": "boom in spatial_norm",
+        "sync": "boom in sync",
     }[where]
     assert ranks[bad]["first"] == {"type": "ValueError", "rank": None, "message": own}
 
@@ -102,6 +104,8 @@ def test_exception_on_one_rank(mpirun, where, nprocs, bad):
     elif where == "access":
         place = "Boom.access (phase access, level 0, iteration "
         assert f", t = {g17(raised['t'])}, tindex " in ranks[(bad + 1) % nprocs]["first"]["message"]
+    elif where == "sync":
+        place = "Boom.sync (phase top_cycle, iteration 1)"
     else:
         place = "Boom.spatial_norm"
 

@@ -58,6 +58,8 @@ OPTIONS = {
     "residual_computation": st.booleans(),
     "relax_only_cg": st.booleans(),
     "final_fc_relax": st.booleans(),
+    "full_residual_norm": st.booleans(),
+    "periodic": st.booleans(),
     "access_level": st.integers(-1, 3),
     "print_level": st.integers(-1, 1),
     "abs_tol": st.floats(-1.0, 1.0),
@@ -101,6 +103,11 @@ def test_solver_options(kwargs, ntime):
     norms = result.residual_norms
     assert len(norms) == result.iterations
     assert np.all(np.isnan(norms) | (norms >= 0.0))
+    if solver._options.periodic:
+        # periodic: the solution of u' = -u is 0 (a fixed point of the period map), not the sequential one
+        if result.converged:
+            assert abs(float(solver.state_at(0)[0])) < 1.0
+        return
     if result.converged and result.iterations and not kwargs.get("relax_only_cg"):
         # converged: the solution is the sequential one to the tolerance's order
         exact = _sequential(-1.0, solver.times)

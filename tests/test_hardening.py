@@ -82,6 +82,9 @@ def test_status_phase_is_a_phase_name_in_every_callback():
         "sequential",
         "state_query",
         "objective",
+        "full_residual",
+        "after_init",
+        "top_cycle",
     )
     app = PhaseRecorder()
     xb.Solver(app, 0.0, 1.0, 16, comm=COMM, max_levels=3, adjoint=True, max_iter=3).solve()

@@ -23,7 +23,9 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 def make(app=None, tstart=0.0, tstop=1.0, ntime=8, **kw):
     kw.setdefault("comm", MPI.COMM_SELF)
-    return xb.Solver(xb.apps.LinearODE() if app is None else app, tstart, tstop, ntime, **kw)
+    if app is None:  # full_residual_norm needs the app's residual
+        app = xb.apps.LinearODE(residual=kw.get("full_residual_norm") is True or kw.get("full_residual_norm") == 1)
+    return xb.Solver(app, tstart, tstop, ntime, **kw)
 
 
 def msg(text: str) -> str:
@@ -142,7 +144,15 @@ def test_numpy_integer_max_levels_is_used():
 # --------------------------------------------------------------------------------------
 # Boolean options
 # --------------------------------------------------------------------------------------
-BOOL_OPTIONS = ["fmg", "skip", "seq_soln", "residual_computation", "relax_only_cg", "final_fc_relax"]
+BOOL_OPTIONS = [
+    "fmg",
+    "skip",
+    "seq_soln",
+    "residual_computation",
+    "relax_only_cg",
+    "final_fc_relax",
+    "full_residual_norm",
+]
 
 
 @pytest.mark.parametrize("name", BOOL_OPTIONS)

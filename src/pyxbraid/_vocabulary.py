@@ -187,6 +187,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("relax_only_cg", "bool", False, "relax the coarsest level instead of solving it", "braid_SetRelaxOnlyCG"),
     Option("final_fc_relax", "bool", False, "finish with an FC sweep instead of an F-sweep", "braid_SetFinalFCRelax"),
     Option(
+        "periodic",
+        "bool",
+        False,
+        "time-periodic problem: points 0..ntime-1, index ntime identified with 0",
+        "braid_SetPeriodic",
+        details="The step to index 0 starts at t[ntime-1] and ends at ``tstop`` (status.tstop; "
+        "status.tindex is -1 there), so u(tstart) = u(tstop) is solved for, not imposed: ``init`` at "
+        "tstart gives only an initial guess. The coarsest level is relaxed (``nrelax`` entry "
+        "``max_levels - 1`` FC sweeps, then F-relaxation) instead of solved. Needs at least 2 levels; "
+        "not with ``seq_soln`` or the adjoint.",
+    ),
+    Option(
+        "full_residual_norm",
+        "bool",
+        False,
+        "also measure the residual at every fine point with the app's residual, and stop on it",
+        "braid_SetFullRNormRes",
+        details="Each iteration, after the level-0 restriction, a sweep steps every F-point and "
+        "evaluates the app's ``residual`` at all points (F-points: A(Phi(u_{i-1}), u_{i-1}); "
+        "C-points: A(u_i, u_{i-1})); ``result.full_residual_norms`` holds the temporal norms and the "
+        "convergence test uses them (the tolerances apply to it). The app's ``residual`` then serves "
+        "only this norm: it does not switch on the user-residual mode.",
+    ),
+    Option(
         "batch_size",
         "int",
         0,
@@ -310,6 +334,13 @@ CALLBACKS: tuple[Callback, ...] = (
     ),
     Callback("access", "access(u, status)", "look at a state (read-only)", "braid_PtFcnAccess", counter="access"),
     Callback(
+        "sync",
+        "sync(status)",
+        "called on every rank at fixed points: after the initial guess and at the top of each cycle (status.caller)",
+        "braid_PtFcnSync",
+        counter="sync",
+    ),
+    Callback(
         "objective",
         "objective(u, status) -> float",
         "the objective term f(u_i) at one fine point",
@@ -366,6 +397,9 @@ PHASES: tuple[Phase, ...] = (
     Phase("sequential", "sequential solution used as initial guess (seq_soln)"),
     Phase("state_query", "on-demand final sweep answering a state query (access_level=0)"),
     Phase("objective", "objective evaluation and its adjoint (XBraid's ObjectiveStatus)"),
+    Phase("full_residual", "full residual norm at every fine point (braid_ASCaller_ComputeFullRNorm)"),
+    Phase("after_init", "sync after the initial guess (braid_ASCaller_Drive_AfterInit)"),
+    Phase("top_cycle", "sync at the top of each cycle (braid_ASCaller_Drive_TopCycle)"),
 )
 
 STATUS_FIELDS: tuple[StatusField, ...] = (

@@ -53,8 +53,10 @@ class App:
     (``u[:] = ...``, ``u *= ...``) and return None. Do not keep references to
     the arrays or to ``status`` after a callback returns.
 
-    Optional callbacks: :meth:`residual` (user residual mode), :meth:`access`
-    (solution output), :meth:`spatial_norm` (replaces the Euclidean 2-norm).
+    Optional callbacks: :meth:`residual` (user residual mode, or the full
+    residual norm with ``full_residual_norm=True``), :meth:`access` (solution
+    output), :meth:`spatial_norm` (replaces the Euclidean 2-norm), :meth:`sync`
+    (told where the solver is).
     They are used only when a subclass defines them.
 
     Mapping to XBraid: ``init`` = braid_PtFcnInit, ``step`` = braid_PtFcnStep,
@@ -194,7 +196,9 @@ class App:
         hold the residual of the step equation whose solution at
         ``status.tstop`` is ``ustop``, e.g. ``(1 - lam dt) ustop - r`` for
         backward Euler. Defining it switches the engine to XBraid's residual
-        mode (coarse steps receive ``fstop``).
+        mode (coarse steps receive ``fstop``) -- unless the solver has
+        ``full_residual_norm=True``, where it serves the full residual norm
+        only (XBraid's braid_SetFullRNormRes).
         """
         raise NotImplementedError
 
@@ -204,6 +208,40 @@ class App:
 
     def spatial_norm(self, u: np.ndarray) -> float:
         """Return a norm of ``u`` (optional; default: Euclidean 2-norm of all entries)."""
+        raise NotImplementedError
+
+    def sync(self, status: Status) -> None:
+        """Be told where the solver is, on every rank (optional; XBraid's braid_PtFcnSync).
+
+        Called, as XBraid calls it, once after the initial guess of a solve
+        that starts from ``init`` (``status.caller == "after_init"``) and at the
+        top of every MGRIT iteration, before its convergence test
+        (``"top_cycle"``). Every rank calls it at the same point, so it may
+        communicate (e.g. a global maximum with mpi4py). ``status`` has
+        ``caller`` (the same as ``phase``), ``iter``, ``level`` (0), ``nlevels``,
+        ``ntime``, ``residual_norm`` and ``done`` (False: the test has not run).
+
+        Examples
+        --------
+        Count the cycles (XBraid's ex-01-expanded with ``-sync``):
+
+        >>> import pyxbraid as xb
+        >>> class Decay(xb.App):
+        ...     def __init__(self):
+        ...         super().__init__(shape=(1,))
+        ...         self.cycles = 0
+        ...     def init(self, t, u):
+        ...         u[:] = 1.0 if t == 0.0 else 0.456
+        ...     def step(self, u, ustop, fstop, status):
+        ...         u /= 1.0 + status.dt
+        ...     def sync(self, status):
+        ...         if status.caller == "top_cycle":
+        ...             self.cycles += 1
+        >>> app = Decay()
+        >>> result = xb.Solver(app, 0.0, 5.0, 10, max_levels=2, abs_tol=1e-6).solve()
+        >>> result.iterations, app.cycles
+        (4, 4)
+        """
         raise NotImplementedError
 
     # -- adjoint (used with Solver(adjoint=True) / objective_only=True) --------------

@@ -57,6 +57,15 @@ class SolveResult:
     adjoint_residual_norms : numpy.ndarray
         ||r_adj|| per iteration (NaN where not available: without the adjoint,
         or with ``objective_only``; empty for sequential marching, ``max_levels=1``).
+    full_residual_norms : numpy.ndarray or None
+        With ``full_residual_norm=True``: the full residual norm of each
+        iteration (the app's residual at every fine point; NaN where not
+        available, e.g. the skipped iteration 0); the convergence test used it.
+        None otherwise.
+    final_full_residual_norm : float or None
+        With ``full_residual_norm=True``: the full residual norm of the
+        returned solution (measured after the last iteration, as XBraid does);
+        None otherwise.
     """
 
     iterations: int
@@ -70,6 +79,8 @@ class SolveResult:
     calls: dict[str, int] = field(default_factory=dict)
     objective: float | None = None
     adjoint_residual_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    full_residual_norms: np.ndarray | None = None
+    final_full_residual_norm: float | None = None
 
 
 class Solver:
@@ -132,6 +143,8 @@ class Solver:
         residual_computation: bool = True,
         relax_only_cg: bool = False,
         final_fc_relax: bool = False,
+        periodic: bool = False,
+        full_residual_norm: bool = False,
         batch_size: int = 0,
         access_level: int = 1,
         print_level: int = 0,
@@ -172,21 +185,26 @@ class Solver:
             # A weak reference: the engine must not keep its solver alive.
             printer = weakref.WeakMethod(self._print_iteration)
 
-            def progress(it: int, rnorm: float, wall: float) -> None:
+            def progress(it: int, rnorm: float, full: float, wall: float) -> None:
                 method = printer()
                 if method is not None:
-                    method(it, rnorm, wall)
+                    method(it, rnorm, full, wall)
 
             self._engine.set_progress(progress)
 
     def _validate(self, app, tstart, tstop, ntime, times, comm, **options):
         grid, tstart_v, tstop_v, ntime_v = self._time_grid(tstart, tstop, ntime, times)
-        if ntime_v + 1 < comm.Get_size():
-            raise ValueError(
-                f"ntime={ntime_v} gives {ntime_v + 1} time points, fewer than the "
-                f"{comm.Get_size()} ranks of comm; use more time steps or fewer ranks"
-            )
         opt = core_options(options)
+        points = ntime_v if opt.periodic else ntime_v + 1  # periodic: index ntime is index 0
+        if points < comm.Get_size():
+            raise ValueError(
+                f"ntime={ntime_v} gives {points} time points{' (periodic)' if opt.periodic else ''}, fewer than "
+                f"the {comm.Get_size()} ranks of comm; use more time steps or fewer ranks"
+            )
+        if opt.periodic and opt.seq_soln:
+            raise ValueError("periodic=True cannot be combined with seq_soln=True (as in XBraid)")
+        if opt.periodic and (opt.adjoint or opt.objective_only):
+            raise ValueError("periodic=True cannot be combined with adjoint=True or objective_only=True")
         tstart_objective, tstop_objective = options["tstart_objective"], options["tstop_objective"]
         if tstart_objective is not None and tstop_objective is not None and tstop_objective < tstart_objective:
             raise ValueError(
@@ -200,7 +218,12 @@ class Solver:
             )
         if opt.adjoint and opt.objective_only:
             raise ValueError("give adjoint=True or objective_only=True, not both")
-        native, shape = self._native_app(app, opt.adjoint, opt.objective_only)
+        if opt.full_residual_norm and opt.adjoint:
+            raise ValueError(
+                "full_residual_norm=True cannot be combined with adjoint=True (XBraid does not support a full "
+                "residual with the adjoint either)"
+            )
+        native, shape = self._native_app(app, opt.adjoint, opt.objective_only, opt.full_residual_norm)
         return native, shape, grid, tstart_v, tstop_v, ntime_v, opt
 
     # -- construction helpers ------------------------------------------------------
@@ -257,8 +280,12 @@ class Solver:
         return [], t0, t1, as_int("ntime", ntime, 1)
 
     @staticmethod
-    def _native_app(app: Any, adjoint: bool = False, objective_only: bool = False):
+    def _native_app(app: Any, adjoint: bool = False, objective_only: bool = False, full_residual_norm: bool = False):
         if isinstance(app, NativeApp):
+            if full_residual_norm and not getattr(app, "residual", False):
+                raise ValueError(
+                    f"full_residual_norm=True needs the app's residual: build {type(app).__name__} with residual=True"
+                )
             if (adjoint or objective_only) and getattr(app, "objective", None) is None:
                 raise ValueError(
                     f"{type(app).__name__} has no objective: build it with objective='mean_square' "
@@ -282,6 +309,8 @@ class Solver:
         if missing:
             flag = "adjoint=True" if adjoint else "objective_only=True"
             raise TypeError(f"{flag} needs {name}.{', '.join(missing)}() (see pyxbraid.App)")
+        if full_residual_norm and optional["residual"] is None:
+            raise TypeError(f"full_residual_norm=True needs {name}.residual() (see pyxbraid.App.residual)")
         if adjoint and optional["residual"] is not None:
             raise ValueError(f"adjoint=True cannot be combined with a user residual ({name}.residual), as in XBraid")
         post = app._overrides("postprocess_objective"), app._overrides("postprocess_objective_adjoint")
@@ -305,6 +334,8 @@ class Solver:
                 f"{name} defines step_adjoint_batch but not step_batch: the adjoint groups the steps "
                 "that step_batch grouped (define both, or neither)"
             )
+        if app._overrides("sync"):
+            native.set_sync(app.sync)
         if app._overrides("step_batch"):
             batched_adjoint = app._overrides("step_adjoint_batch") and adjoint
             native.set_step_batch(app.step_batch, app.step_adjoint_batch if batched_adjoint else None)
@@ -347,6 +378,11 @@ class Solver:
         summary = self._engine.solve()
         self._solves += 1
         norms = np.array([math.nan if r == -1.0 else r for r in summary.residual_norms], dtype=np.float64)
+        full = None
+        final_full = None
+        if self._options.full_residual_norm:
+            full = np.array([math.nan if r == -1.0 else r for r in summary.full_residual_norms], dtype=np.float64)
+            final_full = float(summary.final_full_residual_norm)
         calls = summary.calls
         result = SolveResult(
             iterations=summary.iterations,
@@ -362,6 +398,8 @@ class Solver:
             adjoint_residual_norms=np.array(
                 [math.nan if r == -1.0 else r for r in summary.adjoint_residual_norms], dtype=np.float64
             ),
+            full_residual_norms=full,
+            final_full_residual_norm=final_full,
         )
         self._last = result
         if self._options.print_level >= 2 and self._comm.Get_rank() == 0:
@@ -569,7 +607,7 @@ class Solver:
         return self._engine.storage_bytes
 
     # -- printing (rank 0 only) --------------------------------------------------
-    def _print_iteration(self, it: int, rnorm: float, wall: float) -> None:
+    def _print_iteration(self, it: int, rnorm: float, full: float, wall: float) -> None:
         # Runs inside the engine: an exception here stops every rank cleanly.
         if it == 0 and self._solves == 0:
             print(f"  Braid: Begin simulation, {self._engine.ntime} time steps", flush=True)
@@ -577,6 +615,8 @@ class Solver:
             print(f"  Braid: || r_{it} || not available, wall time = {wall:1.2e}", flush=True)
         else:
             print(f"  Braid: || r_{it} || = {rnorm:1.6e}, wall time = {wall:1.2e}", flush=True)
+        if full != -1.0:
+            print(f"  Braid: Full || r_{it} || = {full:1.6e}", flush=True)
 
     def _print_summary(self, r: SolveResult) -> None:
         print(

@@ -1,7 +1,7 @@
 """One rank raises inside a callback; every rank reports what it caught.
 
 Usage: ``remote_failure.py WHERE [BAD_RANK]`` with WHERE one of init, step,
-access, spatial_norm. Each rank reports ``{"first": outcome of solve(),
+access, spatial_norm, sync. Each rank reports ``{"first": outcome of solve(),
 "again": outcome of a second solve(), "raised": where the failing rank raised}``.
 """
 
@@ -46,6 +46,11 @@ class Boom(xb.App):
         if WHERE == "access" and rank == BAD and status.done:
             raised.update(phase=status.phase, level=status.level, t=status.t)
             raise ValueError(f"boom in access at t={status.t!r}")
+
+    def sync(self, status):
+        if WHERE == "sync" and rank == BAD and status.caller == "top_cycle" and status.iter == 1:
+            raised.update(phase=status.caller, iter=status.iter)
+            raise ValueError("boom in sync")
 
     def spatial_norm(self, u):
         if WHERE == "spatial_norm" and rank == BAD:

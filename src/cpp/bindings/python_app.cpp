@@ -49,7 +49,7 @@ PyMemberDef status_members[] = {
 
 // clang-format off
 // BEGIN GENERATED phase-doc
-constexpr const char* kPhaseDoc = "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential, state_query, objective.";
+constexpr const char* kPhaseDoc = "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential, state_query, objective, full_residual, after_init, top_cycle.";
 // END GENERATED phase-doc
 // clang-format on
 
@@ -67,6 +67,7 @@ PyObject* status_phase(PyObject* self, void*) {
 PyGetSetDef status_getset[] = {
     {"dt", status_dt, nullptr, "tstop - tstart.", nullptr},
     {"phase", status_phase, nullptr, kPhaseDoc, nullptr},
+    {"caller", status_phase, nullptr, "The same as phase (XBraid's name: the calling function).", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 PyObject* status_repr(PyObject* self) {
@@ -140,9 +141,9 @@ PyApp::~PyApp() {
 int PyApp::traverse(visitproc visit, void* arg) const {
     // The references that can lead back to the engine (the app and its bound
     // methods); the views and the status object refer to nothing.
-    for (const py::object* o :
-         {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_, &step_adjoint_,
-          &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_, &step_batch_, &step_adjoint_batch_})
+    for (const py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
+                                &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_,
+                                &step_batch_, &step_adjoint_batch_, &sync_})
         Py_VISIT(o->ptr());
     return 0;
 }
@@ -151,9 +152,9 @@ void PyApp::clear_references() {
     for (PyObject*& v : views_) Py_CLEAR(v);
     // Setting to None rather than null keeps is_none() checks valid if a
     // cleared engine is ever asked anything.
-    for (py::object* o :
-         {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_, &step_adjoint_,
-          &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_, &step_batch_, &step_adjoint_batch_})
+    for (py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
+                          &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_,
+                          &step_batch_, &step_adjoint_batch_, &sync_})
         *o = py::none();
 }
 
@@ -398,6 +399,12 @@ void PyApp::init_adjoint_any(double t, CVec u_bar, const Status& st) {
     Ref tv(PyFloat_FromDouble(t));
     PyObject* args[] = {tv.p, bv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(init_adjoint_.ptr(), args, 3, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+}
+
+void PyApp::sync(const Status& st) {
+    PyObject* args[] = {status_object(st)};
+    Ref res(PyObject_Vectorcall(sync_.ptr(), args, 1, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
 }
 

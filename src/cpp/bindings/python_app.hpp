@@ -37,6 +37,8 @@ public:
         step_batch_ = std::move(step_batch);
         step_adjoint_batch_ = std::move(step_adjoint_batch);
     }
+    /// The app's sync (None: not called).
+    void set_sync(pybind11::object sync) { sync_ = std::move(sync); }
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
@@ -65,6 +67,8 @@ public:
     bool has_postprocess() const override { return !postprocess_.is_none(); }
     double postprocess(double sum) override;
     double postprocess_adjoint(double sum) override;
+    bool has_sync() const override { return !sync_.is_none(); }
+    void sync(const Status& st) override;
 
     /// A Python object owning the memory callbacks see (a capsule around the
     /// engine's Storage, not the engine): an array a callback kept holds it,
@@ -94,7 +98,7 @@ private:
                      step_adjoint_ = pybind11::none(), reset_gradient_ = pybind11::none(),
                      postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none(),
                      init_adjoint_ = pybind11::none(), step_batch_ = pybind11::none(),
-                     step_adjoint_batch_ = pybind11::none();
+                     step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none();
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,

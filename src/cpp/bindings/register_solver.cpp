@@ -54,6 +54,8 @@ void register_solver(py::module_& m) {
         .def_readonly("iterations", &SolveSummary::iterations)
         .def_readonly("residual_norms", &SolveSummary::residual_norms)
         .def_readonly("adjoint_residual_norms", &SolveSummary::adjoint_residual_norms)
+        .def_readonly("full_residual_norms", &SolveSummary::full_residual_norms)
+        .def_readonly("final_full_residual_norm", &SolveSummary::final_full_residual_norm)
         .def_readonly("objective", &SolveSummary::objective)
         .def_readonly("converged", &SolveSummary::converged)
         .def_readonly("nlevels", &SolveSummary::nlevels)
@@ -77,7 +79,8 @@ void register_solver(py::module_& m) {
              py::arg("step_adjoint"), py::arg("reset_gradient"), py::arg("postprocess"), py::arg("postprocess_adjoint"),
              py::arg("init_adjoint") = py::none())
         .def("set_step_batch", &PyApp::set_step_batch, py::arg("step_batch"),
-             py::arg("step_adjoint_batch") = py::none());
+             py::arg("step_adjoint_batch") = py::none())
+        .def("set_sync", &PyApp::set_sync, py::arg("sync"));
 
     // The engine takes part in garbage collection: through a Python app it
     // refers to Python objects (the app, its bound methods) that may refer
@@ -122,7 +125,7 @@ void register_solver(py::module_& m) {
                  }
                  e.on_iteration = [fn](const IterationInfo& info) {
                      py::gil_scoped_acquire gil;
-                     fn(info.iter, info.residual_norm, info.wall_time);
+                     fn(info.iter, info.residual_norm, info.full_residual_norm, info.wall_time);
                  };
              })
         .def("reset", &Engine::reset, py::call_guard<py::gil_scoped_release>())

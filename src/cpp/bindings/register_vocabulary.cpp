@@ -36,6 +36,8 @@ void register_vocabulary(py::module_& m) {
         .def_readwrite("residual_computation", &Options::residual_computation)
         .def_readwrite("relax_only_cg", &Options::relax_only_cg)
         .def_readwrite("final_fc_relax", &Options::final_fc_relax)
+        .def_readwrite("periodic", &Options::periodic)
+        .def_readwrite("full_residual_norm", &Options::full_residual_norm)
         .def_readwrite("batch_size", &Options::batch_size)
         .def_readwrite("access_level", &Options::access_level)
         .def_readwrite("print_level", &Options::print_level)
@@ -57,6 +59,7 @@ void register_vocabulary(py::module_& m) {
         .def_readonly("residual", &CallCounts::residual)
         .def_readonly("norm", &CallCounts::norm)
         .def_readonly("access", &CallCounts::access)
+        .def_readonly("sync", &CallCounts::sync)
         .def_readonly("objective", &CallCounts::objective)
         .def_readonly("objective_adjoint", &CallCounts::objective_adjoint)
         .def_readonly("step_adjoint", &CallCounts::step_adjoint)
@@ -70,6 +73,7 @@ void register_vocabulary(py::module_& m) {
             d["residual"] = c.residual;
             d["norm"] = c.norm;
             d["access"] = c.access;
+            d["sync"] = c.sync;
             d["objective"] = c.objective;
             d["objective_adjoint"] = c.objective_adjoint;
             d["step_adjoint"] = c.step_adjoint;

@@ -101,6 +101,7 @@ const Bytes& Engine::solution() {
 void Engine::state_at(int i, void* out) {
     if (i < 0 || i > ntime_)
         throw std::out_of_range("index must be in [0, " + std::to_string(ntime_) + "], got " + std::to_string(i));
+    if (opt_.periodic && i == ntime_) i = 0;  // index ntime is index 0
     ensure_usable();
     comm_.begin_operation();
     const Bytes& sol = solution();

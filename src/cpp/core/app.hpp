@@ -53,6 +53,11 @@ public:
     virtual bool has_access() const { return false; }
     virtual bool has_adjoint() const { return false; }
     virtual bool has_postprocess() const { return false; }
+    /// True when sync() wants to be called (XBraid's braid_SetSync).
+    virtual bool has_sync() const { return false; }
+    /// Called on every rank at fixed points of the algorithm; `st.phase` says
+    /// which (after_init, top_cycle): XBraid's sync callback. No state is passed.
+    virtual void sync(const Status& /*st*/) {}
     /// True when step_batch_any advances many independent states in one call:
     /// the engine then groups the independent steps of its sweeps.
     virtual bool has_step_batch() const { return false; }

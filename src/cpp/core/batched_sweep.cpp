@@ -104,7 +104,7 @@ bool Engine::batch_prepare(int level, Phase phase, int first, int stride, int ro
     for (int r = 0; r < rows; ++r) {
         const int index = first + r * stride;
         tstart[r] = g.t(index - 1);
-        tstop[r] = g.t(index);
+        tstop[r] = step_tstop(g, index);
         aliased = aliased && ustop_for(level, index, batch_row(batch_.u, r)) == batch_row(batch_.u, r);
     }
     if (!aliased)

@@ -59,18 +59,27 @@ void App::step_adjoint_any(CVec, CVec, Vec, Vec, const Status&) {
 }
 void App::init_adjoint_any(double, CVec, const Status&) {}
 
-void CallbackGate::probe_capabilities() {
-    has_residual_ = app_.has_residual();
+void CallbackGate::probe_capabilities(bool residual_mode) {
+    has_residual_ = residual_mode && app_.has_residual();
+    has_sync_ = app_.has_sync();
     has_norm_ = app_.has_spatial_norm();
     has_access_ = app_.has_access();
     has_step_batch_ = app_.has_step_batch();
     has_step_adjoint_batch_ = app_.has_step_adjoint_batch();
 }
 
+namespace {
+bool is_sync_phase(Phase p) {
+    return p == Phase::after_init || p == Phase::top_cycle;
+}
+}  // namespace
+
 std::string CallbackGate::context(const char* callback, const Status* st) const {
     std::ostringstream out;
     out << "rank " << comm_.rank() << ": " << app_.name() << "." << callback;
-    if (st) {
+    if (st && is_sync_phase(st->phase)) {
+        out << " (phase " << phase_name(st->phase) << ", iteration " << st->iter << ")";
+    } else if (st) {
         out.precision(17);
         out << " (phase " << phase_name(st->phase) << ", level " << st->level << ", iteration " << st->iter
             << ", t = " << st->tstart;
@@ -189,6 +198,18 @@ void CallbackGate::residual(CVec ustop, Vec r, const Status& st) {
     tick();
     PXB_GUARDED("residual", &st, app_.residual_any(ustop, r, st));
     check_finite("residual", r, &st);
+}
+
+void CallbackGate::full_residual(CVec ustop, Vec r, const Status& st) {
+    ++counts_.residual;
+    tick();
+    PXB_GUARDED("residual", &st, app_.residual_any(ustop, r, st));
+    check_finite("residual", r, &st);
+}
+
+void CallbackGate::sync(const Status& st) {
+    ++counts_.sync;
+    PXB_GUARDED("sync", &st, app_.sync(st));
 }
 
 double CallbackGate::norm(CVec u, const Status* where) {

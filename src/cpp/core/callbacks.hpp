@@ -23,6 +23,7 @@ struct CallCounts {
     long long residual = 0;  ///< residual
     long long norm = 0;  ///< spatial_norm
     long long access = 0;  ///< access
+    long long sync = 0;  ///< sync
     long long objective = 0;  ///< objective
     long long objective_adjoint = 0;  ///< objective_adjoint
     long long step_adjoint = 0;  ///< step_adjoint
@@ -43,6 +44,10 @@ public:
     /// The adjoints of a group of steps in one call; counts each row as a step_adjoint.
     void step_adjoint_batch(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const StepRows& rows, const Status& st);
     void residual(CVec ustop, Vec r, const Status& st);
+    /// The app's residual used for the full residual norm (counted as a residual).
+    void full_residual(CVec ustop, Vec r, const Status& st);
+    /// The app's sync (only when has_sync()).
+    void sync(const Status& st);
     /// Spatial norm: the app's, or the Euclidean 2-norm computed natively (in float64).
     double norm(CVec u, const Status* where = nullptr);
     void access(CVec u, const Status& st);
@@ -54,7 +59,9 @@ public:
     double postprocess(double sum);
     double postprocess_adjoint(double sum);
 
+    /// The user-residual mode: the app's residual replaces the engine's and coarse steps get fstop.
     bool has_residual() const { return has_residual_; }
+    bool has_sync() const { return has_sync_; }
     bool has_access() const { return has_access_; }
     bool has_step_batch() const { return has_step_batch_; }
     bool has_step_adjoint_batch() const { return has_step_adjoint_batch_; }
@@ -65,7 +72,8 @@ public:
     App& app() noexcept { return app_; }
 
     /// Cache the app's optional capabilities (call once before solving).
-    void probe_capabilities();
+    /// `residual_mode`: whether the app's residual (if any) switches on the user-residual mode.
+    void probe_capabilities(bool residual_mode);
 
 private:
     /// Every 64th call: let the interrupt hook run if it is due (Ctrl-C).
@@ -91,6 +99,7 @@ private:
     bool has_access_ = false;
     bool has_step_batch_ = false;
     bool has_step_adjoint_batch_ = false;
+    bool has_sync_ = false;
 };
 
 }  // namespace pxb

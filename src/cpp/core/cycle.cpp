@@ -38,18 +38,21 @@ SolveSummary Engine::solve() {
     solve_start_ = t0;
     gate_.reset_counts();
     try {
+        done_ = false;
+        iter_ = 0;
+        current_rnorm_ = -1.0;
+        current_full_rnorm_ = -1.0;
         if (state_ != State::warm) {
             if (opt_.seq_soln)
                 sequential_guess();
             else
                 init_guess_level0();
+            sync(Phase::after_init);
         }
-        done_ = false;
-        iter_ = 0;
-        current_rnorm_ = -1.0;
         solution_valid_ = false;
         // Histories grow with the iterations done, not with max_iter.
         rnorms_.clear();
+        full_rnorms_.clear();
         sweep_.begin_solve();
         drive(summary);
         // One last reduction doubles as the "every rank finished" agreement: a
@@ -75,6 +78,32 @@ SolveSummary Engine::solve() {
     summary.calls = gate_.counts();
     summary.nlevels = nlevels();
     return summary;
+}
+
+void Engine::sync(Phase phase) {
+    if (!gate_.has_sync()) return;
+    Status st;
+    st.tstart = st.tstop = levels_[0].npoints() > 0 ? levels_[0].t(levels_[0].ilower) : times_.front();
+    st.tindex = levels_[0].ilower;
+    st.level = 0;
+    st.nlevels = nlevels();
+    st.iter = iter_;
+    st.done = false;  // XBraid: sync runs inside the loop, before the convergence test
+    st.phase = phase;
+    st.residual_norm = current_rnorm_;
+    st.ntime = ntime_;
+    gate_.sync(st);
+}
+
+double Engine::stopping_norm(int iter, double& reference) const {
+    // XBraid's _braid_DriveCheckConvergence: the full norm when it is computed.
+    if (opt_.full_residual_norm) {
+        reference = full_rnorm0_;
+        const auto i = static_cast<std::size_t>(iter);
+        return i < full_rnorms_.size() ? full_rnorms_[i] : -1.0;
+    }
+    reference = rnorm0_;
+    return rnorm_at(iter);
 }
 
 double Engine::rnorm_at(int iter) const {
@@ -106,14 +135,16 @@ void Engine::check_divergence(int iter, double rnorm) const {
 
 bool Engine::check_convergence(int iter) {
     // XBraid's _braid_DriveCheckConvergence.
-    const double rnorm = rnorm_at(iter);
-    const double tol = opt_.has_abs_tol ? opt_.abs_tol : opt_.rel_tol * rnorm0_;
+    double reference = -1.0;
+    const double rnorm = stopping_norm(iter, reference);
+    const double tol = opt_.has_abs_tol ? opt_.abs_tol : opt_.rel_tol * reference;
     // DEVIATION (documented): an exactly zero residual is converged even when
     // the tolerance is 0 (a relative tolerance with ||r_0|| = 0, or abs_tol=0):
     // XBraid's strict "<" would iterate to max_iter on an exact solution. Not
     // so for relax_only_cg on one level, whose 0 is a placeholder (as XBraid's).
     const bool met = rnorm != -1.0 && (rnorm < tol || (rnorm == 0.0 && nlevels() > 1));
     check_divergence(iter, rnorm);
+    check_divergence(iter, rnorm_at(iter));
     // With the adjoint, keep iterating until it has converged too (XBraid_Adjoint).
     const bool converged = met && (!sweep_.gradient() || sweep_.converged());
     done_ = converged || iter == opt_.max_iter - 1;
@@ -164,11 +195,14 @@ bool Engine::cycle_move(Cycle& c) {
     if (c.down) {
         fc_relax(c.level, opt_.nrelax_at(c.level));
         f_restrict(c.level);
+        if (c.level == 0 && opt_.full_residual_norm) record_full_residual_norm();
         ++c.level;
         return false;
     }
     if (c.level > 0) {
-        if (c.level == nlevels() - 1 && opt_.relax_only_cg) fc_relax(c.level, opt_.nrelax_at(opt_.max_levels - 1));
+        // The coarsest level is relaxed (relax_only_cg, periodic: XBraid), with nrelax[max_levels - 1].
+        if (c.level == nlevels() - 1 && (opt_.relax_only_cg || opt_.periodic))
+            fc_relax(c.level, opt_.nrelax_at(opt_.max_levels - 1));
         f_interp(c.level);
         --c.level;
         return false;
@@ -179,6 +213,7 @@ bool Engine::cycle_move(Cycle& c) {
 void Engine::end_of_iteration(bool& converged) {
     // XBraid's _braid_DriveEndCycle: output, the adjoint's reverse cycle, the
     // convergence test, the progress hook.
+    sync(Phase::top_cycle);
     if (opt_.access_level >= 2) final_sweep(false, false);  // output only: not recorded
     if (sweep_.active()) sweep_.top_of_cycle(levels_[0], iter_, initial_status());
     converged = check_convergence(iter_);
@@ -186,6 +221,8 @@ void Engine::end_of_iteration(bool& converged) {
         IterationInfo info;
         info.iter = iter_;
         info.residual_norm = rnorm_at(iter_);
+        double reference = -1.0;
+        if (opt_.full_residual_norm) info.full_residual_norm = stopping_norm(iter_, reference);
         info.wall_time = MPI_Wtime() - solve_start_;
         on_iteration(info);
     }
@@ -222,6 +259,8 @@ void Engine::drive(SolveSummary& summary) {
 
 void Engine::finish(SolveSummary& summary, bool sequential, bool converged) {
     done_ = true;
+    // XBraid measures the full residual of the final iterate after the loop.
+    if (opt_.full_residual_norm) summary.final_full_residual_norm = full_residual_norm();
     {
         // The final sweep is recorded only for sequential marching, where its
         // reverse is the exact discrete adjoint; after iterations it is output
@@ -237,6 +276,8 @@ void Engine::finish(SolveSummary& summary, bool sequential, bool converged) {
     }
     if (sequential && sweep_.active()) sweep_.after_sequential(levels_[0], initial_status());
     rnorms_.resize(static_cast<std::size_t>(iter_), -1.0);
+    if (opt_.full_residual_norm) full_rnorms_.resize(static_cast<std::size_t>(iter_), -1.0);
+    summary.full_residual_norms = full_rnorms_;
     sweep_.history().resize(static_cast<std::size_t>(iter_), -1.0);
     summary.iterations = iter_;
     summary.objective = sweep_.objective();

@@ -5,8 +5,9 @@
 ///        distribution, initial guesses), step.cpp (one step and its
 ///        ustop/fstop rules, residuals), relaxation.cpp (FCRelax),
 ///        restriction.cpp (FRestrict + residual norm), interpolation.cpp
-///        (FInterp), access.cpp (final sweep, state queries), cycle.cpp (the
-///        V/F-cycle driver and the convergence test), adjoint.cpp
+///        (FInterp), access.cpp (final sweep, state queries), full_residual.cpp
+///        (the full residual norm), cycle.cpp (the V/F-cycle driver, the
+///        convergence test and sync), adjoint.cpp
 ///        (XBraid_Adjoint's reverse sweep), recorded_arena.cpp (the state
 ///        arena and its recorded vector operations).
 #pragma once
@@ -31,8 +32,9 @@ namespace pxb {
 /// Per-iteration information handed to the progress hook.
 struct IterationInfo {
     int iter = 0;
-    double residual_norm = -1.0;  ///< -1 when not available
-    double wall_time = 0.0;       ///< seconds since solve() started
+    double residual_norm = -1.0;       ///< -1 when not available
+    double full_residual_norm = -1.0;  ///< full_residual_norm: -1 when not available
+    double wall_time = 0.0;            ///< seconds since solve() started
 };
 
 /// What one solve() reports.
@@ -40,6 +42,8 @@ struct SolveSummary {
     int iterations = 0;
     std::vector<double> residual_norms;          ///< per iteration, -1 where not available
     std::vector<double> adjoint_residual_norms;  ///< per iteration (adjoint solves)
+    std::vector<double> full_residual_norms;     ///< per iteration (full_residual_norm), -1 where not available
+    double final_full_residual_norm = -1.0;      ///< full_residual_norm: of the returned solution
     double objective = 0.0;                      ///< J of the last iteration (adjoint / objective_only)
     bool converged = false;
     int nlevels = 1;
@@ -184,6 +188,8 @@ private:
     // setup.cpp
     void setup(double tstart, double tstop, std::vector<double> times);
     void validate_problem() const;
+    /// What the options need from the app, and the combinations that are refused.
+    void check_features(AdjointMode mode) const;
     void make_time_grid(double tstart, double tstop, std::vector<double> times);
     void check_objective_window() const;
     void check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times);
@@ -200,6 +206,10 @@ private:
     void copy_fine_to_coarse();
     void init_coarse_from_va(int level);
     int owner(int level, int index) const;
+    /// periodic: index -1 of a level is its last point, last + 1 is 0 (else the index itself).
+    int wrap(int level, int index) const noexcept;
+    /// The time a step to `index` of `level` ends at (tstop for periodic's step to index 0).
+    double step_tstop(const Level& g, int index) const noexcept { return index == 0 ? times_.back() : g.t(index); }
 
     // step.cpp
     CVec ustop_for(int level, int index, CVec u) const;
@@ -222,6 +232,8 @@ private:
     void fetch(int level, int index, Vec dst);
     /// Store value of index (when stored) and send it if it is the pending send.
     void store(int level, int index, CVec v);
+    /// Send the value of index if it is the pending send (no store).
+    void send_pending(int level, int index, CVec v);
     void fc_relax(int level, int nrelax);
     void relax_interval(int level, int k, bool weighted, double cwt);
 
@@ -257,6 +269,16 @@ private:
     void finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm);
     void coarse_right_hand_side(int clevel);
 
+    // full_residual.cpp
+    /// XBraid's _braid_ComputeFullRNorm: the app's residual at every fine point (a reduction).
+    double full_residual_norm();
+    void full_residual_interval(int k, TemporalNorm& norm);
+    /// After level 0's restriction: the full norm of this iteration.
+    void record_full_residual_norm();
+
+    // sync (cycle.cpp): the app's sync callback, on every rank.
+    void sync(Phase phase);
+
     // interpolation.cpp / access.cpp
     void f_interp(int level);
     void interp_interval(int level, int k);
@@ -285,6 +307,10 @@ private:
     bool check_convergence(int iter);
     void check_divergence(int iter, double rnorm) const;
     double rnorm_at(int iter) const;
+    /// The norm the convergence test uses at iter (full or C-point) and its reference.
+    double stopping_norm(int iter, double& reference) const;
+    /// The first point with a C-point residual: 0, or -1 when periodic (index 0 follows N-1).
+    int initiali() const noexcept { return opt_.periodic ? -1 : 0; }
     /// history[iter] = value, growing the history as iterations happen.
     static void record_norm(std::vector<double>& history, int iter, double value);
     void ensure_usable() const;
@@ -297,6 +323,7 @@ private:
     Options opt_;
     std::size_t n_;
     int ntime_;
+    int gupper0_ = 0;      ///< last fine index: ntime, or ntime - 1 when periodic (XBraid's gupper)
     RecordedArena arena_;  ///< every state vector; the tape of the adjoint
     AdjointSweep sweep_;
     std::vector<double> times_;  ///< all ntime+1 fine times (global)
@@ -311,8 +338,11 @@ private:
     State state_ = State::fresh;
 
     // iteration state
-    std::vector<double> rnorms_;  ///< this solve's history (index = iteration)
-    double rnorm0_ = -1.0;        ///< reference for rel_tol, kept across solves
+    std::vector<double> rnorms_;       ///< this solve's history (index = iteration)
+    double rnorm0_ = -1.0;             ///< reference for rel_tol, kept across solves
+    std::vector<double> full_rnorms_;  ///< this solve's full residual norms (full_residual_norm)
+    double full_rnorm0_ = -1.0;        ///< reference of the full norm for rel_tol
+    double current_full_rnorm_ = -1.0;
     double current_rnorm_ = -1.0;
     int iter_ = 0;
     double solve_start_ = 0.0;

@@ -26,21 +26,31 @@ void project(int ilower, int iupper, int stride, int& plower, int& pupper) {
 }
 }  // namespace
 
+int Engine::wrap(int level, int index) const noexcept {
+    if (!opt_.periodic) return index;
+    // DEVIATION (documented): the neighbours of a level's ends are its own
+    // other end; XBraid wraps the fine index instead (the same when ntime is
+    // divisible by the coarsening, else its ranks disagree on the owners).
+    const int points = levels_[level].gupper + 1;
+    return ((index % points) + points) % points;
+}
+
 int Engine::owner(int level, int index) const {
+    index = wrap(level, index);
     if (index < 0) return -1;
     long long fine = index;
     for (int l = level - 1; l >= 0; --l) fine *= levels_[l].cfactor;
-    if (fine > ntime_) return -1;
-    return block_owner(ntime_ + 1, comm_.size(), static_cast<int>(fine));
+    if (fine > gupper0_) return -1;
+    return block_owner(gupper0_ + 1, comm_.size(), static_cast<int>(fine));
 }
 
 void Engine::build_hierarchy() {
     int ilower = 0, iupper = 0;
-    block_interval(ntime_ + 1, comm_.size(), comm_.rank(), ilower, iupper);
+    block_interval(gupper0_ + 1, comm_.size(), comm_.rank(), ilower, iupper);
 
     // XBraid: do sequential time marching if min_coarse is already reached.
     int max_levels = opt_.max_levels;
-    if (ntime_ <= opt_.min_coarse) max_levels = 1;
+    if (gupper0_ <= opt_.min_coarse) max_levels = 1;
 
     levels_.clear();
     levels_.reserve(static_cast<std::size_t>(std::max(1, std::min(max_levels, 64))));
@@ -50,7 +60,7 @@ void Engine::build_hierarchy() {
     levels_[0].iupper = iupper;
     stride.push_back(1);
 
-    int gcupper = ntime_;
+    int gcupper = gupper0_;
     for (int level = 0;; ++level) {
         Level& g = levels_[level];
         g.level = level;
@@ -91,8 +101,10 @@ void Engine::build_hierarchy() {
         g.ta.assign(static_cast<std::size_t>(np) + 1, 0.0);
         for (int i = g.ilower; i <= g.iupper; ++i)
             g.ta[static_cast<std::size_t>(i - g.ilower + 1)] = times_[static_cast<std::size_t>(i * stride[l])];
-        // Ghost time: the time of ilower-1 on this level (t(ilower) at the start).
-        if (np > 0) g.ta[0] = g.ilower > 0 ? times_[static_cast<std::size_t>((g.ilower - 1) * stride[l])] : g.ta[1];
+        // Ghost time: the time of ilower-1 on this level (t(ilower) at the start;
+        // periodic: the level's last point, where the step to index 0 starts).
+        const int before = g.ilower > 0 ? g.ilower - 1 : (opt_.periodic ? g.gupper : -1);
+        if (np > 0) g.ta[0] = before >= 0 ? times_[static_cast<std::size_t>(before * stride[l])] : g.ta[1];
         g.stores_all = opt_.storage >= 0 && static_cast<int>(l) >= opt_.storage;
     }
     allocate_storage();
@@ -124,7 +136,7 @@ void Engine::allocate_storage() {
     // after the check.
     std::size_t vectors = level_vectors();
     batch_.capacity = batch_capacity();
-    const std::size_t batch_arrays = app_->has_residual() ? 4 : 3;  // u, ustop, old (+ fstop)
+    const std::size_t batch_arrays = gate_.has_residual() ? 4 : 3;  // u, ustop, old (+ fstop)
     vectors += batch_arrays * batch_.capacity;
     const Level& fine = levels_[0];
     const std::size_t stored = static_cast<std::size_t>(fine.stores_all ? fine.npoints() : fine.ncpoints);
@@ -250,6 +262,7 @@ void Engine::reset() {
     solution_valid_ = false;
     // Tolerance references belong to the problem that is being forgotten.
     rnorm0_ = -1.0;
+    full_rnorm0_ = -1.0;
     sweep_.reset();
 }
 

@@ -29,7 +29,7 @@ void Engine::interp_interval(int level, int k) {
         store(level, fi, u);
         correct_fine_fpoint(level, fi, u);
     }
-    if (ci > 0) correct_fine_cpoint(level, ci);
+    if (ci > initiali()) correct_fine_cpoint(level, ci);
 }
 
 void Engine::correct_fine_fpoint(int level, int fi, CVec u) {

@@ -110,6 +110,8 @@ void Options::describe(const std::function<void(const char*, double)>& scalar,
     scalar("residual_computation", static_cast<double>(residual_computation));
     scalar("relax_only_cg", static_cast<double>(relax_only_cg));
     scalar("final_fc_relax", static_cast<double>(final_fc_relax));
+    scalar("periodic", static_cast<double>(periodic));
+    scalar("full_residual_norm", static_cast<double>(full_residual_norm));
     scalar("batch_size", static_cast<double>(batch_size));
     scalar("access_level", static_cast<double>(access_level));
     scalar("print_level", static_cast<double>(print_level));

@@ -62,6 +62,10 @@ struct Options {
     bool relax_only_cg = false;
     /// finish with an FC sweep instead of an F-sweep [braid_SetFinalFCRelax]
     bool final_fc_relax = false;
+    /// time-periodic problem: points 0..ntime-1, index ntime identified with 0 [braid_SetPeriodic]
+    bool periodic = false;
+    /// also measure the residual at every fine point with the app's residual, and stop on it [braid_SetFullRNormRes]
+    bool full_residual_norm = false;
     /// most steps per step_batch call (0: as many as fit in about 8 MiB of states per batch array)
     int batch_size = 0;
     /// 0 none (states on demand), 1 after convergence, 2 also every iteration [braid_SetAccessLevel]

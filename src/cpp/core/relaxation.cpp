@@ -44,7 +44,7 @@ void Engine::comm_init_f(int level) {
             pc.recv_source = left;
         }
     }
-    const bool next_is_f = !g.is_cpoint(g.iupper + 1);
+    const bool next_is_f = !g.is_cpoint(wrap(level, g.iupper + 1));
     if (g.is_cpoint(g.iupper) && next_is_f) {
         const int right = owner(level, g.iupper + 1);
         if (right >= 0) arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
@@ -77,14 +77,17 @@ void Engine::fetch(int level, int index, Vec dst) {
     arena_.copy(dst, g.ua.at(slot));
 }
 
+void Engine::send_pending(int level, int index, CVec v) {
+    PendingComm& pc = pending_[level];
+    if (index != pc.send_index) return;
+    const int right = owner(level, index + 1);
+    if (right >= 0) arena_.send(v, pc.send_buf, right, kGhostTag + level, pc.send);
+    pc.send_index = -2;
+}
+
 void Engine::store(int level, int index, CVec v) {
     Level& g = levels_[level];
-    PendingComm& pc = pending_[level];
-    if (index == pc.send_index) {
-        const int right = owner(level, index + 1);
-        if (right >= 0) arena_.send(v, pc.send_buf, right, kGhostTag + level, pc.send);
-        pc.send_index = -2;
-    }
+    send_pending(level, index, v);
     const int slot = g.u_slot(index);
     if (slot >= 0) {
         arena_.copy(g.ua.at(slot), v);
@@ -101,14 +104,14 @@ void Engine::relax_interval(int level, int k, bool weighted, double cwt) {
     g.interval(k, flo, fhi, ci);
     if (flo <= fhi)
         fetch(level, flo - 1, u);
-    else if (ci > 0)
+    else if (ci > initiali())
         fetch(level, ci - 1, u);
     for (int fi = flo; fi <= fhi; ++fi) {
         take_step(level, fi, u, Phase::fc_relax);
         store(level, fi, u);
         if (done_) emit_access(level, fi, u, true);
     }
-    if (ci > 0) {
+    if (ci > initiali()) {  // periodic: index 0 is relaxed too, from the last point
         Vec u_old = work_.other;
         if (weighted) arena_.copy(u_old, g.ua.at(g.u_slot(ci)));
         take_step(level, ci, u, Phase::fc_relax);

@@ -56,7 +56,7 @@ void Engine::restrict_interval(int level, int k, TemporalNorm& rnorm, bool objec
     g.interval(k, flo, fhi, ci);
     if (flo <= fhi)
         fetch(level, flo - 1, r);
-    else if (ci > 0)
+    else if (ci > initiali())
         fetch(level, ci - 1, r);
     for (int fi = flo; fi <= fhi; ++fi) {
         take_step(level, fi, r, Phase::f_restrict);
@@ -64,8 +64,10 @@ void Engine::restrict_interval(int level, int k, TemporalNorm& rnorm, bool objec
         if (objective) evaluate_objective(fi, r);
     }
     if (objective && ci > -1) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
-    if (ci == 0) arena_.copy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
-    if (ci > 0) restrict_cpoint(level, ci, r, rnorm);
+    if (ci > initiali())
+        restrict_cpoint(level, ci, r, rnorm);
+    else if (ci == 0)
+        arena_.copy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
 }
 
 void Engine::coarse_right_hand_side(int clevel) {
@@ -89,7 +91,7 @@ void Engine::coarse_right_hand_side(int clevel) {
         last = c.ilower;
     }
     for (int i = last; i >= c.ilower; --i) {
-        if (i <= 0) continue;
+        if (i <= initiali()) continue;
         const int ii = i - c.ilower;
         if (ii == 0) {
             comm_.wait(va_.recv);

@@ -62,14 +62,10 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     validate_problem();
     make_time_grid(tstart, tstop, std::move(times));
     app_->on_setup(times_.front(), times_.back());
-    gate_.probe_capabilities();
+    // XBraid's SetFullRNormRes: the residual serves the full norm only, not the residual mode.
+    gate_.probe_capabilities(!opt_.full_residual_norm);
     const AdjointMode mode = adjoint_mode(opt_);
-    if (mode != AdjointMode::none && !app_->has_adjoint())
-        throw std::invalid_argument(app_->name() +
-                                    " defines no objective and adjoint callbacks; adjoint=True "
-                                    "and objective_only=True need them");
-    if (mode == AdjointMode::gradient && gate_.has_residual())
-        throw std::invalid_argument("adjoint=True cannot be combined with a user residual (as in XBraid)");
+    check_features(mode);
     AdjointSweep::Settings s;
     s.mode = mode;
     s.tnorm = opt_.tnorm;
@@ -81,15 +77,39 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     arena_.set_save_ustop(app_->step_adjoint_uses_ustop());
     sweep_.set_status_maker([this](const TapeOp& op) { return recorded_status(op); });
     check_objective_window();
+    gupper0_ = opt_.periodic ? ntime_ - 1 : ntime_;
     build_hierarchy();
+    if (opt_.periodic && nlevels() == 1)
+        throw std::invalid_argument(
+            "periodic=True needs at least 2 levels (max_levels >= 2 and ntime - 1 = " + std::to_string(ntime_ - 1) +
+            " > min_coarse = " + std::to_string(opt_.min_coarse) + "), got " + std::to_string(nlevels()));
+}
+
+void Engine::check_features(AdjointMode mode) const {
+    // What the app must define for the options, and the combinations XBraid does not support.
+    if (opt_.full_residual_norm && !app_->has_residual())
+        throw std::invalid_argument(app_->name() + " defines no residual; full_residual_norm=True needs it");
+    if (mode != AdjointMode::none && !app_->has_adjoint())
+        throw std::invalid_argument(app_->name() +
+                                    " defines no objective and adjoint callbacks; adjoint=True "
+                                    "and objective_only=True need them");
+    if (mode == AdjointMode::gradient && gate_.has_residual())
+        throw std::invalid_argument("adjoint=True cannot be combined with a user residual (as in XBraid)");
+    if (opt_.periodic && mode != AdjointMode::none)
+        throw std::invalid_argument("periodic=True cannot be combined with adjoint=True or objective_only=True");
+    if (opt_.periodic && opt_.seq_soln)
+        throw std::invalid_argument("periodic=True cannot be combined with seq_soln=True (as in XBraid)");
+    if (mode == AdjointMode::gradient && opt_.full_residual_norm)
+        throw std::invalid_argument("adjoint=True cannot be combined with full_residual_norm=True (as in XBraid)");
 }
 
 void Engine::validate_problem() const {
     if (ntime_ < 1) throw std::invalid_argument("ntime must be >= 1, got " + std::to_string(ntime_));
     if (n_ == 0) throw std::invalid_argument("the app's state size must be >= 1");
-    if (ntime_ + 1 < comm_.size())
-        throw std::invalid_argument("ntime + 1 = " + std::to_string(ntime_ + 1) + " time points cannot be shared by " +
-                                    std::to_string(comm_.size()) + " ranks");
+    const int points = opt_.periodic ? ntime_ : ntime_ + 1;
+    if (points < comm_.size())
+        throw std::invalid_argument(std::string(opt_.periodic ? "ntime = " : "ntime + 1 = ") + std::to_string(points) +
+                                    " time points cannot be shared by " + std::to_string(comm_.size()) + " ranks");
 }
 
 void Engine::make_time_grid(double tstart, double tstop, std::vector<double> times) {

@@ -11,16 +11,19 @@ namespace pxb {
 /// none of them can drift from the others.
 // clang-format off
 // BEGIN GENERATED phases (codegen/generate.py)
-#define PXB_PHASES(X)                                                                           \
-    X(init, "initial guess (braid_ASCaller_InitGuess / BaseInit)")                              \
-    X(fc_relax, "F- and C-relaxation (braid_ASCaller_FCRelax)")                                 \
-    X(f_restrict, "F-sweep + FAS residual before restriction (braid_ASCaller_FRestrict)")       \
-    X(residual, "coarse-grid residual during restriction (braid_ASCaller_Residual)")            \
-    X(f_interp, "F-relaxation before interpolation / coarsest solve (braid_ASCaller_FInterp)")  \
-    X(access, "final (or per-iteration) access sweep (braid_ASCaller_FAccess)")                 \
-    X(sequential, "sequential solution used as initial guess (seq_soln)")                       \
-    X(state_query, "on-demand final sweep answering a state query (access_level=0)")            \
-    X(objective, "objective evaluation and its adjoint (XBraid's ObjectiveStatus)")
+#define PXB_PHASES(X)                                                                             \
+    X(init, "initial guess (braid_ASCaller_InitGuess / BaseInit)")                                \
+    X(fc_relax, "F- and C-relaxation (braid_ASCaller_FCRelax)")                                   \
+    X(f_restrict, "F-sweep + FAS residual before restriction (braid_ASCaller_FRestrict)")         \
+    X(residual, "coarse-grid residual during restriction (braid_ASCaller_Residual)")              \
+    X(f_interp, "F-relaxation before interpolation / coarsest solve (braid_ASCaller_FInterp)")    \
+    X(access, "final (or per-iteration) access sweep (braid_ASCaller_FAccess)")                   \
+    X(sequential, "sequential solution used as initial guess (seq_soln)")                         \
+    X(state_query, "on-demand final sweep answering a state query (access_level=0)")              \
+    X(objective, "objective evaluation and its adjoint (XBraid's ObjectiveStatus)")               \
+    X(full_residual, "full residual norm at every fine point (braid_ASCaller_ComputeFullRNorm)")  \
+    X(after_init, "sync after the initial guess (braid_ASCaller_Drive_AfterInit)")                \
+    X(top_cycle, "sync at the top of each cycle (braid_ASCaller_Drive_TopCycle)")
 // END GENERATED phases
 // clang-format on
 

@@ -7,7 +7,7 @@ namespace pxb {
 void Engine::fill_status(int level, int index, Phase phase) {
     const Level& g = levels_[level];
     status_.tstart = g.t(index - 1);
-    status_.tstop = g.t(index);
+    status_.tstop = step_tstop(g, index);  // periodic: the step to index 0 ends at tstop
     status_.tindex = index - 1;
     status_.level = level;
     status_.nlevels = nlevels();

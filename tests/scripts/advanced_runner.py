@@ -1,0 +1,24 @@
+"""Replay the recorded XBraid runs of the advanced features on this job's ranks.
+
+Usage: ``advanced_runner.py FEATURE [FEATURE ...]``: every run of those features
+recorded with as many ranks as this job has. Each rank reports the mismatches
+(rank 0 compares; the others report an empty list) and the ids it checked.
+"""
+
+import sys
+from pathlib import Path
+
+from mpi4py import MPI
+from reporting import report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import advanced_cases as ac  # noqa: E402
+
+comm = MPI.COMM_WORLD
+runs = [r for r in ac.load_runs(nprocs=comm.Get_size()) if r["feature"] in sys.argv[1:]]
+bad = []
+for run in runs:
+    got = ac.execute(run, comm)
+    if comm.Get_rank() == 0:
+        bad += ac.compare(run, got)
+report({"checked": [r["id"] for r in runs], "mismatches": bad})
