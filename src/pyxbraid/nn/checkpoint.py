@@ -9,8 +9,9 @@ A checkpoint is a ``numpy.savez`` archive (no pickle), written by rank 0 with
   fingerprint of the data, the optimizer), the progress (completed epochs,
   completed steps of the next epoch, the shuffling generator's state at the
   start of that epoch, the epoch's running sums, the wall time, the last
-  MGRIT residuals), the optimizer's scalar state, and the number of ranks
-  that wrote it;
+  MGRIT residuals), the optimizer's scalar state, the number of ranks
+  that wrote it and, for a network with a numpy :class:`~pyxbraid.nn.Layer`,
+  ``layer``: its description (type, config, state and parameter shapes);
 * ``param.<name>``: the parameters in the network's global layout (as
   :meth:`ResNet.parameters`), gathered from all ranks;
 * ``optimizer.<key>.<name>`` and ``optimizer.<key>.<i>.<name>``: the
@@ -124,6 +125,8 @@ def save(trainer: Trainer, path: Path, settings: dict, history: History, progres
             "ranks": comm.Get_size(),
             "note": _NOTE,
         }
+        if net._layer_spec.description is not None:  # a numpy layer: its description (no key for the native one)
+            meta["layer"] = json.loads(net._layer_spec.description)
         arrays = {"format": np.array(FORMAT), "meta": np.array(json.dumps(meta))}
         arrays.update({f"param.{k}": v for k, v in params.items()})
         for key, full in vectors.items():
@@ -237,12 +240,19 @@ def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_e
         if tag != FORMAT:
             raise r.error(f"format is {tag!r}, expected {FORMAT!r}")
         meta = r.read_json("meta", 1 << 20)
-        if not isinstance(meta, dict) or set(meta) != set(_META_KEYS):
-            raise r.error(f"meta must be a JSON object with the keys {', '.join(_META_KEYS)}")
+        if not isinstance(meta, dict) or set(meta) - {"layer"} != set(_META_KEYS):
+            raise r.error(f"meta must be a JSON object with the keys {', '.join(_META_KEYS)} (and layer)")
 
-        # the network
+        # the network: its numpy layer (absent: the native one), then the configuration
+        spec = net._layer_spec
+        mine = None if spec.description is None else json.loads(spec.description)
+        if meta.get("layer") != mine:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was written for another network: layer={meta.get('layer')!r} "
+                f"(the trainer's network: {mine!r})"
+            )
         try:
-            config = _config_from_json(meta["config"])
+            config = _config_from_json(meta["config"], None if mine is None else spec)
         except ValueError as exc:
             raise r.error(str(exc)) from None
         if config != net.config:
@@ -349,7 +359,7 @@ def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_e
             count = _number(path, "mgrit.count", mgrit["count"], integer=True, minimum=0, maximum=net.config.depth + 1)
             for key in ("rnorm0", "rnorm0_adjoint"):
                 _number(path, f"mgrit.{key}", mgrit[key])
-            state_shape = (count, batch_size, net.config.width)
+            state_shape = (count, batch_size, *net.state_shape)
             expected["mgrit.indices"] = (count,)
             expected["mgrit.states"] = state_shape
             if mgrit["adjoint"]:

@@ -21,9 +21,9 @@ import numpy as np
 from mpi4py import MPI
 
 from .._options import check_option
-from ..app import NativeApp
 from ..errors import _Agreed
 from ..solver import Solver
+from ._apps import LayerBatch, NativeBatch
 from ._files import check_writable
 from .network import INDEX_MAX, ResNet
 from .optim import Adam, Optimizer
@@ -77,23 +77,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __reduce__(self):
         return (type(self), (self.signum, self.checkpoint, self.epoch, self.step))
-
-
-class _BatchApp(NativeApp):
-    """The network as an engine app for one batch size (the native ResNetBatch)."""
-
-    objective = "cross_entropy"
-
-    def __init__(self, net: ResNet, batch: int) -> None:
-        self.shape = (batch, net.config.width)
-        self.net = net
-        self.cpp = net.batch_app(batch)
-
-    def _native(self) -> Any:
-        return self.cpp
-
-    def gradient(self) -> np.ndarray:
-        return self.net.local_gradient
 
 
 @dataclass
@@ -338,6 +321,7 @@ class Trainer:
             "Trainer settings",
             {
                 "network": asdict(net.config),
+                "layer": net._layer_spec.description,
                 "mode": self.mode,
                 "layer_parallel": self._options,
                 "seed": int(seed),
@@ -348,8 +332,8 @@ class Trainer:
         self.net, self.comm, self.optimizer, self.seed = net, comm, optimizer, int(seed)
         self.progress = bool(progress)
         self.history: History | None = None
-        self._train: dict[int, tuple[_BatchApp, Solver]] = {}
-        self._eval: OrderedDict[int, tuple[_BatchApp, Solver]] = OrderedDict()
+        self._train: dict[int, tuple[NativeBatch | LayerBatch, Solver]] = {}
+        self._eval: OrderedDict[int, tuple[NativeBatch | LayerBatch, Solver]] = OrderedDict()
         self._current_batch: Any = None  # identity of the batch loaded into the training engine
         self._fit_calls = 0  # makes mini-batch identities unique across fit() calls
         self._loaded_app: Any = None  # the engine app that holds it
@@ -436,9 +420,9 @@ class Trainer:
         return xa, ya.astype(np.int64)
 
     # -- engines -----------------------------------------------------------------------------
-    def _solver(self, batch: int, purpose: str) -> tuple[_BatchApp, Solver]:
+    def _solver(self, batch: int, purpose: str) -> tuple[NativeBatch | LayerBatch, Solver]:
         c = self.net.config
-        app = _BatchApp(self.net, batch)
+        app = self.net.batch_app(batch)
         common = dict(comm=self.comm, tstart_objective=c.T, tstop_objective=c.T)
         if purpose == "eval":
             solver = Solver(app, 0.0, c.T, c.depth, max_levels=1, objective_only=True, **common)
@@ -448,12 +432,12 @@ class Trainer:
             solver = Solver(app, 0.0, c.T, c.depth, adjoint=True, access_level=0, skip=False, **self._options, **common)
         return app, solver
 
-    def _train_engine(self, batch: int) -> tuple[_BatchApp, Solver]:
+    def _train_engine(self, batch: int) -> tuple[NativeBatch | LayerBatch, Solver]:
         if batch not in self._train:
             self._train[batch] = self._solver(batch, "train")
         return self._train[batch]
 
-    def _eval_engine(self, batch: int) -> tuple[_BatchApp, Solver]:
+    def _eval_engine(self, batch: int) -> tuple[NativeBatch | LayerBatch, Solver]:
         if batch in self._eval:
             self._eval.move_to_end(batch)
         else:
@@ -500,7 +484,7 @@ class Trainer:
     def _restore_iterate(self, x: np.ndarray, y: np.ndarray, token: Any, iterate: dict[str, Any]) -> None:
         """Load the full batch into the training engine with a checkpoint's iterate (every rank)."""
         app, solver = self._train_engine(x.shape[0])
-        app.cpp.set_batch(x, y)
+        app.set_batch(x, y)
         self.net.sync_opening()
         solver.set_iterate(iterate)
         self._current_batch, self._loaded_app = token, app
@@ -508,7 +492,7 @@ class Trainer:
     def _evaluate_batch(self, x: np.ndarray, y: np.ndarray, token: Any) -> tuple[float, np.ndarray]:
         app, solver = self._train_engine(x.shape[0])
         if token is None or token != self._current_batch or app is not self._loaded_app:
-            app.cpp.set_batch(x, y)
+            app.set_batch(x, y)
             if self.mode != "serial":
                 self.net.sync_opening()  # the guess at later times is the opening layer's output
             solver.reset()
@@ -530,7 +514,7 @@ class Trainer:
         # This rank's regularisation share and, on the classifier's rank, the
         # batch's correct predictions: one reduction for both.
         totals = np.array(
-            [self.net.regularization(grad), app.cpp.correct if self.comm.Get_rank() == self._classifier_rank else 0.0]
+            [self.net.regularization(grad), app.correct if self.comm.Get_rank() == self._classifier_rank else 0.0]
         )
         if self.comm.Get_size() > 1:
             self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
@@ -563,14 +547,14 @@ class Trainer:
             xb = x[start : start + chunk]
             yb = None if y is None else y[start : start + chunk]
             app, solver = self._eval_engine(xb.shape[0])
-            app.cpp.set_batch(xb, yb)
+            app.set_batch(xb, yb)
             solver.reset()
             result = solver.solve()
             total += result.objective * xb.shape[0]
             if self.comm.Get_rank() == self._classifier_rank:
-                correct += app.cpp.correct
+                correct += app.correct
                 if y is None:
-                    logits.append(app.cpp.logits.reshape(xb.shape[0], self.net.config.classes))
+                    logits.append(app.logits)
         return total, correct, logits
 
     def evaluate(self, x: Any, y: Any) -> tuple[float, float]:
