@@ -473,14 +473,16 @@ def check_layer(
     """
     spec = spec_of(layer)
     name = type(layer).__name__
-    for arg, value, minimum in (("batch", batch, 1), ("directions", directions, 1), ("seed", seed, 0)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{arg} must be an integer >= {minimum}, got {value!r}")
-    for arg, value in (("eps", eps), ("rtol", rtol), ("atol", atol)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating, np.integer)):
-            raise TypeError(f"{arg} must be a real number, got {value!r}")
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"{arg} must be finite and > 0, got {value!r}")
+    for arg, count, minimum in (("batch", batch, 1), ("directions", directions, 1), ("seed", seed, 0)):
+        if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)):
+            raise TypeError(f"{arg} must be an integer >= {minimum}, got {count!r}")
+        if count < minimum:
+            raise ValueError(f"{arg} must be an integer >= {minimum}, got {count!r}")
+    for arg, real in (("eps", eps), ("rtol", rtol), ("atol", atol)):
+        if isinstance(real, (bool, np.bool_)) or not isinstance(real, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{arg} must be a real number, got {real!r}")
+        if not (np.isfinite(real) and real > 0):
+            raise ValueError(f"{arg} must be finite and > 0, got {real!r}")
     rng = np.random.default_rng(seed)
     if u is None:
         u0 = rng.standard_normal((int(batch), *spec.state_shape))

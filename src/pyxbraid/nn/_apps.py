@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _core
+from .._core import ResNetBatch
 from ..app import App, NativeApp
 from .layers import activate, activate_derivative, checked_forward, checked_vjp
 
@@ -42,9 +42,11 @@ class NativeBatch(NativeApp):
     objective = "cross_entropy"
 
     def __init__(self, net: ResNet, batch: int) -> None:
+        if net._native is None:
+            raise TypeError(f"{net!r} has a numpy layer: its engine app is LayerBatch, not NativeBatch")
         self.shape = (batch, net.config.width)
         self.net = net
-        self.cpp = _core.ResNetBatch(net._native, batch)
+        self.cpp = ResNetBatch(net._native, batch)
 
     def _native(self) -> Any:
         return self.cpp
@@ -73,8 +75,11 @@ class LayerBatch(App):
 
     def __init__(self, net: ResNet, batch: int) -> None:
         super().__init__(shape=(batch, *net.state_shape))
+        if net.layer is None:
+            raise TypeError(f"{net!r} has the native layer: its engine app is NativeBatch, not LayerBatch")
         c = net.config
         self.net = net
+        self.layer = net.layer
         self.batch = batch
         self._tstart, self._h = 0.0, c.T / c.depth
         self._x = np.zeros((batch, c.in_features))
@@ -157,7 +162,7 @@ class LayerBatch(App):
         """Advance ``u`` by ``h F_k(u)`` with the layer's :meth:`~pyxbraid.nn.Layer.forward`."""
         net = self.net
         k = self._layer_of(status)
-        y = checked_forward(net.layer, u, net._layer_parameters(k))
+        y = checked_forward(self.layer, u, net._layer_parameters(k))
         u += (status.tstop - status.tstart) * y
 
     def step_adjoint(
@@ -167,7 +172,7 @@ class LayerBatch(App):
         net = self.net
         k = self._layer_of(status)
         h = status.tstop - status.tstart
-        g_u, g_params = checked_vjp(net.layer, net._layer_spec, u, net._layer_parameters(k), u_bar)
+        g_u, g_params = checked_vjp(self.layer, net._layer_spec, u, net._layer_parameters(k), u_bar)
         for name, grad in net._layer_gradients(k).items():
             grad += h * g_params[name]
         u_bar += h * g_u

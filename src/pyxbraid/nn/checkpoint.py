@@ -82,14 +82,15 @@ class Progress:
 
     @staticmethod
     def start(rng: np.random.Generator) -> Progress:
-        return Progress(0, 0, rng.bit_generator.state, 0.0, 0.0, 0.0, (math.nan, math.nan, 0))
+        """Return the progress of a fit that has not started, with ``rng``'s current state."""
+        return Progress(0, 0, dict(rng.bit_generator.state), 0.0, 0.0, 0.0, (math.nan, math.nan, 0))
 
 
 # -- writing -------------------------------------------------------------------------------
 def save(trainer: Trainer, path: Path, settings: dict, history: History, progress: Progress) -> None:
     """Gather everything to rank 0 and write it there (collective; a failure raises on every rank)."""
     net, comm = trainer.net, trainer.comm
-    params = net.gather(net.local_parameters)
+    params = net.gather(net.local_parameters)  # None except on rank 0, which alone uses them below
     state = trainer.optimizer.state_dict()
     opt = type(trainer.optimizer)
     vectors = {key: None if state[key] is None else net.gather(state[key]) for key in opt._VECTORS}
@@ -99,6 +100,7 @@ def save(trainer: Trainer, path: Path, settings: dict, history: History, progres
         if comm.Get_rank() != 0:
             return
         scalars = {k: v for k, v in state.items() if k not in opt._VECTORS and k not in opt._VECTOR_LISTS}
+        assert params is not None  # rank 0: the gathered parameters
         meta = {
             "config": asdict(net.config),
             "settings": settings,
@@ -127,14 +129,14 @@ def save(trainer: Trainer, path: Path, settings: dict, history: History, progres
         }
         if net._layer_spec.description is not None:  # a numpy layer: its description (no key for the native one)
             meta["layer"] = json.loads(net._layer_spec.description)
-        arrays = {"format": np.array(FORMAT), "meta": np.array(json.dumps(meta))}
+        arrays: dict[str, Any] = {"format": np.array(FORMAT), "meta": np.array(json.dumps(meta))}
         arrays.update({f"param.{k}": v for k, v in params.items()})
         for key, full in vectors.items():
             if full is not None:
                 arrays.update({f"optimizer.{key}.{k}": v for k, v in full.items()})
         for key, items in lists.items():
-            for i, full in enumerate(items):
-                arrays.update({f"optimizer.{key}.{i}.{k}": v for k, v in full.items()})
+            for i, item in enumerate(items):
+                arrays.update({f"optimizer.{key}.{i}.{k}": v for k, v in (item or {}).items()})
         for f in fields(history):
             arrays[f"history.{f.name}"] = np.asarray(getattr(history, f.name), dtype=np.float64)
         if mgrit is not None:
@@ -149,7 +151,10 @@ def save(trainer: Trainer, path: Path, settings: dict, history: History, progres
 def load(
     trainer: Trainer, path: Path, settings: dict, epochs: int, n: int, batch_size: int
 ) -> tuple[History, Progress, dict | None]:
-    """Read, check and distribute a checkpoint (collective): the history, progress and MGRIT iterate to continue from."""
+    """Read, check and distribute a checkpoint (collective).
+
+    Returns the history, progress and MGRIT iterate to continue from.
+    """
     comm, net = trainer.comm, trainer.net
     payload = None
     with _Agreed(comm, f"checkpoint {str(path)!r}"):
@@ -159,6 +164,7 @@ def load(
         meta, history_arrays, mgrit = comm.bcast(None if payload is None else (*payload[:2], payload[5]), root=0)
         params, vectors, lists = payload[2:5] if payload is not None else (None, None, None)
     else:
+        assert payload is not None  # one rank: rank 0, which read the file
         meta, history_arrays, params, vectors, lists, mgrit = payload
     opt = type(trainer.optimizer)
     local_params = net.scatter(params)
@@ -204,6 +210,11 @@ def load(
         ),
         mgrit,
     )
+
+
+def _is_pcg64_state(state: Any) -> bool:
+    """Tell whether ``state`` looks like a PCG64 generator's state (a dict naming PCG64)."""
+    return isinstance(state, dict) and state.get("bit_generator") == "PCG64"
 
 
 def _fail(path: Path, message: str) -> ValueError:
@@ -311,10 +322,10 @@ def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_e
         _number(path, "progress.last[1]", p["last"][1], minimum=0, nan=True)
         _number(path, "progress.last[2]", p["last"][2], integer=True, minimum=0)
         try:
-            probe = np.random.PCG64()
-            if not isinstance(p["rng"], dict) or p["rng"].get("bit_generator") != "PCG64":
+            rng_state: Any = p["rng"]
+            if not _is_pcg64_state(rng_state):
                 raise ValueError("not a PCG64 state")
-            probe.state = p["rng"]
+            np.random.PCG64().state = rng_state  # its own checks of the values
         except Exception as exc:
             raise r.error(f"progress.rng is not a valid generator state ({exc})") from None
         _number(path, "ranks", meta["ranks"], integer=True, minimum=1)

@@ -88,9 +88,10 @@ def activate_derivative(kind: str, z: np.ndarray) -> np.ndarray:
 def _int_at_least(name: str, value: Any, minimum: int, maximum: int = _INDEX_MAX) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    if not minimum <= value <= maximum:
+    number = int(value)
+    if not minimum <= number <= maximum:
         raise ValueError(f"{name} must be an integer in {minimum}..{maximum}, got {value!r}")
-    return int(value)
+    return number
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:

@@ -384,8 +384,9 @@ class ResNet:
     def _set_layout(self, layout: _Layout) -> None:
         c = self.config
         self._layout = layout
+        self._native: _core.ResNetParameters | None = None
         if self.layer is None:
-            self._native = _core.ResNetParameters(
+            self._native = native = _core.ResNetParameters(
                 c.in_features,
                 c.width,
                 c.depth,
@@ -399,11 +400,10 @@ class ResNet:
                 layout.has_opening,
                 layout.has_classifier,
             )
-            self._values = self._native.values  # views on the native vectors: no copies
-            self._gradient = self._native.gradient
-            self._opening_replica = self._native.opening_replica
+            self._values = native.values  # views on the native vectors: no copies
+            self._gradient = native.gradient
+            self._opening_replica = native.opening_replica
         else:  # the same layout, in numpy: the Python engine app reads and accumulates here
-            self._native = None
             self._values = np.zeros(self._local_size(layout))
             self._gradient = np.zeros_like(self._values)
             self._opening_replica = np.zeros(_opening_size(c))

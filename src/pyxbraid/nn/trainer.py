@@ -22,7 +22,7 @@ from mpi4py import MPI
 
 from .._options import check_option
 from ..errors import _Agreed
-from ..solver import Solver
+from ..solver import Solver, SolveResult
 from ._apps import LayerBatch, NativeBatch
 from ._files import check_writable
 from .network import INDEX_MAX, ResNet
@@ -144,14 +144,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def _digest(*arrays: np.ndarray | None) -> str:
-    """A fingerprint of arrays (dtype, shape and bytes): agreed between ranks instead of the data itself."""
+    """Return a fingerprint of arrays (dtype, shape and bytes): agreed between ranks instead of the data itself."""
     h = hashlib.blake2b(digest_size=16)
     for a in arrays:
         if a is None:
             h.update(b"none;")
             continue
         h.update(f"{a.dtype.str}{a.shape};".encode())
-        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+        h.update(np.ascontiguousarray(a).data.cast("B"))
     return h.hexdigest()
 
 
@@ -174,7 +174,7 @@ def _as_array(name: str, value: Any) -> np.ndarray:
 
 
 def _last(norms: np.ndarray) -> float:
-    """The last residual norm of a solve; NaN when no MGRIT iteration ran (sequential marching)."""
+    """Return the last residual norm of a solve; NaN when no MGRIT iteration ran (sequential marching)."""
     return float(norms[-1]) if len(norms) else math.nan
 
 
@@ -285,6 +285,18 @@ class Trainer:
     (5, True)
     """
 
+    net: ResNet
+    comm: MPI.Comm
+    optimizer: Optimizer
+    seed: int
+    mode: str
+    progress: bool
+    history: History | None
+    last_solve: SolveResult | None
+    last_accuracy: float
+    _options: dict[str, Any]
+    _classifier_rank: int
+
     def __init__(
         self,
         net: ResNet,
@@ -382,10 +394,8 @@ class Trainer:
         return mode, options
 
     # -- data ------------------------------------------------------------------------------
-    def _check_data(
-        self, x: Any, y: Any, name: str = "x", *, labels: bool = True
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Inputs as float64 (n, in_features), labels as int64 (n,); ``labels=False``: inputs only."""
+    def _check_inputs(self, x: Any, name: str = "x") -> np.ndarray:
+        """Return inputs as a float64 (n, in_features) array, checked."""
         c = self.net.config
         xa = _as_array(name, x)
         if xa.dtype.kind not in "fiu":
@@ -396,8 +406,12 @@ class Trainer:
         if not np.all(np.isfinite(xa)):
             bad = int(np.argwhere(~np.isfinite(xa))[0][0])
             raise ValueError(f"{name} must be finite, got {xa[bad].tolist()} in row {bad}")
-        if not labels:
-            return xa, None
+        return xa
+
+    def _check_data(self, x: Any, y: Any, name: str = "x") -> tuple[np.ndarray, np.ndarray]:
+        """Return inputs as float64 (n, in_features) and labels as int64 (n,), checked."""
+        c = self.net.config
+        xa = self._check_inputs(x, name)
         label_name = "y" if name == "x" else f"{name} labels"
         if y is None:
             raise TypeError(
@@ -423,7 +437,7 @@ class Trainer:
     def _solver(self, batch: int, purpose: str) -> tuple[NativeBatch | LayerBatch, Solver]:
         c = self.net.config
         app = self.net.batch_app(batch)
-        common = dict(comm=self.comm, tstart_objective=c.T, tstop_objective=c.T)
+        common: dict[str, Any] = dict(comm=self.comm, tstart_objective=c.T, tstop_objective=c.T)
         if purpose == "eval":
             solver = Solver(app, 0.0, c.T, c.depth, max_levels=1, objective_only=True, **common)
         elif self.mode == "serial":
@@ -452,7 +466,7 @@ class Trainer:
         return self.comm.allreduce(local, op=MPI.SUM) if self.comm.Get_size() > 1 else local
 
     def _gathered_iterate(self) -> dict[str, Any] | None:
-        """The training engine's MGRIT iterate for a checkpoint (collective): on rank 0, or None.
+        """Return the training engine's MGRIT iterate for a checkpoint (collective): on rank 0, or None.
 
         Only a full batch in an MGRIT mode carries an iterate from one step to
         the next (warm restarts); mini-batches and layer-serial mode start
@@ -520,10 +534,11 @@ class Trainer:
             self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
         self.last_solve = result
         self.last_accuracy = float(totals[1]) / x.shape[0]
+        assert result.objective is not None  # an adjoint solve always evaluates the objective
         return result.objective + float(totals[0]), grad
 
     def loss_and_gradient(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
-        """The training objective on ``(x, y)`` and this rank's part of its gradient (collective).
+        """Return the training objective on ``(x, y)`` and this rank's part of its gradient (collective).
 
         The objective is the mean softmax cross-entropy plus the network's
         regularisation; the gradient is with respect to this rank's
@@ -573,10 +588,11 @@ class Trainer:
     def predict_logits(self, x: Any) -> np.ndarray:
         """Class scores ``W_c u_T + b_c``, shape (n, classes), on every rank (collective)."""
         with _Agreed(self.comm, "predict() data"):
-            xa, _ = self._check_data(x, None, labels=False)
+            xa = self._check_inputs(x)
         _agree(self.comm, "predict() data (x)", {"x.shape": xa.shape, "data": _digest(xa)})
         _, _, logits = self._forward(xa, None)
-        out = np.concatenate(logits) if logits else None
+        # the scores live on the classifier's rank; the others' (empty) are replaced by them
+        out = np.concatenate(logits) if logits else np.empty((0, self.net.config.classes))
         if self.comm.Get_size() > 1:
             out = self.comm.bcast(out, root=self._classifier_rank)
         return out
@@ -850,15 +866,16 @@ class Trainer:
         return post
 
     def _stop_requested(self, stop: _StopSignals) -> int:
-        """The signal received on any rank, 0 if none (a tiny allreduce: every rank stops at the same step)."""
+        """Return the signal received on any rank, 0 if none (a tiny allreduce: every rank stops at the same step)."""
         flag = stop.signum
         if self.comm.Get_size() > 1:
             flag = self.comm.allreduce(flag, op=MPI.MAX)
         return flag
 
     def _fit_settings(self, n: int, batch_size: int, shuffle: bool, data: str, validation: str | None) -> dict:
-        """What a resumed fit() must share with the run that wrote the checkpoint (JSON-normalised)."""
+        """Return what a resumed fit() must share with the run that wrote the checkpoint (JSON-normalised)."""
         opt = self.optimizer
+        hyper: Any
         try:
             optimizer = opt.state_dict()["optimizer"]
             hyper = opt.hyperparameters()
