@@ -491,7 +491,7 @@ def check_layer(
         if u0.ndim != 1 + len(spec.state_shape) or u0.shape[1:] != spec.state_shape or u0.shape[0] < 1:
             raise ValueError(f"u must have shape (n, *{name}.state_shape) = (n, {spec.state_shape}), got {u0.shape}")
     if params is None:
-        theta = {k: 0.5 * rng.standard_normal(shape) for k, shape in spec.parameters.items()}
+        theta = {k: np.asarray(0.5 * rng.standard_normal(shape)) for k, shape in spec.parameters.items()}
     else:
         if not isinstance(params, dict) or set(params) != set(spec.parameters):
             got = sorted(map(str, params)) if isinstance(params, dict) else type(params).__name__

@@ -350,7 +350,7 @@ def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_e
             _number(path, f"optimizer_lists.{key}", k, integer=True, minimum=0, maximum=scalars.get("history", 0))
 
         # the arrays: every name, shape and dtype before any data
-        shapes = _full_shapes(net.config)
+        shapes = _full_shapes(net.config, net._layer_spec)
         completed = p["epoch"] * steps_per_epoch + p["step"]
         expected: dict[str, tuple[int, ...]] = {f"param.{k}": s for k, s in shapes.items()}
         for key in vector_keys:

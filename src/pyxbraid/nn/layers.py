@@ -342,9 +342,9 @@ def _array(layer: Layer, what: str, value: Any, shape: tuple[int, ...], of: str)
     return arr
 
 
-def readonly(a: np.ndarray) -> np.ndarray:
-    """Return a read-only view of ``a`` (no copy)."""
-    v = a.view()
+def readonly(a: Any) -> np.ndarray:
+    """Return a read-only view of ``a`` (no copy of an array; a 0-d array for a scalar)."""
+    v = np.asarray(a).view()
     v.flags.writeable = False
     return v
 

@@ -861,10 +861,22 @@ def _layer_for(description: str | None, given: Layer | None, where: str) -> Laye
             raise ValueError(f"{where}: the saved {cls.__name__} layer is invalid ({exc})") from None
     mine = json.loads(spec_of(given).description or "null")
     if mine != saved:
-        diff = [k for k in _LAYER_KEYS if mine.get(k) != saved.get(k)]
-        shown = "; ".join(f"{k}: {saved.get(k)!r} saved, {mine.get(k)!r} given" for k in diff)
-        raise ValueError(f"{where} was saved with another layer than layer={given!r}: {shown}")
+        raise ValueError(f"{where} was saved with another layer than layer={given!r}: {_differences(saved, mine)}")
     return given
+
+
+def _differences(saved: dict[str, Any], given: dict[str, Any]) -> str:
+    """Return the entries of two layer descriptions that differ (one level into dicts), as text."""
+    out = []
+    for key in _LAYER_KEYS:
+        a, b = saved.get(key), given.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}: {a.get(k)!r} saved, {b.get(k)!r} given" for k in {**a, **b} if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{key}: {a!r} saved, {b!r} given")
+    return "; ".join(out)
 
 
 def _layer_description(data: Any, error: Any) -> str:

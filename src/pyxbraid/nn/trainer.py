@@ -460,6 +460,21 @@ class Trainer:
             self._eval[batch] = self._solver(batch, "eval")
         return self._eval[batch]
 
+    def _solve(self, solver: Solver, engines: dict[int, Any], batch: int) -> SolveResult:
+        """Run ``solver``; if it fails, forget it (collective: every rank fails in the same solve).
+
+        A failed solver cannot be reused (:class:`pyxbraid.SolverStateError`):
+        the next call builds a new one, so an error -- in a numpy layer, say
+        -- leaves the trainer usable.
+        """
+        try:
+            return solver.solve()
+        except BaseException:
+            engines.pop(batch, None)
+            if engines is self._train:  # the warm-restart state went with it
+                self._current_batch = self._loaded_app = None
+            raise
+
     # -- objective and gradient ----------------------------------------------------------------
     def _dot(self, a: np.ndarray, b: np.ndarray) -> float:
         local = float(np.dot(a, b))
@@ -514,7 +529,7 @@ class Trainer:
             self.optimizer.forget()
         else:
             solver.refresh_initial_condition()  # the opening layer may have changed
-        result = solver.solve()
+        result = self._solve(solver, self._train, x.shape[0])
         if self.mode == "exact" and not result.converged:
             warnings.warn(
                 f"exact layer-parallel mode: MGRIT did not reach abs_tol={self._options['abs_tol']:g} / "
@@ -564,7 +579,8 @@ class Trainer:
             app, solver = self._eval_engine(xb.shape[0])
             app.set_batch(xb, yb)
             solver.reset()
-            result = solver.solve()
+            result = self._solve(solver, self._eval, xb.shape[0])
+            assert result.objective is not None  # objective_only=True: always evaluated
             total += result.objective * xb.shape[0]
             if self.comm.Get_rank() == self._classifier_rank:
                 correct += app.correct
