@@ -563,7 +563,7 @@ def test_a_damaged_layer_description_is_named(tmp_path):
 
 
 def test_checkpoint_resume_is_bit_identical_with_a_numpy_layer(tmp_path):
-    def fit(epochs, checkpoint=None, resume=False, lp=dict(max_levels=3, cfactor=2), batch=8):
+    def fit(epochs, checkpoint=None, resume=False, *, lp, batch):
         net = conv_net()
         trainer = trainer_for(net, lp, optimizer=nn.Adam(lr=0.02))
         trainer.fit(DATA.x_train, DATA.y_train, epochs=epochs, batch_size=batch, checkpoint=checkpoint, resume=resume)
