@@ -859,9 +859,11 @@ def _layer_for(description: str | None, given: Layer | None, where: str) -> Laye
             given = cls(**saved["config"])
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: the saved {cls.__name__} layer is invalid ({exc})") from None
-    mine = json.loads(spec_of(given).description or "null")
-    if mine != saved:
-        raise ValueError(f"{where} was saved with another layer than layer={given!r}: {_differences(saved, mine)}")
+    text = spec_of(given).description or "null"
+    if text != description:  # canonical JSON: 3 and 3.0, 1 and true differ too
+        mine = json.loads(text)
+        shown = _differences(saved, mine) or f"{description} saved, {text} given"
+        raise ValueError(f"{where} was saved with another layer than layer={given!r}: {shown}")
     return given
 
 
