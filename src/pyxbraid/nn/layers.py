@@ -246,8 +246,8 @@ class Layer:
 
         Saved with the network and compared when a model or checkpoint is
         loaded, and between ranks: ``ResNet.load(path, layer=...)`` accepts
-        only a layer of the same type whose ``config()``, ``state_shape`` and
-        parameter shapes equal the saved ones.
+        only a layer of the same class name whose ``config()``, ``state_shape``
+        and parameter shapes equal the saved ones.
         """
         return {}
 
@@ -260,8 +260,14 @@ class Layer:
 
 
 def _type_name(layer: Layer) -> str:
+    """Return the saved name of a layer's type: ``pyxbraid.nn.<name>`` for the built-ins, else the class name.
+
+    Not the module of a user-defined class: a script's module is ``__main__``
+    when it runs and its file name when it is imported, and a model saved by
+    one must load in the other.
+    """
     cls = type(layer)
-    return _BUILTIN_NAMES.get(cls, f"{cls.__module__}.{cls.__qualname__}")
+    return _BUILTIN_NAMES.get(cls, cls.__qualname__)
 
 
 @dataclass(frozen=True)
