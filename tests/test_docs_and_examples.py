@@ -42,6 +42,7 @@ def test_public_modules_have_examples():
         "pyxbraid.solver",
         "pyxbraid.testing",
         "pyxbraid.nn.network",
+        "pyxbraid.nn.layers",
         "pyxbraid.nn.optim",
         "pyxbraid.nn.trainer",
     ):

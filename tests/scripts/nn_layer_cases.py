@@ -55,7 +55,8 @@ class Block(nn.Layer):
 
 
 class Failing(nn.Dense):
-    """A Dense layer whose forward or vjp raises Boom for layer index ``bad`` (recognised by its weight)."""
+    """A Dense layer that fails where its bias[0] is ``marker``: raises Boom in forward or vjp (``when``),
+    or (``when="nangrad"``) returns an infinite bias gradient."""
 
     def __init__(self, width, when, marker):
         super().__init__(width, activation="tanh")
@@ -71,7 +72,10 @@ class Failing(nn.Dense):
 
     def vjp(self, u, params, v):
         self._check(params, "vjp")
-        return super().vjp(u, params, v)
+        du, grads = super().vjp(u, params, v)
+        if self.when == "nangrad" and params["bias"][0] == self.marker:
+            grads = {**grads, "bias": np.full_like(grads["bias"], np.inf)}
+        return du, grads
 
 
 def broken(kind):

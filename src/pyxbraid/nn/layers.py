@@ -43,6 +43,7 @@ ACTIVATIONS = ("smooth_relu", "tanh", "relu")
 _SMOOTH_RELU_EPS = 0.1  # smooth_relu's quadratic piece spans (-eps, eps), as in the native kernels
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*")  # no '.', no '__': file member names use them
 _INDEX_MAX = 2**31 - 1  # the engine's index limit (states are indexed with C ints)
+_FLOAT64 = np.dtype(np.float64)
 
 
 def activate(kind: str, z: np.ndarray) -> np.ndarray:
@@ -335,10 +336,10 @@ def _array(layer: Layer, what: str, value: Any, shape: tuple[int, ...], of: str)
     """Check one returned array: float64, exactly ``shape``."""
     name = type(layer).__name__
     try:
-        arr = np.asarray(value)
+        arr = value if type(value) is np.ndarray else np.asarray(value)
     except Exception as exc:
         raise TypeError(f"{name}.{what} must be a float64 array, got {type(value).__name__} ({exc})") from None
-    if arr.dtype != np.float64:
+    if arr.dtype != _FLOAT64:
         raise TypeError(
             f"{name}.{what} must be a float64 array ({of}), got dtype {arr.dtype}"
             + (f" ({type(value).__name__})" if not isinstance(value, np.ndarray) else "")
@@ -350,6 +351,8 @@ def _array(layer: Layer, what: str, value: Any, shape: tuple[int, ...], of: str)
 
 def readonly(a: Any) -> np.ndarray:
     """Return a read-only view of ``a`` (no copy of an array; a 0-d array for a scalar)."""
+    if type(a) is np.ndarray and not a.flags.writeable:
+        return a  # the engine's views of a step's inputs are read-only already
     v = np.asarray(a).view()
     v.flags.writeable = False
     return v
@@ -511,34 +514,42 @@ class Conv1d(Layer):
         c, k = self.channels, self.kernel_size
         return {"weight": rng.standard_normal((c, c, k)) / (c * k), "bias": np.zeros(c)}
 
-    def _windows(self, u: np.ndarray) -> np.ndarray:
-        """Return the zero-padded input's windows: ``win[n, c, i, j] = u[n, c, i + j - kernel_size // 2]``."""
+    def _padded(self, u: np.ndarray) -> np.ndarray:
+        """Return ``u`` with ``kernel_size // 2`` zeros on both ends of its length axis."""
         p = self.kernel_size // 2
-        padded = np.pad(u, ((0, 0), (0, 0), (p, p)))
-        return np.lib.stride_tricks.sliding_window_view(padded, self.kernel_size, axis=2)
+        out = np.zeros((u.shape[0], self.channels, self.length + 2 * p))
+        out[:, :, p : p + self.length] = u
+        return out
 
-    def _preactivation(self, win: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
-        # (n, c, i, j) x (o, c, j) -> (n, i, o) -> (n, o, i)
-        z = np.tensordot(win, params["weight"], axes=([1, 3], [1, 2])).transpose(0, 2, 1)
-        return z + params["bias"][None, :, None]
+    def _preactivation(self, padded: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+        # z[n] = b + sum_j W[:, :, j] @ padded[n, :, j : j + length]: one batched matrix product per tap
+        W, length = params["weight"], self.length
+        z = np.matmul(W[:, :, 0], padded[:, :, 0:length])
+        for j in range(1, self.kernel_size):
+            z += np.matmul(W[:, :, j], padded[:, :, j : j + length])
+        z += params["bias"][None, :, None]
+        return z
 
     def forward(self, u: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
         """Return ``sigma(conv(u, W) + b)``."""
-        return activate(self.activation, self._preactivation(self._windows(u), params))
+        return activate(self.activation, self._preactivation(self._padded(u), params))
 
     def vjp(
         self, u: np.ndarray, params: Mapping[str, np.ndarray], v: np.ndarray
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Return the transposed convolution of ``s = sigma'(z) * v`` and the weight and bias gradients."""
-        win = self._windows(u)
-        s = activate_derivative(self.activation, self._preactivation(win, params)) * v  # (n, o, i)
-        W = params["weight"]
-        grad_w = np.tensordot(s, win, axes=([0, 2], [0, 2]))  # (o, c, j)
-        p, length = self.kernel_size // 2, self.length
-        padded = np.zeros((u.shape[0], self.channels, length + 2 * p))
-        for j in range(self.kernel_size):  # u[n, c, i + j - p] fed z[n, o, i] with weight W[o, c, j]
-            padded[:, :, j : j + length] += np.tensordot(W[:, :, j], s, axes=([0], [1])).transpose(1, 0, 2)
-        return padded[:, :, p : p + length], {"weight": grad_w, "bias": s.sum(axis=(0, 2))}
+        padded = self._padded(u)
+        s = activate_derivative(self.activation, self._preactivation(padded, params)) * v  # (n, o, i)
+        W, length, p = params["weight"], self.length, self.kernel_size // 2
+        grad_w = np.empty_like(W)
+        grad_padded = np.zeros_like(padded)
+        for j in range(self.kernel_size):  # tap j: z[n, o, i] += W[o, c, j] padded[n, c, i + j]
+            window = padded[:, :, j : j + length]
+            # sum over samples of (o, i) @ (i, c): batched small products (a BLAS GEMM over n * length
+            # is slower here, and multi-threaded BLAS fights the MPI ranks for the cores)
+            grad_w[:, :, j] = np.matmul(s, window.transpose(0, 2, 1)).sum(axis=0)
+            grad_padded[:, :, j : j + length] += np.matmul(W[:, :, j].T, s)
+        return grad_padded[:, :, p : p + length], {"weight": grad_w, "bias": s.sum(axis=(0, 2))}
 
     def config(self) -> dict[str, Any]:
         """Return ``{"channels", "length", "kernel_size", "activation"}``."""

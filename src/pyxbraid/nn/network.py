@@ -16,7 +16,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import _core
-from ..errors import _Agreed
+from ..errors import CallbackError, _Agreed
 from ._apps import LayerBatch, NativeBatch
 from ._files import NpzReader, atomic_write
 from .layers import BUILTIN_LAYERS, Layer, LayerSpec, readonly, spec_of
@@ -474,6 +474,21 @@ class ResNet:
     def _layer_gradients(self, k: int) -> dict[str, np.ndarray]:
         """Return the gradient of layer ``k``'s parameters by name (writable views)."""
         return self._per_layer("layer_gradients", self._gradient_views(), False)[self._owned_index(k)]
+
+    def _check_layer_gradient(self) -> None:
+        """Raise CallbackError naming the layer and parameter if a numpy layer's gradient is not finite.
+
+        The engine checks the states a layer's ``forward`` and ``vjp`` produce;
+        the parameter gradients are only summed here, so they are checked once
+        per gradient evaluation (local: call it inside an agreement).
+        """
+        for name, grad in self._gradient_views().items():
+            if name.startswith("layers.") and not np.all(np.isfinite(grad)):
+                j = int(np.argwhere(~np.isfinite(grad.reshape(len(grad), -1)))[0][0])
+                raise CallbackError(
+                    f"{type(self.layer).__name__}.vjp() gave a gradient of {name[len('layers.') :]!r} with NaN "
+                    f"or infinite values in residual layer {self._layout.lo + j}"
+                )
 
     def _owned_index(self, k: int) -> int:
         lay = self._layout

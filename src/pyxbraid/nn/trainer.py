@@ -539,6 +539,9 @@ class Trainer:
                 ConvergenceWarning,
                 stacklevel=3,
             )
+        if self.net.layer is not None:
+            with _Agreed(self.comm, "the numpy layers' parameter gradients"):
+                self.net._check_layer_gradient()
         grad = self.net.local_gradient.copy()
         # This rank's regularisation share and, on the classifier's rank, the
         # batch's correct predictions: one reduction for both.
