@@ -626,7 +626,7 @@ class ResNet:
             or () for scalar biases) for a dense opening; for the native layer
             ``layers.weight`` (depth, width, width) and ``layers.bias`` (depth,
             width) or (depth,) for scalar biases; for a numpy ``layer``
-            ``layers.<name>`` (depth, *shape) for each of its parameters;
+            ``layers.<name>`` ``(depth, *shape)`` for each of its parameters;
             ``classifier.weight`` (classes, width); ``classifier.bias`` (classes).
             Copies.
         """
