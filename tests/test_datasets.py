@@ -28,13 +28,7 @@ def test_docstring_examples():
 
 def test_public_names():
     assert datasets.__all__ == [
-        "Dataset",
-        "ImageDataset",
-        "digits",
-        "make_peaks",
-        "peaks",
-        "peaks_function",
-        "peaks_labels",
+        "Dataset", "ImageDataset", "digits", "make_peaks", "peaks", "peaks_function", "peaks_labels"
     ]
 
 

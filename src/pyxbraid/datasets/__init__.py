@@ -345,5 +345,4 @@ def make_peaks(
         name=f"make_peaks(seed={seed}, grid={grid})",
     )
 
-
 from .digits import ImageDataset, digits  # noqa: E402  (pyxbraid.datasets.digits(): scikit-learn's 8x8 digits)

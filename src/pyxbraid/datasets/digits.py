@@ -43,10 +43,8 @@ class ImageDataset:
         return tuple(int(d) for d in np.shape(self.x_train)[1:])
 
     def __repr__(self) -> str:
-        return (
-            f"ImageDataset(name={self.name!r}, classes={self.classes}, image_shape={self.image_shape}, "
-            f"n_train={len(self.x_train)}, n_val={len(self.x_val)})"
-        )
+        return (f"ImageDataset(name={self.name!r}, classes={self.classes}, image_shape={self.image_shape}, "
+                f"n_train={len(self.x_train)}, n_val={len(self.x_val)})")
 
 
 def _load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -118,11 +116,5 @@ def digits(val_fraction: float = 0.2, *, seed: int = 0, dtype: type = np.float64
         train_idx.append(members[n_val:])
     tr = rng.permutation(np.concatenate(train_idx))
     va = rng.permutation(np.concatenate(val_idx))
-    return ImageDataset(
-        x_train=np.ascontiguousarray(x[tr]),
-        y_train=y[tr],
-        x_val=np.ascontiguousarray(x[va]),
-        y_val=y[va],
-        classes=10,
-        name="digits",
-    )
+    return ImageDataset(x_train=np.ascontiguousarray(x[tr]), y_train=y[tr], x_val=np.ascontiguousarray(x[va]),
+                        y_val=y[va], classes=10, name="digits")
