@@ -62,7 +62,8 @@ def same_history(a, b):
     da = {k: v for k, v in (a if isinstance(a, dict) else a.as_dict()).items() if k != "wall_seconds"}
     db = {k: v for k, v in (b if isinstance(b, dict) else b.as_dict()).items() if k != "wall_seconds"}
     return da.keys() == db.keys() and all(
-        len(da[k]) == len(db[k]) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(da[k], db[k]))
+        len(da[k]) == len(db[k])
+        and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(da[k], db[k], strict=True))
         for k in da
     )
 
@@ -150,7 +151,7 @@ def test_resume_in_a_new_process(tmp_path, mpirun):
     mpirun(SCRIPT, 1, timeout=120, args=(json.dumps(spec),))
     spec["cases"] = [dict(spec["cases"][0], name="resumed", epochs=3, resume=True)]
     out = mpirun(SCRIPT, 1, timeout=120, args=(json.dumps(spec),)).stdout
-    ((report,),) = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
+    ((report,),) = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
     with np.load(tmp_path / "p.resumed.npz") as f:
         assert_bitwise({k: f[k] for k in f.files}, full)
     assert same_history(report["history"], history)
@@ -187,13 +188,13 @@ def test_resume_on_two_ranks_and_from_two_ranks_on_one(tmp_path, mpirun):
         for m, o, b in cases
     ]
     out = mpirun(SCRIPT, 2, timeout=180, args=(json.dumps(spec),)).stdout
-    reports = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
+    reports = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
 
     def load(name):
         with np.load(tmp_path / f"p.{name}.npz") as f:
             return {k: f[k] for k in f.files}
 
-    for (m, o, b), report in zip(cases, reports):
+    for (m, o, b), report in zip(cases, reports, strict=True):
         two_ranks = load(f"full-{m}-{o}")
         assert_bitwise(load(f"resumed-{m}-{o}"), two_ranks)  # 2 ranks -> 2 ranks: bit for bit
         assert report[0]["history"] == report[1]["history"]
@@ -219,7 +220,7 @@ def test_sigterm_on_one_rank_checkpoints_and_stops_every_rank(tmp_path, mpirun):
     }  # rank 1 only, step 6 = epoch 2, step 2 of 4
     spec = {"out": str(tmp_path / "p"), "cases": [case]}
     out = mpirun(SCRIPT, 2, timeout=120, args=(json.dumps(spec),)).stdout
-    (reports,) = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
+    (reports,) = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
     for report in reports:
         assert report["interrupted"] == [signal.SIGTERM, 1, 2, str(c)]
     full, history, _ = train("exact", "adam", 15, 4)

@@ -58,13 +58,13 @@ def test_ex01_example_on_three_ranks(mpirun):
 def test_heat_demo_on_two_ranks(mpirun):
     out = mpirun(str(ROOT / "examples" / "heat_mgrit.py"), 2, args=("--ntime", "256"), timeout=120).stdout
     assert "converged=True" in out
-    line = next(l for l in out.splitlines() if l.startswith("discretization error"))
+    line = next(line for line in out.splitlines() if line.startswith("discretization error"))
     assert "sequential 7.110" in line  # tests/data/expected_numbers.md (ex-02): 7.1103e-03 for ntime 256
 
 
 def test_optimization_example_matches_xbraid(mpirun):
     out = mpirun(str(ROOT / "examples" / "ex01_optimization.py"), 2, timeout=120).stdout
-    line = next(l for l in out.splitlines() if l.startswith("converged after"))
+    line = next(line for line in out.splitlines() if line.startswith("converged after"))
     assert line.startswith("converged after 47 design updates: lam = -0.199613213918")
 
 

@@ -617,8 +617,8 @@ def test_a_bad_input_on_one_rank_raises_on_every_rank(tmp_path_factory, cases):
     out = run_mpi(
         str(HERE / "scripts" / "nn_bad_rank.py"), 2, timeout=120, args=(json.dumps(cases), str(folder))
     ).stdout
-    results = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
-    for case, reports in zip(cases, results):
+    results = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
+    for case, reports in zip(cases, results, strict=True):
         # load, save and a checkpoint's path: rank 0 reads and writes, its input is the one that counts
         bad = (
             0

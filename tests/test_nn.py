@@ -192,7 +192,7 @@ def test_shuffled_minibatches_are_seeded_and_see_every_class():
     original2 = trainer2._evaluate_batch
     trainer2._evaluate_batch = lambda x, y, t: (again.append(y.copy()), original2(x, y, t))[1]
     trainer2.fit(d.x_train[::10], d.y_train[::10], epochs=1, batch_size=50)
-    assert all(np.array_equal(a, b) for a, b in zip(labels, again))
+    assert all(np.array_equal(a, b) for a, b in zip(labels, again, strict=True))
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -241,7 +241,7 @@ def test_ranks_give_the_same_loss_gradient_and_models(mpirun, tmp_path, nprocs):
     trained.save(saved)
     out_path = tmp_path / f"{nprocs}_ranks.npz"
     result = mpirun(str(HERE / "scripts" / "nn_ranks.py"), nprocs, timeout=120, args=(str(saved), str(out_path)))
-    out = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT"))[7:])
+    out = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT"))[7:])
     for mode in ("serial", "exact"):
         assert out[mode]["loss"] == pytest.approx(serial_loss, rel=1e-12), mode
         grad = {k: np.array(v) for k, v in out[mode]["grad"].items()}
@@ -498,7 +498,7 @@ if rank == 0:
 )
 def test_failure_on_one_rank_raises_on_every_rank(mpirun, case, culprit, own, expected):
     out = mpirun(FAILURES_ON_ONE_RANK, 3, timeout=60, args=(case,)).stdout
-    lines = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
+    lines = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
     assert len(lines) == 3
     assert own in lines[culprit]
     for rank in {0, 1, 2} - {culprit}:

@@ -400,7 +400,7 @@ def test_load_failures_reach_every_rank(mpirun, tmp_path):
     (tmp_path / "huge_depth.npz").write_bytes(data)
     crafted_config(tmp_path / "huge_depth.npz", depth=3_000_000)
     out = mpirun(str(HERE / "scripts" / "nn_agreement.py"), 2, timeout=120, args=(str(tmp_path),)).stdout
-    results = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT"))[7:])
+    results = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
     own = {
         "truncated.npz": "ValueError: ",
         "array.npy": "ValueError: ",
@@ -508,7 +508,7 @@ def test_cli_checks_outputs_before_any_work_on_every_rank(tmp_path, bad, message
     assert job.returncode == 1, job.stdout + job.stderr
     assert "pyxbraid-train: peaks on" not in job.stdout  # no training started
     # (-m mpi4py turns the exit status 1 into MPI_Abort, which MPICH reports per rank)
-    lines = [l for l in job.stderr.splitlines() if l.strip() and not l.startswith("Abort(1)")]
+    lines = [line for line in job.stderr.splitlines() if line.strip() and not line.startswith("Abort(1)")]
     assert len(lines) == 1 and lines[0].startswith("pyxbraid-train: error (rank 0): ")
     import re
 

@@ -35,7 +35,7 @@ def case(name, action):
 
 # -- ResNet.load: whatever goes wrong on rank 0 ------------------------------------------------
 for file in ("truncated.npz", "array.npy", "empty.npz", "missing.npz", "huge_depth.npz", "good.npz"):
-    case(f"load {file}", lambda: nn.ResNet.load(folder / file, comm=comm))
+    case(f"load {file}", lambda file=file: nn.ResNet.load(folder / file, comm=comm))
 
 
 def memory_error(*args):

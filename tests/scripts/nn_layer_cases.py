@@ -55,8 +55,10 @@ class Block(nn.Layer):
 
 
 class Failing(nn.Dense):
-    """A Dense layer that fails where its bias[0] is ``marker``: raises Boom in forward or vjp (``when``),
-    or (``when="nangrad"``) returns an infinite bias gradient."""
+    """A Dense layer that fails where its bias[0] is ``marker``.
+
+    It raises Boom in forward or vjp (``when``), or (``when="nangrad"``) returns an infinite bias gradient.
+    """
 
     def __init__(self, width, when, marker):
         super().__init__(width, activation="tanh")
