@@ -17,7 +17,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import pyxbraid as xb  # noqa: E402
 import pyxbraid.torch as xbt  # noqa: E402
 from pyxbraid.torch import ConvergenceWarning, LayerParallel  # noqa: E402
 
@@ -46,9 +45,9 @@ def test_matches_autograd_on_one_rank(kind, mode):
     e = cases.errors(kind, 9, T=1.5, **opts)
     tol = 1e-10 if mode == "exact" else 1e-13
     assert e["uT"] < tol and e["u0_grad"] < tol and e["params"] < tol, e
-    assert e["buffers"] < 1e-12, e      # BatchNorm running statistics: one update per forward pass
+    assert e["buffers"] < 1e-12, e  # BatchNorm running statistics: one update per forward pass
     if mode == "exact":
-        assert e["iterations"][0] >= 2   # MGRIT really iterated
+        assert e["iterations"][0] >= 2  # MGRIT really iterated
 
 
 def test_max_levels_one_runs_the_engine_serially():
@@ -69,6 +68,7 @@ def test_dropout_masks_are_those_of_autograd_seeded_per_pass_and_layer():
 
 def test_serial_equals_exact_with_dropout():
     """Dropout masks are seeded per pass and layer: MGRIT sees a function, serial the same masks."""
+
     def run(mode):
         torch.manual_seed(0)
         lp = LayerParallel(cases.block_factory("dense", dropout=0.3), depth=8, mode=mode, max_levels=2, cfactor=2)
@@ -80,18 +80,20 @@ def test_serial_equals_exact_with_dropout():
             cases.loss_of(lp(x), w).backward()
             outs.append((x.grad.clone(), [p.grad.clone() for p in lp.parameters()]))
         return outs
+
     serial, exact = run("serial"), run("exact")
     for (gs, ps), (ge, pe) in zip(serial, exact):
         assert torch.allclose(ge, gs, rtol=1e-10, atol=1e-13)
         assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-13) for a, b in zip(pe, ps))
-    assert not torch.equal(serial[0][0], serial[1][0])   # a new mask in every forward pass
+    assert not torch.equal(serial[0][0], serial[1][0])  # a new mask in every forward pass
 
 
 def test_one_shot_converges_to_exact_under_warm_restarts():
     u0, w = cases.inputs("dense")
     exact = LayerParallel(cases.block_factory("dense"), depth=16, mode="exact", max_levels=3, cfactor=2)
-    one_shot = LayerParallel(cases.block_factory("dense"), depth=16, mode="one_shot", max_levels=3, cfactor=2,
-                             max_iter=1)
+    one_shot = LayerParallel(
+        cases.block_factory("dense"), depth=16, mode="one_shot", max_levels=3, cfactor=2, max_iter=1
+    )
     xe = u0.clone().requires_grad_(True)
     cases.loss_of(exact(xe), w).backward()
     errors = []
@@ -100,11 +102,11 @@ def test_one_shot_converges_to_exact_under_warm_restarts():
         one_shot.zero_grad()
         cases.loss_of(one_shot(xo), w).backward()
         errors.append(float((xo.grad - xe.grad).norm() / xe.grad.norm()))
-    assert errors[1] > 1e-6                       # inexact at first ...
-    assert errors[-1] < 1e-10, errors             # ... converged by warm restarts
+    assert errors[1] > 1e-6  # inexact at first ...
+    assert errors[-1] < 1e-10, errors  # ... converged by warm restarts
     for p, q in zip(one_shot.parameters(), exact.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-9, atol=1e-12)
-    one_shot.reset()                              # forgets the iterate: inexact again
+    one_shot.reset()  # forgets the iterate: inexact again
     xo = u0.clone().requires_grad_(True)
     cases.loss_of(one_shot(xo), w).backward()
     assert float((xo.grad - xe.grad).norm() / xe.grad.norm()) > 1e-6
@@ -128,8 +130,13 @@ def test_training_with_an_optimizer_decreases_the_loss():
     torch.manual_seed(0)
     opening = torch.nn.Linear(3, 4).double()
     head = torch.nn.Linear(4, 2).double()
-    lp = LayerParallel(lambda k: torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh()).double(),
-                       depth=8, mode="exact", max_levels=2, cfactor=4)
+    lp = LayerParallel(
+        lambda k: torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh()).double(),
+        depth=8,
+        mode="exact",
+        max_levels=2,
+        cfactor=4,
+    )
     opt = torch.optim.Adam([*opening.parameters(), *lp.parameters(), *head.parameters()], lr=0.05)
     x = torch.randn(32, 3, dtype=torch.float64)
     y = (x[:, 0] > 0).long()
@@ -168,20 +175,23 @@ def _block(k):
     return torch.nn.Linear(2, 2).double()
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(mode="fast"), ValueError, "mode must be one of 'serial', 'exact', 'one_shot', got 'fast'"),
-    (dict(depth=0), ValueError, "depth must be an integer >= 1, got 0"),
-    (dict(depth=2.5), TypeError, "depth must be an integer"),
-    (dict(T=-1.0), ValueError, "T must be a finite number > 0, got -1.0"),
-    (dict(cfactor=1), ValueError, "cfactor must be an integer >= 2, got 1"),
-    (dict(max_iter=0), ValueError, "max_iter must be an integer >= 1, got 0"),
-    (dict(tol=-1), ValueError, "tol must be a finite number >= 0, got -1.0"),
-    (dict(coarse="first"), ValueError, "coarse must be one of 'tstop', 'mean', got 'first'"),
-    (dict(solver_options=dict(adjoint=True)), ValueError, "solver_options got 'adjoint'"),
-    (dict(block=3), TypeError, "block must be a callable"),
-    (dict(block=lambda k: "layer"), TypeError, r"block\(0\) must return a torch.nn.Module, got str"),
-    (dict(comm="world"), TypeError, "comm must be an mpi4py.MPI.Comm"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(mode="fast"), ValueError, "mode must be one of 'serial', 'exact', 'one_shot', got 'fast'"),
+        (dict(depth=0), ValueError, "depth must be an integer >= 1, got 0"),
+        (dict(depth=2.5), TypeError, "depth must be an integer"),
+        (dict(T=-1.0), ValueError, "T must be a finite number > 0, got -1.0"),
+        (dict(cfactor=1), ValueError, "cfactor must be an integer >= 2, got 1"),
+        (dict(max_iter=0), ValueError, "max_iter must be an integer >= 1, got 0"),
+        (dict(tol=-1), ValueError, "tol must be a finite number >= 0, got -1.0"),
+        (dict(coarse="first"), ValueError, "coarse must be one of 'tstop', 'mean', got 'first'"),
+        (dict(solver_options=dict(adjoint=True)), ValueError, "solver_options got 'adjoint'"),
+        (dict(block=3), TypeError, "block must be a callable"),
+        (dict(block=lambda k: "layer"), TypeError, r"block\(0\) must return a torch.nn.Module, got str"),
+        (dict(comm="world"), TypeError, "comm must be an mpi4py.MPI.Comm"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, exc, match):
     args = dict(block=_block, depth=4)
     args.update(kwargs)
@@ -200,7 +210,7 @@ def test_bad_inputs_are_named():
     lp32 = LayerParallel(lambda k: torch.nn.Linear(2, 2), depth=4, mode="serial")
     with pytest.raises(TypeError, match="parameter layers.0.weight is torch.float32 on cpu, u0 is torch.float64"):
         lp32(torch.zeros(3, 2, dtype=torch.float64))
-    assert lp32(torch.zeros(3, 2)).dtype == torch.float32     # serial mode: any dtype
+    assert lp32(torch.zeros(3, 2)).dtype == torch.float32  # serial mode: any dtype
 
 
 def test_a_block_that_changes_its_input_in_place_is_refused():
@@ -237,7 +247,9 @@ def test_failure_in_a_block_leaves_the_layer_usable():
 
 
 # -- several ranks --------------------------------------------------------------------------------
-GRADIENTS = PRELUDE + """
+GRADIENTS = (
+    PRELUDE
+    + """
 out = {}
 for kind in ("conv", "dense"):
     for mode in ("serial", "exact"):
@@ -255,25 +267,28 @@ out["dropout-serial"] = errors("dense", 9, mode="serial", dropout=0.3)
 out["oneshot-exact"] = errors("dense", 12, nsteps=6, mode="one_shot", max_levels=3, cfactor=2, max_iter=1)
 report(out)
 """
+)
 
 
 @pytest.mark.parametrize("nprocs", [2, 3])
 def test_matches_autograd_on_several_ranks(mpirun, nprocs):
     runs = mpirun.json(GRADIENTS, nprocs, timeout=240)
     owned = sorted(k for run in runs for k in run["conv-exact"]["owned"])
-    assert owned == list(range(9))                  # every layer on exactly one rank
+    assert owned == list(range(9))  # every layer on exactly one rank
     for run in runs:
         for case, e in run.items():
             tol = 1e-13 if case.endswith("serial") else 1e-10
             assert e["uT"] < tol and e["u0_grad"] < tol and e["params"] < tol, (case, e)
-            if not case.startswith("oneshot"):      # (6 passes: 6 running-statistics updates)
+            if not case.startswith("oneshot"):  # (6 passes: 6 running-statistics updates)
                 assert e["buffers"] < 1e-12, (case, e)
     if nprocs == 3:
         assert [run["uneven-exact"]["owned"] for run in runs] == [[0], [1, 2], [3]]
     assert runs[0]["empty-exact"]["owned"] == []
 
 
-FAILURES = PRELUDE + """
+FAILURES = (
+    PRELUDE
+    + """
 import pyxbraid as xb
 from pyxbraid.torch import LayerParallel
 outcomes = {}
@@ -295,6 +310,7 @@ for mode in ("serial", "exact", "one_shot"):
         outcomes[mode + "-" + when] = outcome
 report(outcomes)
 """
+)
 
 
 def test_failure_in_a_block_on_one_rank_raises_on_every_rank(mpirun):
@@ -306,7 +322,9 @@ def test_failure_in_a_block_on_one_rank_raises_on_every_rank(mpirun):
         assert runs[0][case] == runs[2][case] == "remote 1", (case, runs)
 
 
-CHECKPOINT = PRELUDE + """
+CHECKPOINT = (
+    PRELUDE
+    + """
 from mpi4py import MPI
 from pyxbraid.torch import LayerParallel
 path, step = sys.argv[1], sys.argv[2]
@@ -329,6 +347,7 @@ with torch.no_grad():
     uT = lp(u0)
 report(dict(uT=uT.flatten()[:20].tolist(), norm=float(uT.norm()), keys=len(lp.state_dict())))
 """
+)
 
 
 def test_state_dict_saved_on_two_ranks_loads_on_one_and_three(mpirun, tmp_path):
@@ -337,12 +356,14 @@ def test_state_dict_saved_on_two_ranks_loads_on_one_and_three(mpirun, tmp_path):
     for nprocs in (1, 3):
         loaded = mpirun.json(CHECKPOINT, nprocs, timeout=120, args=(path, "load"))
         for run in loaded:
-            assert run["keys"] == saved[0]["keys"] == 7 * 7   # conv w, b; BatchNorm w, b, mean, var, count
+            assert run["keys"] == saved[0]["keys"] == 7 * 7  # conv w, b; BatchNorm w, b, mean, var, count
             assert run["norm"] == pytest.approx(saved[0]["norm"], rel=1e-10)
             assert run["uT"] == pytest.approx(saved[0]["uT"], rel=1e-10, abs=1e-13)
 
 
-DIFFERENT_INPUTS = PRELUDE + """
+DIFFERENT_INPUTS = (
+    PRELUDE
+    + """
 from mpi4py import MPI
 from pyxbraid.torch import LayerParallel
 rank = MPI.COMM_WORLD.rank
@@ -368,6 +389,7 @@ except KeyError as exc:
 out["owners"] = [lp.owner(k) for k in range(4)]
 report(out)
 """
+)
 
 
 def test_inputs_that_differ_between_ranks_raise_on_every_rank(mpirun):
@@ -386,14 +408,13 @@ def test_keep_graph_gives_the_same_gradients_and_uses_the_kept_graphs():
     for coarse in ("tstop", "mean"):
         e = cases.errors("conv", 12, mode="exact", max_levels=3, cfactor=2, coarse=coarse, keep_graph=True)
         assert max(e["uT"], e["u0_grad"], e["params"]) < 1e-10, (coarse, e)
-    lp = LayerParallel(cases.block_factory("dense"), depth=12, mode="exact", max_levels=3, cfactor=2,
-                       keep_graph=True)
+    lp = LayerParallel(cases.block_factory("dense"), depth=12, mode="exact", max_levels=3, cfactor=2, keep_graph=True)
     u0, w = cases.inputs("dense")
     cases.loss_of(lp(u0.requires_grad_(True)), w).backward()
     app = next(iter(lp._engines.values()))[0]
     # every adjoint step with a nonzero adjoint used its kept graph (the others need none)
     assert app.kept_graph_hits > 0 and app.kept_graph_misses == 0
-    assert not app._graphs                        # nothing left behind after the solve
+    assert not app._graphs  # nothing left behind after the solve
 
 
 def test_readme_block_runs():
@@ -409,9 +430,11 @@ def test_readme_block_runs():
 
 
 def test_layer_parallel_inside_a_parent_module_saves_and_loads():
-    model = torch.nn.Sequential(torch.nn.Linear(2, 3).double(),
-                                LayerParallel(cases.block_factory("dense"), depth=3, mode="exact"),
-                                torch.nn.Linear(3, 1).double())
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2, 3).double(),
+        LayerParallel(cases.block_factory("dense"), depth=3, mode="exact"),
+        torch.nn.Linear(3, 1).double(),
+    )
     sd = model.state_dict()
     assert "1.layers.2.4.running_var" in sd and "0.weight" in sd
     model.load_state_dict(sd)
@@ -424,8 +447,8 @@ def test_backward_of_an_earlier_forward_and_retain_graph():
     x1 = u0.clone().requires_grad_(True)
     y1 = lp(x1)
     x2 = (2 * u0).requires_grad_(True)
-    y2 = lp(x2)                                    # the solver now holds the second pass ...
-    cases.loss_of(y1, w).backward()                # ... so the first pass's backward solves it again
+    y2 = lp(x2)  # the solver now holds the second pass ...
+    cases.loss_of(y1, w).backward()  # ... so the first pass's backward solves it again
     assert float((x1.grad - gref).norm() / gref.norm()) < 1e-10
     loss = cases.loss_of(y2, w)
     loss.backward(retain_graph=True)

@@ -28,17 +28,20 @@ def test_digits_shapes_split_and_seed():
     again, other = datasets.digits(), datasets.digits(seed=1)
     assert np.array_equal(again.x_val, data.x_val) and np.array_equal(again.y_train, data.y_train)
     assert not np.array_equal(other.y_val, data.y_val)
-    assert len(datasets.digits(0.5).x_val) == 898   # per class round(n_c / 2), half to even
+    assert len(datasets.digits(0.5).x_val) == 898  # per class round(n_c / 2), half to even
     assert datasets.digits(dtype=np.float32).x_train.dtype == np.float32
     failures, tried = doctest.testmod(sys.modules["pyxbraid.datasets.digits"])
     assert tried > 0 and failures == 0
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(val_fraction=1.0), ValueError, r"val_fraction must be in \(0, 1\), got 1.0"),
-    (dict(val_fraction="half"), TypeError, "val_fraction must be a number"),
-    (dict(seed=-1), ValueError, "seed must be a non-negative integer, got -1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(val_fraction=1.0), ValueError, r"val_fraction must be in \(0, 1\), got 1.0"),
+        (dict(val_fraction="half"), TypeError, "val_fraction must be a number"),
+        (dict(seed=-1), ValueError, "seed must be a non-negative integer, got -1"),
+    ],
+)
 def test_digits_rejects_bad_arguments(kwargs, exc, match):
     from pyxbraid import datasets
 
@@ -65,13 +68,26 @@ def test_digits_example_on_two_ranks(mpirun, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
     metrics = tmp_path / "m.json"
-    out = mpirun(str(ROOT / "examples" / "digits_torch.py"), 2, timeout=300,
-                 args=("--epochs", "2", "--depth", "8", "--no-progress", "--out", str(tmp_path / "out"),
-                       "--metrics", str(metrics))).stdout
+    out = mpirun(
+        str(ROOT / "examples" / "digits_torch.py"),
+        2,
+        timeout=300,
+        args=(
+            "--epochs",
+            "2",
+            "--depth",
+            "8",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "out"),
+            "--metrics",
+            str(metrics),
+        ),
+    ).stdout
     assert "epoch 2: loss" in out and "validation accuracy" in out
     m = json.loads(metrics.read_text())
     assert m["ranks"] == 2 and m["settings"]["mode"] == "exact" and m["settings"]["depth"] == 8
-    assert m["validation_accuracy"] > 0.8          # 2 epochs; 10 epochs of the defaults reach about 98%
+    assert m["validation_accuracy"] > 0.8  # 2 epochs; 10 epochs of the defaults reach about 98%
     assert len(m["history"]["val_accuracy"]) == 2 and m["history"]["mgrit_iterations"][-1] >= 1
     for name in ("training.png", "predictions.png", "model.pt"):
         assert (tmp_path / "out" / name).stat().st_size > 1000

@@ -45,8 +45,13 @@ def block_factory(kind: str, width: int = 3, dropout: float = 0.0):
         elif kind == "conv_relu":
             layers = [torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU()]
         elif kind == "dense":
-            layers = [torch.nn.Linear(width, width), torch.nn.LayerNorm(width), torch.nn.Tanh(),
-                      torch.nn.Linear(width, width), torch.nn.BatchNorm1d(width)]
+            layers = [
+                torch.nn.Linear(width, width),
+                torch.nn.LayerNorm(width),
+                torch.nn.Tanh(),
+                torch.nn.Linear(width, width),
+                torch.nn.BatchNorm1d(width),
+            ]
         else:
             raise ValueError(kind)
         if dropout:
@@ -65,7 +70,7 @@ def inputs(kind: str, batch: int = 4, width: int = 3, seed: int = 7):
 
 
 def loss_of(uT, weight):
-    return (uT * weight).sum() + 0.5 * (uT ** 2).sum()
+    return (uT * weight).sum() + 0.5 * (uT**2).sum()
 
 
 def reference(kind: str, depth: int, T: float = 1.0, mask_seeds=None, **kw):
@@ -102,7 +107,7 @@ def errors(kind: str, depth: int, nsteps: int = 1, T: float = 1.0, comm=None, **
     comm = MPI.COMM_WORLD if comm is None else comm
     dropout = options.pop("dropout", 0.0)
     lp = LayerParallel(block_factory(kind, dropout=dropout), depth=depth, T=T, comm=comm, **options)
-    seeds = (lp._base_seed, 1) if dropout else None       # the masks of LayerParallel's first forward pass
+    seeds = (lp._base_seed, 1) if dropout else None  # the masks of LayerParallel's first forward pass
     yref, gref, pref, blocks = reference(kind, depth, T, mask_seeds=seeds, dropout=dropout)
     u0, weight = inputs(kind)
     x = u0.clone().requires_grad_(True)
@@ -122,9 +127,13 @@ def errors(kind: str, depth: int, nsteps: int = 1, T: float = 1.0, comm=None, **
         for b, c in zip(lp.layer(k).buffers(), blocks[k].buffers()):
             berr = max(berr, float((b.double() - c.double()).abs().max()))
     berr = comm.allreduce(berr, op=MPI.MAX)
-    out = dict(uT=float((uT.detach() - yref).norm() / yref.norm()),
-               u0_grad=float((x.grad - gref).norm() / gref.norm()),
-               params=perr, buffers=berr, owned=list(lp.owned_layers))
+    out = dict(
+        uT=float((uT.detach() - yref).norm() / yref.norm()),
+        u0_grad=float((x.grad - gref).norm() / gref.norm()),
+        params=perr,
+        buffers=berr,
+        owned=list(lp.owned_layers),
+    )
     if lp.last_backward is not None:
         out["iterations"] = [lp.last_forward.iterations, lp.last_backward.iterations]
     return out

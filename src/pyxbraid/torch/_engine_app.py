@@ -26,16 +26,16 @@ class LayerParallelApp(App):
     def __init__(self, lp: LayerParallel, shape: tuple[int, ...]) -> None:
         super().__init__(shape=shape)
         self.lp = lp
-        self.scale = lp.depth / lp.T       # time -> fine index
+        self.scale = lp.depth / lp.T  # time -> fine index
         self.u0: np.ndarray | None = None
-        self.seed: np.ndarray | None = None   # the gradient arriving at u(T): the objective is <seed, u(T)>
+        self.seed: np.ndarray | None = None  # the gradient arriving at u(T): the objective is <seed, u(T)>
         self.u0_bar: torch.Tensor | None = None
-        self.loaded: Any = None           # which forward pass the iterate belongs to
+        self.loaded: Any = None  # which forward pass the iterate belongs to
         self.params: dict[int, list[torch.Tensor]] = {}
         self.names: dict[int, list[str]] = {}
         self.acc: dict[int, list[torch.Tensor]] | None = None
         self._coarse: dict[tuple[int, int], tuple[list[int], dict[str, torch.Tensor]]] = {}
-        self.grad = 0.0                   # unused; the gradients live in self.acc
+        self.grad = 0.0  # unused; the gradients live in self.acc
         # keep_graph: the graphs of this iteration's steps, by (level, tindex), last step on top
         self._graphs: dict[tuple[int, int], list[tuple]] = {}
         self._graph_iter = -1
@@ -91,8 +91,9 @@ class LayerParallelApp(App):
         # u0 at t = 0; elsewhere the initial guess: u0 again (the identity flow)
         u[...] = self.u0
 
-    def _evaluate(self, b: int, a: int, level: int, x: torch.Tensor,
-                  leaves: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[int] | None]:
+    def _evaluate(
+        self, b: int, a: int, level: int, x: torch.Tensor, leaves: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[int] | None]:
         """F(x) of the step from fine index a to b: (y, the parameter tensors it used, mean's layers or None).
 
         ``leaves``: give the "mean" policy's averaged parameters as fresh leaves
@@ -123,16 +124,19 @@ class LayerParallelApp(App):
             with torch.no_grad():
                 y, _, _ = self._evaluate(b, a, status.level, x, leaves=False)
         if x._version != version:
-            raise RuntimeError(f"block({b - 1}) modified its input in place (an in-place operation such as "
-                               "ReLU(inplace=True) applied to the block's input); F_k must not change u_k")
+            raise RuntimeError(
+                f"block({b - 1}) modified its input in place (an in-place operation such as "
+                "ReLU(inplace=True) applied to the block's input); F_k must not change u_k"
+            )
         with torch.no_grad():
             x.add_(y, alpha=status.tstop - status.tstart)
 
-    def step_adjoint(self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray,
-                     status: Any) -> None:
+    def step_adjoint(
+        self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray, status: Any
+    ) -> None:
         kept = self._graphs.get((status.level, status.tindex)) if self.lp.keep_graph else None
-        entry = kept.pop() if kept else None      # this step's graph, if kept (popped even when unused)
-        if not u_bar.any():     # a zero adjoint (the forward solve's): nothing to do
+        entry = kept.pop() if kept else None  # this step's graph, if kept (popped even when unused)
+        if not u_bar.any():  # a zero adjoint (the forward solve's): nothing to do
             return
         from ._layer_parallel import readonly_tensor
 
@@ -144,7 +148,7 @@ class LayerParallelApp(App):
         if entry is not None and torch.equal(entry[0].detach(), u_t):
             x, y, targets, ks = entry
             self.kept_graph_hits += 1
-        else:       # recompute F(u) with autograd from the step's recorded input
+        else:  # recompute F(u) with autograd from the step's recorded input
             if entry is not None:
                 self.kept_graph_misses += 1
             x = u_t.detach().requires_grad_(True)
@@ -152,12 +156,12 @@ class LayerParallelApp(App):
                 y, targets, ks = self._evaluate(b, a, status.level, x, leaves=want_params)
         if not want_params:
             targets = []
-        if not y.requires_grad:    # F_k depends neither on u nor on a parameter
+        if not y.requires_grad:  # F_k depends neither on u nor on a parameter
             return
         got = torch.autograd.grad(y, [x, *targets], grad_outputs=bar, allow_unused=True)
         if want_params:
             assert self.acc is not None
-            if ks is not None:      # coarse="mean": d(average)/d(theta_k) = 1 / len(ks)
+            if ks is not None:  # coarse="mean": d(average)/d(theta_k) = 1 / len(ks)
                 share = dt / len(ks)
                 mine = dict(zip(self._coarse[(a, b)][1], got[1:]))
                 for k in ks:

@@ -7,7 +7,7 @@ import numbers
 import warnings
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 from .. import _core
 from ..errors import RemoteRankError, _Agreed
 from ..nn.trainer import ConvergenceWarning
-from ..solver import SolveResult, Solver
+from ..solver import Solver, SolveResult
 from ._engine_app import LayerParallelApp
 from ._serial import serial_backward, serial_forward
 
@@ -31,13 +31,12 @@ COARSE_POLICIES = ("tstop", "mean")
 """The values of ``LayerParallel(coarse=...)``: which weights a coarse time step uses."""
 
 # Solver options a user may pass through ``solver_options`` (the others are set by LayerParallel).
-_PASS_THROUGH = ("min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg",
-                 "print_level")
+_PASS_THROUGH = ("min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg", "print_level")
 # The state dtypes the engine stores. Today float64 only; once pyxbraid.App takes a dtype,
 # add torch.float32 here and pass the blocks' dtype to LayerParallelApp (nothing else changes:
 # the callbacks wrap the engine's memory with torch.from_numpy whatever its dtype).
 ENGINE_DTYPES = (torch.float64,)
-_CACHE = 4               # solvers kept per kind (adjoint / primal-only), one per state shape
+_CACHE = 4  # solvers kept per kind (adjoint / primal-only), one per state shape
 
 _readonly_warning_seen = False
 
@@ -85,15 +84,17 @@ class _OwnedLayers(torch.nn.ModuleDict):
         super().__init__()
         self._depth = depth
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         # keys of layers held by other ranks are not unexpected
         foreign = []
         for key in unexpected_keys:
             if key.startswith(prefix):
-                head = key[len(prefix):].split(".", 1)[0]
+                head = key[len(prefix) :].split(".", 1)[0]
                 if head.isdigit() and int(head) < self._depth and head not in self._modules:
                     foreign.append(key)
         for key in foreign:
@@ -295,8 +296,11 @@ class LayerParallel(torch.nn.Module):
             if not callable(block):
                 raise TypeError(f"block must be a callable block(k) -> torch.nn.Module, got {type(block).__name__}")
             depth = _positive_int("depth", depth)
-            if isinstance(T, (bool, np.bool_)) or not isinstance(T, numbers.Real) or not (
-                    math.isfinite(float(T)) and float(T) > 0):
+            if (
+                isinstance(T, (bool, np.bool_))
+                or not isinstance(T, numbers.Real)
+                or not (math.isfinite(float(T)) and float(T) > 0)
+            ):
                 raise ValueError(f"T must be a finite number > 0, got {T!r}")
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
@@ -315,11 +319,15 @@ class LayerParallel(torch.nn.Module):
                 raise TypeError(f"solver_options must be a dict, got {type(solver_options).__name__}")
             unknown = sorted(set(extra) - set(_PASS_THROUGH))
             if unknown:
-                raise ValueError(f"solver_options got {', '.join(map(repr, unknown))}; allowed: "
-                                 f"{', '.join(_PASS_THROUGH)} (LayerParallel sets the others)")
+                raise ValueError(
+                    f"solver_options got {', '.join(map(repr, unknown))}; allowed: "
+                    f"{', '.join(_PASS_THROUGH)} (LayerParallel sets the others)"
+                )
             if depth + 1 < comm.Get_size():
-                raise ValueError(f"depth={depth} gives {depth + 1} time points, fewer than the {comm.Get_size()} "
-                                 "ranks of comm; use more layers or fewer ranks")
+                raise ValueError(
+                    f"depth={depth} gives {depth + 1} time points, fewer than the {comm.Get_size()} "
+                    "ranks of comm; use more layers or fewer ranks"
+                )
         self.comm = comm
         self.depth, self.T, self.h = depth, float(T), float(T) / depth
         self.mode, self.coarse = mode, coarse
@@ -344,14 +352,14 @@ class LayerParallel(torch.nn.Module):
         # the backward solve is collective.
         self._anchor = torch.zeros(0, dtype=torch.float64, requires_grad=True)
         self._engines: OrderedDict[tuple, tuple[LayerParallelApp, Solver]] = OrderedDict()
-        self._passes = 0                 # forward passes so far (identifies the iterate a backward needs)
+        self._passes = 0  # forward passes so far (identifies the iterate a backward needs)
         # dropout masks: seeded per (rank 0's initial torch seed, forward pass, layer), on any rank count
         self._base_seed = comm.bcast(torch.initial_seed(), root=0) if self._size > 1 else torch.initial_seed()
         self._pass_seed = 0
         self._random: set[int] = set()
         self._any_stats = False
         self._grad_params: list[torch.Tensor] = []
-        self._warm: tuple | None = None   # one_shot: (shape) of the iterate kept for a warm restart
+        self._warm: tuple | None = None  # one_shot: (shape) of the iterate kept for a warm restart
         self.last_forward: SolveResult | None = None
         self.last_backward: SolveResult | None = None
 
@@ -376,8 +384,10 @@ class LayerParallel(torch.nn.Module):
         if not 0 <= k < self.depth:
             raise IndexError(f"layer index must be in 0 .. {self.depth - 1}, got {k}")
         if k not in self._owned:
-            raise KeyError(f"layer {k} lives on rank {self.owner(k)}, not on rank {self._rank} "
-                           f"(which holds layers {self._owned.start} .. {self._owned.stop - 1})")
+            raise KeyError(
+                f"layer {k} lives on rank {self.owner(k)}, not on rank {self._rank} "
+                f"(which holds layers {self._owned.start} .. {self._owned.stop - 1})"
+            )
         return self.layers[str(int(k))]
 
     def owner(self, k: int) -> int:
@@ -388,8 +398,10 @@ class LayerParallel(torch.nn.Module):
         raise IndexError(f"layer index must be in 0 .. {self.depth - 1}, got {k}")
 
     def extra_repr(self) -> str:
-        return (f"depth={self.depth}, T={self.T:g}, mode={self.mode!r}, ranks={self._size}, "
-                f"owned_layers={self._owned.start}..{self._owned.stop - 1}")
+        return (
+            f"depth={self.depth}, T={self.T:g}, mode={self.mode!r}, ranks={self._size}, "
+            f"owned_layers={self._owned.start}..{self._owned.stop - 1}"
+        )
 
     # -- state dict across rank counts ---------------------------------------------------
     def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
@@ -401,7 +413,7 @@ class LayerParallel(torch.nn.Module):
         one rank (``if comm.rank == 0: torch.save(lp.state_dict(), path)``) --
         but call it on all.
         """
-        if args:   # torch's deprecated positional form (destination, prefix, keep_vars)
+        if args:  # torch's deprecated positional form (destination, prefix, keep_vars)
             destination = args[0] if len(args) > 0 else destination
             prefix = args[1] if len(args) > 1 else prefix
             keep_vars = args[2] if len(args) > 2 else keep_vars
@@ -412,11 +424,11 @@ class LayerParallel(torch.nn.Module):
             merged: dict[str, Any] = {}
             for part in gathered:
                 merged.update(part)
-            for key, value in local.items():   # own entries keep their identity (keep_vars)
+            for key, value in local.items():  # own entries keep their identity (keep_vars)
                 merged[key] = value
 
             def order(key: str) -> tuple:
-                rest = key[len(prefix):]
+                rest = key[len(prefix) :]
                 if rest.startswith("layers."):
                     head = rest.split(".", 2)[1]
                     return (0, int(head) if head.isdigit() else -1, rest)
@@ -471,24 +483,30 @@ class LayerParallel(torch.nn.Module):
             if not isinstance(u0, torch.Tensor):
                 raise TypeError(f"u0 must be a torch.Tensor of shape (batch, *features), got {type(u0).__name__}")
             if u0.dim() < 1 or u0.numel() == 0:
-                raise ValueError(f"u0 must have shape (batch, *features) with no empty dimension, got "
-                                 f"{tuple(u0.shape)}")
+                raise ValueError(
+                    f"u0 must have shape (batch, *features) with no empty dimension, got {tuple(u0.shape)}"
+                )
             if self.mode != "serial" and u0.dtype not in ENGINE_DTYPES:
-                raise TypeError(f"mode={self.mode!r} runs on the engine's float64 states: u0 must be float64, "
-                                f"got {u0.dtype} (convert the network with .double(), or use mode='serial')")
+                raise TypeError(
+                    f"mode={self.mode!r} runs on the engine's float64 states: u0 must be float64, "
+                    f"got {u0.dtype} (convert the network with .double(), or use mode='serial')"
+                )
             if u0.device.type != "cpu":
-                raise TypeError(f"LayerParallel needs u0 on the CPU (the engine's memory and MPI messages), got "
-                                f"device {u0.device}")
+                raise TypeError(
+                    f"LayerParallel needs u0 on the CPU (the engine's memory and MPI messages), got device {u0.device}"
+                )
             for name, p in self.named_parameters():
                 if p.dtype != u0.dtype or p.device != u0.device:
-                    raise TypeError(f"parameter {name} is {p.dtype} on {p.device}, u0 is {u0.dtype} on "
-                                    f"{u0.device}; the blocks and u0 must agree")
+                    raise TypeError(
+                        f"parameter {name} is {p.dtype} on {p.device}, u0 is {u0.dtype} on "
+                        f"{u0.device}; the blocks and u0 must agree"
+                    )
             if self.check_inputs and self._size > 1:
                 crc = zlib.crc32(np.ascontiguousarray(u0.detach().numpy()).view(np.uint8).reshape(-1).data)
             else:
                 crc = 0
             info = (tuple(u0.shape), str(u0.dtype), crc, grad)
-        except Exception as exc:   # reported to every rank below
+        except Exception as exc:  # reported to every rank below
             error = exc
         self._random = self._random_layers()
         stats = self._needs_stat_update()
@@ -505,15 +523,21 @@ class LayerParallel(torch.nn.Module):
                 raise RemoteRankError(f"rank {r} rejected its LayerParallel input: {report}", r)
         infos = [rep[1] for rep in reports]
         if any(i[:2] != infos[0][:2] for i in infos):
-            raise ValueError(f"u0 differs between ranks (shape, dtype): {[i[:2] for i in infos]}; call the layer "
-                             "on every rank with the same u0")
+            raise ValueError(
+                f"u0 differs between ranks (shape, dtype): {[i[:2] for i in infos]}; call the layer "
+                "on every rank with the same u0"
+            )
         if any(i[3] != infos[0][3] for i in infos):
-            raise ValueError("autograd is enabled on some ranks and disabled (torch.no_grad) on others; "
-                             "every rank must run the same forward")
+            raise ValueError(
+                "autograd is enabled on some ranks and disabled (torch.no_grad) on others; "
+                "every rank must run the same forward"
+            )
         if self.check_inputs and any(i[2] != infos[0][2] for i in infos):
             differ = [r for r, i in enumerate(infos) if i[2] != infos[0][2]]
-            raise ValueError(f"u0 differs between ranks (its values on rank(s) {differ} are not those of rank 0); "
-                             "every rank must pass the same u0 (seed any randomness in the opening layer)")
+            raise ValueError(
+                f"u0 differs between ranks (its values on rank(s) {differ} are not those of rank 0); "
+                "every rank must pass the same u0 (seed any randomness in the opening layer)"
+            )
         self._any_stats = any(rep[2] for rep in reports)
 
     def _needs_stat_update(self) -> bool:
@@ -566,7 +590,7 @@ class LayerParallel(torch.nn.Module):
             solver.reset()
             result = self._solve(solver, "forward (no grad)", snapshot)
             self.last_forward = result
-            uT = torch.from_numpy(solver.state_at(self.depth))   # may step (state_query): restore again
+            uT = torch.from_numpy(solver.state_at(self.depth))  # may step (state_query): restore again
             self._restore_buffers(snapshot)
             self._update_statistics(solver, snapshot)
             return uT, None
@@ -581,7 +605,7 @@ class LayerParallel(torch.nn.Module):
         self.last_forward = result
         self._warm = shape
         app.loaded = self._passes
-        uT = torch.from_numpy(solver.state_at(self.depth))   # may step (state_query): restore again
+        uT = torch.from_numpy(solver.state_at(self.depth))  # may step (state_query): restore again
         self._restore_buffers(snapshot)
         self._update_statistics(solver, snapshot)
         return uT, (shape, self._passes, u0_np, self._pass_seed)
@@ -631,8 +655,12 @@ class LayerParallel(torch.nn.Module):
             warnings.warn(
                 f"LayerParallel {what}: MGRIT did not reach tol={self._tol:g} / adjoint_tol={self._adjoint_tol:g} "
                 f"(relative) in max_iter={self._options['max_iter']} iterations (residual "
-                f"{result.residual_norms[-1]:.3g}" + (f", adjoint {adj[-1]:.3g}" if adj.size else "") +
-                "); raise max_iter or loosen the tolerances", ConvergenceWarning, stacklevel=4)
+                f"{result.residual_norms[-1]:.3g}"
+                + (f", adjoint {adj[-1]:.3g}" if adj.size else "")
+                + "); raise max_iter or loosen the tolerances",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
         return result
 
     def _engine(self, shape: tuple, adjoint: bool) -> tuple[LayerParallelApp, Solver]:
@@ -642,9 +670,9 @@ class LayerParallel(torch.nn.Module):
             return self._engines[key]
         app = LayerParallelApp(self, shape)
         opts = dict(self._options)
-        if self.mode == "one_shot" and adjoint:      # a fixed number of iterations
+        if self.mode == "one_shot" and adjoint:  # a fixed number of iterations
             opts.update(abs_tol=0.0, abs_tol_adjoint=0.0)
-        else:                                       # converged (no-grad forwards are exact in every mode)
+        else:  # converged (no-grad forwards are exact in every mode)
             opts["rel_tol"] = self._tol
             if adjoint:
                 opts["rel_tol_adjoint"] = self._adjoint_tol
@@ -656,7 +684,7 @@ class LayerParallel(torch.nn.Module):
             opts["skip"] = False
         solver = Solver(app, 0.0, self.T, self.depth, comm=self.comm, access_level=0, **opts)
         same_kind = [k for k in self._engines if k[1] == adjoint]
-        if len(same_kind) >= _CACHE:       # least recently used first (a backward rebuilds what it needs)
+        if len(same_kind) >= _CACHE:  # least recently used first (a backward rebuilds what it needs)
             del self._engines[same_kind[0]]
         self._engines[key] = (app, solver)
         return app, solver
@@ -675,7 +703,7 @@ class LayerParallel(torch.nn.Module):
         """One plain forward of every owned layer on the solution's states (buffers like BatchNorm's)."""
         if not self._any_stats:
             return
-        states = solver.local_states()          # collective; may step
+        states = solver.local_states()  # collective; may step
         self._restore_buffers(snapshot)
         ilower, iupper = self._intervals[self._rank]
         halo = None
@@ -684,8 +712,14 @@ class LayerParallel(torch.nn.Module):
             left = self._rank - 1 if self._rank > 0 else MPI.PROC_NULL
             right = self._rank + 1 if self._rank < self._size - 1 else MPI.PROC_NULL
             halo = np.empty(states.shape[1:], dtype=np.float64)
-            self.comm.Sendrecv(send if send is not None else np.empty(0), dest=right, sendtag=77,
-                               recvbuf=halo if left != MPI.PROC_NULL else np.empty(0), source=left, recvtag=77)
+            self.comm.Sendrecv(
+                send if send is not None else np.empty(0),
+                dest=right,
+                sendtag=77,
+                recvbuf=halo if left != MPI.PROC_NULL else np.empty(0),
+                source=left,
+                recvtag=77,
+            )
         # agreed: a block failing here on one rank must not leave the others in the next solve
         with _Agreed(self.comm, "forward pass (running statistics of the blocks)"), torch.no_grad():
             for k in self._owned:
@@ -697,8 +731,9 @@ class _LayerParallelFunction(torch.autograd.Function):
     """Autograd node of one LayerParallel forward: inputs (lp, u0, anchor, *owned parameters)."""
 
     @staticmethod
-    def forward(ctx: Any, lp: LayerParallel, u0: torch.Tensor, anchor: torch.Tensor,
-                *params: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, lp: LayerParallel, u0: torch.Tensor, anchor: torch.Tensor, *params: torch.Tensor
+    ) -> torch.Tensor:
         lp._grad_params = list(params)
         uT, saved = lp._run_forward(u0.detach(), graph=True)
         ctx.lp, ctx.saved, ctx.params = lp, saved, list(params)
@@ -709,8 +744,9 @@ class _LayerParallelFunction(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> Any:
         lp = ctx.lp
         if ctx.saved is None:
-            raise RuntimeError("LayerParallel: this forward pass's saved state was freed (backward called twice "
-                               "without retain_graph?)")
+            raise RuntimeError(
+                "LayerParallel: this forward pass's saved state was freed (backward called twice without retain_graph?)"
+            )
         lp._grad_params = ctx.params
         gu0, grads = lp._run_backward(ctx.saved, g.contiguous())
         return (None, gu0.to(g.dtype), None, *grads)
