@@ -3,7 +3,8 @@
 Gradients are compared with autograd through the same blocks on one process
 (tests/scripts/torch_cases.py): "exact" to 1e-10 and "serial" to 1e-13
 relative, for convolutional blocks with BatchNorm and dense blocks with
-LayerNorm and BatchNorm, float64, on 1, 2 and 3 ranks.
+LayerNorm and BatchNorm, float64, on 1, 2 and 3 ranks; in float32 against
+float32 autograd, to the bounds FLOAT32_EXACT and FLOAT32_SERIAL explained below.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -29,6 +31,21 @@ torch.set_num_threads(1)
 PRELUDE = f"import sys\nsys.path.insert(0, {str(HERE / 'scripts')!r})\nfrom torch_cases import *\n"
 
 EXACT = dict(mode="exact", max_levels=3, cfactor=2)
+
+# float32 states. eps32 = 1.19e-7. Plain float32 autograd through the 9 test blocks is itself
+# up to 1.2e-7 (conv) and 9.5e-7 (dense: LayerNorm and BatchNorm divide by batch statistics, which
+# amplifies round-off) away from float64 autograd, relative: float32's own round-off. "exact" mode
+# computes the same function in float32 in another order (FCF relaxation, coarse-grid corrections,
+# sums over ranks) and stops at the float32 default tolerance (relative residual 1e-5,
+# DEFAULT_TOLERANCES), so it lands at that same distance from float32 autograd: measured
+# 0.7-1.8e-7 (conv) and 1.4-4.7e-7 (dense), the same values on 1, 2 and 3 ranks. FLOAT32_EXACT = 4e-6 (about 34 eps32) bounds
+# it with a margin of 4x over float32 autograd's own error; a wrong gradient (an iteration too
+# few, a missing coarse correction) is off by 1e-4 or more. The test also checks the error against
+# float32 autograd's own distance from float64 (at most 10x). "serial" runs autograd's operations in
+# autograd's order, so it differs by less than one rounding (measured: bitwise equal):
+# FLOAT32_SERIAL = 1e-7 < eps32.
+FLOAT32_EXACT = 4e-6
+FLOAT32_SERIAL = 1e-7
 
 
 def test_docstring_examples():
@@ -82,9 +99,9 @@ def test_serial_equals_exact_with_dropout():
         return outs
 
     serial, exact = run("serial"), run("exact")
-    for (gs, ps), (ge, pe) in zip(serial, exact):
+    for (gs, ps), (ge, pe) in zip(serial, exact, strict=True):
         assert torch.allclose(ge, gs, rtol=1e-10, atol=1e-13)
-        assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-13) for a, b in zip(pe, ps))
+        assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-13) for a, b in zip(pe, ps, strict=True))
     assert not torch.equal(serial[0][0], serial[1][0])  # a new mask in every forward pass
 
 
@@ -104,7 +121,7 @@ def test_one_shot_converges_to_exact_under_warm_restarts():
         errors.append(float((xo.grad - xe.grad).norm() / xe.grad.norm()))
     assert errors[1] > 1e-6  # inexact at first ...
     assert errors[-1] < 1e-10, errors  # ... converged by warm restarts
-    for p, q in zip(one_shot.parameters(), exact.parameters()):
+    for p, q in zip(one_shot.parameters(), exact.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, rtol=1e-9, atol=1e-12)
     one_shot.reset()  # forgets the iterate: inexact again
     xo = u0.clone().requires_grad_(True)
@@ -201,7 +218,11 @@ def test_bad_arguments_are_named(kwargs, exc, match):
 
 def test_bad_inputs_are_named():
     lp = LayerParallel(_block, depth=4, mode="exact")
-    with pytest.raises(TypeError, match="u0 must be float64, got torch.float32"):
+    with pytest.raises(
+        TypeError,
+        match=r"parameter layers.0.weight is torch.float64 on cpu, u0 is torch.float32 on "
+        r"cpu; the blocks and u0 must agree \(the blocks' dtype is that of the states\)",
+    ):
         lp(torch.zeros(3, 2))
     with pytest.raises(TypeError, match="u0 must be a torch.Tensor"):
         lp([[0.0, 0.0]])
@@ -246,6 +267,111 @@ def test_failure_in_a_block_leaves_the_layer_usable():
         lp(torch.ones(2, 2, dtype=torch.float64, requires_grad=True)).sum().backward()
 
 
+# -- float32 states ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["conv", "dense"])
+def test_float32_exact_matches_float32_autograd(kind):
+    e = cases.errors(kind, 9, T=1.5, dtype=torch.float32, **EXACT)
+    assert max(e["uT"], e["u0_grad"], e["params"]) < FLOAT32_EXACT, e
+    assert e["buffers"] < FLOAT32_EXACT, e  # running statistics from float32 states
+    assert e["iterations"][0] >= 2, e  # MGRIT really iterated
+    # the scale is float32's own round-off: float32 autograd's distance from float64 autograd
+    y32, g32, p32, _ = cases.reference(kind, 9, 1.5, dtype=torch.float32)
+    y64, g64, p64, _ = cases.reference(kind, 9, 1.5)
+    pnorm = sum(float(g.norm()) ** 2 for gs in p64 for g in gs) ** 0.5
+    own = max(
+        float((y32.double() - y64).norm() / y64.norm()),
+        float((g32.double() - g64).norm() / g64.norm()),
+        max(float((a.double() - b).norm()) for x, y in zip(p32, p64, strict=True) for a, b in zip(x, y, strict=True))
+        / pnorm,
+    )
+    assert 1e-8 < own < FLOAT32_EXACT and max(e["uT"], e["u0_grad"], e["params"]) < 10 * own, (own, e)
+
+
+def test_float32_serial_is_float32_autograd():
+    e = cases.errors("conv", 9, T=1.5, dtype=torch.float32, mode="serial")
+    assert max(e["uT"], e["u0_grad"], e["params"], e["buffers"]) < FLOAT32_SERIAL, e
+
+
+def test_float32_states_live_in_the_engine_as_float32():
+    lp = LayerParallel(
+        cases.block_factory("dense", dtype=torch.float32), depth=8, mode="exact", max_levels=2, cfactor=2
+    )
+    u0, w = cases.inputs("dense", dtype=torch.float32)
+    x = u0.clone().requires_grad_(True)
+    uT = lp(x)
+    cases.loss_of(uT, w).backward()
+    ((app, solver),) = lp._engines.values()
+    assert app.dtype == np.float32 and solver.state_at(8).dtype == np.float32
+    assert uT.dtype == x.grad.dtype == torch.float32
+    assert all(p.grad.dtype == torch.float32 for p in lp.parameters())
+    # the float32 default tolerance: converged to 1e-5 relative, not run to max_iter
+    for result, norms in (
+        (lp.last_forward, lp.last_forward.residual_norms),
+        (lp.last_backward, lp.last_backward.adjoint_residual_norms),
+    ):
+        assert result.converged and result.iterations < 100
+        assert norms[-1] < xbt.DEFAULT_TOLERANCES[torch.float32] * norms[0]
+    assert xbt.DEFAULT_TOLERANCES == {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def test_float32_tolerances_below_epsilon_are_refused():
+    block32 = cases.block_factory("dense", dtype=torch.float32)
+    with pytest.raises(
+        ValueError,
+        match=r"tol=1e-12 is below the machine epsilon of torch.float32 states "
+        r"\(1.19e-07\): .* use tol >= 1.19e-07 \(default for torch.float32: 1e-05\) or float64",
+    ):
+        LayerParallel(block32, depth=4, tol=1e-12)
+    with pytest.raises(ValueError, match=r"adjoint_tol=1e-09 is below the machine epsilon of torch.float32"):
+        LayerParallel(block32, depth=4, adjoint_tol=1e-9)
+    LayerParallel(block32, depth=4, tol=1e-12, mode="serial")  # serial mode runs no MGRIT: tol is not used
+    # blocks without tensors: u0's dtype decides, at the first forward
+    lp = LayerParallel(lambda k: torch.nn.Tanh(), depth=4, tol=1e-10, max_levels=2, cfactor=2)
+    assert lp(torch.ones(2, 3, dtype=torch.float64)).dtype == torch.float64
+    with pytest.raises(ValueError, match=r"tol=1e-10 is below the machine epsilon of torch.float32 states"):
+        lp(torch.ones(2, 3))
+
+
+def test_float32_convergence_warning_names_the_round_off():
+    lp = LayerParallel(
+        cases.block_factory("dense", dtype=torch.float32), depth=16, mode="exact", max_levels=3, cfactor=2, max_iter=2
+    )
+    u0, w = cases.inputs("dense", dtype=torch.float32)
+    with pytest.warns(
+        ConvergenceWarning,
+        match=r"did not reach tol=1e-05 / adjoint_tol=1e-05 .*float32 states: "
+        r"round-off stops the relative residual near 1e-7..1e-6; or use float64",
+    ):
+        lp(u0.requires_grad_(True))
+
+
+def test_mixed_dtypes_are_refused():
+    def block(k):
+        return torch.nn.Linear(2, 2).to(torch.float32 if k % 2 == 0 else torch.float64)
+
+    with pytest.raises(
+        TypeError,
+        match=r"the blocks must all have one dtype \(it is the dtype of the states\), got "
+        r"torch.float32 in layer\(s\) 0, 2, 4..6 and torch.float64 in layer\(s\) 1, 3, 7; convert",
+    ):
+        LayerParallel(lambda k: block(k if k < 4 else 4 + (k == 7)), depth=8, mode="serial")
+    with pytest.raises(
+        TypeError,
+        match=r"mode='one_shot' runs on the engine's float32 or float64 states; the blocks "
+        r"are torch.float16 \(convert with .float\(\) or .double\(\), or use mode='serial'\)",
+    ):
+        LayerParallel(lambda k: torch.nn.Linear(2, 2).half(), depth=4, mode="one_shot")
+    lp = LayerParallel(cases.block_factory("dense", dtype=torch.float32), depth=4, max_levels=2, cfactor=2)
+    with pytest.raises(TypeError, match=r"parameter layers.0.0.weight is torch.float32 on cpu, u0 is torch.float64"):
+        lp(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(
+        TypeError,
+        match=r"mode='exact' runs on the engine's float32 or float64 states; u0 is "
+        r"torch.float16",
+    ):
+        lp(torch.zeros(2, 3, dtype=torch.float16))
+
+
 # -- several ranks --------------------------------------------------------------------------------
 GRADIENTS = (
     PRELUDE
@@ -265,6 +391,10 @@ out["dropout-exact"] = errors("dense", 9, mode="exact", max_levels=3, cfactor=2,
 out["dropout-serial"] = errors("dense", 9, mode="serial", dropout=0.3)
 # one-shot: 1 iteration per pass, 6 warm-restarted passes on the same data -> the exact gradient
 out["oneshot-exact"] = errors("dense", 12, nsteps=6, mode="one_shot", max_levels=3, cfactor=2, max_iter=1)
+# float32 states (messages between ranks are float32 too)
+for kind in ("conv", "dense"):
+    out[kind + "-exact-float32"] = errors(kind, 9, T=1.5, dtype="float32", mode="exact", max_levels=3, cfactor=2)
+out["conv-serial-float32"] = errors("conv", 9, T=1.5, dtype="float32", mode="serial")
 report(out)
 """
 )
@@ -277,10 +407,14 @@ def test_matches_autograd_on_several_ranks(mpirun, nprocs):
     assert owned == list(range(9))  # every layer on exactly one rank
     for run in runs:
         for case, e in run.items():
-            tol = 1e-13 if case.endswith("serial") else 1e-10
+            if case.endswith("float32"):
+                tol = FLOAT32_SERIAL if "serial" in case else FLOAT32_EXACT
+                assert e["buffers"] < tol, (case, e)
+            else:
+                tol = 1e-13 if case.endswith("serial") else 1e-10
+                if not case.startswith("oneshot"):  # (6 passes: 6 running-statistics updates)
+                    assert e["buffers"] < 1e-12, (case, e)
             assert e["uT"] < tol and e["u0_grad"] < tol and e["params"] < tol, (case, e)
-            if not case.startswith("oneshot"):  # (6 passes: 6 running-statistics updates)
-                assert e["buffers"] < 1e-12, (case, e)
     if nprocs == 3:
         assert [run["uneven-exact"]["owned"] for run in runs] == [[0], [1, 2], [3]]
     assert runs[0]["empty-exact"]["owned"] == []
@@ -387,6 +521,12 @@ try:
 except KeyError as exc:
     out["layer"] = str(exc)
 out["owners"] = [lp.owner(k) for k in range(4)]
+# blocks of one dtype on each rank, but not the same on both: refused on every rank
+try:
+    LayerParallel(block_factory("dense", dtype=torch.float32 if rank == 0 else torch.float64), depth=4)
+    out["mixed"] = "no error"
+except Exception as exc:
+    out["mixed"] = f"{type(exc).__name__}: {exc}"
 report(out)
 """
 )
@@ -397,11 +537,21 @@ def test_inputs_that_differ_between_ranks_raise_on_every_rank(mpirun):
     assert runs[0]["values"] == runs[1]["values"]
     assert runs[0]["values"].startswith("ValueError: u0 differs between ranks (its values on rank(s) [1]")
     assert runs[0]["shape"].startswith("ValueError: u0 differs between ranks (shape, dtype)")
-    assert runs[1]["dtype"].startswith("TypeError: mode='exact' runs on the engine's float64 states")
+    assert runs[1]["dtype"].startswith(
+        "TypeError: parameter layers.2.0.weight is torch.float64 on cpu, u0 is torch.float32 on cpu"
+    )
     assert runs[0]["dtype"].startswith("RemoteRankError: rank 1 rejected its LayerParallel input")
     assert runs[0]["layer"] == "'layer 3 lives on rank 1, not on rank 0 (which holds layers 0 .. 1)'"
     assert runs[1]["layer"] == "'layer 0 lives on rank 0, not on rank 1 (which holds layers 2 .. 3)'"
     assert runs[0]["owners"] == runs[1]["owners"] == [0, 0, 1, 1]
+    assert (
+        runs[0]["mixed"]
+        == runs[1]["mixed"]
+        == (
+            "TypeError: the blocks must all have one dtype (it is the dtype of the states), got torch.float32 in "
+            "layer(s) 0, 1 and torch.float64 in layer(s) 2, 3; convert them with .float() or .double()"
+        )
+    )
 
 
 def test_keep_graph_gives_the_same_gradients_and_uses_the_kept_graphs():

@@ -1,7 +1,7 @@
 """The engine app behind LayerParallel's "exact" and "one_shot" modes (pyxbraid's Python-App path).
 
-The engine owns float64 states of shape ``(batch, *features)`` and hands the
-callbacks numpy views of its memory; ``torch.from_numpy`` wraps them without
+The engine owns states of shape ``(batch, *features)`` in the blocks' dtype
+(float64 or float32) and hands the callbacks numpy views of its memory; ``torch.from_numpy`` wraps them without
 copying. A step is ``u += dt * F_k(u)`` under ``torch.no_grad()``; an adjoint
 step recomputes ``F_k`` with autograd from the step's recorded input and takes
 one vector-Jacobian product.
@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 class LayerParallelApp(App):
     """One batch shape of a LayerParallel as a pyxbraid App (see the module docstring)."""
 
-    def __init__(self, lp: LayerParallel, shape: tuple[int, ...]) -> None:
-        super().__init__(shape=shape)
+    def __init__(self, lp: LayerParallel, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        super().__init__(shape=shape, dtype=np.float32 if dtype == torch.float32 else np.float64)
         self.lp = lp
+        self.torch_dtype = dtype
         self.scale = lp.depth / lp.T  # time -> fine index
         self.u0: np.ndarray | None = None
         self.seed: np.ndarray | None = None  # the gradient arriving at u(T): the objective is <seed, u(T)>
@@ -163,13 +164,13 @@ class LayerParallelApp(App):
             assert self.acc is not None
             if ks is not None:  # coarse="mean": d(average)/d(theta_k) = 1 / len(ks)
                 share = dt / len(ks)
-                mine = dict(zip(self._coarse[(a, b)][1], got[1:]))
+                mine = dict(zip(self._coarse[(a, b)][1], got[1:], strict=True))
                 for k in ks:
-                    for n, acc in zip(self.names[k], self.acc[k]):
+                    for n, acc in zip(self.names[k], self.acc[k], strict=True):
                         if mine.get(n) is not None:
                             acc.add_(mine[n], alpha=share)
             else:
-                for acc, g in zip(self.acc[b - 1], got[1:]):
+                for acc, g in zip(self.acc[b - 1], got[1:], strict=True):
                     if g is not None:
                         acc.add_(g, alpha=dt)
         if got[0] is not None:
@@ -195,4 +196,4 @@ class LayerParallelApp(App):
                     a.zero_()
 
     def init_adjoint(self, t: float, u_bar: np.ndarray, status: Any) -> None:
-        self.u0_bar = torch.from_numpy(np.array(u_bar, dtype=np.float64))
+        self.u0_bar = torch.from_numpy(np.array(u_bar))  # a copy: u_bar is engine memory
