@@ -108,7 +108,11 @@ class LayerParallelApp(App):
         return self.lp.call_block(b - 1, x), self.params.get(b - 1, []), None
 
     def step(self, u: np.ndarray, ustop: np.ndarray, fstop: Any, status: Any) -> None:
-        b, a = self._index(status.tstop), self._index(status.tstart)
+        if torch.is_grad_enabled():  # (LayerParallel's solves run without grad: this is for other callers)
+            with torch.no_grad():
+                return self.step(u, ustop, fstop, status)
+        tstart, tstop, level = status.tstart, status.tstop, status.level
+        b = int(round(tstop * self.scale))
         x = torch.from_numpy(u)
         version = x._version
         if self.lp.keep_graph and self.seed is not None:
@@ -118,19 +122,20 @@ class LayerParallelApp(App):
                 self._graph_iter = status.iter
             x_in = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                y, targets, ks = self._evaluate(b, a, status.level, x_in, leaves=self.acc is not None)
-            self._graphs.setdefault((status.level, status.tindex), []).append((x_in, y, targets, ks))
+                y, targets, ks = self._evaluate(b, self._index(tstart), level, x_in, leaves=self.acc is not None)
+            self._graphs.setdefault((level, status.tindex), []).append((x_in, y, targets, ks))
             y = y.detach()
+        elif level > 0 and self.lp.coarse == "mean":
+            y = self._evaluate(b, self._index(tstart), level, x, leaves=False)[0]
         else:
-            with torch.no_grad():
-                y, _, _ = self._evaluate(b, a, status.level, x, leaves=False)
+            y = self.lp.call_block(b - 1, x)
         if x._version != version:
             raise RuntimeError(
                 f"block({b - 1}) modified its input in place (an in-place operation such as "
                 "ReLU(inplace=True) applied to the block's input); F_k must not change u_k"
             )
-        with torch.no_grad():
-            x.add_(y, alpha=status.tstop - status.tstart)
+        x.add_(y, alpha=tstop - tstart)
+        return None
 
     def step_adjoint(
         self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray, status: Any

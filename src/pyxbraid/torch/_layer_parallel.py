@@ -298,6 +298,8 @@ class LayerParallel(torch.nn.Module):
     _base_seed: int
     _pass_seed: int
     _random: set[int]
+    _block_params: list[torch.Tensor]
+    _block_buffers: list[torch.Tensor]
     _any_stats: bool
     _grad_params: list[torch.Tensor]
 
@@ -392,7 +394,7 @@ class LayerParallel(torch.nn.Module):
         # dropout masks: seeded per (rank 0's initial torch seed, forward pass, layer), on any rank count
         self._base_seed = comm.bcast(torch.initial_seed(), root=0) if self._size > 1 else torch.initial_seed()
         self._pass_seed = 0
-        self._random: set[int] = set()
+        self._survey()
         self._any_stats = False
         self._grad_params: list[torch.Tensor] = []
         self._warm: tuple | None = None  # one_shot: (shape) of the iterate kept for a warm restart
@@ -509,7 +511,7 @@ class LayerParallel(torch.nn.Module):
         self._check_input(u0, grad)
         if not grad:
             return self._run_forward(u0.detach(), graph=False)[0]
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = [p for p in self._block_params if p.requires_grad]
         return _LayerParallelFunction.apply(self, u0, self._anchor, *params)
 
     # -- dtypes and tolerances ----------------------------------------------------------------
@@ -563,6 +565,7 @@ class LayerParallel(torch.nn.Module):
     def _check_input(self, u0: Any, grad: bool) -> None:
         error = None
         info: tuple = ()
+        stats = self._survey()
         try:
             if not isinstance(u0, torch.Tensor):
                 raise TypeError(f"u0 must be a torch.Tensor of shape (batch, *features), got {type(u0).__name__}")
@@ -575,12 +578,14 @@ class LayerParallel(torch.nn.Module):
                 raise TypeError(
                     f"LayerParallel needs u0 on the CPU (the engine's memory and MPI messages), got device {u0.device}"
                 )
-            for name, p in self.named_parameters():
-                if p.dtype != u0.dtype or p.device != u0.device:
-                    raise TypeError(
-                        f"parameter {name} is {p.dtype} on {p.device}, u0 is {u0.dtype} on "
-                        f"{u0.device}; the blocks and u0 must agree (the blocks' dtype is that of the states)"
-                    )
+            if any(p.dtype != u0.dtype or p.device != u0.device for p in self._block_params):
+                name, p = next(
+                    (n, p) for n, p in self.named_parameters() if p.dtype != u0.dtype or p.device != u0.device
+                )
+                raise TypeError(
+                    f"parameter {name} is {p.dtype} on {p.device}, u0 is {u0.dtype} on "
+                    f"{u0.device}; the blocks and u0 must agree (the blocks' dtype is that of the states)"
+                )
             if self.check_inputs and self._size > 1:
                 crc = zlib.crc32(np.ascontiguousarray(u0.detach().numpy()).view(np.uint8).reshape(-1).data)
             else:
@@ -588,8 +593,6 @@ class LayerParallel(torch.nn.Module):
             info = (tuple(u0.shape), str(u0.dtype), crc, grad)
         except Exception as exc:  # reported to every rank below
             error = exc
-        self._random = self._random_layers()
-        stats = self._needs_stat_update()
         if self._size == 1:
             if error is not None:
                 raise error
@@ -620,21 +623,28 @@ class LayerParallel(torch.nn.Module):
             )
         self._any_stats = any(rep[2] for rep in reports)
 
-    def _needs_stat_update(self) -> bool:
-        return any(m.training and any(True for _ in m.buffers(recurse=False)) for m in self.layers.modules())
+    def _survey(self) -> bool:
+        """Walk the blocks once per forward pass; return whether a block updates buffers (BatchNorm statistics).
 
-    def _random_layers(self) -> set[int]:
-        out = set()
-        for key, module in self.layers.items():
-            for m in module.modules():
+        Sets ``_block_params`` (every parameter, in ``parameters()`` order),
+        ``_block_buffers`` and ``_random`` (the layers with active dropout).
+        """
+        params: dict[int, torch.Tensor] = {}
+        buffers: dict[int, torch.Tensor] = {}
+        random: set[int] = set()
+        stats = False
+        for key, block in self.layers.items():
+            for m in block.modules():
                 if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
-                    out.add(int(key))
-                    break
-        return out
+                    random.add(int(key))
+                own = [b for b in m._buffers.values() if b is not None]
+                stats = stats or (m.training and bool(own))
+                buffers.update((id(b), b) for b in own)
+                params.update((id(p), p) for p in m._parameters.values() if p is not None)
+        self._block_params, self._block_buffers, self._random = list(params.values()), list(buffers.values()), random
+        return stats
 
     # -- blocks ---------------------------------------------------------------------------
-    def _layer_buffers(self) -> list[torch.Tensor]:
-        return [b for b in self.layers.buffers()]
 
     def call_block(self, k: int, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """F_k(x) with this pass's dropout seed for layer k (and ``params`` replacing the parameters)."""
@@ -776,7 +786,7 @@ class LayerParallel(torch.nn.Module):
 
     # -- buffers (BatchNorm running statistics) -------------------------------------------------
     def _snapshot_buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(b, b.clone()) for b in self._layer_buffers()]
+        return [(b, b.clone()) for b in self._block_buffers]
 
     @staticmethod
     def _restore_buffers(snapshot: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
