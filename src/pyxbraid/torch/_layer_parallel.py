@@ -32,7 +32,7 @@ COARSE_POLICIES = ("tstop", "mean")
 
 # Solver options a user may pass through ``solver_options`` (the others are set by LayerParallel).
 _PASS_THROUGH = ("min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg",
-                 "print_level")
+                 "print_level", "virtual_time", "virtual_latency", "virtual_bandwidth", "virtual_step_cost")
 # The state dtypes the engine stores. Today float64 only; once pyxbraid.App takes a dtype,
 # add torch.float32 here and pass the blocks' dtype to LayerParallelApp (nothing else changes:
 # the callbacks wrap the engine's memory with torch.from_numpy whatever its dtype).
@@ -175,7 +175,8 @@ class LayerParallel(torch.nn.Module):
     solver_options : dict, optional
         More :class:`pyxbraid.Solver` options: ``min_coarse``, ``cwt``,
         ``fmg``, ``nfmg``, ``nfmg_vcyc``, ``storage``, ``tnorm``,
-        ``relax_only_cg``, ``print_level``.
+        ``relax_only_cg``, ``print_level`` and the ``virtual_*`` options
+        (``last_forward.virtual_wall_time``: a prediction on one core per rank).
     check_inputs : bool, default True
         Check on every forward that ``u0`` is identical on every rank (a CRC of
         its bytes, one small collective). A ``u0`` that differs between ranks
