@@ -11,9 +11,11 @@ No test here times anything.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+from apps_python import BatchedDecay
 from mpi4py import MPI
 
 import pyxbraid as xb
@@ -40,9 +42,13 @@ def test_off_by_default_and_reported_as_none():
     assert make(max_levels=2).solve().virtual_wall_time is None
 
 
-def test_one_rank_fixed_cost_is_the_number_of_steps():
-    r = make(64, max_levels=3, abs_tol=1e-12, **MODEL).solve()
+@pytest.mark.parametrize("batched", [False, True])
+def test_one_rank_fixed_cost_is_the_number_of_steps(batched):
+    # A step_batch call of k rows is k steps (the cost model counts steps, not calls).
+    app = BatchedDecay() if batched else xb.apps.LinearODE()
+    r = make(64, app=app, max_levels=3, abs_tol=1e-12, **MODEL).solve()
     assert r.iterations > 1
+    assert (r.calls["step_batch"] > 0) == batched
     assert r.virtual_wall_time == float(r.step_calls)  # no message, no reduction round on one rank
 
 
@@ -169,7 +175,7 @@ import numpy as np
 from mpi4py import MPI
 import pyxbraid as xb
 sys.path.insert(0, TESTS)
-from apps_python import Decay
+from apps_python import BatchedDecay, DecayWithResidual
 
 def run(make_app, vt, **kw):
     s = xb.Solver(make_app(), 0.0, 2.0, 64, virtual_time=vt, **kw)
@@ -190,7 +196,8 @@ cases = {
     "ml=3 cf4 F, tnorm 1": (lambda: xb.apps.LinearODE(), dict(max_levels=3, cfactor=4, nrelax=0, tnorm=1)),
     "fmg, storage 0, tnorm 3": (lambda: xb.apps.LinearODE(), dict(max_levels=4, fmg=True, storage=0, tnorm=3)),
     "Heat1D cwt": (lambda: xb.apps.Heat1D(nspace=17, guess="zero"), dict(max_levels=3, cwt=1.3, max_iter=6)),
-    "Python App, residual": (lambda: Decay(residual=True), dict(max_levels=3, abs_tol=1e-10)),
+    "Python App, residual": (lambda: DecayWithResidual(), dict(max_levels=3, abs_tol=1e-10)),
+    "Python App, step_batch": (lambda: BatchedDecay(lam=[-1.0, -2.0], size=2), dict(max_levels=3, batch_size=5)),
     "adjoint": (lambda: xb.apps.LinearODE(objective="mean_square"),
                 dict(max_levels=3, adjoint=True, abs_tol=1e-10, abs_tol_adjoint=1e-10)),
     "sequential adjoint": (lambda: xb.apps.Cubic(p=0.3, size=2), dict(max_levels=1, adjoint=True)),
@@ -201,8 +208,6 @@ report({name: [run(make_app, vt, **kw) for vt in (False, True)] for name, (make_
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
 def test_numbers_are_bitwise_the_same_with_virtual_time(mpirun, ranks):
-    from pathlib import Path
-
     code = SAME_NUMBERS.replace("TESTS", repr(str(Path(__file__).resolve().parent)))
     results = mpirun.json(code, ranks, timeout=180)
     clocks = {name: on.pop("virtual") for name, (_, on) in results[0].items()}
@@ -278,8 +283,6 @@ out = [outcome(lambda: xb.Solver(xb.apps.LinearODE(), 0.0, 1.0, 16, virtual_time
        outcome(lambda: xb.Solver(xb.apps.LinearODE(), 0.0, 1.0, 16, virtual_time=True).solve().iterations)]
 report(out)
 """
-    from pathlib import Path
-
     results = mpirun.json(code.replace("TESTS", repr(str(Path(__file__).resolve().parent))), 3, timeout=60)
     for out in results:
         assert out[0] == {
