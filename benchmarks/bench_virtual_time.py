@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vt_cases import launch  # noqa: E402
+from vt_cases import CLEAN_OTHER_CORES, launch  # noqa: E402
 
 # label -> worker arguments
 CASES = {
@@ -50,9 +50,6 @@ QUICK = {
     "native ResNet depth 256, one-shot": ["--depth", "64"],
 }
 TORCH = {"torch conv ResNet depth 32, exact": ["--case", "torch_conv", "--depth", "32", "--batch", "16"]}
-# A repeat is clean when other processes used less than this many cores meanwhile (a rank's own CPU
-# share says nothing here: a rank waiting for its neighbour sleeps).
-CLEAN_OTHER_CORES = 0.2
 
 
 def busy_cores(interval: float = 0.5) -> float:
@@ -89,8 +86,9 @@ def summarize(record: dict) -> dict:
     on = [r for r in record["runs"] if r["virtual_on"]]
     off = [r for r in record["runs"] if not r["virtual_on"]]
     off_clean = [r for r in off if clean(r)]
+    on_clean = [r for r in on if clean(r)]
     measured = statistics.median(r["wall"] for r in (off_clean or off))
-    predicted = statistics.median(r["virtual"] for r in on)
+    predicted = statistics.median(r["virtual"] for r in (on_clean or on))
     return dict(
         predicted=predicted,
         measured=measured,
@@ -110,6 +108,8 @@ def main(argv=None) -> None:
     p.add_argument("--torch", action="store_true", help="also a pyxbraid.torch conv ResNet (needs torch)")
     p.add_argument("--only", default="", help="run the cases whose label contains this text")
     p.add_argument("--wait-idle", type=float, default=60.0, help="wait up to this long for an idle machine")
+    p.add_argument("--clean", type=int, default=3, help="repeat until this many undisturbed repeats ...")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="... or this long, per launch")
     args = p.parse_args(argv)
     repeats = 2 if args.quick else args.repeats
     cases = dict(CASES, **(TORCH if args.torch else {}))
@@ -121,8 +121,9 @@ def main(argv=None) -> None:
     print("virtual time: predicted (result.virtual_wall_time) against measured wall time, one core per rank")
     print(f"machine : {platform.platform()}; {os.cpu_count()} CPUs; python {platform.python_version()}")
     print(
-        f"timing  : medians of {repeats} repeats per launch (virtual time on/off alternating, after a warm-up "
-        "solve of each); measured = max over ranks of SolveResult.wall_time, clean repeats only (ok)"
+        f"timing  : {repeats}+ repeats per launch, more until {args.clean} are undisturbed (at most "
+        f"{args.max_seconds:g} s); virtual time on/off alternating after a warm-up solve of each; medians\n"
+        "          of the undisturbed repeats (ok); measured = max over ranks of SolveResult.wall_time"
     )
     print("network : this machine's MPI, measured per launch by a ping-pong between ranks 0 and 1")
     print("=" * 110)
@@ -137,7 +138,9 @@ def main(argv=None) -> None:
         for P in ranks:
             busy = wait_idle(args.wait_idle)
             record = launch(
-                P, [*case_args, *extra, "--virtual", "both", "--network", "local", "--repeats", str(repeats)]
+                P,
+                [*case_args, *extra, "--virtual", "both", "--network", "local", "--repeats", str(repeats)]
+                + ["--clean", str(args.clean), "--max-seconds", str(args.max_seconds)],
             )
             s = summarize(record)
             net = s["network"]

@@ -319,6 +319,26 @@ def measure_network(comm, reps: int = 2000) -> dict:
 
 # -- the worker ---------------------------------------------------------------------------------
 
+# A run is clean when other processes used less than this many cores meanwhile (a rank's own CPU
+# share says nothing here: a rank waiting for its neighbour sleeps).
+CLEAN_OTHER_CORES = 0.2
+
+
+def measure(case, comm, virtual) -> dict:
+    """One solve of ``case`` with its wall time and how busy the rest of the machine was meanwhile."""
+    from mpi4py import MPI
+
+    jiffies, wall0, cpu0 = _busy_jiffies(), time.perf_counter(), time.process_time()
+    rec = case.run(virtual)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    ours = comm.allreduce(cpu)  # process CPU time of every rank (all threads)
+    busy = (_busy_jiffies() - jiffies) / os.sysconf("SC_CLK_TCK")
+    rec["virtual_on"] = virtual is not None
+    # Cores used by other processes meanwhile (/proc/stat counts the whole machine), rank 0's reading.
+    rec["other_cores"] = comm.bcast(max(0.0, (busy - ours) / wall) if wall > 0 else 0.0, root=0)
+    rec["cpu_share"] = comm.allreduce(cpu / wall if wall > 0 else 1.0, op=MPI.MIN)
+    return rec
+
 
 def worker(args) -> None:
     from mpi4py import MPI
@@ -349,18 +369,19 @@ def worker(args) -> None:
         for v in modes:
             case.run(v)  # warm-up: builds the solver, touches its memory
         runs = []
-        for _ in range(args.repeats):
-            for v in modes:
-                jiffies, wall0, cpu0 = _busy_jiffies(), time.perf_counter(), time.process_time()
-                rec = case.run(v)
-                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-                ours = comm.allreduce(cpu)  # process CPU time of every rank (all threads)
-                busy = (_busy_jiffies() - jiffies) / os.sysconf("SC_CLK_TCK")
-                rec["virtual_on"] = v is not None
-                # Cores used by other processes meanwhile (noise detector; /proc/stat counts the whole machine).
-                rec["other_cores"] = max(0.0, (busy - ours) / wall) if wall > 0 else 0.0
-                rec["cpu_share"] = comm.allreduce(cpu / wall if wall > 0 else 1.0, op=MPI.MIN)
-                runs.append(rec)
+        deadline = time.monotonic() + args.max_seconds
+        pairs = clean_pairs = 0
+        while True:
+            pair = [measure(case, comm, v) for v in modes]
+            runs.extend(pair)
+            pairs += 1
+            clean_pairs += all(r["other_cores"] < CLEAN_OTHER_CORES for r in pair)
+            # One decision for all ranks (they read the clock and /proc/stat at slightly different times).
+            more = pairs < args.repeats or (clean_pairs < args.clean and time.monotonic() < deadline)
+            if not comm.bcast(more, root=0):
+                break
+            if args.clean and not all(r["other_cores"] < CLEAN_OTHER_CORES for r in pair):
+                time.sleep(1.0)  # let a burst of other work pass
         out["runs"] = runs
         if args.critical_path and case.supports_step_cost:
             # Every step call costs 1, nothing else: the critical path in step calls, free of any
@@ -442,6 +463,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="vt_out.json")
     p.add_argument("--serial", action="store_true")
     p.add_argument("--critical-path", action="store_true", help="also one solve with virtual_step_cost=1")
+    p.add_argument("--clean", type=int, default=0, help="repeat until this many undisturbed repeats ...")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="... or this long")
     p.add_argument("--virtual", default="on", choices=["on", "off", "both"])
     p.add_argument("--network", default="given", choices=["given", "local"])
     p.add_argument("--latency", type=float, default=1.5e-6)
