@@ -142,7 +142,7 @@ def test_numpy_integer_max_levels_is_used():
 # --------------------------------------------------------------------------------------
 # Boolean options
 # --------------------------------------------------------------------------------------
-BOOL_OPTIONS = ["fmg", "skip", "seq_soln", "residual_computation", "relax_only_cg", "final_fc_relax"]
+BOOL_OPTIONS = ["fmg", "skip", "seq_soln", "residual_computation", "relax_only_cg", "final_fc_relax", "virtual_time"]
 
 
 @pytest.mark.parametrize("name", BOOL_OPTIONS)

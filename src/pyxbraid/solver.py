@@ -57,6 +57,11 @@ class SolveResult:
     adjoint_residual_norms : numpy.ndarray
         ||r_adj|| per iteration (NaN where not available: without the adjoint,
         or with ``objective_only``; empty for sequential marching, ``max_levels=1``).
+    virtual_wall_time : float or None
+        With ``virtual_time=True``: the predicted wall time in seconds of this
+        solve on one dedicated core per rank and the modelled network (the
+        latest rank's virtual clock at the end, the same on every rank); else
+        None. See the options ``virtual_*``.
     """
 
     iterations: int
@@ -70,6 +75,7 @@ class SolveResult:
     calls: dict[str, int] = field(default_factory=dict)
     objective: float | None = None
     adjoint_residual_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    virtual_wall_time: float | None = None
 
 
 class Solver:
@@ -141,6 +147,10 @@ class Solver:
         tstart_objective: float | None = None,
         tstop_objective: float | None = None,
         objective_only: bool = False,
+        virtual_time: bool = False,
+        virtual_latency: float = 1.5e-06,
+        virtual_bandwidth: float = 12000000000.0,
+        virtual_step_cost: float | None = None,
         # END GENERATED options-signature
     ) -> None:
         if comm is None:
@@ -362,6 +372,7 @@ class Solver:
             adjoint_residual_norms=np.array(
                 [math.nan if r == -1.0 else r for r in summary.adjoint_residual_norms], dtype=np.float64
             ),
+            virtual_wall_time=summary.virtual_wall_time if self._options.virtual_time else None,
         )
         self._last = result
         if self._options.print_level >= 2 and self._comm.Get_rank() == 0:

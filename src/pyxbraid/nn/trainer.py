@@ -21,6 +21,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .._options import check_option
+from .._vocabulary import OPTIONS
 from ..errors import _Agreed
 from ..solver import Solver, SolveResult
 from ._apps import LayerBatch, NativeBatch
@@ -43,6 +44,12 @@ _LAYER_PARALLEL_KEYS = {
     "max_iter": (100, 2),
     "abs_tol": (1e-10, 0.0),
     "abs_tol_adjoint": (1e-10, 0.0),
+    # Virtual time (the Solver's defaults): trainer.last_solve.virtual_wall_time per gradient evaluation.
+    **{
+        o.name: (o.default, o.default)
+        for o in OPTIONS
+        if o.name in ("virtual_time", "virtual_latency", "virtual_bandwidth")
+    },
 }
 # Old spellings, accepted with a DeprecationWarning: one name per concept, XBraid's.
 _DEPRECATED_KEYS = {"tol": "abs_tol", "adjoint_tol": "abs_tol_adjoint"}
@@ -241,8 +248,11 @@ class Trainer:
         backpropagation (``max_levels = 1``; pipelined across ranks).
         A dict selects MGRIT with keys ``max_levels`` (3), ``cfactor`` (4),
         ``nrelax`` (1), ``cwt``, ``min_coarse``, ``fmg``, ``storage``,
-        ``tnorm``, ``max_iter``, ``abs_tol``, ``abs_tol_adjoint`` (the Solver's
-        names; ``tol`` and ``adjoint_tol`` are deprecated spellings) and ``one_shot``:
+        ``tnorm``, ``max_iter``, ``abs_tol``, ``abs_tol_adjoint``,
+        ``virtual_time``, ``virtual_latency``, ``virtual_bandwidth`` (the Solver's
+        names; ``tol`` and ``adjoint_tol`` are deprecated spellings; with
+        ``virtual_time``, ``last_solve.virtual_wall_time`` predicts each gradient
+        evaluation on one core per rank) and ``one_shot``:
 
         * ``one_shot=False`` (exact): forward and adjoint MGRIT iterate until
           both residual norms are below ``abs_tol`` / ``abs_tol_adjoint`` (default
@@ -902,7 +912,10 @@ class Trainer:
             optimizer, hyper = type(opt).__name__, repr(opt)
         settings = {
             "mode": self.mode,
-            "layer_parallel": self._options if self.mode != "serial" else None,
+            # virtual_* only predict timings: a run may resume with or without them.
+            "layer_parallel": {k: v for k, v in self._options.items() if not k.startswith("virtual_")}
+            if self.mode != "serial"
+            else None,
             "seed": self.seed,
             "n": n,
             "batch_size": batch_size,

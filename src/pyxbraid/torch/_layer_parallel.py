@@ -32,7 +32,10 @@ COARSE_POLICIES = ("tstop", "mean")
 """The values of ``LayerParallel(coarse=...)``: which weights a coarse time step uses."""
 
 # Solver options a user may pass through ``solver_options`` (the others are set by LayerParallel).
-_PASS_THROUGH = ("min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg", "print_level")
+_PASS_THROUGH = (
+    "min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg", "print_level",
+    "virtual_time", "virtual_latency", "virtual_bandwidth", "virtual_step_cost",
+)
 # The state dtypes the engine stores (pyxbraid.App(dtype=...)): the blocks' dtype decides.
 ENGINE_DTYPES = (torch.float64, torch.float32)
 """The state dtypes of ``"exact"`` and ``"one_shot"`` modes (the blocks' dtype decides)."""
@@ -203,7 +206,8 @@ class LayerParallel(torch.nn.Module):
     solver_options : dict, optional
         More :class:`pyxbraid.Solver` options: ``min_coarse``, ``cwt``,
         ``fmg``, ``nfmg``, ``nfmg_vcyc``, ``storage``, ``tnorm``,
-        ``relax_only_cg``, ``print_level``.
+        ``relax_only_cg``, ``print_level`` and the ``virtual_*`` options
+        (``last_forward.virtual_wall_time``: a prediction on one core per rank).
     check_inputs : bool, default True
         Check on every forward that ``u0`` is identical on every rank (a CRC of
         its bytes, one small collective). A ``u0`` that differs between ranks
