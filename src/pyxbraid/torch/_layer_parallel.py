@@ -33,8 +33,19 @@ COARSE_POLICIES = ("tstop", "mean")
 
 # Solver options a user may pass through ``solver_options`` (the others are set by LayerParallel).
 _PASS_THROUGH = (
-    "min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg", "print_level",
-    "virtual_time", "virtual_latency", "virtual_bandwidth", "virtual_step_cost",
+    "min_coarse",
+    "cwt",
+    "fmg",
+    "nfmg",
+    "nfmg_vcyc",
+    "storage",
+    "tnorm",
+    "relax_only_cg",
+    "print_level",
+    "virtual_time",
+    "virtual_latency",
+    "virtual_bandwidth",
+    "virtual_step_cost",
 )
 # The state dtypes the engine stores (pyxbraid.App(dtype=...)): the blocks' dtype decides.
 ENGINE_DTYPES = (torch.float64, torch.float32)
