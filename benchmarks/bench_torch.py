@@ -42,14 +42,16 @@ def best(fn, repeat: int = 3) -> float:
 def make_block(width: int, weights: str = "random", depth: int = 32, scale: float = 1.0):
     def block(k: int) -> torch.nn.Module:
         torch.manual_seed(k if weights == "random" else 0)
-        m = torch.nn.Sequential(torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.BatchNorm2d(width),
-                                torch.nn.ReLU()).double()
+        m = torch.nn.Sequential(
+            torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.BatchNorm2d(width), torch.nn.ReLU()
+        ).double()
         with torch.no_grad():
-            if weights == "smooth":     # one set of weights, scaled smoothly along the depth
+            if weights == "smooth":  # one set of weights, scaled smoothly along the depth
                 for p in m.parameters():
                     p.mul_(1 + 0.5 * torch.sin(torch.tensor(6.283 * k / depth)))
             m[0].weight.mul_(scale)
         return m
+
     return block
 
 
@@ -67,8 +69,10 @@ def main() -> None:
     depth, width = args.depth, args.width
     torch.manual_seed(1)
     u0 = torch.randn(args.batch, width, args.image, args.image, dtype=torch.float64)
-    say(f"bench_torch: {size} rank(s); state {tuple(u0.shape)}, {depth} blocks ReLU(BatchNorm(Conv3x3)), float64, "
-        "1 torch thread per rank")
+    say(
+        f"bench_torch: {size} rank(s); state {tuple(u0.shape)}, {depth} blocks ReLU(BatchNorm(Conv3x3)), float64, "
+        "1 torch thread per rank"
+    )
 
     # 1. per-call costs
     block = make_block(width)(0)
@@ -86,16 +90,22 @@ def main() -> None:
         y = x.clone().requires_grad_()
         torch.autograd.grad(block(y), [y, *block.parameters()], x)
 
-    costs = {name: best(lambda f=f: [f() for _ in range(n)]) / n for name, f in
-             (("F", f_nograd), ("F graph", f_graph), ("F graph + VJP", f_vjp))}
+    costs = {
+        name: best(lambda f=f: [f() for _ in range(n)]) / n
+        for name, f in (("F", f_nograd), ("F graph", f_graph), ("F graph + VJP", f_vjp))
+    }
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
-                                                  lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
+    ):
         y = x.clone().requires_grad_()
         block(y)
     graph_bytes = sum(saved)
-    say("\n1. one block, per call: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in costs.items()) +
-        f"; autograd saves {graph_bytes / 2**20:.2f} MiB per block graph (state {u0.numel() * 8 / 2**20:.2f} MiB)")
+    say(
+        "\n1. one block, per call: "
+        + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in costs.items())
+        + f"; autograd saves {graph_bytes / 2**20:.2f} MiB per block graph (state {u0.numel() * 8 / 2**20:.2f} MiB)"
+    )
 
     # 2. modes against plain autograd
     blocks = [make_block(width)(k) for k in range(depth)] if rank == 0 else []
@@ -133,14 +143,20 @@ def main() -> None:
         line = f"   {mode:8s}: forward {run.t[0] * 1e3:7.1f} ms, backward {run.t[1] * 1e3:7.1f} ms"
         if lp.last_backward is not None:
             f, b = lp.last_forward, lp.last_backward
-            line += (f"  (iterations {f.iterations} + {b.iterations}; steps on all ranks {f.step_calls_all_ranks} + "
-                     f"{b.step_calls_all_ranks}; adjoint steps on rank 0 {b.calls['step_adjoint']})")
+            line += (
+                f"  (iterations {f.iterations} + {b.iterations}; steps on all ranks {f.step_calls_all_ranks} + "
+                f"{b.step_calls_all_ranks}; adjoint steps on rank 0 {b.calls['step_adjoint']})"
+            )
         say(line)
 
     # 3. recompute vs keep the graph (exact mode): CPU time of the backward, interleaved, best of 3
     cpu = {}
-    lps = {keep: LayerParallel(make_block(width), depth=depth, comm=comm, mode="exact", max_levels=3, cfactor=4,
-                               keep_graph=keep) for keep in (False, True)}
+    lps = {
+        keep: LayerParallel(
+            make_block(width), depth=depth, comm=comm, mode="exact", max_levels=3, cfactor=4, keep_graph=keep
+        )
+        for keep in (False, True)
+    }
     for _ in range(3):
         for keep, lp in lps.items():
             y = u0.clone().requires_grad_()
@@ -153,26 +169,40 @@ def main() -> None:
     steps, adj = bwd.calls["step"], bwd.calls["step_adjoint"]
     per_iteration = steps / max(bwd.iterations, 1)
     local_layers = len(lps[False].owned_layers)
-    say(f"\n3. exact backward on rank 0: {steps} primal + {adj} adjoint steps in {bwd.iterations} iterations; CPU time "
+    say(
+        f"\n3. exact backward on rank 0: {steps} primal + {adj} adjoint steps in {bwd.iterations} iterations; CPU time "
         f"recomputing F_k in each adjoint step {min(cpu[False]) * 1e3:.0f} ms, keeping each step's graph "
         f"(keep_graph=True) {min(cpu[True]) * 1e3:.0f} ms. Graph memory: recompute 1 step graph "
         f"({graph_bytes / 2**20:.2f} MiB); keep {per_iteration:.0f} step graphs per iteration "
         f"({per_iteration * graph_bytes / 2**20:.1f} MiB); plain autograd {local_layers} "
-        f"({local_layers * graph_bytes / 2**20:.1f} MiB) for this rank's layers")
+        f"({local_layers * graph_bytes / 2**20:.1f} MiB) for this rank's layers"
+    )
 
     # 4. coarse-level weight policies
     say("\n4. coarse weights, exact mode, 3 levels, cfactor 4, T = 8 (iterations forward + backward to 1e-10):")
     for weights, scale in (("random", 3.0), ("smooth", 1.0)):
         for coarse in ("tstop", "mean"):
-            lp = LayerParallel(make_block(width, weights, 4 * depth, scale), depth=4 * depth, T=8.0, comm=comm,
-                               mode="exact", max_levels=3, cfactor=4, coarse=coarse, tol=1e-10, adjoint_tol=1e-10)
+            lp = LayerParallel(
+                make_block(width, weights, 4 * depth, scale),
+                depth=4 * depth,
+                T=8.0,
+                comm=comm,
+                mode="exact",
+                max_levels=3,
+                cfactor=4,
+                coarse=coarse,
+                tol=1e-10,
+                adjoint_tol=1e-10,
+            )
             y = u0.clone().requires_grad_()
             t = time.perf_counter()
             lp(y).sum().backward()
             t = time.perf_counter() - t
             f, b = lp.last_forward, lp.last_backward
-            say(f"   {weights:6s} weights, coarse={coarse!r:7s}: {f.iterations} + {b.iterations} iterations, "
-                f"residual after 3: {f.residual_norms[3]:.2e}, {t:.2f} s")
+            say(
+                f"   {weights:6s} weights, coarse={coarse!r:7s}: {f.iterations} + {b.iterations} iterations, "
+                f"residual after 3: {f.residual_norms[3]:.2e}, {t:.2f} s"
+            )
 
 
 if __name__ == "__main__":

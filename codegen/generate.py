@@ -344,7 +344,8 @@ def options_table(section: str) -> str:
             continue
         default = "—" if o.kind == "optional_float" and not o.group_default else repr(o.default)
         name = f"`{o.name}`" + (" (or per level)" if o.per_level else "")
-        out.append(f"| {name} | {default} | {md_escape(o.doc)} | `{o.xbraid}` |")
+        xb = f"`{o.xbraid}`" if o.xbraid else "— (pyxbraid only)"
+        out.append(f"| {name} | {default} | {md_escape(o.doc)} | {xb} |")
     return "\n".join(out)
 
 
@@ -376,6 +377,7 @@ REGIONS = {
     ("src/pyxbraid/solver.py", "options-signature"): signature_region,
     ("README.md", "options-table"): lambda: options_table("MGRIT"),
     ("README.md", "adjoint-options-table"): lambda: options_table("adjoint"),
+    ("README.md", "virtual-time-options-table"): lambda: options_table("virtual time"),
     ("README.md", "callbacks-table"): callbacks_table,
     ("README.md", "phases"): phases_list,
 }

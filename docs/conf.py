@@ -40,6 +40,7 @@ def _write_generated() -> None:
     tables = {
         "options-table.md": gen.options_table("MGRIT"),
         "adjoint-options-table.md": gen.options_table("adjoint"),
+        "virtual-time-options-table.md": gen.options_table("virtual time"),
         "callbacks-table.md": gen.callbacks_table(),
         "phases.md": gen.phases_list(),
         "status-fields.md": _status_fields_table(gen.V),

@@ -107,3 +107,106 @@ def forward_logits(P, x, config):
 def max_relative_error(A, B):
     """Max over names of ||A - B|| / ||B|| (B the reference)."""
     return max(float(np.linalg.norm(A[k] - B[k]) / max(np.linalg.norm(B[k]), 1e-300)) for k in B)
+
+
+def loss_and_gradient_with_layer(P, x, y, config, layer):
+    """Backpropagation through a ResNet whose residual function is a numpy layer (the nn.Layer protocol).
+
+    The residual layers use only the documented protocol -- ``layer.forward(u, params)``
+    and ``layer.vjp(u, params, v)`` on states of shape ``(n, *layer.state_shape)``,
+    with ``params`` taken from ``P["layers.<name>"][k]`` -- and the opening layer,
+    classifier and regularisation are the formulas of ``loss_and_gradient``:
+    the reference for the engine's Python-App path in every training mode.
+    """
+    c = config
+    h = c.T / c.depth
+    n = x.shape[0]
+    shape = (n, *layer.state_shape)
+    names = [k[len("layers.") :] for k in P if k.startswith("layers.")]
+    theta = lambda k: {name: P[f"layers.{name}"][k] for name in names}
+    if c.opening == "dense":
+        z0 = x @ P["opening.weight"].T + P["opening.bias"]
+        u = act(z0, c.activation).reshape(shape)
+    else:
+        u = np.zeros((n, c.width))
+        u[:, : x.shape[1]] = x
+        u = u.reshape(shape)
+    states = [u]
+    for k in range(c.depth):
+        u = u + h * layer.forward(u, theta(k))
+        states.append(u)
+    flat = u.reshape(n, c.width)
+    logits = flat @ P["classifier.weight"].T + P["classifier.bias"]
+    m = logits.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(logits - m).sum(axis=1)) + m[:, 0]
+    loss = float(np.mean(lse - logits[np.arange(n), y]))
+
+    G = {k: np.zeros_like(v) for k, v in P.items()}
+    g = np.exp(logits - m) / np.exp(logits - m).sum(axis=1, keepdims=True)
+    g[np.arange(n), y] -= 1.0
+    g /= n
+    G["classifier.weight"] = g.T @ flat
+    G["classifier.bias"] = g.sum(axis=0)
+    lam = (g @ P["classifier.weight"]).reshape(shape)
+    for k in reversed(range(c.depth)):
+        du, dp = layer.vjp(states[k], theta(k), lam)
+        for name in names:
+            G[f"layers.{name}"][k] = h * dp[name]
+        lam = lam + h * du
+    if c.opening == "dense":
+        s = dact(z0, c.activation) * lam.reshape(n, c.width)
+        G["opening.weight"] = s.T @ x
+        G["opening.bias"] = np.array(s.sum()) if c.bias == "scalar" else s.sum(axis=0)
+
+    if c.tikhonov:
+        for k in P:
+            loss += 0.5 * c.tikhonov * float(np.sum(P[k] ** 2))
+            G[k] = G[k] + c.tikhonov * P[k]
+    if c.smoothness and c.depth > 1:
+        for name in names:
+            d = np.diff(P[f"layers.{name}"], axis=0) / h
+            loss += 0.5 * c.smoothness * float(np.sum(d**2))
+            gd = np.zeros_like(P[f"layers.{name}"])
+            gd[1:] += d / h
+            gd[:-1] -= d / h
+            G[f"layers.{name}"] = G[f"layers.{name}"] + c.smoothness * gd
+    return loss, G
+
+
+def conv1d_reference(u, W, b, activation):
+    """``sigma(conv(u, W) + b)`` with 'same' zero padding, by explicit loops (no numpy vectorisation tricks)."""
+    n, C, L = u.shape
+    K = W.shape[2]
+    p = K // 2
+    z = np.zeros((n, C, L))
+    for i in range(n):
+        for o in range(C):
+            for t in range(L):
+                total = b[o]
+                for c in range(C):
+                    for j in range(K):
+                        s = t + j - p
+                        if 0 <= s < L:
+                            total += W[o, c, j] * u[i, c, s]
+                z[i, o, t] = total
+    return act(z, activation), z
+
+
+def conv1d_vjp_reference(u, W, b, v, activation):
+    """The vector-Jacobian products of conv1d_reference, by explicit loops."""
+    _, z = conv1d_reference(u, W, b, activation)
+    s = dact(z, activation) * v
+    n, C, L = u.shape
+    K = W.shape[2]
+    p = K // 2
+    gu, gW = np.zeros_like(u), np.zeros_like(W)
+    for i in range(n):
+        for o in range(C):
+            for t in range(L):
+                for c in range(C):
+                    for j in range(K):
+                        q = t + j - p
+                        if 0 <= q < L:
+                            gu[i, c, q] += W[o, c, j] * s[i, o, t]
+                            gW[o, c, j] += s[i, o, t] * u[i, c, q]
+    return gu, {"weight": gW, "bias": s.sum(axis=(0, 2))}

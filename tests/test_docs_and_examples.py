@@ -5,6 +5,7 @@ import importlib
 import pkgutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import pyxbraid
@@ -41,6 +42,7 @@ def test_public_modules_have_examples():
         "pyxbraid.solver",
         "pyxbraid.testing",
         "pyxbraid.nn.network",
+        "pyxbraid.nn.layers",
         "pyxbraid.nn.optim",
         "pyxbraid.nn.trainer",
     ):
@@ -141,3 +143,30 @@ def test_train_entry_point_is_installed():
 
     (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "pyxbraid-train"]
     assert ep.value == "pyxbraid.train:main"
+
+
+def test_numpy_layers_example_on_two_ranks(mpirun, tmp_path):
+    """The user-defined layer passes check_layer, and exact layer-parallel training repeats layer-serial training."""
+    args = ("--epochs", "2", "--train", "300", "--depth", "8")
+    runs = {}
+    for mode in ("exact", "serial"):
+        out = mpirun(
+            str(ROOT / "examples" / "peaks_numpy_layers.py"),
+            2,
+            timeout=180,
+            args=(*args, "--mode", mode, "--save", str(tmp_path / f"{mode}.npz")),
+        ).stdout
+        assert "check_layer(AntiSymmetric(width=8, gamma=0.1)): ok" in out
+        runs[mode] = [line for line in out.splitlines() if line.startswith("epoch")]
+        assert len(runs[mode]) == 2 and "validation accuracy" in out
+    assert runs["exact"] == runs["serial"]
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from peaks_numpy_layers import AntiSymmetric
+
+    from pyxbraid import nn
+
+    exact, serial = (nn.ResNet.load(tmp_path / f"{m}.npz", layer=AntiSymmetric(8)) for m in ("exact", "serial"))
+    for k, v in serial.parameters().items():
+        np.testing.assert_allclose(exact.parameters()[k], v, rtol=1e-7, atol=1e-9)

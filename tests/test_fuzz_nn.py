@@ -28,7 +28,6 @@ from hypothesis.extra import numpy as hnp
 
 import pyxbraid as xb
 from pyxbraid import nn
-from pyxbraid.nn.trainer import _BatchApp
 
 HERE = Path(__file__).resolve().parent
 FUZZ = settings(
@@ -146,7 +145,7 @@ DATA = xb.datasets.make_peaks(16, 8, seed=1)
 
 
 def solver_accepts(options):
-    app = _BatchApp(NET, 4)
+    app = NET.batch_app(4)
     try:
         xb.Solver(
             app,

@@ -91,14 +91,12 @@ def test_exact_layer_parallel_equals_layer_serial(lp):
 
 
 def test_mgrit_forward_equals_serial_forward():
-    from pyxbraid.nn.trainer import _BatchApp
-
     x, _ = small_data()
     net = nn.ResNet(2, 4, 16, 5, seed=9)
     states = {}
     for ml in (1, 3):
-        app = _BatchApp(net, x.shape[0])
-        app.cpp.set_batch(x, None)
+        app = net.batch_app(x.shape[0])
+        app.set_batch(x, None)
         solver = xb.Solver(app, 0.0, 1.0, 16, max_levels=ml, cfactor=2, abs_tol=1e-13)
         solver.solve()
         states[ml] = solver.state_at(16)

@@ -552,23 +552,28 @@ def test_cli_rejects_bad_values_in_one_line(capsys, args, message):
 
 
 def test_cli_help_is_complete_and_states_defaults_once(capsys):
-    with pytest.raises(SystemExit) as stop:
-        cli.main(["--help"])
-    assert stop.value.code == 0
-    text = capsys.readouterr().out
-    assert "(default: None)" not in text and "default: False" not in text
     parser = cli.build_parser()
-    formatter = parser._get_formatter()
-    for action in parser._actions:
-        assert action.help, f"{action.option_strings or action.dest} has no help"
-        shown = formatter._get_help_string(action)
-        appended = shown.endswith("(default: %(default)s)")
-        if "default" in action.help:  # states its own default: nothing appended
-            assert not appended, shown
-        else:  # a default is shown exactly when there is one
-            assert appended == (action.default not in (None, False, "==SUPPRESS==")), shown
-    flat = " ".join(text.split())
+    texts = {}
+    for name, sub in [("", parser), *parser.commands.items()]:  # pyxbraid-train --help, peaks --help, ...
+        with pytest.raises(SystemExit) as stop:
+            cli.main([name, "--help"] if name else ["--help"])
+        assert stop.value.code == 0
+        text = capsys.readouterr().out
+        assert "(default: None)" not in text and "default: False" not in text
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+            shown = formatter._get_help_string(action)
+            appended = shown.endswith("(default: %(default)s)")
+            if "default" in action.help:  # states its own default: nothing appended
+                assert not appended, shown
+            else:  # a default is shown exactly when there is one
+                assert appended == (action.default not in (None, False, "==SUPPRESS==")), shown
+        texts[name] = " ".join(text.split())
+    assert "DATASET the data set peaks the paper's dense ResNet" in texts[""] and "DATASET --help" in texts[""]
+    flat = texts["peaks"]
     assert "nn.ResNet's own default is 0" in flat and "(default: 8)" in flat and "(default: parallel)" in flat
+    assert "--dtype {float64,float32}" in texts["digits"] and "(default: 16)" in texts["digits"]
 
 
 def test_cli_version(capsys):

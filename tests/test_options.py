@@ -152,6 +152,7 @@ BOOL_OPTIONS = [
     "relax_only_cg",
     "final_fc_relax",
     "full_residual_norm",
+    "virtual_time",
 ]
 
 

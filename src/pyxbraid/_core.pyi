@@ -52,6 +52,11 @@ class Options:
     has_tstop_objective: bool
     tstop_objective: float
     objective_only: bool
+    virtual_time: bool
+    virtual_latency: float
+    virtual_bandwidth: float
+    has_virtual_step_cost: bool
+    virtual_step_cost: float
 
 class CallCounts:
     """Callback invocations on this rank."""
@@ -131,6 +136,8 @@ class SolveSummary:
     def nlevels(self) -> int: ...
     @property
     def wall_time(self) -> float: ...
+    @property
+    def virtual_wall_time(self) -> float: ...
     @property
     def calls(self) -> CallCounts: ...
     @property

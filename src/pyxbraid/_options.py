@@ -148,6 +148,13 @@ def core_options(values: Mapping[str, Any]) -> Any:
             setattr(opt, f"has_{o.name}", o is active)
         value = values[active.name] if active in chosen else active.default
         setattr(opt, active.name, _converter(active)(active.name, value))
+    for option in OPTIONS:
+        value = values.get(option.name)
+        if option.requires and value is not None and value != option.default and not getattr(opt, option.requires):
+            raise ValueError(
+                f"{option.name}={value!r} has no effect without {option.requires}=True "
+                f"(got {option.requires}={values.get(option.requires, False)!r})"
+            )
     return opt
 
 

@@ -29,7 +29,9 @@ class Option:
     a ``has_<name>`` flag in C++). ``minimum`` (``>=``), ``positive`` (``> 0``) and
     ``choices`` are the checks; ``per_level`` options also take a sequence
     indexed by level; options of one ``group`` exclude each other, and the one
-    with ``group_default`` applies when none is given.
+    with ``group_default`` applies when none is given. An option that
+    ``requires`` a bool option has no effect without it: giving it another
+    value than its default while that option is off is an error.
     """
 
     name: str
@@ -45,6 +47,7 @@ class Option:
     group_default: bool = False
     section: str = "MGRIT"
     details: str = ""  # more docstring text (numpydoc), after ``doc``
+    requires: str = ""  # a bool option without which this one has no effect
 
     @property
     def rule(self) -> str:
@@ -291,6 +294,48 @@ OPTIONS: tuple[Option, ...] = (
         "evaluate the objective without the adjoint (line searches)",
         "braid_SetObjectiveOnly",
         section="adjoint",
+    ),
+    Option(
+        "virtual_time",
+        "bool",
+        False,
+        "predict the wall time on one dedicated core per rank: result.virtual_wall_time",
+        section="virtual time",
+        details="Each rank keeps a virtual clock: its own compute time (thread CPU time, Python callbacks "
+        "included; time spent descheduled or waiting does not count) plus modelled communication: a "
+        "message arrives ``virtual_latency + bytes / virtual_bandwidth`` after it was sent, a reduction "
+        "ends ``ceil(log2 P)`` such messages after the last rank joined it. Run a job oversubscribed (more "
+        "ranks than cores) and read the wall time it would take with a core per rank. Off by default, "
+        "free when off; the numbers computed are the same either way.",
+    ),
+    Option(
+        "virtual_latency",
+        "float",
+        1.5e-6,
+        "modelled seconds per message, end to end (virtual_time; default: an InfiniBand EDR/HDR cluster)",
+        section="virtual time",
+        minimum=0.0,
+        requires="virtual_time",
+    ),
+    Option(
+        "virtual_bandwidth",
+        "float",
+        12.0e9,
+        "modelled network bandwidth in bytes per second (virtual_time; default: InfiniBand EDR, 100 Gb/s)",
+        section="virtual time",
+        positive=True,
+        requires="virtual_time",
+    ),
+    Option(
+        "virtual_step_cost",
+        "optional_float",
+        None,
+        "seconds of compute charged per step call instead of the measured CPU time (virtual_time)",
+        section="virtual time",
+        minimum=0.0,
+        requires="virtual_time",
+        details="A deterministic compute model (everything but ``step`` and ``step_adjoint`` calls is then "
+        "free): the critical path of the algorithm in step calls, for tests and what-if studies.",
     ),
 )
 

@@ -66,6 +66,11 @@ class SolveResult:
         With ``full_residual_norm=True``: the full residual norm of the
         returned solution (measured after the last iteration, as XBraid does);
         None otherwise.
+    virtual_wall_time : float or None
+        With ``virtual_time=True``: the predicted wall time in seconds of this
+        solve on one dedicated core per rank and the modelled network (the
+        latest rank's virtual clock at the end, the same on every rank); else
+        None. See the options ``virtual_*``.
     """
 
     iterations: int
@@ -81,6 +86,7 @@ class SolveResult:
     adjoint_residual_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     full_residual_norms: np.ndarray | None = None
     final_full_residual_norm: float | None = None
+    virtual_wall_time: float | None = None
 
 
 class Solver:
@@ -154,6 +160,10 @@ class Solver:
         tstart_objective: float | None = None,
         tstop_objective: float | None = None,
         objective_only: bool = False,
+        virtual_time: bool = False,
+        virtual_latency: float = 1.5e-06,
+        virtual_bandwidth: float = 12000000000.0,
+        virtual_step_cost: float | None = None,
         # END GENERATED options-signature
     ) -> None:
         if comm is None:
@@ -400,6 +410,7 @@ class Solver:
             ),
             full_residual_norms=full,
             final_full_residual_norm=final_full,
+            virtual_wall_time=summary.virtual_wall_time if self._options.virtual_time else None,
         )
         self._last = result
         if self._options.print_level >= 2 and self._comm.Get_rank() == 0:

@@ -1,6 +1,6 @@
 """Check your own App's adjoint callbacks (XBraid's braid_TestAll idea).
 
-Three checks, each returning a :class:`CheckResult` (truthy when it passed,
+Four checks, each returning a :class:`CheckResult` (truthy when it passed,
 ``.assert_ok()`` raises with the details):
 
 - :func:`check_step_adjoint`: the dot-product test of ``step_adjoint`` against
@@ -10,7 +10,11 @@ Three checks, each returning a :class:`CheckResult` (truthy when it passed,
   differences of ``objective``;
 - :func:`check_gradient`: a whole adjoint solve's gradient against finite
   differences of the objective of whole solves (collective over the solver's
-  communicator).
+  communicator);
+- :func:`check_layer`: a :class:`pyxbraid.nn.Layer`'s ``vjp`` against finite
+  differences of its ``forward``, the state part and each parameter
+  separately (a :class:`LayerCheckResult` saying which part is wrong and by
+  how much).
 
 The first two call your callbacks directly with a stand-in status object
 (``tstart, tstop, dt, t, tindex, level, nlevels, iter, done, phase, ntime,
@@ -28,8 +32,16 @@ from typing import Any
 import numpy as np
 
 from .app import App
+from .nn.layers import Layer, checked_forward, checked_vjp, readonly, spec_of
 
-__all__ = ["CheckResult", "check_gradient", "check_objective_adjoint", "check_step_adjoint"]
+__all__ = [
+    "CheckResult",
+    "LayerCheckResult",
+    "check_gradient",
+    "check_layer",
+    "check_objective_adjoint",
+    "check_step_adjoint",
+]
 
 
 @dataclass
@@ -192,7 +204,7 @@ def check_step_adjoint(
         p0 = _design_get(app, design) if design is not None else None
         dp = rng.standard_normal(p0.shape) if p0 is not None else None
 
-        def shifted(sign: float) -> np.ndarray:
+        def shifted(sign: float, p0: Any = p0, dp: Any = dp, du: Any = du, ds: Any = ds) -> np.ndarray:
             with _design_shifted(app, design, p0, dp, sign * eps):
                 return phi(u0 + sign * eps * du, s0 + sign * eps * ds)
 
@@ -257,7 +269,7 @@ def check_objective_adjoint(
         p0 = _design_get(app, design) if design is not None else None
         dp = rng.standard_normal(p0.shape) if p0 is not None else None
 
-        def f(sign: float) -> float:
+        def f(sign: float, p0: Any = p0, dp: Any = dp, du: Any = du) -> float:
             with _design_shifted(app, design, p0, dp, sign * eps):
                 return float(app.objective(u0 + sign * eps * du, status))
 
@@ -284,7 +296,7 @@ def check_gradient(
     atol: float = 1e-12,
     seed: int = 0,
 ) -> CheckResult:
-    """A whole adjoint solve's gradient against finite differences of whole solves.
+    """Check a whole adjoint solve's gradient against finite differences of whole solves.
 
     Collective: every rank of the solver's communicator must call it with the
     same arguments (the directions are drawn from ``seed`` on every rank).
@@ -348,3 +360,185 @@ def check_gradient(
     finally:
         put(p0)
     return CheckResult(worst <= rtol, worst, details)
+
+
+@dataclass
+class LayerCheckResult(CheckResult):
+    """Outcome of :func:`check_layer`: one relative error per part of the ``vjp``.
+
+    Attributes
+    ----------
+    errors : dict of str to float
+        The largest relative error of each part over the directions:
+        ``"state"`` (the state gradient ``(dF/du)^T v``) and
+        ``"parameter <name>"`` for each parameter (``(dF/dtheta)^T v``).
+    rtol : float
+        The tolerance each part was held to.
+    """
+
+    errors: dict[str, float] = field(default_factory=dict)
+    rtol: float = 0.0
+
+    @property
+    def failed(self) -> list[str]:
+        """Return the parts whose error exceeds ``rtol`` (empty when the check passed)."""
+        return [part for part, err in self.errors.items() if not err <= self.rtol]
+
+    def summary(self) -> str:
+        """Return one line per part: its worst relative error, and whether it passed."""
+        return "\n".join(
+            f"{part}: relative error {err:.2e} ({'ok' if err <= self.rtol else f'WRONG, > rtol={self.rtol:g}'})"
+            for part, err in self.errors.items()
+        )
+
+    def assert_ok(self) -> None:
+        """Raise AssertionError naming the wrong parts of the vjp, by how much, with the comparisons."""
+        if not self.passed:
+            wrong = ", ".join(f"{part} (relative error {self.errors[part]:.2e})" for part in self.failed)
+            raise AssertionError(
+                f"layer check failed: the vjp's {wrong} disagree with finite differences of forward "
+                f"(rtol={self.rtol:g})\n  " + "\n  ".join(self.details)
+            )
+
+
+def check_layer(
+    layer: Layer,
+    *,
+    batch: int = 3,
+    u: np.ndarray | None = None,
+    params: dict[str, np.ndarray] | None = None,
+    directions: int = 3,
+    eps: float = 1e-6,
+    rtol: float = 1e-6,
+    atol: float = 1e-12,
+    seed: int = 0,
+) -> LayerCheckResult:
+    """Dot-product test of a :class:`pyxbraid.nn.Layer`'s ``vjp`` against finite differences of ``forward``.
+
+    For random cotangents ``v`` and directions, each part of the
+    vector-Jacobian product is compared with central differences of
+    ``forward`` separately: the state part ``<vjp_u(v), du>`` against
+    ``<v, (F(u + eps du) - F(u - eps du)) / (2 eps)>``, and for every parameter
+    ``<vjp_theta(v), dtheta>`` against the same differences in ``theta``
+    alone -- so the result says which part is wrong (``result.failed``) and by
+    how much (``result.errors``). The layer's definition and the arrays it
+    returns are checked as the trainer checks them (float64, exact shapes),
+    with read-only inputs, and ``forward`` must give the same result twice.
+
+    Parameters
+    ----------
+    layer : pyxbraid.nn.Layer
+    batch : int, default 3
+        Samples in the random states (ignored when ``u`` is given).
+    u : array_like, optional
+        Where to test, shape ``(n, *layer.state_shape)`` (default: normal).
+    params : dict of str to array_like, optional
+        The parameters to test at (default: normal, standard deviation 0.5,
+        so that biases are not zero).
+    directions : int, default 3
+    eps : float, default 1e-6
+        Finite-difference step along each (standard normal) direction.
+    rtol, atol : float, default 1e-6, 1e-12
+        Tolerance of each comparison (``atol``: below it, values count as zero).
+    seed : int, default 0
+
+    Returns
+    -------
+    LayerCheckResult
+        Truthy when every part passed; ``.assert_ok()`` raises naming the
+        wrong parts.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad argument, or a layer whose definition or results break the
+        protocol (naming the layer, the method and what was wrong).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyxbraid import nn
+    >>> from pyxbraid.testing import check_layer
+    >>> bool(check_layer(nn.Dense(4, activation="tanh")))
+    True
+    >>> class Wrong(nn.Dense):                  # forgets the activation's derivative in the bias gradient
+    ...     def vjp(self, u, params, v):
+    ...         u_bar, grads = super().vjp(u, params, v)
+    ...         return u_bar, {**grads, "bias": v.sum(axis=0)}
+    >>> result = check_layer(Wrong(4, activation="tanh"))
+    >>> result.failed
+    ['parameter bias']
+    >>> result.errors["state"] < 1e-8, result.errors["parameter weight"] < 1e-8
+    (True, True)
+    """
+    spec = spec_of(layer)
+    name = type(layer).__name__
+    for arg, count, minimum in (("batch", batch, 1), ("directions", directions, 1), ("seed", seed, 0)):
+        if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)):
+            raise TypeError(f"{arg} must be an integer >= {minimum}, got {count!r}")
+        if count < minimum:
+            raise ValueError(f"{arg} must be an integer >= {minimum}, got {count!r}")
+    for arg, real in (("eps", eps), ("rtol", rtol), ("atol", atol)):
+        if isinstance(real, (bool, np.bool_)) or not isinstance(real, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{arg} must be a real number, got {real!r}")
+        if not (np.isfinite(real) and real > 0):
+            raise ValueError(f"{arg} must be finite and > 0, got {real!r}")
+    rng = np.random.default_rng(seed)
+    if u is None:
+        u0 = rng.standard_normal((int(batch), *spec.state_shape))
+    else:
+        u0 = _float_array("u", u)
+        if u0.ndim != 1 + len(spec.state_shape) or u0.shape[1:] != spec.state_shape or u0.shape[0] < 1:
+            raise ValueError(f"u must have shape (n, *{name}.state_shape) = (n, {spec.state_shape}), got {u0.shape}")
+    if params is None:
+        theta = {k: np.asarray(0.5 * rng.standard_normal(shape)) for k, shape in spec.parameters.items()}
+    else:
+        if not isinstance(params, dict) or set(params) != set(spec.parameters):
+            got = sorted(map(str, params)) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"params must be a dict with the parameters {sorted(spec.parameters)}, got {got}")
+        theta = {k: _float_array(f"params[{k!r}]", params[k]) for k in spec.parameters}
+        for k, shape in spec.parameters.items():
+            if theta[k].shape != shape:
+                raise ValueError(f"params[{k!r}] must have shape {shape}, got {theta[k].shape}")
+
+    def forward(uu: np.ndarray, pp: dict[str, np.ndarray]) -> np.ndarray:
+        return checked_forward(layer, uu, {k: readonly(v) for k, v in pp.items()})
+
+    first, again = forward(u0, theta), forward(u0, theta)
+    if not np.array_equal(first, again):
+        raise ValueError(
+            f"{name}.forward is not deterministic: two calls at the same u and params differ by up to "
+            f"{float(np.max(np.abs(first - again))):.3g}; finite differences cannot check it"
+        )
+    details: list[str] = []
+    errors: dict[str, float] = {"state": 0.0, **{f"parameter {k}": 0.0 for k in spec.parameters}}
+    for d in range(directions):
+        v = rng.standard_normal(u0.shape)
+        u_bar, grads = checked_vjp(layer, spec, u0, {k: readonly(x) for k, x in theta.items()}, v)
+        du = rng.standard_normal(u0.shape)
+        fd = float(np.vdot(v, (forward(u0 + eps * du, theta) - forward(u0 - eps * du, theta)) / (2 * eps)))
+        err = _compare(f"state, direction {d}", float(np.vdot(u_bar, du)), fd, rtol, atol, details)
+        errors["state"] = max(errors["state"], err)
+        for k, shape in spec.parameters.items():
+            dp = rng.standard_normal(shape)
+            plus, minus = dict(theta), dict(theta)
+            plus[k], minus[k] = theta[k] + eps * dp, theta[k] - eps * dp
+            fd = float(np.vdot(v, (forward(u0, plus) - forward(u0, minus)) / (2 * eps)))
+            err = _compare(f"parameter {k}, direction {d}", float(np.vdot(grads[k], dp)), fd, rtol, atol, details)
+            errors[f"parameter {k}"] = max(errors[f"parameter {k}"], err)
+    worst = max(errors.values())
+    return LayerCheckResult(worst <= rtol, worst, details, errors, float(rtol))
+
+
+def _float_array(name: str, value: Any) -> np.ndarray:
+    """Return ``value`` as a float64 copy; TypeError naming ``name`` unless it is a real, finite array."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real array, got {type(value).__name__} ({exc})") from None
+    if arr.dtype.kind not in "fiu" or arr.dtype.fields is not None:
+        raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
+    arr = np.array(arr, dtype=np.float64, copy=True)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr

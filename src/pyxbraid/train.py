@@ -1,18 +1,28 @@
-"""Command-line training of a layer-parallel ResNet: ``python -m pyxbraid.train peaks``.
+"""Command-line training of a layer-parallel ResNet: ``python -m pyxbraid.train peaks|digits``.
 
-Also installed as ``pyxbraid-train``. Runs unchanged under ``mpiexec -n P``
-(the layers are distributed over the P ranks). Prints progress and the
-accuracies, writes the training curves and (for 2-D data) the decision
-regions, the trained model, and with ``--metrics`` a JSON summary.
+Also installed as ``pyxbraid-train``. One subcommand per data set, each with
+its own options (``pyxbraid-train peaks --help``):
+
+- ``peaks``: the dense ResNet of Günther et al. (SIMODS 2020) on 2-D points,
+  native layers (:mod:`pyxbraid.nn`);
+- ``digits``: a convolutional ResNet (:class:`pyxbraid.torch.ConvResNet`) on
+  scikit-learn's 8x8 digits, trained with Adam through
+  :class:`pyxbraid.torch.LayerParallel` (needs PyTorch and scikit-learn; float64
+  or float32).
+
+Runs unchanged under ``mpiexec -n P`` (the layers are distributed over the P
+ranks). Prints progress and the accuracies, writes the training curves, the
+decision regions (peaks) or the predicted validation images (digits), the
+trained model, and with ``--metrics`` a JSON summary.
 
 Every argument is checked before any work (an invalid value is a usage
 error: one line, exit status 2), and so are the output paths (created, and
 proven writable, before training starts). A failure on one rank ends every
 rank with exit status 1, with or without ``python -m mpi4py``. Outputs are
 written atomically (a temporary file renamed into place; a link at the
-destination is replaced, never followed). With ``--checkpoint`` the run
-saves its state after every epoch and on SIGTERM/SIGINT (then it exits with
-status 128 + the signal number); ``--resume`` continues from it.
+destination is replaced, never followed). With ``--checkpoint`` (peaks) the
+run saves its state after every epoch and on SIGTERM/SIGINT (then it exits
+with status 128 + the signal number); ``--resume`` continues from it.
 
 Examples
 --------
@@ -22,11 +32,15 @@ Examples
 ``mpiexec -n 4 python -m mpi4py -m pyxbraid.train peaks --mode one-shot --metrics out.json``
 
 ``srun python -m pyxbraid.train peaks --checkpoint ckpt.npz $( [ -f ckpt.npz ] && echo --resume )``
+
+``mpiexec -n 2 python -m mpi4py -m pyxbraid.train digits --metrics digits.json`` (defaults: 16 blocks,
+width 8, T = 2, float64, exact layer-parallel MGRIT with 2 levels and cfactor 4; Adam, batch 64, 10 epochs)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import signal
@@ -45,24 +59,29 @@ from .nn.network import DEPTH_MAX, INDEX_MAX, _validated_config
 
 MODES = ("parallel", "one-shot", "serial")
 # Mode-dependent defaults: one-shot follows the paper (full batch, L-BFGS, warm restarts).
-DEFAULTS = {
+DEFAULTS: dict[str, dict[str, Any]] = {
     "parallel": dict(optimizer="adam", epochs=20, batch_size="100", max_iter=100),
     "serial": dict(optimizer="adam", epochs=20, batch_size="100", max_iter=None),
     "one-shot": dict(optimizer="lbfgs", epochs=150, batch_size="full", max_iter=2),
 }
+# What a rank reports in one line (exit status 1); anything else raises with its traceback.
+_FAILURES = (PyxbraidError, OSError, ValueError, TypeError, FloatingPointError)
 LEARNING_RATES = {"adam": 0.01, "sgd": 0.01, "lbfgs": 1.0}  # L-BFGS: the line search's first step
 
 
 class _Parser(argparse.ArgumentParser):
     """Prints (usage, errors, --help, --version) on rank 0 only; every rank exits alike."""
 
+    commands: dict[str, argparse.ArgumentParser]
+
     def _print_message(self, message: str, file: Any = None) -> None:
         if MPI.COMM_WORLD.Get_rank() == 0:
             super()._print_message(message, file)
 
     def error(self, message: str) -> Any:
-        """One line (the usage is long; ``--help`` shows it), exit status 2."""
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        """Print one line (the usage is long; ``--help`` shows it) and exit with status 2."""
+        root = self.prog.split()[0]  # "pyxbraid-train", also for a subcommand's parser
+        self.exit(2, f"{root}: error: {message} (see {self.prog} --help)\n")
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -113,18 +132,40 @@ def _batch_size(text: str) -> str | int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
+    """Return the command line's parser: one subcommand per data set, ``peaks`` and ``digits``."""
     p = _Parser(
         prog="pyxbraid-train",
         description="Train a ResNet layer-parallel (MGRIT forward, adjoint backward) on a built-in data set.",
+        epilog="Each data set has its own options: DATASET --help lists them.",
         formatter_class=_HelpFormatter,
     )
-    p.add_argument(
-        "dataset",
-        choices=["peaks"],
-        help="built-in data set (peaks: 5000 training / 200 validation points, 5 classes; Günther et al. 2020)",
-    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True, parser_class=_Parser, help="the data set")
+    p.commands = {
+        "peaks": sub.add_parser(
+            "peaks",
+            help="the paper's dense ResNet (native layers, pyxbraid.nn) on 2-D points: 5000 training / 200 "
+            "validation points, 5 classes (Günther et al. 2020)",
+            description="The peaks ResNet of Günther et al. (SIMODS 2020), native layers (pyxbraid.nn).",
+            formatter_class=_HelpFormatter,
+        ),
+        "digits": sub.add_parser(
+            "digits",
+            help="a convolutional ResNet (PyTorch, pyxbraid.torch) on scikit-learn's 8x8 handwritten digits: "
+            "1438 training / 359 validation images, 10 classes (needs PyTorch and scikit-learn)",
+            description="A convolutional ResNet (opening conv, residual ReLU(BatchNorm(Conv3x3)) blocks, pooling "
+            "+ linear head; pyxbraid.torch.ConvResNet) on scikit-learn's 8x8 digits (1438 training / 359 "
+            "validation images), Adam on mini-batches. Needs PyTorch and scikit-learn.",
+            formatter_class=_HelpFormatter,
+        ),
+    }
+    _peaks_arguments(p.commands["peaks"])
+    _digits_arguments(p.commands["digits"])
+    return p
+
+
+def _peaks_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mode",
         choices=MODES,
@@ -192,7 +233,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint (which must exist)")
     p.add_argument("--no-plots", action="store_true", help="do not write the plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
+
+
+def _digits_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="parallel",
+        help="parallel: exact layer-parallel (MGRIT forward and adjoint converged; LayerParallel mode 'exact'); "
+        "one-shot: max-iter MGRIT iterations per pass (inexact gradients); serial: forward/backprop rank "
+        "after rank",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="dtype of the network and of the engine's states",
+    )
+    p.add_argument("--epochs", type=_integer(1), default=10, help="passes over the training images")
+    p.add_argument("--batch-size", type=_batch_size, default=64, help="mini-batch size or 'full'")
+    p.add_argument("--lr", type=_real(positive=True), default=5e-3, help="Adam's learning rate")
+    p.add_argument("--width", type=_integer(1), default=8, help="channels of the residual state")
+    p.add_argument("--depth", type=_integer(1, DEPTH_MAX), default=16, help="residual blocks = time steps")
+    p.add_argument("--T", type=_real(positive=True), default=2.0, help="final time (step h = T / depth)")
+    p.add_argument(
+        "--max-levels", type=_integer(1, DEPTH_MAX), default=2, help="MGRIT levels (parallel and one-shot modes)"
+    )
+    p.add_argument("--cfactor", type=_integer(2), default=4, help="MGRIT coarsening factor (parallel and one-shot)")
+    p.add_argument(
+        "--max-iter",
+        type=_integer(1),
+        help="MGRIT iterations (one-shot: per pass, default 2; parallel: the limit, default 100)",
+    )
+    p.add_argument(
+        "--coarse",
+        choices=["tstop", "mean"],
+        default="tstop",
+        help="weights of coarse MGRIT steps: the fine layer ending there, or the mean of the layers spanned",
+    )
+    p.add_argument("--seed", type=_integer(0), default=0, help="initialisation, data split and shuffling (default 0)")
+    p.add_argument("--threads", type=_integer(1, 1024), default=1, help="torch threads per rank")
+    p.add_argument("--out", default="pyxbraid-digits", help="directory for plots and the model (model.pt)")
+    p.add_argument("--metrics", help="write a JSON summary to this file (default: none)")
+    p.add_argument("--no-plots", action="store_true", help="do not write the plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _json_safe(value: Any) -> Any:
@@ -207,17 +291,31 @@ def _json_safe(value: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pyxbraid-train`` with the arguments ``argv`` (default: the command line's); return the exit status.
+
+    0 on success, 1 when a rank failed (every rank returns 1; the rank that
+    failed prints why), 2 for a usage error (printed by rank 0), 128 + the
+    signal number when a peaks run with ``--checkpoint`` was stopped.
+    """
     comm = MPI.COMM_WORLD
-    rank = comm.Get_rank()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the data set's parser, whose --help lists what it takes
+        parser.commands[args.dataset].error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.dataset == "digits":
+        return _main_digits(comm, parser.commands["digits"], args)
+    return _main_peaks(comm, parser.commands["peaks"], args)
+
+
+def _main_peaks(comm: Any, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    rank = comm.Get_rank()
     defaults = DEFAULTS[args.mode]
-    optimizer_name = args.optimizer or defaults["optimizer"]
-    epochs = args.epochs if args.epochs is not None else defaults["epochs"]
+    optimizer_name: str = args.optimizer or defaults["optimizer"]
+    epochs: int = args.epochs if args.epochs is not None else defaults["epochs"]
     batch = args.batch_size if args.batch_size is not None else defaults["batch_size"]
     batch_size = None if batch == "full" else int(batch)
     lr = args.lr if args.lr is not None else LEARNING_RATES[optimizer_name]
-    max_iter = args.max_iter if args.max_iter is not None else defaults["max_iter"]
+    max_iter: int | None = args.max_iter if args.max_iter is not None else defaults["max_iter"]
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
     data = datasets.peaks()
@@ -249,9 +347,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + exc.signum
     except RemoteRankError:
         return 1  # the rank that failed says why
-    except (PyxbraidError, OSError, ValueError, TypeError, FloatingPointError) as exc:
+    except _FAILURES as exc:
         print(f"pyxbraid-train: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
         return 1
+
+
+def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if args.depth + 1 < size:
+        parser.error(
+            f"--depth {args.depth} gives {args.depth + 1} time points, fewer than the {size} ranks; use more "
+            "residual blocks or fewer ranks"
+        )
+    digits = _import_digits(comm)
+    if digits is None:
+        return 1
+    settings = digits.Settings(
+        mode=args.mode,
+        dtype=args.dtype,
+        epochs=args.epochs,
+        batch_size=None if args.batch_size == "full" else int(args.batch_size),
+        lr=args.lr,
+        width=args.width,
+        depth=args.depth,
+        T=args.T,
+        max_levels=args.max_levels,
+        cfactor=args.cfactor,
+        max_iter=args.max_iter,
+        coarse=args.coarse,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    out = Path(args.out)
+    try:
+        # Before any work: a bad output path must not throw a training run away.
+        with _Agreed(comm, "output paths"):
+            if rank == 0:
+                check_writable(out, "--out", folder=True)
+                if args.metrics:
+                    check_writable(args.metrics, "--metrics")
+        return digits.run(comm, settings, out, args.metrics, plots=not args.no_plots, progress=not args.no_progress)
+    except RemoteRankError:
+        return 1  # the rank that failed says why
+    except _FAILURES as exc:
+        print(f"pyxbraid-train: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _import_digits(comm: Any) -> Any:
+    """Return pyxbraid.torch._digits, or None on every rank (one of them says why) when a rank lacks torch/sklearn."""
+    missing = []
+    for module, name in (("torch", "PyTorch"), ("sklearn", "scikit-learn")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(name)
+    failure = None
+    if missing:
+        failure = (
+            f"pyxbraid-train digits needs {' and '.join(missing)}, not installed here "
+            '(optional dependencies): pip install "pyxbraid[torch]" scikit-learn'
+        )
+    else:
+        try:
+            from .torch import _digits
+        except ImportError as exc:
+            failure = f"pyxbraid-train digits cannot import pyxbraid.torch: {exc}"
+    failures = comm.allgather(failure) if comm.Get_size() > 1 else [failure]
+    reported = [r for r, f in enumerate(failures) if f is not None]
+    if not reported:
+        return _digits
+    if comm.Get_rank() == reported[0]:
+        print(f"pyxbraid-train: error (rank {reported[0]}): {failure}", file=sys.stderr, flush=True)
+    return None
 
 
 def _run(
@@ -358,10 +526,14 @@ def _run(
             settings=settings,
             history=history.as_dict(),
         )
+        text = json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n"
+
+        def write(fh: Any) -> None:
+            fh.write(text.encode())
+
         with _Agreed(comm, "--metrics file"):
             if rank == 0:
-                text = json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n"
-                atomic_write(args.metrics, lambda fh: fh.write(text.encode()))
+                atomic_write(args.metrics, write)
         written.append(Path(args.metrics))
     if rank == 0:
         print(

@@ -38,7 +38,7 @@ for file in ("truncated.npz", "array.npy", "empty.npz", "missing.npz", "huge_dep
     case(f"load {file}", lambda file=file: nn.ResNet.load(folder / file, comm=comm))
 
 
-def memory_error(path):
+def memory_error(*args):
     raise MemoryError("simulated: no memory left")
 
 

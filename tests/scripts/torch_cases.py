@@ -35,8 +35,8 @@ class FailingBlock(torch.nn.Module):
         return torch.tanh(self.lin(_FailBackward.apply(x)))
 
 
-def block_factory(kind: str, width: int = 3, dropout: float = 0.0):
-    """``block(k)`` for the test networks: seeded by k, float64."""
+def block_factory(kind: str, width: int = 3, dropout: float = 0.0, dtype=torch.float64):
+    """``block(k)`` for the test networks: seeded by k, float64 unless ``dtype`` says otherwise."""
 
     def block(k: int) -> torch.nn.Module:
         torch.manual_seed(1000 + k)
@@ -45,27 +45,33 @@ def block_factory(kind: str, width: int = 3, dropout: float = 0.0):
         elif kind == "conv_relu":
             layers = [torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU()]
         elif kind == "dense":
-            layers = [torch.nn.Linear(width, width), torch.nn.LayerNorm(width), torch.nn.Tanh(),
-                      torch.nn.Linear(width, width), torch.nn.BatchNorm1d(width)]
+            layers = [
+                torch.nn.Linear(width, width),
+                torch.nn.LayerNorm(width),
+                torch.nn.Tanh(),
+                torch.nn.Linear(width, width),
+                torch.nn.BatchNorm1d(width),
+            ]
         else:
             raise ValueError(kind)
         if dropout:
             layers.append(torch.nn.Dropout(dropout))
-        return torch.nn.Sequential(*layers).double()
+        return torch.nn.Sequential(*layers).to(dtype)
 
     return block
 
 
-def inputs(kind: str, batch: int = 4, width: int = 3, seed: int = 7):
+def inputs(kind: str, batch: int = 4, width: int = 3, seed: int = 7, dtype=torch.float64):
+    """(u0, loss weight): drawn in float64 and rounded to ``dtype``, so every dtype sees the same values."""
     g = torch.Generator().manual_seed(seed)
     shape = (batch, width, 5, 5) if kind.startswith("conv") else (batch, width)
     u0 = torch.randn(shape, generator=g, dtype=torch.float64)
     weight = torch.randn(shape, generator=g, dtype=torch.float64)
-    return u0, weight
+    return u0.to(dtype), weight.to(dtype)
 
 
 def loss_of(uT, weight):
-    return (uT * weight).sum() + 0.5 * (uT ** 2).sum()
+    return (uT * weight).sum() + 0.5 * (uT**2).sum()
 
 
 def reference(kind: str, depth: int, T: float = 1.0, mask_seeds=None, **kw):
@@ -74,9 +80,9 @@ def reference(kind: str, depth: int, T: float = 1.0, mask_seeds=None, **kw):
     ``mask_seeds=(base, pass)``: seed the generator before block k as LayerParallel
     does for dropout (``hash((base, pass, k)) % 2**63``), so the masks are the same.
     """
-    block = block_factory(kind, **{k: v for k, v in kw.items() if k in ("width", "dropout")})
+    block = block_factory(kind, **{k: v for k, v in kw.items() if k in ("width", "dropout", "dtype")})
     blocks = [block(k) for k in range(depth)]
-    u0, weight = inputs(kind, **{k: v for k, v in kw.items() if k in ("batch", "width")})
+    u0, weight = inputs(kind, **{k: v for k, v in kw.items() if k in ("batch", "width", "dtype")})
     x = u0.clone().requires_grad_(True)
     y = x
     for k in range(depth):
@@ -88,12 +94,13 @@ def reference(kind: str, depth: int, T: float = 1.0, mask_seeds=None, **kw):
     return y.detach(), x.grad.clone(), grads, blocks
 
 
-def errors(kind: str, depth: int, nsteps: int = 1, T: float = 1.0, comm=None, **options):
+def errors(kind: str, depth: int, nsteps: int = 1, T: float = 1.0, comm=None, dtype=torch.float64, **options):
     """Run LayerParallel(**options) and compare with :func:`reference`; the largest relative errors.
 
     Relative errors are taken against the norm of the whole reference quantity
     (for parameters: of all parameter gradients), so a gradient that is zero in
-    exact arithmetic (a bias before a BatchNorm) is not divided by itself.
+    exact arithmetic (a bias before a BatchNorm) is not divided by itself. The
+    reference runs in the same ``dtype`` (errors are computed in float64).
     """
     from mpi4py import MPI
 
@@ -101,30 +108,37 @@ def errors(kind: str, depth: int, nsteps: int = 1, T: float = 1.0, comm=None, **
 
     comm = MPI.COMM_WORLD if comm is None else comm
     dropout = options.pop("dropout", 0.0)
-    lp = LayerParallel(block_factory(kind, dropout=dropout), depth=depth, T=T, comm=comm, **options)
-    seeds = (lp._base_seed, 1) if dropout else None       # the masks of LayerParallel's first forward pass
-    yref, gref, pref, blocks = reference(kind, depth, T, mask_seeds=seeds, dropout=dropout)
-    u0, weight = inputs(kind)
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    lp = LayerParallel(block_factory(kind, dropout=dropout, dtype=dtype), depth=depth, T=T, comm=comm, **options)
+    seeds = (lp._base_seed, 1) if dropout else None  # the masks of LayerParallel's first forward pass
+    yref, gref, pref, blocks = reference(kind, depth, T, mask_seeds=seeds, dropout=dropout, dtype=dtype)
+    u0, weight = inputs(kind, dtype=dtype)
     x = u0.clone().requires_grad_(True)
     for _ in range(nsteps):
         lp.zero_grad(set_to_none=True)
         x.grad = None
         uT = lp(x)
         loss_of(uT, weight).backward()
-    pnorm = float(sum(float(g.norm()) ** 2 for gs in pref for g in gs) ** 0.5)
+    assert uT.dtype == x.grad.dtype == dtype
+    pnorm = float(sum(float(g.double().norm()) ** 2 for gs in pref for g in gs) ** 0.5)
     perr = 0.0
     for k in lp.owned_layers:
-        for p, q in zip(lp.layer(k).parameters(), pref[k]):
-            perr = max(perr, float((p.grad - q).norm()) / pnorm)
+        for p, q in zip(lp.layer(k).parameters(), pref[k], strict=True):
+            assert p.grad.dtype == dtype
+            perr = max(perr, float((p.grad.double() - q.double()).norm()) / pnorm)
     perr = comm.allreduce(perr, op=MPI.MAX)
     berr = 0.0
     for k in lp.owned_layers:
-        for b, c in zip(lp.layer(k).buffers(), blocks[k].buffers()):
+        for b, c in zip(lp.layer(k).buffers(), blocks[k].buffers(), strict=True):
             berr = max(berr, float((b.double() - c.double()).abs().max()))
     berr = comm.allreduce(berr, op=MPI.MAX)
-    out = dict(uT=float((uT.detach() - yref).norm() / yref.norm()),
-               u0_grad=float((x.grad - gref).norm() / gref.norm()),
-               params=perr, buffers=berr, owned=list(lp.owned_layers))
+    out = dict(
+        uT=float((uT.detach().double() - yref.double()).norm() / yref.double().norm()),
+        u0_grad=float((x.grad.double() - gref.double()).norm() / gref.double().norm()),
+        params=perr,
+        buffers=berr,
+        owned=list(lp.owned_layers),
+    )
     if lp.last_backward is not None:
         out["iterations"] = [lp.last_forward.iterations, lp.last_backward.iterations]
     return out

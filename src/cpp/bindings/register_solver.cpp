@@ -60,6 +60,7 @@ void register_solver(py::module_& m) {
         .def_readonly("converged", &SolveSummary::converged)
         .def_readonly("nlevels", &SolveSummary::nlevels)
         .def_readonly("wall_time", &SolveSummary::wall_time)
+        .def_readonly("virtual_wall_time", &SolveSummary::virtual_wall_time)
         .def_readonly("calls", &SolveSummary::calls)
         .def_readonly("step_calls_all_ranks", &SolveSummary::step_calls_all_ranks);
 

@@ -50,7 +50,12 @@ void register_vocabulary(py::module_& m) {
         .def_readwrite("tstart_objective", &Options::tstart_objective)
         .def_readwrite("has_tstop_objective", &Options::has_tstop_objective)
         .def_readwrite("tstop_objective", &Options::tstop_objective)
-        .def_readwrite("objective_only", &Options::objective_only);
+        .def_readwrite("objective_only", &Options::objective_only)
+        .def_readwrite("virtual_time", &Options::virtual_time)
+        .def_readwrite("virtual_latency", &Options::virtual_latency)
+        .def_readwrite("virtual_bandwidth", &Options::virtual_bandwidth)
+        .def_readwrite("has_virtual_step_cost", &Options::has_virtual_step_cost)
+        .def_readwrite("virtual_step_cost", &Options::virtual_step_cost);
 
     py::class_<CallCounts>(m, "CallCounts", "Callback invocations on this rank.")
         .def_readonly("init", &CallCounts::init)

@@ -85,16 +85,72 @@ MPI_Datatype mpi_type(DType d) {
 
 void Communicator::isend(const void* buf, std::size_t n, DType dtype, int dest, int tag, MPI_Request& req) {
     check_count(n);
-    check_mpi(MPI_Isend(buf, static_cast<int>(n), mpi_type(dtype), dest, tag, data_, &req), "MPI_Isend");
+    CommunicationScope scope(clock_);
+    ClockSlot* slot = nullptr;
+    if (clock_.enabled()) {
+        slot = take_clock_slot(n * element_size(dtype));
+        slot->clock = clock_.now();  // paused: the clock at the send
+        MPI_Datatype message = clocked_message(buf, n, dtype, slot);
+        const int rc = MPI_Isend(MPI_BOTTOM, 1, message, dest, tag, data_, &req);
+        MPI_Type_free(&message);  // MPI keeps it until the send completes
+        if (rc != MPI_SUCCESS) slot->in_use = false;
+        check_mpi(rc, "MPI_Isend");
+    } else {
+        check_mpi(MPI_Isend(buf, static_cast<int>(n), mpi_type(dtype), dest, tag, data_, &req), "MPI_Isend");
+    }
     ++sent_data_[static_cast<std::size_t>(dest)];
-    active_.push_back({req, dest, false});
+    active_.push_back({req, dest, false, slot});
 }
 
 void Communicator::irecv(void* buf, std::size_t n, DType dtype, int source, int tag, MPI_Request& req) {
     check_count(n);
-    check_mpi(MPI_Irecv(buf, static_cast<int>(n), mpi_type(dtype), source, tag, data_, &req), "MPI_Irecv");
+    CommunicationScope scope(clock_);
+    ClockSlot* slot = nullptr;
+    if (clock_.enabled()) {
+        slot = take_clock_slot(n * element_size(dtype));
+        MPI_Datatype message = clocked_message(buf, n, dtype, slot);
+        const int rc = MPI_Irecv(MPI_BOTTOM, 1, message, source, tag, data_, &req);
+        MPI_Type_free(&message);
+        if (rc != MPI_SUCCESS) slot->in_use = false;
+        check_mpi(rc, "MPI_Irecv");
+    } else {
+        check_mpi(MPI_Irecv(buf, static_cast<int>(n), mpi_type(dtype), source, tag, data_, &req), "MPI_Irecv");
+    }
     ++posted_data_[static_cast<std::size_t>(source)];
-    active_.push_back({req, source, true});
+    active_.push_back({req, source, true, slot});
+}
+
+Communicator::ClockSlot* Communicator::take_clock_slot(std::size_t bytes) {
+    ClockSlot* slot = nullptr;
+    for (const auto& s : clock_slots_)
+        if (!s->in_use) {
+            slot = s.get();
+            break;
+        }
+    if (!slot) {
+        clock_slots_.push_back(std::make_unique<ClockSlot>());
+        slot = clock_slots_.back().get();
+    }
+    slot->in_use = true;
+    slot->bytes = bytes;
+    slot->clock = 0.0;
+    return slot;
+}
+
+MPI_Datatype Communicator::clocked_message(const void* buf, std::size_t n, DType dtype, const ClockSlot* slot) {
+    // One message, two places: the payload where it is (no copy, its bytes
+    // unchanged) and the sender's clock in its slot.
+    int lengths[2] = {static_cast<int>(n), 1};
+    MPI_Aint where[2];
+    check_mpi(MPI_Get_address(buf, &where[0]), "MPI_Get_address");
+    check_mpi(MPI_Get_address(&slot->clock, &where[1]), "MPI_Get_address");
+    MPI_Datatype types[2] = {mpi_type(dtype), MPI_DOUBLE};
+    MPI_Datatype message = MPI_DATATYPE_NULL;
+    check_mpi(MPI_Type_create_struct(2, lengths, where, types, &message), "MPI_Type_create_struct");
+    const int rc = MPI_Type_commit(&message);
+    if (rc != MPI_SUCCESS) MPI_Type_free(&message);
+    check_mpi(rc, "MPI_Type_commit");
+    return message;
 }
 
 void Communicator::check_count(std::size_t n) const {
@@ -106,6 +162,10 @@ void Communicator::check_count(std::size_t n) const {
 void Communicator::completed(MPI_Request handle) noexcept {
     for (std::size_t k = 0; k < active_.size(); ++k)
         if (active_[k].handle == handle) {
+            if (ClockSlot* slot = active_[k].clock) {
+                if (active_[k].receive) clock_.received(slot->clock, slot->bytes);
+                slot->in_use = false;
+            }
             active_[k] = active_.back();
             active_.pop_back();
             return;
@@ -174,6 +234,8 @@ void Communicator::back_off(unsigned& round, std::chrono::steady_clock::time_poi
 
 void Communicator::wait(MPI_Request& req) {
     if (req == MPI_REQUEST_NULL) return;
+    // Waiting is not compute: its polling and backing off must not move the clock.
+    CommunicationScope scope(clock_);
     const MPI_Request handle = req;
     const auto start = std::chrono::steady_clock::now();
     unsigned round = 0;
@@ -194,7 +256,21 @@ void Communicator::collective_wait() {
 }
 
 void Communicator::allreduce(double* values, int n, MPI_Op op) {
+    // A clock event on one rank too: clock().value() is then up to date after it.
+    CommunicationScope scope(clock_);
     if (size_ == 1) return;
+    raw_allreduce(values, n, op);
+    if (clock_.enabled()) {
+        // The clocks travel in a reduction of their own: the values' reduction
+        // stays the very same MPI call, so its rounding cannot depend on
+        // virtual time. (Paused: now() is still the clock at entry.)
+        double latest = clock_.now();
+        raw_allreduce(&latest, 1, MPI_MAX);
+        clock_.reduced(latest, static_cast<std::size_t>(n) * sizeof(double), size_);
+    }
+}
+
+void Communicator::raw_allreduce(double* values, int n, MPI_Op op) {
     // The buffer is the communicator's: a failure elsewhere may leave the
     // reduction pending after the caller's frame is gone.
     coll_buf_.assign(values, values + n);
@@ -210,16 +286,23 @@ void Communicator::allreduce(double* values, int n, MPI_Op op) {
 
 void Communicator::bcast(double* values, std::size_t n, int root) {
     if (size_ == 1) return;
-    check_count(n);
+    check_count(n + 1);
+    CommunicationScope scope(clock_);
+    const bool clocked = clock_.enabled();
     coll_buf_.assign(values, values + n);
+    // The root's clock travels as one more value: a broadcast does no
+    // arithmetic, the values arrive unchanged.
+    if (clocked) coll_buf_.push_back(rank_ == root ? clock_.now() : 0.0);
+    const int count = static_cast<int>(coll_buf_.size());
     coll_kind_ = kBcast;
-    coll_count_ = static_cast<int>(n);
+    coll_count_ = count;
     coll_op_ = 0;
     coll_root_ = root;
     ++collectives_;
-    check_mpi(MPI_Ibcast(coll_buf_.data(), static_cast<int>(n), MPI_DOUBLE, root, data_, &coll_req_), "MPI_Ibcast");
+    check_mpi(MPI_Ibcast(coll_buf_.data(), count, MPI_DOUBLE, root, data_, &coll_req_), "MPI_Ibcast");
     collective_wait();
-    std::copy(coll_buf_.begin(), coll_buf_.end(), values);
+    std::copy(coll_buf_.begin(), coll_buf_.begin() + static_cast<std::ptrdiff_t>(n), values);
+    if (clocked && rank_ != root) clock_.broadcast_received(coll_buf_[n], n * sizeof(double), size_);
 }
 
 void Communicator::bcast_bytes(void* data, std::size_t bytes, int root) {

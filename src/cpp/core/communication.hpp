@@ -24,9 +24,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/vector_ops.hpp"
+#include "core/virtual_time.hpp"
 
 namespace pxb {
 
@@ -49,6 +51,16 @@ public:
     /// Start the next collective operation (solve, state query, ...); its
     /// number tags this rank's failure notices.
     void begin_operation() noexcept { ++epoch_; }
+
+    /// Switch the virtual clock on (collective in effect: every rank must, and
+    /// before any message, since clocked messages carry the sender's clock).
+    /// From then on every message and collective moves the clocks
+    /// (virtual_time.hpp has the model).
+    void enable_virtual_time(NetworkModel net, VirtualClock::ComputeSource source) {
+        clock_.enable(net, std::move(source));
+    }
+    /// This rank's virtual clock (off unless enable_virtual_time was called).
+    VirtualClock& clock() noexcept { return clock_; }
 
     /// Send / receive `n` elements of `dtype` (states: float64 or float32).
     void isend(const void* buf, std::size_t n, DType dtype, int dest, int tag, MPI_Request& req);
@@ -91,15 +103,29 @@ public:
     }
 
 private:
+    /// The sender's clock travelling with a message (virtual time): one
+    /// double beside the payload, alive until the request completes (or,
+    /// after a failure, until the drain).
+    struct ClockSlot {
+        double clock = 0.0;
+        std::size_t bytes = 0;  ///< the payload's
+        bool in_use = false;
+    };
     struct ActiveRequest {
         MPI_Request handle;
         int peer;
         bool receive;
+        ClockSlot* clock = nullptr;  ///< the message's clock (virtual time), else null
     };
     [[noreturn]] void raise_remote(int source, std::int64_t epoch, const std::string& text);
     void poll_failures();
     void receive_notice(const MPI_Status& probed);
     void completed(MPI_Request handle) noexcept;
+    /// A free clock slot for a message of `bytes` (virtual time).
+    ClockSlot* take_clock_slot(std::size_t bytes);
+    /// The payload plus a clock slot as one MPI datatype (absolute addresses: use MPI_BOTTOM).
+    static MPI_Datatype clocked_message(const void* buf, std::size_t n, DType dtype, const ClockSlot* slot);
+    void raw_allreduce(double* values, int n, MPI_Op op);
     /// Spin, then yield, then sleep with growing pauses; returns the pause taken.
     void back_off(unsigned& round, std::chrono::steady_clock::time_point start);
     void collective_wait();
@@ -133,6 +159,9 @@ private:
         std::string text;
     };
     std::vector<Deferred> deferred_;  ///< notices from operations this rank has not reached
+
+    VirtualClock clock_;
+    std::vector<std::unique_ptr<ClockSlot>> clock_slots_;  ///< every slot made (in use or free)
 
     friend struct FailedCommunicator;
 };

@@ -37,6 +37,7 @@ SolveSummary Engine::solve() {
     const double t0 = MPI_Wtime();
     solve_start_ = t0;
     gate_.reset_counts();
+    comm_.clock().restart();
     try {
         done_ = false;
         iter_ = 0;
@@ -61,6 +62,8 @@ SolveSummary Engine::solve() {
         double steps = static_cast<double>(gate_.counts().step);
         comm_.allreduce(&steps, 1, MPI_SUM);
         summary.step_calls_all_ranks = static_cast<long long>(steps);
+        // That reduction's clock: the latest rank's, the same on every rank.
+        if (comm_.clock().enabled()) summary.virtual_wall_time = comm_.clock().value();
     } catch (const DivergenceError&) {
         // Every rank sees the same reduced norm and raises together: no notice,
         // and every message of the iteration was received.

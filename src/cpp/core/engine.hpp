@@ -48,6 +48,9 @@ struct SolveSummary {
     bool converged = false;
     int nlevels = 1;
     double wall_time = 0.0;
+    /// Predicted wall time on one dedicated core per rank (virtual_time; max
+    /// over ranks, the same on every rank), -1 when virtual_time is off.
+    double virtual_wall_time = -1.0;
     CallCounts calls;  ///< this rank
     long long step_calls_all_ranks = 0;
 };
@@ -193,6 +196,8 @@ private:
     void make_time_grid(double tstart, double tstop, std::vector<double> times);
     void check_objective_window() const;
     void check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times);
+    /// Switch the communicator's virtual clock on (virtual_time; after every rank agreed on the options).
+    void start_virtual_time();
 
     // hierarchy.cpp
     void build_hierarchy();

@@ -49,7 +49,8 @@ struct FailedCommunicator {
           coll_op(c.coll_op_),
           coll_root(c.coll_root_),
           notice_texts(std::move(c.notice_texts_)),
-          notice_reqs(std::move(c.notice_reqs_)) {
+          notice_reqs(std::move(c.notice_reqs_)),
+          clock_slots(std::move(c.clock_slots_)) {
         const auto n = static_cast<std::size_t>(size);
         out.assign(n * kFields, 0);
         in.assign(n * kFields, 0);
@@ -226,6 +227,7 @@ private:
     int coll_kind, coll_count, coll_op, coll_root;
     std::vector<std::unique_ptr<std::string>> notice_texts;
     std::vector<MPI_Request> notice_reqs;
+    std::vector<std::unique_ptr<Communicator::ClockSlot>> clock_slots;  ///< clocks of pending messages (virtual time)
     std::vector<Cancelled> cancelled;
     std::vector<MPI_Request> sends;
     std::vector<long long> out, in;

@@ -83,6 +83,9 @@ void Options::validate() const {
     if (has_rel_tol_adjoint) check_real("rel_tol_adjoint", rel_tol_adjoint, Bound::at_least, 0.0);
     if (has_tstart_objective) check_real("tstart_objective", tstart_objective, Bound::none, 0.0);
     if (has_tstop_objective) check_real("tstop_objective", tstop_objective, Bound::none, 0.0);
+    check_real("virtual_latency", virtual_latency, Bound::at_least, 0.0);
+    check_real("virtual_bandwidth", virtual_bandwidth, Bound::positive, 0.0);
+    if (has_virtual_step_cost) check_real("virtual_step_cost", virtual_step_cost, Bound::at_least, 0.0);
     check_one_of("abs_tol and rel_tol", {has_abs_tol, has_rel_tol});
     check_one_of("abs_tol_adjoint and rel_tol_adjoint", {has_abs_tol_adjoint, has_rel_tol_adjoint});
 }
@@ -121,6 +124,10 @@ void Options::describe(const std::function<void(const char*, double)>& scalar,
     describe_optional(scalar, "tstart_objective", has_tstart_objective, tstart_objective);
     describe_optional(scalar, "tstop_objective", has_tstop_objective, tstop_objective);
     scalar("objective_only", static_cast<double>(objective_only));
+    scalar("virtual_time", static_cast<double>(virtual_time));
+    scalar("virtual_latency", static_cast<double>(virtual_latency));
+    scalar("virtual_bandwidth", static_cast<double>(virtual_bandwidth));
+    describe_optional(scalar, "virtual_step_cost", has_virtual_step_cost, virtual_step_cost);
     for (int v : cfactor_level) level_value("per-level cfactor", static_cast<double>(v));
     for (int v : nrelax_level) level_value("per-level nrelax", static_cast<double>(v));
     for (double v : cwt_level) level_value("per-level cwt", static_cast<double>(v));

@@ -89,6 +89,16 @@ struct Options {
     double tstop_objective = 0.0;
     /// evaluate the objective without the adjoint (line searches) [braid_SetObjectiveOnly]
     bool objective_only = false;
+    // virtual time
+    /// predict the wall time on one dedicated core per rank: result.virtual_wall_time
+    bool virtual_time = false;
+    /// modelled seconds per message, end to end (virtual_time; default: an InfiniBand EDR/HDR cluster)
+    double virtual_latency = 1.5e-06;
+    /// modelled network bandwidth in bytes per second (virtual_time; default: InfiniBand EDR, 100 Gb/s)
+    double virtual_bandwidth = 12000000000.0;
+    /// seconds of compute charged per step call instead of the measured CPU time (virtual_time)
+    bool has_virtual_step_cost = false;
+    double virtual_step_cost = 0.0;
 
     /// Throws std::invalid_argument naming the first bad option and its value.
     void validate() const;

@@ -52,6 +52,22 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
         comm_.abandon(arena_.owner());
         std::rethrow_exception(error);
     }
+    start_virtual_time();
+}
+
+void Engine::start_virtual_time() {
+    // Only now: clocked messages carry one more value, so every rank must
+    // switch at the same point, after all agreed that virtual_time is on.
+    if (!opt_.virtual_time) return;
+    VirtualClock::ComputeSource compute = thread_cpu_seconds;
+    if (opt_.has_virtual_step_cost) {
+        const double cost = opt_.virtual_step_cost;
+        compute = [this, cost] {
+            const CallCounts& c = gate_.counts();
+            return cost * static_cast<double>(c.step + c.step_adjoint);
+        };
+    }
+    comm_.enable_virtual_time(NetworkModel{opt_.virtual_latency, opt_.virtual_bandwidth}, std::move(compute));
 }
 
 void Engine::setup(double tstart, double tstop, std::vector<double> times) {

@@ -16,7 +16,6 @@ cannot make the reader allocate gigabytes, and no pickle is ever loaded.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -24,7 +23,7 @@ import secrets
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,7 +47,7 @@ def _open_exclusive(folder: Path, name: str) -> tuple[int, Path]:
     raise FileExistsError(f"could not create a temporary file in {folder}")  # pragma: no cover
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[io.BufferedWriter], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Write a file through a temporary file in its folder and rename it into place.
 
     Parameters
@@ -186,14 +185,16 @@ class NpzReader:
         self.close()
 
     def close(self) -> None:
+        """Close the archive."""
         self._zip.close()
 
     def error(self, message: str) -> ValueError:
+        """Return the ValueError for ``message``, naming the file and what it should be."""
         return ValueError(f"{str(self.path)!r} is not a valid {self.what}: {message}")
 
     # -- members ---------------------------------------------------------------------
     def require_members(self, expected: set[str]) -> None:
-        """The archive holds exactly these arrays."""
+        """Check that the archive holds exactly these arrays (ValueError naming the missing or unexpected ones)."""
         missing = sorted(expected - set(self.members))
         unknown = sorted(set(self.members) - expected)
         if missing:
@@ -257,13 +258,13 @@ class NpzReader:
         return stream, shape, fortran, dtype, nbytes, info
 
     def header(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
-        """Shape and dtype declared by a member (no data read)."""
+        """Return the shape and dtype a member declares (no data read)."""
         stream, shape, _, dtype, _, _ = self._open(name)
         stream.close()
         return shape, dtype
 
     def read_float64(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A float64 array of exactly ``shape`` (checked before any data is read)."""
+        """Read a float64 array of exactly ``shape`` (checked before any data is read)."""
         stream, got, fortran, dtype, nbytes, _ = self._open(name)
         with stream:
             if dtype.kind != "f" or dtype.itemsize != 8 or dtype.fields is not None or dtype.subdtype is not None:
@@ -273,7 +274,7 @@ class NpzReader:
             return self._read_data(stream, name, shape, fortran, dtype, nbytes)
 
     def read_text(self, name: str, max_chars: int) -> str:
-        """A 0-d unicode array (a string) of at most ``max_chars`` characters."""
+        """Read a 0-d unicode array (a string) of at most ``max_chars`` characters."""
         stream, shape, fortran, dtype, nbytes, _ = self._open(name)
         with stream:
             if dtype.kind != "U" or shape != ():
@@ -289,7 +290,7 @@ class NpzReader:
             raise self.error(f"array {name!r} is not valid text ({type(exc).__name__})") from None
 
     def read_json(self, name: str, max_chars: int = 1 << 20) -> Any:
-        """A JSON document stored as a string member."""
+        """Read a JSON document stored as a string member."""
         text = self.read_text(name, max_chars)
         try:
             return json.loads(text)
@@ -300,7 +301,7 @@ class NpzReader:
         self, stream: Any, name: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, nbytes: int
     ) -> np.ndarray:
         flat = np.empty(nbytes // dtype.itemsize if dtype.itemsize else 0, dtype=dtype)
-        view = memoryview(flat.view(np.uint8)) if nbytes else memoryview(b"")
+        view = flat.view(np.uint8).data if nbytes else memoryview(b"")
         pos = 0
         try:
             while pos < nbytes:

@@ -9,8 +9,9 @@ A checkpoint is a ``numpy.savez`` archive (no pickle), written by rank 0 with
   fingerprint of the data, the optimizer), the progress (completed epochs,
   completed steps of the next epoch, the shuffling generator's state at the
   start of that epoch, the epoch's running sums, the wall time, the last
-  MGRIT residuals), the optimizer's scalar state, and the number of ranks
-  that wrote it;
+  MGRIT residuals), the optimizer's scalar state, the number of ranks
+  that wrote it and, for a network with a numpy :class:`~pyxbraid.nn.Layer`,
+  ``layer``: its description (type, config, state and parameter shapes);
 * ``param.<name>``: the parameters in the network's global layout (as
   :meth:`ResNet.parameters`), gathered from all ranks;
 * ``optimizer.<key>.<name>`` and ``optimizer.<key>.<i>.<name>``: the
@@ -81,14 +82,15 @@ class Progress:
 
     @staticmethod
     def start(rng: np.random.Generator) -> Progress:
-        return Progress(0, 0, rng.bit_generator.state, 0.0, 0.0, 0.0, (math.nan, math.nan, 0))
+        """Return the progress of a fit that has not started, with ``rng``'s current state."""
+        return Progress(0, 0, dict(rng.bit_generator.state), 0.0, 0.0, 0.0, (math.nan, math.nan, 0))
 
 
 # -- writing -------------------------------------------------------------------------------
 def save(trainer: Trainer, path: Path, settings: dict, history: History, progress: Progress) -> None:
     """Gather everything to rank 0 and write it there (collective; a failure raises on every rank)."""
     net, comm = trainer.net, trainer.comm
-    params = net.gather(net.local_parameters)
+    params = net.gather(net.local_parameters)  # None except on rank 0, which alone uses them below
     state = trainer.optimizer.state_dict()
     opt = type(trainer.optimizer)
     vectors = {key: None if state[key] is None else net.gather(state[key]) for key in opt._VECTORS}
@@ -98,6 +100,7 @@ def save(trainer: Trainer, path: Path, settings: dict, history: History, progres
         if comm.Get_rank() != 0:
             return
         scalars = {k: v for k, v in state.items() if k not in opt._VECTORS and k not in opt._VECTOR_LISTS}
+        assert params is not None  # rank 0: the gathered parameters
         meta = {
             "config": asdict(net.config),
             "settings": settings,
@@ -124,14 +127,16 @@ def save(trainer: Trainer, path: Path, settings: dict, history: History, progres
             "ranks": comm.Get_size(),
             "note": _NOTE,
         }
-        arrays = {"format": np.array(FORMAT), "meta": np.array(json.dumps(meta))}
+        if net._layer_spec.description is not None:  # a numpy layer: its description (no key for the native one)
+            meta["layer"] = json.loads(net._layer_spec.description)
+        arrays: dict[str, Any] = {"format": np.array(FORMAT), "meta": np.array(json.dumps(meta))}
         arrays.update({f"param.{k}": v for k, v in params.items()})
         for key, full in vectors.items():
             if full is not None:
                 arrays.update({f"optimizer.{key}.{k}": v for k, v in full.items()})
         for key, items in lists.items():
-            for i, full in enumerate(items):
-                arrays.update({f"optimizer.{key}.{i}.{k}": v for k, v in full.items()})
+            for i, item in enumerate(items):
+                arrays.update({f"optimizer.{key}.{i}.{k}": v for k, v in (item or {}).items()})
         for f in fields(history):
             arrays[f"history.{f.name}"] = np.asarray(getattr(history, f.name), dtype=np.float64)
         if mgrit is not None:
@@ -146,7 +151,10 @@ def save(trainer: Trainer, path: Path, settings: dict, history: History, progres
 def load(
     trainer: Trainer, path: Path, settings: dict, epochs: int, n: int, batch_size: int
 ) -> tuple[History, Progress, dict | None]:
-    """Read, check and distribute a checkpoint (collective): the history, progress and MGRIT iterate to continue from."""
+    """Read, check and distribute a checkpoint (collective).
+
+    Returns the history, progress and MGRIT iterate to continue from.
+    """
     comm, net = trainer.comm, trainer.net
     payload = None
     with _Agreed(comm, f"checkpoint {str(path)!r}"):
@@ -156,6 +164,7 @@ def load(
         meta, history_arrays, mgrit = comm.bcast(None if payload is None else (*payload[:2], payload[5]), root=0)
         params, vectors, lists = payload[2:5] if payload is not None else (None, None, None)
     else:
+        assert payload is not None  # one rank: rank 0, which read the file
         meta, history_arrays, params, vectors, lists, mgrit = payload
     opt = type(trainer.optimizer)
     local_params = net.scatter(params)
@@ -203,6 +212,11 @@ def load(
     )
 
 
+def _is_pcg64_state(state: Any) -> bool:
+    """Tell whether ``state`` looks like a PCG64 generator's state (a dict naming PCG64)."""
+    return isinstance(state, dict) and state.get("bit_generator") == "PCG64"
+
+
 def _fail(path: Path, message: str) -> ValueError:
     return ValueError(f"{str(path)!r} is not a valid pyxbraid.nn checkpoint: {message}")
 
@@ -237,12 +251,19 @@ def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_e
         if tag != FORMAT:
             raise r.error(f"format is {tag!r}, expected {FORMAT!r}")
         meta = r.read_json("meta", 1 << 20)
-        if not isinstance(meta, dict) or set(meta) != set(_META_KEYS):
-            raise r.error(f"meta must be a JSON object with the keys {', '.join(_META_KEYS)}")
+        if not isinstance(meta, dict) or set(meta) - {"layer"} != set(_META_KEYS):
+            raise r.error(f"meta must be a JSON object with the keys {', '.join(_META_KEYS)} (and layer)")
 
-        # the network
+        # the network: its numpy layer (absent: the native one), then the configuration
+        spec = net._layer_spec
+        mine = None if spec.description is None else json.loads(spec.description)
+        if meta.get("layer") != mine:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was written for another network: layer={meta.get('layer')!r} "
+                f"(the trainer's network: {mine!r})"
+            )
         try:
-            config = _config_from_json(meta["config"])
+            config = _config_from_json(meta["config"], None if mine is None else spec)
         except ValueError as exc:
             raise r.error(str(exc)) from None
         if config != net.config:
@@ -301,10 +322,10 @@ def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_e
         _number(path, "progress.last[1]", p["last"][1], minimum=0, nan=True)
         _number(path, "progress.last[2]", p["last"][2], integer=True, minimum=0)
         try:
-            probe = np.random.PCG64()
-            if not isinstance(p["rng"], dict) or p["rng"].get("bit_generator") != "PCG64":
+            rng_state: Any = p["rng"]
+            if not _is_pcg64_state(rng_state):
                 raise ValueError("not a PCG64 state")
-            probe.state = p["rng"]
+            np.random.PCG64().state = rng_state  # its own checks of the values
         except Exception as exc:
             raise r.error(f"progress.rng is not a valid generator state ({exc})") from None
         _number(path, "ranks", meta["ranks"], integer=True, minimum=1)
@@ -329,7 +350,7 @@ def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_e
             _number(path, f"optimizer_lists.{key}", k, integer=True, minimum=0, maximum=scalars.get("history", 0))
 
         # the arrays: every name, shape and dtype before any data
-        shapes = _full_shapes(net.config)
+        shapes = _full_shapes(net.config, net._layer_spec)
         completed = p["epoch"] * steps_per_epoch + p["step"]
         expected: dict[str, tuple[int, ...]] = {f"param.{k}": s for k, s in shapes.items()}
         for key in vector_keys:
@@ -349,7 +370,7 @@ def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_e
             count = _number(path, "mgrit.count", mgrit["count"], integer=True, minimum=0, maximum=net.config.depth + 1)
             for key in ("rnorm0", "rnorm0_adjoint"):
                 _number(path, f"mgrit.{key}", mgrit[key])
-            state_shape = (count, batch_size, net.config.width)
+            state_shape = (count, batch_size, *net.state_shape)
             expected["mgrit.indices"] = (count,)
             expected["mgrit.states"] = state_shape
             if mgrit["adjoint"]:

@@ -22,10 +22,24 @@ Closure = Callable[[], "tuple[float, np.ndarray]"]
 Dot = Callable[[np.ndarray, np.ndarray], float]
 
 
-def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
+def _as_real(value: Any) -> float | None:
+    """Return ``value`` as a float when it is a real number (a bool is not), else None."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        return None
+    return float(value)
+
+
+def _as_int(value: Any) -> int | None:
+    """Return ``value`` as an int when it is an integer (a bool is not), else None."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        return None
+    return int(value)
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    v = _as_real(value)
+    if v is None:
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
     return v
@@ -43,7 +57,7 @@ class LineSearchWarning(RuntimeWarning):
 
 
 def _vector(name: str, value: Any, size: int | None) -> np.ndarray:
-    """A state vector: 1-D, float64 (no complex/str/object), finite, of ``size`` entries when given (a copy)."""
+    """Check a state vector: 1-D, float (no complex/str/object), finite, ``size`` entries when given; a float64 copy."""
     arr = np.asarray(value)
     if arr.dtype.kind != "f" or arr.ndim != 1:
         raise ValueError(f"state[{name!r}] must be a 1-D float array, got dtype {arr.dtype}, shape {arr.shape}")
@@ -71,6 +85,18 @@ class Optimizer:
     _VECTOR_LISTS: tuple[str, ...] = ()
 
     def step(self, params: np.ndarray, closure: Closure, dot: Dot) -> float:  # pragma: no cover - interface
+        """Update ``params`` in place and return the loss before the update.
+
+        Parameters
+        ----------
+        params : numpy.ndarray
+            The parameters (this rank's, in a :class:`Trainer`), updated in place.
+        closure : callable() -> (float, numpy.ndarray)
+            Evaluates the loss and its gradient at the current ``params``
+            (collective in a :class:`Trainer`: every rank calls it equally often).
+        dot : callable(a, b) -> float
+            The inner product of two parameter vectors (summed over the ranks).
+        """
         raise NotImplementedError
 
     def forget(self) -> None:
@@ -80,11 +106,11 @@ class Optimizer:
         """Forget all state (moments, curvature pairs)."""
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The constructor's arguments, as given to it (JSON-serialisable)."""
+        """Return the constructor's arguments, as given to it (JSON-serialisable)."""
         raise NotImplementedError  # pragma: no cover - interface
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything :meth:`step` depends on: ``{"optimizer": name, **hyperparameters, **state}`` (copies)."""
+        """Return everything :meth:`step` depends on: ``{"optimizer": name, **hyperparameters, **state}`` (copies)."""
         raise NotImplementedError  # pragma: no cover - interface
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -130,26 +156,33 @@ class SGD(Optimizer):
     array([ 0.8, -1.6])
     """
 
+    _VECTORS = ("velocity",)
+
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
-        self.lr = _positive("lr", lr)
-        self.momentum = _fraction("momentum", momentum)
+        self._configure(lr, momentum)
         self._velocity: np.ndarray | None = None
 
+    def _configure(self, lr: Any, momentum: Any) -> None:
+        self.lr = _positive("lr", lr)
+        self.momentum = _fraction("momentum", momentum)
+
     def step(self, params: np.ndarray, closure: Closure, dot: Dot) -> float:
+        """Take one momentum step (``dot`` is not used); return the loss before it."""
         loss, grad = closure()
-        if self._velocity is None or self._velocity.shape != params.shape:
-            self._velocity = np.zeros_like(params)
-        self._velocity *= self.momentum
-        self._velocity += grad
-        params -= self.lr * self._velocity
+        velocity = self._velocity
+        if velocity is None or velocity.shape != params.shape:
+            velocity = self._velocity = np.zeros_like(params)
+        velocity *= self.momentum
+        velocity += grad
+        params -= self.lr * velocity
         return loss
 
     def reset(self) -> None:
+        """Forget the momentum."""
         self._velocity = None
 
-    _VECTORS = ("velocity",)
-
     def hyperparameters(self) -> dict[str, Any]:
+        """Return ``{"lr", "momentum"}``."""
         return {"lr": self.lr, "momentum": self.momentum}
 
     def state_dict(self) -> dict[str, Any]:
@@ -169,9 +202,10 @@ class SGD(Optimizer):
         return {"optimizer": "SGD", **self.hyperparameters(), "velocity": v}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; ValueError naming a bad entry."""
         state = self._check_state(state)
         v = None if state["velocity"] is None else _vector("velocity", state["velocity"], None)
-        self.__init__(state["lr"], state["momentum"])
+        self._configure(state["lr"], state["momentum"])
         self._velocity = v
 
     def __repr__(self) -> str:
@@ -199,37 +233,46 @@ class Adam(Optimizer):
     array([ 0.9, -1.9])
     """
 
+    _VECTORS = ("m", "v")
+
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self._configure(lr, betas, eps)
+        self._m: np.ndarray | None = None
+        self._v: np.ndarray | None = None
+        self._t = 0
+
+    def _configure(self, lr: Any, betas: Any, eps: Any) -> None:
         self.lr = _positive("lr", lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of floats, got {betas!r}")
         self.betas = (_fraction("betas[0]", betas[0]), _fraction("betas[1]", betas[1]))
         self.eps = _positive("eps", eps)
-        self.reset()
 
     def reset(self) -> None:
-        self._m: np.ndarray | None = None
-        self._v: np.ndarray | None = None
+        """Forget the moments and the step count."""
+        self._m = self._v = None
         self._t = 0
 
     def step(self, params: np.ndarray, closure: Closure, dot: Dot) -> float:
+        """Take one Adam step (``dot`` is not used); return the loss before it."""
         loss, grad = closure()
-        if self._m is None or self._m.shape != params.shape:
-            self._m, self._v, self._t = np.zeros_like(params), np.zeros_like(params), 0
+        m, v = self._m, self._v
+        if m is None or v is None or m.shape != params.shape:
+            m, v, self._t = np.zeros_like(params), np.zeros_like(params), 0
+            self._m, self._v = m, v
         b1, b2 = self.betas
         self._t += 1
-        self._m *= b1
-        self._m += (1 - b1) * grad
-        self._v *= b2
-        self._v += (1 - b2) * grad * grad
-        mhat = self._m / (1 - b1**self._t)
-        vhat = self._v / (1 - b2**self._t)
+        m *= b1
+        m += (1 - b1) * grad
+        v *= b2
+        v += (1 - b2) * grad * grad
+        mhat = m / (1 - b1**self._t)
+        vhat = v / (1 - b2**self._t)
         params -= self.lr * mhat / (np.sqrt(vhat) + self.eps)
         return loss
 
-    _VECTORS = ("m", "v")
-
     def hyperparameters(self) -> dict[str, Any]:
+        """Return ``{"lr", "betas", "eps"}``."""
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps}
 
     def state_dict(self) -> dict[str, Any]:
@@ -248,9 +291,11 @@ class Adam(Optimizer):
         return {"optimizer": "Adam", **self.hyperparameters(), "t": self._t, "m": copy(self._m), "v": copy(self._v)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; ValueError naming a bad entry."""
         state = self._check_state(state)
         t = state["t"]
-        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Integral, np.integer)) or t < 0:
+        t_int = _as_int(t)
+        if t_int is None or t_int < 0:
             raise ValueError(f"state['t'] must be a non-negative integer, got {t!r}")
         if (state["m"] is None) != (state["v"] is None) or (state["m"] is None) != (t == 0):
             raise ValueError("state['m'] and state['v'] must both be None (t = 0) or both be vectors (t > 0)")
@@ -260,8 +305,8 @@ class Adam(Optimizer):
             v = _vector("v", state["v"], m.size)
             if np.any(v < 0):
                 raise ValueError("state['v'] must be >= 0 (a second moment)")
-        self.__init__(state["lr"], tuple(state["betas"]), state["eps"])
-        self._m, self._v, self._t = m, v, int(t)
+        self._configure(state["lr"], tuple(state["betas"]), state["eps"])
+        self._m, self._v, self._t = m, v, t_int
 
     def __repr__(self) -> str:
         return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps})"
@@ -305,39 +350,41 @@ class LBFGS(Optimizer):
     True
     """
 
+    _VECTORS = ("cached_gradient",)
+    _VECTOR_LISTS = ("s", "y")
+
     def __init__(
         self, lr: float = 1.0, history: int = 10, c1: float = 1e-4, shrink: float = 0.5, max_backtracks: int = 20
     ) -> None:
+        self._configure(lr, history, c1, shrink, max_backtracks)
+        self.reset()
+
+    def _configure(self, lr: Any, history: Any, c1: Any, shrink: Any, max_backtracks: Any) -> None:
         self.lr = _positive("lr", lr)
-        if (
-            isinstance(history, bool)
-            or not isinstance(history, (numbers.Integral, np.integer))
-            or not 1 <= history <= 1_000_000
-        ):
+        history_int = _as_int(history)
+        if history_int is None or not 1 <= history_int <= 1_000_000:
             raise ValueError(f"history must be an integer in 1..1000000, got {history!r}")
-        self.history = int(history)
+        self.history = history_int
         self.c1 = _fraction("c1", c1)
         if self.c1 == 0.0:
             raise ValueError(f"c1 must be in (0, 1), got {c1!r}")
         self.shrink = _fraction("shrink", shrink)
         if self.shrink == 0.0:
             raise ValueError(f"shrink must be in (0, 1), got {shrink!r}")
-        if (
-            isinstance(max_backtracks, bool)
-            or not isinstance(max_backtracks, (numbers.Integral, np.integer))
-            or not 1 <= max_backtracks <= 10_000
-        ):  # shrink ** 10000 underflows long before
+        backtracks = _as_int(max_backtracks)
+        if backtracks is None or not 1 <= backtracks <= 10_000:  # shrink ** 10000 underflows long before
             raise ValueError(f"max_backtracks must be an integer in 1..10000, got {max_backtracks!r}")
-        self.max_backtracks = int(max_backtracks)
-        self.reset()
+        self.max_backtracks = backtracks
 
     def reset(self) -> None:
+        """Forget the curvature pairs and the cached loss and gradient."""
         self._pairs: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=self.history)
         self._cached: tuple[float, np.ndarray] | None = None
         self.last_step_size = 0.0
         self.backtracks = 0
 
     def forget(self) -> None:
+        """Drop the loss and gradient cached at the current iterate (the batch changed)."""
         self._cached = None
 
     def _direction(self, g: np.ndarray, dot: Dot) -> np.ndarray:
@@ -350,12 +397,13 @@ class LBFGS(Optimizer):
         if self._pairs:
             s, y, _ = self._pairs[-1]
             q *= dot(s, y) / dot(y, y)
-        for (s, y, rho), a in zip(self._pairs, reversed(alphas)):
+        for (s, y, rho), a in zip(self._pairs, reversed(alphas), strict=True):
             b = rho * dot(y, q)
             q += (a - b) * s
         return -q
 
     def step(self, params: np.ndarray, closure: Closure, dot: Dot) -> float:
+        """Take one L-BFGS step with its line search; return the loss before it."""
         f0, g0 = self._cached if self._cached is not None else closure()
         d = self._direction(g0, dot)
         slope = dot(g0, d)
@@ -366,14 +414,15 @@ class LBFGS(Optimizer):
         start = params.copy()
         t = self.lr
         accepted = False
-        for self.backtracks in range(self.max_backtracks + 1):
+        for backtracks in range(self.max_backtracks + 1):
+            self.backtracks = backtracks
             np.copyto(params, start)
             params += t * d
             f, g = closure()
             if math.isfinite(f) and f <= f0 + self.c1 * t * slope:
                 accepted = True
                 break
-            if self.backtracks < self.max_backtracks:
+            if backtracks < self.max_backtracks:
                 t *= self.shrink
         if not accepted:
             # Keeping the last trial would take a step that increased the
@@ -402,10 +451,8 @@ class LBFGS(Optimizer):
         self.last_step_size = t
         return f0
 
-    _VECTORS = ("cached_gradient",)
-    _VECTOR_LISTS = ("s", "y")
-
     def hyperparameters(self) -> dict[str, Any]:
+        """Return ``{"lr", "history", "c1", "shrink", "max_backtracks"}``."""
         return {
             "lr": self.lr,
             "history": self.history,
@@ -415,9 +462,12 @@ class LBFGS(Optimizer):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Hyperparameters, the curvature pairs ``s``, ``y``, ``rho`` (oldest first), the loss and
-        gradient cached at the current iterate (``cached_loss``, ``cached_gradient``; None when the
-        next step evaluates them afresh), ``last_step_size`` and ``backtracks``.
+        """Return the hyperparameters and the state of the next step.
+
+        The state: the curvature pairs ``s``, ``y``, ``rho`` (oldest first), the
+        loss and gradient cached at the current iterate (``cached_loss``,
+        ``cached_gradient``; None when the next step evaluates them afresh),
+        ``last_step_size`` and ``backtracks``.
 
         Examples
         --------
@@ -446,6 +496,7 @@ class LBFGS(Optimizer):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; ValueError naming a bad entry."""
         state = self._check_state(state)
         for key in ("s", "y", "rho"):
             if not isinstance(state[key], (list, tuple)):
@@ -464,44 +515,31 @@ class LBFGS(Optimizer):
             s_i = _vector(f"s[{i}]", state["s"][i], size)
             size = s_i.size
             y_i = _vector(f"y[{i}]", state["y"][i], size)
-            rho = state["rho"][i]
-            if (
-                isinstance(rho, (bool, np.bool_))
-                or not isinstance(rho, (numbers.Real, np.floating))
-                or not (math.isfinite(rho) and rho > 0)
-            ):
-                raise ValueError(f"state['rho'][{i}] must be a finite number > 0, got {rho!r}")
-            pairs.append((s_i, y_i, float(rho)))
+            rho = _as_real(state["rho"][i])
+            if rho is None or not (math.isfinite(rho) and rho > 0):
+                raise ValueError(f"state['rho'][{i}] must be a finite number > 0, got {state['rho'][i]!r}")
+            pairs.append((s_i, y_i, rho))
         cached = None
         if (state["cached_loss"] is None) != (state["cached_gradient"] is None):
             raise ValueError("state['cached_loss'] and state['cached_gradient'] must both be None or both be set")
         if state["cached_loss"] is not None:
-            f = state["cached_loss"]
-            if (
-                isinstance(f, (bool, np.bool_))
-                or not isinstance(f, (numbers.Real, np.floating))
-                or not math.isfinite(f)
-            ):
-                raise ValueError(f"state['cached_loss'] must be a finite number, got {f!r}")
-            cached = (float(f), _vector("cached_gradient", state["cached_gradient"], size))
-        step = state["last_step_size"]
-        if (
-            isinstance(step, (bool, np.bool_))
-            or not isinstance(step, (numbers.Real, np.floating))
-            or not (math.isfinite(step) and step >= 0)
-        ):
-            raise ValueError(f"state['last_step_size'] must be a finite number >= 0, got {step!r}")
-        backtracks = state["backtracks"]
-        if (
-            isinstance(backtracks, (bool, np.bool_))
-            or not isinstance(backtracks, (numbers.Integral, np.integer))
-            or not 0 <= backtracks <= state["max_backtracks"]
-        ):
-            raise ValueError(f"state['backtracks'] must be an integer in 0..max_backtracks, got {backtracks!r}")
-        self.__init__(**{key: state[key] for key in self.hyperparameters()})
+            f = _as_real(state["cached_loss"])
+            if f is None or not math.isfinite(f):
+                raise ValueError(f"state['cached_loss'] must be a finite number, got {state['cached_loss']!r}")
+            cached = (f, _vector("cached_gradient", state["cached_gradient"], size))
+        step = _as_real(state["last_step_size"])
+        if step is None or not (math.isfinite(step) and step >= 0):
+            raise ValueError(f"state['last_step_size'] must be a finite number >= 0, got {state['last_step_size']!r}")
+        backtracks = _as_int(state["backtracks"])
+        if backtracks is None or not 0 <= backtracks <= state["max_backtracks"]:
+            raise ValueError(
+                f"state['backtracks'] must be an integer in 0..max_backtracks, got {state['backtracks']!r}"
+            )
+        self._configure(**{key: state[key] for key in self.hyperparameters()})
+        self.reset()
         self._pairs.extend(pairs)
         self._cached = cached
-        self.last_step_size, self.backtracks = float(step), int(backtracks)
+        self.last_step_size, self.backtracks = step, backtracks
 
     def __repr__(self) -> str:
         return (

@@ -57,7 +57,7 @@ def plot_history(history: Any, path: str | Path, title: str = "") -> None:
 def plot_regions(
     gx: np.ndarray, gy: np.ndarray, labels: np.ndarray, x: np.ndarray, y: np.ndarray, classes: int, path: str | Path
 ) -> None:
-    """Filled decision regions with the data points coloured by their true class."""
+    """Draw filled decision regions with the data points coloured by their true class."""
     fig = _figure(6, 5.5)
     ax = fig.subplots()
     levels = np.arange(classes + 1) - 0.5

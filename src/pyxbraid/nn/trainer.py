@@ -21,9 +21,10 @@ import numpy as np
 from mpi4py import MPI
 
 from .._options import check_option
-from ..app import NativeApp
+from .._vocabulary import OPTIONS
 from ..errors import _Agreed
-from ..solver import Solver
+from ..solver import Solver, SolveResult
+from ._apps import LayerBatch, NativeBatch
 from ._files import check_writable
 from .network import INDEX_MAX, ResNet
 from .optim import Adam, Optimizer
@@ -43,6 +44,12 @@ _LAYER_PARALLEL_KEYS = {
     "max_iter": (100, 2),
     "abs_tol": (1e-10, 0.0),
     "abs_tol_adjoint": (1e-10, 0.0),
+    # Virtual time (the Solver's defaults): trainer.last_solve.virtual_wall_time per gradient evaluation.
+    **{
+        o.name: (o.default, o.default)
+        for o in OPTIONS
+        if o.name in ("virtual_time", "virtual_latency", "virtual_bandwidth")
+    },
 }
 # Old spellings, accepted with a DeprecationWarning: one name per concept, XBraid's.
 _DEPRECATED_KEYS = {"tol": "abs_tol", "adjoint_tol": "abs_tol_adjoint"}
@@ -77,23 +84,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __reduce__(self):
         return (type(self), (self.signum, self.checkpoint, self.epoch, self.step))
-
-
-class _BatchApp(NativeApp):
-    """The network as an engine app for one batch size (the native ResNetBatch)."""
-
-    objective = "cross_entropy"
-
-    def __init__(self, net: ResNet, batch: int) -> None:
-        self.shape = (batch, net.config.width)
-        self.net = net
-        self.cpp = net.batch_app(batch)
-
-    def _native(self) -> Any:
-        return self.cpp
-
-    def gradient(self) -> np.ndarray:
-        return self.net.local_gradient
 
 
 @dataclass
@@ -161,14 +151,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def _digest(*arrays: np.ndarray | None) -> str:
-    """A fingerprint of arrays (dtype, shape and bytes): agreed between ranks instead of the data itself."""
+    """Return a fingerprint of arrays (dtype, shape and bytes): agreed between ranks instead of the data itself."""
     h = hashlib.blake2b(digest_size=16)
     for a in arrays:
         if a is None:
             h.update(b"none;")
             continue
         h.update(f"{a.dtype.str}{a.shape};".encode())
-        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+        h.update(np.ascontiguousarray(a).data.cast("B"))
     return h.hexdigest()
 
 
@@ -191,7 +181,7 @@ def _as_array(name: str, value: Any) -> np.ndarray:
 
 
 def _last(norms: np.ndarray) -> float:
-    """The last residual norm of a solve; NaN when no MGRIT iteration ran (sequential marching)."""
+    """Return the last residual norm of a solve; NaN when no MGRIT iteration ran (sequential marching)."""
     return float(norms[-1]) if len(norms) else math.nan
 
 
@@ -258,8 +248,11 @@ class Trainer:
         backpropagation (``max_levels = 1``; pipelined across ranks).
         A dict selects MGRIT with keys ``max_levels`` (3), ``cfactor`` (4),
         ``nrelax`` (1), ``cwt``, ``min_coarse``, ``fmg``, ``storage``,
-        ``tnorm``, ``max_iter``, ``abs_tol``, ``abs_tol_adjoint`` (the Solver's
-        names; ``tol`` and ``adjoint_tol`` are deprecated spellings) and ``one_shot``:
+        ``tnorm``, ``max_iter``, ``abs_tol``, ``abs_tol_adjoint``,
+        ``virtual_time``, ``virtual_latency``, ``virtual_bandwidth`` (the Solver's
+        names; ``tol`` and ``adjoint_tol`` are deprecated spellings; with
+        ``virtual_time``, ``last_solve.virtual_wall_time`` predicts each gradient
+        evaluation on one core per rank) and ``one_shot``:
 
         * ``one_shot=False`` (exact): forward and adjoint MGRIT iterate until
           both residual norms are below ``abs_tol`` / ``abs_tol_adjoint`` (default
@@ -302,6 +295,18 @@ class Trainer:
     (5, True)
     """
 
+    net: ResNet
+    comm: MPI.Comm
+    optimizer: Optimizer
+    seed: int
+    mode: str
+    progress: bool
+    history: History | None
+    last_solve: SolveResult | None
+    last_accuracy: float
+    _options: dict[str, Any]
+    _classifier_rank: int
+
     def __init__(
         self,
         net: ResNet,
@@ -338,6 +343,7 @@ class Trainer:
             "Trainer settings",
             {
                 "network": asdict(net.config),
+                "layer": net._layer_spec.description,
                 "mode": self.mode,
                 "layer_parallel": self._options,
                 "seed": int(seed),
@@ -348,8 +354,8 @@ class Trainer:
         self.net, self.comm, self.optimizer, self.seed = net, comm, optimizer, int(seed)
         self.progress = bool(progress)
         self.history: History | None = None
-        self._train: dict[int, tuple[_BatchApp, Solver]] = {}
-        self._eval: OrderedDict[int, tuple[_BatchApp, Solver]] = OrderedDict()
+        self._train: dict[int, tuple[NativeBatch | LayerBatch, Solver]] = {}
+        self._eval: OrderedDict[int, tuple[NativeBatch | LayerBatch, Solver]] = OrderedDict()
         self._current_batch: Any = None  # identity of the batch loaded into the training engine
         self._fit_calls = 0  # makes mini-batch identities unique across fit() calls
         self._loaded_app: Any = None  # the engine app that holds it
@@ -398,10 +404,8 @@ class Trainer:
         return mode, options
 
     # -- data ------------------------------------------------------------------------------
-    def _check_data(
-        self, x: Any, y: Any, name: str = "x", *, labels: bool = True
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Inputs as float64 (n, in_features), labels as int64 (n,); ``labels=False``: inputs only."""
+    def _check_inputs(self, x: Any, name: str = "x") -> np.ndarray:
+        """Return inputs as a float64 (n, in_features) array, checked."""
         c = self.net.config
         xa = _as_array(name, x)
         if xa.dtype.kind not in "fiu":
@@ -412,8 +416,12 @@ class Trainer:
         if not np.all(np.isfinite(xa)):
             bad = int(np.argwhere(~np.isfinite(xa))[0][0])
             raise ValueError(f"{name} must be finite, got {xa[bad].tolist()} in row {bad}")
-        if not labels:
-            return xa, None
+        return xa
+
+    def _check_data(self, x: Any, y: Any, name: str = "x") -> tuple[np.ndarray, np.ndarray]:
+        """Return inputs as float64 (n, in_features) and labels as int64 (n,), checked."""
+        c = self.net.config
+        xa = self._check_inputs(x, name)
         label_name = "y" if name == "x" else f"{name} labels"
         if y is None:
             raise TypeError(
@@ -436,10 +444,10 @@ class Trainer:
         return xa, ya.astype(np.int64)
 
     # -- engines -----------------------------------------------------------------------------
-    def _solver(self, batch: int, purpose: str) -> tuple[_BatchApp, Solver]:
+    def _solver(self, batch: int, purpose: str) -> tuple[NativeBatch | LayerBatch, Solver]:
         c = self.net.config
-        app = _BatchApp(self.net, batch)
-        common = dict(comm=self.comm, tstart_objective=c.T, tstop_objective=c.T)
+        app = self.net.batch_app(batch)
+        common: dict[str, Any] = dict(comm=self.comm, tstart_objective=c.T, tstop_objective=c.T)
         if purpose == "eval":
             solver = Solver(app, 0.0, c.T, c.depth, max_levels=1, objective_only=True, **common)
         elif self.mode == "serial":
@@ -448,12 +456,12 @@ class Trainer:
             solver = Solver(app, 0.0, c.T, c.depth, adjoint=True, access_level=0, skip=False, **self._options, **common)
         return app, solver
 
-    def _train_engine(self, batch: int) -> tuple[_BatchApp, Solver]:
+    def _train_engine(self, batch: int) -> tuple[NativeBatch | LayerBatch, Solver]:
         if batch not in self._train:
             self._train[batch] = self._solver(batch, "train")
         return self._train[batch]
 
-    def _eval_engine(self, batch: int) -> tuple[_BatchApp, Solver]:
+    def _eval_engine(self, batch: int) -> tuple[NativeBatch | LayerBatch, Solver]:
         if batch in self._eval:
             self._eval.move_to_end(batch)
         else:
@@ -462,13 +470,28 @@ class Trainer:
             self._eval[batch] = self._solver(batch, "eval")
         return self._eval[batch]
 
+    def _solve(self, solver: Solver, engines: dict[int, Any], batch: int) -> SolveResult:
+        """Run ``solver``; if it fails, forget it (collective: every rank fails in the same solve).
+
+        A failed solver cannot be reused (:class:`pyxbraid.SolverStateError`):
+        the next call builds a new one, so an error -- in a numpy layer, say
+        -- leaves the trainer usable.
+        """
+        try:
+            return solver.solve()
+        except BaseException:
+            engines.pop(batch, None)
+            if engines is self._train:  # the warm-restart state went with it
+                self._current_batch = self._loaded_app = None
+            raise
+
     # -- objective and gradient ----------------------------------------------------------------
     def _dot(self, a: np.ndarray, b: np.ndarray) -> float:
         local = float(np.dot(a, b))
         return self.comm.allreduce(local, op=MPI.SUM) if self.comm.Get_size() > 1 else local
 
     def _gathered_iterate(self) -> dict[str, Any] | None:
-        """The training engine's MGRIT iterate for a checkpoint (collective): on rank 0, or None.
+        """Return the training engine's MGRIT iterate for a checkpoint (collective): on rank 0, or None.
 
         Only a full batch in an MGRIT mode carries an iterate from one step to
         the next (warm restarts); mini-batches and layer-serial mode start
@@ -500,7 +523,7 @@ class Trainer:
     def _restore_iterate(self, x: np.ndarray, y: np.ndarray, token: Any, iterate: dict[str, Any]) -> None:
         """Load the full batch into the training engine with a checkpoint's iterate (every rank)."""
         app, solver = self._train_engine(x.shape[0])
-        app.cpp.set_batch(x, y)
+        app.set_batch(x, y)
         self.net.sync_opening()
         solver.set_iterate(iterate)
         self._current_batch, self._loaded_app = token, app
@@ -508,7 +531,7 @@ class Trainer:
     def _evaluate_batch(self, x: np.ndarray, y: np.ndarray, token: Any) -> tuple[float, np.ndarray]:
         app, solver = self._train_engine(x.shape[0])
         if token is None or token != self._current_batch or app is not self._loaded_app:
-            app.cpp.set_batch(x, y)
+            app.set_batch(x, y)
             if self.mode != "serial":
                 self.net.sync_opening()  # the guess at later times is the opening layer's output
             solver.reset()
@@ -516,7 +539,7 @@ class Trainer:
             self.optimizer.forget()
         else:
             solver.refresh_initial_condition()  # the opening layer may have changed
-        result = solver.solve()
+        result = self._solve(solver, self._train, x.shape[0])
         if self.mode == "exact" and not result.converged:
             warnings.warn(
                 f"exact layer-parallel mode: MGRIT did not reach abs_tol={self._options['abs_tol']:g} / "
@@ -526,20 +549,24 @@ class Trainer:
                 ConvergenceWarning,
                 stacklevel=3,
             )
+        if self.net.layer is not None:
+            with _Agreed(self.comm, "the numpy layers' parameter gradients"):
+                self.net._check_layer_gradient()
         grad = self.net.local_gradient.copy()
         # This rank's regularisation share and, on the classifier's rank, the
         # batch's correct predictions: one reduction for both.
         totals = np.array(
-            [self.net.regularization(grad), app.cpp.correct if self.comm.Get_rank() == self._classifier_rank else 0.0]
+            [self.net.regularization(grad), app.correct if self.comm.Get_rank() == self._classifier_rank else 0.0]
         )
         if self.comm.Get_size() > 1:
             self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
         self.last_solve = result
         self.last_accuracy = float(totals[1]) / x.shape[0]
+        assert result.objective is not None  # an adjoint solve always evaluates the objective
         return result.objective + float(totals[0]), grad
 
     def loss_and_gradient(self, x: Any, y: Any) -> tuple[float, np.ndarray]:
-        """The training objective on ``(x, y)`` and this rank's part of its gradient (collective).
+        """Return the training objective on ``(x, y)`` and this rank's part of its gradient (collective).
 
         The objective is the mean softmax cross-entropy plus the network's
         regularisation; the gradient is with respect to this rank's
@@ -563,14 +590,15 @@ class Trainer:
             xb = x[start : start + chunk]
             yb = None if y is None else y[start : start + chunk]
             app, solver = self._eval_engine(xb.shape[0])
-            app.cpp.set_batch(xb, yb)
+            app.set_batch(xb, yb)
             solver.reset()
-            result = solver.solve()
+            result = self._solve(solver, self._eval, xb.shape[0])
+            assert result.objective is not None  # objective_only=True: always evaluated
             total += result.objective * xb.shape[0]
             if self.comm.Get_rank() == self._classifier_rank:
-                correct += app.cpp.correct
+                correct += app.correct
                 if y is None:
-                    logits.append(app.cpp.logits.reshape(xb.shape[0], self.net.config.classes))
+                    logits.append(app.logits)
         return total, correct, logits
 
     def evaluate(self, x: Any, y: Any) -> tuple[float, float]:
@@ -589,10 +617,11 @@ class Trainer:
     def predict_logits(self, x: Any) -> np.ndarray:
         """Class scores ``W_c u_T + b_c``, shape (n, classes), on every rank (collective)."""
         with _Agreed(self.comm, "predict() data"):
-            xa, _ = self._check_data(x, None, labels=False)
+            xa = self._check_inputs(x)
         _agree(self.comm, "predict() data (x)", {"x.shape": xa.shape, "data": _digest(xa)})
         _, _, logits = self._forward(xa, None)
-        out = np.concatenate(logits) if logits else None
+        # the scores live on the classifier's rank; the others' (empty) are replaced by them
+        out = np.concatenate(logits) if logits else np.empty((0, self.net.config.classes))
         if self.comm.Get_size() > 1:
             out = self.comm.bcast(out, root=self._classifier_rank)
         return out
@@ -866,15 +895,16 @@ class Trainer:
         return post
 
     def _stop_requested(self, stop: _StopSignals) -> int:
-        """The signal received on any rank, 0 if none (a tiny allreduce: every rank stops at the same step)."""
+        """Return the signal received on any rank, 0 if none (a tiny allreduce: every rank stops at the same step)."""
         flag = stop.signum
         if self.comm.Get_size() > 1:
             flag = self.comm.allreduce(flag, op=MPI.MAX)
         return flag
 
     def _fit_settings(self, n: int, batch_size: int, shuffle: bool, data: str, validation: str | None) -> dict:
-        """What a resumed fit() must share with the run that wrote the checkpoint (JSON-normalised)."""
+        """Return what a resumed fit() must share with the run that wrote the checkpoint (JSON-normalised)."""
         opt = self.optimizer
+        hyper: Any
         try:
             optimizer = opt.state_dict()["optimizer"]
             hyper = opt.hyperparameters()
@@ -882,7 +912,10 @@ class Trainer:
             optimizer, hyper = type(opt).__name__, repr(opt)
         settings = {
             "mode": self.mode,
-            "layer_parallel": self._options if self.mode != "serial" else None,
+            # virtual_* only predict timings: a run may resume with or without them.
+            "layer_parallel": {k: v for k, v in self._options.items() if not k.startswith("virtual_")}
+            if self.mode != "serial"
+            else None,
             "seed": self.seed,
             "n": n,
             "batch_size": batch_size,

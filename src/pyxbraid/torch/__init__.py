@@ -34,6 +34,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ..nn.trainer import ConvergenceWarning
-from ._layer_parallel import COARSE_POLICIES, MODES, LayerParallel
+from ._layer_parallel import COARSE_POLICIES, DEFAULT_TOLERANCES, ENGINE_DTYPES, MODES, LayerParallel
+from ._models import ConvResNet
 
-__all__ = ["COARSE_POLICIES", "MODES", "ConvergenceWarning", "LayerParallel"]
+__all__ = [
+    "COARSE_POLICIES",
+    "DEFAULT_TOLERANCES",
+    "ENGINE_DTYPES",
+    "MODES",
+    "ConvResNet",
+    "ConvergenceWarning",
+    "LayerParallel",
+]

@@ -1,7 +1,7 @@
 """The engine app behind LayerParallel's "exact" and "one_shot" modes (pyxbraid's Python-App path).
 
-The engine owns float64 states of shape ``(batch, *features)`` and hands the
-callbacks numpy views of its memory; ``torch.from_numpy`` wraps them without
+The engine owns states of shape ``(batch, *features)`` in the blocks' dtype
+(float64 or float32) and hands the callbacks numpy views of its memory; ``torch.from_numpy`` wraps them without
 copying. A step is ``u += dt * F_k(u)`` under ``torch.no_grad()``; an adjoint
 step recomputes ``F_k`` with autograd from the step's recorded input and takes
 one vector-Jacobian product.
@@ -23,19 +23,20 @@ if TYPE_CHECKING:
 class LayerParallelApp(App):
     """One batch shape of a LayerParallel as a pyxbraid App (see the module docstring)."""
 
-    def __init__(self, lp: LayerParallel, shape: tuple[int, ...]) -> None:
-        super().__init__(shape=shape)
+    def __init__(self, lp: LayerParallel, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        super().__init__(shape=shape, dtype=np.float32 if dtype == torch.float32 else np.float64)
         self.lp = lp
-        self.scale = lp.depth / lp.T       # time -> fine index
+        self.torch_dtype = dtype
+        self.scale = lp.depth / lp.T  # time -> fine index
         self.u0: np.ndarray | None = None
-        self.seed: np.ndarray | None = None   # the gradient arriving at u(T): the objective is <seed, u(T)>
+        self.seed: np.ndarray | None = None  # the gradient arriving at u(T): the objective is <seed, u(T)>
         self.u0_bar: torch.Tensor | None = None
-        self.loaded: Any = None           # which forward pass the iterate belongs to
+        self.loaded: Any = None  # which forward pass the iterate belongs to
         self.params: dict[int, list[torch.Tensor]] = {}
         self.names: dict[int, list[str]] = {}
         self.acc: dict[int, list[torch.Tensor]] | None = None
         self._coarse: dict[tuple[int, int], tuple[list[int], dict[str, torch.Tensor]]] = {}
-        self.grad = 0.0                   # unused; the gradients live in self.acc
+        self.grad = 0.0  # unused; the gradients live in self.acc
         # keep_graph: the graphs of this iteration's steps, by (level, tindex), last step on top
         self._graphs: dict[tuple[int, int], list[tuple]] = {}
         self._graph_iter = -1
@@ -91,8 +92,9 @@ class LayerParallelApp(App):
         # u0 at t = 0; elsewhere the initial guess: u0 again (the identity flow)
         u[...] = self.u0
 
-    def _evaluate(self, b: int, a: int, level: int, x: torch.Tensor,
-                  leaves: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[int] | None]:
+    def _evaluate(
+        self, b: int, a: int, level: int, x: torch.Tensor, leaves: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[int] | None]:
         """F(x) of the step from fine index a to b: (y, the parameter tensors it used, mean's layers or None).
 
         ``leaves``: give the "mean" policy's averaged parameters as fresh leaves
@@ -106,7 +108,11 @@ class LayerParallelApp(App):
         return self.lp.call_block(b - 1, x), self.params.get(b - 1, []), None
 
     def step(self, u: np.ndarray, ustop: np.ndarray, fstop: Any, status: Any) -> None:
-        b, a = self._index(status.tstop), self._index(status.tstart)
+        if torch.is_grad_enabled():  # (LayerParallel's solves run without grad: this is for other callers)
+            with torch.no_grad():
+                return self.step(u, ustop, fstop, status)
+        tstart, tstop, level = status.tstart, status.tstop, status.level
+        b = int(round(tstop * self.scale))
         x = torch.from_numpy(u)
         version = x._version
         if self.lp.keep_graph and self.seed is not None:
@@ -116,23 +122,27 @@ class LayerParallelApp(App):
                 self._graph_iter = status.iter
             x_in = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                y, targets, ks = self._evaluate(b, a, status.level, x_in, leaves=self.acc is not None)
-            self._graphs.setdefault((status.level, status.tindex), []).append((x_in, y, targets, ks))
+                y, targets, ks = self._evaluate(b, self._index(tstart), level, x_in, leaves=self.acc is not None)
+            self._graphs.setdefault((level, status.tindex), []).append((x_in, y, targets, ks))
             y = y.detach()
+        elif level > 0 and self.lp.coarse == "mean":
+            y = self._evaluate(b, self._index(tstart), level, x, leaves=False)[0]
         else:
-            with torch.no_grad():
-                y, _, _ = self._evaluate(b, a, status.level, x, leaves=False)
+            y = self.lp.call_block(b - 1, x)
         if x._version != version:
-            raise RuntimeError(f"block({b - 1}) modified its input in place (an in-place operation such as "
-                               "ReLU(inplace=True) applied to the block's input); F_k must not change u_k")
-        with torch.no_grad():
-            x.add_(y, alpha=status.tstop - status.tstart)
+            raise RuntimeError(
+                f"block({b - 1}) modified its input in place (an in-place operation such as "
+                "ReLU(inplace=True) applied to the block's input); F_k must not change u_k"
+            )
+        x.add_(y, alpha=tstop - tstart)
+        return None
 
-    def step_adjoint(self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray,
-                     status: Any) -> None:
+    def step_adjoint(
+        self, u: np.ndarray, ustop: np.ndarray, u_bar: np.ndarray, ustop_bar: np.ndarray, status: Any
+    ) -> None:
         kept = self._graphs.get((status.level, status.tindex)) if self.lp.keep_graph else None
-        entry = kept.pop() if kept else None      # this step's graph, if kept (popped even when unused)
-        if not u_bar.any():     # a zero adjoint (the forward solve's): nothing to do
+        entry = kept.pop() if kept else None  # this step's graph, if kept (popped even when unused)
+        if not u_bar.any():  # a zero adjoint (the forward solve's): nothing to do
             return
         from ._layer_parallel import readonly_tensor
 
@@ -144,7 +154,7 @@ class LayerParallelApp(App):
         if entry is not None and torch.equal(entry[0].detach(), u_t):
             x, y, targets, ks = entry
             self.kept_graph_hits += 1
-        else:       # recompute F(u) with autograd from the step's recorded input
+        else:  # recompute F(u) with autograd from the step's recorded input
             if entry is not None:
                 self.kept_graph_misses += 1
             x = u_t.detach().requires_grad_(True)
@@ -152,20 +162,20 @@ class LayerParallelApp(App):
                 y, targets, ks = self._evaluate(b, a, status.level, x, leaves=want_params)
         if not want_params:
             targets = []
-        if not y.requires_grad:    # F_k depends neither on u nor on a parameter
+        if not y.requires_grad:  # F_k depends neither on u nor on a parameter
             return
         got = torch.autograd.grad(y, [x, *targets], grad_outputs=bar, allow_unused=True)
         if want_params:
             assert self.acc is not None
-            if ks is not None:      # coarse="mean": d(average)/d(theta_k) = 1 / len(ks)
+            if ks is not None:  # coarse="mean": d(average)/d(theta_k) = 1 / len(ks)
                 share = dt / len(ks)
-                mine = dict(zip(self._coarse[(a, b)][1], got[1:]))
+                mine = dict(zip(self._coarse[(a, b)][1], got[1:], strict=True))
                 for k in ks:
-                    for n, acc in zip(self.names[k], self.acc[k]):
+                    for n, acc in zip(self.names[k], self.acc[k], strict=True):
                         if mine.get(n) is not None:
                             acc.add_(mine[n], alpha=share)
             else:
-                for acc, g in zip(self.acc[b - 1], got[1:]):
+                for acc, g in zip(self.acc[b - 1], got[1:], strict=True):
                     if g is not None:
                         acc.add_(g, alpha=dt)
         if got[0] is not None:
@@ -191,4 +201,4 @@ class LayerParallelApp(App):
                     a.zero_()
 
     def init_adjoint(self, t: float, u_bar: np.ndarray, status: Any) -> None:
-        self.u0_bar = torch.from_numpy(np.array(u_bar, dtype=np.float64))
+        self.u0_bar = torch.from_numpy(np.array(u_bar))  # a copy: u_bar is engine memory

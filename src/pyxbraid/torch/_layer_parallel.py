@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import warnings
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,11 @@ from torch.autograd.function import once_differentiable
 from .. import _core
 from ..errors import RemoteRankError, _Agreed
 from ..nn.trainer import ConvergenceWarning
-from ..solver import SolveResult, Solver
+from ..solver import Solver, SolveResult
 from ._engine_app import LayerParallelApp
 from ._serial import serial_backward, serial_forward
 
-__all__ = ["COARSE_POLICIES", "MODES", "LayerParallel"]
+__all__ = ["COARSE_POLICIES", "DEFAULT_TOLERANCES", "ENGINE_DTYPES", "MODES", "LayerParallel"]
 
 MODES = ("serial", "exact", "one_shot")
 """The values of ``LayerParallel(mode=...)``."""
@@ -31,13 +32,31 @@ COARSE_POLICIES = ("tstop", "mean")
 """The values of ``LayerParallel(coarse=...)``: which weights a coarse time step uses."""
 
 # Solver options a user may pass through ``solver_options`` (the others are set by LayerParallel).
-_PASS_THROUGH = ("min_coarse", "cwt", "fmg", "nfmg", "nfmg_vcyc", "storage", "tnorm", "relax_only_cg",
-                 "print_level")
-# The state dtypes the engine stores. Today float64 only; once pyxbraid.App takes a dtype,
-# add torch.float32 here and pass the blocks' dtype to LayerParallelApp (nothing else changes:
-# the callbacks wrap the engine's memory with torch.from_numpy whatever its dtype).
-ENGINE_DTYPES = (torch.float64,)
-_CACHE = 4               # solvers kept per kind (adjoint / primal-only), one per state shape
+_PASS_THROUGH = (
+    "min_coarse",
+    "cwt",
+    "fmg",
+    "nfmg",
+    "nfmg_vcyc",
+    "storage",
+    "tnorm",
+    "relax_only_cg",
+    "print_level",
+    "virtual_time",
+    "virtual_latency",
+    "virtual_bandwidth",
+    "virtual_step_cost",
+)
+# The state dtypes the engine stores (pyxbraid.App(dtype=...)): the blocks' dtype decides.
+ENGINE_DTYPES = (torch.float64, torch.float32)
+"""The state dtypes of ``"exact"`` and ``"one_shot"`` modes (the blocks' dtype decides)."""
+# Default relative tolerances of "exact" mode, per state dtype. Measured (conv blocks, depth 16-256):
+# a float32 residual stops falling at 2-3e-7 of the first one (a float64 one at 1e-15..1e-14), so
+# float32 gets 1e-5, which MGRIT reaches in about the iterations float64 needs for 1e-6 and which
+# leaves u(T) and the gradients at float32 round-off (tests/test_torch.py).
+DEFAULT_TOLERANCES = {torch.float64: 1e-12, torch.float32: 1e-5}
+"""The default ``tol`` and ``adjoint_tol`` of ``"exact"`` mode per state dtype."""
+_CACHE = 4  # solvers kept per kind (adjoint / primal-only), one per state shape
 
 _readonly_warning_seen = False
 
@@ -64,6 +83,20 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def _compact(layers: set[int]) -> str:
+    """``{0, 1, 2, 5, 7, 8}`` as ``"0..2, 5, 7, 8"``."""
+    ordered, runs = sorted(layers), []
+    start = prev = ordered[0]
+    for k in [*ordered[1:], None]:
+        if k is not None and k == prev + 1:
+            prev = k
+            continue
+        runs.append(str(start) if start == prev else f"{start}, {prev}" if prev == start + 1 else f"{start}..{prev}")
+        if k is not None:
+            start = prev = k
+    return ", ".join(runs)
+
+
 def _tolerance(name: str, value: Any) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number >= 0, got {value!r}")
@@ -74,7 +107,7 @@ def _tolerance(name: str, value: Any) -> float:
 
 
 class _OwnedLayers(torch.nn.ModuleDict):
-    """This rank's residual blocks, keyed by their layer index (``"0"`` .. ``str(depth - 1)``).
+    """The residual blocks a rank holds, keyed by their layer index (``"0"`` .. ``str(depth - 1)``).
 
     Loading a full state dict (every layer, as :meth:`LayerParallel.state_dict`
     gathers it) takes this rank's layers and ignores the others instead of
@@ -85,15 +118,17 @@ class _OwnedLayers(torch.nn.ModuleDict):
         super().__init__()
         self._depth = depth
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         # keys of layers held by other ranks are not unexpected
         foreign = []
         for key in unexpected_keys:
             if key.startswith(prefix):
-                head = key[len(prefix):].split(".", 1)[0]
+                head = key[len(prefix) :].split(".", 1)[0]
                 if head.isdigit() and int(head) < self._depth and head not in self._modules:
                     foreign.append(key)
         for key in foreign:
@@ -131,7 +166,7 @@ class LayerParallel(torch.nn.Module):
         The ranks over which the layers are distributed.
     mode : {"exact", "serial", "one_shot"}, default "exact"
         ``"serial"``: plain forward and backpropagation through the blocks,
-        rank after rank (the reference and the fallback; any dtype).
+        rank after rank (the reference and the fallback; any floating dtype).
         ``"exact"``: forward MGRIT and the adjoint MGRIT (XBraid_Adjoint)
         iterate until their residuals are below ``tol`` / ``adjoint_tol`` (a
         :class:`ConvergenceWarning` when ``max_iter`` runs out): u(T) and the
@@ -153,9 +188,16 @@ class LayerParallel(torch.nn.Module):
     max_iter : int, optional
         MGRIT iterations at most (``"exact"``, default 100) or exactly
         (``"one_shot"``, default 2) per solve.
-    tol, adjoint_tol : float, default 1e-12
+    tol, adjoint_tol : float, optional
         ``"exact"``: stop when the primal (adjoint) residual norm is below
         ``tol`` (``adjoint_tol``) times that of the solve's first iteration.
+        Default by the states' dtype: 1e-12 for float64, 1e-5 for float32
+        (``DEFAULT_TOLERANCES``). A float32 residual stops falling at about
+        3e-7 of the first one (round-off; float64: about 1e-15), and 1e-5
+        leaves u(T) and the gradients within float32 round-off of
+        backpropagation's. Values below the dtype's machine epsilon
+        (float32: 1.19e-7) are refused (``ValueError``) when the dtype is
+        known: at construction from the blocks, else at the first forward.
     coarse : {"tstop", "mean"}, default "tstop"
         Weights of a coarse time step from ``t_a`` to ``t_b``: ``"tstop"`` uses
         the fine layer ending at ``t_b`` (it lives on the rank taking the step,
@@ -175,7 +217,8 @@ class LayerParallel(torch.nn.Module):
     solver_options : dict, optional
         More :class:`pyxbraid.Solver` options: ``min_coarse``, ``cwt``,
         ``fmg``, ``nfmg``, ``nfmg_vcyc``, ``storage``, ``tnorm``,
-        ``relax_only_cg``, ``print_level``.
+        ``relax_only_cg``, ``print_level`` and the ``virtual_*`` options
+        (``last_forward.virtual_wall_time``: a prediction on one core per rank).
     check_inputs : bool, default True
         Check on every forward that ``u0`` is identical on every rank (a CRC of
         its bytes, one small collective). A ``u0`` that differs between ranks
@@ -193,7 +236,11 @@ class LayerParallel(torch.nn.Module):
     Notes
     -----
     *Forward* (``"exact"``, ``"one_shot"``): the engine's Python-App path on
-    float64 states of shape ``(batch, *features)``; each step wraps the engine's
+    states of shape ``(batch, *features)`` in the blocks' dtype (float64 or
+    float32: the blocks' parameters and floating buffers must share one dtype,
+    checked at construction on every rank, and ``u0`` must have it; the
+    engine's norms and reductions are summed in float64, parameter gradients
+    accumulated in float64 and rounded once); each step wraps the engine's
     memory with ``torch.from_numpy`` (no copies) and adds ``h F_k(u)`` in place
     under ``torch.no_grad()``. The objective of the adjoint solver is
     ``<g, u(T)>``, where ``g`` is the gradient arriving at ``u(T)`` in the
@@ -256,8 +303,9 @@ class LayerParallel(torch.nn.Module):
     _intervals: list[tuple[int, int]]
     _owned: range
     _options: dict[str, Any]
-    _tol: float
-    _adjoint_tol: float
+    _tol: float | None
+    _adjoint_tol: float | None
+    _dtype: torch.dtype | None
     _anchor: torch.Tensor
     _engines: OrderedDict[tuple, tuple[LayerParallelApp, Solver]]
     _passes: int
@@ -265,6 +313,8 @@ class LayerParallel(torch.nn.Module):
     _base_seed: int
     _pass_seed: int
     _random: set[int]
+    _block_params: list[torch.Tensor]
+    _block_buffers: list[torch.Tensor]
     _any_stats: bool
     _grad_params: list[torch.Tensor]
 
@@ -280,8 +330,8 @@ class LayerParallel(torch.nn.Module):
         cfactor: int = 4,
         nrelax: int = 1,
         max_iter: int | None = None,
-        tol: float = 1e-12,
-        adjoint_tol: float = 1e-12,
+        tol: float | None = None,
+        adjoint_tol: float | None = None,
         coarse: str = "tstop",
         keep_graph: bool = False,
         solver_options: dict[str, Any] | None = None,
@@ -295,8 +345,11 @@ class LayerParallel(torch.nn.Module):
             if not callable(block):
                 raise TypeError(f"block must be a callable block(k) -> torch.nn.Module, got {type(block).__name__}")
             depth = _positive_int("depth", depth)
-            if isinstance(T, (bool, np.bool_)) or not isinstance(T, numbers.Real) or not (
-                    math.isfinite(float(T)) and float(T) > 0):
+            if (
+                isinstance(T, (bool, np.bool_))
+                or not isinstance(T, numbers.Real)
+                or not (math.isfinite(float(T)) and float(T) > 0)
+            ):
                 raise ValueError(f"T must be a finite number > 0, got {T!r}")
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
@@ -308,18 +361,22 @@ class LayerParallel(torch.nn.Module):
             if max_iter is None:
                 max_iter = 2 if mode == "one_shot" else 100
             max_iter = _positive_int("max_iter", max_iter)
-            tol = _tolerance("tol", tol)
-            adjoint_tol = _tolerance("adjoint_tol", adjoint_tol)
+            tol = None if tol is None else _tolerance("tol", tol)
+            adjoint_tol = None if adjoint_tol is None else _tolerance("adjoint_tol", adjoint_tol)
             extra = dict(solver_options or {})
             if not isinstance(solver_options, (dict, type(None))):
                 raise TypeError(f"solver_options must be a dict, got {type(solver_options).__name__}")
             unknown = sorted(set(extra) - set(_PASS_THROUGH))
             if unknown:
-                raise ValueError(f"solver_options got {', '.join(map(repr, unknown))}; allowed: "
-                                 f"{', '.join(_PASS_THROUGH)} (LayerParallel sets the others)")
+                raise ValueError(
+                    f"solver_options got {', '.join(map(repr, unknown))}; allowed: "
+                    f"{', '.join(_PASS_THROUGH)} (LayerParallel sets the others)"
+                )
             if depth + 1 < comm.Get_size():
-                raise ValueError(f"depth={depth} gives {depth + 1} time points, fewer than the {comm.Get_size()} "
-                                 "ranks of comm; use more layers or fewer ranks")
+                raise ValueError(
+                    f"depth={depth} gives {depth + 1} time points, fewer than the {comm.Get_size()} "
+                    "ranks of comm; use more layers or fewer ranks"
+                )
         self.comm = comm
         self.depth, self.T, self.h = depth, float(T), float(T) / depth
         self.mode, self.coarse = mode, coarse
@@ -339,19 +396,23 @@ class LayerParallel(torch.nn.Module):
                 if not isinstance(module, torch.nn.Module):
                     raise TypeError(f"block({k}) must return a torch.nn.Module, got {type(module).__name__}")
                 self.layers[str(k)] = module
+        self._dtype = self._agreed_dtype()
+        if self._dtype is not None and mode != "serial":  # (serial mode runs no engine: no tolerance)
+            self._check_engine_dtype(self._dtype, "the blocks are")
+            self._tolerances(self._dtype)
         # An input of every autograd call, so that backward runs on every rank
         # (even one holding no layer and given a u0 that needs no gradient):
         # the backward solve is collective.
         self._anchor = torch.zeros(0, dtype=torch.float64, requires_grad=True)
         self._engines: OrderedDict[tuple, tuple[LayerParallelApp, Solver]] = OrderedDict()
-        self._passes = 0                 # forward passes so far (identifies the iterate a backward needs)
+        self._passes = 0  # forward passes so far (identifies the iterate a backward needs)
         # dropout masks: seeded per (rank 0's initial torch seed, forward pass, layer), on any rank count
         self._base_seed = comm.bcast(torch.initial_seed(), root=0) if self._size > 1 else torch.initial_seed()
         self._pass_seed = 0
-        self._random: set[int] = set()
+        self._survey()
         self._any_stats = False
         self._grad_params: list[torch.Tensor] = []
-        self._warm: tuple | None = None   # one_shot: (shape) of the iterate kept for a warm restart
+        self._warm: tuple | None = None  # one_shot: (shape) of the iterate kept for a warm restart
         self.last_forward: SolveResult | None = None
         self.last_backward: SolveResult | None = None
 
@@ -362,7 +423,7 @@ class LayerParallel(torch.nn.Module):
         return self._owned
 
     def layer(self, k: int) -> torch.nn.Module:
-        """The module ``F_k`` of an owned layer ``k``.
+        """Return the module ``F_k`` of an owned layer ``k``.
 
         Raises
         ------
@@ -376,20 +437,24 @@ class LayerParallel(torch.nn.Module):
         if not 0 <= k < self.depth:
             raise IndexError(f"layer index must be in 0 .. {self.depth - 1}, got {k}")
         if k not in self._owned:
-            raise KeyError(f"layer {k} lives on rank {self.owner(k)}, not on rank {self._rank} "
-                           f"(which holds layers {self._owned.start} .. {self._owned.stop - 1})")
+            raise KeyError(
+                f"layer {k} lives on rank {self.owner(k)}, not on rank {self._rank} "
+                f"(which holds layers {self._owned.start} .. {self._owned.stop - 1})"
+            )
         return self.layers[str(int(k))]
 
     def owner(self, k: int) -> int:
-        """The rank holding layer ``k`` (the owner of time point ``k + 1``)."""
+        """Return the rank holding layer ``k`` (the owner of time point ``k + 1``)."""
         for r, (lo, hi) in enumerate(self._intervals):
             if lo <= k + 1 <= hi:
                 return r
         raise IndexError(f"layer index must be in 0 .. {self.depth - 1}, got {k}")
 
     def extra_repr(self) -> str:
-        return (f"depth={self.depth}, T={self.T:g}, mode={self.mode!r}, ranks={self._size}, "
-                f"owned_layers={self._owned.start}..{self._owned.stop - 1}")
+        return (
+            f"depth={self.depth}, T={self.T:g}, mode={self.mode!r}, ranks={self._size}, "
+            f"owned_layers={self._owned.start}..{self._owned.stop - 1}"
+        )
 
     # -- state dict across rank counts ---------------------------------------------------
     def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
@@ -401,7 +466,7 @@ class LayerParallel(torch.nn.Module):
         one rank (``if comm.rank == 0: torch.save(lp.state_dict(), path)``) --
         but call it on all.
         """
-        if args:   # torch's deprecated positional form (destination, prefix, keep_vars)
+        if args:  # torch's deprecated positional form (destination, prefix, keep_vars)
             destination = args[0] if len(args) > 0 else destination
             prefix = args[1] if len(args) > 1 else prefix
             keep_vars = args[2] if len(args) > 2 else keep_vars
@@ -412,11 +477,11 @@ class LayerParallel(torch.nn.Module):
             merged: dict[str, Any] = {}
             for part in gathered:
                 merged.update(part)
-            for key, value in local.items():   # own entries keep their identity (keep_vars)
+            for key, value in local.items():  # own entries keep their identity (keep_vars)
                 merged[key] = value
 
             def order(key: str) -> tuple:
-                rest = key[len(prefix):]
+                rest = key[len(prefix) :]
                 if rest.startswith("layers."):
                     head = rest.split(".", 2)[1]
                     return (0, int(head) if head.isdigit() else -1, rest)
@@ -447,9 +512,10 @@ class LayerParallel(torch.nn.Module):
         Parameters
         ----------
         u0 : torch.Tensor
-            Shape ``(batch, *features)``, on the CPU; float64 for ``"exact"``
-            and ``"one_shot"`` (the engine's states are float64), the blocks'
-            dtype for ``"serial"``.
+            Shape ``(batch, *features)``, on the CPU, in the blocks' dtype
+            (float64 or float32 for ``"exact"`` and ``"one_shot"``, whose
+            engine states have that dtype; any floating dtype for
+            ``"serial"``).
 
         Returns
         -------
@@ -460,38 +526,88 @@ class LayerParallel(torch.nn.Module):
         self._check_input(u0, grad)
         if not grad:
             return self._run_forward(u0.detach(), graph=False)[0]
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = [p for p in self._block_params if p.requires_grad]
         return _LayerParallelFunction.apply(self, u0, self._anchor, *params)
+
+    # -- dtypes and tolerances ----------------------------------------------------------------
+    def _agreed_dtype(self) -> torch.dtype | None:
+        """Find the one floating dtype of all blocks' parameters and buffers, on every rank (collective)."""
+        found: dict[str, set[int]] = {}
+        for key, module in self.layers.items():
+            for t in itertools.chain(module.parameters(), module.buffers()):
+                if t.is_floating_point():
+                    found.setdefault(str(t.dtype).removeprefix("torch."), set()).add(int(key))
+        if self._size > 1:
+            merged: dict[str, set[int]] = {}
+            for part in self.comm.allgather(found):
+                for name, layers in part.items():
+                    merged.setdefault(name, set()).update(layers)
+            found = merged
+        if len(found) > 1:
+            listing = " and ".join(
+                f"torch.{name} in layer(s) {_compact(layers)}" for name, layers in sorted(found.items())
+            )
+            raise TypeError(
+                f"the blocks must all have one dtype (it is the dtype of the states), got {listing}; "
+                "convert them with .float() or .double()"
+            )
+        return getattr(torch, next(iter(found))) if found else None
+
+    def _check_engine_dtype(self, dtype: torch.dtype, what: str) -> None:
+        if self.mode != "serial" and dtype not in ENGINE_DTYPES:
+            raise TypeError(
+                f"mode={self.mode!r} runs on the engine's float32 or float64 states; {what} {dtype} "
+                "(convert with .float() or .double(), or use mode='serial')"
+            )
+
+    def _tolerances(self, dtype: torch.dtype) -> tuple[float, float]:
+        """(tol, adjoint_tol) for states of ``dtype``: the defaults of that dtype, or the given ones if resolvable."""
+        eps = torch.finfo(dtype).eps
+        out = []
+        for name, value in (("tol", self._tol), ("adjoint_tol", self._adjoint_tol)):
+            if value is None:
+                value = DEFAULT_TOLERANCES[dtype]
+            elif value < eps:
+                raise ValueError(
+                    f"{name}={value:g} is below the machine epsilon of {dtype} states ({eps:.3g}): their residual "
+                    f"cannot get that small relative to the first; use {name} >= {eps:.3g} (default for {dtype}: "
+                    f"{DEFAULT_TOLERANCES[dtype]:g})" + (" or float64 blocks" if dtype == torch.float32 else "")
+                )
+            out.append(value)
+        return out[0], out[1]
 
     # -- checks ---------------------------------------------------------------------------
     def _check_input(self, u0: Any, grad: bool) -> None:
         error = None
         info: tuple = ()
+        stats = self._survey()
         try:
             if not isinstance(u0, torch.Tensor):
                 raise TypeError(f"u0 must be a torch.Tensor of shape (batch, *features), got {type(u0).__name__}")
             if u0.dim() < 1 or u0.numel() == 0:
-                raise ValueError(f"u0 must have shape (batch, *features) with no empty dimension, got "
-                                 f"{tuple(u0.shape)}")
-            if self.mode != "serial" and u0.dtype not in ENGINE_DTYPES:
-                raise TypeError(f"mode={self.mode!r} runs on the engine's float64 states: u0 must be float64, "
-                                f"got {u0.dtype} (convert the network with .double(), or use mode='serial')")
+                raise ValueError(
+                    f"u0 must have shape (batch, *features) with no empty dimension, got {tuple(u0.shape)}"
+                )
+            self._check_engine_dtype(u0.dtype, "u0 is")
             if u0.device.type != "cpu":
-                raise TypeError(f"LayerParallel needs u0 on the CPU (the engine's memory and MPI messages), got "
-                                f"device {u0.device}")
-            for name, p in self.named_parameters():
-                if p.dtype != u0.dtype or p.device != u0.device:
-                    raise TypeError(f"parameter {name} is {p.dtype} on {p.device}, u0 is {u0.dtype} on "
-                                    f"{u0.device}; the blocks and u0 must agree")
+                raise TypeError(
+                    f"LayerParallel needs u0 on the CPU (the engine's memory and MPI messages), got device {u0.device}"
+                )
+            if any(p.dtype != u0.dtype or p.device != u0.device for p in self._block_params):
+                name, p = next(
+                    (n, p) for n, p in self.named_parameters() if p.dtype != u0.dtype or p.device != u0.device
+                )
+                raise TypeError(
+                    f"parameter {name} is {p.dtype} on {p.device}, u0 is {u0.dtype} on "
+                    f"{u0.device}; the blocks and u0 must agree (the blocks' dtype is that of the states)"
+                )
             if self.check_inputs and self._size > 1:
                 crc = zlib.crc32(np.ascontiguousarray(u0.detach().numpy()).view(np.uint8).reshape(-1).data)
             else:
                 crc = 0
             info = (tuple(u0.shape), str(u0.dtype), crc, grad)
-        except Exception as exc:   # reported to every rank below
+        except Exception as exc:  # reported to every rank below
             error = exc
-        self._random = self._random_layers()
-        stats = self._needs_stat_update()
         if self._size == 1:
             if error is not None:
                 raise error
@@ -505,32 +621,45 @@ class LayerParallel(torch.nn.Module):
                 raise RemoteRankError(f"rank {r} rejected its LayerParallel input: {report}", r)
         infos = [rep[1] for rep in reports]
         if any(i[:2] != infos[0][:2] for i in infos):
-            raise ValueError(f"u0 differs between ranks (shape, dtype): {[i[:2] for i in infos]}; call the layer "
-                             "on every rank with the same u0")
+            raise ValueError(
+                f"u0 differs between ranks (shape, dtype): {[i[:2] for i in infos]}; call the layer "
+                "on every rank with the same u0"
+            )
         if any(i[3] != infos[0][3] for i in infos):
-            raise ValueError("autograd is enabled on some ranks and disabled (torch.no_grad) on others; "
-                             "every rank must run the same forward")
+            raise ValueError(
+                "autograd is enabled on some ranks and disabled (torch.no_grad) on others; "
+                "every rank must run the same forward"
+            )
         if self.check_inputs and any(i[2] != infos[0][2] for i in infos):
             differ = [r for r, i in enumerate(infos) if i[2] != infos[0][2]]
-            raise ValueError(f"u0 differs between ranks (its values on rank(s) {differ} are not those of rank 0); "
-                             "every rank must pass the same u0 (seed any randomness in the opening layer)")
+            raise ValueError(
+                f"u0 differs between ranks (its values on rank(s) {differ} are not those of rank 0); "
+                "every rank must pass the same u0 (seed any randomness in the opening layer)"
+            )
         self._any_stats = any(rep[2] for rep in reports)
 
-    def _needs_stat_update(self) -> bool:
-        return any(m.training and any(True for _ in m.buffers(recurse=False)) for m in self.layers.modules())
+    def _survey(self) -> bool:
+        """Walk the blocks once per forward pass; return whether a block updates buffers (BatchNorm statistics).
 
-    def _random_layers(self) -> set[int]:
-        out = set()
-        for key, module in self.layers.items():
-            for m in module.modules():
+        Sets ``_block_params`` (every parameter, in ``parameters()`` order),
+        ``_block_buffers`` and ``_random`` (the layers with active dropout).
+        """
+        params: dict[int, torch.Tensor] = {}
+        buffers: dict[int, torch.Tensor] = {}
+        random: set[int] = set()
+        stats = False
+        for key, block in self.layers.items():
+            for m in block.modules():
                 if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
-                    out.add(int(key))
-                    break
-        return out
+                    random.add(int(key))
+                own = [b for b in m._buffers.values() if b is not None]
+                stats = stats or (m.training and bool(own))
+                buffers.update((id(b), b) for b in own)
+                params.update((id(p), p) for p in m._parameters.values() if p is not None)
+        self._block_params, self._block_buffers, self._random = list(params.values()), list(buffers.values()), random
+        return stats
 
     # -- blocks ---------------------------------------------------------------------------
-    def _layer_buffers(self) -> list[torch.Tensor]:
-        return [b for b in self.layers.buffers()]
 
     def call_block(self, k: int, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """F_k(x) with this pass's dropout seed for layer k (and ``params`` replacing the parameters)."""
@@ -558,20 +687,20 @@ class LayerParallel(torch.nn.Module):
         if self.mode == "serial":
             return serial_forward(self, u0, graph)
         snapshot = self._snapshot_buffers()
-        shape = tuple(u0.shape)
+        shape, dtype = tuple(u0.shape), u0.dtype
         u0_np = np.ascontiguousarray(u0.detach().numpy())
         if not graph:
-            app, solver = self._engine(shape, adjoint=False)
+            app, solver = self._engine(shape, dtype, adjoint=False)
             app.begin(u0_np, None)
             solver.reset()
             result = self._solve(solver, "forward (no grad)", snapshot)
             self.last_forward = result
-            uT = torch.from_numpy(solver.state_at(self.depth))   # may step (state_query): restore again
+            uT = torch.from_numpy(solver.state_at(self.depth))  # may step (state_query): restore again
             self._restore_buffers(snapshot)
             self._update_statistics(solver, snapshot)
             return uT, None
-        app, solver = self._engine(shape, adjoint=True)
-        warm = self.mode == "one_shot" and self._warm == shape and app.loaded is not None
+        app, solver = self._engine(shape, dtype, adjoint=True)
+        warm = self.mode == "one_shot" and self._warm == (shape, dtype) and app.loaded is not None
         app.begin(u0_np, app.seed if warm else None)
         if warm:
             solver.refresh_initial_condition()
@@ -579,18 +708,18 @@ class LayerParallel(torch.nn.Module):
             solver.reset()
         result = self._solve(solver, "forward", snapshot)
         self.last_forward = result
-        self._warm = shape
+        self._warm = (shape, dtype)
         app.loaded = self._passes
-        uT = torch.from_numpy(solver.state_at(self.depth))   # may step (state_query): restore again
+        uT = torch.from_numpy(solver.state_at(self.depth))  # may step (state_query): restore again
         self._restore_buffers(snapshot)
         self._update_statistics(solver, snapshot)
-        return uT, (shape, self._passes, u0_np, self._pass_seed)
+        return uT, (shape, dtype, self._passes, u0_np, self._pass_seed)
 
     def _run_backward(self, saved: Any, g: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         if self.mode == "serial":
             return serial_backward(self, saved, g)
-        shape, token, u0_np, self._pass_seed = saved
-        app, solver = self._engine(shape, adjoint=True)
+        shape, dtype, token, u0_np, self._pass_seed = saved
+        app, solver = self._engine(shape, dtype, adjoint=True)
         snapshot = self._snapshot_buffers()
         if app.loaded != token:
             # Another forward ran on this solver since (or it was rebuilt): solve
@@ -599,21 +728,24 @@ class LayerParallel(torch.nn.Module):
             solver.reset()
             self._solve(solver, "forward (again, for backward)", snapshot)
             app.loaded = token
-        app.seed = np.ascontiguousarray(g.detach().to(torch.float64).numpy()).reshape(shape)
+        app.seed = np.ascontiguousarray(g.detach().to(dtype).numpy()).reshape(shape)
         params = app.begin_gradient()
         result = self._solve(solver, "backward", snapshot)
         self.last_backward = result
         grads = app.end_gradient()
-        gu0 = torch.empty(shape, dtype=torch.float64)
+        gu0 = torch.empty(shape, dtype=dtype)
         if self._rank == 0:
             assert app.u0_bar is not None, "the engine gave no init_adjoint"
             gu0.copy_(app.u0_bar)
         if self._size > 1:
             self.comm.Bcast(gu0.numpy(), root=0)
-        by_param = {id(p): gr for p, gr in zip(params, grads)}
+        # (accumulated in float64: a float32 parameter gets its gradient rounded once, at the end)
+        by_param = {id(p): gr.to(p.dtype) for p, gr in zip(params, grads, strict=True)}
         return gu0, [by_param.get(id(p)) for p in self._grad_params]
 
     def _solve(self, solver: Solver, what: str, snapshot: list) -> SolveResult:
+        app = solver._app
+        assert isinstance(app, LayerParallelApp)
         try:
             result = solver.solve()
         except BaseException:
@@ -623,31 +755,37 @@ class LayerParallel(torch.nn.Module):
             raise
         finally:
             self._restore_buffers(snapshot)
-            app = solver._app
-            if isinstance(app, LayerParallelApp):
-                app.end_solve()
+            app.end_solve()
         if self.mode == "exact" and not result.converged:
             adj = result.adjoint_residual_norms
+            dtype = app.torch_dtype
+            tol, adjoint_tol = self._tolerances(dtype)
+            hint = "raise max_iter or loosen the tolerances"
+            if dtype == torch.float32:
+                hint += " (float32 states: round-off stops the relative residual near 1e-7..1e-6; or use float64)"
             warnings.warn(
-                f"LayerParallel {what}: MGRIT did not reach tol={self._tol:g} / adjoint_tol={self._adjoint_tol:g} "
+                f"LayerParallel {what}: MGRIT did not reach tol={tol:g} / adjoint_tol={adjoint_tol:g} "
                 f"(relative) in max_iter={self._options['max_iter']} iterations (residual "
-                f"{result.residual_norms[-1]:.3g}" + (f", adjoint {adj[-1]:.3g}" if adj.size else "") +
-                "); raise max_iter or loosen the tolerances", ConvergenceWarning, stacklevel=4)
+                f"{result.residual_norms[-1]:.3g}" + (f", adjoint {adj[-1]:.3g}" if adj.size else "") + f"); {hint}",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
         return result
 
-    def _engine(self, shape: tuple, adjoint: bool) -> tuple[LayerParallelApp, Solver]:
-        key = (shape, adjoint)
+    def _engine(self, shape: tuple, dtype: torch.dtype, adjoint: bool) -> tuple[LayerParallelApp, Solver]:
+        key = (shape, dtype, adjoint)
         if key in self._engines:
             self._engines.move_to_end(key)
             return self._engines[key]
-        app = LayerParallelApp(self, shape)
+        tol, adjoint_tol = self._tolerances(dtype)
+        app = LayerParallelApp(self, shape, dtype)
         opts = dict(self._options)
-        if self.mode == "one_shot" and adjoint:      # a fixed number of iterations
+        if self.mode == "one_shot" and adjoint:  # a fixed number of iterations
             opts.update(abs_tol=0.0, abs_tol_adjoint=0.0)
-        else:                                       # converged (no-grad forwards are exact in every mode)
-            opts["rel_tol"] = self._tol
+        else:  # converged (no-grad forwards are exact in every mode)
+            opts["rel_tol"] = tol
             if adjoint:
-                opts["rel_tol_adjoint"] = self._adjoint_tol
+                opts["rel_tol_adjoint"] = adjoint_tol
             if self.mode == "one_shot":
                 opts["max_iter"] = 100
         if adjoint:
@@ -655,15 +793,15 @@ class LayerParallel(torch.nn.Module):
         if opts["max_levels"] > 1:
             opts["skip"] = False
         solver = Solver(app, 0.0, self.T, self.depth, comm=self.comm, access_level=0, **opts)
-        same_kind = [k for k in self._engines if k[1] == adjoint]
-        if len(same_kind) >= _CACHE:       # least recently used first (a backward rebuilds what it needs)
+        same_kind = [k for k in self._engines if k[2] == adjoint]
+        if len(same_kind) >= _CACHE:  # least recently used first (a backward rebuilds what it needs)
             del self._engines[same_kind[0]]
         self._engines[key] = (app, solver)
         return app, solver
 
     # -- buffers (BatchNorm running statistics) -------------------------------------------------
     def _snapshot_buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(b, b.clone()) for b in self._layer_buffers()]
+        return [(b, b.clone()) for b in self._block_buffers]
 
     @staticmethod
     def _restore_buffers(snapshot: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -675,7 +813,7 @@ class LayerParallel(torch.nn.Module):
         """One plain forward of every owned layer on the solution's states (buffers like BatchNorm's)."""
         if not self._any_stats:
             return
-        states = solver.local_states()          # collective; may step
+        states = solver.local_states()  # collective; may step
         self._restore_buffers(snapshot)
         ilower, iupper = self._intervals[self._rank]
         halo = None
@@ -683,9 +821,15 @@ class LayerParallel(torch.nn.Module):
             send = states[-1] if self._rank < self._size - 1 else None
             left = self._rank - 1 if self._rank > 0 else MPI.PROC_NULL
             right = self._rank + 1 if self._rank < self._size - 1 else MPI.PROC_NULL
-            halo = np.empty(states.shape[1:], dtype=np.float64)
-            self.comm.Sendrecv(send if send is not None else np.empty(0), dest=right, sendtag=77,
-                               recvbuf=halo if left != MPI.PROC_NULL else np.empty(0), source=left, recvtag=77)
+            halo = np.empty(states.shape[1:], dtype=states.dtype)
+            self.comm.Sendrecv(
+                send if send is not None else np.empty(0),
+                dest=right,
+                sendtag=77,
+                recvbuf=halo if left != MPI.PROC_NULL else np.empty(0),
+                source=left,
+                recvtag=77,
+            )
         # agreed: a block failing here on one rank must not leave the others in the next solve
         with _Agreed(self.comm, "forward pass (running statistics of the blocks)"), torch.no_grad():
             for k in self._owned:
@@ -697,8 +841,9 @@ class _LayerParallelFunction(torch.autograd.Function):
     """Autograd node of one LayerParallel forward: inputs (lp, u0, anchor, *owned parameters)."""
 
     @staticmethod
-    def forward(ctx: Any, lp: LayerParallel, u0: torch.Tensor, anchor: torch.Tensor,
-                *params: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, lp: LayerParallel, u0: torch.Tensor, anchor: torch.Tensor, *params: torch.Tensor
+    ) -> torch.Tensor:
         lp._grad_params = list(params)
         uT, saved = lp._run_forward(u0.detach(), graph=True)
         ctx.lp, ctx.saved, ctx.params = lp, saved, list(params)
@@ -709,8 +854,9 @@ class _LayerParallelFunction(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> Any:
         lp = ctx.lp
         if ctx.saved is None:
-            raise RuntimeError("LayerParallel: this forward pass's saved state was freed (backward called twice "
-                               "without retain_graph?)")
+            raise RuntimeError(
+                "LayerParallel: this forward pass's saved state was freed (backward called twice without retain_graph?)"
+            )
         lp._grad_params = ctx.params
         gu0, grads = lp._run_backward(ctx.saved, g.contiguous())
         return (None, gu0.to(g.dtype), None, *grads)

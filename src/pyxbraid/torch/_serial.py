@@ -50,8 +50,7 @@ def _outcome(lp: LayerParallel, root: int, failed: int, failure: BaseException |
     if failure is not None:
         raise failure
     if final[0] >= 0:
-        raise RemoteRankError(f"rank {int(final[0])} failed in the {what} of its layers (mode='serial')",
-                              int(final[0]))
+        raise RemoteRankError(f"rank {int(final[0])} failed in the {what} of its layers (mode='serial')", int(final[0]))
 
 
 def serial_forward(lp: LayerParallel, u0: torch.Tensor, graph: bool) -> tuple[torch.Tensor, Any]:
@@ -73,7 +72,7 @@ def serial_forward(lp: LayerParallel, u0: torch.Tensor, graph: bool) -> tuple[to
                 out = x_in
                 for k in lp._owned:
                     out = out + lp.h * lp.call_block(k, out)
-        except BaseException as exc:   # noqa: BLE001 - re-raised after the others know
+        except BaseException as exc:  # noqa: BLE001 - re-raised after the others know
             failure, failed = exc, rank
     if rank < size - 1:
         _send(lp, rank + 1, failed, out)
@@ -103,14 +102,14 @@ def serial_backward(lp: LayerParallel, saved: Any, g: torch.Tensor) -> tuple[tor
     if failed < 0:
         try:
             assert gout is not None
-            if out is x_in or not out.requires_grad:   # no layer here (or nothing depends on u): pass through
+            if out is x_in or not out.requires_grad:  # no layer here (or nothing depends on u): pass through
                 gx = gout if out is x_in else torch.zeros_like(gout)
             else:
                 inputs = [x_in, *params]
                 got = torch.autograd.grad(out, inputs, gout, allow_unused=True)
                 gx = got[0] if got[0] is not None else torch.zeros_like(gout)
                 grads = list(got[1:])
-        except BaseException as exc:   # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001
             failure, failed = exc, rank
     if rank > 0:
         _send(lp, rank - 1, failed, gx)

@@ -1,0 +1,333 @@
+"""``pyxbraid-train digits``: a convolutional ResNet trained layer-parallel on scikit-learn's 8x8 digits.
+
+The training pieces of the command line (:mod:`pyxbraid.train` parses and
+checks the arguments, then calls :func:`run`); ``examples/digits_torch.py`` is
+a thin script over the command line. Every rank runs the same loop on the same
+data: the opening and the head are replicated, :class:`ConvResNet`'s blocks
+are distributed.
+
+A failure on one rank must end every rank, never leave the others waiting in
+the next collective. LayerParallel's forward and backward see to that
+themselves; everything else -- the replicated opening and head with their
+backward passes and the optimiser step, and what only rank 0 does (progress
+bar, printing, plots, files) -- runs inside ``_Agreed`` blocks, which hold no
+collective. So a training step cuts the graph at u0 and u(T) (detached copies)
+and chains the three backward passes by hand: the same gradients as one
+``loss.backward()``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import datasets
+from ..errors import _Agreed
+from ..nn._files import atomic_write
+from ..nn.trainer import History
+from ._models import ConvResNet
+
+# The command line's mode names (those of the peaks network) -> LayerParallel's.
+MODES = {"parallel": "exact", "one-shot": "one_shot", "serial": "serial"}
+
+
+@dataclass
+class Settings:
+    """What the command line chose (see ``pyxbraid-train digits --help``)."""
+
+    mode: str
+    dtype: str
+    epochs: int
+    batch_size: int | None  # None: the whole training set
+    lr: float
+    width: int
+    depth: int
+    T: float
+    max_levels: int
+    cfactor: int
+    max_iter: int | None
+    coarse: str
+    seed: int
+    threads: int
+
+
+def build(settings: Settings, comm: Any, image_shape: tuple[int, ...], classes: int) -> ConvResNet:
+    """Return the network of these settings (collective)."""
+    options: dict[str, Any] = dict(mode=MODES[settings.mode])
+    if settings.mode != "serial":
+        options.update(max_levels=settings.max_levels, cfactor=settings.cfactor, coarse=settings.coarse)
+        if settings.max_iter is not None:
+            options["max_iter"] = settings.max_iter
+    return ConvResNet(
+        image_shape,
+        classes,
+        width=settings.width,
+        depth=settings.depth,
+        T=settings.T,
+        comm=comm,
+        seed=settings.seed,
+        dtype=getattr(torch, settings.dtype),
+        **options,
+    )
+
+
+def train_step(
+    net: ConvResNet, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, comm: Any
+) -> tuple[float, torch.Tensor]:
+    """Take one optimisation step on the batch ``(x, y)``; return the loss and the logits (collective).
+
+    The graph is cut at u0 and u(T) so that the replicated parts run in
+    agreed blocks, outside LayerParallel's collectives (see the module
+    docstring); the gradients are those of ``loss.backward()``.
+    """
+    net.lp.reset()  # a new batch: no warm restart from the last one (one-shot mode)
+    with _Agreed(comm, "training step (opening)"):
+        optimizer.zero_grad()
+        u0 = net.opening(x)
+        v0 = u0.detach().requires_grad_(True)
+    uT = net.lp(v0)  # collective; a failure raises on every rank
+    with _Agreed(comm, "training step (head, loss and their backward)"):
+        vT = uT.detach().requires_grad_(True)
+        logits = net.head(vT)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        loss.backward()
+    uT.backward(vT.grad)  # collective: the adjoint MGRIT solve
+    with _Agreed(comm, "training step (opening's backward, optimizer step)"):
+        u0.backward(v0.grad)
+        optimizer.step()
+    return loss.item(), logits.detach()
+
+
+def evaluate(
+    net: ConvResNet, x: torch.Tensor, y: torch.Tensor, comm: Any, chunk: int = 512
+) -> tuple[float, float, np.ndarray]:
+    """Return the mean cross-entropy, the accuracy and the predictions (exact forward, eval mode; collective)."""
+    net.train(False)
+    total, predictions = 0.0, []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), chunk):
+                with _Agreed(comm, "evaluation (opening)"):
+                    u0 = net.opening(x[start : start + chunk])
+                uT = net.lp(u0)  # collective
+                with _Agreed(comm, "evaluation (head)"):
+                    logits = net.head(uT)
+                    labels = y[start : start + chunk]
+                    total += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+                    predictions.append(logits.argmax(1))
+    finally:
+        net.train(True)
+    pred = torch.cat(predictions)
+    return total / len(x), float((pred == y).double().mean()), pred.numpy()
+
+
+def plot_predictions(
+    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: Path, count: int = 48
+) -> None:
+    """Write validation images with their predicted labels (mistakes first, in red) to ``path``, atomically."""
+    from ..nn.plotting import _figure, _save
+
+    wrong = np.flatnonzero(predicted != labels)
+    shown = np.concatenate([wrong, np.flatnonzero(predicted == labels)])[:count]
+    cols = 12
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig = _figure(cols * 0.9, rows * 1.05)
+    for i, idx in enumerate(shown):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(images[idx, 0], cmap="gray_r", vmin=0, vmax=1)
+        ok = predicted[idx] == labels[idx]
+        title = f"{predicted[idx]}" + ("" if ok else f" ({labels[idx]})")
+        ax.set_title(title, fontsize=8, color="black" if ok else "red")
+        ax.set_axis_off()
+    fig.suptitle(
+        f"validation digits: predicted label (true label in red where wrong); {len(wrong)} mistakes of {len(labels)}",
+        fontsize=9,
+    )
+    _save(fig, path)
+
+
+class _Progress:
+    """Rank 0's progress bar or epoch lines; every call is agreed (a failure raises on every rank)."""
+
+    def __init__(self, comm: Any, show_bar: bool, total: int, desc: str) -> None:
+        self.comm, self.bar = comm, None
+        self.rank = comm.Get_rank()
+        with _Agreed(comm, "progress bar"):
+            if self.rank == 0 and show_bar:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+    def step(self, loss: float, history: History, net: ConvResNet) -> None:
+        with _Agreed(self.comm, "progress bar"):
+            if self.bar is not None:
+                post = {"loss": f"{loss:.4f}"}
+                if history.val_accuracy:
+                    post["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
+                fwd, bwd = net.lp.last_forward, net.lp.last_backward
+                if fwd is not None and bwd is not None:  # MGRIT iterations, forward / backward
+                    post["mgrit"] = f"{fwd.iterations}/{bwd.iterations}"
+                self.bar.set_postfix(post, refresh=False)
+                self.bar.update(1)
+
+    def line(self, text: str) -> None:
+        with _Agreed(self.comm, "progress output"):
+            if self.bar is not None:
+                self.bar.write(text)
+            elif self.rank == 0:
+                print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def fit(
+    net: ConvResNet,
+    optimizer: torch.optim.Optimizer,
+    settings: Settings,
+    data: datasets.ImageDataset,
+    comm: Any,
+    progress: bool,
+) -> History:
+    """Train with Adam on shuffled mini-batches (the same order on every rank); validate after each epoch."""
+    x_train, y_train = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    x_val, y_val = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
+    batch = settings.batch_size or len(x_train)
+    steps = math.ceil(len(x_train) / batch)
+    history = History()
+    rng = np.random.default_rng(settings.seed)
+    bar = _Progress(comm, progress, settings.epochs * steps, f"digits ({settings.mode})")
+    start = time.perf_counter()
+    try:
+        for epoch in range(settings.epochs):
+            order = torch.from_numpy(rng.permutation(len(x_train)))
+            loss_sum, correct = 0.0, 0
+            for b in range(steps):
+                idx = order[b * batch : (b + 1) * batch]
+                loss, logits = train_step(net, optimizer, x_train[idx], y_train[idx], comm)
+                loss_sum += loss * len(idx)
+                correct += int((logits.argmax(1) == y_train[idx]).sum())
+                history.step_loss.append(loss)
+                bar.step(loss, history, net)
+            val_loss, val_acc, _ = evaluate(net, x_val, y_val, comm)
+            history.epoch.append(epoch + 1)
+            history.loss.append(loss_sum / len(x_train))
+            history.train_accuracy.append(correct / len(x_train))
+            history.val_loss.append(val_loss)
+            history.val_accuracy.append(val_acc)
+            history.wall_seconds.append(time.perf_counter() - start)
+            fwd, bwd = net.lp.last_forward, net.lp.last_backward
+            history.residual.append(
+                float(fwd.residual_norms[-1]) if fwd is not None and fwd.residual_norms.size else math.nan
+            )
+            history.adjoint_residual.append(
+                float(bwd.adjoint_residual_norms[-1])
+                if bwd is not None and bwd.adjoint_residual_norms.size
+                else math.nan
+            )
+            history.mgrit_iterations.append(int(bwd.iterations) if bwd is not None else 0)
+            bar.line(
+                f"epoch {epoch + 1}: loss {history.loss[-1]:.4f}, training accuracy {history.train_accuracy[-1]:.4f}, "
+                f"validation accuracy {val_acc:.4f}, {history.wall_seconds[-1]:.1f} s"
+            )
+    finally:
+        bar.close()
+    return history
+
+
+def run(comm: Any, settings: Settings, out: Path, metrics_path: str | None, plots: bool, progress: bool) -> int:
+    """Train and write the outputs; the outputs were checked by the caller (collective)."""
+    from ..train import _json_safe
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    torch.set_num_threads(settings.threads)
+    dtype = np.float32 if settings.dtype == "float32" else np.float64
+    data = datasets.digits(seed=settings.seed, dtype=dtype)
+    net = build(settings, comm, data.image_shape, data.classes)
+    parameters = net.num_parameters()
+    with _Agreed(comm, "output"):
+        if rank == 0:
+            print(
+                f"pyxbraid-train: digits on {size} rank(s), mode {settings.mode}; conv ResNet width "
+                f"{settings.width}, {settings.depth} blocks, T={settings.T:g}, {settings.dtype}, {parameters} "
+                f"parameters; Adam lr {settings.lr:g}, {settings.epochs} epochs, batch "
+                f"{settings.batch_size or 'full'} ({len(data.x_train)} training / {len(data.x_val)} validation images)",
+                flush=True,
+            )
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)  # (its first use imports for about 1 s)
+    start = time.perf_counter()
+    history = fit(net, optimizer, settings, data, comm, progress)
+    wall = time.perf_counter() - start
+    train_loss, train_acc, _ = evaluate(net, torch.from_numpy(data.x_train), torch.from_numpy(data.y_train), comm)
+    val_loss, val_acc, predicted = evaluate(net, torch.from_numpy(data.x_val), torch.from_numpy(data.y_val), comm)
+
+    state = net.state_dict()  # collective (every rank's blocks gathered)
+    written = [out / "model.pt"]
+    with _Agreed(comm, "model file"):
+        if rank == 0:
+            atomic_write(out / "model.pt", lambda fh: torch.save(state, fh))
+    if plots:
+        with _Agreed(comm, "plots"):
+            if rank == 0:
+                from ..nn.plotting import plot_history
+
+                title = (
+                    f"digits, conv ResNet ({settings.depth} blocks, width {settings.width}, {settings.dtype}), "
+                    f"{settings.mode} on {size} rank(s)"
+                )
+                plot_history(history, out / "training.png", title=title)
+                plot_predictions(data.x_val, data.y_val, predicted, out / "predictions.png")
+        written += [out / "training.png", out / "predictions.png"]
+    if metrics_path:
+        layer_parallel = None
+        if settings.mode != "serial":
+            layer_parallel = dict(
+                mode=MODES[settings.mode],
+                max_levels=settings.max_levels,
+                cfactor=settings.cfactor,
+                max_iter=settings.max_iter,
+                coarse=settings.coarse,
+            )
+        metrics = dict(
+            training_accuracy=train_acc,
+            validation_accuracy=val_acc,
+            training_loss=train_loss,
+            validation_loss=val_loss,
+            wall_seconds=wall,
+            ranks=size,
+            settings=dict(
+                dataset="digits",
+                **{k: v for k, v in vars(settings).items() if k != "batch_size"},
+                batch_size=settings.batch_size or "full",
+                optimizer="Adam",
+                network=f"ConvResNet(width={settings.width}, depth={settings.depth}, T={settings.T:g})",
+                parameters=parameters,
+                layer_parallel=layer_parallel,
+            ),
+            history=history.as_dict(),
+        )
+        text = json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n"
+
+        def write(fh: Any) -> None:
+            fh.write(text.encode())
+
+        with _Agreed(comm, "--metrics file"):
+            if rank == 0:
+                atomic_write(metrics_path, write)
+        written.append(Path(metrics_path))
+    with _Agreed(comm, "output"):
+        if rank == 0:
+            print(
+                f"training accuracy {train_acc:.4f} (loss {train_loss:.4f}), validation accuracy {val_acc:.4f} "
+                f"(loss {val_loss:.4f}); training took {wall:.2f} s on {size} rank(s)"
+            )
+            print("wrote " + ", ".join(map(str, written)), flush=True)
+    return 0
