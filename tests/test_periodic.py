@@ -147,8 +147,10 @@ def test_periodic_errors():
         periodic_solver(Forced(), seq_soln=True)
     with pytest.raises(ValueError, match="periodic=True cannot be combined with adjoint=True"):
         xb.Solver(xb.apps.LinearODE(objective="mean_square"), 0.0, 1.0, 8, periodic=True, adjoint=True)
-    with pytest.raises(ValueError, match=r"periodic=True needs at least 2 levels \(max_levels >= 2"):
+    with pytest.raises(ValueError, match=r"periodic=True needs max_levels >= 2 .*, got max_levels=1"):
         periodic_solver(Forced(), max_levels=1)
+    with pytest.raises(ValueError, match="periodic=True cannot be combined with objective_only=True"):
+        xb.Solver(xb.apps.LinearODE(objective="mean_square"), 0.0, 1.0, 8, periodic=True, objective_only=True)
     with pytest.raises(ValueError, match=r"ntime - 1 = 2 > min_coarse = 2\), got 1"):
         periodic_solver(Forced(), ntime=3)
     with pytest.raises(TypeError, match=r"periodic must be True/False \(or 0/1\), got 'yes'"):

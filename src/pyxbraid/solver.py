@@ -64,8 +64,9 @@ class SolveResult:
         None otherwise.
     final_full_residual_norm : float or None
         With ``full_residual_norm=True``: the full residual norm of the
-        returned solution (measured after the last iteration, as XBraid does);
-        None otherwise.
+        returned solution (measured after the last iteration, as XBraid does,
+        before the final sweep: with ``final_fc_relax=True`` that sweep's
+        C-relaxation still moves the C-points); None otherwise.
     virtual_wall_time : float or None
         With ``virtual_time=True``: the predicted wall time in seconds of this
         solve on one dedicated core per rank and the modelled network (the
@@ -214,7 +215,13 @@ class Solver:
         if opt.periodic and opt.seq_soln:
             raise ValueError("periodic=True cannot be combined with seq_soln=True (as in XBraid)")
         if opt.periodic and (opt.adjoint or opt.objective_only):
-            raise ValueError("periodic=True cannot be combined with adjoint=True or objective_only=True")
+            flag = "adjoint=True" if opt.adjoint else "objective_only=True"
+            raise ValueError(f"periodic=True cannot be combined with {flag}")
+        if opt.periodic and opt.max_levels < 2:
+            raise ValueError(
+                f"periodic=True needs max_levels >= 2 (its coarsest level is relaxed, not solved), "
+                f"got max_levels={opt.max_levels}"
+            )
         tstart_objective, tstop_objective = options["tstart_objective"], options["tstop_objective"]
         if tstart_objective is not None and tstop_objective is not None and tstop_objective < tstart_objective:
             raise ValueError(

@@ -112,7 +112,8 @@ void Engine::check_features(AdjointMode mode) const {
     if (mode == AdjointMode::gradient && gate_.has_residual())
         throw std::invalid_argument("adjoint=True cannot be combined with a user residual (as in XBraid)");
     if (opt_.periodic && mode != AdjointMode::none)
-        throw std::invalid_argument("periodic=True cannot be combined with adjoint=True or objective_only=True");
+        throw std::invalid_argument(std::string("periodic=True cannot be combined with ") +
+                                    (mode == AdjointMode::gradient ? "adjoint=True" : "objective_only=True"));
     if (opt_.periodic && opt_.seq_soln)
         throw std::invalid_argument("periodic=True cannot be combined with seq_soln=True (as in XBraid)");
     if (mode == AdjointMode::gradient && opt_.full_residual_norm)
