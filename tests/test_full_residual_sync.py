@@ -149,6 +149,134 @@ def test_full_norm_properties(max_levels, cfactor, nrelax, skip, storage, fmg, t
     assert result.final_full_residual_norm >= 0.0
 
 
+class InexactHeatSteps(xb.App):
+    """u' = -K u (K = c tridiag(-1, 2, -1)), backward Euler solved INEXACTLY: ``sweeps``
+    Jacobi iterations from x = u (ustop is not used), so the F-points' residuals are not zero.
+    """
+
+    def __init__(self, m=6, c=3.0, sweeps=2):
+        super().__init__(shape=(m,))
+        self.K = c * (2.0 * np.eye(m) - np.eye(m, k=1) - np.eye(m, k=-1))
+        self.sweeps = sweeps
+
+    def init(self, t, u):
+        u[:] = np.sin(np.arange(1, u.size + 1)) if t == 0.0 else 0.3
+
+    def step(self, u, ustop, fstop, status):
+        if fstop is not None:
+            u += fstop
+        A = np.eye(u.size) + (status.tstop - status.tstart) * self.K
+        d = np.diag(A)
+        b = u.copy()
+        for _ in range(self.sweeps):
+            u[:] = (b - (A @ u - d * u)) / d
+
+
+class InexactHeat(InexactHeatSteps):
+    """InexactHeatSteps with the exact implicit residual (I + dt K) ustop - u(tstart)."""
+
+    def residual(self, ustop, r, status):
+        A = np.eye(ustop.size) + (status.tstop - status.tstart) * self.K
+        r[:] = A @ ustop - r
+
+    def residuals(self, states, times, periodic):
+        """The residual norm at every fine point of the states, from the definition (no engine).
+
+        Periodic: index 0 follows the last point over the last interval (the wrap-around
+        step to tstop), which Python's index -1 gives.
+        """
+        dts = np.diff(times)
+        eye = np.eye(states.shape[1])
+        first = 0 if periodic else 1
+        return np.array(
+            [np.linalg.norm((eye + dts[i - 1] * self.K) @ states[i] - states[i - 1]) for i in range(first, len(states))]
+        )
+
+
+def temporal(norms, tnorm):
+    return {1: np.sum(norms), 2: math.sqrt(float(np.sum(norms * norms))), 3: np.max(norms)}[tnorm]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(2, 4),
+    st.integers(2, 4),
+    st.integers(0, 2),
+    st.sampled_from([-1, 0, 1]),
+    st.sampled_from([1, 2, 3]),
+    st.booleans(),
+    st.booleans(),
+    st.integers(1, 3),
+    st.integers(10, 40),
+)
+def test_final_full_norm_is_the_residual_of_the_returned_iterate(
+    max_levels, cfactor, nrelax, storage, tnorm, fmg, periodic, sweeps, ntime
+):
+    # An inexact step (F-point residuals nonzero): the final full residual norm equals the
+    # temporal norm of the app's residual A(u_i, u_{i-1}) at every fine point of the
+    # returned solution, computed here from the states alone (periodic: index 0's residual
+    # from the last point over the wrap-around step to tstop).
+    app = InexactHeat(sweeps=sweeps)
+    try:
+        solver = xb.Solver(
+            app,
+            0.0,
+            1.0,
+            ntime,
+            comm=COMM,
+            max_levels=max_levels,
+            cfactor=cfactor,
+            nrelax=nrelax,
+            storage=storage,
+            tnorm=tnorm,
+            fmg=fmg,
+            periodic=periodic,
+            abs_tol=1e-9,
+            max_iter=6,
+            full_residual_norm=True,
+        )
+    except ValueError as exc:  # periodic with too few points for two levels
+        assert periodic and "periodic=True needs at least 2 levels" in str(exc)
+        return
+    result = solver.solve()
+    expected = temporal(app.residuals(solver.local_states(), solver.times, periodic), tnorm)
+    assert result.final_full_residual_norm == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert expected > 0.0  # the inexact F-point steps leave residuals the C-point norm does not see
+
+
+def test_full_norm_counts_a_residual_per_fine_point():
+    # Every full norm evaluates the residual once per fine point (ntime of them): one per
+    # iteration after iteration 0 (skipped) plus the final one; the residual mode is off.
+    app = InexactHeat()
+    result = xb.Solver(app, 0.0, 1.0, 16, comm=COMM, max_levels=3, abs_tol=1e-9, full_residual_norm=True).solve()
+    measured = int(np.sum(~np.isnan(result.full_residual_norms))) + 1
+    assert result.calls["residual"] == measured * 16
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+@pytest.mark.parametrize("storage", [-1, 0])
+def test_measuring_the_full_norm_and_syncing_change_nothing(periodic, storage):
+    # The same iterations with and without the full norm (and a sync): the iterates, the
+    # C-point residual norms and the step calls are bitwise the same; only the measurements
+    # are added. abs_tol=0 fixes the number of iterations, so the stopping test cannot differ.
+    class Synced(InexactHeat):
+        def sync(self, status):
+            self.last = (status.caller, status.iter)
+
+    kw = dict(comm=COMM, max_levels=3, abs_tol=0.0, max_iter=5, storage=storage, periodic=periodic)
+    runs = []
+    for app, full in ((InexactHeatSteps(), False), (Synced(), True), (InexactHeat(), True)):
+        solver = xb.Solver(app, 0.0, 1.0, 32, full_residual_norm=full, **kw)
+        runs.append((solver.solve(), solver.local_states()))
+    (base, u0), *others = runs
+    assert base.full_residual_norms is None
+    for result, states in others:
+        assert result.iterations == base.iterations == 5
+        assert np.array_equal(result.residual_norms, base.residual_norms, equal_nan=True)
+        assert np.array_equal(states, u0)
+        assert result.calls["step"] > base.calls["step"]  # the full norm's F-point steps
+
+
 # ---------------------------------------------------------------------------------------
 # sync
 # ---------------------------------------------------------------------------------------
