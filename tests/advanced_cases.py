@@ -32,10 +32,15 @@ PUBLIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "xbraid-advan
 
 # Relative precision of the residual histories per program: the scalar problems
 # are reproduced to round-off. ex-03 ran hypre's PFMG to a relative residual of
-# 1e-14 (of |b| ~ 1..8) where the test app solves exactly: the solves differ by
-# ~1e-14 absolute, which is 1e-12 of r_1 ~ 3e-2 but 1e-6 of the last norm
-# r_3 ~ 2e-8 (PFMG to 1e-15 moves XBraid's own r_3 by 6e-7).
+# 1e-14 (of |b| ~ 1..8) where the test app solves exactly, so the two differ by the
+# spatial solves' error, an ABSOLUTE amount: the recorded solutions lie 3e-14 from
+# the app's (the error norms, printed to 15 digits, agree to 7e-12), and a norm
+# over 16 C-points of such differences is ~1e-13 (measured: 1.2e-13, 6.3e-14 and
+# 1.6e-14 for r_1..r_3; the full norms 5.6e-14, 4.9e-14, 8.7e-15). That is 4e-12
+# of r_1 ~ 3e-2 but 8e-7 of the last norm r_3 ~ 2e-8 (PFMG to 1e-15 moves XBraid's
+# own r_3 by 6e-7). So ex-03 is held to both: relative 2e-6 and absolute ATOL_CAP.
 RTOL = {"ex01drv": 1e-12, "ex-01-expanded": 1e-12, "ex-01-refinement": 1e-12, "ex-06": 1e-12, "ex-03": 2e-6}
+ATOL_CAP = {"ex-03": 2e-13}
 
 
 def load_runs(nprocs=None, ids=None, deviations=False):
@@ -203,23 +208,24 @@ def execute(run, comm):
     return got
 
 
-def _close(a, b, rtol, atol=0.0):
+def _close(a, b, rtol, atol=0.0, cap=math.inf):
+    """|a - b| <= atol + rtol |b|, and never more than ``cap`` (None only matches None)."""
     if a is None or b is None:
         return a is None and b is None
-    return abs(a - b) <= atol + rtol * abs(b)
+    return abs(a - b) <= min(atol + rtol * abs(b), cap)
 
 
 def compare(run, got):
     """Mismatches between the recorded run and ``got`` (execute's result on rank 0)."""
     bad = []
-    rtol = RTOL[run["program"]]
+    rtol, cap = RTOL[run["program"]], ATOL_CAP.get(run["program"], math.inf)
     name = f"{run['id']} ({run['nprocs']} ranks)"
     for key in ("iterations", "nlevels"):
         if got[key] != run[key]:
             bad.append(f"{name}: {key} {got[key]} != {run[key]}")
     recorded = run.get("rnorms_all", [])[: run["iterations"]] or _printed(run, "rnorms", "rnorm_iters")
     if len(got["rnorms"]) != len(recorded) or not all(
-        _close(a, b, rtol) for a, b in zip(got["rnorms"], recorded, strict=False)
+        _close(a, b, rtol, cap=cap) for a, b in zip(got["rnorms"], recorded, strict=False)
     ):
         bad.append(f"{name}: residual norms {got['rnorms']} != {recorded}")
     if "full_rnorms" in run:
@@ -228,7 +234,7 @@ def compare(run, got):
         )
         # Full norms at round-off (an exact F-point step) differ in the last bits: atol 1e-15.
         if len(got["full_rnorms"]) != len(recorded) or not all(
-            _close(a, b, rtol, 1e-15) for a, b in zip(got["full_rnorms"], recorded, strict=False)
+            _close(a, b, rtol, 1e-15, cap) for a, b in zip(got["full_rnorms"], recorded, strict=False)
         ):
             bad.append(f"{name}: full residual norms {got['full_rnorms']} != {recorded}")
         if "full_rnorms_all" in run and not _close(got["final_full_rnorm"], run["full_rnorms_all"][-1], rtol, 1e-15):
