@@ -185,6 +185,9 @@ def run(make_app, vt, **kw):
                norms=[float(x).hex() for x in np.concatenate([r.residual_norms, r2.residual_norms])],
                states=s.local_states().tobytes().hex(), last=s.state_at(64).tobytes().hex(),
                virtual=[r.virtual_wall_time, r2.virtual_wall_time])
+    if kw.get("full_residual_norm"):
+        out["full"] = [float(x).hex() for x in np.concatenate([r.full_residual_norms, r2.full_residual_norms])]
+        out["final_full"] = float(r2.final_full_residual_norm).hex()
     if kw.get("adjoint"):
         out["objective"] = float(r2.objective).hex()
         out["adjoint_norms"] = [float(x).hex() for x in r2.adjoint_residual_norms]
@@ -198,6 +201,8 @@ cases = {
     "Heat1D cwt": (lambda: xb.apps.Heat1D(nspace=17, guess="zero"), dict(max_levels=3, cwt=1.3, max_iter=6)),
     "Python App, residual": (lambda: DecayWithResidual(), dict(max_levels=3, abs_tol=1e-10)),
     "Python App, step_batch": (lambda: BatchedDecay(lam=[-1.0, -2.0], size=2), dict(max_levels=3, batch_size=5)),
+    "periodic": (lambda: xb.apps.LinearODE(), dict(max_levels=3, nrelax=[1, 1, 5], periodic=True)),
+    "full residual norm": (lambda: DecayWithResidual(), dict(max_levels=3, abs_tol=1e-10, full_residual_norm=True)),
     "adjoint": (lambda: xb.apps.LinearODE(objective="mean_square"),
                 dict(max_levels=3, adjoint=True, abs_tol=1e-10, abs_tol_adjoint=1e-10)),
     "sequential adjoint": (lambda: xb.apps.Cubic(p=0.3, size=2), dict(max_levels=1, adjoint=True)),
