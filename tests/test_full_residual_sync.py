@@ -70,6 +70,26 @@ def test_the_stopping_test_uses_the_full_norm():
     assert (plain.iterations, full.iterations) == (3, 4)
 
 
+def test_residual_computation_off_keeps_the_full_norm_and_its_stopping_test():
+    # As XBraid: residual_computation=False leaves the C-point norms "not available" but the full
+    # norm is still measured and stops the iteration. XBraid's ex-01-expanded with
+    # braid_SetFullRNormRes(core, my_Residual) added and -resid_compute 0 (run locally, 1 and 2
+    # ranks) prints Full || r_k || = 4.268308e-02, 1.293291e-03, 2.881939e-17 and 4 iterations.
+    _, result = solve(
+        DecayWithResidual(),
+        max_levels=2,
+        abs_tol=1e-6,
+        max_iter=100,
+        residual_computation=False,
+        full_residual_norm=True,
+    )
+    assert result.iterations == 4 and result.converged
+    assert np.all(np.isnan(result.residual_norms))
+    assert math.isnan(result.full_residual_norms[0])
+    np.testing.assert_allclose(result.full_residual_norms[1:3], [4.268308e-02, 1.293291e-03], rtol=5e-7)
+    assert result.full_residual_norms[3] == pytest.approx(2.881939e-17, rel=5e-7)
+
+
 def test_full_norm_with_grouped_steps_is_bitwise_the_same():
     kw = dict(max_levels=3, ntime=64, cfactor=2, abs_tol=1e-10, full_residual_norm=True, storage=0)
     s1, one = solve(DecayWithResidual(), **kw)

@@ -211,7 +211,9 @@ OPTIONS: tuple[Option, ...] = (
         "evaluates the app's ``residual`` at all points (F-points: A(Phi(u_{i-1}), u_{i-1}); "
         "C-points: A(u_i, u_{i-1})); ``result.full_residual_norms`` holds the temporal norms and the "
         "convergence test uses them (the tolerances apply to it). The app's ``residual`` then serves "
-        "only this norm: it does not switch on the user-residual mode.",
+        "only this norm: it does not switch on the user-residual mode. ``residual_computation=False`` "
+        "does not switch it off (as in XBraid: the C-point norms are then not available, the full "
+        "norm still stops the iteration).",
     ),
     Option(
         "batch_size",
