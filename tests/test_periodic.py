@@ -79,6 +79,19 @@ def test_the_solution_is_a_fixed_point_of_the_period_map():
     assert abs(states[0][0] - 1.0) > 0.1
 
 
+def test_fixed_point_on_a_user_time_grid():
+    # times=: the wrap-around step goes from times[ntime-1] to times[ntime] (a nonuniform grid)
+    app = Forced()
+    rng = np.random.default_rng(1)
+    times = np.sort(np.concatenate([[0.0, TWO_PI], rng.uniform(0.0, TWO_PI, 39)]))
+    solver = xb.Solver(app, times=times, ntime=40, comm=COMM, periodic=True, max_levels=3, abs_tol=1e-10)
+    result = solver.solve()
+    states = solver.local_states()
+    assert result.converged and states.shape == (40, 2)
+    assert {w[1] for w in app.wrap} == {times[-1]}
+    np.testing.assert_allclose(app.march(states[0], times), states[0], atol=1e-9)
+
+
 def test_the_wrap_around_step_goes_from_the_last_point_to_tstop():
     app = Forced()
     solver = periodic_solver(app, ntime=16, max_levels=2)
