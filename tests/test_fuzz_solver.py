@@ -64,6 +64,11 @@ OPTIONS = {
     "print_level": st.integers(-1, 1),
     "abs_tol": st.floats(-1.0, 1.0),
     "rel_tol": st.floats(-1.0, 1.0),
+    "batch_size": st.integers(-1, 5),
+    "virtual_time": st.booleans(),
+    "virtual_latency": st.floats(-1e-6, 1e-3),
+    "virtual_bandwidth": st.floats(-1.0, 1e10),
+    "virtual_step_cost": st.one_of(st.none(), st.floats(-1e-6, 1e-3)),
 }
 
 
@@ -103,15 +108,23 @@ def test_solver_options(kwargs, ntime):
     norms = result.residual_norms
     assert len(norms) == result.iterations
     assert np.all(np.isnan(norms) | (norms >= 0.0))
+    if kwargs.get("virtual_time") is True:
+        # the prediction is a time, on every rank the same; without virtual_time there is none
+        assert result.virtual_wall_time is not None and 0.0 <= result.virtual_wall_time < float("inf")
+    else:
+        assert result.virtual_wall_time is None
     if solver._options.periodic:
         # periodic: the solution of u' = -u is 0 (a fixed point of the period map), not the sequential one
         if result.converged:
             assert abs(float(solver.state_at(0)[0])) < 1.0
         return
-    if result.converged and result.iterations and not kwargs.get("relax_only_cg"):
-        # converged: the solution is the sequential one to the tolerance's order
+    if result.converged and result.iterations and not kwargs.get("relax_only_cg") and np.isfinite(norms[-1]):
+        # converged: the solution is the sequential one to the tolerance's order. The error e_i =
+        # Phi e_{i-1} - r_i of a contractive step (|Phi| < 1) is at most sum |r_i| <= (ntime + 1) ||r||
+        # in any of the norms: a loose tolerance (abs_tol=1) allows a large error, a tight one none.
         exact = _sequential(-1.0, solver.times)
-        assert float(solver.state_at(ntime)[0]) == pytest.approx(exact, rel=1e-3, abs=1e-6)
+        bound = max(1e-6 + 1e-3 * abs(exact), (ntime + 1) * float(norms[-1]) * (1 + 1e-12))
+        assert abs(float(solver.state_at(ntime)[0]) - exact) <= bound
     if solver.nlevels == 1 and not kwargs.get("relax_only_cg"):
         # one level is sequential marching: exact
         assert float(solver.state_at(ntime)[0]) == pytest.approx(_sequential(-1.0, solver.times), rel=1e-14)
