@@ -17,8 +17,8 @@ constexpr double kSmoothReluEps = 0.1;  // the quadratic piece of smooth_relu sp
 // are batch x width, row-major): Z = U W^T + b forward, L += S W and
 // dW += S^T U in the adjoint. One sample at a time (the first version) the
 // width-8 products are bound by the latency of an 8-long chain of additions
-// into the same two vector registers; a register tile of R samples (R x N
-// accumulators) gives R independent chains, and dW keeps R of its rows in
+// into the same two vector registers; a register tile of R samples (R x VC
+// vector accumulators) gives R independent chains, and dW keeps R of its rows in
 // registers across a whole block of samples instead of loading and storing all
 // of dW per sample. Every output element is still summed in the same order
 // (its initial value, then k = 0, 1, ... for Z and L, samples in batch order
@@ -53,7 +53,9 @@ template <class Real>
 }
 
 /// Lanes per vector, and the tile of one kernel call: VC vectors of columns
-/// (at most 8) by R samples, R * VC <= 8 accumulator registers.
+/// (at most 4) by R samples, R * VC <= 8 accumulator registers (with the VC
+/// loaded vectors of B and a broadcast, within AVX2's 16: at 8
+/// vectors of columns GCC spilled the tile to the stack at width 32).
 template <class Real>
 constexpr std::size_t kLanes = 32 / sizeof(Real);
 template <class Real, std::size_t N>
