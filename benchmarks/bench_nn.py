@@ -1,6 +1,7 @@
 """pyxbraid.nn benchmarks: kernels, time per training step, time to accuracy on peaks.
 
-    python benchmarks/bench_nn.py kernels              # native layers vs numpy vs PyTorch CPU (1 rank)
+    python benchmarks/bench_nn.py kernels              # native f64/f32 layers vs PyTorch f64/f32 (1 rank, 1 thread)
+    python benchmarks/bench_nn.py oneshot              # one-shot layer-parallel on 2 ranks vs eager PyTorch
     python benchmarks/bench_nn.py steps --ranks 1 2    # time per training step; speedup model
     python benchmarks/bench_nn.py peaks --ranks 1 2    # time to 88% validation accuracy on peaks
     python benchmarks/bench_nn.py all --ranks 1 2
@@ -133,10 +134,49 @@ def worker_peaks() -> list[dict]:
     return rows
 
 
+ONESHOT_CASES = [(512, w, b) for w in (8, 32) for b in (100, 5000)]  # (depth, width, batch)
+ONESHOT = dict(max_levels=10, cfactor=4, max_iter=2, one_shot=True)
+
+
+def worker_oneshot(repeats: int) -> list[dict]:
+    """One-shot layer-parallel training steps (2 MGRIT iterations), native float64 and float32."""
+    from mpi4py import MPI
+
+    from pyxbraid import nn
+
+    comm = MPI.COMM_WORLD
+    rows = []
+    for depth, width, batch in ONESHOT_CASES:
+        rng = np.random.default_rng(0)
+        x, y = rng.uniform(-3, 3, (batch, 2)), rng.integers(0, 5, batch)
+        for dtype in ("float64", "float32"):
+            net = nn.ResNet(2, width, depth, 5, seed=1, dtype=dtype)
+            trainer = nn.Trainer(net, comm=comm, layer_parallel=ONESHOT, progress=False)
+            trainer.loss_and_gradient(x, y)  # warm-up: builds the solver
+            times = []
+            for _ in range(repeats):
+                comm.Barrier()
+                t0 = time.perf_counter()
+                trainer.loss_and_gradient(x, y)
+                times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+            rows.append(
+                dict(
+                    depth=depth,
+                    width=width,
+                    batch=batch,
+                    dtype=dtype,
+                    ranks=comm.Get_size(),
+                    seconds=statistics.median(times),
+                )
+            )
+    return rows
+
+
 def worker(kind: str, repeats: int) -> None:
     from mpi4py import MPI
 
-    rows = worker_steps(repeats) if kind == "steps" else worker_peaks()
+    work = {"steps": worker_steps, "oneshot": worker_oneshot}
+    rows = work[kind](repeats) if kind in work else worker_peaks()
     if MPI.COMM_WORLD.Get_rank() == 0:
         print("RESULT " + json.dumps(rows), flush=True)
 
@@ -161,7 +201,39 @@ def launch(kind: str, ranks: int, repeats: int) -> list[dict]:
 
 
 # --- kernels: native vs numpy vs torch (one process) ------------------------------------------
-def bench_kernels(repeats: int) -> None:
+KERNEL_CASES = [  # (depth, width, batch); batch 5000 stops at depth 512 (torch's tape at 2048: ~5-20 GB)
+    *[(d, w, 100) for w in (8, 32) for d in (32, 512, 2048)],
+    *[(d, w, 5000) for w in (8, 32) for d in (32, 512)],
+]
+
+
+def torch_step_fn(torch, net, P, x, y, dtype):
+    """One eager PyTorch forward + backward of the network (same smooth ReLU), in `dtype`."""
+    tp = {k: torch.tensor(np.asarray(v), dtype=dtype, requires_grad=True) for k, v in P.items()}
+    tx, ty = torch.tensor(x, dtype=dtype), torch.tensor(y)
+    h, depth = net.h, net.config.depth
+
+    def smooth_relu(z):
+        return torch.where(z <= -0.1, torch.zeros_like(z), torch.where(z >= 0.1, z, (z + 0.1) ** 2 / 0.4))
+
+    def step():
+        for v in tp.values():
+            v.grad = None
+        u = smooth_relu(tx @ tp["opening.weight"].T + tp["opening.bias"])
+        for k in range(depth):
+            u = u + h * smooth_relu(u @ tp["layers.weight"][k].T + tp["layers.bias"][k])
+        logits = u @ tp["classifier.weight"].T + tp["classifier.bias"]
+        torch.nn.functional.cross_entropy(logits, ty).backward()
+
+    return step
+
+
+def bench_kernels(repeats: int, cases: list[tuple[int, int, int]] | None = None, numpy_ref: bool = False) -> None:
+    """Native float64/float32 against eager PyTorch float64/float32 (one thread), side by side.
+
+    Repeats run round robin over the variants of a case, so a burst of load from
+    another process lands on one repeat of every variant, not on all repeats of one.
+    """
     import nn_reference as ref
 
     from pyxbraid import nn
@@ -173,66 +245,49 @@ def bench_kernels(repeats: int) -> None:
     except ImportError:
         torch = None
     print("\n## Forward + backward of one training step (loss and full gradient), layer-serial, 1 rank, 1 thread")
-    print("median of", repeats, "repeats; milliseconds; batch 100 unless noted\n")
-    print(
-        "| depth | width | batch | pyxbraid native | numpy | PyTorch CPU (float64) | numpy / native | torch / native |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    print("median of", repeats, "repeats; milliseconds\n")
+    cols = ["native f64", "native f32", "torch f64", "torch f32"] + (["numpy f64"] if numpy_ref else [])
+    print("| depth | width | batch | " + " | ".join(cols) + " | torch f32 / native f64 | torch f32 / native f32 |")
+    print("|" + "---|" * (len(cols) + 5))
     rng = np.random.default_rng(0)
-    for depth, width, batch in [
-        (32, 8, 100),
-        (128, 8, 100),
-        (32, 32, 100),
-        (128, 32, 100),
-        (32, 8, 5000),
-        (32, 32, 5000),
-    ]:
+    for depth, width, batch in cases or KERNEL_CASES:
         x = rng.uniform(-3, 3, (batch, 2))
         y = rng.integers(0, 5, batch)
-        net = nn.ResNet(2, width, depth, 5, seed=1)
-        trainer = nn.Trainer(net, progress=False)
+        fns = {}
+        for name, dt in (("native f64", "float64"), ("native f32", "float32")):
+            try:
+                net = nn.ResNet(2, width, depth, 5, seed=1, dtype=dt)
+            except TypeError:  # a build without float32 networks
+                if dt == "float32":
+                    continue
+                net = nn.ResNet(2, width, depth, 5, seed=1)
+            trainer = nn.Trainer(net, progress=False)
+            fns[name] = lambda trainer=trainer: trainer.loss_and_gradient(x, y)
         P = net.parameters()
-
-        def native():
-            trainer.loss_and_gradient(x, y)
-
-        def numpy_ref():
-            ref.loss_and_gradient(P, x, y, net.config)
-
-        def timed(fn):
-            fn()
-            ts = []
-            for _ in range(repeats):
+        if torch is not None:
+            fns["torch f64"] = torch_step_fn(torch, net, P, x, y, torch.float64)
+            fns["torch f32"] = torch_step_fn(torch, net, P, x, y, torch.float32)
+        if numpy_ref:
+            fns["numpy f64"] = lambda: ref.loss_and_gradient(P, x, y, net.config)
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for fn in fns.values():
+            fn()  # warm-up (builds the solver)
+        for _ in range(repeats):
+            for k, fn in fns.items():
                 t0 = time.perf_counter()
                 fn()
-                ts.append(time.perf_counter() - t0)
-            return statistics.median(ts) * 1e3
+                times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        cells = [f"{med[c]:.2f}" if c in med else "–" for c in cols]
 
-        t_nat, t_np = timed(native), timed(numpy_ref)
-        t_torch = None
-        if torch is not None:
-            tp = {k: torch.tensor(np.asarray(v), dtype=torch.float64, requires_grad=True) for k, v in P.items()}
-            tx, ty = torch.tensor(x), torch.tensor(y)
-            h = net.h
+        def ratio(a, b):
+            return f"{med[a] / med[b]:.2f}x" if a in med and b in med else "–"
 
-            def smooth_relu(z):
-                return torch.where(z <= -0.1, torch.zeros_like(z), torch.where(z >= 0.1, z, (z + 0.1) ** 2 / 0.4))
-
-            def torch_step():
-                for v in tp.values():
-                    v.grad = None
-                u = smooth_relu(tx @ tp["opening.weight"].T + tp["opening.bias"])
-                for k in range(depth):
-                    u = u + h * smooth_relu(u @ tp["layers.weight"][k].T + tp["layers.bias"][k])
-                logits = u @ tp["classifier.weight"].T + tp["classifier.bias"]
-                loss = torch.nn.functional.cross_entropy(logits, ty)
-                loss.backward()
-
-            t_torch = timed(torch_step)
-        torch_cell = "not installed" if t_torch is None else f"{t_torch:.3f}"
-        ratio = "–" if t_torch is None else f"{t_torch / t_nat:.1f}x"
         print(
-            f"| {depth} | {width} | {batch} | {t_nat:.3f} | {t_np:.3f} | {torch_cell} | {t_np / t_nat:.1f}x | {ratio} |"
+            f"| {depth} | {width} | {batch} | "
+            + " | ".join(cells)
+            + f" | {ratio('torch f32', 'native f64')} | {ratio('torch f32', 'native f32')} |",
+            flush=True,
         )
 
 
@@ -287,6 +342,52 @@ def report_steps(rows: list[dict]) -> None:
                 )
 
 
+def report_oneshot(rows: list[dict], repeats: int) -> None:
+    """One-shot on 2 ranks (rows from the workers) beside eager PyTorch on 1 and 2 threads (timed here)."""
+    from pyxbraid import nn
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    print("\n## Layer-parallel one-shot (2 MGRIT iterations, cfactor 4, full hierarchy) on 2 ranks vs eager PyTorch")
+    print("median milliseconds of", repeats, "repeats; PyTorch layer-serial with 1 and 2 threads\n")
+    print(
+        "| depth | width | batch | one-shot 2 ranks f64 | one-shot 2 ranks f32 | torch f64 1 thr | torch f32 1 thr "
+        "| torch f32 2 thr | torch f32 1 thr / one-shot f32 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    key = {(r["depth"], r["width"], r["batch"], r["dtype"]): r["seconds"] * 1e3 for r in rows}
+    for depth, width, batch in ONESHOT_CASES:
+        rng = np.random.default_rng(0)
+        x, y = rng.uniform(-3, 3, (batch, 2)), rng.integers(0, 5, batch)
+        net = nn.ResNet(2, width, depth, 5, seed=1)
+        t = {}
+        if torch is not None:
+            for name, dt, threads in (
+                ("f64 1", torch.float64, 1),
+                ("f32 1", torch.float32, 1),
+                ("f32 2", torch.float32, 2),
+            ):
+                torch.set_num_threads(threads)
+                fn = torch_step_fn(torch, net, net.parameters(), x, y, dt)
+                fn()
+                ts = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    fn()
+                    ts.append(time.perf_counter() - t0)
+                t[name] = statistics.median(ts) * 1e3
+            torch.set_num_threads(1)
+        cells = [f"{t[k]:.1f}" if k in t else "–" for k in ("f64 1", "f32 1", "f32 2")]
+        f64, f32 = key[(depth, width, batch, "float64")], key[(depth, width, batch, "float32")]
+        ratio = f"{t['f32 1'] / f32:.2f}x" if "f32 1" in t else "–"
+        print(
+            f"| {depth} | {width} | {batch} | {f64:.1f} | {f32:.1f} | " + " | ".join(cells) + f" | {ratio} |",
+            flush=True,
+        )
+
+
 def report_peaks(rows: list[dict]) -> None:
     print("\n## Peaks (width 8, 30 layers, T = 1, smooth ReLU, 5000 / 200 points): time to 88% validation")
     print("seconds include per-epoch validation; epochs = optimisation steps for full batch\n")
@@ -302,17 +403,22 @@ def report_peaks(rows: list[dict]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", choices=["kernels", "steps", "peaks", "all"], default="all")
+    p.add_argument("what", nargs="?", choices=["kernels", "oneshot", "steps", "peaks", "all"], default="all")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--worker", choices=["steps", "peaks"])
+    p.add_argument("--worker", choices=["steps", "peaks", "oneshot"])
+    p.add_argument("--cases", help="kernels: depth,width,batch triples separated by ';' (default: KERNEL_CASES)")
+    p.add_argument("--numpy", action="store_true", help="kernels: also time the numpy backprop reference")
     a = p.parse_args()
     if a.worker:
         worker(a.worker, a.repeats)
         return
     print(f"# pyxbraid.nn benchmarks ({os.cpu_count()} cores)")
     if a.what in ("kernels", "all"):
-        bench_kernels(a.repeats)
+        cases = [tuple(int(v) for v in c.split(",")) for c in a.cases.split(";")] if a.cases else None
+        bench_kernels(a.repeats, cases, a.numpy)
+    if a.what in ("oneshot", "all"):
+        report_oneshot(launch("oneshot", 2, a.repeats), a.repeats)
     if a.what in ("steps", "all"):
         rows = [r for p_ in a.ranks for r in launch("steps", p_, a.repeats)]
         report_steps(rows)

@@ -543,7 +543,8 @@ def test_load_of_crafted_configs(tmp_path_factory, changes):
     net = load_property(path, path.parent)
     if net is not None:
         assert net.config.__dict__ == {
-            k: (float(v) if k in ("T", "tikhonov", "smoothness") else v) for k, v in config.items()
+            "dtype": "float64",  # files written before the dtype option: float64
+            **{k: (float(v) if k in ("T", "tikhonov", "smoothness") else v) for k, v in config.items()},
         }
         for k, v in ORIGINAL.parameters().items():
             np.testing.assert_array_equal(net.parameters()[k], v)

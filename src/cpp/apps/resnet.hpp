@@ -67,10 +67,15 @@ private:
 };
 
 /// The engine's view of the network for one batch size: states are
-/// batch x width, row-major (one sample per row).
-class ResNetBatch : public TypedApp<double> {
+/// batch x width, row-major (one sample per row), of type Real (double or
+/// float). Parameters and their gradient stay float64 whatever Real is (the
+/// optimisers and files work on them); a step converts its layer's weights to
+/// Real, and float32 accumulates a step's weight gradient in float32 before
+/// adding it to the float64 gradient, as a float32 GEMM would.
+template <class Real>
+class ResNetBatchOf : public TypedApp<Real> {
 public:
-    ResNetBatch(std::shared_ptr<ResNetParameters> params, int batch);
+    ResNetBatchOf(std::shared_ptr<ResNetParameters> params, int batch);
 
     /// Inputs (batch x in_features) and labels (batch; empty: no loss, logits only).
     void set_batch(const double* x, const std::int64_t* labels, bool has_labels);
@@ -80,17 +85,16 @@ public:
     /// The architecture and batch size (the layers' weights are distributed).
     std::uint64_t fingerprint() const override;
     void on_setup(double tstart, double tstop) override;
-    void init(double t, double* u) override;
-    void step(double* u, const double* ustop, const double* fstop, const Status& st) override;
+    void init(double t, Real* u) override;
+    void step(Real* u, const Real* ustop, const Real* fstop, const Status& st) override;
 
     bool has_adjoint() const override { return true; }
     bool step_adjoint_uses_ustop() const override { return false; }
-    double objective(const double* u, const Status& st) override;
-    void objective_adjoint(const double* u, double* u_bar, double f_bar, const Status& st) override;
-    void step_adjoint(const double* u, const double* ustop, double* u_bar, double* ustop_bar,
-                      const Status& st) override;
+    double objective(const Real* u, const Status& st) override;
+    void objective_adjoint(const Real* u, Real* u_bar, double f_bar, const Status& st) override;
+    void step_adjoint(const Real* u, const Real* ustop, Real* u_bar, Real* ustop_bar, const Status& st) override;
     void reset_gradient() override;
-    void init_adjoint(double t, const double* u_bar, const Status& st) override;
+    void init_adjoint(double t, const Real* u_bar, const Status& st) override;
 
     /// Results of the last objective evaluation (rank owning the final index).
     int correct() const noexcept { return correct_; }
@@ -101,7 +105,9 @@ public:
 private:
     int layer_of(const Status& st) const;  ///< residual layer of a step (any level)
     bool at_final_time(double t) const;
-    void classify(const double* u);  ///< logits_ = u W^T + b
+    void classify(const Real* u);  ///< logits_ = u W^T + b (in float64)
+    /// Copy layer k's weights as Real into w_ (row-major) and wt_ (transposed), its bias into bias_.
+    void load_layer(int k);
 
     std::shared_ptr<ResNetParameters> p_;
     ResNetShape shape_;
@@ -111,11 +117,18 @@ private:
     std::vector<std::int64_t> labels_;
     bool has_labels_ = false;
     std::vector<double> logits_;
-    std::vector<double> z_;   ///< one row of pre-activations (scratch)
-    std::vector<double> s_;   ///< one row of adjoint pre-activations (scratch)
-    std::vector<double> wt_;  ///< the current layer's W transposed (scratch)
+    std::vector<double> g_;  ///< one row of classifier adjoints (scratch)
+    std::vector<Real> w_, wt_, bias_;
+    std::vector<Real> z_;   ///< pre-activations of one block of samples (scratch)
+    std::vector<Real> s_;   ///< adjoint pre-activations of one block of samples (scratch)
+    std::vector<Real> gw_;  ///< a step's weight and bias gradient in Real (float32 only)
     int correct_ = 0;
     double loss_ = 0.0;
 };
+
+using ResNetBatch = ResNetBatchOf<double>;
+using ResNetBatch32 = ResNetBatchOf<float>;
+extern template class ResNetBatchOf<double>;
+extern template class ResNetBatchOf<float>;
 
 }  // namespace pxb

@@ -28,6 +28,38 @@ E choose(const char* what, const std::string& text, std::initializer_list<std::p
     }
     throw py::value_error(std::string(what) + " must be one of " + known + ", got '" + text + "'");
 }
+
+/// The native ResNet's engine app for one state type (ResNetBatch: float64,
+/// ResNetBatch32: float32); inputs, labels and logits are float64 for both.
+template <class Real>
+void bind_resnet_batch(py::module_& m, const char* name) {
+    using Batch = ResNetBatchOf<Real>;
+    py::class_<Batch, App, std::shared_ptr<Batch>>(m, name)
+        .def(py::init<std::shared_ptr<ResNetParameters>, int>(), py::arg("parameters"), py::arg("batch"))
+        .def(
+            "set_batch",
+            [](Batch& app, py::array_t<double, py::array::c_style | py::array::forcecast> x, py::object labels) {
+                const std::size_t nin = static_cast<std::size_t>(x.ndim() == 2 ? x.shape(1) : 0);
+                if (x.ndim() != 2 || x.shape(0) != app.batch() || nin == 0)
+                    throw py::value_error("set_batch: x has the wrong shape");
+                if (labels.is_none()) {
+                    app.set_batch(x.data(), nullptr, false);
+                    return;
+                }
+                auto y = labels.cast<py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>>();
+                if (y.ndim() != 1 || y.shape(0) != app.batch())
+                    throw py::value_error("set_batch: labels have the wrong shape");
+                app.set_batch(x.data(), y.data(), true);
+            },
+            py::arg("x"), py::arg("labels"))
+        .def_property_readonly("correct", &Batch::correct)
+        .def_property_readonly("loss", &Batch::loss)
+        .def_property_readonly("logits", [](const Batch& app) {
+            py::array_t<double> out(static_cast<py::ssize_t>(app.logits().size()));
+            std::copy(app.logits().begin(), app.logits().end(), out.mutable_data());
+            return out;
+        });
+}
 }  // namespace
 
 void register_apps(py::module_& m) {
@@ -113,31 +145,8 @@ void register_apps(py::module_& m) {
         .def("layer_offset", &ResNetParameters::layer_offset)
         .def_property_readonly("classifier_offset", &ResNetParameters::classifier_offset);
 
-    py::class_<ResNetBatch, App, std::shared_ptr<ResNetBatch>>(m, "ResNetBatch")
-        .def(py::init<std::shared_ptr<ResNetParameters>, int>(), py::arg("parameters"), py::arg("batch"))
-        .def(
-            "set_batch",
-            [](ResNetBatch& app, py::array_t<double, py::array::c_style | py::array::forcecast> x, py::object labels) {
-                const std::size_t nin = static_cast<std::size_t>(x.ndim() == 2 ? x.shape(1) : 0);
-                if (x.ndim() != 2 || x.shape(0) != app.batch() || nin == 0)
-                    throw py::value_error("set_batch: x has the wrong shape");
-                if (labels.is_none()) {
-                    app.set_batch(x.data(), nullptr, false);
-                    return;
-                }
-                auto y = labels.cast<py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>>();
-                if (y.ndim() != 1 || y.shape(0) != app.batch())
-                    throw py::value_error("set_batch: labels have the wrong shape");
-                app.set_batch(x.data(), y.data(), true);
-            },
-            py::arg("x"), py::arg("labels"))
-        .def_property_readonly("correct", &ResNetBatch::correct)
-        .def_property_readonly("loss", &ResNetBatch::loss)
-        .def_property_readonly("logits", [](const ResNetBatch& app) {
-            py::array_t<double> out(static_cast<py::ssize_t>(app.logits().size()));
-            std::copy(app.logits().begin(), app.logits().end(), out.mutable_data());
-            return out;
-        });
+    bind_resnet_batch<double>(m, "ResNetBatch");
+    bind_resnet_batch<float>(m, "ResNetBatch32");
 
     m.def(
         "block_interval",

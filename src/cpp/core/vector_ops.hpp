@@ -124,12 +124,22 @@ inline double norm2(DType d, std::size_t n, CVec x) noexcept {
 
 /// Index of the first non-finite entry, or n. The common (all finite) case
 /// costs one vectorisable pass: x*0 is NaN exactly when x is NaN or infinite.
+/// The products go into 16 independent partial sums: one running sum is a
+/// chain of dependent additions the compiler may not reorder (no fast-math),
+/// which cost 20% of a ResNet step at 40000 values per state. Any order of
+/// summing gives the same answer here (a sum of zeros is zero, NaN stays NaN).
 inline std::size_t first_non_finite(DType d, std::size_t n, CVec x, double& value) noexcept {
     return with_type(d, [&](auto zero) -> std::size_t {
         using T = decltype(zero);
         const T* xs = as<T>(x);
+        constexpr std::size_t kLanes = 16;
+        T lanes[kLanes] = {};
+        std::size_t q = 0;
+        for (; q + kLanes <= n; q += kLanes)
+            for (std::size_t k = 0; k < kLanes; ++k) lanes[k] += xs[q + k] * T(0);
+        for (; q < n; ++q) lanes[0] += xs[q] * T(0);
         T probe = T(0);
-        for (std::size_t q = 0; q < n; ++q) probe += xs[q] * T(0);
+        for (std::size_t k = 0; k < kLanes; ++k) probe += lanes[k];
         if (probe == T(0)) return n;
         std::size_t bad = 0;
         while (bad < n && std::isfinite(xs[bad])) ++bad;

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._core import ResNetBatch
+from .._core import ResNetBatch, ResNetBatch32
 from ..app import App, NativeApp
 from .layers import activate, activate_derivative, checked_forward, checked_vjp
 
@@ -46,7 +46,9 @@ class NativeBatch(NativeApp):
             raise TypeError(f"{net!r} has a numpy layer: its engine app is LayerBatch, not NativeBatch")
         self.shape = (batch, net.config.width)
         self.net = net
-        self.cpp = ResNetBatch(net._native, batch)
+        # float32 states: the same layers with float32 kernels (parameters stay float64)
+        kind = ResNetBatch32 if net.config.dtype == "float32" else ResNetBatch
+        self.cpp = kind(net._native, batch)
 
     def _native(self) -> Any:
         return self.cpp
