@@ -133,13 +133,17 @@ inline std::size_t first_non_finite(DType d, std::size_t n, CVec x, double& valu
         using T = decltype(zero);
         const T* xs = as<T>(x);
         constexpr std::size_t kLanes = 16;
-        T lanes[kLanes] = {};
-        std::size_t q = 0;
-        for (; q + kLanes <= n; q += kLanes)
-            for (std::size_t k = 0; k < kLanes; ++k) lanes[k] += xs[q + k] * T(0);
-        for (; q < n; ++q) lanes[0] += xs[q] * T(0);
         T probe = T(0);
-        for (std::size_t k = 0; k < kLanes; ++k) probe += lanes[k];
+        std::size_t q = 0;
+        if (n >= 4 * kLanes) {
+            // Small states (a scalar ODE) skip this: zeroing and folding the lanes would cost
+            // more than the check itself (the fold alone is 16 dependent additions).
+            T lanes[kLanes] = {};
+            for (; q + kLanes <= n; q += kLanes)
+                for (std::size_t k = 0; k < kLanes; ++k) lanes[k] += xs[q + k] * T(0);
+            for (std::size_t k = 0; k < kLanes; ++k) probe += lanes[k];
+        }
+        for (; q < n; ++q) probe += xs[q] * T(0);
         if (probe == T(0)) return n;
         std::size_t bad = 0;
         while (bad < n && std::isfinite(xs[bad])) ++bad;
