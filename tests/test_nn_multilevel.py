@@ -253,3 +253,81 @@ def test_ranks_agree_on_the_results(mpirun):
     # one-shot: reproducible for a fixed rank count
     for run in (one, two):
         assert run["mgopt-one_shot-0"] == run["mgopt-one_shot-1"]
+
+
+# --- the command line: --strategy, --levels, --coarse-epochs, --target-accuracy, and the metrics ---------
+CLI = ["--mode", "serial", "--depth", "16", "--T", "3", "--epochs", "4", "--no-plots", "--no-progress"]
+
+
+def _metrics(path):
+    return json.loads(Path(path).read_text())
+
+
+@pytest.mark.parametrize("strategy", ["single", "nested", "mgopt"])
+def test_cli_strategy_target_and_metrics(tmp_path, strategy):
+    from pyxbraid import train as cli
+
+    extra = [] if strategy == "single" else ["--levels", "2"]
+    out = tmp_path / "out"
+    args = ["peaks", *CLI, "--strategy", strategy, *extra, "--target-accuracy", "0.6", "--out", str(out)]
+    assert cli.main([*args, "--metrics", str(tmp_path / "m.json")]) == 0
+    m = _metrics(tmp_path / "m.json")
+    assert m["reached_target"] is True
+    assert m["epochs_to_target"] == len(m["history"]["epoch"]) >= 1
+    assert m["history"]["val_accuracy"][-1] >= 0.6
+    assert all(a < 0.6 for a in m["history"]["val_accuracy"][:-1])
+    assert 0 < m["wall_seconds_to_target"] <= m["wall_seconds"]
+    assert m["fine_gradient_evaluations"] == m["gradient_evaluations_per_level"][0] > 0
+    assert m["settings"]["strategy"]["strategy"] == strategy
+    if strategy == "single":
+        assert m["coarse_gradient_evaluations_weighted"] == 0.0
+    else:  # the coarse network has half the depth: each of its evaluations counts half
+        assert m["coarse_gradient_evaluations_weighted"] == m["gradient_evaluations_per_level"][1] / 2 > 0
+    # an unreachable target: runs all epochs, says so
+    assert (
+        cli.main([*args[:-2], "--target-accuracy", "1", "--out", str(out), "--metrics", str(tmp_path / "n.json")]) == 0
+    )
+    n = _metrics(tmp_path / "n.json")
+    assert n["reached_target"] is False and n["epochs_to_target"] is None and n["wall_seconds_to_target"] is None
+    assert len(n["history"]["epoch"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "multigrid"], "argument --strategy: invalid choice: 'multigrid'"),
+        (["--levels", "3"], "--levels 3 needs --strategy nested or mgopt"),
+        (["--strategy", "nested", "--levels", "6"], "--levels: levels=6 needs a depth divisible by"),
+        (["--strategy", "mgopt", "--coarse-epochs", "2"], "--coarse-epochs needs --strategy nested"),
+        (["--target-accuracy", "1.5"], r"argument --target-accuracy: must be a number in \(0, 1\], got '1.5'"),
+        (["--strategy", "nested", "--checkpoint", "c.npz"], "--checkpoint is not supported with --strategy nested"),
+    ],
+)
+def test_cli_rejects_bad_strategy_arguments(capsys, args, message):
+    from pyxbraid import train as cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["peaks", *CLI, *args])
+    assert info.value.code == 2
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_cli_multilevel_on_two_ranks_matches_one_rank(tmp_path, mpirun):
+    from pyxbraid import train as cli
+
+    args = ["peaks", *CLI, "--strategy", "nested", "--levels", "3", "--coarse-epochs", "1", "--target-accuracy", "0.7"]
+    assert cli.main([*args, "--out", str(tmp_path / "a"), "--metrics", str(tmp_path / "one.json")]) == 0
+    mpirun(
+        "import sys; from pyxbraid import train; sys.exit(train.main(sys.argv[1:]))",
+        2,
+        timeout=180,
+        args=(*args, "--out", str(tmp_path / "b"), "--metrics", str(tmp_path / "two.json")),
+    )
+    one, two = _metrics(tmp_path / "one.json"), _metrics(tmp_path / "two.json")
+    assert two["ranks"] == 2
+    for key in ("reached_target", "epochs_to_target", "fine_gradient_evaluations", "gradient_evaluations_per_level"):
+        assert one[key] == two[key], key
+    # serial mode with Adam: the gradients do not depend on the rank count
+    assert two["history"]["loss"] == pytest.approx(one["history"]["loss"], rel=1e-12)
