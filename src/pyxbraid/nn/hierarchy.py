@@ -166,7 +166,7 @@ class Hierarchy:
             if comm is not None:
                 coarse.distribute(comm)
             self.nets.append(coarse)
-        self._stencils: dict[tuple[str, int], Stencil] = {}
+        self._stencils: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def depth(self, level: int) -> int:
         """Return the depth of level ``level``."""
@@ -185,19 +185,25 @@ class Hierarchy:
         """Return ``P^T g``: a gradient of level ``level`` taken to level ``level + 1`` (flat, this rank's)."""
         return self._transfer(level, level + 1, fine, self._stencil("PT", level))
 
-    def _stencil(self, which: str, level: int) -> Stencil:
+    def _stencil(self, which: str, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the stencil as arrays (indices, weights), each (outputs, entries), padded with weight 0."""
         key = (which, level)
         if key not in self._stencils:
             nf = self.depth(level)
             if which == "R":
-                self._stencils[key] = restriction_stencil(nf, self.restriction)
+                rows = restriction_stencil(nf, self.restriction)
             elif which == "P":
-                self._stencils[key] = prolongation_stencil(nf // 2, self.prolongation)
+                rows = prolongation_stencil(nf // 2, self.prolongation)
             else:
-                self._stencils[key] = _transpose(prolongation_stencil(nf // 2, self.prolongation), nf // 2)
+                rows = _transpose(prolongation_stencil(nf // 2, self.prolongation), nf // 2)
+            width = max(len(r) for r in rows)
+            # padding: weight 0 on the row's first input (adds +-0, which changes no finite sum)
+            index = np.array([[j for j, _ in r] + [r[0][0]] * (width - len(r)) for r in rows], dtype=np.int64)
+            weight = np.array([[w for _, w in r] + [0.0] * (width - len(r)) for r in rows])
+            self._stencils[key] = (index, weight)
         return self._stencils[key]
 
-    def _transfer(self, src: int, dst: int, flat: np.ndarray, stencil: Stencil) -> np.ndarray:
+    def _transfer(self, src: int, dst: int, flat: np.ndarray, stencil: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         a, b = self.nets[src], self.nets[dst]
         flat = np.asarray(flat, dtype=np.float64)
         if flat.shape != a.local_parameters.shape:
@@ -211,12 +217,16 @@ class Hierarchy:
         head_b[...] = head_a  # the opening and the classifier live on the same ranks at every level
         tail_b[...] = tail_a
         lay_a, lay_b = a._layout, b._layout
-        rows = _exchange(self.comm, stencil, lay_a, lay_b, a.config.depth, b.config.depth, block_a)
-        for i in range(lay_b.lo, lay_b.hi):
-            acc = np.zeros(block_b.shape[1])
-            for j, w in stencil[i]:
-                acc += w * rows[j]
-            block_b[i - lay_b.lo] = acc
+        index, weight = stencil[0][lay_b.lo : lay_b.hi], stencil[1][lay_b.lo : lay_b.hi]
+        if len(index) == 0:
+            return out
+        known, table = _exchange(self.comm, stencil[0], lay_a, b.config.depth, block_a)
+        pos = np.searchsorted(known, index)
+        # the entries of a row are summed in the stencil's order, whatever the distribution
+        acc = weight[:, 0, None] * table[pos[:, 0]]
+        for m in range(1, index.shape[1]):
+            acc += weight[:, m, None] * table[pos[:, m]]
+        block_b[...] = acc
         return out
 
 
@@ -229,20 +239,28 @@ def _split(net: ResNet, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _exchange(
-    comm: Any, stencil: Stencil, lay_in: _Layout, lay_out: _Layout, depth_in: int, depth_out: int, block: np.ndarray
-) -> dict[int, np.ndarray]:
-    """Return the input rows (by layer index) that this rank's output rows need, fetched from their owners."""
-    rows = {lay_in.lo + j: block[j] for j in range(lay_in.hi - lay_in.lo)}
+    comm: Any, index: np.ndarray, lay_in: _Layout, depth_out: int, block: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the input layers this rank's outputs need (sorted indices, rows), fetched from their owners.
+
+    ``index`` is the stencil's (outputs, entries) index array of the whole level; each rank
+    sends every other rank the rows it owns that the other's outputs read.
+    """
+    mine = np.arange(lay_in.lo, lay_in.hi)
     if comm is None or comm.Get_size() == 1:
-        return rows
+        return mine, block
     size, rank = comm.Get_size(), comm.Get_rank()
     sends: list[Any] = []
     for q in range(size):
         out_q = _Layout.of(depth_out, q, size)
-        need = {j for i in range(out_q.lo, out_q.hi) for j, _ in stencil[i]}
-        mine = sorted(j for j in need if lay_in.lo <= j < lay_in.hi)
-        sends.append(None if q == rank or not mine else (mine, np.array([rows[j] for j in mine])))
+        need = np.unique(index[out_q.lo : out_q.hi])
+        have = need[(need >= lay_in.lo) & (need < lay_in.hi)]
+        sends.append(None if q == rank or len(have) == 0 else (have, block[have - lay_in.lo]))
+    indices, rows = [mine], [block]
     for got in comm.alltoall(sends):
         if got is not None:
-            rows.update(zip(got[0], got[1], strict=True))
-    return rows
+            indices.append(got[0])
+            rows.append(got[1])
+    known = np.concatenate(indices)
+    order = np.argsort(known, kind="stable")
+    return known[order], np.concatenate(rows)[order]

@@ -173,7 +173,8 @@ class MGOpt(Strategy):
     Per cycle and level (but the coarsest) the gradient is evaluated at the
     start of each smoothing step, at the point after pre-smoothing, and once
     per line-search trial; the accepted trial's gradient is reused by the
-    first post-smoothing step.
+    first post-smoothing step, and the coarse gradient at the restricted
+    point (which ``v`` needs) by the coarse level's first step.
 
     Examples
     --------
@@ -355,6 +356,14 @@ class _Objective:
         self.t, self.x, self.y, self.token, self.v = trainer, x, y, token, v
         self.cached: tuple[np.ndarray, float, np.ndarray, float] | None = None
 
+    def seed(self, loss: float, grad: np.ndarray, accuracy: float) -> None:
+        """Remember ``f`` and its gradient at the current parameters, evaluated already (without the linear term)."""
+        params = self.t.net.local_parameters
+        if self.v is not None:
+            loss -= self.t._dot(self.v, params)
+            grad = grad - self.v
+        self.cached = (params.copy(), loss, grad.copy(), accuracy)
+
     def __call__(self) -> tuple[float, np.ndarray]:
         params = self.t.net.local_parameters
         if self.cached is not None and np.array_equal(self.cached[0], params):
@@ -376,12 +385,25 @@ def _step(t: Trainer, objective: _Objective, n: int) -> None:
 
 
 def _cycle(
-    trainers: list[Trainer], hierarchy: Hierarchy, s: MGOpt, level: int, x: Any, y: Any, token: Any, v: Any
+    trainers: list[Trainer],
+    hierarchy: Hierarchy,
+    s: MGOpt,
+    level: int,
+    x: Any,
+    y: Any,
+    token: Any,
+    v: Any,
+    known: tuple[float, np.ndarray, float] | None = None,
 ) -> tuple[float, float]:
-    """One V-cycle from ``level``; return the objective and accuracy at its start (level 0's are the fit's)."""
+    """One V-cycle from ``level``; return the objective and accuracy at its start (level 0's are the fit's).
+
+    ``known``: ``f``, its gradient and the accuracy at the current parameters, if evaluated already.
+    """
     t = trainers[level]
     objective = _Objective(t, x, y, (token, level), v)
     params = t.net.local_parameters
+    if known is not None:
+        objective.seed(*known)
     first = objective()
     start = (first[0], t.last_accuracy)
     if level == s.levels - 1:
@@ -394,9 +416,9 @@ def _cycle(
     coarse = tc.net.local_parameters
     coarse[...] = hierarchy.restrict(level, params)
     c0 = coarse.copy()
-    _, gc = tc._evaluate_batch(x, y, (token, level + 1))
+    fc, gc = tc._evaluate_batch(x, y, (token, level + 1))
     vc = gc - hierarchy.restrict_gradient(level, g)
-    _cycle(trainers, hierarchy, s, level + 1, x, y, token, vc)
+    _cycle(trainers, hierarchy, s, level + 1, x, y, token, vc, (fc, gc, tc.last_accuracy))
     e = hierarchy.prolong(level, coarse - c0)
     slope = t._dot(g, e)
     if slope < 0.0:
