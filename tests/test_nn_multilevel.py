@@ -331,3 +331,26 @@ def test_cli_multilevel_on_two_ranks_matches_one_rank(tmp_path, mpirun):
         assert one[key] == two[key], key
     # serial mode with Adam: the gradients do not depend on the rank count
     assert two["history"]["loss"] == pytest.approx(one["history"]["loss"], rel=1e-12)
+
+
+def test_a_bad_strategy_on_one_rank_raises_on_every_rank(mpirun):
+    code = """
+from mpi4py import MPI
+import pyxbraid as xb
+from pyxbraid import nn
+
+comm = MPI.COMM_WORLD
+for strategy, levels in ((["nested", "multigrid"][comm.Get_rank()], 2), ("nested", [2, 3][comm.Get_rank()])):
+    try:
+        nn.Trainer(nn.ResNet(2, 4, 8, 3), comm=comm, strategy=strategy, levels=levels, progress=False)
+        print(f"RANK {comm.Get_rank()} no error", flush=True)
+    except Exception as exc:
+        print(f"RANK {comm.Get_rank()} {type(exc).__name__}: {exc}", flush=True)
+"""
+    out = mpirun(code, 2, timeout=60).stdout  # (two ranks' lines may run together in the shared stdout)
+    assert out.count("RANK ") == 4 and "no error" not in out, out
+    # the rank with the bad name says why; the other names it
+    assert "RANK 1 ValueError: strategy must be one of 'single', 'nested', 'mgopt'" in out
+    assert "RANK 0 RemoteRankError: rank 1 rejected its Trainer arguments: ValueError: strategy must be" in out
+    # valid but different settings: every rank raises, naming the difference
+    assert out.count("Trainer settings differs between ranks (rank(s) [1] differ from rank 0): strategy.levels") == 2
