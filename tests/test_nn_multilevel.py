@@ -354,3 +354,18 @@ for strategy, levels in ((["nested", "multigrid"][comm.Get_rank()], 2), ("nested
     assert "RANK 0 RemoteRankError: rank 1 rejected its Trainer arguments: ValueError: strategy must be" in out
     # valid but different settings: every rank raises, naming the difference
     assert out.count("Trainer settings differs between ranks (rank(s) [1] differ from rank 0): strategy.levels") == 2
+
+
+def test_nested_tolerance_leaves_coarse_levels_early_and_one_level_is_plain_training():
+    d = xb.datasets.make_peaks(200, 50, seed=1)
+    trainer = nn.Trainer(nn.ResNet(2, 8, 16, 5, T=2.0, seed=1), strategy=nn.Nested(3, tol=0.05), progress=False)
+    trainer.fit(d.x_train, d.y_train, epochs=6, batch_size=50)
+    coarse = trainer.level_histories[:-1]
+    assert all(len(h.epoch) < 6 for h in coarse) and len(trainer.level_histories[-1].epoch) == 6
+    for h in coarse:  # stopped at the first epoch whose loss fell by less than 5%
+        assert h.loss[-2] - h.loss[-1] < 0.05 * h.loss[-2]
+        assert all(a - b >= 0.05 * a for a, b in zip(h.loss[:-2], h.loss[1:-1], strict=True))
+    # one level: the network alone, as strategy="single"
+    _, h1, p1 = _train(nn.Nested(1))
+    _, h2, p2 = _train("single")
+    np.testing.assert_array_equal(p1, p2)
