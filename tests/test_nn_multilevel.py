@@ -369,3 +369,19 @@ def test_nested_tolerance_leaves_coarse_levels_early_and_one_level_is_plain_trai
     _, h1, p1 = _train(nn.Nested(1))
     _, h2, p2 = _train("single")
     np.testing.assert_array_equal(p1, p2)
+
+
+def test_a_second_nested_fit_continues_the_fine_network():
+    d = xb.datasets.make_peaks(200, 50, seed=1)
+    net = nn.ResNet(2, 8, 16, 5, T=2.0, seed=1)
+    trainer = nn.Trainer(net, strategy=nn.Nested(3, epochs=[2, 2]), progress=False)
+    trainer.fit(d.x_train, d.y_train, epochs=2, batch_size=50)
+    after_first = net.local_parameters.copy()
+    coarse = [t.net.local_parameters.copy() for t in trainer._level_trainers[1:]]
+    history = trainer.fit(d.x_train, d.y_train, epochs=1, batch_size=50)
+    assert len(trainer.level_histories) == 1 and history.epoch == [1]
+    assert trainer.gradient_evaluations == {"fine": 4, "per_level": [4, 0, 0], "coarse_weighted": 0.0}
+    # the coarse networks were neither trained nor prolonged into the fine one
+    for t, before in zip(trainer._level_trainers[1:], coarse, strict=True):
+        np.testing.assert_array_equal(t.net.local_parameters, before)
+    assert not np.array_equal(net.local_parameters, after_first)

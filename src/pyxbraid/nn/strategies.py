@@ -70,7 +70,9 @@ class Nested(Strategy):
     The coarsest network starts from the restriction of the fine network's
     initial parameters; after training, level ``l`` is prolonged into level
     ``l - 1`` as its starting point, down to the fine network, which is
-    trained for the ``epochs`` given to :meth:`Trainer.fit`.
+    trained for the ``epochs`` given to :meth:`Trainer.fit`. The cascade runs
+    in a trainer's first ``fit()``; later calls continue training the fine
+    network alone.
 
     Parameters
     ----------
@@ -303,12 +305,15 @@ def run_nested(
     trainers = level_trainers(trainer)
     hierarchy = trainer._hierarchy
     before = [t._gradient_count for t in trainers]
+    # the cascade runs once: a later fit() continues training the fine network
+    first = not trainer._nested_done
+    trainer._nested_done = True
     # the coarsest network starts from the fine network's initial parameters, restricted
-    for level in range(strategy.levels - 1):
+    for level in range(strategy.levels - 1 if first else 0):
         trainers[level + 1].net.local_parameters[...] = hierarchy.restrict(level, trainers[level].net.local_parameters)
     histories = []
     offset = 0.0  # wall time of the coarser levels: the fine history's times include them
-    for level in range(strategy.levels - 1, -1, -1):
+    for level in range(strategy.levels - 1 if first else 0, -1, -1):
         t = trainers[level]
         if level > 0:
             n_epochs = epochs if strategy.epochs is None else strategy.epochs[strategy.levels - 1 - level]

@@ -338,6 +338,7 @@ class Trainer:
     _fit_calls: int
     _progress_label: str
     _as_level: bool
+    _nested_done: bool
 
     def __init__(
         self,
@@ -405,6 +406,7 @@ class Trainer:
         self._hierarchy: Any = None
         self._progress_label = ""
         self._as_level = False  # fit() trains this network alone (as a level of its own strategy)
+        self._nested_done = False  # nested iteration's cascade ran (in an earlier fit())
         self._classifier_rank = comm.Get_size() - 1
 
     @staticmethod
