@@ -217,10 +217,11 @@ class Hierarchy:
         head_b[...] = head_a  # the opening and the classifier live on the same ranks at every level
         tail_b[...] = tail_a
         lay_a, lay_b = a._layout, b._layout
+        # collective: also on a rank that holds no layer of this level (it may still send some)
+        known, table = _exchange(self.comm, stencil[0], lay_a, b.config.depth, block_a)
         index, weight = stencil[0][lay_b.lo : lay_b.hi], stencil[1][lay_b.lo : lay_b.hi]
         if len(index) == 0:
             return out
-        known, table = _exchange(self.comm, stencil[0], lay_a, b.config.depth, block_a)
         pos = np.searchsorted(known, index)
         # the entries of a row are summed in the stencil's order, whatever the distribution
         acc = weight[:, 0, None] * table[pos[:, 0]]
