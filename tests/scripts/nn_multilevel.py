@@ -55,9 +55,11 @@ runs = [
     ("mgopt", "exact", exact, 0),
     ("mgopt", "one_shot", one_shot, 0),
     ("mgopt", "one_shot", one_shot, 1),
+    # zero padding: on 3 ranks, rank 0 holds no parameter at all of the coarsest network
+    ("mgopt", "serial_zero_pad", None, 0),
 ]
 for strategy, mode, lp, repeat in runs:
-    net = nn.ResNet(**config)
+    net = nn.ResNet(**config, opening="zero_pad" if mode == "serial_zero_pad" else "dense")
     s = nn.Nested(levels=3, epochs=[2, 2]) if strategy == "nested" else nn.MGOpt(levels=3)
     trainer = nn.Trainer(net, comm=comm, optimizer=nn.Adam(lr=0.02), layer_parallel=lp, strategy=s, progress=False)
     history = trainer.fit(data.x_train, data.y_train, epochs=2, batch_size=40, validation=(data.x_val, data.y_val))

@@ -371,7 +371,13 @@ class _Objective:
 
     def __call__(self) -> tuple[float, np.ndarray]:
         params = self.t.net.local_parameters
-        if self.cached is not None and np.array_equal(self.cached[0], params):
+        same = self.cached is not None and bool(np.array_equal(self.cached[0], params))
+        comm = self.t.comm
+        if comm.Get_size() > 1:  # every rank decides alike (a rank's part may be empty, or unchanged)
+            from mpi4py import MPI
+
+            same = bool(comm.allreduce(same, op=MPI.LAND))
+        if same and self.cached is not None:
             return self.cached[1], self.cached[2].copy()
         loss, grad = self.t._evaluate_batch(self.x, self.y, self.token)
         if self.v is not None:
