@@ -31,6 +31,11 @@ Examples
 
 ``mpiexec -n 4 python -m mpi4py -m pyxbraid.train peaks --mode one-shot --metrics out.json``
 
+``python -m pyxbraid.train peaks --mode serial --depth 64 --strategy nested --levels 3 --target-accuracy 0.9``
+(multilevel training in depth: :mod:`pyxbraid.nn.strategies`; the metrics then hold
+``reached_target``, ``epochs_to_target``, ``wall_seconds_to_target``, ``fine_gradient_evaluations`` and
+``coarse_gradient_evaluations_weighted``: the coarse levels' evaluations times their depth over the fine depth)
+
 ``srun python -m pyxbraid.train peaks --checkpoint ckpt.npz $( [ -f ckpt.npz ] && echo --resume )``
 
 ``mpiexec -n 2 python -m mpi4py -m pyxbraid.train digits --metrics digits.json`` (defaults: 16 blocks,
@@ -55,6 +60,7 @@ from mpi4py import MPI
 from . import __version__, datasets, nn
 from .errors import PyxbraidError, RemoteRankError, _Agreed
 from .nn._files import atomic_write, check_writable
+from .nn.hierarchy import check_levels
 from .nn.network import DEPTH_MAX, INDEX_MAX, _validated_config
 
 MODES = ("parallel", "one-shot", "serial")
@@ -118,6 +124,16 @@ def _real(positive: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
+    return value
 
 
 def _batch_size(text: str) -> str | int:
@@ -223,6 +239,29 @@ def _peaks_arguments(p: argparse.ArgumentParser) -> None:
         type=_integer(1),
         help="MGRIT iterations (one-shot: per step, default 2; parallel: the limit, default 100)",
     )
+    p.add_argument(
+        "--strategy",
+        choices=["single", "nested", "mgopt"],
+        default="single",
+        help="single: the network alone; nested: nested iteration over networks of depth depth, depth/2, ... "
+        "(coarsest first); mgopt: MG/Opt V-cycles over them (pyxbraid.nn.Nested, pyxbraid.nn.MGOpt)",
+    )
+    p.add_argument(
+        "--levels",
+        type=_integer(1, 31),
+        help="networks in the hierarchy of --strategy nested/mgopt (default 3 / 2); --depth must be divisible "
+        "by 2**(levels - 1)",
+    )
+    p.add_argument(
+        "--coarse-epochs",
+        type=_integer(0),
+        help="--strategy nested: epochs on each coarse network (default: --epochs)",
+    )
+    p.add_argument(
+        "--target-accuracy",
+        type=_fraction,
+        help="stop at the first epoch whose validation accuracy is >= this (a number in (0, 1]; default: none)",
+    )
     p.add_argument("--seed", type=_integer(0), default=1, help="initialisation and shuffling")
     p.add_argument("--out", default="pyxbraid-peaks", help="directory for plots and the model")
     p.add_argument("--metrics", help="write a JSON summary to this file (default: none)")
@@ -318,6 +357,18 @@ def _main_peaks(comm: Any, parser: argparse.ArgumentParser, args: argparse.Names
     max_iter: int | None = args.max_iter if args.max_iter is not None else defaults["max_iter"]
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
+    if args.strategy == "single" and args.levels not in (None, 1):
+        parser.error(f"--levels {args.levels} needs --strategy nested or mgopt")
+    if args.coarse_epochs is not None and args.strategy != "nested":
+        parser.error("--coarse-epochs needs --strategy nested")
+    if args.strategy != "single" and args.checkpoint:
+        parser.error(f"--checkpoint is not supported with --strategy {args.strategy} (only with single)")
+    if args.strategy != "single":
+        levels = args.levels if args.levels is not None else (3 if args.strategy == "nested" else 2)
+        try:
+            check_levels(levels, args.depth, comm.Get_size())
+        except ValueError as exc:
+            parser.error(f"--levels: {exc}")
     data = datasets.peaks()
     try:  # combinations (T against depth, the network's size against memory): usage errors too
         _validated_config(
@@ -465,6 +516,13 @@ def _run(
         layer_parallel = dict(
             max_levels=args.max_levels, cfactor=args.cfactor, max_iter=max_iter, one_shot=args.mode == "one-shot"
         )
+    strategy: Any = args.strategy
+    if args.strategy == "nested":
+        levels = 3 if args.levels is None else args.levels
+        coarse = None if args.coarse_epochs is None else [args.coarse_epochs] * (levels - 1)
+        strategy = nn.Nested(levels, epochs=coarse)
+    elif args.strategy == "mgopt":
+        strategy = nn.MGOpt(2 if args.levels is None else args.levels)
     trainer = nn.Trainer(
         net,
         comm=comm,
@@ -472,6 +530,7 @@ def _run(
         layer_parallel=layer_parallel,
         seed=args.seed,
         progress=not args.no_progress,
+        strategy=strategy,
     )
     settings = dict(
         dataset=args.dataset,
@@ -487,6 +546,8 @@ def _run(
         seed=args.seed,
         checkpoint=args.checkpoint,
         resumed=args.resume,
+        strategy=trainer.strategy.settings(),
+        target_accuracy=args.target_accuracy,
     )
     if rank == 0:
         print(
@@ -496,6 +557,14 @@ def _run(
         )
 
     start = time.perf_counter()
+    target: dict[str, Any] = {"epoch": None, "seconds": None}
+
+    def reached(epoch: int, history: nn.History) -> bool:
+        if args.target_accuracy is None or history.val_accuracy[-1] < args.target_accuracy:
+            return False
+        target.update(epoch=epoch, seconds=time.perf_counter() - start)
+        return True
+
     history = trainer.fit(
         data.x_train,
         data.y_train,
@@ -504,8 +573,10 @@ def _run(
         validation=(data.x_val, data.y_val),
         checkpoint=args.checkpoint,
         resume=args.resume,
+        callback=reached,
     )
     wall = time.perf_counter() - start
+    evaluations = trainer.gradient_evaluations
     train_loss, train_acc = trainer.evaluate(data.x_train, data.y_train)
     val_loss, val_acc = trainer.evaluate(data.x_val, data.y_val)
 
@@ -522,6 +593,13 @@ def _run(
             training_loss=train_loss,
             validation_loss=val_loss,
             wall_seconds=wall,
+            reached_target=target["epoch"] is not None,
+            epochs_to_target=target["epoch"],
+            wall_seconds_to_target=target["seconds"],
+            fine_gradient_evaluations=evaluations["fine"],
+            coarse_gradient_evaluations_weighted=evaluations["coarse_weighted"],
+            gradient_evaluations_per_level=evaluations["per_level"],
+            level_histories=[h.as_dict() for h in trainer.level_histories],
             ranks=comm.Get_size(),
             settings=settings,
             history=history.as_dict(),
@@ -536,6 +614,17 @@ def _run(
                 atomic_write(args.metrics, write)
         written.append(Path(args.metrics))
     if rank == 0:
+        if args.target_accuracy is not None:
+            print(
+                f"target validation accuracy {args.target_accuracy}: "
+                + (
+                    f"reached at epoch {target['epoch']} after {target['seconds']:.2f} s"
+                    if target["epoch"] is not None
+                    else f"not reached in {epochs} epochs"
+                )
+                + f"; {evaluations['fine']} fine gradient evaluations, coarse ones worth "
+                f"{evaluations['coarse_weighted']:g} fine ({trainer.strategy.name})"
+            )
         print(
             f"training accuracy {train_acc:.4f} (loss {train_loss:.4f}), validation accuracy {val_acc:.4f} "
             f"(loss {val_loss:.4f}); training took {wall:.2f} s on {comm.Get_size()} rank(s)"

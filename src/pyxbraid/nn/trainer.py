@@ -26,8 +26,10 @@ from ..errors import _Agreed
 from ..solver import Solver, SolveResult
 from ._apps import LayerBatch, NativeBatch
 from ._files import check_writable
+from .hierarchy import check_levels
 from .network import INDEX_MAX, ResNet
 from .optim import Adam, Optimizer
+from .strategies import Strategy, run_mgopt, run_nested, strategy_from
 
 __all__ = ["ConvergenceWarning", "History", "Trainer", "TrainingInterrupted"]
 
@@ -279,7 +281,32 @@ class Trainer:
     seed : int, default 0
         Seeds the shuffling of mini-batches (identical on every rank).
     progress : bool, default True
-        A tqdm progress bar on rank 0.
+        A tqdm progress bar on rank 0 (with a multilevel strategy: one per
+        level trained, naming the level and its depth).
+    strategy : {"single", "nested", "mgopt"} or Strategy, default "single"
+        How :meth:`fit` trains: the network alone (``"single"``), or over a
+        hierarchy of networks of depth ``depth, depth/2, ...``
+        (:mod:`pyxbraid.nn.hierarchy`): nested iteration (``"nested"``,
+        :class:`~pyxbraid.nn.Nested`: coarsest network first, prolonged
+        level by level) or Nash's MG/Opt (``"mgopt"``,
+        :class:`~pyxbraid.nn.MGOpt`: a V-cycle per optimisation step). A
+        :class:`~pyxbraid.nn.Nested` or :class:`~pyxbraid.nn.MGOpt` object
+        sets the details. Every mode and rank count works; the coarse
+        levels use the same mode, settings, seed and optimizer type.
+    levels : int, optional
+        Levels of a strategy given by name (default: 3 for ``"nested"``, 2
+        for ``"mgopt"``); the depth must be divisible by ``2**(levels - 1)``.
+
+    Attributes
+    ----------
+    gradient_evaluations : dict
+        Of the last :meth:`fit`: ``fine`` (gradient evaluations of this
+        network), ``per_level`` (of each level, finest first) and
+        ``coarse_weighted`` (coarse levels' evaluations weighted by their
+        cost relative to the fine network's, ``depth_l / depth``).
+    level_histories : list of History
+        Of the last :meth:`fit`, one per level trained, coarsest first
+        (``[history]`` for the single-level and MG/Opt strategies).
 
     Examples
     --------
@@ -306,6 +333,12 @@ class Trainer:
     last_accuracy: float
     _options: dict[str, Any]
     _classifier_rank: int
+    strategy: Strategy
+    _gradient_count: int
+    _fit_calls: int
+    _progress_label: str
+    _as_level: bool
+    _nested_done: bool
 
     def __init__(
         self,
@@ -316,6 +349,8 @@ class Trainer:
         layer_parallel: dict[str, Any] | None = None,
         seed: int = 0,
         progress: bool = True,
+        strategy: str | Strategy = "single",
+        levels: int | None = None,
     ) -> None:
         if not isinstance(net, ResNet):
             raise TypeError(f"net must be a pyxbraid.nn.ResNet, got {type(net).__name__}")
@@ -336,6 +371,8 @@ class Trainer:
                     f"a network of depth {net.config.depth} has {net.config.depth + 1} layers' time "
                     f"points, fewer than the {comm.Get_size()} ranks of comm"
                 )
+            self.strategy = strategy_from(strategy, levels)
+            check_levels(self.strategy.levels, net.config.depth, comm.Get_size())
         # Valid but different settings on different ranks would build
         # different engines (or line searches of different lengths): a hang.
         _agree(
@@ -348,6 +385,7 @@ class Trainer:
                 "layer_parallel": self._options,
                 "seed": int(seed),
                 "optimizer": _describe(optimizer),
+                "strategy": self.strategy.settings(),
             },
         )
         net.distribute(comm)
@@ -361,6 +399,14 @@ class Trainer:
         self._loaded_app: Any = None  # the engine app that holds it
         self.last_solve = None  # SolveResult of the last gradient evaluation
         self.last_accuracy = math.nan  # of the batch of the last gradient evaluation
+        self._gradient_count = 0  # gradient evaluations so far
+        self.gradient_evaluations: dict[str, Any] = {}
+        self.level_histories: list[History] = []
+        self._level_trainers: list[Trainer] | None = None  # the strategy's levels, built on first use
+        self._hierarchy: Any = None
+        self._progress_label = ""
+        self._as_level = False  # fit() trains this network alone (as a level of its own strategy)
+        self._nested_done = False  # nested iteration's cascade ran (in an earlier fit())
         self._classifier_rank = comm.Get_size() - 1
 
     @staticmethod
@@ -529,6 +575,7 @@ class Trainer:
         self._current_batch, self._loaded_app = token, app
 
     def _evaluate_batch(self, x: np.ndarray, y: np.ndarray, token: Any) -> tuple[float, np.ndarray]:
+        self._gradient_count += 1
         app, solver = self._train_engine(x.shape[0])
         if token is None or token != self._current_batch or app is not self._loaded_app:
             app.set_batch(x, y)
@@ -640,7 +687,7 @@ class Trainer:
         batch_size: int | None = None,
         validation: tuple[Any, Any] | None = None,
         shuffle: bool = True,
-        callback: Callable[[int, History], None] | None = None,
+        callback: Callable[[int, History], bool | None] | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool = False,
     ) -> History:
@@ -664,7 +711,9 @@ class Trainer:
             needed for data sorted by class, like peaks.
         callback : callable(epoch, history), optional
             Called on every rank after each epoch (an exception in it on
-            one rank raises on every rank).
+            one rank raises on every rank). Returning True stops training
+            after that epoch (on every rank, when one rank's returns True).
+            With a multilevel strategy: after each epoch of the fine network.
         checkpoint : str or path, optional
             Write a checkpoint (a versioned ``.npz``, no pickle) after every
             epoch, atomically (temporary file + rename), and on SIGTERM or
@@ -755,6 +804,11 @@ class Trainer:
                     check_writable(checkpoint, "checkpoint")
             elif resume:
                 raise ValueError("resume=True needs checkpoint=PATH (the checkpoint to continue from)")
+            if checkpoint is not None and self.strategy.name != "single" and not self._as_level:
+                raise ValueError(
+                    f"checkpoint is not supported with strategy={self.strategy.name!r} (only with 'single'), "
+                    f"got checkpoint={str(checkpoint)!r}"
+                )
         digest = _digest(xa, ya)
         settings = self._fit_settings(n, batch_size, bool(shuffle), digest, None if xv is None else _digest(xv, yv))
         _agree(
@@ -769,8 +823,42 @@ class Trainer:
             },
         )
 
+        if self.strategy.name != "single" and not self._as_level:
+            run = run_nested if self.strategy.name == "nested" else run_mgopt
+            validation_data = None if xv is None or yv is None else (xv, yv)
+            history = run(self, xa, ya, int(epochs), batch_size, validation_data, bool(shuffle), callback)
+            self.history = history
+            return history
+        before = self._gradient_count
+        history = self._fit_single(
+            xa, ya, int(epochs), batch_size, (xv, yv), callback, checkpoint, bool(resume), (settings, digest, shuffle)
+        )
+        self.level_histories = [history]
+        self.gradient_evaluations = {
+            "fine": self._gradient_count - before,
+            "per_level": [self._gradient_count - before],
+            "coarse_weighted": 0.0,
+        }
+        return history
+
+    def _fit_single(
+        self,
+        xa: np.ndarray,
+        ya: np.ndarray,
+        epochs: int,
+        batch_size: int,
+        validation: tuple[np.ndarray | None, np.ndarray | None],
+        callback: Any,
+        checkpoint: Any,
+        resume: bool,
+        agreed: tuple[dict, str, Any],
+    ) -> History:
+        """Run the single-level training loop of :meth:`fit` (arguments checked and agreed)."""
         from . import checkpoint as ckpt
 
+        xv, yv = validation
+        settings, digest, shuffle = agreed
+        n = xa.shape[0]
         rng = np.random.default_rng(self.seed)
         history = History()
         progress = ckpt.Progress.start(rng)
@@ -791,7 +879,7 @@ class Trainer:
             bar = tqdm(
                 total=int(epochs) * steps_per_epoch,
                 initial=progress.epoch * steps_per_epoch + progress.step,
-                desc=f"train ({self.mode})",
+                desc=f"train ({self.mode}){self._progress_label}",
                 unit="step",
                 dynamic_ncols=True,
                 leave=True,
@@ -803,7 +891,7 @@ class Trainer:
         stop = _StopSignals() if checkpoint is not None else None
         last = progress.last  # (residual, adjoint residual, iterations) of the last gradient
 
-        def save(epoch: int, step: int, epoch_rng: dict, loss_sum: float, correct_sum: float) -> None:
+        def save(epoch: int, step: int, epoch_rng: Any, loss_sum: float, correct_sum: float) -> None:
             ckpt.save(
                 self,
                 checkpoint,
@@ -871,13 +959,18 @@ class Trainer:
                     bar.set_postfix(
                         self._postfix(history.step_loss[-1], history.train_accuracy[-1], history, last), refresh=True
                     )
+                stop_now = False
                 if callback is not None:
                     with _Agreed(self.comm, "fit() callback"):
-                        callback(epoch + 1, history)
+                        stop_now = callback(epoch + 1, history) is True
+                    if self.comm.Get_size() > 1:  # one rank's True stops every rank
+                        stop_now = bool(self.comm.allreduce(stop_now, op=MPI.LOR))
                 if checkpoint is not None:  # the state the next epoch starts from
                     save(epoch + 1, 0, rng.bit_generator.state, 0.0, 0.0)
-                    if self._stop_requested(stop):
+                    if stop is not None and self._stop_requested(stop):
                         raise TrainingInterrupted(self._stop_requested(stop), str(checkpoint), epoch + 1, 0)
+                if stop_now:
+                    break
         finally:
             if stop is not None:
                 stop.__exit__()
