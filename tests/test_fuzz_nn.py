@@ -638,3 +638,37 @@ def test_a_bad_input_on_one_rank_raises_on_every_rank(tmp_path_factory, cases):
             case,
             reports,
         )
+
+
+# --- multilevel strategies ----------------------------------------------------------------------------
+STRATEGY_ARGS = st.fixed_dictionaries(
+    {
+        "strategy": st.one_of(st.sampled_from(["single", "nested", "mgopt"]), st.sampled_from(["fast", 3, None, ""])),
+        "levels": st.one_of(st.none(), st.integers(-1, 6), st.sampled_from([2.0, True, "2", np.int64(2)])),
+        "depth": st.sampled_from([1, 2, 4, 6, 8]),
+        "mode": st.sampled_from(["serial", "exact", "one_shot"]),
+    }
+)
+
+
+@FUZZ
+@given(STRATEGY_ARGS)
+def test_strategy_arguments(args):
+    """Any strategy/levels either trains (finite loss, every level's history) or names the culprit."""
+    modes = {
+        "serial": None,
+        "exact": dict(max_levels=2, cfactor=2),
+        "one_shot": dict(max_levels=2, cfactor=2, one_shot=True, max_iter=2),
+    }
+    net = nn.ResNet(2, 3, args["depth"], 5, activation="tanh", seed=2)
+    kwargs = {"strategy": args["strategy"], "levels": args["levels"]}
+    try:
+        trainer = nn.Trainer(net, progress=False, layer_parallel=modes[args["mode"]], **kwargs)
+        history = trainer.fit(DATA.x_train[:8], DATA.y_train[:8], epochs=1, batch_size=4)
+    except (TypeError, ValueError) as exc:
+        text = str(exc)
+        assert "strategy" in text or "levels" in text or "depth" in text, (kwargs, args["depth"], text)
+        return
+    assert args["strategy"] in ("single", "nested", "mgopt")
+    assert history.loss and all(np.isfinite(history.loss)), history.loss
+    assert all(np.isfinite(p).all() for p in net.parameters().values())
