@@ -17,6 +17,7 @@ from mpi4py import MPI
 from torch.autograd.function import once_differentiable
 
 from .. import _core
+from .._options import core_options
 from ..errors import RemoteRankError, _Agreed
 from ..nn.trainer import ConvergenceWarning
 from ..solver import Solver, SolveResult
@@ -363,15 +364,19 @@ class LayerParallel(torch.nn.Module):
             max_iter = _positive_int("max_iter", max_iter)
             tol = None if tol is None else _tolerance("tol", tol)
             adjoint_tol = None if adjoint_tol is None else _tolerance("adjoint_tol", adjoint_tol)
-            extra = dict(solver_options or {})
             if not isinstance(solver_options, (dict, type(None))):
                 raise TypeError(f"solver_options must be a dict, got {type(solver_options).__name__}")
-            unknown = sorted(set(extra) - set(_PASS_THROUGH))
+            extra = dict(solver_options or {})
+            unknown = sorted(set(extra) - set(_PASS_THROUGH), key=repr)
             if unknown:
                 raise ValueError(
                     f"solver_options got {', '.join(map(repr, unknown))}; allowed: "
                     f"{', '.join(_PASS_THROUGH)} (LayerParallel sets the others)"
                 )
+            try:  # checked here by the Solver's own rules, not first at the first forward pass
+                core_options(extra)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"solver_options: {exc}") from None
             if depth + 1 < comm.Get_size():
                 raise ValueError(
                     f"depth={depth} gives {depth + 1} time points, fewer than the {comm.Get_size()} "
