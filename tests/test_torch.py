@@ -204,6 +204,13 @@ def _block(k):
         (dict(tol=-1), ValueError, "tol must be a finite number >= 0, got -1.0"),
         (dict(coarse="first"), ValueError, "coarse must be one of 'tstop', 'mean', got 'first'"),
         (dict(solver_options=dict(adjoint=True)), ValueError, "solver_options got 'adjoint'"),
+        (dict(solver_options=True), TypeError, "solver_options must be a dict, got bool"),
+        (dict(solver_options=dict(storage=-2)), ValueError, "solver_options: storage must be >= -1, got -2"),
+        (
+            dict(solver_options=dict(virtual_latency=1e-6)),
+            ValueError,
+            "solver_options: virtual_latency=1e-06 has no effect without virtual_time=True",
+        ),
         (dict(block=3), TypeError, "block must be a callable"),
         (dict(block=lambda k: "layer"), TypeError, r"block\(0\) must return a torch.nn.Module, got str"),
         (dict(comm="world"), TypeError, "comm must be an mpi4py.MPI.Comm"),
