@@ -736,15 +736,23 @@ class ResNet:
                     if lo == lay.hi and hi > lo:
                         right = first
             scale = c.smoothness / (self.h * self.h)
-            for j in range(len(mine)):
-                prev = mine[j - 1] if j > 0 else left
-                if prev is not None:  # the term (theta_k - theta_{k-1}) belongs to layer k's owner
-                    d = mine[j] - prev
-                    value += 0.5 * scale * float(np.dot(d, d))
-                    g[j] += scale * d
-                nxt = mine[j + 1] if j + 1 < len(mine) else right
-                if nxt is not None:
-                    g[j] -= scale * (nxt - mine[j])
+            if len(mine):
+                # Whole-array form of the per-layer loop (a Python loop cost ~23 ms per gradient at
+                # depth 1024). Row j of `diff` is theta_j - theta_{j-1} (the term belongs to layer j's
+                # owner; row 0 uses the left neighbour's last layer, if any). Each gradient entry gets
+                # the same two updates in the same order as before, so gradients are unchanged bit
+                # for bit; the value's per-layer squares come from one einsum (last-bit differences
+                # from np.dot per row are possible) and are summed in layer order.
+                previous = np.vstack([left[None, :] if left is not None else mine[:1], mine[:-1]])
+                diff = mine - previous
+                owned = slice(0 if left is not None else 1, None)
+                g[owned] += scale * diff[owned]
+                if len(mine) > 1:
+                    g[:-1] -= scale * diff[1:]
+                if right is not None:
+                    g[-1] -= scale * (right - mine[-1])
+                for square in np.einsum("ij,ij->i", diff[owned], diff[owned]).tolist():
+                    value += 0.5 * scale * square
         return value
 
     # -- files ------------------------------------------------------------------------
