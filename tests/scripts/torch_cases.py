@@ -44,6 +44,10 @@ def block_factory(kind: str, width: int = 3, dropout: float = 0.0, dtype=torch.f
             layers = [torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.BatchNorm2d(width), torch.nn.Tanh()]
         elif kind == "conv_relu":
             layers = [torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU()]
+        elif kind == "dense_tanh":  # one architecture, no buffers: batch_steps vmaps it
+            layers = [torch.nn.Linear(width, width), torch.nn.Tanh()]
+        elif kind == "mixed":  # one parameter layout, two activations: not one architecture
+            layers = [torch.nn.Linear(width, width), torch.nn.Tanh() if k % 2 else torch.nn.Softsign()]
         elif kind == "dense":
             layers = [
                 torch.nn.Linear(width, width),
@@ -142,3 +146,46 @@ def errors(kind: str, depth: int, nsteps: int = 1, T: float = 1.0, comm=None, dt
     if lp.last_backward is not None:
         out["iterations"] = [lp.last_forward.iterations, lp.last_backward.iterations]
     return out
+
+
+def run_layer_parallel(kind: str, depth: int, nsteps: int = 1, T: float = 1.0, comm=None, eval_mode=False, **options):
+    """LayerParallel(**options) trained ``nsteps`` passes on :func:`inputs`: (uT, u0.grad, {layer: grads}, app)."""
+    from mpi4py import MPI
+
+    from pyxbraid.torch import LayerParallel
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    dropout = options.pop("dropout", 0.0)
+    lp = LayerParallel(block_factory(kind, dropout=dropout), depth=depth, T=T, comm=comm, **options)
+    if eval_mode:
+        lp.eval()
+    u0, weight = inputs(kind)
+    x = u0.clone().requires_grad_(True)
+    for _ in range(nsteps):
+        lp.zero_grad(set_to_none=True)
+        x.grad = None
+        uT = lp(x)
+        loss_of(uT, weight).backward()
+    grads = {k: [p.grad.clone() for p in lp.layer(k).parameters()] for k in lp.owned_layers}
+    apps = [app for app, _ in lp._engines.values()]
+    return uT.detach(), x.grad.clone(), grads, apps
+
+
+def batch_vs_steps(kind: str, depth: int, nsteps: int = 1, T: float = 1.0, comm=None, **options):
+    """batch_steps=True against the per-step path: the largest relative differences (over ranks) and call counts."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    eval_mode = options.pop("eval_mode", False)
+    yb, gb, pb, apps = run_layer_parallel(kind, depth, nsteps, T, comm, eval_mode, batch_steps=True, **options)
+    ys, gs, ps, _ = run_layer_parallel(kind, depth, nsteps, T, comm, eval_mode, **options)
+    local = sum(float(g.norm()) ** 2 for gl in ps.values() for g in gl)
+    pnorm = comm.allreduce(local) ** 0.5
+    perr = max([float((a - b).norm()) for k in ps for a, b in zip(pb[k], ps[k], strict=True)], default=0.0)
+    return dict(
+        uT=float((yb - ys).norm() / ys.norm()),
+        u0_grad=float((gb - gs).norm() / gs.norm()),
+        params=comm.allreduce(perr, op=MPI.MAX) / pnorm,
+        vmapped=comm.allreduce(sum(a.vmapped_calls for a in apps)),
+        one_by_one=comm.allreduce(sum(a.one_by_one_calls for a in apps)),
+    )

@@ -9,6 +9,7 @@ one vector-Jacobian product.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -142,12 +143,18 @@ class LayerParallelApp(App):
     ) -> None:
         kept = self._graphs.get((status.level, status.tindex)) if self.lp.keep_graph else None
         entry = kept.pop() if kept else None  # this step's graph, if kept (popped even when unused)
+        self._adjoint(u, u_bar, status.tstart, status.tstop, status.level, entry)
+
+    def _adjoint(
+        self, u: np.ndarray, u_bar: np.ndarray, tstart: float, tstop: float, level: int, entry: tuple | None
+    ) -> None:
+        """One step's adjoint: ``u_bar += dt (dF/du)^T u_bar``, its parameters' part to the accumulators."""
         if not u_bar.any():  # a zero adjoint (the forward solve's): nothing to do
             return
         from ._layer_parallel import readonly_tensor
 
-        b, a = self._index(status.tstop), self._index(status.tstart)
-        dt = status.tstop - status.tstart
+        b, a = self._index(tstop), self._index(tstart)
+        dt = tstop - tstart
         bar = torch.from_numpy(u_bar)
         want_params = self.acc is not None
         u_t = readonly_tensor(u)
@@ -159,27 +166,34 @@ class LayerParallelApp(App):
                 self.kept_graph_misses += 1
             x = u_t.detach().requires_grad_(True)
             with torch.enable_grad():
-                y, targets, ks = self._evaluate(b, a, status.level, x, leaves=want_params)
+                y, targets, ks = self._evaluate(b, a, level, x, leaves=want_params)
         if not want_params:
             targets = []
         if not y.requires_grad:  # F_k depends neither on u nor on a parameter
             return
         got = torch.autograd.grad(y, [x, *targets], grad_outputs=bar, allow_unused=True)
         if want_params:
-            assert self.acc is not None
-            if ks is not None:  # coarse="mean": d(average)/d(theta_k) = 1 / len(ks)
-                share = dt / len(ks)
-                mine = dict(zip(self._coarse[(a, b)][1], got[1:], strict=True))
-                for k in ks:
-                    for n, acc in zip(self.names[k], self.acc[k], strict=True):
-                        if mine.get(n) is not None:
-                            acc.add_(mine[n], alpha=share)
-            else:
-                for acc, g in zip(self.acc[b - 1], got[1:], strict=True):
-                    if g is not None:
-                        acc.add_(g, alpha=dt)
+            # the names of the targets: mean's averaged tensors (all parameters) or the layer's trainable ones
+            names = list(self._coarse[(a, b)][1]) if ks is not None else self.names[b - 1]
+            self._add_gradients(b, dt, ks, dict(zip(names, got[1:], strict=True)))
         if got[0] is not None:
             bar.add_(got[0], alpha=dt)
+
+    def _add_gradients(self, b: int, dt: float, ks: list[int] | None, mine: dict[str, torch.Tensor | None]) -> None:
+        """Add the parameter gradients ``mine`` (by name) of the step ending at fine index b, times dt."""
+        assert self.acc is not None
+        if ks is not None:  # coarse="mean": d(average)/d(theta_k) = 1 / len(ks)
+            share = dt / len(ks)
+            for k in ks:
+                for n, acc in zip(self.names[k], self.acc[k], strict=True):
+                    g = mine.get(n)
+                    if g is not None:
+                        acc.add_(g, alpha=share)
+        else:
+            for n, acc in zip(self.names[b - 1], self.acc[b - 1], strict=True):
+                g = mine.get(n)
+                if g is not None:
+                    acc.add_(g, alpha=dt)
 
     def objective(self, u: np.ndarray, status: Any) -> float:
         # J = <g, u(T)> (reported as SolveResult.objective; the adjoint needs only its seed g).
@@ -202,3 +216,172 @@ class LayerParallelApp(App):
 
     def init_adjoint(self, t: float, u_bar: np.ndarray, status: Any) -> None:
         self.u0_bar = torch.from_numpy(np.array(u_bar))  # a copy: u_bar is engine memory
+
+
+class BatchedLayerParallelApp(LayerParallelApp):
+    """LayerParallel(batch_steps=True): the engine's groups of independent steps in one call each.
+
+    When this rank's blocks share one architecture (``LayerParallel.vmappable``),
+    a group's ``F`` is one ``torch.func.vmap`` of ``torch.func.functional_call``
+    over the rows' parameters, stacked (row ``i`` gets the parameters of the
+    layer that :meth:`LayerParallelApp._evaluate` would give its step: the
+    fine layer ending at its ``tstop``, or coarse="mean"'s average), and its
+    adjoint is one ``torch.func.vjp`` of that function; the parameter
+    gradients of the rows go to their layers as the per-step adjoint puts them.
+    Otherwise (BatchNorm in training mode, dropout, different blocks) the
+    rows are stepped one by one with the per-step code.
+    """
+
+    def __init__(self, lp: LayerParallel, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        super().__init__(lp, shape, dtype)
+        self._stack: dict[str, torch.Tensor] | None = None  # every owned layer's tensors, stacked by layer
+        self._template: torch.nn.Module | None = None
+        self.vmapped_calls = self.one_by_one_calls = 0  # grouped calls taken each way (primal and adjoint)
+
+    def begin(self, u0: np.ndarray, seed: np.ndarray | None) -> None:
+        super().begin(u0, seed)
+        self._stack = None  # the parameters may have changed since the last pass (an optimiser step)
+
+    def begin_gradient(self) -> list[torch.Tensor]:
+        self._stack = None
+        return super().begin_gradient()
+
+    # -- the rows' tensors -------------------------------------------------------------------------
+    def _stacked(self) -> dict[str, torch.Tensor]:
+        """Parameters and buffers of the owned layers, each stacked along a new first axis (layer order)."""
+        if self._stack is None:
+            owned = self.lp.owned_layers
+            tensors = [
+                dict(itertools.chain(m.named_parameters(), m.named_buffers()))
+                for m in (self.lp.layers[str(k)] for k in owned)
+            ]
+            with torch.no_grad():
+                self._stack = {n: torch.stack([t[n] for t in tensors]) for n in tensors[0]}
+            self._template = self.lp.layers[str(owned[0])]
+        return self._stack
+
+    def _row_tensors(self, bs: list[int], as_: list[int], level: int) -> dict[str, torch.Tensor]:
+        """Return the tensors each row's F uses, stacked by row (detached)."""
+        stack = self._stacked()
+        if level > 0 and self.lp.coarse == "mean":
+            avgs = [self._coarse_params(a, b)[1] for a, b in zip(as_, bs, strict=True)]
+            with torch.no_grad():
+                out = {n: torch.stack([avg[n] for avg in avgs]) for n in avgs[0]}
+            # buffers are not averaged (coarse="mean" replaces the parameters only): the tstop layer's
+            rows = torch.tensor([b - 1 - self.lp.owned_layers.start for b in bs])
+            out.update((n, v.index_select(0, rows)) for n, v in stack.items() if n not in out)
+            return out
+        rows = torch.tensor([b - 1 - self.lp.owned_layers.start for b in bs])
+        return {n: v.index_select(0, rows) for n, v in stack.items()}
+
+    def _batched_f(self) -> Any:
+        """F of one row as a function of (its parameters, its buffers, its state), vmapped over rows."""
+        self._stacked()  # (sets the template)
+        template = self._template
+        assert template is not None
+
+        def f(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(template, (params, buffers), (x,))
+
+        return torch.func.vmap(f)
+
+    def _split(self, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(parameters, buffers): only the parameters are differentiated (a buffer may be an integer counter)."""
+        assert self._template is not None
+        names = {n for n, _ in self._template.named_parameters()}
+        params = {n: v for n, v in tensors.items() if n in names}
+        return params, {n: v for n, v in tensors.items() if n not in names}
+
+    def _times(self, tstart: np.ndarray, tstop: np.ndarray) -> tuple[list[int], list[int], np.ndarray, torch.Tensor]:
+        """Per row: the fine indices b (tstop) and a (tstart), dt in float64, and dt as a tensor to scale rows by."""
+        bs = [self._index(t) for t in tstop.tolist()]
+        as_ = [self._index(t) for t in tstart.tolist()]
+        dt = tstop - tstart
+        # broadcast over the state's axes, in the states' dtype (add_ applies its alpha in that dtype too)
+        scale = torch.from_numpy(dt).to(self.torch_dtype).reshape(-1, *([1] * len(self.shape)))
+        return bs, as_, dt, scale
+
+    # -- callbacks -------------------------------------------------------------------------------
+    def step_batch(
+        self, u: np.ndarray, ustop: np.ndarray, fstop: Any, tstart: np.ndarray, tstop: np.ndarray, status: Any
+    ) -> None:
+        if not self.lp.vmappable():
+            self.one_by_one_calls += 1
+            self._rows_one_by_one(u, tstart, tstop, status.level)
+            return
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.step_batch(u, ustop, fstop, tstart, tstop, status)
+        self.vmapped_calls += 1
+        bs, as_, _, scale = self._times(tstart, tstop)
+        x = torch.from_numpy(u)
+        version = x._version
+        f = self._batched_f()
+        y = f(*self._split(self._row_tensors(bs, as_, status.level)), x)
+        if x._version != version:
+            raise RuntimeError(
+                "a block modified its input in place (an in-place operation such as ReLU(inplace=True) "
+                "applied to the block's input); F_k must not change u_k"
+            )
+        x.add_(y * scale)  # (not y.mul_: a block returning its input would get y is x)
+        return None
+
+    def _rows_one_by_one(self, u: np.ndarray, tstart: np.ndarray, tstop: np.ndarray, level: int) -> None:
+        """Take the rows' steps one by one as step does (keep_graph is refused with batch_steps: no graph kept)."""
+        with torch.no_grad():
+            for i in range(u.shape[0]):
+                b, a = self._index(float(tstop[i])), self._index(float(tstart[i]))
+                x = torch.from_numpy(u[i])
+                version = x._version
+                y = self._evaluate(b, a, level, x, leaves=False)[0]
+                if x._version != version:
+                    raise RuntimeError(
+                        f"block({b - 1}) modified its input in place (an in-place operation such as "
+                        "ReLU(inplace=True) applied to the block's input); F_k must not change u_k"
+                    )
+                x.add_(y, alpha=float(tstop[i] - tstart[i]))
+
+    def step_adjoint_batch(
+        self,
+        u: np.ndarray,
+        ustop: np.ndarray,
+        u_bar: np.ndarray,
+        ustop_bar: np.ndarray,
+        tstart: np.ndarray,
+        tstop: np.ndarray,
+        status: Any,
+    ) -> None:
+        # ustop_bar stays zero (as in step_adjoint): a step's result does not feed its own F
+        if not u_bar.any():  # the forward solve's zero adjoint: nothing to do
+            return
+        if not self.lp.vmappable():
+            self.one_by_one_calls += 1
+            for i in range(u.shape[0]):
+                self._adjoint(u[i], u_bar[i], float(tstart[i]), float(tstop[i]), status.level, None)
+            return
+        from ._layer_parallel import readonly_tensor
+
+        self.vmapped_calls += 1
+        bs, as_, dt, scale = self._times(tstart, tstop)
+        bar = torch.from_numpy(u_bar)
+        x = readonly_tensor(u).detach()
+        f = self._batched_f()
+        params, buffers = self._split(self._row_tensors(bs, as_, status.level))
+        if self.acc is not None:
+            pullback = torch.func.vjp(lambda p_, x_: f(p_, buffers, x_), params, x)[1]
+            g_params, g_x = pullback(bar)
+            self._accumulate(bs, as_, dt, status.level, g_params)
+        else:  # the state's adjoint only: the parameters are constants here
+            pullback = torch.func.vjp(lambda x_: f(params, buffers, x_), x)[1]
+            (g_x,) = pullback(bar)
+        bar.add_(g_x * scale)  # (not g_x.mul_: the pullback of an identity may hand back bar itself)
+
+    def _accumulate(
+        self, bs: list[int], as_: list[int], dt: np.ndarray, level: int, grads: dict[str, torch.Tensor]
+    ) -> None:
+        """Add each row's parameter gradients (times its dt) to its layer(s), as the per-step adjoint does."""
+        mean = level > 0 and self.lp.coarse == "mean"
+        for i, (b, a) in enumerate(zip(bs, as_, strict=True)):
+            ks = self._coarse_params(a, b)[0] if mean else None
+            # dt as the per-step path applies it: a float64 Python float as add_'s alpha
+            self._add_gradients(b, float(dt[i]), ks, {n: g[i] for n, g in grads.items()})

@@ -21,7 +21,7 @@ from .._options import core_options
 from ..errors import RemoteRankError, _Agreed
 from ..nn.trainer import ConvergenceWarning
 from ..solver import Solver, SolveResult
-from ._engine_app import LayerParallelApp
+from ._engine_app import BatchedLayerParallelApp, LayerParallelApp
 from ._serial import serial_backward, serial_forward
 
 __all__ = ["COARSE_POLICIES", "DEFAULT_TOLERANCES", "ENGINE_DTYPES", "MODES", "LayerParallel"]
@@ -105,6 +105,39 @@ def _tolerance(name: str, value: Any) -> float:
     if not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return value
+
+
+def _signature(module: torch.nn.Module) -> tuple | None:
+    """Describe what must agree between two blocks for one to run with the other's tensors (None: unknowable).
+
+    ``torch.func.functional_call`` runs one module's ``forward`` with another
+    block's parameters, so the blocks must agree in everything but the tensor
+    values: module classes and nesting, the public attributes a forward reads
+    (Conv2d's stride and padding, a user's ``self.scale``; compared by value),
+    parameter and buffer names, shapes and dtypes, and no hooks (the template
+    module's hooks would run in place of each block's own).
+    """
+    parts: list[Any] = []
+    for name, m in module.named_modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return None
+        attrs = tuple(sorted((k, v) for k, v in vars(m).items() if not k.startswith("_") and k != "training"))
+        parts.append((name, type(m), attrs))
+    parts.extend((n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in module.named_parameters())
+    parts.extend((n, tuple(b.shape), b.dtype) for n, b in module.named_buffers())
+    return tuple(parts)
+
+
+def _same_architecture(blocks: list[torch.nn.Module]) -> bool:
+    """Whether every block has the first one's :func:`_signature` (one architecture, so vmap-able together)."""
+    if not blocks:
+        return False
+    try:
+        first = _signature(blocks[0])
+        # (an attribute whose == is not a plain bool, an array say, raises here: not uniform)
+        return first is not None and all(bool(_signature(b) == first) for b in blocks[1:])
+    except Exception:
+        return False
 
 
 class _OwnedLayers(torch.nn.ModuleDict):
@@ -296,6 +329,7 @@ class LayerParallel(torch.nn.Module):
     coarse: str
     check_inputs: bool
     keep_graph: bool
+    batch_steps: bool
     layers: _OwnedLayers
     last_forward: SolveResult | None
     last_backward: SolveResult | None
@@ -317,6 +351,8 @@ class LayerParallel(torch.nn.Module):
     _block_params: list[torch.Tensor]
     _block_buffers: list[torch.Tensor]
     _any_stats: bool
+    _local_stats: bool
+    _uniform: bool
     _grad_params: list[torch.Tensor]
 
     def __init__(
@@ -337,6 +373,7 @@ class LayerParallel(torch.nn.Module):
         keep_graph: bool = False,
         solver_options: dict[str, Any] | None = None,
         check_inputs: bool = True,
+        batch_steps: bool = False,
     ) -> None:
         super().__init__()
         comm = MPI.COMM_WORLD if comm is None else comm
@@ -364,6 +401,14 @@ class LayerParallel(torch.nn.Module):
             max_iter = _positive_int("max_iter", max_iter)
             tol = None if tol is None else _tolerance("tol", tol)
             adjoint_tol = None if adjoint_tol is None else _tolerance("adjoint_tol", adjoint_tol)
+            if not isinstance(batch_steps, (bool, np.bool_)):
+                raise TypeError(f"batch_steps must be True or False, got {batch_steps!r}")
+            if batch_steps and keep_graph:
+                # keep_graph files each step's graph under its time index, which a grouped call has not
+                raise ValueError(
+                    "batch_steps=True and keep_graph=True cannot be combined (a kept graph belongs to one step); "
+                    "choose one"
+                )
             if not isinstance(solver_options, (dict, type(None))):
                 raise TypeError(f"solver_options must be a dict, got {type(solver_options).__name__}")
             extra = dict(solver_options or {})
@@ -387,6 +432,7 @@ class LayerParallel(torch.nn.Module):
         self.mode, self.coarse = mode, coarse
         self.check_inputs = bool(check_inputs)
         self.keep_graph = bool(keep_graph)
+        self.batch_steps = bool(batch_steps)
         self._rank, self._size = comm.Get_rank(), comm.Get_size()
         self._intervals = [tuple(_core.block_interval(depth + 1, self._size, r)) for r in range(self._size)]
         ilower, iupper = self._intervals[self._rank]
@@ -402,6 +448,7 @@ class LayerParallel(torch.nn.Module):
                     raise TypeError(f"block({k}) must return a torch.nn.Module, got {type(module).__name__}")
                 self.layers[str(k)] = module
         self._dtype = self._agreed_dtype()
+        self._uniform = _same_architecture([self.layers[str(k)] for k in self._owned])
         if self._dtype is not None and mode != "serial":  # (serial mode runs no engine: no tolerance)
             self._check_engine_dtype(self._dtype, "the blocks are")
             self._tolerances(self._dtype)
@@ -662,7 +709,19 @@ class LayerParallel(torch.nn.Module):
                 buffers.update((id(b), b) for b in own)
                 params.update((id(p), p) for p in m._parameters.values() if p is not None)
         self._block_params, self._block_buffers, self._random = list(params.values()), list(buffers.values()), random
+        self._local_stats = stats
         return stats
+
+    def vmappable(self) -> bool:
+        """Whether batch_steps may evaluate this rank's blocks under one ``torch.func.vmap`` (this pass).
+
+        Needs one architecture for all owned blocks (checked at construction)
+        and no block that updates buffers (BatchNorm in training mode: its
+        running statistics are written in place, per block) or draws random
+        numbers (active dropout: each layer's mask comes from its own seeded
+        generator); otherwise the grouped steps are taken one by one.
+        """
+        return self._uniform and not self._local_stats and not self._random
 
     # -- blocks ---------------------------------------------------------------------------
 
@@ -783,7 +842,8 @@ class LayerParallel(torch.nn.Module):
             self._engines.move_to_end(key)
             return self._engines[key]
         tol, adjoint_tol = self._tolerances(dtype)
-        app = LayerParallelApp(self, shape, dtype)
+        # (the engine groups steps only for an App class that defines step_batch)
+        app = (BatchedLayerParallelApp if self.batch_steps else LayerParallelApp)(self, shape, dtype)
         opts = dict(self._options)
         if self.mode == "one_shot" and adjoint:  # a fixed number of iterations
             opts.update(abs_tol=0.0, abs_tol_adjoint=0.0)
