@@ -100,6 +100,15 @@ def test_hyperparameters_and_hooks_are_part_of_the_architecture():
         return m
 
     assert not LayerParallel(hooked, depth=4, batch_steps=True)._uniform
+
+    def backward_hooked(k):
+        torch.manual_seed(k)
+        m = torch.nn.Linear(2, 2).double()
+        if k == 2:
+            m.register_full_backward_hook(lambda mod, gin, gout: None)
+        return m
+
+    assert not LayerParallel(backward_hooked, depth=4, batch_steps=True)._uniform
     assert LayerParallel(cases.block_factory("dense_tanh"), depth=4, batch_steps=True)._uniform
 
 

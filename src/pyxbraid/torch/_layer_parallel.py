@@ -114,12 +114,13 @@ def _signature(module: torch.nn.Module) -> tuple | None:
     block's parameters, so the blocks must agree in everything but the tensor
     values: module classes and nesting, the public attributes a forward reads
     (Conv2d's stride and padding, a user's ``self.scale``; compared by value),
-    parameter and buffer names, shapes and dtypes, and no hooks (the template
-    module's hooks would run in place of each block's own).
+    parameter and buffer names, shapes and dtypes, and no module hooks, forward
+    or backward (the template module's hooks would run in place of each
+    block's own).
     """
     parts: list[Any] = []
     for name, m in module.named_modules():
-        if m._forward_hooks or m._forward_pre_hooks:
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
             return None
         attrs = tuple(sorted((k, v) for k, v in vars(m).items() if not k.startswith("_") and k != "training"))
         parts.append((name, type(m), attrs))
