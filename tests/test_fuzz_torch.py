@@ -50,6 +50,7 @@ ARGUMENTS = {
     "adjoint_tol": st.one_of(st.none(), st.floats(-1e-3, 1e-2)),
     "coarse": st.sampled_from(["tstop", "mean", "first"]),
     "keep_graph": st.booleans(),
+    "batch_steps": st.booleans(),
     "solver_options": st.one_of(
         st.none(),
         st.fixed_dictionaries({}, optional={"storage": st.integers(-2, 2), "cwt": st.floats(-1.0, 2.0)}),
