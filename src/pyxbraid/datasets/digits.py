@@ -55,7 +55,8 @@ def _load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     except ImportError as exc:
         raise ImportError(
             "pyxbraid.datasets.digits() reads the 8x8 digits bundled with scikit-learn, which is not installed: "
-            "pip install scikit-learn"
+            "pip install scikit-learn",
+            name="sklearn",  # what is missing, for code that checks ImportError.name
         ) from exc
     bunch = load_digits()
     return np.asarray(bunch.images), np.asarray(bunch.target)

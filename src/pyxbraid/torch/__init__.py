@@ -30,7 +30,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(
         "pyxbraid.torch needs PyTorch, which is an optional dependency: "
-        'pip install "pyxbraid[torch]" (or pip install torch)'
+        'pip install "pyxbraid[torch]" (or pip install torch)',
+        name="torch",  # what is missing, for code that checks ImportError.name
     ) from exc
 
 from ..nn.trainer import ConvergenceWarning
