@@ -329,6 +329,18 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _write_metrics(comm: Any, path: str | Path, metrics: dict[str, Any]) -> None:
+    """Write ``metrics`` as strict JSON to ``path`` from rank 0, atomically (collective: failures raise everywhere)."""
+    text = json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n"
+
+    def write(fh: Any) -> None:
+        fh.write(text.encode())
+
+    with _Agreed(comm, "--metrics file"):
+        if comm.Get_rank() == 0:
+            atomic_write(path, write)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pyxbraid-train`` with the arguments ``argv`` (default: the command line's); return the exit status.
 
@@ -604,14 +616,7 @@ def _run(
             settings=settings,
             history=history.as_dict(),
         )
-        text = json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n"
-
-        def write(fh: Any) -> None:
-            fh.write(text.encode())
-
-        with _Agreed(comm, "--metrics file"):
-            if rank == 0:
-                atomic_write(args.metrics, write)
+        _write_metrics(comm, args.metrics, metrics)
         written.append(Path(args.metrics))
     if rank == 0:
         if args.target_accuracy is not None:

@@ -18,7 +18,6 @@ and chains the three backward passes by hand: the same gradients as one
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -245,7 +244,7 @@ def fit(
 
 def run(comm: Any, settings: Settings, out: Path, metrics_path: str | None, plots: bool, progress: bool) -> int:
     """Train and write the outputs; the outputs were checked by the caller (collective)."""
-    from ..train import _json_safe
+    from ..train import _write_metrics
 
     rank, size = comm.Get_rank(), comm.Get_size()
     torch.set_num_threads(settings.threads)
@@ -314,14 +313,7 @@ def run(comm: Any, settings: Settings, out: Path, metrics_path: str | None, plot
             ),
             history=history.as_dict(),
         )
-        text = json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n"
-
-        def write(fh: Any) -> None:
-            fh.write(text.encode())
-
-        with _Agreed(comm, "--metrics file"):
-            if rank == 0:
-                atomic_write(metrics_path, write)
+        _write_metrics(comm, metrics_path, metrics)
         written.append(Path(metrics_path))
     with _Agreed(comm, "output"):
         if rank == 0:
