@@ -178,3 +178,49 @@ class Ex06(Ex01):
     @staticmethod
     def exact(t):
         return (1.0 / 16.0) * (-4.0 * t + 11.0 * math.exp(-4.0 * t) + 5.0)
+
+
+class Bdf2(xb.App):
+    """XBraid's ex-01-expanded-bdf2: u' = lam u by variable-step BDF2 through shell vectors.
+
+    Each XBraid point carries two solution values: ``u = [y(t_n + dt0/2), y(t_n)]`` and
+    its shell ``[t_n + dt0/2, t_n]`` (the example's ``yprev`` / ``tprev``), with
+    ``dt0 = (tstop - tstart) / ntime`` on every level. The step reads its target times
+    from ``ustop.shell`` (also where the target point keeps only a shell) and ignores
+    ``status``'s times, as the example does. Norm: the Euclidean norm of both values.
+    """
+
+    def __init__(self, tstart, tstop, ntime, lam=-1.0):
+        super().__init__(shape=(2,), shell_shape=(2,))
+        self.lam = lam
+        self.dt = (tstop - tstart) / ntime
+        self.syncs = []  # no sync (the replay gathers this list)
+
+    def _bdf2(self, t0, t1, t2, y1, y2):
+        h0 = t0 - t1
+        rho = h0 / (t1 - t2)
+        c0 = (2 * rho + 1) / (rho + 1) - self.lam * h0
+        return (rho + 1) / c0 * y1 - (rho * rho / (rho + 1)) / c0 * y2
+
+    def init(self, t, u):
+        self.init_shell(t, u.shell)
+        if t == 0.0:
+            u[1] = 1.0
+            u[0] = math.exp(self.lam * 0.5 * self.dt)
+        else:
+            u[:] = 0.456
+
+    def init_shell(self, t, shell):
+        shell[1] = t
+        shell[0] = t + 0.5 * self.dt
+
+    def step(self, u, ustop, fstop, status):
+        ts, tu, y = ustop.shell, u.shell, u
+        new_y2 = self._bdf2(ts[1], tu[0], tu[1], y[0], y[1])
+        new_y1 = self._bdf2(ts[0], ts[1], tu[0], new_y2, y[0])
+        u.shell[:] = ts
+        u[0] = new_y1
+        u[1] = new_y2
+
+    def spatial_norm(self, u):
+        return math.sqrt(u[0] ** 2 + u[1] ** 2)

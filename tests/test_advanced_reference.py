@@ -15,7 +15,7 @@ import pytest
 from mpi4py import MPI
 
 RUNNER = Path(__file__).resolve().parent / "scripts" / "advanced_runner.py"
-FEATURES = {"full_rnorm_sync": ["full_rnorm", "full_rnorm_sync", "sync"], "periodic": ["periodic"]}
+FEATURES = {"full_rnorm_sync": ["full_rnorm", "full_rnorm_sync", "sync"], "periodic": ["periodic"], "shell": ["shell"]}
 ONE_RANK = [r for r in ac.load_runs(nprocs=1) if r["feature"] in sum(FEATURES.values(), [])]
 
 
@@ -32,7 +32,7 @@ def test_runs_two_ranks(mpirun, feature):
     assert ranks[0]["mismatches"] == []
 
 
-PUBLIC = {"f_full_rnorm_and_sync": "ex-03", "c_periodic": "ex-01-expanded"}
+PUBLIC = {"f_full_rnorm_and_sync": "ex-03", "c_periodic": "ex-01-expanded", "g_bdf2_shell": "ex-01-expanded-bdf2"}
 
 
 @pytest.mark.parametrize("feature", sorted(PUBLIC))
@@ -43,6 +43,16 @@ def test_public_runs(feature):
     for run in runs:
         run = dict(run, program=run["example"])
         assert ac.compare(run, ac.execute(run, MPI.COMM_SELF)) == []
+
+
+def test_public_shell_run_two_ranks(mpirun):
+    # The public run 47 (recorded on 1 rank) replayed on 2 ranks: the same numbers.
+    runs = ac.public_runs("g_bdf2_shell")
+    if not runs:
+        pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
+    ranks = mpirun.json(str(RUNNER), 2, timeout=300, args=["public=g_bdf2_shell"])
+    assert ranks[0]["checked"] == [r["id"] for r in runs]
+    assert ranks[0]["mismatches"] == []
 
 
 def test_periodic_odd_level_deviation():

@@ -200,6 +200,45 @@ def test_app_shapes(shape):
     np.testing.assert_array_equal(solver.state_at(4), np.full(app.shape, 0.5**4))
 
 
+class DeclaredShell(Declared):
+    def __init__(self, shell_shape):
+        xb.App.__init__(self, shape=(2,), shell_shape=shell_shape)
+
+    def init(self, t, u):
+        u[...] = 1.0
+        u.shell[...] = t
+
+    def init_shell(self, t, shell):
+        shell[...] = t
+
+    def step(self, u, ustop, fstop, status):
+        u *= 0.5
+        u.shell = ustop.shell
+
+
+@FUZZ
+@given(shapes, st.sampled_from([-1, 0, 1]), st.integers(1, 3))
+def test_app_shell_shapes(shell_shape, storage, max_levels):
+    try:
+        app = DeclaredShell(shell_shape)
+    except (TypeError, ValueError) as exc:
+        assert "shell_shape" in str(exc), str(exc)
+        return
+    if shell_shape is None:  # no shells: a plain app
+        assert app.shell_shape is None
+        return
+    assert all(isinstance(d, int) and d >= 1 for d in app.shell_shape)
+    if math.prod(app.shell_shape) > 2**16:
+        return
+    solver = xb.Solver(app, 0.0, 1.0, 4, comm=COMM, max_levels=max_levels, storage=storage)
+    solver.solve()
+    np.testing.assert_array_equal(solver.state_at(4), np.full(2, 0.5**4))
+    # every point's shell is its time: init_shell's, carried by the steps (ustop.shell)
+    assert solver.local_shells().shape == (5, *app.shell_shape)
+    for i, t in enumerate(solver.times):
+        assert np.all(solver.shell_at(i) == t)
+
+
 # Callbacks that misbehave: what they do -> (exception type, text the message must contain).
 MISBEHAVIOUR = {
     "step returns a new array": ("step", lambda u: u * 2.0, TypeError, "must update its array argument in place"),

@@ -20,7 +20,7 @@ from . import (  # noqa: E402
     nn,  # noqa: E402  (after Solver: nn builds on it)
     testing,
 )
-from .app import App, NativeApp  # noqa: E402
+from .app import App, NativeApp, ShellState  # noqa: E402
 from .errors import (  # noqa: E402
     CallbackError,
     DivergenceError,
@@ -43,6 +43,7 @@ __all__ = [
     "RemoteRankError",
     "SolveResult",
     "Solver",
+    "ShellState",
     "SolverStateError",
     "Status",
     "apps",

@@ -351,6 +351,13 @@ CALLBACKS: tuple[Callback, ...] = (
         optional=False,
     ),
     Callback(
+        "init_shell",
+        "init_shell(t, shell)",
+        "fill the shell of a point that keeps only a shell (apps with shell_shape)",
+        "braid_PtFcnSInit",
+        counter="init_shell",
+    ),
+    Callback(
         "step",
         "step(u, ustop, fstop, status)",
         "advance u in place from status.tstart to status.tstop",

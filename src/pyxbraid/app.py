@@ -11,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ._core import Status
 
-__all__ = ["App", "NativeApp"]
+__all__ = ["App", "NativeApp", "ShellState"]
 
 
 def _as_shape(shape: Any) -> tuple[int, ...]:
@@ -41,6 +41,50 @@ def _as_state_dtype(dtype: Any) -> np.dtype:
     if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
         raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
     return dt
+
+
+def _as_shell_shape(shell_shape: Any) -> tuple[int, ...]:
+    """Check ``shell_shape`` as a shape, the errors naming ``shell_shape``."""
+    try:
+        return _as_shape(shell_shape)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(str(exc).replace("shape", "shell_shape", 1)) from None
+
+
+class ShellState(np.ndarray):
+    """A state array that carries its shell (apps with ``shell_shape``).
+
+    The engine hands callbacks of an :class:`App` with ``shell_shape`` its
+    states as this numpy subclass: ``u`` is the state as usual and ``u.shell``
+    a float64 array of ``app.shell_shape`` over the point's shell (XBraid's
+    shell vectors: per-point metadata such as the time values of a multistep
+    method, copied with the state, never summed or normed). ``u.shell`` is
+    writable where ``u`` is (``init``, ``step``'s ``u``) and read-only where
+    ``u`` is (``ustop``, ``access``, ...). ``u.shell = values`` copies the values
+    in (same shape, real numbers). Arrays computed from a state (``u * 2``,
+    slices) carry no shell.
+    """
+
+    _shell: np.ndarray | None = None
+
+    @property
+    def shell(self) -> np.ndarray:
+        """The point's shell (float64, shape ``app.shell_shape``)."""
+        if self._shell is None:
+            raise AttributeError("this array carries no shell (only the states a callback receives do)")
+        return self._shell
+
+    @shell.setter
+    def shell(self, value: Any) -> None:
+        target = self.shell
+        if not target.flags.writeable:
+            raise ValueError("this state's shell is read-only (ustop and the states of access, norm, ... are inputs)")
+        values = np.asarray(value)
+        if values.dtype.kind not in "fiub":
+            raise TypeError(f"shell values must be real numbers (float64), got dtype {values.dtype}")
+        if values.shape != target.shape:
+            raise ValueError(f"shell must have the app's shell_shape {target.shape}, got shape {values.shape}")
+        target[...] = values
 
 
 class App:
@@ -73,6 +117,18 @@ class App:
         type and hands callbacks arrays of it. Norms and reductions accumulate
         in float64 either way. float32 halves the memory of stored states
         (e.g. for a float32 PyTorch model); XBraid's numbers are float64.
+    shell_shape : int or tuple of int, optional
+        Shape of a float64 *shell* kept with every time point (XBraid's
+        braid_SetShell): metadata such as the times a variable-step multistep
+        method needs, copied with its state (also in MPI messages, restriction,
+        interpolation and the solution), never summed or normed, and kept at
+        every point even where ``storage`` drops the state. Callbacks then
+        receive states as :class:`ShellState` arrays carrying ``u.shell``;
+        ``init`` fills ``u`` and ``u.shell``, :meth:`init_shell` fills the
+        points that keep only a shell (the fine F-points with ``storage=-1``),
+        and ``step`` reads the target point's shell as ``ustop.shell``. See
+        :doc:`/guide/shells`. Not combinable with ``adjoint=True`` (as in
+        XBraid) or :meth:`step_batch`.
 
     Examples
     --------
@@ -94,9 +150,12 @@ class App:
     4
     """
 
-    def __init__(self, shape: int | Sequence[int], dtype: Any = np.float64) -> None:
+    def __init__(
+        self, shape: int | Sequence[int], dtype: Any = np.float64, shell_shape: int | Sequence[int] | None = None
+    ) -> None:
         self.shape = _as_shape(shape)
         self.dtype = _as_state_dtype(dtype)
+        self.shell_shape: tuple[int, ...] | None = None if shell_shape is None else _as_shell_shape(shell_shape)
 
     def init(self, t: float, u: np.ndarray) -> None:
         """Fill ``u`` with the initial condition (t = tstart) or an initial guess.
@@ -110,6 +169,22 @@ class App:
         """
         raise NotImplementedError
 
+    def init_shell(self, t: float, shell: np.ndarray) -> None:
+        """Fill the shell of a point that keeps only a shell (apps with ``shell_shape``; XBraid's SInit).
+
+        Called instead of :meth:`init` at the fine points whose state is not
+        stored (every point but the C-points with the default ``storage=-1``),
+        in increasing index order together with :meth:`init`.
+
+        Parameters
+        ----------
+        t : float
+            Time of the point.
+        shell : numpy.ndarray
+            Writable float64 view of shape ``self.shell_shape`` (out).
+        """
+        raise NotImplementedError
+
     def step(self, u: np.ndarray, ustop: np.ndarray, fstop: np.ndarray | None, status: Status) -> None:
         """Advance ``u`` in place from ``status.tstart`` to ``status.tstop``.
 
@@ -119,7 +194,10 @@ class App:
             State at ``status.tstart`` on entry, at ``status.tstop`` on exit (in/out).
         ustop : numpy.ndarray
             Read-only guess of the result (useful as an initial iterate for
-            implicit solvers). May be the same array as ``u``.
+            implicit solvers). May be the same array as ``u``. With
+            ``shell_shape``, ``ustop.shell`` is the target point's shell, also
+            where the point keeps only a shell (its values are then the guess
+            used without shells: ``u``'s on the fine level).
         fstop : numpy.ndarray or None
             Read-only FAS right-hand side to add to the step equation; passed
             only in user residual mode (when :meth:`residual` is defined),

@@ -14,7 +14,7 @@ from . import _core
 from ._mpi_guard import load_mpi
 from ._options import OPTION_NAMES, as_int, core_options, describe_options
 from ._options import as_finite as _finite
-from .app import App, NativeApp, _as_shape, _as_state_dtype
+from .app import App, NativeApp, ShellState, _as_shape, _as_shell_shape, _as_state_dtype
 from .errors import _Agreed
 
 __all__ = ["SolveResult", "Solver"]
@@ -184,6 +184,7 @@ class Solver:
                 app, tstart, tstop, ntime, times, comm, **{k: v for k, v in args.items() if k in OPTION_NAMES}
             )
         native, self._shape, grid, tstart_v, tstop_v, ntime_v, opt = built
+        self._shell_shape: tuple[int, ...] | None = getattr(app, "shell_shape", None) if isinstance(app, App) else None
         self._options = opt
         try:
             self._engine = _core.Engine(native, comm, tstart_v, tstop_v, ntime_v, grid, opt)
@@ -351,6 +352,7 @@ class Solver:
                 f"{name} defines step_adjoint_batch but not step_batch: the adjoint groups the steps "
                 "that step_batch grouped (define both, or neither)"
             )
+        Solver._set_shell(native, app, adjoint)
         if app._overrides("sync"):
             native.set_sync(app.sync)
         if app._overrides("step_batch"):
@@ -371,6 +373,27 @@ class Solver:
                 get("init_adjoint"),
             )
         return native, tuple(app.shape)
+
+    @staticmethod
+    def _set_shell(native: Any, app: App, adjoint: bool) -> None:
+        """Shells (``App(shell_shape=...)``, XBraid's braid_SetShell) and what they exclude."""
+        shell_shape = getattr(app, "shell_shape", None)
+        if shell_shape is None:
+            return
+        name = type(app).__name__
+        shell_shape = _as_shell_shape(shell_shape)
+        if not app._overrides("init_shell"):
+            raise TypeError(
+                f"{name} has shell_shape={shell_shape} and must implement init_shell() (see pyxbraid.App.init_shell)"
+            )
+        if adjoint:
+            raise ValueError(f"adjoint=True cannot be combined with shells ({name}.shell_shape), as in XBraid")
+        if app._overrides("step_batch"):
+            raise TypeError(
+                f"{name} defines step_batch and has shell_shape={shell_shape}: grouped steps do not carry "
+                "shells (define one or the other)"
+            )
+        native.set_shell(list(shell_shape), app.init_shell, ShellState)
 
     # -- running -------------------------------------------------------------------
     def solve(self) -> SolveResult:
@@ -471,6 +494,7 @@ class Solver:
         >>> bool(np.array_equal(ra.residual_norms, rb.residual_norms))
         True
         """
+        self._refuse_shells("iterate()")
         indices, states, adjoint, rnorm0, rnorm0_adjoint = self._engine.iterate()
         shape = (-1, *self._shape)
         return {
@@ -489,6 +513,7 @@ class Solver:
         iterate of a solver with another ``cfactor``). No communication: call
         it on every rank before the next :meth:`solve`.
         """
+        self._refuse_shells("set_iterate()")
         try:
             indices = np.asarray(iterate["indices"])
             states = np.ascontiguousarray(iterate["states"], dtype=self._engine.dtype)
@@ -526,15 +551,54 @@ class Solver:
         Returns
         -------
         numpy.ndarray
-            A copy of shape ``app.shape``.
+            A copy of shape ``app.shape``; for an app with ``shell_shape`` a
+            :class:`ShellState` whose ``.shell`` is a copy of the point's shell.
         """
+        i = self._fine_index(index)
+        if self._shell_shape is None:
+            return self._engine.state_at(i).reshape(self._shape)
+        state, shell = self._engine.state_and_shell_at(i)
+        out = state.reshape(self._shape).view(ShellState)
+        out._shell = shell.reshape(self._shell_shape)
+        return out
+
+    def shell_at(self, index: int) -> np.ndarray:
+        """Return the shell at fine time index ``index``, on every rank (apps with ``shell_shape``; collective).
+
+        The same as ``state_at(index).shell``: a float64 copy of shape ``app.shell_shape``.
+        """
+        if self._shell_shape is None:
+            raise ValueError(f"{type(self._app).__name__} has no shells (App(shell_shape=...) not given)")
+        return self._engine.state_and_shell_at(self._fine_index(index))[1].reshape(self._shell_shape)
+
+    def _fine_index(self, index: int) -> int:
         n = self._engine.ntime
         i = as_int("index", index)
         if i < 0:
             i += n + 1
         if not 0 <= i <= n:
             raise IndexError(f"index must be in [-{n + 1}, {n}], got {index}")
-        return self._engine.state_at(i).reshape(self._shape)
+        return i
+
+    def local_shells(self) -> np.ndarray:
+        """Return this rank's fine-grid shells, indices ``ilower .. iupper`` (apps with ``shell_shape``; collective).
+
+        Returns
+        -------
+        numpy.ndarray
+            A float64 copy of shape ``(iupper - ilower + 1, *app.shell_shape)``,
+            row ``k`` the shell of the state ``local_states()[k]``.
+        """
+        if self._shell_shape is None:
+            raise ValueError(f"{type(self._app).__name__} has no shells (App(shell_shape=...) not given)")
+        return self._engine.local_shells().reshape((-1, *self._shell_shape))
+
+    def _refuse_shells(self, what: str) -> None:
+        if self._shell_shape is not None:
+            raise NotImplementedError(
+                f"{what} is not available for apps with shells ({type(self._app).__name__}.shell_shape="
+                f"{self._shell_shape}): an iterate would have to carry the shells of the unstored points"
+            )
 
     def gradient(self, reduce: bool = True) -> Any:
         """Return the gradient of the objective with respect to the design.

@@ -1,7 +1,9 @@
 """Replay the recorded XBraid runs of the advanced features on this job's ranks.
 
 Usage: ``advanced_runner.py FEATURE [FEATURE ...]``: every run of those features
-recorded with as many ranks as this job has. Each rank reports the mismatches
+recorded with as many ranks as this job has; ``public=FEATURE`` adds the public runs
+(../shared/data) of that feature, whatever their rank count (the numbers do not depend
+on it for these problems). Each rank reports the mismatches
 (rank 0 compares; the others report an empty list) and the ids it checked.
 """
 
@@ -16,6 +18,9 @@ import advanced_cases as ac  # noqa: E402
 
 comm = MPI.COMM_WORLD
 runs = [r for r in ac.load_runs(nprocs=comm.Get_size()) if r["feature"] in sys.argv[1:]]
+for arg in sys.argv[1:]:
+    if arg.startswith("public="):
+        runs += [dict(r, program=r["example"]) for r in ac.public_runs(arg.removeprefix("public="))]
 bad = []
 for run in runs:
     got = ac.execute(run, comm)

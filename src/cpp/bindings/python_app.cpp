@@ -143,7 +143,7 @@ int PyApp::traverse(visitproc visit, void* arg) const {
     // methods); the views and the status object refer to nothing.
     for (const py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
                                 &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_,
-                                &step_batch_, &step_adjoint_batch_, &sync_})
+                                &step_batch_, &step_adjoint_batch_, &sync_, &init_shell_, &state_type_})
         Py_VISIT(o->ptr());
     return 0;
 }
@@ -154,7 +154,7 @@ void PyApp::clear_references() {
     // cleared engine is ever asked anything.
     for (py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
                           &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_,
-                          &step_batch_, &step_adjoint_batch_, &sync_})
+                          &step_batch_, &step_adjoint_batch_, &sync_, &init_shell_, &state_type_})
         *o = py::none();
 }
 
@@ -189,7 +189,72 @@ PyObject* PyApp::rows_view(CVec data, std::size_t rows, bool writable, bool elem
     return arr;
 }
 
+void PyApp::set_shell(std::vector<Py_ssize_t> shell_shape, py::object init_shell, py::object state_type) {
+    std::size_t m = 1;
+    for (Py_ssize_t d : shell_shape) {
+        if (d < 1) throw py::value_error("shell_shape entries must be integers >= 1");
+        m *= static_cast<std::size_t>(d);
+    }
+    if (shell_shape.empty()) throw py::value_error("shell_shape must have at least one dimension");
+    if (!PyType_Check(state_type.ptr()) ||
+        !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(state_type.ptr()), &PyArray_Type))
+        throw py::type_error("state_type must be a subclass of numpy.ndarray");
+    shell_shape_ = std::move(shell_shape);
+    shell_size_ = m;
+    init_shell_ = std::move(init_shell);
+    state_type_ = std::move(state_type);
+}
+
+namespace {
+/// Give `arr` (a new array) `owner` as base; `arr` is released on failure.
+PyObject* with_base(PyObject* arr, PyObject* owner) {
+    if (arr == nullptr) throw py::error_already_set();
+    if (owner == nullptr) return arr;
+    Py_INCREF(owner);
+    if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(arr), owner) < 0) {
+        Py_DECREF(arr);
+        throw py::error_already_set();
+    }
+    return arr;
+}
+}  // namespace
+
+PyObject* PyApp::shell_view(CVec data, bool writable) const {
+    PyObject* arr =
+        PyArray_NewFromDescr(&PyArray_Type, PyArray_DescrFromType(NPY_FLOAT64), static_cast<int>(shell_shape_.size()),
+                             const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shell_shape_.data())), nullptr,
+                             const_cast<std::byte*>(data), writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
+    return with_base(arr, memory_owner_.ptr());
+}
+
+PyObject* PyApp::shell_state_view(CVec data, bool writable) const {
+    // Not recycled: the shell is an attribute of the array object (a few
+    // microseconds per callback, only for apps with shells).
+    static PyObject* const shell_name = PyUnicode_InternFromString("_shell");
+    PyArray_Descr* descr = PyArray_DescrFromType(dtype_ == DType::float32 ? NPY_FLOAT32 : NPY_FLOAT64);
+    PyObject* arr = with_base(
+        PyArray_NewFromDescr(reinterpret_cast<PyTypeObject*>(state_type_.ptr()), descr, static_cast<int>(shape_.size()),
+                             const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shape_.data())), nullptr,
+                             const_cast<std::byte*>(data), writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr),
+        memory_owner_.ptr());
+    PyObject* shell = nullptr;
+    try {
+        shell = shell_view(data + shell_offset(size_, dtype_), writable);
+    } catch (...) {
+        Py_DECREF(arr);
+        throw;
+    }
+    const int failed = PyObject_SetAttr(arr, shell_name, shell);
+    Py_DECREF(shell);
+    if (failed != 0) {
+        Py_DECREF(arr);
+        throw py::error_already_set();
+    }
+    return arr;
+}
+
 PyObject* PyApp::recycled_view(PyObject*& slot, CVec data, bool writable) const {
+    if (shell_size_ > 0) return shell_state_view(data, writable);  // the caller's ViewRef releases it
     if (slot != nullptr && Py_REFCNT(slot) == 1) {
         auto* fields = reinterpret_cast<PyArrayObject_fields*>(slot);
         // Reuse only an untouched view: same shape and flags as we made it.
@@ -265,6 +330,16 @@ void PyApp::init_any(double t, Vec u) {
     Ref res(PyObject_Vectorcall(init_.ptr(), args, 2, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
     check_in_place("init", res.p, uv.p);
+}
+
+void PyApp::init_shell_any(double t, Vec u) {
+    Ref sv(shell_view(u + shell_offset(size_, dtype_), true));
+    Ref tv(PyFloat_FromDouble(t));
+    if (tv.p == nullptr) throw py::error_already_set();
+    PyObject* args[] = {tv.p, sv.p};
+    Ref res(PyObject_Vectorcall(init_shell_.ptr(), args, 2, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+    check_in_place("init_shell", res.p, sv.p);
 }
 
 void PyApp::step_any(Vec u, CVec ustop, CVec fstop, const Status& st) {

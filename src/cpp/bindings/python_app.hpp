@@ -39,12 +39,19 @@ public:
     }
     /// The app's sync (None: not called).
     void set_sync(pybind11::object sync) { sync_ = std::move(sync); }
+    /// Shells (XBraid's braid_SetShell; before the engine is built): their
+    /// shape, the app's init_shell and the ndarray subclass whose instances
+    /// carry a shell (pyxbraid.app.ShellState: states are handed out as it,
+    /// with the shell as attribute `_shell`).
+    void set_shell(std::vector<Py_ssize_t> shell_shape, pybind11::object init_shell, pybind11::object state_type);
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
     DType dtype() const override { return dtype_; }
     std::string name() const override { return name_; }
     void init_any(double t, Vec u) override;
+    std::size_t shell_size() const override { return shell_size_; }
+    void init_shell_any(double t, Vec u) override;
     void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) override;
     bool has_step_batch() const override { return !step_batch_.is_none(); }
     void step_batch_any(Vec u, CVec ustop, CVec fstop, const StepRows& rows, const Status& st) override;
@@ -83,6 +90,11 @@ public:
 
 private:
     PyObject* view(CVec data, bool writable) const;
+    /// Apps with shells: a new state array of the ShellState type carrying
+    /// its shell (both with the engine's storage as base).
+    PyObject* shell_state_view(CVec data, bool writable) const;
+    /// A new float64 array of shell_shape over `data`, with the engine's storage as base.
+    PyObject* shell_view(CVec data, bool writable) const;
     /// A new (rows, *shape) view of engine memory with the engine's storage as
     /// base (a kept one stays valid); `element_shape` false: a (rows,) float64 view.
     PyObject* rows_view(CVec data, std::size_t rows, bool writable, bool element_shape = true) const;
@@ -98,13 +110,16 @@ private:
                      step_adjoint_ = pybind11::none(), reset_gradient_ = pybind11::none(),
                      postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none(),
                      init_adjoint_ = pybind11::none(), step_batch_ = pybind11::none(),
-                     step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none();
+                     step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none(), init_shell_ = pybind11::none(),
+                     state_type_ = pybind11::none();
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,
                                    nullptr};  ///< recycled views: u (rw), ustop (ro), fstop (ro), bar (rw), bar2 (rw)
     std::vector<Py_ssize_t> shape_;
     std::size_t size_ = 1;
+    std::vector<Py_ssize_t> shell_shape_;
+    std::size_t shell_size_ = 0;
     DType dtype_ = DType::float64;
     std::string name_;
     pybind11::object memory_owner_;  ///< see set_memory_owner

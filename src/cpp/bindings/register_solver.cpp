@@ -5,6 +5,8 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "bindings/comm.hpp"
 #include "bindings/python_app.hpp"
@@ -31,6 +33,30 @@ PyApp* sole_python_app(PyObject* self) {
     auto& e = py::handle(self).cast<Engine&>();
     auto* app = dynamic_cast<PyApp*>(&e.app());
     return app != nullptr && e.owns_app_alone() ? app : nullptr;
+}
+
+/// The state at fine index i and its shell (apps with shells; collective).
+std::pair<py::array, py::array> state_and_shell(Engine& e, int i) {
+    std::vector<std::byte> buf(e.vector_bytes());
+    if (is_python_app(e)) {
+        e.state_at(i, buf.data());
+    } else {
+        py::gil_scoped_release nogil;
+        e.state_at(i, buf.data());
+    }
+    py::array state(state_dtype(e), std::vector<py::ssize_t>{static_cast<py::ssize_t>(e.vector_size())});
+    std::memcpy(state.mutable_data(), buf.data(), e.vector_size() * element_size(e.dtype()));
+    py::array_t<double> shell(static_cast<py::ssize_t>(e.shell_size()));
+    std::memcpy(shell.mutable_data(), buf.data() + shell_offset(e.vector_size(), e.dtype()),
+                e.shell_size() * sizeof(double));
+    return {state, shell};
+}
+
+/// This rank's fine states after the final sweep (collective).
+const Bytes& solution_of(Engine& e) {
+    if (is_python_app(e)) return e.local_states();
+    py::gil_scoped_release nogil;
+    return e.local_states();
 }
 
 std::shared_ptr<Engine> make_engine(std::shared_ptr<App> app, py::handle comm, double tstart, double tstop, int ntime,
@@ -81,7 +107,8 @@ void register_solver(py::module_& m) {
              py::arg("init_adjoint") = py::none())
         .def("set_step_batch", &PyApp::set_step_batch, py::arg("step_batch"),
              py::arg("step_adjoint_batch") = py::none())
-        .def("set_sync", &PyApp::set_sync, py::arg("sync"));
+        .def("set_sync", &PyApp::set_sync, py::arg("sync"))
+        .def("set_shell", &PyApp::set_shell, py::arg("shell_shape"), py::arg("init_shell"), py::arg("state_type"));
 
     // The engine takes part in garbage collection: through a Python app it
     // refers to Python objects (the app, its bound methods) that may refer
@@ -133,6 +160,7 @@ void register_solver(py::module_& m) {
         .def("refresh_initial_condition", &Engine::refresh_initial_condition)
         .def("state_at",
              [](Engine& e, int i) {
+                 if (e.shell_size() > 0) return state_and_shell(e, i).first;  // the state only
                  py::array out(state_dtype(e), std::vector<py::ssize_t>{static_cast<py::ssize_t>(e.vector_size())});
                  void* p = out.mutable_data();
                  if (is_python_app(e)) {
@@ -143,19 +171,33 @@ void register_solver(py::module_& m) {
                  }
                  return out;
              })
+        .def("state_and_shell_at",
+             [](Engine& e, int i) {
+                 auto [state, shell] = state_and_shell(e, i);
+                 return py::make_tuple(state, shell);
+             })
         .def("local_states",
              [](Engine& e) {
-                 const Bytes* sol;
-                 if (is_python_app(e)) {
-                     sol = &e.local_states();
-                 } else {
-                     py::gil_scoped_release nogil;
-                     sol = &e.local_states();
-                 }
+                 const Bytes& sol = solution_of(e);
                  const auto n = static_cast<py::ssize_t>(e.vector_size());
                  const auto rows = static_cast<py::ssize_t>(e.iupper() - e.ilower() + 1);
                  py::array out(state_dtype(e), std::vector<py::ssize_t>{rows, n});
-                 std::memcpy(out.mutable_data(), sol->data(), static_cast<std::size_t>(out.nbytes()));
+                 const std::size_t row_bytes = e.vector_size() * element_size(e.dtype());
+                 for (py::ssize_t r = 0; r < rows; ++r)  // the states without their shells
+                     std::memcpy(static_cast<std::byte*>(out.mutable_data()) + std::size_t(r) * row_bytes,
+                                 sol.data() + std::size_t(r) * e.vector_bytes(), row_bytes);
+                 return out;
+             })
+        .def("local_shells",
+             [](Engine& e) {
+                 const Bytes& sol = solution_of(e);
+                 const auto m = static_cast<py::ssize_t>(e.shell_size());
+                 const auto rows = static_cast<py::ssize_t>(e.iupper() - e.ilower() + 1);
+                 py::array_t<double> out(std::vector<py::ssize_t>{rows, m});
+                 const std::size_t offset = shell_offset(e.vector_size(), e.dtype());
+                 for (py::ssize_t r = 0; r < rows; ++r)
+                     std::memcpy(out.mutable_data(r, 0), sol.data() + std::size_t(r) * e.vector_bytes() + offset,
+                                 std::size_t(m) * sizeof(double));
                  return out;
              })
         .def_property_readonly("dtype", [](const Engine& e) { return dtype_name(e.dtype()); })

@@ -59,6 +59,7 @@ void register_vocabulary(py::module_& m) {
 
     py::class_<CallCounts>(m, "CallCounts", "Callback invocations on this rank.")
         .def_readonly("init", &CallCounts::init)
+        .def_readonly("init_shell", &CallCounts::init_shell)
         .def_readonly("step", &CallCounts::step)
         .def_readonly("step_batch", &CallCounts::step_batch)
         .def_readonly("residual", &CallCounts::residual)
@@ -73,6 +74,7 @@ void register_vocabulary(py::module_& m) {
         .def("as_dict", [](const CallCounts& c) {
             py::dict d;
             d["init"] = c.init;
+            d["init_shell"] = c.init_shell;
             d["step"] = c.step;
             d["step_batch"] = c.step_batch;
             d["residual"] = c.residual;

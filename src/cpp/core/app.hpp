@@ -34,6 +34,11 @@ public:
     virtual std::size_t size() const = 0;
     /// Element type of the states (the engine stores, sends and hands out this type).
     virtual DType dtype() const { return DType::float64; }
+    /// float64 values of a state's shell (XBraid's braid_SetShell): per-point
+    /// metadata stored after the state (see shell_offset), copied and sent with
+    /// it, never summed or normed, and kept where storage drops the state.
+    /// 0: no shells (the default).
+    virtual std::size_t shell_size() const { return 0; }
 
     /// Told the time interval once, when a solver is built for this app.
     virtual void on_setup(double /*tstart*/, double /*tstop*/) {}
@@ -67,6 +72,9 @@ public:
 
     // -- the callbacks, type-erased (see TypedApp for their meaning) -------------------
     virtual void init_any(double t, Vec u) = 0;
+    /// Fill only the shell of `u` (at shell_offset) for time t: the points
+    /// where storage keeps a shell only (XBraid's SInit). Apps with shells only.
+    virtual void init_shell_any(double t, Vec u);
     virtual void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) = 0;
     /// Rows of `rows.count` states, contiguous: u (in/out), ustop (in), fstop
     /// (in, or nullptr); each row is the step it would be alone, `st` tells

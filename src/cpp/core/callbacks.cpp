@@ -41,6 +41,9 @@ void App::step_adjoint_batch_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, c
     }
 }
 
+void App::init_shell_any(double, Vec) {
+    throw std::logic_error(name() + " defines no init_shell");
+}
 void App::residual_any(CVec, Vec, const Status&) {
     throw std::logic_error(name() + " defines no residual");
 }
@@ -136,6 +139,12 @@ void CallbackGate::init(double t, Vec u, const Status& st) {
     tick();
     PXB_GUARDED("init", &st, app_.init_any(t, u));
     check_finite("init", u, &st);
+}
+
+void CallbackGate::init_shell(double t, Vec u, const Status& st) {
+    ++counts_.init_shell;
+    tick();
+    PXB_GUARDED("init_shell", &st, app_.init_shell_any(t, u));
 }
 
 void CallbackGate::step(Vec u, CVec ustop, CVec fstop, const Status& st) {

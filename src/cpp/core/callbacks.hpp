@@ -18,6 +18,7 @@ namespace pxb {
 /// Per-rank counts of callback invocations.
 struct CallCounts {
     long long init = 0;  ///< init
+    long long init_shell = 0;  ///< init_shell
     long long step = 0;  ///< step
     long long step_batch = 0;  ///< step_batch
     long long residual = 0;  ///< residual
@@ -38,6 +39,8 @@ public:
     CallbackGate(App& app, Communicator& comm) : app_(app), comm_(comm), n_(app.size()), dtype_(app.dtype()) {}
 
     void init(double t, Vec u, const Status& st);
+    /// The shell of `u` only (apps with shells; counted as init_shell).
+    void init_shell(double t, Vec u, const Status& st);
     void step(Vec u, CVec ustop, CVec fstop, const Status& st);
     /// Many independent steps in one call (apps with has_step_batch()); counts each row as a step.
     void step_batch(Vec u, CVec ustop, CVec fstop, const StepRows& rows, const Status& st);

@@ -105,6 +105,10 @@ public:
     std::vector<int> level_sizes() const;
     const Options& options() const { return opt_; }
     std::size_t vector_size() const { return n_; }
+    /// float64 values of each state's shell (0: the app has no shells).
+    std::size_t shell_size() const { return arena_.shell_size(); }
+    /// Bytes of one vector as state_at() and local_states() give it (state, then shell at shell_offset()).
+    std::size_t vector_bytes() const { return arena_.vector_bytes(); }
     DType dtype() const { return arena_.dtype(); }
     App& app() { return *app_; }
     const std::vector<double>& times() const { return times_; }
@@ -162,6 +166,7 @@ private:
         Vec u = nullptr;      ///< the vector being stepped
         Vec other = nullptr;  ///< a second one (old C value, coarse residual)
         Vec sweep = nullptr;  ///< the final sweep's
+        Vec ustop = nullptr;  ///< shells: the ustop of a step to a point that holds only a shell
     };
     /// Grouped steps (apps with step_batch): rows of arena vectors, one per
     /// interval of a sweep, and what is deferred to keep the one-by-one order.
@@ -193,6 +198,8 @@ private:
     void validate_problem() const;
     /// What the options need from the app, and the combinations that are refused.
     void check_features(AdjointMode mode) const;
+    /// Shells (XBraid's braid_SetShell) exclude the adjoint (as in XBraid) and grouped steps.
+    void check_shells(AdjointMode mode) const;
     void make_time_grid(double tstart, double tstop, std::vector<double> times);
     void check_objective_window() const;
     void check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times);
@@ -216,8 +223,23 @@ private:
     /// The time a step to `index` of `level` ends at (tstop for periodic's step to index 0).
     double step_tstop(const Level& g, int index) const noexcept { return index == 0 ? times_.back() : g.t(index); }
 
+    // shell.cpp: apps with shells (XBraid's braid_SetShell)
+    bool shells() const noexcept { return arena_.shell_size() > 0; }
+    /// The shell slot of `index` on `level` when the point keeps a shell only, else nullptr.
+    double* shell_slot(int level, int index) noexcept;
+    /// Keep the shell of `v` where `index` holds a shell only (store()).
+    void keep_shell(int level, int index, CVec v);
+    /// The shells of the points that hold a shell only, from va (coarse initial guess).
+    void shells_from_va(int level);
+    /// XBraid's ustop when the target holds only a shell: the usual guess's
+    /// state with the point's shell (in work_.ustop), else `usual` itself.
+    CVec with_point_shell(int level, int index, CVec usual);
+    /// This rank's level-0 shells and states (ilower..iupper) as XBraid
+    /// initialises them: init at C-points, init_shell at the others.
+    void init_level0_with_shells();
+
     // step.cpp
-    CVec ustop_for(int level, int index, CVec u) const;
+    CVec ustop_for(int level, int index, CVec u);
     void take_step(int level, int index, Vec u, Phase phase);
     void user_or_default_residual(int level, int index, CVec ustop, Vec r, Phase phase);
     void fill_status(int level, int index, Phase phase);

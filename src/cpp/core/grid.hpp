@@ -51,6 +51,10 @@ struct Level {
     VectorArray va;                    ///< restricted values, all points (+ ghost), levels > 0
     VectorArray fa;                    ///< FAS right-hand sides, all points, levels > 0
     std::vector<std::uint8_t> ua_set;  ///< whether a stored slot holds a value yet
+    /// Apps with shells: the shell of each owned point (slot i - ilower), used
+    /// where ua keeps no state (XBraid's shell vectors at F-points).
+    std::vector<double> sa;
+    std::vector<std::uint8_t> sa_set;  ///< whether a point's shell in sa is set
     bool va_valid = false;             ///< va filled by the restriction of this cycle
     bool fa_valid = false;             ///< fa filled (false after skip: fa counts as zero)
 
@@ -83,6 +87,7 @@ struct Level {
     /// Drop the coarse-level values after interpolation (XBraid's GridClean).
     void clean() noexcept {
         std::fill(ua_set.begin(), ua_set.end(), std::uint8_t{0});
+        std::fill(sa_set.begin(), sa_set.end(), std::uint8_t{0});
         va_valid = false;
         fa_valid = false;
     }

@@ -121,7 +121,7 @@ std::size_t Engine::storage_bytes() const {
 }
 
 std::size_t Engine::level_vectors() const {
-    std::size_t vectors = 4;  // work vectors (3), va send buffer
+    std::size_t vectors = shells() ? 5 : 4;  // work vectors (3; shells: + ustop), va send buffer
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         const Level& g = levels_[l];
         const std::size_t nu = static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints);
@@ -152,6 +152,7 @@ void Engine::allocate_storage() {
     work_.u = arena_.take(1);
     work_.other = arena_.take(1);
     work_.sweep = arena_.take(1);
+    if (shells()) work_.ustop = arena_.take(1);
     va_.send_buf = arena_.take(1);
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         Level& g = levels_[l];
@@ -159,6 +160,10 @@ void Engine::allocate_storage() {
         const int nu = g.stores_all ? np : g.ncpoints;
         g.ua.bind(arena_.take(VectorArray::vectors(nu)), nu, arena_.vector_bytes());
         g.ua_set.assign(static_cast<std::size_t>(nu), 0);
+        if (shells()) {
+            g.sa.assign(static_cast<std::size_t>(np) * arena_.shell_size(), 0.0);
+            g.sa_set.assign(static_cast<std::size_t>(np), 0);
+        }
         pending_[l].send_buf = arena_.take(1);
         if (l > 0) {
             g.va.bind(arena_.take(VectorArray::vectors(np)), np, arena_.vector_bytes());
@@ -184,6 +189,10 @@ void Engine::init_guess_level0() {
     status_ = Status{};
     status_.nlevels = nlevels();
     status_.phase = Phase::init;
+    if (shells()) {
+        init_level0_with_shells();
+        return;
+    }
     for (int i = g.clower; i <= g.cupper; i += g.cfactor) {
         const int slot = g.u_slot(i);
         status_.tstart = status_.tstop = g.t(i);
@@ -235,6 +244,8 @@ void Engine::copy_fine_to_coarse() {
             if (slot >= 0) {
                 arena_.copy(g.ua.at(slot), f.ua.at(fslot));
                 g.ua_set[static_cast<std::size_t>(slot)] = 1;
+            } else {
+                keep_shell(l, i, f.ua.at(fslot));
             }
         }
         g.va_valid = true;
@@ -250,6 +261,7 @@ void Engine::init_coarse_from_va(int level) {
         arena_.copy(g.ua.at(slot), g.va.at(i - g.ilower));
         g.ua_set[static_cast<std::size_t>(slot)] = 1;
     }
+    shells_from_va(level);
 }
 
 }  // namespace pxb

@@ -77,7 +77,7 @@ void RecordedArena::axpy(double a, CVec x, double b, Vec y) {
 
 void RecordedArena::send(CVec v, Vec buf, int dest, int tag, MPI_Request& req) {
     copy(buf, v);
-    comm_.isend(buf, n_, dtype_, dest, tag, req);
+    comm_.isend(buf, message_elements(), dtype_, dest, tag, req);
     if (recording_) tape_.send(index_of(buf), dest, tag);
 }
 

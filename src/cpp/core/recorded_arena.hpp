@@ -8,6 +8,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -24,8 +25,9 @@ void check_storage_size(std::size_t vectors, std::size_t n, DType dtype, const s
 
 class RecordedArena {
 public:
-    RecordedArena(std::size_t n, DType dtype, Communicator& comm)
-        : n_(n), dtype_(dtype), bytes_(n * element_size(dtype)), comm_(comm) {
+    /// `shell_n`: float64 values of each vector's shell (0: no shells).
+    RecordedArena(std::size_t n, DType dtype, std::size_t shell_n, Communicator& comm)
+        : n_(n), dtype_(dtype), bytes_(pxb::vector_bytes(n, dtype, shell_n)), shell_n_(shell_n), comm_(comm) {
         mem_->saved.set_item_bytes(bytes_);
     }
     /// When the app's step adjoint ignores ustop, steps record only their input.
@@ -44,8 +46,17 @@ public:
     }
     std::size_t vector_size() const noexcept { return n_; }
     DType dtype() const noexcept { return dtype_; }
-    /// Bytes of one state vector.
+    /// Bytes of one vector (its state, and its shell when the app has shells).
     std::size_t vector_bytes() const noexcept { return bytes_; }
+    /// float64 values of a vector's shell (0: no shells).
+    std::size_t shell_size() const noexcept { return shell_n_; }
+    /// The shell of an engine vector (only with shells).
+    Vec shell_of(Vec v) const noexcept { return v + shell_offset(n_, dtype_); }
+    CVec shell_of(CVec v) const noexcept { return v + shell_offset(n_, dtype_); }
+    /// The shell of `src` copied into the shell of `dst` (the states are left alone).
+    void copy_shell(Vec dst, CVec src) const noexcept {
+        std::memcpy(shell_of(dst), shell_of(src), shell_n_ * sizeof(double));
+    }
 
     /// dst <- src
     void copy(Vec dst, CVec src);
@@ -54,7 +65,9 @@ public:
     /// Copy v into the send buffer buf and send it (the reverse sweep receives its bar).
     void send(CVec v, Vec buf, int dest, int tag, MPI_Request& req);
     /// Post the receive of a state into `slot`.
-    void receive(Vec slot, int source, int tag, MPI_Request& req) { comm_.irecv(slot, n_, dtype_, source, tag, req); }
+    void receive(Vec slot, int source, int tag, MPI_Request& req) {
+        comm_.irecv(slot, message_elements(), dtype_, source, tag, req);
+    }
     /// A receive into `slot` completed (the reverse sweep sends its bar back).
     void received(Vec slot, int source, int tag);
     /// Before a step: save its inputs (u and, when distinct, ustop) with its status.
@@ -97,6 +110,8 @@ public:
     }
 
 private:
+    /// A message carries the whole vector (state and shell), counted in elements of the state's type.
+    std::size_t message_elements() const noexcept { return bytes_ / element_size(dtype_); }
     /// The index of an arena vector (how the tape names it).
     std::uint32_t index_of(CVec p) const noexcept {
         return static_cast<std::uint32_t>(static_cast<std::size_t>(p - mem_->arena.data()) / bytes_);
@@ -106,6 +121,7 @@ private:
     std::size_t n_;
     DType dtype_;
     std::size_t bytes_;
+    std::size_t shell_n_;
     Communicator& comm_;
     Tape tape_{mem_->saved};
     bool recording_ = false;

@@ -92,6 +92,8 @@ void Engine::store(int level, int index, CVec v) {
     if (slot >= 0) {
         arena_.copy(g.ua.at(slot), v);
         g.ua_set[static_cast<std::size_t>(slot)] = 1;
+    } else {
+        keep_shell(level, index, v);  // shells: the point keeps v's shell
     }
 }
 

@@ -33,7 +33,7 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
       opt_(std::move(options)),
       n_(app_->size()),
       ntime_(ntime),
-      arena_(n_, app_->dtype(), comm_),
+      arena_(n_, app_->dtype(), app_->shell_size(), comm_),
       sweep_(arena_, comm_, gate_) {
     // Building is collective: a rank whose setup fails (a size only it cannot
     // hold, say) tells the others, and every rank raises instead of some
@@ -118,6 +118,17 @@ void Engine::check_features(AdjointMode mode) const {
         throw std::invalid_argument("periodic=True cannot be combined with seq_soln=True (as in XBraid)");
     if (mode == AdjointMode::gradient && opt_.full_residual_norm)
         throw std::invalid_argument("adjoint=True cannot be combined with full_residual_norm=True (as in XBraid)");
+    check_shells(mode);
+}
+
+void Engine::check_shells(AdjointMode mode) const {
+    if (app_->shell_size() == 0) return;
+    if (mode == AdjointMode::gradient)
+        throw std::invalid_argument(
+            app_->name() + " has shells (shell_shape); adjoint=True cannot be combined with them (as in XBraid)");
+    if (app_->has_step_batch())
+        throw std::invalid_argument(app_->name() +
+                                    " has shells (shell_shape); step_batch cannot be combined with them");
 }
 
 void Engine::validate_problem() const {
@@ -178,6 +189,7 @@ void Engine::check_consistent_across_ranks(double tstart, double tstop, const st
     std::vector<std::pair<std::string, double>> scalars = {
         {"ntime", double(ntime_)},
         {"state size", double(n_)},
+        {"shell size", double(app_->shell_size())},
         {"tstart", times.empty() ? tstart : times.front()},
         {"tstop", times.empty() ? tstop : times.back()},
         {"times", times_sum + double(times.size())},

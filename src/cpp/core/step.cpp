@@ -18,15 +18,15 @@ void Engine::fill_status(int level, int index, Phase phase) {
     status_.ntime = ntime_;
 }
 
-CVec Engine::ustop_for(int level, int index, CVec u) const {
+CVec Engine::ustop_for(int level, int index, CVec u) {
     // XBraid's _braid_GetUInit: the stored value at the target point when there
     // is one; otherwise the vector being stepped (fine level) or the restricted
-    // value va (coarse levels).
+    // value va (coarse levels) -- with the point's shell when the app has shells.
     const Level& g = levels_[level];
     const int slot = g.u_slot(index);
     if (slot >= 0 && g.ua_set[static_cast<std::size_t>(slot)]) return g.ua.at(slot);
-    if (level == 0) return u;
-    return g.va.at(index - g.ilower);
+    CVec usual = level == 0 ? u : g.va.at(index - g.ilower);
+    return shells() ? with_point_shell(level, index, usual) : usual;
 }
 
 void Engine::take_step(int level, int index, Vec u, Phase phase) {

@@ -23,6 +23,17 @@ inline const char* dtype_name(DType d) noexcept {
     return d == DType::float32 ? "float32" : "float64";
 }
 
+/// Where a vector's shell starts: after the state, rounded up to 8 bytes (the
+/// shell is float64 whatever the state's type).
+inline std::size_t shell_offset(std::size_t n, DType d) noexcept {
+    return (n * element_size(d) + sizeof(double) - 1) / sizeof(double) * sizeof(double);
+}
+/// Bytes of one engine vector: the state, and its shell of `shell_n` float64
+/// values when the app has shells (then a multiple of 8 bytes).
+inline std::size_t vector_bytes(std::size_t n, DType d, std::size_t shell_n) noexcept {
+    return shell_n == 0 ? n * element_size(d) : shell_offset(n, d) + shell_n * sizeof(double);
+}
+
 /// A state vector: bytes in the engine's arena (its element type is the app's).
 using Vec = std::byte*;
 using CVec = const std::byte*;
