@@ -150,6 +150,7 @@ int PyApp::traverse(visitproc visit, void* arg) const {
 
 void PyApp::clear_references() {
     for (PyObject*& v : views_) Py_CLEAR(v);
+    for (PyObject*& v : shell_views_) Py_CLEAR(v);
     // Setting to None rather than null keeps is_none() checks valid if a
     // cleared engine is ever asked anything.
     for (py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
@@ -227,9 +228,7 @@ PyObject* PyApp::shell_view(CVec data, bool writable) const {
     return with_base(arr, memory_owner_.ptr());
 }
 
-PyObject* PyApp::shell_state_view(CVec data, bool writable) const {
-    // Not recycled: the shell is an attribute of the array object (a few
-    // microseconds per callback, only for apps with shells).
+PyObject* PyApp::shell_state_view(CVec data, bool writable, PyObject*& shell) const {
     static PyObject* const shell_name = PyUnicode_InternFromString("_shell");
     PyArray_Descr* descr = PyArray_DescrFromType(dtype_ == DType::float32 ? NPY_FLOAT32 : NPY_FLOAT64);
     PyObject* arr = with_base(
@@ -237,24 +236,52 @@ PyObject* PyApp::shell_state_view(CVec data, bool writable) const {
                              const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shape_.data())), nullptr,
                              const_cast<std::byte*>(data), writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr),
         memory_owner_.ptr());
-    PyObject* shell = nullptr;
     try {
         shell = shell_view(data + shell_offset(size_, dtype_), writable);
     } catch (...) {
         Py_DECREF(arr);
         throw;
     }
-    const int failed = PyObject_SetAttr(arr, shell_name, shell);
-    Py_DECREF(shell);
-    if (failed != 0) {
+    if (PyObject_SetAttr(arr, shell_name, shell) != 0) {
         Py_DECREF(arr);
+        Py_CLEAR(shell);
         throw py::error_already_set();
     }
     return arr;
 }
 
+namespace {
+/// An array as we made it: `nd` dimensions `dims`, C-contiguous, writable as asked.
+bool intact(PyObject* a, const std::vector<Py_ssize_t>& dims, bool writable) {
+    auto* fields = reinterpret_cast<PyArrayObject_fields*>(a);
+    auto* arr = reinterpret_cast<PyArrayObject*>(a);
+    bool ok = fields->nd == static_cast<int>(dims.size()) && PyArray_CHKFLAGS(arr, NPY_ARRAY_C_CONTIGUOUS) &&
+              (PyArray_ISWRITEABLE(arr) == writable);
+    for (std::size_t d = 0; ok && d < dims.size(); ++d) ok = fields->dimensions[d] == dims[d];
+    return ok;
+}
+}  // namespace
+
+PyObject* PyApp::recycled_shell_state(PyObject*& slot, CVec data, bool writable) const {
+    PyObject*& shell = shell_views_[&slot - views_];
+    // Reusable when only the caches hold the state (1) and its shell (2: the cache and the state's _shell).
+    if (slot != nullptr && shell != nullptr && Py_REFCNT(slot) == 1 && Py_REFCNT(shell) == 2 &&
+        intact(slot, shape_, writable) && intact(shell, shell_shape_, writable)) {
+        reinterpret_cast<PyArrayObject_fields*>(slot)->data = reinterpret_cast<char*>(const_cast<std::byte*>(data));
+        reinterpret_cast<PyArrayObject_fields*>(shell)->data =
+            reinterpret_cast<char*>(const_cast<std::byte*>(data + shell_offset(size_, dtype_)));
+        Py_INCREF(slot);
+        return slot;
+    }
+    Py_CLEAR(slot);
+    Py_CLEAR(shell);
+    slot = shell_state_view(data, writable, shell);
+    Py_INCREF(slot);
+    return slot;
+}
+
 PyObject* PyApp::recycled_view(PyObject*& slot, CVec data, bool writable) const {
-    if (shell_size_ > 0) return shell_state_view(data, writable);  // the caller's ViewRef releases it
+    if (shell_size_ > 0) return recycled_shell_state(slot, data, writable);
     if (slot != nullptr && Py_REFCNT(slot) == 1) {
         auto* fields = reinterpret_cast<PyArrayObject_fields*>(slot);
         // Reuse only an untouched view: same shape and flags as we made it.

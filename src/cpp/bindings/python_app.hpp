@@ -91,8 +91,12 @@ public:
 private:
     PyObject* view(CVec data, bool writable) const;
     /// Apps with shells: a new state array of the ShellState type carrying
-    /// its shell (both with the engine's storage as base).
-    PyObject* shell_state_view(CVec data, bool writable) const;
+    /// its shell `shell` (both with the engine's storage as base; `shell`
+    /// gets a new reference).
+    PyObject* shell_state_view(CVec data, bool writable, PyObject*& shell) const;
+    /// recycled_view for apps with shells: the cached ShellState of `slot` and
+    /// its shell (the same slot of shell_views_) are reused when nobody else holds them.
+    PyObject* recycled_shell_state(PyObject*& slot, CVec data, bool writable) const;
     /// A new float64 array of shell_shape over `data`, with the engine's storage as base.
     PyObject* shell_view(CVec data, bool writable) const;
     /// A new (rows, *shape) view of engine memory with the engine's storage as
@@ -116,6 +120,8 @@ private:
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,
                                    nullptr};  ///< recycled views: u (rw), ustop (ro), fstop (ro), bar (rw), bar2 (rw)
+    mutable PyObject* shell_views_[5] = {nullptr, nullptr, nullptr, nullptr,
+                                         nullptr};  ///< their shells (apps with shells)
     std::vector<Py_ssize_t> shape_;
     std::size_t size_ = 1;
     std::vector<Py_ssize_t> shell_shape_;
