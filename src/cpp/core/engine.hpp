@@ -5,7 +5,8 @@
 ///        distribution, initial guesses), step.cpp (one step and its
 ///        ustop/fstop rules, residuals), relaxation.cpp (FCRelax),
 ///        restriction.cpp (FRestrict + residual norm), interpolation.cpp
-///        (FInterp), access.cpp (final sweep, state queries), full_residual.cpp
+///        (FInterp), access.cpp (final sweep, state queries), shell.cpp (shell
+///        vectors: points that keep only a shell), full_residual.cpp
 ///        (the full residual norm), cycle.cpp (the V/F-cycle driver, the
 ///        convergence test and sync), adjoint.cpp
 ///        (XBraid_Adjoint's reverse sweep), recorded_arena.cpp (the state
