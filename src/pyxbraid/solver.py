@@ -381,7 +381,7 @@ class Solver:
         if shell_shape is None:
             return
         name = type(app).__name__
-        shell_shape = _as_shell_shape(shell_shape)
+        shell_shape = app.shell_shape = _as_shell_shape(shell_shape)  # checked, as app.shape
         if not app._overrides("init_shell"):
             raise TypeError(
                 f"{name} has shell_shape={shell_shape} and must implement init_shell() (see pyxbraid.App.init_shell)"
