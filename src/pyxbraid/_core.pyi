@@ -39,6 +39,11 @@ class Options:
     final_fc_relax: bool
     periodic: bool
     full_residual_norm: bool
+    delta_rank: int
+    defer_delta_level: int
+    defer_delta_iter: int
+    lyapunov: bool
+    lyapunov_relax: bool
     batch_size: int
     access_level: int
     print_level: int
@@ -72,6 +77,10 @@ class CallCounts:
     def residual(self) -> int: ...
     @property
     def norm(self) -> int: ...
+    @property
+    def init_basis(self) -> int: ...
+    @property
+    def inner_product(self) -> int: ...
     @property
     def access(self) -> int: ...
     @property

@@ -152,6 +152,11 @@ class Solver:
         final_fc_relax: bool = False,
         periodic: bool = False,
         full_residual_norm: bool = False,
+        delta_rank: int = 0,
+        defer_delta_level: int = 0,
+        defer_delta_iter: int = 0,
+        lyapunov: bool = False,
+        lyapunov_relax: bool = False,
         batch_size: int = 0,
         access_level: int = 1,
         print_level: int = 0,
@@ -353,6 +358,11 @@ class Solver:
                 "that step_batch grouped (define both, or neither)"
             )
         Solver._set_shell(native, app, adjoint)
+        if app._overrides("init_basis") or app._overrides("inner_product"):
+            native.set_basis(
+                app.init_basis if app._overrides("init_basis") else None,
+                app.inner_product if app._overrides("inner_product") else None,
+            )
         if app._overrides("sync"):
             native.set_sync(app.sync)
         if app._overrides("step_batch"):

@@ -39,6 +39,11 @@ public:
     }
     /// The app's sync (None: not called).
     void set_sync(pybind11::object sync) { sync_ = std::move(sync); }
+    /// Delta correction: the app's init_basis and inner_product (None: the Euclidean dot product).
+    void set_basis(pybind11::object init_basis, pybind11::object inner_product) {
+        init_basis_ = std::move(init_basis);
+        inner_product_ = std::move(inner_product);
+    }
     /// Shells (XBraid's braid_SetShell; before the engine is built): their
     /// shape, the app's init_shell and the ndarray subclass whose instances
     /// carry a shell (pyxbraid.app.ShellState: states are handed out as it,
@@ -75,6 +80,10 @@ public:
     double postprocess(double sum) override;
     double postprocess_adjoint(double sum) override;
     bool has_sync() const override { return !sync_.is_none(); }
+    bool has_init_basis() const override { return !init_basis_.is_none(); }
+    void init_basis_any(double t, int index, Vec v) override;
+    bool has_inner_product() const override { return !inner_product_.is_none(); }
+    double inner_product_any(CVec u, CVec v) override;
     void sync(const Status& st) override;
 
     /// A Python object owning the memory callbacks see (a capsule around the
@@ -105,7 +114,8 @@ private:
     /// A view of `data`, reusing the array object in `slot` when nobody else
     /// holds it (the user did not keep it): saves an allocation per call.
     PyObject* recycled_view(PyObject*& slot, CVec data, bool writable) const;
-    PyObject* status_object(const Status& st);
+    /// The reused status object holding `st` (`basis_writable`: a step's basis views are writable).
+    PyObject* status_object(const Status& st, bool basis_writable = false);
     struct ViewRef;
     void check_in_place(const char* callback, PyObject* result, PyObject* target) const;
 
@@ -115,7 +125,8 @@ private:
                      postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none(),
                      init_adjoint_ = pybind11::none(), step_batch_ = pybind11::none(),
                      step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none(), init_shell_ = pybind11::none(),
-                     state_type_ = pybind11::none();
+                     state_type_ = pybind11::none(), init_basis_ = pybind11::none(),
+                     inner_product_ = pybind11::none();
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,

@@ -38,6 +38,11 @@ void register_vocabulary(py::module_& m) {
         .def_readwrite("final_fc_relax", &Options::final_fc_relax)
         .def_readwrite("periodic", &Options::periodic)
         .def_readwrite("full_residual_norm", &Options::full_residual_norm)
+        .def_readwrite("delta_rank", &Options::delta_rank)
+        .def_readwrite("defer_delta_level", &Options::defer_delta_level)
+        .def_readwrite("defer_delta_iter", &Options::defer_delta_iter)
+        .def_readwrite("lyapunov", &Options::lyapunov)
+        .def_readwrite("lyapunov_relax", &Options::lyapunov_relax)
         .def_readwrite("batch_size", &Options::batch_size)
         .def_readwrite("access_level", &Options::access_level)
         .def_readwrite("print_level", &Options::print_level)
@@ -64,6 +69,8 @@ void register_vocabulary(py::module_& m) {
         .def_readonly("step_batch", &CallCounts::step_batch)
         .def_readonly("residual", &CallCounts::residual)
         .def_readonly("norm", &CallCounts::norm)
+        .def_readonly("init_basis", &CallCounts::init_basis)
+        .def_readonly("inner_product", &CallCounts::inner_product)
         .def_readonly("access", &CallCounts::access)
         .def_readonly("sync", &CallCounts::sync)
         .def_readonly("objective", &CallCounts::objective)
@@ -79,6 +86,8 @@ void register_vocabulary(py::module_& m) {
             d["step_batch"] = c.step_batch;
             d["residual"] = c.residual;
             d["norm"] = c.norm;
+            d["init_basis"] = c.init_basis;
+            d["inner_product"] = c.inner_product;
             d["access"] = c.access;
             d["sync"] = c.sync;
             d["objective"] = c.objective;

@@ -12,18 +12,26 @@ void Engine::restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm) {
     // r holds u(ci - 1): the FAS residual r = f - A(u) at C-point ci
     // (f = 0 on level 0 and where skip left no fa), injected with u.
     Level& g = levels_[level];
+    if (level > 0 && g.fa_valid && delta_used(level)) {
+        delta_fas_residual(level, ci, g.ua.at(g.u_slot(ci)), r);
+        finish_restrict_cpoint(level, ci, r, rnorm, true);
+        return;
+    }
     user_or_default_residual(level, ci, g.ua.at(g.u_slot(ci)), r, Phase::f_restrict);
     finish_restrict_cpoint(level, ci, r, rnorm);
 }
 
-void Engine::finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm) {
+void Engine::finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm, bool fas_done) {
     Level& g = levels_[level];
     Level& c = levels_[level + 1];
     CVec u = g.ua.at(g.u_slot(ci));
-    if (level == 0 || !g.fa_valid)
+    if (fas_done) {
+        // delta_fas_residual formed f - A(u) already
+    } else if (level == 0 || !g.fa_valid) {
         arena_.axpy(0.0, r, -1.0, r);
-    else
+    } else {
         arena_.axpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
+    }
     if (level == 0) rnorm.add(gate_.norm(r, &status_));
     const int cidx = ci / g.cfactor - c.ilower;
     arena_.copy(c.va.at(cidx), u);
@@ -97,9 +105,14 @@ void Engine::coarse_right_hand_side(int clevel) {
             comm_.wait(va_.recv);
             arena_.received(c.va.at(-1), va_.source, kVaTag + clevel);
         }
+        const bool correct = delta_computed(clevel - 1);
+        if (correct) arena_.copy(work_.action, c.va.at(ii - 1));
         arena_.copy(cu, c.va.at(ii - 1));
         user_or_default_residual(clevel, i, c.va.at(ii), cu, Phase::residual);
-        arena_.axpy(1.0, cu, 1.0, c.fa.at(ii));
+        if (correct)
+            delta_coarse_rhs(clevel, ii, cu);
+        else
+            arena_.axpy(1.0, cu, 1.0, c.fa.at(ii));
     }
     comm_.wait(va_.recv);
     comm_.wait(va_.send);

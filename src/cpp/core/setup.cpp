@@ -33,7 +33,7 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
       opt_(std::move(options)),
       n_(app_->size()),
       ntime_(ntime),
-      arena_(n_, app_->dtype(), app_->shell_size(), comm_),
+      arena_(n_, app_->dtype(), app_->shell_size(), comm_, static_cast<std::size_t>(std::max(opt_.delta_rank, 0))),
       sweep_(arena_, comm_, gate_) {
     // Building is collective: a rank whose setup fails (a size only it cannot
     // hold, say) tells the others, and every rank raises instead of some
@@ -82,6 +82,7 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     gate_.probe_capabilities(!opt_.full_residual_norm);
     const AdjointMode mode = adjoint_mode(opt_);
     check_features(mode);
+    relax_lyap_ = opt_.lyapunov_relax;
     AdjointSweep::Settings s;
     s.mode = mode;
     s.tnorm = opt_.tnorm;
@@ -119,6 +120,7 @@ void Engine::check_features(AdjointMode mode) const {
     if (mode == AdjointMode::gradient && opt_.full_residual_norm)
         throw std::invalid_argument("adjoint=True cannot be combined with full_residual_norm=True (as in XBraid)");
     check_shells(mode);
+    check_delta(mode);
 }
 
 void Engine::check_shells(AdjointMode mode) const {
