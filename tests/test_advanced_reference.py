@@ -15,7 +15,12 @@ import pytest
 from mpi4py import MPI
 
 RUNNER = Path(__file__).resolve().parent / "scripts" / "advanced_runner.py"
-FEATURES = {"full_rnorm_sync": ["full_rnorm", "full_rnorm_sync", "sync"], "periodic": ["periodic"], "shell": ["shell"]}
+FEATURES = {
+    "full_rnorm_sync": ["full_rnorm", "full_rnorm_sync", "sync"],
+    "periodic": ["periodic"],
+    "shell": ["shell"],
+    "delta": ["delta"],
+}
 ONE_RANK = [r for r in ac.load_runs(nprocs=1) if r["feature"] in sum(FEATURES.values(), [])]
 
 
@@ -32,7 +37,12 @@ def test_runs_two_ranks(mpirun, feature):
     assert ranks[0]["mismatches"] == []
 
 
-PUBLIC = {"f_full_rnorm_and_sync": "ex-03", "c_periodic": "ex-01-expanded", "g_bdf2_shell": "ex-01-expanded-bdf2"}
+PUBLIC = {
+    "f_full_rnorm_and_sync": "ex-03",
+    "c_periodic": "ex-01-expanded",
+    "g_bdf2_shell": "ex-01-expanded-bdf2",
+    "d_delta_correction": "ex-07",
+}
 
 
 @pytest.mark.parametrize("feature", sorted(PUBLIC))
@@ -51,6 +61,17 @@ def test_public_shell_run_two_ranks(mpirun):
     if not runs:
         pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
     ranks = mpirun.json(str(RUNNER), 2, timeout=300, args=["public=g_bdf2_shell"])
+    assert ranks[0]["checked"] == [r["id"] for r in runs]
+    assert ranks[0]["mismatches"] == []
+
+
+def test_public_delta_run_two_ranks(mpirun):
+    # The public run 23 (ex-07, recorded on 1 rank) replayed on 2 ranks: the basis vectors
+    # travel with the states; the same numbers (residuals to 1e-10, states, exponents).
+    runs = ac.public_runs("d_delta_correction")
+    if not runs:
+        pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
+    ranks = mpirun.json(str(RUNNER), 2, timeout=300, args=["public=d_delta_correction"])
     assert ranks[0]["checked"] == [r["id"] for r in runs]
     assert ranks[0]["mismatches"] == []
 
