@@ -90,7 +90,6 @@ class SolveResult:
     virtual_wall_time: float | None = None
 
 
-
 def _defer_delta(value: Any, level: int, iteration: int) -> tuple[int, int]:
     """``defer_delta=(level, iteration)`` checked, as the two options it stands for."""
     if level != 0 or iteration != 0:
@@ -98,6 +97,7 @@ def _defer_delta(value: Any, level: int, iteration: int) -> tuple[int, int]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise ValueError(f"defer_delta must be a pair (level, iteration) of integers >= 0, got {value!r}")
     return value[0], value[1]
+
 
 class Solver:
     """Parallel-in-time MGRIT solver with XBraid's semantics.

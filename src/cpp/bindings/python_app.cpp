@@ -195,9 +195,26 @@ PyApp::~PyApp() {
 int PyApp::traverse(visitproc visit, void* arg) const {
     // The references that can lead back to the engine (the app and its bound
     // methods); the views and the status object refer to nothing.
-    for (const py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
-                                &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_,
-                                &step_batch_, &step_adjoint_batch_, &sync_, &init_shell_, &state_type_, &init_basis_, &inner_product_})
+    for (const py::object* o : {&app_,
+                                &init_,
+                                &step_,
+                                &residual_,
+                                &norm_,
+                                &access_,
+                                &objective_,
+                                &objective_adjoint_,
+                                &step_adjoint_,
+                                &reset_gradient_,
+                                &postprocess_,
+                                &postprocess_adjoint_,
+                                &init_adjoint_,
+                                &step_batch_,
+                                &step_adjoint_batch_,
+                                &sync_,
+                                &init_shell_,
+                                &state_type_,
+                                &init_basis_,
+                                &inner_product_})
         Py_VISIT(o->ptr());
     return 0;
 }
@@ -207,9 +224,26 @@ void PyApp::clear_references() {
     for (PyObject*& v : shell_views_) Py_CLEAR(v);
     // Setting to None rather than null keeps is_none() checks valid if a
     // cleared engine is ever asked anything.
-    for (py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
-                          &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_,
-                          &step_batch_, &step_adjoint_batch_, &sync_, &init_shell_, &state_type_, &init_basis_, &inner_product_})
+    for (py::object* o : {&app_,
+                          &init_,
+                          &step_,
+                          &residual_,
+                          &norm_,
+                          &access_,
+                          &objective_,
+                          &objective_adjoint_,
+                          &step_adjoint_,
+                          &reset_gradient_,
+                          &postprocess_,
+                          &postprocess_adjoint_,
+                          &init_adjoint_,
+                          &step_batch_,
+                          &step_adjoint_batch_,
+                          &sync_,
+                          &init_shell_,
+                          &state_type_,
+                          &init_basis_,
+                          &inner_product_})
         *o = py::none();
 }
 
@@ -362,7 +396,6 @@ PyObject* PyApp::status_object(const Status& st, bool basis_writable) {
     obj->basis_writable = basis_writable;
     return status_obj_.ptr();
 }
-
 
 void PyApp::check_in_place(const char* callback, PyObject* result, PyObject* target) const {
     // Callbacks work in place; returning a different array almost always means

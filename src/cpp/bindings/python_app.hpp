@@ -125,8 +125,7 @@ private:
                      postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none(),
                      init_adjoint_ = pybind11::none(), step_batch_ = pybind11::none(),
                      step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none(), init_shell_ = pybind11::none(),
-                     state_type_ = pybind11::none(), init_basis_ = pybind11::none(),
-                     inner_product_ = pybind11::none();
+                     state_type_ = pybind11::none(), init_basis_ = pybind11::none(), inner_product_ = pybind11::none();
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,

@@ -34,31 +34,36 @@ void Engine::check_delta(AdjointMode mode) const {
         return;
     }
     const std::string what = "delta_rank=" + std::to_string(opt_.delta_rank);
-    if (!app_->has_init_basis()) throw std::invalid_argument(app_->name() + " defines no init_basis; " + what + " needs it");
+    if (!app_->has_init_basis())
+        throw std::invalid_argument(app_->name() + " defines no init_basis; " + what + " needs it");
     if (opt_.delta_rank > static_cast<int>(n_))
         throw std::invalid_argument(what + " exceeds the state size " + std::to_string(n_) +
                                     " (the basis vectors must be linearly independent)");
     if (app_->dtype() != DType::float64) throw std::invalid_argument(what + " needs float64 states");
-    const char* refused = nullptr;
-    if (mode == AdjointMode::gradient)
-        refused = "adjoint=True";
-    else if (mode != AdjointMode::none)
-        refused = "objective_only=True";
-    else if (app_->shell_size() > 0)
-        refused = "shells (shell_shape)";
-    else if (app_->has_step_batch())
-        refused = "step_batch";
-    else if (opt_.periodic)
-        refused = "periodic=True";
-    else if (gate_.has_residual())
-        refused = "a user residual";
-    else if (opt_.full_residual_norm)
-        refused = "full_residual_norm=True";
-    else if (opt_.seq_soln)
-        refused = "seq_soln=True";
-    if (refused != nullptr)
+    if (const char* refused = refused_with_delta(mode))
         throw std::invalid_argument(what + " cannot be combined with " + std::string(refused) +
                                     " (not supported with delta correction, as in XBraid)");
+}
+
+const char* Engine::refused_with_delta(AdjointMode mode) const {
+    if (mode == AdjointMode::gradient) return "adjoint=True";
+    if (mode != AdjointMode::none) return "objective_only=True";
+    if (app_->shell_size() > 0) return "shells (shell_shape)";
+    if (app_->has_step_batch()) return "step_batch";
+    if (opt_.periodic) return "periodic=True";
+    if (gate_.has_residual()) return "a user residual";
+    if (opt_.full_residual_norm) return "full_residual_norm=True";
+    if (opt_.seq_soln) return "seq_soln=True";
+    return nullptr;
+}
+
+void Engine::allocate_delta() {
+    if (!delta()) return;
+    work_.delta = arena_.take(1);
+    work_.action = arena_.take(1);
+    coords_.assign(arena_.basis_rank(), 0.0);
+    if (lyapunov_exponents())
+        lyap_exps_.assign(static_cast<std::size_t>(levels_[0].ncpoints + 1) * arena_.basis_rank(), 0.0);
 }
 
 void Engine::init_basis(double t, Vec u) {
@@ -143,8 +148,15 @@ void Engine::delta_step(int level, int index, Vec u, Phase phase) {
     gate_.step(u, ustop, nullptr, status_);
     status_.basis = nullptr;
     status_.basis_rank = 0;
-    if (tau) {
-        state_axpy(d, n_, 1.0, fa, 1.0, u);
+    delta_step_finish(level, index, u, phase, prop, correct);
+}
+
+void Engine::delta_step_finish(int level, int index, Vec u, Phase phase, bool prop, bool correct) {
+    Level& g = levels_[level];
+    const std::size_t r = arena_.basis_rank();
+    const DType d = arena_.dtype();
+    if (level > 0 && g.fa_valid) {
+        state_axpy(d, n_, 1.0, g.fa.at(index - g.ilower), 1.0, u);
         if (correct) {
             state_axpy(d, n_, 1.0, work_.delta, 1.0, u);
             if (prop) state_axpy(d, r * n_, 1.0, arena_.basis_of(work_.delta, 0), 1.0, arena_.basis_of(u, 0));
@@ -152,14 +164,13 @@ void Engine::delta_step(int level, int index, Vec u, Phase phase) {
     }
     // Orthonormalize at C-points, in FInterp and on the coarsest level; the
     // final FC sweep of level 0 keeps the local exponents of its C-points.
-    if (prop && (g.is_cpoint(index) || phase == Phase::f_interp || level == nlevels() - 1)) {
-        double* exps = nullptr;
-        if (done_ && level == 0 && phase == Phase::fc_relax && lyapunov_exponents()) {
-            const auto ic = static_cast<std::size_t>((index - g.clower) / g.cfactor);
-            if ((ic + 1) * r <= lyap_exps_.size()) exps = lyap_exps_.data() + ic * r;
-        }
-        gram_schmidt(u, exps);
+    if (!prop || !(g.is_cpoint(index) || phase == Phase::f_interp || level == nlevels() - 1)) return;
+    double* exps = nullptr;
+    if (done_ && level == 0 && phase == Phase::fc_relax && lyapunov_exponents()) {
+        const auto ic = static_cast<std::size_t>((index - g.clower) / g.cfactor);
+        if ((ic + 1) * r <= lyap_exps_.size()) exps = lyap_exps_.data() + ic * r;
     }
+    gram_schmidt(u, exps);
 }
 
 void Engine::delta_residual(int level, int index, CVec ustop, Vec r, Phase phase) {

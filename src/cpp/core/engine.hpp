@@ -164,11 +164,11 @@ private:
     };
     /// Work vectors in the arena.
     struct Work {
-        Vec u = nullptr;      ///< the vector being stepped
-        Vec other = nullptr;  ///< a second one (old C value, coarse residual)
-        Vec sweep = nullptr;  ///< the final sweep's
-        Vec ustop = nullptr;  ///< shells: the ustop of a step to a point that holds only a shell
-        Vec delta = nullptr;  ///< delta correction: the Delta term of a step (XBraid's clone of u)
+        Vec u = nullptr;       ///< the vector being stepped
+        Vec other = nullptr;   ///< a second one (old C value, coarse residual)
+        Vec sweep = nullptr;   ///< the final sweep's
+        Vec ustop = nullptr;   ///< shells: the ustop of a step to a point that holds only a shell
+        Vec delta = nullptr;   ///< delta correction: the Delta term of a step (XBraid's clone of u)
         Vec action = nullptr;  ///< delta correction: Delta applied to the previous coarse value
     };
     /// Grouped steps (apps with step_batch): rows of arena vectors, one per
@@ -256,6 +256,12 @@ private:
     bool lyapunov_exponents() const noexcept { return delta() && (opt_.lyapunov || opt_.lyapunov_relax); }
     /// What delta correction needs from the app and the features it excludes.
     void check_delta(AdjointMode mode) const;
+    /// The feature delta correction cannot be combined with (nullptr: none).
+    const char* refused_with_delta(AdjointMode mode) const;
+    /// Work vectors, projections and exponents of delta correction (after the levels' layout).
+    void allocate_delta();
+    /// delta_step's end: tau and Delta corrections, then Gram-Schmidt where XBraid does it.
+    void delta_step_finish(int level, int index, Vec u, Phase phase, bool prop, bool correct);
     /// XBraid's BaseInitBasis: init_basis for every basis vector of `u` at t, orthonormalized.
     void init_basis(double t, Vec u);
     /// _braid_Step when delta_computed(level).
@@ -414,9 +420,9 @@ private:
     double solve_start_ = 0.0;
     bool done_ = false;
     // delta correction
-    bool relax_lyap_ = false;         ///< XBraid's relax_lyap as the current sweep uses it
-    std::vector<double> lyap_exps_;   ///< local exponents at this rank's level-0 C-points (delta_rank each)
-    std::vector<double> coords_;      ///< projections of one vector on a basis (delta_rank)
+    bool relax_lyap_ = false;        ///< XBraid's relax_lyap as the current sweep uses it
+    std::vector<double> lyap_exps_;  ///< local exponents at this rank's level-0 C-points (delta_rank each)
+    std::vector<double> coords_;     ///< projections of one vector on a basis (delta_rank)
 };
 
 }  // namespace pxb

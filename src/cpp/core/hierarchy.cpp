@@ -122,7 +122,7 @@ std::size_t Engine::storage_bytes() const {
 
 std::size_t Engine::level_vectors() const {
     std::size_t vectors = shells() ? 5 : 4;  // work vectors (3; shells: + ustop), va send buffer
-    if (delta()) vectors += 2;                // delta correction: work_.delta, work_.action
+    if (delta()) vectors += 2;               // delta correction: work_.delta, work_.action
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         const Level& g = levels_[l];
         const std::size_t nu = static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints);
@@ -154,13 +154,7 @@ void Engine::allocate_storage() {
     work_.other = arena_.take(1);
     work_.sweep = arena_.take(1);
     if (shells()) work_.ustop = arena_.take(1);
-    if (delta()) {
-        work_.delta = arena_.take(1);
-        work_.action = arena_.take(1);
-        coords_.assign(arena_.basis_rank(), 0.0);
-        if (lyapunov_exponents())
-            lyap_exps_.assign(static_cast<std::size_t>(fine.ncpoints + 1) * arena_.basis_rank(), 0.0);
-    }
+    allocate_delta();  // delta correction only
     va_.send_buf = arena_.take(1);
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         Level& g = levels_[l];
