@@ -65,13 +65,14 @@ def test_public_shell_run_two_ranks(mpirun):
     assert ranks[0]["mismatches"] == []
 
 
-def test_public_delta_run_two_ranks(mpirun):
-    # The public run 23 (ex-07, recorded on 1 rank) replayed on 2 ranks: the basis vectors
-    # travel with the states; the same numbers (residuals to 1e-10, states, exponents).
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_public_delta_run_several_ranks(mpirun, nprocs):
+    # The public run 23 (ex-07, recorded on 1 rank) replayed on 2 and 3 ranks: the basis
+    # vectors travel with the states; the same numbers (residuals to 1e-10, states, exponents).
     runs = ac.public_runs("d_delta_correction")
     if not runs:
         pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
-    ranks = mpirun.json(str(RUNNER), 2, timeout=300, args=["public=d_delta_correction"])
+    ranks = mpirun.json(str(RUNNER), nprocs, timeout=300, args=["public=d_delta_correction"])
     assert ranks[0]["checked"] == [r["id"] for r in runs]
     assert ranks[0]["mismatches"] == []
 

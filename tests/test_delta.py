@@ -173,6 +173,17 @@ def test_errors_name_the_option(app, options, error, message):
         xb.Solver(app(), 0.0, 1.0, 16, comm=MPI.COMM_SELF, max_levels=2, **options)
 
 
+class Lorenz32(Lorenz):
+    def __init__(self):
+        super().__init__()
+        self.dtype = np.dtype(np.float32)
+
+
+def test_float32_is_refused():
+    with pytest.raises(ValueError, match=r"delta_rank=1 needs float64 states"):
+        xb.Solver(Lorenz32(), 0.0, 1.0, 16, comm=MPI.COMM_SELF, max_levels=2, delta_rank=1)
+
+
 def test_adjoint_is_refused():
     from adjoint_cases import DecayAdjoint  # noqa: PLC0415 (a test helper)
 
