@@ -149,6 +149,7 @@ class Batched(Lorenz):
         (Lorenz, dict(delta_rank=4), ValueError, r"delta_rank=4 exceeds the state size 3"),
         (NoBasis, dict(delta_rank=1), ValueError, r"NoBasis defines no init_basis; delta_rank=1 needs it"),
         (Lorenz, dict(delta_rank=1, periodic=True), ValueError, r"delta_rank=1 cannot be combined with periodic"),
+        (Lorenz, dict(delta_rank=2, max_levels=1), ValueError, r"delta_rank=2 needs at least 2 levels"),
         (Lorenz, dict(delta_rank=1, seq_soln=True), ValueError, r"delta_rank=1 cannot be combined with seq_soln"),
         (Residual, dict(delta_rank=1), ValueError, r"delta_rank=1 cannot be combined with a user residual"),
         (
@@ -170,7 +171,7 @@ class Batched(Lorenz):
 )
 def test_errors_name_the_option(app, options, error, message):
     with pytest.raises(error, match=message):
-        xb.Solver(app(), 0.0, 1.0, 16, comm=MPI.COMM_SELF, max_levels=2, **options)
+        xb.Solver(app(), 0.0, 1.0, 16, comm=MPI.COMM_SELF, **{"max_levels": 2, **options})
 
 
 class Lorenz32(Lorenz):
@@ -182,6 +183,13 @@ class Lorenz32(Lorenz):
 def test_float32_is_refused():
     with pytest.raises(ValueError, match=r"delta_rank=1 needs float64 states"):
         xb.Solver(Lorenz32(), 0.0, 1.0, 16, comm=MPI.COMM_SELF, max_levels=2, delta_rank=1)
+
+
+@pytest.mark.parametrize("name", ["lyapunov", "lyapunov_relax"])
+@pytest.mark.parametrize("value", [2, 0.5, "yes", None])
+def test_bad_bool_is_type_error(name, value):
+    with pytest.raises(TypeError, match=rf"{name} must be True/False \(or 0/1\), got {value!r}"):
+        xb.Solver(Lorenz(), 0.0, 1.0, 16, comm=MPI.COMM_SELF, max_levels=2, delta_rank=1, **{name: value})
 
 
 def test_adjoint_is_refused():

@@ -100,6 +100,12 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
         throw std::invalid_argument(
             "periodic=True needs at least 2 levels (max_levels >= 2 and ntime - 1 = " + std::to_string(ntime_ - 1) +
             " > min_coarse = " + std::to_string(opt_.min_coarse) + "), got " + std::to_string(nlevels()));
+    // Delta correction acts on coarse levels only; with one level XBraid's local
+    // exponents read past their array (it prints nan), so one level is refused.
+    if (delta() && nlevels() == 1)
+        throw std::invalid_argument("delta_rank=" + std::to_string(opt_.delta_rank) +
+                                    " needs at least 2 levels (max_levels >= 2 and ntime = " + std::to_string(ntime_) +
+                                    " > min_coarse = " + std::to_string(opt_.min_coarse) + ")");
 }
 
 void Engine::check_features(AdjointMode mode) const {
