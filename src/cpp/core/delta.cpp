@@ -42,7 +42,7 @@ void Engine::check_delta(AdjointMode mode) const {
     if (app_->dtype() != DType::float64) throw std::invalid_argument(what + " needs float64 states");
     if (const char* refused = refused_with_delta(mode))
         throw std::invalid_argument(what + " cannot be combined with " + std::string(refused) +
-                                    " (not supported with delta correction, as in XBraid)");
+                                    " (not supported with delta correction)");
 }
 
 const char* Engine::refused_with_delta(AdjointMode mode) const {

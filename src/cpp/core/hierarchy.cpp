@@ -145,7 +145,8 @@ void Engine::allocate_storage() {
     if (sweep_.gradient()) needed += vectors + 2 + stored;                    // bars, scratch, adjoint iterate
     const bool batch_adjoint = sweep_.gradient() && batch_.capacity > 0 && app_->has_step_adjoint_batch();
     if (batch_adjoint) needed += 4 * batch_.capacity;  // rows of step_adjoint_batch
-    check_storage_size(needed, n_, arena_.dtype(),
+    // (with delta correction every vector holds its basis too: 1 + delta_rank states)
+    check_storage_size(needed, n_ * (1 + arena_.basis_rank()), arena_.dtype(),
                        "on rank " + std::to_string(comm_.rank()) + " (ntime=" + std::to_string(ntime_) + ", " +
                            std::to_string(nlevels()) + " level(s)" + (sweep_.gradient() ? ", with the adjoint" : "") +
                            ")");
