@@ -178,3 +178,135 @@ class Ex06(Ex01):
     @staticmethod
     def exact(t):
         return (1.0 / 16.0) * (-4.0 * t + 11.0 * math.exp(-4.0 * t) + 5.0)
+
+
+def ex02_class(residual=False, coarsening=True):
+    """An ``Ex02`` class with the user residual (``-res``) and coarsening.
+
+    ``coarsening``: True (``-sc``), False (no shape_at/coarsen/refine: the plain path)
+    or "identity" (coarsen and refine as copies, every level of the finest shape).
+    """
+    attrs = {}
+    if residual:
+        attrs["residual"] = Ex02._residual
+    if coarsening is True:
+        attrs.update(shape_at=Ex02._shape_at, coarsen=Ex02._coarsen, refine=Ex02._refine)
+    elif coarsening == "identity":
+        attrs.update(coarsen=Ex02._copy, refine=Ex02._copy)
+    return type("Ex02", (Ex02,), attrs)
+
+
+class Ex02(xb.App):
+    """XBraid's ex-02 (1-D heat equation, backward Euler) with its spatial coarsening (``-sc``).
+
+    The Python twin of ``pyxbraid.apps.Heat1D(guess="xbraid", spatial_coarsening=...)``:
+    loops over Python floats in ex-02's operation order (math.sin/cos, as the C code),
+    so the recorded numbers are reproduced bit for bit. The Solver uses the methods a
+    class overrides, so the variants are subclasses (``ex02_class``).
+    """
+
+    def __init__(self, nspace=33):
+        super().__init__(shape=(nspace,))
+        self.nspace = nspace
+        self.rand_state = 1  # braid_Rand's per-process state
+        self.syncs = []
+
+    def _coarsens(self, level):
+        return level < math.floor(math.log2(self.nspace)) - 1
+
+    def _shape_at(self, level):
+        n = self.nspace
+        for lv in range(level):
+            if self._coarsens(lv):
+                n = (n - 1) // 2 + 1
+        return (n,)
+
+    @staticmethod
+    def forcing(t, x):
+        return (-1.0) * math.sin(x) * math.sin(t) + math.sin(x) * math.cos(t)
+
+    def init(self, t, u):
+        n = u.shape[0]
+        dx = (math.pi - 0.0) / (n - 1.0)
+        if t == 0.0:
+            x = 0.0
+            for i in range(n):
+                u[i] = math.sin(x) * math.cos(0.0)
+                x = x + dx
+            return
+        for i in range(n):
+            self.rand_state = (self.rand_state * 1103515245 + 12345) % 2**64
+            u[i] = ((self.rand_state // 65536) % 32768) / 32768.0
+
+    def step(self, u, ustop, fstop, status):
+        tstop, dt = status.tstop, status.tstop - status.tstart
+        n = u.shape[0]
+        dx = (math.pi - 0.0) / (n - 1.0)
+        v = [float(a) for a in u]
+        if fstop is not None:
+            v = [a + float(f) for a, f in zip(v, fstop, strict=True)]
+        cfl = dt / (dx * dx)
+        a, b, c = -cfl, 1.0 + 2 * cfl, -cfl
+        v[0] = math.sin(0.0) * math.cos(tstop)
+        v[n - 1] = math.sin(math.pi) * math.cos(tstop)
+        x = 0.0
+        for i in range(n):
+            v[i] = v[i] + dt * self.forcing(tstop, x)
+            x = x + dx
+        g = [0.0] * n
+        for i in range(1, n - 1):
+            m = 1.0 / (b - a * g[i - 1])
+            g[i] = m * c
+            v[i] = m * (v[i] - a * v[i - 1])
+        for i in range(n - 2, 0, -1):
+            v[i] = v[i] - g[i] * v[i + 1]
+        u[:] = v
+
+    def _residual(self, ustop, r, status):
+        tstop, dt = status.tstop, status.tstop - status.tstart
+        n = ustop.shape[0]
+        dx = (math.pi - 0.0) / (n - 1.0)
+        cfl = dt / (dx * dx)
+        a, b, c = -cfl, 1.0 + 2 * cfl, -cfl
+        s = [float(v) for v in ustop]
+        g = [s[0]] + [a * s[i - 1] + b * s[i] + c * s[i + 1] for i in range(1, n - 1)] + [s[n - 1]]
+        x = 0.0
+        for i in range(n):
+            r[i] = g[i] - float(r[i]) - dt * self.forcing(tstop, x)
+            x = x + dx
+
+    def _coarsen(self, fine, coarse, status):
+        fsize, csize = fine.shape[0], coarse.shape[0]
+        if not self._coarsens(status.level):
+            coarse[:] = fine
+            return
+        f = [float(v) for v in fine]
+        for i in range(1, csize - 1):
+            coarse[i] = 0.5 * f[2 * i] + 0.25 * f[2 * i + 1] + 0.25 * f[2 * i - 1]
+        coarse[0] = f[0]
+        coarse[csize - 1] = f[fsize - 1]
+
+    def _refine(self, coarse, fine, status):
+        csize, fsize = coarse.shape[0], fine.shape[0]
+        if not self._coarsens(status.level):
+            fine[:] = coarse
+            return
+        c = [float(v) for v in coarse]
+        for i in range(1, fsize - 1):
+            fine[i] = 0.5 * c[i // 2] + 0.5 * c[(i + 1) // 2] if i % 2 == 1 else c[i // 2]
+        fine[0] = c[0]
+        fine[fsize - 1] = c[csize - 1]
+
+    def _copy(self, src, dst, status):
+        dst[:] = src
+
+    def error(self, t, u):
+        """ex-02's discretization error sqrt(dx sum (u - sin x cos t)^2)."""
+        n = u.shape[0]
+        dx = (math.pi - 0.0) / (n - 1.0)
+        x, s = 0.0, 0.0
+        for i in range(n):
+            d = float(u[i]) - math.sin(x) * math.cos(t)
+            s = s + d * d
+            x = x + dx
+        return math.sqrt(s * dx)

@@ -415,6 +415,26 @@ CALLBACKS: tuple[Callback, ...] = (
         "",
         counter="step_adjoint_batch",
     ),
+    Callback(
+        "shape_at",
+        "shape_at(level) -> tuple",
+        "the shape of a state on a level (default: the app's shape); needs coarsen and refine when it differs",
+        "",
+    ),
+    Callback(
+        "coarsen",
+        "coarsen(fine, coarse, status)",
+        "fill coarse (shape_at(status.level + 1)) from fine (shape_at(status.level)): spatial coarsening",
+        "braid_PtFcnSCoarsen",
+        counter="coarsen",
+    ),
+    Callback(
+        "refine",
+        "refine(coarse, fine, status)",
+        "fill fine (shape_at(status.level)) from coarse (shape_at(status.level + 1)): spatial refinement",
+        "braid_PtFcnSRefine",
+        counter="refine",
+    ),
     Callback("reset_gradient", "reset_gradient()", "set the gradient accumulator to zero", "reset_gradient"),
     Callback(
         "init_adjoint",

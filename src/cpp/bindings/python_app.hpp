@@ -39,9 +39,17 @@ public:
     }
     /// The app's sync (None: not called).
     void set_sync(pybind11::object sync) { sync_ = std::move(sync); }
+    /// Spatial coarsening: `shape_at(level)` returns the level's shape as a
+    /// tuple of ints (checked in Python; None: the app's shape on every
+    /// level), `coarsen` and `refine` the app's methods (None: copies).
+    void set_spatial(pybind11::object shape_at, pybind11::object coarsen, pybind11::object refine);
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
+    std::size_t size_at(int level) override;
+    bool has_spatial_coarsening() const override { return !coarsen_.is_none(); }
+    void coarsen_any(CVec fine, Vec coarse, const Status& st) override;
+    void refine_any(CVec coarse, Vec fine, const Status& st) override;
     DType dtype() const override { return dtype_; }
     std::string name() const override { return name_; }
     void init_any(double t, Vec u) override;
@@ -90,6 +98,10 @@ private:
     /// holds it (the user did not keep it): saves an allocation per call.
     PyObject* recycled_view(PyObject*& slot, CVec data, bool writable) const;
     PyObject* status_object(const Status& st);
+    /// The shape of the states of `level` (the app's shape unless shape_at says otherwise).
+    const std::vector<Py_ssize_t>& level_shape(int level) const noexcept;
+    /// The views made next have the shape of `level`'s states.
+    void use_level(int level) const noexcept { cur_shape_ = &level_shape(level); }
     struct ViewRef;
     void check_in_place(const char* callback, PyObject* result, PyObject* target) const;
 
@@ -98,12 +110,15 @@ private:
                      step_adjoint_ = pybind11::none(), reset_gradient_ = pybind11::none(),
                      postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none(),
                      init_adjoint_ = pybind11::none(), step_batch_ = pybind11::none(),
-                     step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none();
+                     step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none(), shape_at_ = pybind11::none(),
+                     coarsen_ = pybind11::none(), refine_ = pybind11::none();
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,
                                    nullptr};  ///< recycled views: u (rw), ustop (ro), fstop (ro), bar (rw), bar2 (rw)
     std::vector<Py_ssize_t> shape_;
+    std::vector<std::vector<Py_ssize_t>> level_shapes_;           ///< shape_at's answers (empty: the app's shape)
+    mutable const std::vector<Py_ssize_t>* cur_shape_ = &shape_;  ///< shape of the views made now
     std::size_t size_ = 1;
     DType dtype_ = DType::float64;
     std::string name_;

@@ -81,7 +81,8 @@ void register_solver(py::module_& m) {
              py::arg("init_adjoint") = py::none())
         .def("set_step_batch", &PyApp::set_step_batch, py::arg("step_batch"),
              py::arg("step_adjoint_batch") = py::none())
-        .def("set_sync", &PyApp::set_sync, py::arg("sync"));
+        .def("set_sync", &PyApp::set_sync, py::arg("sync"))
+        .def("set_spatial", &PyApp::set_spatial, py::arg("shape_at"), py::arg("coarsen"), py::arg("refine"));
 
     // The engine takes part in garbage collection: through a Python app it
     // refers to Python objects (the app, its bound methods) that may refer

@@ -121,7 +121,8 @@ std::size_t Engine::storage_bytes() const {
 }
 
 std::size_t Engine::level_vectors() const {
-    std::size_t vectors = 4;  // work vectors (3), va send buffer
+    // Work vectors (3, and one for refined corrections with spatial coarsening), va send buffer.
+    std::size_t vectors = gate_.has_spatial_coarsening() ? 5 : 4;
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         const Level& g = levels_[l];
         const std::size_t nu = static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints);
@@ -152,6 +153,7 @@ void Engine::allocate_storage() {
     work_.u = arena_.take(1);
     work_.other = arena_.take(1);
     work_.sweep = arena_.take(1);
+    if (gate_.has_spatial_coarsening()) work_.refined = arena_.take(1);
     va_.send_buf = arena_.take(1);
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         Level& g = levels_[l];
@@ -230,10 +232,11 @@ void Engine::copy_fine_to_coarse() {
         Level& f = levels_[l - 1];
         for (int i = g.ilower; i <= g.iupper; ++i) {
             const int fslot = f.u_slot(i * f.cfactor);
-            arena_.copy(g.va.at(i - g.ilower), f.ua.at(fslot));
+            status_.phase = Phase::init;
+            to_coarse(l - 1, i * f.cfactor, f.ua.at(fslot), g.va.at(i - g.ilower));
             const int slot = g.u_slot(i);
             if (slot >= 0) {
-                arena_.copy(g.ua.at(slot), f.ua.at(fslot));
+                arena_.copy(g.ua.at(slot), g.va.at(i - g.ilower));
                 g.ua_set[static_cast<std::size_t>(slot)] = 1;
             }
         }

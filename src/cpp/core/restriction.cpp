@@ -26,8 +26,9 @@ void Engine::finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnor
         arena_.axpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
     if (level == 0) rnorm.add(gate_.norm(r, &status_));
     const int cidx = ci / g.cfactor - c.ilower;
-    arena_.copy(c.va.at(cidx), u);
-    arena_.copy(c.fa.at(cidx), r);
+    status_.phase = Phase::f_restrict;
+    to_coarse(level, ci, u, c.va.at(cidx));
+    to_coarse(level, ci, r, c.fa.at(cidx));
 }
 
 double Engine::restrict_fine_sweep(int level) {
@@ -66,8 +67,10 @@ void Engine::restrict_interval(int level, int k, TemporalNorm& rnorm, bool objec
     if (objective && ci > -1) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
     if (ci > initiali())
         restrict_cpoint(level, ci, r, rnorm);
-    else if (ci == 0)
-        arena_.copy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
+    else if (ci == 0) {
+        status_.phase = Phase::f_restrict;
+        to_coarse(level, 0, g.ua.at(g.u_slot(0)), c.va.at(0 - c.ilower));
+    }
 }
 
 void Engine::coarse_right_hand_side(int clevel) {
