@@ -310,3 +310,110 @@ class Ex02(xb.App):
             s = s + d * d
             x = x + dx
         return math.sqrt(s * dx)
+
+
+class Diffusion(xb.App):
+    """u_t = kappa u_xx on [0, 1], zero Dirichlet boundaries, forward Euler; design: kappa.
+
+    Spatial coarsening halves the grid of 2^k + 1 points per level down to 3 points
+    (injection to coarsen, linear interpolation to refine) and defines both
+    transposes, so the adjoint runs with it. Objective: sum over the fine points of
+    0.5 dx |u|^2. ``coarsening="identity"``: coarsen/refine and their transposes are
+    copies (every level of the finest shape); False: none of them.
+    """
+
+    def __init__(self, n=17, kappa=0.3):
+        super().__init__(shape=(n,))
+        self.kappa = kappa
+        self.grad = np.zeros(1)
+
+    def shape_at(self, level):
+        return (max((self.shape[0] - 1) >> level, 2) + 1,)
+
+    def init(self, t, u):
+        x = np.linspace(0.0, 1.0, u.shape[0])
+        u[:] = np.sin(math.pi * x) if t == 0.0 else 0.25 * np.sin(3 * math.pi * x)
+
+    def _lap(self, u):
+        dx = 1.0 / (u.shape[0] - 1)
+        return (u[:-2] - 2.0 * u[1:-1] + u[2:]) / (dx * dx)
+
+    def step(self, u, ustop, fstop, status):
+        u[1:-1] += status.dt * self.kappa * self._lap(u)
+
+    def step_adjoint(self, u, ustop, u_bar, ustop_bar, status):
+        w = u_bar.copy()
+        dx = 1.0 / (u.shape[0] - 1)
+        c = status.dt * self.kappa / (dx * dx)
+        self.grad[0] += float(np.dot(w[1:-1], status.dt * self._lap(u)))
+        u_bar[:-2] += c * w[1:-1]
+        u_bar[1:-1] += -2.0 * c * w[1:-1]
+        u_bar[2:] += c * w[1:-1]
+
+    def objective(self, u, status):
+        return 0.5 / (u.shape[0] - 1) * float(np.dot(u, u))
+
+    def objective_adjoint(self, u, u_bar, f_bar, status):
+        u_bar[:] = f_bar / (u.shape[0] - 1) * u
+
+    def reset_gradient(self):
+        self.grad[:] = 0.0
+
+    def coarsen(self, fine, coarse, status):
+        coarse[:] = fine[:: (fine.shape[0] - 1) // (coarse.shape[0] - 1)]
+
+    def coarsen_adjoint(self, coarse_bar, fine_bar, status):
+        fine_bar[:: (fine_bar.shape[0] - 1) // (coarse_bar.shape[0] - 1)] = coarse_bar
+
+    def refine(self, coarse, fine, status):
+        if coarse.shape == fine.shape:
+            fine[:] = coarse
+            return
+        fine[::2] = coarse
+        fine[1::2] = 0.5 * (coarse[:-1] + coarse[1:])
+
+    def refine_adjoint(self, fine_bar, coarse_bar, status):
+        if coarse_bar.shape == fine_bar.shape:
+            coarse_bar[:] = fine_bar
+            return
+        coarse_bar[:] = fine_bar[::2]
+        coarse_bar[:-1] += 0.5 * fine_bar[1::2]
+        coarse_bar[1:] += 0.5 * fine_bar[1::2]
+
+    def sequential(self, times):
+        """J and dJ/dkappa by plain forward marching and backpropagation (the reference)."""
+        n = self.shape[0]
+        x = np.linspace(0.0, 1.0, n)
+        us = [np.sin(math.pi * x)]
+        for k in range(len(times) - 1):
+            u = us[-1].copy()
+            u[1:-1] += (times[k + 1] - times[k]) * self.kappa * self._lap(u)
+            us.append(u)
+        dx = 1.0 / (n - 1)
+        J = sum(0.5 * dx * float(np.dot(u, u)) for u in us)
+        lam, grad = dx * us[-1], 0.0
+        for k in range(len(times) - 2, -1, -1):
+            dt, u = times[k + 1] - times[k], us[k]
+            grad += float(np.dot(lam[1:-1], dt * self._lap(u)))
+            c = dt * self.kappa / (dx * dx)
+            back = lam.copy()
+            back[:-2] += c * lam[1:-1]
+            back[1:-1] += -2.0 * c * lam[1:-1]
+            back[2:] += c * lam[1:-1]
+            lam = back + dx * u
+        return J, grad
+
+
+def diffusion_class(coarsening=True):
+    """``Diffusion`` with coarsening True (halving), "identity" (copies) or False (none)."""
+    if coarsening is True:
+        return Diffusion
+
+    def copy(self, src, dst, status):
+        dst[:] = src
+
+    names = ("shape_at", "coarsen", "refine", "coarsen_adjoint", "refine_adjoint")
+    attrs = {m: xb.App.__dict__[m] for m in names}  # the base class's: not overridden
+    if coarsening == "identity":
+        attrs.update({m: copy for m in names[1:]})
+    return type("Diffusion", (Diffusion,), attrs)

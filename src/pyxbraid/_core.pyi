@@ -87,6 +87,10 @@ class CallCounts:
     @property
     def refine(self) -> int: ...
     @property
+    def coarsen_adjoint(self) -> int: ...
+    @property
+    def refine_adjoint(self) -> int: ...
+    @property
     def init_adjoint(self) -> int: ...
     def as_dict(self) -> dict[str, int]: ...
 
@@ -183,6 +187,8 @@ class PythonApp(App):
         shape_at: Callable[..., Any] | None,
         coarsen: Callable[..., Any] | None,
         refine: Callable[..., Any] | None,
+        coarsen_adjoint: Callable[..., Any] | None = None,
+        refine_adjoint: Callable[..., Any] | None = None,
     ) -> None: ...
 
 class Engine:

@@ -435,6 +435,20 @@ CALLBACKS: tuple[Callback, ...] = (
         "braid_PtFcnSRefine",
         counter="refine",
     ),
+    Callback(
+        "coarsen_adjoint",
+        "coarsen_adjoint(coarse_bar, fine_bar, status)",
+        "fine_bar = C^T coarse_bar, the transpose of coarsen (adjoint=True with spatial coarsening)",
+        "",
+        counter="coarsen_adjoint",
+    ),
+    Callback(
+        "refine_adjoint",
+        "refine_adjoint(fine_bar, coarse_bar, status)",
+        "coarse_bar = R^T fine_bar, the transpose of refine (adjoint=True with spatial coarsening)",
+        "",
+        counter="refine_adjoint",
+    ),
     Callback("reset_gradient", "reset_gradient()", "set the gradient accumulator to zero", "reset_gradient"),
     Callback(
         "init_adjoint",

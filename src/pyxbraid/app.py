@@ -316,6 +316,39 @@ class App:
         """
         raise NotImplementedError
 
+    def coarsen_adjoint(self, coarse_bar: np.ndarray, fine_bar: np.ndarray, status: Status) -> None:
+        """Fill ``fine_bar`` with ``C^T coarse_bar``, the transpose of :meth:`coarsen` (adjoint only).
+
+        Needed with ``adjoint=True`` when the app coarsens in space; :meth:`coarsen`
+        and :meth:`refine` must then be linear maps (as restriction and
+        interpolation are). Not in XBraid, which refuses the adjoint with spatial
+        coarsening.
+
+        Parameters
+        ----------
+        coarse_bar : numpy.ndarray
+            Read-only, shape ``shape_at(status.level + 1)``.
+        fine_bar : numpy.ndarray
+            Writable, shape ``shape_at(status.level)``, zero on entry (out).
+        status : pyxbraid.Status
+            The status the primal :meth:`coarsen` call had.
+        """
+        raise NotImplementedError
+
+    def refine_adjoint(self, fine_bar: np.ndarray, coarse_bar: np.ndarray, status: Status) -> None:
+        """Fill ``coarse_bar`` with ``R^T fine_bar``, the transpose of :meth:`refine` (adjoint only).
+
+        Parameters
+        ----------
+        fine_bar : numpy.ndarray
+            Read-only, shape ``shape_at(status.level)``.
+        coarse_bar : numpy.ndarray
+            Writable, shape ``shape_at(status.level + 1)``, zero on entry (out).
+        status : pyxbraid.Status
+            The status the primal :meth:`refine` call had.
+        """
+        raise NotImplementedError
+
     # -- adjoint (used with Solver(adjoint=True) / objective_only=True) --------------
     def objective(self, u: np.ndarray, status: Status) -> float:
         """Adjoint: the objective term f(u_i) at fine time ``status.t`` (XBraid's objectiveT).

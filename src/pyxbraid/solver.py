@@ -400,17 +400,21 @@ class Solver:
             )
         if not coarsen:
             return
+        transposes = None, None
         if adjoint:
-            raise ValueError(
-                f"adjoint=True cannot be combined with spatial coarsening ({name}.coarsen and {name}.refine): "
-                "coarsen_adjoint and refine_adjoint are not implemented yet"
-            )
+            missing = [m for m in ("coarsen_adjoint", "refine_adjoint") if not app._overrides(m)]
+            if missing:
+                raise TypeError(
+                    f"adjoint=True with spatial coarsening ({name}.coarsen and {name}.refine) needs "
+                    f"{name}.{' and '.join(missing)}() (see pyxbraid.App)"
+                )
+            transposes = app.coarsen_adjoint, app.refine_adjoint
         checked = None
         if shape_at:
             checked = _checked_shape_at(app)
             if checked(0) != app.shape:
                 raise ValueError(f"{name}.shape_at(0) must be the app's shape {app.shape}, got {app.shape_at(0)!r}")
-        native.set_spatial(checked, app.coarsen, app.refine)
+        native.set_spatial(checked, app.coarsen, app.refine, *transposes)
 
     # -- running -------------------------------------------------------------------
     def solve(self) -> SolveResult:

@@ -141,9 +141,27 @@ PyApp::~PyApp() {
 int PyApp::traverse(visitproc visit, void* arg) const {
     // The references that can lead back to the engine (the app and its bound
     // methods); the views and the status object refer to nothing.
-    for (const py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
-                                &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_,
-                                &step_batch_, &step_adjoint_batch_, &sync_, &shape_at_, &coarsen_, &refine_})
+    for (const py::object* o : {&app_,
+                                &init_,
+                                &step_,
+                                &residual_,
+                                &norm_,
+                                &access_,
+                                &objective_,
+                                &objective_adjoint_,
+                                &step_adjoint_,
+                                &reset_gradient_,
+                                &postprocess_,
+                                &postprocess_adjoint_,
+                                &init_adjoint_,
+                                &step_batch_,
+                                &step_adjoint_batch_,
+                                &sync_,
+                                &shape_at_,
+                                &coarsen_,
+                                &refine_,
+                                &coarsen_adjoint_,
+                                &refine_adjoint_})
         Py_VISIT(o->ptr());
     return 0;
 }
@@ -152,9 +170,27 @@ void PyApp::clear_references() {
     for (PyObject*& v : views_) Py_CLEAR(v);
     // Setting to None rather than null keeps is_none() checks valid if a
     // cleared engine is ever asked anything.
-    for (py::object* o : {&app_, &init_, &step_, &residual_, &norm_, &access_, &objective_, &objective_adjoint_,
-                          &step_adjoint_, &reset_gradient_, &postprocess_, &postprocess_adjoint_, &init_adjoint_,
-                          &step_batch_, &step_adjoint_batch_, &sync_, &shape_at_, &coarsen_, &refine_})
+    for (py::object* o : {&app_,
+                          &init_,
+                          &step_,
+                          &residual_,
+                          &norm_,
+                          &access_,
+                          &objective_,
+                          &objective_adjoint_,
+                          &step_adjoint_,
+                          &reset_gradient_,
+                          &postprocess_,
+                          &postprocess_adjoint_,
+                          &init_adjoint_,
+                          &step_batch_,
+                          &step_adjoint_batch_,
+                          &sync_,
+                          &shape_at_,
+                          &coarsen_,
+                          &refine_,
+                          &coarsen_adjoint_,
+                          &refine_adjoint_})
         *o = py::none();
 }
 
@@ -413,10 +449,13 @@ void PyApp::init_adjoint_any(double t, CVec u_bar, const Status& st) {
     if (res.p == nullptr) throw py::error_already_set();
 }
 
-void PyApp::set_spatial(py::object shape_at, py::object coarsen, py::object refine) {
+void PyApp::set_spatial(py::object shape_at, py::object coarsen, py::object refine, py::object coarsen_adjoint,
+                        py::object refine_adjoint) {
     shape_at_ = std::move(shape_at);
     coarsen_ = std::move(coarsen);
     refine_ = std::move(refine);
+    coarsen_adjoint_ = std::move(coarsen_adjoint);
+    refine_adjoint_ = std::move(refine_adjoint);
 }
 
 std::size_t PyApp::size_at(int level) {
@@ -438,26 +477,32 @@ const std::vector<Py_ssize_t>& PyApp::level_shape(int level) const noexcept {
     return shape.empty() ? shape_ : shape;
 }
 
-void PyApp::coarsen_any(CVec fine, Vec coarse, const Status& st) {
-    use_level(st.level);
-    ViewRef fv{recycled_view(views_[1], fine, false), &views_[1], memory_owner_.ptr()};
-    use_level(st.level + 1);
-    ViewRef cv{recycled_view(views_[0], coarse, true), &views_[0], memory_owner_.ptr()};
-    PyObject* args[] = {fv.p, cv.p, status_object(st)};
-    Ref res(PyObject_Vectorcall(coarsen_.ptr(), args, 3, nullptr));
+void PyApp::call_space(const py::object& fn, const char* name, CVec src, int src_level, Vec dst, int dst_level,
+                       const Status& st) {
+    use_level(src_level);
+    ViewRef sv{recycled_view(views_[1], src, false), &views_[1], memory_owner_.ptr()};
+    use_level(dst_level);
+    ViewRef dv{recycled_view(views_[0], dst, true), &views_[0], memory_owner_.ptr()};
+    PyObject* args[] = {sv.p, dv.p, status_object(st)};
+    Ref res(PyObject_Vectorcall(fn.ptr(), args, 3, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
-    check_in_place("coarsen", res.p, cv.p);
+    check_in_place(name, res.p, dv.p);
+}
+
+void PyApp::coarsen_any(CVec fine, Vec coarse, const Status& st) {
+    call_space(coarsen_, "coarsen", fine, st.level, coarse, st.level + 1, st);
 }
 
 void PyApp::refine_any(CVec coarse, Vec fine, const Status& st) {
-    use_level(st.level + 1);
-    ViewRef cv{recycled_view(views_[1], coarse, false), &views_[1], memory_owner_.ptr()};
-    use_level(st.level);
-    ViewRef fv{recycled_view(views_[0], fine, true), &views_[0], memory_owner_.ptr()};
-    PyObject* args[] = {cv.p, fv.p, status_object(st)};
-    Ref res(PyObject_Vectorcall(refine_.ptr(), args, 3, nullptr));
-    if (res.p == nullptr) throw py::error_already_set();
-    check_in_place("refine", res.p, fv.p);
+    call_space(refine_, "refine", coarse, st.level + 1, fine, st.level, st);
+}
+
+void PyApp::coarsen_adjoint_any(CVec coarse_bar, Vec fine_bar, const Status& st) {
+    call_space(coarsen_adjoint_, "coarsen_adjoint", coarse_bar, st.level + 1, fine_bar, st.level, st);
+}
+
+void PyApp::refine_adjoint_any(CVec fine_bar, Vec coarse_bar, const Status& st) {
+    call_space(refine_adjoint_, "refine_adjoint", fine_bar, st.level, coarse_bar, st.level + 1, st);
 }
 
 void PyApp::sync(const Status& st) {

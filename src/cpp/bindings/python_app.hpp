@@ -42,7 +42,8 @@ public:
     /// Spatial coarsening: `shape_at(level)` returns the level's shape as a
     /// tuple of ints (checked in Python; None: the app's shape on every
     /// level), `coarsen` and `refine` the app's methods (None: copies).
-    void set_spatial(pybind11::object shape_at, pybind11::object coarsen, pybind11::object refine);
+    void set_spatial(pybind11::object shape_at, pybind11::object coarsen, pybind11::object refine,
+                     pybind11::object coarsen_adjoint, pybind11::object refine_adjoint);
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
@@ -50,6 +51,9 @@ public:
     bool has_spatial_coarsening() const override { return !coarsen_.is_none(); }
     void coarsen_any(CVec fine, Vec coarse, const Status& st) override;
     void refine_any(CVec coarse, Vec fine, const Status& st) override;
+    bool has_spatial_adjoint() const override { return !coarsen_adjoint_.is_none(); }
+    void coarsen_adjoint_any(CVec coarse_bar, Vec fine_bar, const Status& st) override;
+    void refine_adjoint_any(CVec fine_bar, Vec coarse_bar, const Status& st) override;
     DType dtype() const override { return dtype_; }
     std::string name() const override { return name_; }
     void init_any(double t, Vec u) override;
@@ -111,7 +115,11 @@ private:
                      postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none(),
                      init_adjoint_ = pybind11::none(), step_batch_ = pybind11::none(),
                      step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none(), shape_at_ = pybind11::none(),
-                     coarsen_ = pybind11::none(), refine_ = pybind11::none();
+                     coarsen_ = pybind11::none(), refine_ = pybind11::none(), coarsen_adjoint_ = pybind11::none(),
+                     refine_adjoint_ = pybind11::none();
+    /// Call `fn(src, dst, status)` with src of `src_level`'s shape (read-only) and dst of `dst_level`'s (written).
+    void call_space(const pybind11::object& fn, const char* name, CVec src, int src_level, Vec dst, int dst_level,
+                    const Status& st);
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,

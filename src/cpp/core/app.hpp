@@ -39,6 +39,8 @@ public:
     /// (XBraid's braid_SetSpatialCoarsen / braid_SetSpatialRefine); without
     /// them a state moves between levels as a copy.
     virtual bool has_spatial_coarsening() const { return false; }
+    /// True when coarsen_adjoint_any/refine_adjoint_any are defined (the adjoint with spatial coarsening).
+    virtual bool has_spatial_adjoint() const { return false; }
     /// Element type of the states (the engine stores, sends and hands out this type).
     virtual DType dtype() const { return DType::float64; }
 
@@ -98,6 +100,11 @@ public:
     /// Spatial refinement: fill `fine` (size_at(st.level)) from `coarse`
     /// (size_at(st.level + 1)); st.level is the fine level.
     virtual void refine_any(CVec coarse, Vec fine, const Status& st);
+    /// The transpose of coarsen (a linear map): `fine_bar` (out, zeroed on
+    /// entry, size_at(st.level)) = C^T `coarse_bar` (size_at(st.level + 1)).
+    virtual void coarsen_adjoint_any(CVec coarse_bar, Vec fine_bar, const Status& st);
+    /// The transpose of refine: `coarse_bar` (out, zeroed on entry) = R^T `fine_bar`.
+    virtual void refine_adjoint_any(CVec fine_bar, Vec coarse_bar, const Status& st);
 
     // -- design (XBraid_Adjoint) ------------------------------------------------------
     /// Set the gradient accumulator to zero.
@@ -149,6 +156,14 @@ public:
     virtual void coarsen(const Real* /*fine*/, Real* /*coarse*/, const Status& /*st*/) { missing("coarsen"); }
     /// Spatial refinement (when has_spatial_coarsening()): see App::refine_any.
     virtual void refine(const Real* /*coarse*/, Real* /*fine*/, const Status& /*st*/) { missing("refine"); }
+    /// See App::coarsen_adjoint_any (when has_spatial_adjoint()).
+    virtual void coarsen_adjoint(const Real* /*coarse_bar*/, Real* /*fine_bar*/, const Status& /*st*/) {
+        missing("coarsen_adjoint");
+    }
+    /// See App::refine_adjoint_any (when has_spatial_adjoint()).
+    virtual void refine_adjoint(const Real* /*fine_bar*/, Real* /*coarse_bar*/, const Status& /*st*/) {
+        missing("refine_adjoint");
+    }
 
     void init_any(double t, Vec u) final { init(t, ops::as<Real>(u)); }
     void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) final {
@@ -172,6 +187,12 @@ public:
     }
     void refine_any(CVec coarse, Vec fine, const Status& st) final {
         refine(ops::as<Real>(coarse), ops::as<Real>(fine), st);
+    }
+    void coarsen_adjoint_any(CVec coarse_bar, Vec fine_bar, const Status& st) final {
+        coarsen_adjoint(ops::as<Real>(coarse_bar), ops::as<Real>(fine_bar), st);
+    }
+    void refine_adjoint_any(CVec fine_bar, Vec coarse_bar, const Status& st) final {
+        refine_adjoint(ops::as<Real>(fine_bar), ops::as<Real>(coarse_bar), st);
     }
 
 private:

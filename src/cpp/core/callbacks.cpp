@@ -65,6 +65,12 @@ void App::coarsen_any(CVec, Vec, const Status&) {
 void App::refine_any(CVec, Vec, const Status&) {
     throw std::logic_error(name() + " defines no refine");
 }
+void App::coarsen_adjoint_any(CVec, Vec, const Status&) {
+    throw std::logic_error(name() + " defines no coarsen_adjoint");
+}
+void App::refine_adjoint_any(CVec, Vec, const Status&) {
+    throw std::logic_error(name() + " defines no refine_adjoint");
+}
 
 void CallbackGate::probe_capabilities(bool residual_mode) {
     has_residual_ = residual_mode && app_.has_residual();
@@ -308,6 +314,20 @@ void CallbackGate::refine(CVec coarse, Vec fine, const Status& st) {
     tick();
     PXB_GUARDED("refine", &st, app_.refine_any(coarse, fine, st));
     check_finite_n("refine", fine, size_at(st.level), &st);
+}
+
+void CallbackGate::coarsen_adjoint(CVec coarse_bar, Vec fine_bar, const Status& st) {
+    ++counts_.coarsen_adjoint;
+    tick();
+    PXB_GUARDED("coarsen_adjoint", &st, app_.coarsen_adjoint_any(coarse_bar, fine_bar, st));
+    check_finite_n("coarsen_adjoint", fine_bar, size_at(st.level), &st);
+}
+
+void CallbackGate::refine_adjoint(CVec fine_bar, Vec coarse_bar, const Status& st) {
+    ++counts_.refine_adjoint;
+    tick();
+    PXB_GUARDED("refine_adjoint", &st, app_.refine_adjoint_any(fine_bar, coarse_bar, st));
+    check_finite_n("refine_adjoint", coarse_bar, size_at(st.level + 1), &st);
 }
 
 void CallbackGate::init_adjoint(double t, CVec u_bar, const Status& st) {

@@ -31,6 +31,8 @@ struct CallCounts {
     long long step_adjoint_batch = 0;  ///< step_adjoint_batch
     long long coarsen = 0;  ///< coarsen
     long long refine = 0;  ///< refine
+    long long coarsen_adjoint = 0;  ///< coarsen_adjoint
+    long long refine_adjoint = 0;  ///< refine_adjoint
     long long init_adjoint = 0;  ///< init_adjoint
 };
 // END GENERATED call-counts
@@ -63,6 +65,9 @@ public:
     void coarsen(CVec fine, Vec coarse, const Status& st);
     /// The app's refine (st.level: the fine level); checks the fine state.
     void refine(CVec coarse, Vec fine, const Status& st);
+    /// The transposes of coarsen and refine (the adjoint's reverse sweep).
+    void coarsen_adjoint(CVec coarse_bar, Vec fine_bar, const Status& st);
+    void refine_adjoint(CVec fine_bar, Vec coarse_bar, const Status& st);
     /// Ask the app for the state size of each of `nlevels` levels (its
     /// shape_at) and keep them: every check of a state on a level uses them.
     /// Throws naming the level when a size is 0 or larger than level 0's.

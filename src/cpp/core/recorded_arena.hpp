@@ -63,6 +63,10 @@ public:
     void record_group(bool begin) {
         if (recording_) tape_.group(begin);
     }
+    /// dst <- coarsen(src) (or refine(src)) was computed with status st (the app's linear maps).
+    void record_space(bool coarsen, CVec dst, CVec src, const Status& st) {
+        if (recording_) tape_.space(coarsen, index_of(dst), index_of(src), st);
+    }
     /// An objective term f(u) was evaluated with status st.
     void record_objective(CVec u, const Status& st);
 

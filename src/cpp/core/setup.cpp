@@ -124,10 +124,10 @@ void Engine::check_features(AdjointMode mode) const {
 
 void Engine::check_spatial_features(AdjointMode mode) const {
     if (!gate_.has_spatial_coarsening()) return;
-    if (mode == AdjointMode::gradient)
-        throw std::invalid_argument(
-            "adjoint=True cannot be combined with spatial coarsening (the app's coarsen and refine): "
-            "coarsen_adjoint and refine_adjoint are not implemented yet");
+    if (mode == AdjointMode::gradient && !app_->has_spatial_adjoint())
+        throw std::invalid_argument(app_->name() +
+                                    " defines no coarsen_adjoint and refine_adjoint; adjoint=True with spatial "
+                                    "coarsening (coarsen and refine) needs them");
     if (app_->has_step_batch())
         throw std::invalid_argument(
             "step_batch cannot be combined with spatial coarsening (the app's coarsen and refine): "

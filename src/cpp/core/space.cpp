@@ -31,12 +31,14 @@ void Engine::to_coarse(int level, int f_index, CVec fine, Vec coarse) {
     }
     fill_space_status(level, f_index);
     gate_.coarsen(fine, coarse, status_);
+    arena_.record_space(true, coarse, fine, status_);
 }
 
 CVec Engine::to_fine(int level, int f_index, CVec e) {
     if (!gate_.has_spatial_coarsening()) return e;
     fill_space_status(level, f_index);
     gate_.refine(e, work_.refined, status_);
+    arena_.record_space(false, work_.refined, e, status_);
     return work_.refined;
 }
 
