@@ -400,7 +400,7 @@ class Solver:
             )
         if not coarsen:
             return
-        transposes = None, None
+        transposes: tuple[Any, Any] = (None, None)
         if adjoint:
             missing = [m for m in ("coarsen_adjoint", "refine_adjoint") if not app._overrides(m)]
             if missing:
