@@ -70,8 +70,10 @@ def _solve(app, **opts):
         dict(max_levels=4, min_coarse=3, skip=False, abs_tol=1e-6, max_iter=30),
         dict(max_levels=5, skip=True, fmg=True, abs_tol=1e-6, max_iter=30),
         dict(max_levels=3, cfactor=4, nrelax=2, storage=0, rel_tol=1e-10, max_iter=30),
+        dict(max_levels=3, periodic=True, nrelax=[1, 1, 5], abs_tol=1e-8, max_iter=30),
+        dict(max_levels=4, seq_soln=True, final_fc_relax=True, relax_only_cg=True, abs_tol=1e-8, max_iter=30),
     ],
-    ids=["ml4", "ml5-skip-fmg", "ml3-cf4-storage0"],
+    ids=["ml4", "ml5-skip-fmg", "ml3-cf4-storage0", "periodic", "seq-fcf-relaxcg"],
 )
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "res"])
 def test_identity_coarsening_equals_no_coarsening_bitwise(opts, residual):
