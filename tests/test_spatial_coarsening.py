@@ -34,12 +34,13 @@ def test_recorded_runs_one_rank(run, python_app):
     assert ac.compare(run, ac.execute(run, MPI.COMM_SELF, python_app=python_app)) == []
 
 
+@pytest.mark.parametrize("nprocs", [2, 3])
 @pytest.mark.parametrize("python_app", [False, True], ids=["native", "python"])
-def test_recorded_runs_two_ranks(mpirun, python_app):
+def test_recorded_runs_two_and_three_ranks(mpirun, python_app, nprocs):
     args = ["spatial_coarsening"] + (["--python"] if python_app else [])
-    ranks = mpirun.json(str(RUNNER), 2, timeout=300, args=args)
-    expected = [r["id"] for r in ac.load_runs(nprocs=2) if r["feature"] == "spatial_coarsening"]
-    assert ranks[0]["checked"] == expected and len(expected) == 10
+    ranks = mpirun.json(str(RUNNER), nprocs, timeout=300, args=args)
+    expected = [r["id"] for r in ac.load_runs(nprocs=nprocs) if r["feature"] == "spatial_coarsening"]
+    assert ranks[0]["checked"] == expected and len(expected) == {2: 10, 3: 3}[nprocs]
     assert ranks[0]["mismatches"] == []
 
 
