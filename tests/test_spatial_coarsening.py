@@ -318,6 +318,66 @@ report(outcome(lambda: solver.solve().iterations))
     assert ranks[0]["type"] == "RemoteRankError" and ranks[0]["rank"] == 1
 
 
+def test_shape_at_failing_or_differing_on_one_rank(mpirun):
+    here = Path(__file__).resolve().parent
+    code = f"""
+import sys
+sys.path[:0] = [{str(here)!r}, {str(here / "scripts")!r}]
+from mpi4py import MPI
+from reporting import outcome
+import pyxbraid as xb
+from advanced_apps import ex02_class
+
+rank = MPI.COMM_WORLD.Get_rank()
+
+class Failing(ex02_class(coarsening=True)):
+    def shape_at(self, level):
+        if rank == 1 and level == 2:
+            raise KeyError("rank 1 shape_at")
+        return super().shape_at(level)
+
+class Differing(ex02_class(coarsening=True)):
+    def shape_at(self, level):
+        return (3,) if rank == 1 and level == 2 else super().shape_at(level)
+
+report([outcome(lambda: xb.Solver(cls(17), 0.0, 1.0, 16, max_levels=4) and "built") for cls in (Failing, Differing)])
+"""
+    ranks = mpirun.json(code, 2, timeout=120)
+    assert ranks[1][0]["type"] == "KeyError" and "rank 1 shape_at" in ranks[1][0]["message"]
+    assert ranks[0][0]["type"] == "RemoteRankError" and ranks[0][0]["rank"] == 1
+    for r in ranks:
+        assert r[1]["type"] == "ValueError" and "Differing.shape_at(2) differs between ranks" in r[1]["message"]
+
+
+def test_float32_states_with_coarsening():
+    class Smooth(xb.App):
+        def __init__(self, dtype):
+            super().__init__(shape=(17,), dtype=dtype)
+
+        def shape_at(self, level):
+            return (max(16 >> level, 2) + 1,)
+
+        def init(self, t, u):
+            u[:] = 1.0 if t == 0.0 else 0.5
+
+        def step(self, u, ustop, fstop, status):
+            u /= 1.0 + status.dt
+
+        def coarsen(self, fine, coarse, status):
+            assert fine.dtype == coarse.dtype == self.dtype
+            coarse[:] = fine[:: (fine.size - 1) // (coarse.size - 1)]
+
+        def refine(self, coarse, fine, status):
+            fine[:] = np.interp(np.linspace(0, 1, fine.size), np.linspace(0, 1, coarse.size), coarse)
+
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        solver = xb.Solver(Smooth(dtype), 0.0, 1.0, 16, comm=MPI.COMM_SELF, max_levels=4, abs_tol=tol)
+        result = solver.solve()
+        assert result.converged and result.calls["coarsen"] > 0
+        assert solver.state_at(16).dtype == dtype
+        np.testing.assert_allclose(solver.state_at(16), (1.0 / (1.0 + 1.0 / 16)) ** 16, rtol=10 * tol)
+
+
 def test_heat1d_spatial_coarsening_input():
     with pytest.raises(ValueError, match="nspace - 1 to be a power of 2, got nspace=10"):
         xb.apps.Heat1D(10, spatial_coarsening=True)

@@ -152,8 +152,9 @@ void Engine::probe_level_sizes() {
         comm_.allreduce(lo.data(), nlevels(), MPI_MIN);
         comm_.allreduce(hi.data(), nlevels(), MPI_MAX);
         if (error) std::rethrow_exception(error);
+        // Another rank's shape_at failed: the constructor's agreement raises RemoteRankError here.
+        if (std::any_of(lo.begin(), lo.end(), [](double v) { return v < 0.0; })) return;
         for (std::size_t l = 0; l < levels; ++l) {
-            if (lo[l] < 0.0) throw std::runtime_error("shape_at failed on another rank");
             if (lo[l] != hi[l])
                 throw std::invalid_argument(app_->name() + ".shape_at(" + std::to_string(l) +
                                             ") differs between ranks: every rank must give each level the same shape");
