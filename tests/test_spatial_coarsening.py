@@ -59,6 +59,35 @@ def test_public_run_01(python_app):
     assert f"{got['discretization_error']:1.4e}" == "2.9214e-02"
 
 
+def test_public_run_01_per_level_grids():
+    # ex-02's own table of the grids its steps saw (last dx, dt per level, printed %.2e)
+    runs = ac.public_runs("a_spatial_coarsening")
+    if not runs:
+        pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
+    table = next(r for r in runs if r["id"] == "01_ex-02_np1")["extra"]["sc_info_per_level"]
+
+    class Grids(ex02_class(coarsening=True)):
+        seen = {}
+
+        def step(self, u, ustop, fstop, status):
+            self.seen[status.level] = (math.pi / (u.shape[0] - 1.0), status.dt)
+            super().step(u, ustop, fstop, status)
+
+    app = Grids(33)
+    tol = 1e-7 / (math.sqrt(2 * math.pi / 63) * math.sqrt(math.pi / 32))
+    xb.Solver(
+        app, 0.0, 2 * math.pi, 64, comm=MPI.COMM_SELF, max_levels=4, min_coarse=3, skip=False, abs_tol=tol, max_iter=30
+    ).solve()
+    assert len(app.seen) == len(table) == 4
+    for row in table:
+        dx, dt = app.seen[row["level"]]
+        assert (f"{dx:.2e}", f"{dt:.2e}", f"{dt / dx**2:.2e}") == (
+            f"{row['dx']:.2e}",
+            f"{row['dt']:.2e}",
+            f"{row['dt_over_dx2']:.2e}",
+        )
+
+
 def _solve(app, **opts):
     solver = xb.Solver(app, 0.0, 2 * math.pi, 64, comm=MPI.COMM_SELF, **opts)
     result = solver.solve()
