@@ -407,6 +407,23 @@ def test_float32_states_with_coarsening():
         np.testing.assert_allclose(solver.state_at(16), (1.0 / (1.0 + 1.0 / 16)) ** 16, rtol=10 * tol)
 
 
+def test_virtual_time_with_coarsening_on_two_ranks(mpirun):
+    # coarse levels send their own (smaller) states; the clocked messages must agree on it
+    code = """
+import math
+import pyxbraid as xb
+runs = []
+for vt in (False, True):
+    heat = xb.apps.Heat1D(33, spatial_coarsening=True)
+    r = xb.Solver(heat, 0.0, 2 * math.pi, 64, max_levels=5, abs_tol=1e-9, virtual_time=vt).solve()
+    runs.append([r.iterations, list(r.residual_norms[1:]), r.virtual_wall_time is not None])
+report(runs)
+"""
+    ranks = mpirun.json(code, 2, timeout=120)
+    (plain, clocked) = ranks[0]
+    assert plain[:2] == clocked[:2] and clocked[2] and not plain[2]
+
+
 def test_heat1d_spatial_coarsening_input():
     with pytest.raises(ValueError, match="nspace - 1 to be a power of 2, got nspace=10"):
         xb.apps.Heat1D(10, spatial_coarsening=True)

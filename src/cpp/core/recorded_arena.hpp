@@ -51,10 +51,14 @@ public:
     void copy(Vec dst, CVec src);
     /// y <- a x + b y
     void axpy(double a, CVec x, double b, Vec y);
-    /// Copy v into the send buffer buf and send it (the reverse sweep receives its bar).
-    void send(CVec v, Vec buf, int dest, int tag, MPI_Request& req);
-    /// Post the receive of a state into `slot`.
-    void receive(Vec slot, int source, int tag, MPI_Request& req) { comm_.irecv(slot, n_, dtype_, source, tag, req); }
+    /// Copy v into the send buffer buf and send its first `count` elements (a
+    /// coarse level's state: size_at(level); 0: the whole vector). The reverse
+    /// sweep receives its bar.
+    void send(CVec v, Vec buf, int dest, int tag, MPI_Request& req, std::size_t count = 0);
+    /// Post the receive of a state of `count` elements (0: a whole vector) into `slot`.
+    void receive(Vec slot, int source, int tag, MPI_Request& req, std::size_t count = 0) {
+        comm_.irecv(slot, count ? count : n_, dtype_, source, tag, req);
+    }
     /// A receive into `slot` completed (the reverse sweep sends its bar back).
     void received(Vec slot, int source, int tag);
     /// Before a step: save its inputs (u and, when distinct, ustop) with its status.

@@ -82,9 +82,11 @@ void Engine::coarse_right_hand_side(int clevel) {
     if (c.ilower <= c.iupper) {
         const int left = owner(clevel, c.ilower - 1);
         va_.source = left;
-        if (left >= 0) arena_.receive(c.va.at(-1), left, kVaTag + clevel, va_.recv);
+        if (left >= 0) arena_.receive(c.va.at(-1), left, kVaTag + clevel, va_.recv, gate_.size_at(clevel));
         const int right = owner(clevel, c.iupper + 1);
-        if (right >= 0) arena_.send(c.va.at(c.iupper - c.ilower), va_.send_buf, right, kVaTag + clevel, va_.send);
+        if (right >= 0)
+            arena_.send(c.va.at(c.iupper - c.ilower), va_.send_buf, right, kVaTag + clevel, va_.send,
+                        gate_.size_at(clevel));
     }
     Vec cu = work_.other;
     int last = c.iupper;  // points last..ilower one by one

@@ -3,10 +3,10 @@
 // refine a state moves as a copy, exactly as before.
 //
 // Every level's states live in slots of the finest level's size: a coarse
-// state uses the first size_at(level) elements of its slot. Copies, sums,
-// messages and the tape work on whole slots (the elements past a level's size
-// only ever meet the same elements of other slots, so they never reach a
-// state), while callbacks, norms and checks see each level's own size.
+// state uses the first size_at(level) elements of its slot. Copies, sums and
+// the tape work on whole slots (the elements past a level's size only ever
+// meet the same elements of other slots, so they never reach a state), while
+// callbacks, norms, checks and the primal messages use each level's own size.
 #include "core/engine.hpp"
 
 namespace pxb {
