@@ -333,3 +333,44 @@ def test_bad_value_on_one_rank_raises_on_every_rank(mpirun):
         # all succeed (the value happened to be valid), or all raise: the culprit its
         # own error, the others RemoteRankError or the same validation error
         assert outcome.count("ok") in (0, 3), outcome
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.one_of(st.integers(-2, 12), st.text(max_size=2), st.tuples(st.integers(0, 4), st.integers(0, 4))), max_size=4
+    ),
+    st.integers(1, 4),
+    st.integers(2, 20),
+    st.booleans(),
+)
+def test_spatial_shapes(sizes, max_levels, ntime, skip):
+    # Any per-level shapes (shape_at) either solve -- to the sequential answer, the coarse
+    # levels only accelerate -- or are refused naming shape_at and the level.
+    class Shaped(xb.App):
+        def __init__(self):
+            super().__init__(shape=(8,))
+
+        def shape_at(self, level):
+            return (8,) if level == 0 or not sizes else sizes[(level - 1) % len(sizes)]
+
+        def init(self, t, u):
+            u[...] = 1.0
+
+        def step(self, u, ustop, fstop, status):
+            u *= 0.5
+
+        def coarsen(self, fine, coarse, status):
+            coarse[...] = np.resize(fine, coarse.shape)
+
+        def refine(self, coarse, fine, status):
+            fine[...] = np.resize(coarse, fine.shape)
+
+    try:
+        solver = xb.Solver(Shaped(), 0.0, 1.0, ntime, comm=COMM, max_levels=max_levels, skip=skip, max_iter=200)
+    except (TypeError, ValueError) as exc:
+        assert "Shaped.shape_at(" in str(exc), str(exc)
+        return
+    result = solver.solve()
+    assert result.converged
+    np.testing.assert_allclose(solver.state_at(ntime), np.full(8, 0.5**ntime), rtol=1e-8, atol=1e-12)

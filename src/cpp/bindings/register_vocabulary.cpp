@@ -70,6 +70,10 @@ void register_vocabulary(py::module_& m) {
         .def_readonly("objective_adjoint", &CallCounts::objective_adjoint)
         .def_readonly("step_adjoint", &CallCounts::step_adjoint)
         .def_readonly("step_adjoint_batch", &CallCounts::step_adjoint_batch)
+        .def_readonly("coarsen", &CallCounts::coarsen)
+        .def_readonly("refine", &CallCounts::refine)
+        .def_readonly("coarsen_adjoint", &CallCounts::coarsen_adjoint)
+        .def_readonly("refine_adjoint", &CallCounts::refine_adjoint)
         .def_readonly("init_adjoint", &CallCounts::init_adjoint)
         .def("as_dict", [](const CallCounts& c) {
             py::dict d;
@@ -85,6 +89,10 @@ void register_vocabulary(py::module_& m) {
             d["objective_adjoint"] = c.objective_adjoint;
             d["step_adjoint"] = c.step_adjoint;
             d["step_adjoint_batch"] = c.step_adjoint_batch;
+            d["coarsen"] = c.coarsen;
+            d["refine"] = c.refine;
+            d["coarsen_adjoint"] = c.coarsen_adjoint;
+            d["refine_adjoint"] = c.refine_adjoint;
             d["init_adjoint"] = c.init_adjoint;
             return d;
         });

@@ -164,10 +164,11 @@ private:
     };
     /// Work vectors in the arena.
     struct Work {
-        Vec u = nullptr;      ///< the vector being stepped
-        Vec other = nullptr;  ///< a second one (old C value, coarse residual)
-        Vec sweep = nullptr;  ///< the final sweep's
-        Vec ustop = nullptr;  ///< shells: the ustop of a step to a point that holds only a shell
+        Vec u = nullptr;        ///< the vector being stepped
+        Vec other = nullptr;    ///< a second one (old C value, coarse residual)
+        Vec sweep = nullptr;    ///< the final sweep's
+        Vec ustop = nullptr;    ///< shells: the ustop of a step to a point that holds only a shell
+        Vec refined = nullptr;  ///< a coarse correction refined in space (spatial coarsening)
     };
     /// Grouped steps (apps with step_batch): rows of arena vectors, one per
     /// interval of a sweep, and what is deferred to keep the one-by-one order.
@@ -199,8 +200,11 @@ private:
     void validate_problem() const;
     /// What the options need from the app, and the combinations that are refused.
     void check_features(AdjointMode mode) const;
-    /// Shells (XBraid's braid_SetShell) exclude the adjoint (as in XBraid) and grouped steps.
+    /// Shells (XBraid's braid_SetShell) exclude the adjoint (as in XBraid), grouped steps and
+    /// spatial coarsening.
     void check_shells(AdjointMode mode) const;
+    /// The combinations spatial coarsening (the app's coarsen/refine) does not support yet.
+    void check_spatial_features(AdjointMode mode) const;
     void make_time_grid(double tstart, double tstop, std::vector<double> times);
     void check_objective_window() const;
     void check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times);
@@ -213,11 +217,22 @@ private:
     /// Vectors of the work space and the levels (ua, va, fa, ghosts, send buffers).
     std::size_t level_vectors() const;
     /// The batch rows in the arena (after the levels' vectors), their times, and the batched adjoint's rows.
+    void take_work_vectors();
     void allocate_batch(bool fstop, bool adjoint);
     void init_guess_level0();
     void sequential_guess();
     void copy_fine_to_coarse();
     void init_coarse_from_va(int level);
+    /// The state sizes of the levels (the app's shape_at), checked and agreed on by the ranks.
+    void probe_level_sizes();
+    /// A fine-level state moved to the next coarser level: the app's coarsen,
+    /// else a copy. `level`/`f_index`: the fine level and index (XBraid's _braid_Coarsen).
+    void to_coarse(int level, int f_index, CVec fine, Vec coarse);
+    /// A coarse correction moved to fine level `level` at `f_index`: the app's
+    /// refine into a work vector, else `e` itself (XBraid's _braid_Refine).
+    CVec to_fine(int level, int f_index, CVec e);
+    /// The status of a coarsen/refine call about fine index `f_index` of `level`.
+    void fill_space_status(int level, int f_index);
     int owner(int level, int index) const;
     /// periodic: index -1 of a level is its last point, last + 1 is 0 (else the index itself).
     int wrap(int level, int index) const noexcept;

@@ -17,13 +17,15 @@ void Engine::comm_init_fc(int level) {
     if (g.ilower > g.iupper) return;
     const int left = owner(level, g.ilower - 1);
     if (left >= 0) {
-        arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv);
+        arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv, gate_.size_at(level));
         pc.recv_index = g.ilower - 1;
         pc.recv_source = left;
     }
     if (g.is_cpoint(g.iupper)) {
         const int right = owner(level, g.iupper + 1);
-        if (right >= 0) arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
+        if (right >= 0)
+            arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send,
+                        gate_.size_at(level));
     } else {
         pc.send_index = g.iupper;
     }
@@ -39,7 +41,7 @@ void Engine::comm_init_f(int level) {
     if (!g.is_cpoint(g.ilower)) {
         const int left = owner(level, g.ilower - 1);
         if (left >= 0) {
-            arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv);
+            arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv, gate_.size_at(level));
             pc.recv_index = g.ilower - 1;
             pc.recv_source = left;
         }
@@ -47,7 +49,9 @@ void Engine::comm_init_f(int level) {
     const bool next_is_f = !g.is_cpoint(wrap(level, g.iupper + 1));
     if (g.is_cpoint(g.iupper) && next_is_f) {
         const int right = owner(level, g.iupper + 1);
-        if (right >= 0) arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
+        if (right >= 0)
+            arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send,
+                        gate_.size_at(level));
     } else if (next_is_f) {
         pc.send_index = g.iupper;
     }
@@ -81,7 +85,7 @@ void Engine::send_pending(int level, int index, CVec v) {
     PendingComm& pc = pending_[level];
     if (index != pc.send_index) return;
     const int right = owner(level, index + 1);
-    if (right >= 0) arena_.send(v, pc.send_buf, right, kGhostTag + level, pc.send);
+    if (right >= 0) arena_.send(v, pc.send_buf, right, kGhostTag + level, pc.send, gate_.size_at(level));
     pc.send_index = -2;
 }
 

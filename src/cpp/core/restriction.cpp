@@ -26,8 +26,9 @@ void Engine::finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnor
         arena_.axpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
     if (level == 0) rnorm.add(gate_.norm(r, &status_));
     const int cidx = ci / g.cfactor - c.ilower;
-    arena_.copy(c.va.at(cidx), u);
-    arena_.copy(c.fa.at(cidx), r);
+    status_.phase = Phase::f_restrict;
+    to_coarse(level, ci, u, c.va.at(cidx));
+    to_coarse(level, ci, r, c.fa.at(cidx));
 }
 
 double Engine::restrict_fine_sweep(int level) {
@@ -66,8 +67,10 @@ void Engine::restrict_interval(int level, int k, TemporalNorm& rnorm, bool objec
     if (objective && ci > -1) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
     if (ci > initiali())
         restrict_cpoint(level, ci, r, rnorm);
-    else if (ci == 0)
-        arena_.copy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
+    else if (ci == 0) {
+        status_.phase = Phase::f_restrict;
+        to_coarse(level, 0, g.ua.at(g.u_slot(0)), c.va.at(0 - c.ilower));
+    }
 }
 
 void Engine::coarse_right_hand_side(int clevel) {
@@ -79,9 +82,11 @@ void Engine::coarse_right_hand_side(int clevel) {
     if (c.ilower <= c.iupper) {
         const int left = owner(clevel, c.ilower - 1);
         va_.source = left;
-        if (left >= 0) arena_.receive(c.va.at(-1), left, kVaTag + clevel, va_.recv);
+        if (left >= 0) arena_.receive(c.va.at(-1), left, kVaTag + clevel, va_.recv, gate_.size_at(clevel));
         const int right = owner(clevel, c.iupper + 1);
-        if (right >= 0) arena_.send(c.va.at(c.iupper - c.ilower), va_.send_buf, right, kVaTag + clevel, va_.send);
+        if (right >= 0)
+            arena_.send(c.va.at(c.iupper - c.ilower), va_.send_buf, right, kVaTag + clevel, va_.send,
+                        gate_.size_at(clevel));
     }
     Vec cu = work_.other;
     int last = c.iupper;  // points last..ilower one by one

@@ -95,6 +95,7 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     check_objective_window();
     gupper0_ = opt_.periodic ? ntime_ - 1 : ntime_;
     build_hierarchy();
+    probe_level_sizes();
     if (opt_.periodic && nlevels() == 1)
         throw std::invalid_argument(
             "periodic=True needs at least 2 levels (max_levels >= 2 and ntime - 1 = " + std::to_string(ntime_ - 1) +
@@ -116,6 +117,7 @@ void Engine::check_features(AdjointMode mode) const {
                                     (mode == AdjointMode::gradient ? "adjoint=True" : "objective_only=True"));
     if (opt_.periodic && opt_.seq_soln)
         throw std::invalid_argument("periodic=True cannot be combined with seq_soln=True (as in XBraid)");
+    check_spatial_features(mode);
     if (mode == AdjointMode::gradient && opt_.full_residual_norm)
         throw std::invalid_argument("adjoint=True cannot be combined with full_residual_norm=True (as in XBraid)");
     check_shells(mode);
@@ -129,6 +131,51 @@ void Engine::check_shells(AdjointMode mode) const {
     if (app_->has_step_batch())
         throw std::invalid_argument(app_->name() +
                                     " has shells (shell_shape); step_batch cannot be combined with them");
+    if (gate_.has_spatial_coarsening())
+        throw std::invalid_argument(app_->name() +
+                                    " has shells (shell_shape); spatial coarsening (coarsen and refine) cannot be "
+                                    "combined with them yet");
+}
+
+void Engine::check_spatial_features(AdjointMode mode) const {
+    if (!gate_.has_spatial_coarsening()) return;
+    if (mode == AdjointMode::gradient && !app_->has_spatial_adjoint())
+        throw std::invalid_argument(app_->name() +
+                                    " defines no coarsen_adjoint and refine_adjoint; adjoint=True with spatial "
+                                    "coarsening (coarsen and refine) needs them");
+    if (app_->has_step_batch())
+        throw std::invalid_argument(
+            "step_batch cannot be combined with spatial coarsening (the app's coarsen and refine): "
+            "the batch rows have the finest level's shape");
+}
+
+void Engine::probe_level_sizes() {
+    // Every rank reaches the reductions below, also one whose shape_at failed
+    // (it reports -1): a rank that left early would leave the others waiting.
+    std::exception_ptr error;
+    try {
+        gate_.probe_level_sizes(nlevels());
+    } catch (...) {
+        error = std::current_exception();
+    }
+    if (comm_.size() > 1) {
+        // A shape_at that differs between ranks would garble the messages.
+        const auto levels = static_cast<std::size_t>(nlevels());
+        std::vector<double> lo(levels), hi(levels);
+        for (std::size_t l = 0; l < levels; ++l) lo[l] = error ? -1.0 : double(gate_.size_at(int(l)));
+        hi = lo;
+        comm_.allreduce(lo.data(), nlevels(), MPI_MIN);
+        comm_.allreduce(hi.data(), nlevels(), MPI_MAX);
+        if (error) std::rethrow_exception(error);
+        // Another rank's shape_at failed: the constructor's agreement raises RemoteRankError here.
+        if (std::any_of(lo.begin(), lo.end(), [](double v) { return v < 0.0; })) return;
+        for (std::size_t l = 0; l < levels; ++l) {
+            if (lo[l] != hi[l])
+                throw std::invalid_argument(app_->name() + ".shape_at(" + std::to_string(l) +
+                                            ") differs between ranks: every rank must give each level the same shape");
+        }
+    }
+    if (error) std::rethrow_exception(error);
 }
 
 void Engine::validate_problem() const {

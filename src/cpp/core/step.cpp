@@ -84,8 +84,9 @@ Status Engine::recorded_status(const TapeOp& op) const {
     }
     const Level& g = levels_[op.level];
     Status st;
+    const bool space = op.kind == TapeOp::Kind::coarsen || op.kind == TapeOp::Kind::refine;
     st.tstart = g.t(op.tindex);
-    st.tstop = g.t(op.tindex + 1);
+    st.tstop = space ? st.tstart : g.t(op.tindex + 1);  // coarsen/refine: the point's time (fill_space_status)
     st.tindex = op.tindex;
     st.level = op.level;
     st.nlevels = nlevels();
