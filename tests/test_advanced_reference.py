@@ -15,7 +15,11 @@ import pytest
 from mpi4py import MPI
 
 RUNNER = Path(__file__).resolve().parent / "scripts" / "advanced_runner.py"
-FEATURES = {"full_rnorm_sync": ["full_rnorm", "full_rnorm_sync", "sync"], "periodic": ["periodic"]}
+FEATURES = {
+    "full_rnorm_sync": ["full_rnorm", "full_rnorm_sync", "sync"],
+    "periodic": ["periodic"],
+    "richardson": ["richardson"],
+}
 ONE_RANK = [r for r in ac.load_runs(nprocs=1) if r["feature"] in sum(FEATURES.values(), [])]
 
 
@@ -32,7 +36,7 @@ def test_runs_two_ranks(mpirun, feature):
     assert ranks[0]["mismatches"] == []
 
 
-PUBLIC = {"f_full_rnorm_and_sync": "ex-03", "c_periodic": "ex-01-expanded"}
+PUBLIC = {"f_full_rnorm_and_sync": "ex-03", "c_periodic": "ex-01-expanded", "b_richardson": "ex-06"}
 
 
 @pytest.mark.parametrize("feature", sorted(PUBLIC))
@@ -41,8 +45,21 @@ def test_public_runs(feature):
     if not runs:
         pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
     for run in runs:
-        run = dict(run, program=run["example"])
+        run = ac.as_recorded(run)
         assert ac.compare(run, ac.execute(run, MPI.COMM_SELF)) == []
+
+
+def test_public_richardson_run_numbers():
+    # public run 08 (ex-06 -richardson): what the comparison above holds pyxbraid to
+    runs = ac.public_runs("b_richardson")
+    if not runs:
+        pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
+    run = ac.as_recorded(runs[0])
+    got = ac.execute(run, MPI.COMM_SELF)
+    assert (got["iterations"], got["nlevels"]) == (7, 6)
+    assert got["rnorms"][-1] == pytest.approx(7.269388834161434e-13, rel=1e-12)
+    assert got["printed_final"] == pytest.approx([0.5, 0.2805504051820713, 7.39795690007927e-06], abs=1e-15)
+    assert set(got["estimate"]) == {-1.0}  # richardson without error estimation: none
 
 
 def test_periodic_odd_level_deviation():

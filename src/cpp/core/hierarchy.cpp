@@ -121,7 +121,8 @@ std::size_t Engine::storage_bytes() const {
 }
 
 std::size_t Engine::level_vectors() const {
-    std::size_t vectors = 4;  // work vectors (3), va send buffer
+    std::size_t vectors = 4;            // work vectors (3), va send buffer
+    if (opt_.richardson) vectors += 3;  // Richardson: left C-point, its send buffer, the coarse step
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         const Level& g = levels_[l];
         const std::size_t nu = static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints);
@@ -153,6 +154,11 @@ void Engine::allocate_storage() {
     work_.other = arena_.take(1);
     work_.sweep = arena_.take(1);
     va_.send_buf = arena_.take(1);
+    if (opt_.richardson) {
+        rich_.left = arena_.take(1);
+        rich_.send_buf = arena_.take(1);
+        rich_.coarse = arena_.take(1);
+    }
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         Level& g = levels_[l];
         const int np = g.npoints();

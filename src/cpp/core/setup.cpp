@@ -95,6 +95,7 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     check_objective_window();
     gupper0_ = opt_.periodic ? ntime_ - 1 : ntime_;
     build_hierarchy();
+    setup_richardson();
     if (opt_.periodic && nlevels() == 1)
         throw std::invalid_argument(
             "periodic=True needs at least 2 levels (max_levels >= 2 and ntime - 1 = " + std::to_string(ntime_ - 1) +
@@ -118,6 +119,26 @@ void Engine::check_features(AdjointMode mode) const {
         throw std::invalid_argument("periodic=True cannot be combined with seq_soln=True (as in XBraid)");
     if (mode == AdjointMode::gradient && opt_.full_residual_norm)
         throw std::invalid_argument("adjoint=True cannot be combined with full_residual_norm=True (as in XBraid)");
+    check_richardson(mode);
+}
+
+void Engine::check_richardson(AdjointMode mode) const {
+    if (!opt_.richardson && !opt_.error_estimation) return;
+    const char* name = opt_.richardson ? "richardson=True" : "error_estimation=True";
+    // XBraid ignores the Richardson options (or the weights) with weighted relaxation.
+    bool weighted = opt_.cwt != 1.0;
+    for (double w : opt_.cwt_level) weighted = weighted || w != 1.0;
+    if (weighted)
+        throw std::invalid_argument(std::string(name) +
+                                    " needs cwt = 1 on every level (weighted C-relaxation and Richardson "
+                                    "extrapolation are incompatible, as in XBraid)");
+    // XBraid accepts it, but its interval 0 then has a coarse step of length 0
+    // and the iteration stalls (ex-06 -periodic -richardson: ||r|| stays 4.2e-2).
+    if (opt_.periodic) throw std::invalid_argument(std::string(name) + " cannot be combined with periodic=True");
+    if (opt_.richardson && mode == AdjointMode::gradient)
+        throw std::invalid_argument(
+            "richardson=True cannot be combined with adjoint=True (the reverse of the extrapolation is not "
+            "implemented)");
 }
 
 void Engine::validate_problem() const {
