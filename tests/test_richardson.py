@@ -248,6 +248,38 @@ report({name: run_config(name, MPI.COMM_WORLD) for name in CONFIGS})
             assert got[name]["u"] == ref["u"] and got[name]["est"] == ref["est"], (nprocs, name)
 
 
+class CoarseStepFails(Ex06):
+    """Raises in the extrapolation's coarse step (level 0, over a coarse interval) on one rank."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.bad = bad
+
+    def step(self, u, ustop, fstop, status):
+        coarse = status.level == 0 and status.phase == "fc_relax" and status.dt > 1.5 * 0.5 / 64
+        if coarse and MPI.COMM_WORLD.Get_rank() == self.bad:
+            raise KeyError(f"coarse step at {status.tindex}")
+        super().step(u, ustop, fstop, status)
+
+
+@pytest.mark.parametrize("bad", [0, 1])
+def test_exception_in_the_coarse_step(mpirun, bad):
+    # through the callback choke point: that rank raises it, the other one RemoteRankError
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from test_richardson import CoarseStepFails, ex06_solver
+from mpi4py import MPI
+solver = ex06_solver(CoarseStepFails({bad}), ntime=64, min_coarse=4, comm=MPI.COMM_WORLD, richardson=True)
+report(outcome(solver.solve))
+"""
+    ranks = mpirun.json(code, 2, timeout=60)
+    assert ranks[bad]["type"] == "KeyError" and "coarse step at" in ranks[bad]["message"]
+    other = ranks[1 - bad]
+    assert other["type"] == "RemoteRankError" and other["rank"] == bad
+    assert "CoarseStepFails.step (phase fc_relax, level 0, iteration 1" in other["message"]
+
+
 def test_adjoint():
     # error estimation leaves the primal iteration alone: the same gradient; richardson is refused
     kw = dict(max_levels=2, abs_tol=1e-10, abs_tol_adjoint=1e-10, adjoint=True)
