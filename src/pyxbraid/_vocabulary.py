@@ -239,8 +239,9 @@ OPTIONS: tuple[Option, ...] = (
         "coarse interval and given to every fine point of that interval: ``status.error_estimate`` in "
         "level-0 ``step`` (of the point stepped to) and ``access`` calls, ``status.error_estimates`` (this "
         "rank's points) in ``sync``, and :meth:`Solver.local_error_estimates`; -1.0 where none is available yet "
-        "(before the first level-0 restriction, on coarse levels, with one level). Needs ``cwt`` = 1 on "
-        "every level; not with ``periodic``.",
+        "(before the first level-0 restriction, on coarse levels, with one level); index 0, where no "
+        "interval ends, gets 0.0 (as in XBraid). Points after the last C-point share the last interval's. "
+        "Needs ``cwt`` = 1 on every level; not with ``periodic``.",
     ),
     Option(
         "local_order",
