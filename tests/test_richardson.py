@@ -18,6 +18,7 @@ from mpi4py import MPI
 import pyxbraid as xb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import advanced_cases as ac  # noqa: E402
 from advanced_apps import Ex06  # noqa: E402
 
 COMM = MPI.COMM_SELF
@@ -170,7 +171,8 @@ def test_estimates_start_over_after_reset():
 @pytest.mark.parametrize("residual", [False, True])
 def test_native_app_and_python_app_agree(residual):
     # LinearODE and the Python Decay (the same arithmetic), plain and in user-residual mode
-    kw = dict(max_levels=3, abs_tol=1e-10, richardson=True, error_estimation=True, skip=False)
+    # (where only the estimates are allowed)
+    kw = dict(max_levels=3, abs_tol=1e-10, richardson=not residual, error_estimation=True, skip=False)
     native = xb.Solver(xb.apps.LinearODE(residual=residual), 0.0, 5.0, 64, comm=COMM, **kw)
     python = xb.Solver((DecayWithResidual if residual else Decay)(), 0.0, 5.0, 64, comm=COMM, **kw)
     r0, r1 = native.solve(), python.solve()
@@ -178,6 +180,9 @@ def test_native_app_and_python_app_agree(residual):
     np.testing.assert_allclose(r0.residual_norms, r1.residual_norms, rtol=1e-12)
     np.testing.assert_allclose(native.local_states(), python.local_states(), rtol=1e-12)
     np.testing.assert_allclose(native.local_error_estimates(), python.local_error_estimates(), rtol=1e-12)
+    assert r0.converged
+    if residual:
+        return
     # the extrapolation: the C-points of u' = -u are ~10x closer to exp(-t)
     exact = np.exp(-native.times)
     plain = xb.Solver(xb.apps.LinearODE(residual=residual), 0.0, 5.0, 64, comm=COMM, max_levels=3, abs_tol=1e-10)
@@ -278,6 +283,27 @@ report(outcome(solver.solve))
     other = ranks[1 - bad]
     assert other["type"] == "RemoteRankError" and other["rank"] == bad
     assert "CoarseStepFails.step (phase fc_relax, level 0, iteration 1" in other["message"]
+
+
+def test_user_residual_mode_is_refused():
+    # XBraid runs it but stalls: ex-02 -res -richardson ends at max_iter 30 with ||r|| 9.2e-3
+    # (recorded; without -richardson: 8 iterations); LinearODE(residual=True) likewise (7.2e-4
+    # after 40 iterations, measured before the refusal)
+    for run in ac.load_runs(deviations=True):
+        if run.get("deviation") == "richardson_residual_mode":
+            assert run["iterations"] == 30 and run["rnorms"][-1] > 9e-3
+            with pytest.raises(ValueError, match=r"richardson=True cannot be combined with the app's residual"):
+                ac.execute(run, COMM)
+    with pytest.raises(ValueError, match=r"richardson=True cannot be combined with the app's residual"):
+        xb.Solver(DecayWithResidual(), 0.0, 5.0, 16, comm=COMM, max_levels=2, richardson=True)
+    # the full residual norm (not the residual mode) is refused too: it stops on the fine equations'
+    # residual, which the extrapolated C-points do not make zero (measured: 5.46e-2 for 100 iterations)
+    with pytest.raises(ValueError, match=r"richardson=True cannot be combined with full_residual_norm=True"):
+        xb.Solver(DecayWithResidual(), 0.0, 5.0, 16, comm=COMM, max_levels=2, richardson=True, full_residual_norm=True)
+    # estimates only: both work
+    for kw in (dict(full_residual_norm=True), dict()):
+        solver = xb.Solver(DecayWithResidual(), 0.0, 5.0, 16, comm=COMM, max_levels=2, error_estimation=True, **kw)
+        assert solver.solve().converged and np.all(solver.local_error_estimates()[1:] > 0)
 
 
 def test_adjoint():

@@ -227,7 +227,8 @@ OPTIONS: tuple[Option, ...] = (
         "the power k = ``local_order``; the FAS right-hand side of level 1 and the residual norms are "
         "scaled to match (XBraid's algorithm: the solution at C-points converges to an extrapolated, "
         "more accurate one). Needs at least 2 levels to act, ``cwt`` = 1 on every level; not with "
-        "``periodic`` or ``adjoint``.",
+        "``periodic``, ``adjoint``, ``full_residual_norm`` or an app's ``residual`` (the user-residual "
+        "mode), where XBraid's iteration does not converge.",
     ),
     Option(
         "error_estimation",

@@ -135,6 +135,19 @@ void Engine::check_richardson(AdjointMode mode) const {
     // XBraid accepts it, but its interval 0 then has a coarse step of length 0
     // and the iteration stalls (ex-06 -periodic -richardson: ||r|| stays 4.2e-2).
     if (opt_.periodic) throw std::invalid_argument(std::string(name) + " cannot be combined with periodic=True");
+    // XBraid accepts it, but its extrapolation assumes residuals of the form
+    // u - Phi(u): with A(u_i, u_{i-1}) of another scaling the iteration stalls
+    // (ex-02 -res -richardson: ||r|| = 9.2e-3 after 30 iterations; recorded).
+    if (opt_.richardson && gate_.has_residual())
+        throw std::invalid_argument(
+            "richardson=True cannot be combined with the app's residual (the user-residual mode): XBraid's "
+            "iteration then stalls");
+    // XBraid accepts it, but stops on the full norm, which does not go to zero:
+    // the extrapolated C-points do not solve the fine equations (by design).
+    if (opt_.richardson && opt_.full_residual_norm)
+        throw std::invalid_argument(
+            "richardson=True cannot be combined with full_residual_norm=True (the extrapolated C-points do not "
+            "solve the fine equations, so the full residual norm, the stopping test, does not go to zero)");
     if (opt_.richardson && mode == AdjointMode::gradient)
         throw std::invalid_argument(
             "richardson=True cannot be combined with adjoint=True (the reverse of the extrapolation is not "
