@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from mpi4py.MPI import MAX as MPI_MAX
 
 import pyxbraid as xb
 
@@ -151,11 +152,37 @@ class CosinePeriodic(Ex01):
 
 
 class Ex06(Ex01):
-    """XBraid's ex-06: u' = -4u - t + 1 (exact (-4t + 11 exp(-4t) + 5)/16), backward Euler or SDIRK23."""
+    """XBraid's ex-06: u' = -4u - t + 1 (exact (-4t + 11 exp(-4t) + 5)/16), backward Euler or SDIRK23.
 
-    def __init__(self, time_discr=1):
+    Its access keeps, per level-0 index, what ex-06 writes to ``ex-06.out.<index>``: t, the
+    value, the Richardson estimate and |value - exact(t)| (the last call wins). ``refine``
+    adds ex-06's ``-refinet`` sync: the global maximum of all error estimates.
+    """
+
+    def __init__(self, time_discr=1, refine=False, comm=None):
         super().__init__()
         self.time_discr = time_discr
+        self.refine = refine
+        self.comm = comm
+        self.rows = {}  # index -> (t, value, estimate, error) of the last access
+        self.max_estimate = []  # the sync's global maxima, in order
+        self.printed_final = None
+
+    def access(self, u, status):
+        if status.level > 0:
+            return
+        t, value = status.t, float(u[0])
+        error = abs(value - self.exact(t))
+        self.rows[status.tindex] = (t, value, status.error_estimate, error)
+        if status.done and t == 0.5:
+            self.printed_final = [t, value, error]
+
+    def sync(self, status):
+        if not self.refine or status.caller not in ("top_cycle", "after_refine"):
+            return
+        estimates = status.error_estimates
+        local = max([-1.0, *estimates.tolist()])
+        self.max_estimate.append(self.comm.allreduce(local, op=MPI_MAX) if self.comm is not None else local)
 
     @staticmethod
     def implicit_solve(x, tstop, dt):

@@ -60,6 +60,9 @@ OPTIONS = {
     "final_fc_relax": st.booleans(),
     "full_residual_norm": st.booleans(),
     "periodic": st.booleans(),
+    "richardson": st.booleans(),
+    "error_estimation": st.booleans(),
+    "local_order": st.integers(0, 4),
     "access_level": st.integers(-1, 3),
     "print_level": st.integers(-1, 1),
     "abs_tol": st.floats(-1.0, 1.0),
@@ -117,6 +120,13 @@ def test_solver_options(kwargs, ntime):
         # periodic: the solution of u' = -u is 0 (a fixed point of the period map), not the sequential one
         if result.converged:
             assert abs(float(solver.state_at(0)[0])) < 1.0
+        return
+    if solver._options.error_estimation:
+        est = solver.local_error_estimates()
+        assert est.shape == (ntime + 1,) and np.all((est == -1.0) | (est >= 0.0))
+    if solver._options.richardson and solver.nlevels > 1:
+        # the C-points converge to the extrapolated solution, not the sequential one
+        assert np.all(np.isfinite(solver.local_states()))
         return
     if result.converged and result.iterations and not kwargs.get("relax_only_cg") and np.isfinite(norms[-1]):
         # converged: the solution is the sequential one to the tolerance's order. The error e_i =

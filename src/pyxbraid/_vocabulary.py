@@ -47,7 +47,7 @@ class Option:
     group_default: bool = False
     section: str = "MGRIT"
     details: str = ""  # more docstring text (numpydoc), after ``doc``
-    requires: str = ""  # a bool option without which this one has no effect
+    requires: str = ""  # bool option(s), "a|b" = any of them, without which this one has no effect
 
     @property
     def rule(self) -> str:
@@ -214,6 +214,44 @@ OPTIONS: tuple[Option, ...] = (
         "only this norm: it does not switch on the user-residual mode. ``residual_computation=False`` "
         "does not switch it off (as in XBraid: the C-point norms are then not available, the full "
         "norm still stops the iteration).",
+    ),
+    Option(
+        "richardson",
+        "bool",
+        False,
+        "Richardson extrapolation at the fine C-points (one more step of the coarse length per C-point)",
+        "braid_SetRichardsonEstimation",
+        details="From the second iteration on, the level-0 C-relaxation also steps the C-point to its left "
+        "over the whole coarse interval and replaces the fine value u_f by "
+        "(DT^k u_f - dtk u_c) / (DT^k - dtk), DT = the coarse interval, dtk = the sum of its fine steps to "
+        "the power k = ``local_order``; the FAS right-hand side of level 1 and the residual norms are "
+        "scaled to match (XBraid's algorithm: the solution at C-points converges to an extrapolated, "
+        "more accurate one). Needs at least 2 levels to act, ``cwt`` = 1 on every level; not with "
+        "``periodic``, ``adjoint``, ``full_residual_norm`` or an app's ``residual`` (the user-residual "
+        "mode), where XBraid's iteration does not converge.",
+    ),
+    Option(
+        "error_estimation",
+        "bool",
+        False,
+        "Richardson-based estimates of the local error at every fine point (status.error_estimate)",
+        "braid_SetRichardsonEstimation",
+        details="Computed in each level-0 restriction from the coarse-grid right-hand side of each "
+        "coarse interval and given to every fine point of that interval: ``status.error_estimate`` in "
+        "level-0 ``step`` (of the point stepped to) and ``access`` calls, ``status.error_estimates`` (this "
+        "rank's points) in ``sync``, and :meth:`Solver.local_error_estimates`; -1.0 where none is available yet "
+        "(before the first level-0 restriction, on coarse levels, with one level); index 0, where no "
+        "interval ends, gets 0.0 (as in XBraid). Points after the last C-point share the last interval's. "
+        "Needs ``cwt`` = 1 on every level; not with ``periodic``.",
+    ),
+    Option(
+        "local_order",
+        "int",
+        2,
+        "order of the local truncation error of the app's step (backward Euler: 2; a p-th order method: p + 1)",
+        "braid_SetRichardsonEstimation",
+        minimum=2,
+        requires="richardson|error_estimation",
     ),
     Option(
         "batch_size",
@@ -501,4 +539,10 @@ STATUS_FIELDS: tuple[StatusField, ...] = (
     StatusField("done", "bool", "True in the final sweep after convergence."),
     StatusField("residual_norm", "double", "Latest residual norm (-1.0 when not available)."),
     StatusField("ntime", "int", "Number of fine time steps."),
+    StatusField(
+        "error_estimate",
+        "double",
+        "Richardson error estimate of the level-0 point stepped to (step) or accessed (access); "
+        "-1.0 when not available (error_estimation off, coarse levels, before the first level-0 restriction).",
+    ),
 )

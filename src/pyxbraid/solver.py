@@ -165,6 +165,9 @@ class Solver:
         final_fc_relax: bool = False,
         periodic: bool = False,
         full_residual_norm: bool = False,
+        richardson: bool = False,
+        error_estimation: bool = False,
+        local_order: int = 2,
         batch_size: int = 0,
         access_level: int = 1,
         print_level: int = 0,
@@ -690,6 +693,26 @@ class Solver:
             the state at time ``local_times[k]``.
         """
         return self._engine.local_states().reshape((-1, *self._shape))
+
+    def local_error_estimates(self) -> np.ndarray:
+        """Return this rank's Richardson error estimates, indices ``ilower .. iupper`` (no communication).
+
+        The estimates of the last level-0 restriction (``error_estimation=True``): entry ``k``
+        belongs to the point at ``local_times[k]``; -1.0 where none is available yet.
+
+        Returns
+        -------
+        numpy.ndarray
+            A float64 copy of length ``iupper - ilower + 1``.
+
+        Raises
+        ------
+        ValueError
+            When the solver was built without ``error_estimation=True``.
+        """
+        if not self._options.error_estimation:
+            raise ValueError("local_error_estimates() needs error_estimation=True, got error_estimation=False")
+        return self._engine.local_error_estimates()
 
     # -- properties ----------------------------------------------------------------
     @property

@@ -23,7 +23,7 @@ python_app = "--python" in sys.argv[1:]
 runs = [r for r in ac.load_runs(nprocs=comm.Get_size()) if r["feature"] in features]
 for arg in sys.argv[1:]:
     if arg.startswith("public="):
-        runs += [dict(r, program=r["example"]) for r in ac.public_runs(arg.removeprefix("public="))]
+        runs += [ac.as_recorded(r) for r in ac.public_runs(arg.removeprefix("public="))]
 bad = []
 for run in runs:
     got = ac.execute(run, comm, python_app=python_app)

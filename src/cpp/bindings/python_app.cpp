@@ -6,6 +6,7 @@
 #include <structmember.h>
 
 #include <cstddef>
+#include <cstring>
 #include <string>
 
 namespace py = pybind11;
@@ -41,6 +42,7 @@ PyMemberDef status_members[] = {
     PXB_MEMBER("done", T_BOOL, done, "True in the final sweep after convergence."),
     PXB_MEMBER("residual_norm", T_DOUBLE, residual_norm, "Latest residual norm (-1.0 when not available)."),
     PXB_MEMBER("ntime", T_INT, ntime, "Number of fine time steps."),
+    PXB_MEMBER("error_estimate", T_DOUBLE, error_estimate, "Richardson error estimate of the level-0 point stepped to (step) or accessed (access); -1.0 when not available (error_estimation off, coarse levels, before the first level-0 restriction)."),
     {nullptr, 0, 0, 0, nullptr},
 };
 // END GENERATED status-members
@@ -64,8 +66,22 @@ PyObject* status_phase(PyObject* self, void*) {
     Py_INCREF(name);
     return name;
 }
+PyObject* status_error_estimates(PyObject* self, void*) {
+    // A copy: the engine's array changes with the next restriction.
+    const Status& st = reinterpret_cast<StatusObject*>(self)->st;
+    npy_intp n = st.error_estimates != nullptr ? st.n_error_estimates : 0;
+    PyObject* out = PyArray_SimpleNew(1, &n, NPY_FLOAT64);
+    if (out != nullptr && n > 0)
+        std::memcpy(PyArray_DATA(reinterpret_cast<PyArrayObject*>(out)), st.error_estimates,
+                    static_cast<std::size_t>(n) * sizeof(double));
+    return out;
+}
 PyGetSetDef status_getset[] = {
     {"dt", status_dt, nullptr, "tstop - tstart.", nullptr},
+    {"error_estimates", status_error_estimates, nullptr,
+     "sync: this rank's Richardson error estimates at its level-0 points (a new float64 array, -1.0 where not "
+     "available; empty without error_estimation or outside sync).",
+     nullptr},
     {"phase", status_phase, nullptr, kPhaseDoc, nullptr},
     {"caller", status_phase, nullptr, "The same as phase (XBraid's name: the calling function).", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
@@ -614,6 +630,9 @@ void PyApp::refine_adjoint_any(CVec fine_bar, Vec coarse_bar, const Status& st) 
 void PyApp::sync(const Status& st) {
     PyObject* args[] = {status_object(st)};
     Ref res(PyObject_Vectorcall(sync_.ptr(), args, 1, nullptr));
+    // A status object kept past the call must not point into the engine.
+    status_->error_estimates = nullptr;
+    status_->n_error_estimates = 0;
     if (res.p == nullptr) throw py::error_already_set();
 }
 

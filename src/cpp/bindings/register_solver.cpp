@@ -202,6 +202,11 @@ void register_solver(py::module_& m) {
                                  std::size_t(m) * sizeof(double));
                  return out;
              })
+        .def("local_error_estimates",
+             [](const Engine& e) {
+                 const std::vector<double>& est = e.error_estimates();
+                 return py::array_t<double>(static_cast<py::ssize_t>(est.size()), est.data());
+             })
         .def_property_readonly("dtype", [](const Engine& e) { return dtype_name(e.dtype()); })
         .def("iterate",
              [](const Engine& e) {

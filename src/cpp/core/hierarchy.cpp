@@ -121,8 +121,10 @@ std::size_t Engine::storage_bytes() const {
 }
 
 std::size_t Engine::level_vectors() const {
-    // Work vectors (3; shells: + ustop; spatial coarsening: + refined corrections), va send buffer.
+    // Work vectors (3; shells: + ustop; spatial coarsening: + refined corrections), va send buffer;
+    // Richardson: the left C-point, its send buffer, the coarse step.
     std::size_t vectors = 4 + (shells() ? 1 : 0) + (gate_.has_spatial_coarsening() ? 1 : 0);
+    if (opt_.richardson) vectors += 3;
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         const Level& g = levels_[l];
         const std::size_t nu = static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints);
@@ -172,13 +174,19 @@ void Engine::allocate_storage() {
 }
 
 void Engine::take_work_vectors() {
-    // The ones level_vectors() counts first: 3, + ustop (shells), + refined (spatial coarsening), va's send buffer.
+    // The ones level_vectors() counts first: 3, + ustop (shells), + refined (spatial coarsening), va's send
+    // buffer, + Richardson's three.
     work_.u = arena_.take(1);
     work_.other = arena_.take(1);
     work_.sweep = arena_.take(1);
     if (shells()) work_.ustop = arena_.take(1);
     if (gate_.has_spatial_coarsening()) work_.refined = arena_.take(1);
     va_.send_buf = arena_.take(1);
+    if (opt_.richardson) {
+        rich_.left = arena_.take(1);
+        rich_.send_buf = arena_.take(1);
+        rich_.coarse = arena_.take(1);
+    }
 }
 
 void Engine::allocate_batch(bool fstop, bool adjoint) {

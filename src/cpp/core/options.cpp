@@ -76,6 +76,7 @@ void Options::validate() const {
     check_at_least("nfmg", nfmg, -1);
     check_at_least("nfmg_vcyc", nfmg_vcyc, 1);
     check_at_least("storage", storage, -1);
+    check_at_least("local_order", local_order, 2);
     check_at_least("batch_size", batch_size, 0);
     check_choice("access_level", access_level, {0, 1, 2}, "0, 1 or 2");
     check_choice("print_level", print_level, {0, 1, 2, 3}, "0, 1, 2 or 3");
@@ -115,6 +116,9 @@ void Options::describe(const std::function<void(const char*, double)>& scalar,
     scalar("final_fc_relax", static_cast<double>(final_fc_relax));
     scalar("periodic", static_cast<double>(periodic));
     scalar("full_residual_norm", static_cast<double>(full_residual_norm));
+    scalar("richardson", static_cast<double>(richardson));
+    scalar("error_estimation", static_cast<double>(error_estimation));
+    scalar("local_order", static_cast<double>(local_order));
     scalar("batch_size", static_cast<double>(batch_size));
     scalar("access_level", static_cast<double>(access_level));
     scalar("print_level", static_cast<double>(print_level));

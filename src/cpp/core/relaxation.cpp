@@ -101,9 +101,10 @@ void Engine::store(int level, int index, CVec v) {
     }
 }
 
-void Engine::relax_interval(int level, int k, bool weighted, double cwt) {
+void Engine::relax_interval(int level, int k, bool weighted, double cwt, bool extrapolate) {
     // Interval k: its F-points from the OLD value left of them, then its
-    // C-point (weighted Jacobi with weight cwt when `weighted`).
+    // C-point (weighted Jacobi with weight cwt when `weighted`; Richardson
+    // extrapolated when `extrapolate`).
     Level& g = levels_[level];
     Vec u = work_.u;
     int flo, fhi, ci;
@@ -123,7 +124,8 @@ void Engine::relax_interval(int level, int k, bool weighted, double cwt) {
         take_step(level, ci, u, Phase::fc_relax);
         if (weighted) arena_.axpy(1.0 - cwt, u_old, cwt, u);
         store(level, ci, u);
-        if (done_) emit_access(level, ci, u, true);
+        CVec value = extrapolate ? extrapolate_cpoint(ci, u) : u;
+        if (done_) emit_access(level, ci, value, true);
     } else if (level == 0 && ci == 0 && done_) {
         emit_access(0, 0, g.ua.at(g.u_slot(0)), true);
     }
@@ -136,12 +138,18 @@ void Engine::fc_relax(int level, int nrelax) {
     SweepSpec spec;
     spec.weighted = weighted;
     spec.cwt = cwt;
+    const bool extrapolate = extrapolates(level);
+    // Extrapolating C-points are stepped one by one (the grouped sweep has no coarse steps).
+    const bool grouped = batched(level) && !extrapolate;
     for (int sweep = 0; sweep < nrelax; ++sweep) {
         comm_init_fc(level);
+        if (extrapolate) richardson_comm_init();
         // Right to left: each interval's F-sweep starts from the OLD C value.
-        if (batched(level)) batched_intervals(level, spec);
-        for (int k = batched(level) ? 0 : levels_[level].ncpoints; k >= 0; --k) relax_interval(level, k, weighted, cwt);
+        if (grouped) batched_intervals(level, spec);
+        for (int k = grouped ? 0 : levels_[level].ncpoints; k >= 0; --k)
+            relax_interval(level, k, weighted, cwt, extrapolate);
         comm_wait(level);
+        if (extrapolate) richardson_comm_wait();
     }
 }
 

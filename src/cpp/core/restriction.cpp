@@ -24,18 +24,18 @@ void Engine::finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnor
         arena_.axpy(0.0, r, -1.0, r);
     else
         arena_.axpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
-    if (level == 0) rnorm.add(gate_.norm(r, &status_));
+    // Richardson measures level 0's residual on level 1, after scaling (richardson_coarse_point).
+    if (level == 0 && !opt_.richardson) rnorm.add(gate_.norm(r, &status_));
     const int cidx = ci / g.cfactor - c.ilower;
     status_.phase = Phase::f_restrict;
     to_coarse(level, ci, u, c.va.at(cidx));
     to_coarse(level, ci, r, c.fa.at(cidx));
 }
 
-double Engine::restrict_fine_sweep(int level) {
-    // The F-sweep of each interval, then the FAS residual at its C-point.
-    // Returns the residual norm on level 0 (a reduction), else -1.
+void Engine::restrict_fine_sweep(int level, TemporalNorm& rnorm) {
+    // The F-sweep of each interval, then the FAS residual at its C-point
+    // (its norm into rnorm on level 0).
     const bool objective = level == 0 && sweep_.active();
-    TemporalNorm rnorm(opt_.tnorm);
     SweepSpec spec;
     spec.kind = SweepKind::restrict;
     spec.phase = Phase::f_restrict;
@@ -46,7 +46,6 @@ double Engine::restrict_fine_sweep(int level) {
     for (int k = batched(level) ? 0 : levels_[level].ncpoints; k >= 0; --k)
         restrict_interval(level, k, rnorm, objective);
     comm_wait(level);
-    return level == 0 && opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
 }
 
 void Engine::restrict_interval(int level, int k, TemporalNorm& rnorm, bool objective) {
@@ -73,9 +72,11 @@ void Engine::restrict_interval(int level, int k, TemporalNorm& rnorm, bool objec
     }
 }
 
-void Engine::coarse_right_hand_side(int clevel) {
+void Engine::coarse_right_hand_side(int clevel, TemporalNorm& rnorm) {
     // Coarse level: u = va, then fa += A_c(va) (needs the left neighbour's last va).
     Level& c = levels_[clevel];
+    // Level 1 below a Richardson level 0: scaled, measured, estimated point by point.
+    const bool richardson = clevel == 1 && (opt_.richardson || opt_.error_estimation);
     c.va_valid = true;
     c.fa_valid = true;
     init_coarse_from_va(clevel);
@@ -90,7 +91,7 @@ void Engine::coarse_right_hand_side(int clevel) {
     }
     Vec cu = work_.other;
     int last = c.iupper;  // points last..ilower one by one
-    if (batch_.capacity > 0 && !gate_.has_residual()) {
+    if (batch_.capacity > 0 && !gate_.has_residual() && !richardson) {
         // Grouped, all but ilower (it waits for the left neighbour's va): the same numbers.
         batched_coarse_residuals(clevel, std::max(c.ilower + 1, 1), c.iupper);
         last = c.ilower;
@@ -104,16 +105,22 @@ void Engine::coarse_right_hand_side(int clevel) {
         }
         arena_.copy(cu, c.va.at(ii - 1));
         user_or_default_residual(clevel, i, c.va.at(ii), cu, Phase::residual);
-        arena_.axpy(1.0, cu, 1.0, c.fa.at(ii));
+        if (richardson)
+            richardson_coarse_point(ii, cu, c.fa.at(ii), rnorm);
+        else
+            arena_.axpy(1.0, cu, 1.0, c.fa.at(ii));
     }
     comm_.wait(va_.recv);
     comm_.wait(va_.send);
 }
 
 void Engine::f_restrict(int level) {
-    const double value = restrict_fine_sweep(level);
-    coarse_right_hand_side(level + 1);
+    TemporalNorm rnorm(opt_.tnorm);
+    restrict_fine_sweep(level, rnorm);
+    coarse_right_hand_side(level + 1, rnorm);
     if (level != 0) return;
+    const double value = opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
+    if (opt_.error_estimation) finalize_error_estimates();
     // residual_computation off: no reduction, "not available" (-1) as XBraid.
     current_rnorm_ = value;
     record_norm(rnorms_, iter_, value);

@@ -96,6 +96,7 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     gupper0_ = opt_.periodic ? ntime_ - 1 : ntime_;
     build_hierarchy();
     probe_level_sizes();
+    setup_richardson();
     if (opt_.periodic && nlevels() == 1)
         throw std::invalid_argument(
             "periodic=True needs at least 2 levels (max_levels >= 2 and ntime - 1 = " + std::to_string(ntime_ - 1) +
@@ -121,6 +122,7 @@ void Engine::check_features(AdjointMode mode) const {
     if (mode == AdjointMode::gradient && opt_.full_residual_norm)
         throw std::invalid_argument("adjoint=True cannot be combined with full_residual_norm=True (as in XBraid)");
     check_shells(mode);
+    check_richardson(mode);
 }
 
 void Engine::check_shells(AdjointMode mode) const {
@@ -135,6 +137,11 @@ void Engine::check_shells(AdjointMode mode) const {
         throw std::invalid_argument(app_->name() +
                                     " has shells (shell_shape); spatial coarsening (coarsen and refine) cannot be "
                                     "combined with them yet");
+    // Not checked against XBraid's runs yet: refused rather than unverified.
+    if (opt_.richardson || opt_.error_estimation)
+        throw std::invalid_argument(app_->name() +
+                                    " has shells (shell_shape); richardson / error_estimation cannot be combined "
+                                    "with them yet");
 }
 
 void Engine::check_spatial_features(AdjointMode mode) const {
@@ -147,6 +154,11 @@ void Engine::check_spatial_features(AdjointMode mode) const {
         throw std::invalid_argument(
             "step_batch cannot be combined with spatial coarsening (the app's coarsen and refine): "
             "the batch rows have the finest level's shape");
+    // Not checked against XBraid's runs (ex-02 -sc -richardson) yet: refused rather than unverified.
+    if (opt_.richardson || opt_.error_estimation)
+        throw std::invalid_argument(
+            "richardson / error_estimation cannot be combined with spatial coarsening (the app's coarsen and "
+            "refine) yet");
 }
 
 void Engine::probe_level_sizes() {
@@ -176,6 +188,38 @@ void Engine::probe_level_sizes() {
         }
     }
     if (error) std::rethrow_exception(error);
+}
+
+void Engine::check_richardson(AdjointMode mode) const {
+    if (!opt_.richardson && !opt_.error_estimation) return;
+    const char* name = opt_.richardson ? "richardson=True" : "error_estimation=True";
+    // XBraid ignores the Richardson options (or the weights) with weighted relaxation.
+    bool weighted = opt_.cwt != 1.0;
+    for (double w : opt_.cwt_level) weighted = weighted || w != 1.0;
+    if (weighted)
+        throw std::invalid_argument(std::string(name) +
+                                    " needs cwt = 1 on every level (weighted C-relaxation and Richardson "
+                                    "extrapolation are incompatible, as in XBraid)");
+    // XBraid accepts it, but its interval 0 then has a coarse step of length 0
+    // and the iteration stalls (ex-06 -periodic -richardson: ||r|| stays 4.2e-2).
+    if (opt_.periodic) throw std::invalid_argument(std::string(name) + " cannot be combined with periodic=True");
+    // XBraid accepts it, but its extrapolation assumes residuals of the form
+    // u - Phi(u): with A(u_i, u_{i-1}) of another scaling the iteration stalls
+    // (ex-02 -res -richardson: ||r|| = 9.2e-3 after 30 iterations; recorded).
+    if (opt_.richardson && gate_.has_residual())
+        throw std::invalid_argument(
+            "richardson=True cannot be combined with the app's residual (the user-residual mode): XBraid's "
+            "iteration then stalls");
+    // XBraid accepts it, but stops on the full norm, which does not go to zero:
+    // the extrapolated C-points do not solve the fine equations (by design).
+    if (opt_.richardson && opt_.full_residual_norm)
+        throw std::invalid_argument(
+            "richardson=True cannot be combined with full_residual_norm=True (the extrapolated C-points do not "
+            "solve the fine equations, so the full residual norm, the stopping test, does not go to zero)");
+    if (opt_.richardson && mode == AdjointMode::gradient)
+        throw std::invalid_argument(
+            "richardson=True cannot be combined with adjoint=True (the reverse of the extrapolation is not "
+            "implemented)");
 }
 
 void Engine::validate_problem() const {

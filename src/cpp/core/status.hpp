@@ -57,6 +57,13 @@ struct Status {
     Phase phase = Phase::init;  ///< which routine called
     double residual_norm = -1;  ///< latest ||r|| (or -1 when not available)
     int ntime = 0;              ///< number of fine time steps
+    /// error_estimation: the Richardson estimate of the level-0 point stepped to or
+    /// accessed, -1 when not available.
+    double error_estimate = -1.0;
+    /// sync: this rank's level-0 estimates (ilower..iupper), valid during the call;
+    /// none (count 0) without error_estimation.
+    const double* error_estimates = nullptr;
+    int n_error_estimates = 0;
 };
 
 }  // namespace pxb

@@ -16,6 +16,7 @@ void Engine::fill_status(int level, int index, Phase phase) {
     status_.phase = phase;
     status_.residual_norm = current_rnorm_;
     status_.ntime = ntime_;
+    status_.error_estimate = error_estimate_at(level, index);  // of the point stepped to
 }
 
 CVec Engine::ustop_for(int level, int index, CVec u) {
@@ -72,6 +73,7 @@ Status Engine::point_status(int index, Phase phase, bool done) const {
     st.phase = phase;
     st.residual_norm = current_rnorm_;
     st.ntime = ntime_;
+    st.error_estimate = error_estimate_at(0, index);
     return st;
 }
 
