@@ -18,7 +18,8 @@ adaptive run switched to exact solves. Modes (MGRIT: 3 levels, cfactor 4):
 - ``one-shot``: 2 MGRIT iterations per gradient, the paper's full-batch setting
   applied to mini-batches (it diverges);
 - ``adaptive:R`` (``adaptive`` = ``adaptive:1e-2``): one-shot with ``rel_tol =
-  rel_tol_adjoint = R``, at most 20 iterations, ``switch_to_exact=2``.
+  rel_tol_adjoint = R``, at most 20 iterations, ``switch_to_exact=2``;
+  ``adaptive:R:P``: ``switch_to_exact=P`` (0: never switch).
 
 With --ranks P > 1 the measurements run under ``mpiexec -n P python -m mpi4py``.
 Results: benchmarks/README.md ("Mini-batch one-shot training").
@@ -51,8 +52,10 @@ def layer_parallel(mode: str) -> dict | None:
         return mgrit
     if mode == "one-shot":
         return dict(mgrit, max_iter=2, one_shot=True)
-    rel = float(mode.split(":")[1]) if ":" in mode else 1e-2
-    return dict(mgrit, one_shot=True, rel_tol=rel, rel_tol_adjoint=rel, max_iter=20, switch_to_exact=2)
+    _, *rest = mode.split(":")
+    rel = float(rest[0]) if rest else 1e-2
+    patience = int(rest[1]) if len(rest) > 1 else 2
+    return dict(mgrit, one_shot=True, rel_tol=rel, rel_tol_adjoint=rel, max_iter=20, switch_to_exact=patience or None)
 
 
 def run_one(depth: int, mode: str, seed: int, epochs: int) -> dict:
