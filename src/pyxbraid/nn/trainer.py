@@ -305,7 +305,7 @@ class Trainer:
         most ``max_iter`` iterations. With ``one_shot=True`` this is the
         mode that trains with mini-batches: e.g. ``rel_tol=1e-2,
         rel_tol_adjoint=1e-2, max_iter=20`` reaches serial training's
-        validation accuracy on peaks at about half the exact mode's cost per
+        validation accuracy on peaks at 0.6-0.8x the exact mode's cost per
         epoch (``benchmarks/bench_minibatch.py``).
 
         ``switch_to_exact`` (one-shot only, epochs, default None): when the
