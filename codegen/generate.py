@@ -321,6 +321,7 @@ def stub_options() -> str:
     for f in V.STATUS_FIELDS:
         out.append(f"    @property\n    def {f.name}(self) -> {f.python_type}: ...")
     out.append("    @property\n    def dt(self) -> float: ...")
+    out.append("    @property\n    def error_estimates(self) -> npt.NDArray[np.float64]: ...")
     out.append("    @property\n    def phase(self) -> str: ...")
     out.append("    @property\n    def caller(self) -> str: ...")
     out.append("    @property\n    def basis_vectors(self) -> list[np.ndarray]: ...")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from mpi4py.MPI import MAX as MPI_MAX
 
 import pyxbraid as xb
 
@@ -151,11 +152,37 @@ class CosinePeriodic(Ex01):
 
 
 class Ex06(Ex01):
-    """XBraid's ex-06: u' = -4u - t + 1 (exact (-4t + 11 exp(-4t) + 5)/16), backward Euler or SDIRK23."""
+    """XBraid's ex-06: u' = -4u - t + 1 (exact (-4t + 11 exp(-4t) + 5)/16), backward Euler or SDIRK23.
 
-    def __init__(self, time_discr=1):
+    Its access keeps, per level-0 index, what ex-06 writes to ``ex-06.out.<index>``: t, the
+    value, the Richardson estimate and |value - exact(t)| (the last call wins). ``refine``
+    adds ex-06's ``-refinet`` sync: the global maximum of all error estimates.
+    """
+
+    def __init__(self, time_discr=1, refine=False, comm=None):
         super().__init__()
         self.time_discr = time_discr
+        self.refine = refine
+        self.comm = comm
+        self.rows = {}  # index -> (t, value, estimate, error) of the last access
+        self.max_estimate = []  # the sync's global maxima, in order
+        self.printed_final = None
+
+    def access(self, u, status):
+        if status.level > 0:
+            return
+        t, value = status.t, float(u[0])
+        error = abs(value - self.exact(t))
+        self.rows[status.tindex] = (t, value, status.error_estimate, error)
+        if status.done and t == 0.5:
+            self.printed_final = [t, value, error]
+
+    def sync(self, status):
+        if not self.refine or status.caller not in ("top_cycle", "after_refine"):
+            return
+        estimates = status.error_estimates
+        local = max([-1.0, *estimates.tolist()])
+        self.max_estimate.append(self.comm.allreduce(local, op=MPI_MAX) if self.comm is not None else local)
 
     @staticmethod
     def implicit_solve(x, tstop, dt):
@@ -281,3 +308,242 @@ class Lorenz(xb.App):
             rec.append(float(exps[j]))
             rec.extend(float(v) for v in psi)
         self.records[status.tindex] = rec
+
+
+def ex02_class(residual=False, coarsening=True):
+    """An ``Ex02`` class with the user residual (``-res``) and coarsening.
+
+    ``coarsening``: True (``-sc``), False (no shape_at/coarsen/refine: the plain path)
+    or "identity" (coarsen and refine as copies, every level of the finest shape).
+    """
+    attrs = {}
+    if residual:
+        attrs["residual"] = Ex02._residual
+    if coarsening is True:
+        attrs.update(shape_at=Ex02._shape_at, coarsen=Ex02._coarsen, refine=Ex02._refine)
+    elif coarsening == "identity":
+        attrs.update(coarsen=Ex02._copy, refine=Ex02._copy)
+    return type("Ex02", (Ex02,), attrs)
+
+
+class Ex02(xb.App):
+    """XBraid's ex-02 (1-D heat equation, backward Euler) with its spatial coarsening (``-sc``).
+
+    The Python twin of ``pyxbraid.apps.Heat1D(guess="xbraid", spatial_coarsening=...)``:
+    loops over Python floats in ex-02's operation order (math.sin/cos, as the C code),
+    so the recorded numbers are reproduced bit for bit. The Solver uses the methods a
+    class overrides, so the variants are subclasses (``ex02_class``).
+    """
+
+    def __init__(self, nspace=33):
+        super().__init__(shape=(nspace,))
+        self.nspace = nspace
+        self.rand_state = 1  # braid_Rand's per-process state
+        self.syncs = []
+
+    def _coarsens(self, level):
+        return level < math.floor(math.log2(self.nspace)) - 1
+
+    def _shape_at(self, level):
+        n = self.nspace
+        for lv in range(level):
+            if self._coarsens(lv):
+                n = (n - 1) // 2 + 1
+        return (n,)
+
+    @staticmethod
+    def forcing(t, x):
+        return (-1.0) * math.sin(x) * math.sin(t) + math.sin(x) * math.cos(t)
+
+    def init(self, t, u):
+        n = u.shape[0]
+        dx = (math.pi - 0.0) / (n - 1.0)
+        if t == 0.0:
+            x = 0.0
+            for i in range(n):
+                u[i] = math.sin(x) * math.cos(0.0)
+                x = x + dx
+            return
+        for i in range(n):
+            self.rand_state = (self.rand_state * 1103515245 + 12345) % 2**64
+            u[i] = ((self.rand_state // 65536) % 32768) / 32768.0
+
+    def step(self, u, ustop, fstop, status):
+        tstop, dt = status.tstop, status.tstop - status.tstart
+        n = u.shape[0]
+        dx = (math.pi - 0.0) / (n - 1.0)
+        v = [float(a) for a in u]
+        if fstop is not None:
+            v = [a + float(f) for a, f in zip(v, fstop, strict=True)]
+        cfl = dt / (dx * dx)
+        a, b, c = -cfl, 1.0 + 2 * cfl, -cfl
+        v[0] = math.sin(0.0) * math.cos(tstop)
+        v[n - 1] = math.sin(math.pi) * math.cos(tstop)
+        x = 0.0
+        for i in range(n):
+            v[i] = v[i] + dt * self.forcing(tstop, x)
+            x = x + dx
+        g = [0.0] * n
+        for i in range(1, n - 1):
+            m = 1.0 / (b - a * g[i - 1])
+            g[i] = m * c
+            v[i] = m * (v[i] - a * v[i - 1])
+        for i in range(n - 2, 0, -1):
+            v[i] = v[i] - g[i] * v[i + 1]
+        u[:] = v
+
+    def _residual(self, ustop, r, status):
+        tstop, dt = status.tstop, status.tstop - status.tstart
+        n = ustop.shape[0]
+        dx = (math.pi - 0.0) / (n - 1.0)
+        cfl = dt / (dx * dx)
+        a, b, c = -cfl, 1.0 + 2 * cfl, -cfl
+        s = [float(v) for v in ustop]
+        g = [s[0]] + [a * s[i - 1] + b * s[i] + c * s[i + 1] for i in range(1, n - 1)] + [s[n - 1]]
+        x = 0.0
+        for i in range(n):
+            r[i] = g[i] - float(r[i]) - dt * self.forcing(tstop, x)
+            x = x + dx
+
+    def _coarsen(self, fine, coarse, status):
+        fsize, csize = fine.shape[0], coarse.shape[0]
+        if not self._coarsens(status.level):
+            coarse[:] = fine
+            return
+        f = [float(v) for v in fine]
+        for i in range(1, csize - 1):
+            coarse[i] = 0.5 * f[2 * i] + 0.25 * f[2 * i + 1] + 0.25 * f[2 * i - 1]
+        coarse[0] = f[0]
+        coarse[csize - 1] = f[fsize - 1]
+
+    def _refine(self, coarse, fine, status):
+        csize, fsize = coarse.shape[0], fine.shape[0]
+        if not self._coarsens(status.level):
+            fine[:] = coarse
+            return
+        c = [float(v) for v in coarse]
+        for i in range(1, fsize - 1):
+            fine[i] = 0.5 * c[i // 2] + 0.5 * c[(i + 1) // 2] if i % 2 == 1 else c[i // 2]
+        fine[0] = c[0]
+        fine[fsize - 1] = c[csize - 1]
+
+    def _copy(self, src, dst, status):
+        dst[:] = src
+
+    def error(self, t, u):
+        """ex-02's discretization error sqrt(dx sum (u - sin x cos t)^2)."""
+        n = u.shape[0]
+        dx = (math.pi - 0.0) / (n - 1.0)
+        x, s = 0.0, 0.0
+        for i in range(n):
+            d = float(u[i]) - math.sin(x) * math.cos(t)
+            s = s + d * d
+            x = x + dx
+        return math.sqrt(s * dx)
+
+
+class Diffusion(xb.App):
+    """u_t = kappa u_xx on [0, 1], zero Dirichlet boundaries, forward Euler; design: kappa.
+
+    Spatial coarsening halves the grid of 2^k + 1 points per level down to 3 points
+    (injection to coarsen, linear interpolation to refine) and defines both
+    transposes, so the adjoint runs with it. Objective: sum over the fine points of
+    0.5 dx |u|^2. ``coarsening="identity"``: coarsen/refine and their transposes are
+    copies (every level of the finest shape); False: none of them.
+    """
+
+    def __init__(self, n=17, kappa=0.3):
+        super().__init__(shape=(n,))
+        self.kappa = kappa
+        self.grad = np.zeros(1)
+
+    def shape_at(self, level):
+        return (max((self.shape[0] - 1) >> level, 2) + 1,)
+
+    def init(self, t, u):
+        x = np.linspace(0.0, 1.0, u.shape[0])
+        u[:] = np.sin(math.pi * x) if t == 0.0 else 0.25 * np.sin(3 * math.pi * x)
+
+    def _lap(self, u):
+        dx = 1.0 / (u.shape[0] - 1)
+        return (u[:-2] - 2.0 * u[1:-1] + u[2:]) / (dx * dx)
+
+    def step(self, u, ustop, fstop, status):
+        u[1:-1] += status.dt * self.kappa * self._lap(u)
+
+    def step_adjoint(self, u, ustop, u_bar, ustop_bar, status):
+        w = u_bar.copy()
+        dx = 1.0 / (u.shape[0] - 1)
+        c = status.dt * self.kappa / (dx * dx)
+        self.grad[0] += float(np.dot(w[1:-1], status.dt * self._lap(u)))
+        u_bar[:-2] += c * w[1:-1]
+        u_bar[1:-1] += -2.0 * c * w[1:-1]
+        u_bar[2:] += c * w[1:-1]
+
+    def objective(self, u, status):
+        return 0.5 / (u.shape[0] - 1) * float(np.dot(u, u))
+
+    def objective_adjoint(self, u, u_bar, f_bar, status):
+        u_bar[:] = f_bar / (u.shape[0] - 1) * u
+
+    def reset_gradient(self):
+        self.grad[:] = 0.0
+
+    def coarsen(self, fine, coarse, status):
+        coarse[:] = fine[:: (fine.shape[0] - 1) // (coarse.shape[0] - 1)]
+
+    def coarsen_adjoint(self, coarse_bar, fine_bar, status):
+        fine_bar[:: (fine_bar.shape[0] - 1) // (coarse_bar.shape[0] - 1)] = coarse_bar
+
+    def refine(self, coarse, fine, status):
+        if coarse.shape == fine.shape:
+            fine[:] = coarse
+            return
+        fine[::2] = coarse
+        fine[1::2] = 0.5 * (coarse[:-1] + coarse[1:])
+
+    def refine_adjoint(self, fine_bar, coarse_bar, status):
+        if coarse_bar.shape == fine_bar.shape:
+            coarse_bar[:] = fine_bar
+            return
+        coarse_bar[:] = fine_bar[::2]
+        coarse_bar[:-1] += 0.5 * fine_bar[1::2]
+        coarse_bar[1:] += 0.5 * fine_bar[1::2]
+
+    def sequential(self, times):
+        """J and dJ/dkappa by plain forward marching and backpropagation (the reference)."""
+        n = self.shape[0]
+        x = np.linspace(0.0, 1.0, n)
+        us = [np.sin(math.pi * x)]
+        for k in range(len(times) - 1):
+            u = us[-1].copy()
+            u[1:-1] += (times[k + 1] - times[k]) * self.kappa * self._lap(u)
+            us.append(u)
+        dx = 1.0 / (n - 1)
+        J = sum(0.5 * dx * float(np.dot(u, u)) for u in us)
+        lam, grad = dx * us[-1], 0.0
+        for k in range(len(times) - 2, -1, -1):
+            dt, u = times[k + 1] - times[k], us[k]
+            grad += float(np.dot(lam[1:-1], dt * self._lap(u)))
+            c = dt * self.kappa / (dx * dx)
+            back = lam.copy()
+            back[:-2] += c * lam[1:-1]
+            back[1:-1] += -2.0 * c * lam[1:-1]
+            back[2:] += c * lam[1:-1]
+            lam = back + dx * u
+        return J, grad
+
+
+def diffusion_class(coarsening=True):
+    """``Diffusion`` with coarsening True (halving), "identity" (copies) or False (none)."""
+    if coarsening is True:
+        return Diffusion
+
+    def copy(self, src, dst, status):
+        dst[:] = src
+
+    names = ("shape_at", "coarsen", "refine", "coarsen_adjoint", "refine_adjoint")
+    attrs = {m: xb.App.__dict__[m] for m in names}  # the base class's: not overridden
+    if coarsening == "identity":
+        attrs.update({m: copy for m in names[1:]})
+    return type("Diffusion", (Diffusion,), attrs)

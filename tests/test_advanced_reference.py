@@ -18,6 +18,7 @@ RUNNER = Path(__file__).resolve().parent / "scripts" / "advanced_runner.py"
 FEATURES = {
     "full_rnorm_sync": ["full_rnorm", "full_rnorm_sync", "sync"],
     "periodic": ["periodic"],
+    "richardson": ["richardson"],
     "shell": ["shell"],
     "delta": ["delta"],
 }
@@ -40,6 +41,7 @@ def test_runs_two_ranks(mpirun, feature):
 PUBLIC = {
     "f_full_rnorm_and_sync": "ex-03",
     "c_periodic": "ex-01-expanded",
+    "b_richardson": "ex-06",
     "g_bdf2_shell": "ex-01-expanded-bdf2",
     "d_delta_correction": "ex-07",
 }
@@ -51,7 +53,7 @@ def test_public_runs(feature):
     if not runs:
         pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
     for run in runs:
-        run = dict(run, program=run["example"])
+        run = ac.as_recorded(run)
         assert ac.compare(run, ac.execute(run, MPI.COMM_SELF)) == []
 
 
@@ -75,6 +77,19 @@ def test_public_delta_run_several_ranks(mpirun, nprocs):
     ranks = mpirun.json(str(RUNNER), nprocs, timeout=300, args=["public=d_delta_correction"])
     assert ranks[0]["checked"] == [r["id"] for r in runs]
     assert ranks[0]["mismatches"] == []
+
+
+def test_public_richardson_run_numbers():
+    # public run 08 (ex-06 -richardson): what the comparison above holds pyxbraid to
+    runs = ac.public_runs("b_richardson")
+    if not runs:
+        pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
+    run = ac.as_recorded(runs[0])
+    got = ac.execute(run, MPI.COMM_SELF)
+    assert (got["iterations"], got["nlevels"]) == (7, 6)
+    assert got["rnorms"][-1] == pytest.approx(7.269388834161434e-13, rel=1e-12)
+    assert got["printed_final"] == pytest.approx([0.5, 0.2805504051820713, 7.39795690007927e-06], abs=1e-15)
+    assert set(got["estimate"]) == {-1.0}  # richardson without error estimation: none
 
 
 def test_periodic_odd_level_deviation():

@@ -174,6 +174,41 @@ def test_errors_name_the_option(app, options, error, message):
         xb.Solver(app(), 0.0, 1.0, 16, comm=MPI.COMM_SELF, **{"max_levels": 2, **options})
 
 
+class LorenzShell(Lorenz):
+    def __init__(self):
+        super().__init__()
+        xb.App.__init__(self, shape=(3,), shell_shape=(1,))
+
+    def init_shell(self, t, shell):
+        shell[:] = t
+
+
+class LorenzCoarsened(Lorenz):
+    def coarsen(self, fine, coarse, status):
+        coarse[:] = fine
+
+    def refine(self, coarse, fine, status):
+        fine[:] = coarse
+
+
+@pytest.mark.parametrize(
+    ("app", "options", "feature"),
+    [
+        (LorenzShell, dict(), r"shells \(shell_shape\)"),
+        (LorenzCoarsened, dict(), r"spatial coarsening \(the app's coarsen and refine\) yet"),
+        (Lorenz, dict(richardson=True), r"richardson=True yet"),
+        (Lorenz, dict(error_estimation=True), r"error_estimation=True yet"),
+    ],
+)
+def test_combinations_not_checked_against_xbraid_are_refused(app, options, feature):
+    # Delta correction with shells, spatial coarsening, Richardson extrapolation or error
+    # estimation has no XBraid run to check it against: refused at construction, naming both.
+    with pytest.raises(ValueError, match=r"delta_rank=1 cannot be combined with " + feature):
+        xb.Solver(app(), 0.0, 1.0, 16, comm=MPI.COMM_SELF, max_levels=2, delta_rank=1, **options)
+    # without delta correction the same app and options are accepted
+    xb.Solver(app(), 0.0, 1.0, 16, comm=MPI.COMM_SELF, max_levels=2, max_iter=3, **options).solve()
+
+
 class Lorenz32(Lorenz):
     def __init__(self):
         super().__init__()

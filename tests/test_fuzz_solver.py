@@ -60,6 +60,9 @@ OPTIONS = {
     "final_fc_relax": st.booleans(),
     "full_residual_norm": st.booleans(),
     "periodic": st.booleans(),
+    "richardson": st.booleans(),
+    "error_estimation": st.booleans(),
+    "local_order": st.integers(0, 4),
     "access_level": st.integers(-1, 3),
     "print_level": st.integers(-1, 1),
     "abs_tol": st.floats(-1.0, 1.0),
@@ -122,6 +125,13 @@ def test_solver_options(kwargs, ntime):
         # periodic: the solution of u' = -u is 0 (a fixed point of the period map), not the sequential one
         if result.converged:
             assert abs(float(solver.state_at(0)[0])) < 1.0
+        return
+    if solver._options.error_estimation:
+        est = solver.local_error_estimates()
+        assert est.shape == (ntime + 1,) and np.all((est == -1.0) | (est >= 0.0))
+    if solver._options.richardson and solver.nlevels > 1:
+        # the C-points converge to the extrapolated solution, not the sequential one
+        assert np.all(np.isfinite(solver.local_states()))
         return
     if result.converged and result.iterations and not kwargs.get("relax_only_cg") and np.isfinite(norms[-1]):
         # converged: the solution is the sequential one to the tolerance's order. The error e_i =
@@ -385,3 +395,44 @@ def test_bad_value_on_one_rank_raises_on_every_rank(mpirun):
         # all succeed (the value happened to be valid), or all raise: the culprit its
         # own error, the others RemoteRankError or the same validation error
         assert outcome.count("ok") in (0, 3), outcome
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.one_of(st.integers(-2, 12), st.text(max_size=2), st.tuples(st.integers(0, 4), st.integers(0, 4))), max_size=4
+    ),
+    st.integers(1, 4),
+    st.integers(2, 20),
+    st.booleans(),
+)
+def test_spatial_shapes(sizes, max_levels, ntime, skip):
+    # Any per-level shapes (shape_at) either solve -- to the sequential answer, the coarse
+    # levels only accelerate -- or are refused naming shape_at and the level.
+    class Shaped(xb.App):
+        def __init__(self):
+            super().__init__(shape=(8,))
+
+        def shape_at(self, level):
+            return (8,) if level == 0 or not sizes else sizes[(level - 1) % len(sizes)]
+
+        def init(self, t, u):
+            u[...] = 1.0
+
+        def step(self, u, ustop, fstop, status):
+            u *= 0.5
+
+        def coarsen(self, fine, coarse, status):
+            coarse[...] = np.resize(fine, coarse.shape)
+
+        def refine(self, coarse, fine, status):
+            fine[...] = np.resize(coarse, fine.shape)
+
+    try:
+        solver = xb.Solver(Shaped(), 0.0, 1.0, ntime, comm=COMM, max_levels=max_levels, skip=skip, max_iter=200)
+    except (TypeError, ValueError) as exc:
+        assert "Shaped.shape_at(" in str(exc), str(exc)
+        return
+    result = solver.solve()
+    assert result.converged
+    np.testing.assert_allclose(solver.state_at(ntime), np.full(8, 0.5**ntime), rtol=1e-8, atol=1e-12)

@@ -260,7 +260,7 @@ def test_shell_shape_errors():
         xb.Solver(NoInitShell(), 0.0, 1.0, 4, comm=COMM)
 
 
-def test_adjoint_and_step_batch_are_refused():
+def test_adjoint_step_batch_and_spatial_coarsening_are_refused():
     class WithAdjoint(TimeShells):
         def objective(self, u, status):
             return 0.0
@@ -293,6 +293,16 @@ def test_adjoint_and_step_batch_are_refused():
 
     with pytest.raises(TypeError, match="Batched defines step_batch and has shell_shape"):
         xb.Solver(Batched(), 0.0, 1.0, 4, comm=COMM)
+
+    class Coarsened(TimeShells):
+        def coarsen(self, fine, coarse, status):
+            coarse[...] = fine
+
+        def refine(self, coarse, fine, status):
+            fine[...] = coarse
+
+    with pytest.raises(TypeError, match="Coarsened defines coarsen/refine and has shell_shape=.*cannot be combined"):
+        xb.Solver(Coarsened(), 0.0, 1.0, 4, comm=COMM, max_levels=2)
 
 
 class Writes(TimeShells):

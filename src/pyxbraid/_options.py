@@ -150,11 +150,11 @@ def core_options(values: Mapping[str, Any]) -> Any:
         setattr(opt, active.name, _converter(active)(active.name, value))
     for option in OPTIONS:
         value = values.get(option.name)
-        if option.requires and value is not None and value != option.default and not getattr(opt, option.requires):
-            raise ValueError(
-                f"{option.name}={value!r} has no effect without {option.requires}=True "
-                f"(got {option.requires}={values.get(option.requires, False)!r})"
-            )
+        needed = option.requires.split("|") if option.requires else []
+        if needed and value is not None and value != option.default and not any(getattr(opt, n) for n in needed):
+            without = " or ".join(f"{n}=True" for n in needed)
+            got = ", ".join(f"{n}={values.get(n, False)!r}" for n in needed)
+            raise ValueError(f"{option.name}={value!r} has no effect without {without} (got {got})")
     return opt
 
 

@@ -47,7 +47,7 @@ class Option:
     group_default: bool = False
     section: str = "MGRIT"
     details: str = ""  # more docstring text (numpydoc), after ``doc``
-    requires: str = ""  # a bool option without which this one has no effect
+    requires: str = ""  # bool option(s), "a|b" = any of them, without which this one has no effect
 
     @property
     def rule(self) -> str:
@@ -216,6 +216,44 @@ OPTIONS: tuple[Option, ...] = (
         "norm still stops the iteration).",
     ),
     Option(
+        "richardson",
+        "bool",
+        False,
+        "Richardson extrapolation at the fine C-points (one more step of the coarse length per C-point)",
+        "braid_SetRichardsonEstimation",
+        details="From the second iteration on, the level-0 C-relaxation also steps the C-point to its left "
+        "over the whole coarse interval and replaces the fine value u_f by "
+        "(DT^k u_f - dtk u_c) / (DT^k - dtk), DT = the coarse interval, dtk = the sum of its fine steps to "
+        "the power k = ``local_order``; the FAS right-hand side of level 1 and the residual norms are "
+        "scaled to match (XBraid's algorithm: the solution at C-points converges to an extrapolated, "
+        "more accurate one). Needs at least 2 levels to act, ``cwt`` = 1 on every level; not with "
+        "``periodic``, ``adjoint``, ``full_residual_norm`` or an app's ``residual`` (the user-residual "
+        "mode), where XBraid's iteration does not converge.",
+    ),
+    Option(
+        "error_estimation",
+        "bool",
+        False,
+        "Richardson-based estimates of the local error at every fine point (status.error_estimate)",
+        "braid_SetRichardsonEstimation",
+        details="Computed in each level-0 restriction from the coarse-grid right-hand side of each "
+        "coarse interval and given to every fine point of that interval: ``status.error_estimate`` in "
+        "level-0 ``step`` (of the point stepped to) and ``access`` calls, ``status.error_estimates`` (this "
+        "rank's points) in ``sync``, and :meth:`Solver.local_error_estimates`; -1.0 where none is available yet "
+        "(before the first level-0 restriction, on coarse levels, with one level); index 0, where no "
+        "interval ends, gets 0.0 (as in XBraid). Points after the last C-point share the last interval's. "
+        "Needs ``cwt`` = 1 on every level; not with ``periodic``.",
+    ),
+    Option(
+        "local_order",
+        "int",
+        2,
+        "order of the local truncation error of the app's step (backward Euler: 2; a p-th order method: p + 1)",
+        "braid_SetRichardsonEstimation",
+        minimum=2,
+        requires="richardson|error_estimation",
+    ),
+    Option(
         "delta_rank",
         "int",
         0,
@@ -227,7 +265,8 @@ OPTIONS: tuple[Option, ...] = (
         "with ``inner_product``) that ``step`` must propagate in place by the step's Jacobian "
         "(``status.basis_vectors``). On coarse levels the step becomes Phi_c(u) + tau + Delta(u) with "
         "Delta ~ (Phi_f^m - Phi_c) projected on the basis, as XBraid's ex-07. Not with the adjoint, "
-        "``step_batch``, shells, ``periodic``, a user ``residual`` or ``full_residual_norm``; float64 states only.",
+        "``step_batch``, shells, ``periodic``, a user ``residual`` or ``full_residual_norm``, nor (not yet "
+        "checked against XBraid) spatial coarsening, ``richardson`` or ``error_estimation``; float64 states only.",
     ),
     Option(
         "defer_delta_level",
@@ -486,6 +525,40 @@ CALLBACKS: tuple[Callback, ...] = (
         "",
         counter="step_adjoint_batch",
     ),
+    Callback(
+        "shape_at",
+        "shape_at(level) -> tuple",
+        "the shape of a state on a level (default: the app's shape); needs coarsen and refine when it differs",
+        "",
+    ),
+    Callback(
+        "coarsen",
+        "coarsen(fine, coarse, status)",
+        "fill coarse (shape_at(status.level + 1)) from fine (shape_at(status.level)): spatial coarsening",
+        "braid_PtFcnSCoarsen",
+        counter="coarsen",
+    ),
+    Callback(
+        "refine",
+        "refine(coarse, fine, status)",
+        "fill fine (shape_at(status.level)) from coarse (shape_at(status.level + 1)): spatial refinement",
+        "braid_PtFcnSRefine",
+        counter="refine",
+    ),
+    Callback(
+        "coarsen_adjoint",
+        "coarsen_adjoint(coarse_bar, fine_bar, status)",
+        "fine_bar = C^T coarse_bar, the transpose of coarsen (adjoint=True with spatial coarsening)",
+        "",
+        counter="coarsen_adjoint",
+    ),
+    Callback(
+        "refine_adjoint",
+        "refine_adjoint(fine_bar, coarse_bar, status)",
+        "coarse_bar = R^T fine_bar, the transpose of refine (adjoint=True with spatial coarsening)",
+        "",
+        counter="refine_adjoint",
+    ),
     Callback("reset_gradient", "reset_gradient()", "set the gradient accumulator to zero", "reset_gradient"),
     Callback(
         "init_adjoint",
@@ -531,4 +604,10 @@ STATUS_FIELDS: tuple[StatusField, ...] = (
     StatusField("done", "bool", "True in the final sweep after convergence."),
     StatusField("residual_norm", "double", "Latest residual norm (-1.0 when not available)."),
     StatusField("ntime", "int", "Number of fine time steps."),
+    StatusField(
+        "error_estimate",
+        "double",
+        "Richardson error estimate of the level-0 point stepped to (step) or accessed (access); "
+        "-1.0 when not available (error_estimation off, coarse levels, before the first level-0 restriction).",
+    ),
 )

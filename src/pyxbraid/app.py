@@ -362,6 +362,111 @@ class App:
         """
         raise NotImplementedError
 
+    # -- spatial coarsening (XBraid's braid_SetSpatialCoarsen / SetSpatialRefine) -----
+    def shape_at(self, level: int) -> tuple[int, ...]:
+        """Return the shape of a state on time level ``level`` (optional; default ``self.shape``).
+
+        Asked once per level when a :class:`~pyxbraid.Solver` is built. Level 0
+        must have ``self.shape``; coarser levels may have fewer elements (never
+        more). A shape that differs from ``self.shape`` needs :meth:`coarsen`
+        and :meth:`refine` to move states between the levels.
+        """
+        raise NotImplementedError
+
+    def coarsen(self, fine: np.ndarray, coarse: np.ndarray, status: Status) -> None:
+        """Fill ``coarse`` from ``fine``: spatial coarsening (optional; XBraid's braid_PtFcnSCoarsen).
+
+        Defined together with :meth:`refine`. The engine calls it wherever
+        XBraid does: the C-point values and FAS residuals restricted to the
+        next coarser level (and the initial value at index 0), and the initial
+        guess of the coarse levels when the first down-cycle is skipped.
+
+        Parameters
+        ----------
+        fine : numpy.ndarray
+            Read-only state of shape ``shape_at(status.level)``.
+        coarse : numpy.ndarray
+            Writable array of shape ``shape_at(status.level + 1)`` (out): fill
+            every entry.
+        status : pyxbraid.Status
+            ``level`` is the FINE level (as in XBraid); ``t`` (= ``tstart`` =
+            ``tstop``) and ``tindex`` are the time and index of the point on it.
+        """
+        raise NotImplementedError
+
+    def refine(self, coarse: np.ndarray, fine: np.ndarray, status: Status) -> None:
+        """Fill ``fine`` from ``coarse``: spatial refinement (optional; XBraid's braid_PtFcnSRefine).
+
+        Called on the coarse-grid corrections before they are added to the
+        next finer level (interpolation).
+
+        Parameters
+        ----------
+        coarse : numpy.ndarray
+            Read-only array of shape ``shape_at(status.level + 1)``.
+        fine : numpy.ndarray
+            Writable array of shape ``shape_at(status.level)`` (out): fill every entry.
+        status : pyxbraid.Status
+            ``level`` is the FINE level; ``t`` and ``tindex`` as in :meth:`coarsen`.
+
+        Examples
+        --------
+        Halve a 1-D grid of 2^k + 1 points on every coarser level (XBraid's ex-02 with ``-sc``):
+
+        >>> import numpy as np, pyxbraid as xb
+        >>> class Smooth(xb.App):
+        ...     def __init__(self, n=17):
+        ...         super().__init__(shape=(n,))
+        ...     def shape_at(self, level):
+        ...         return (max((self.shape[0] - 1) >> level, 2) + 1,)
+        ...     def init(self, t, u):
+        ...         u[:] = 1.0
+        ...     def step(self, u, ustop, fstop, status):
+        ...         u *= np.exp(-status.dt)
+        ...     def coarsen(self, fine, coarse, status):
+        ...         coarse[:] = fine[:: (fine.size - 1) // (coarse.size - 1)]
+        ...     def refine(self, coarse, fine, status):
+        ...         x = np.linspace(0.0, 1.0, fine.size)
+        ...         fine[:] = np.interp(x, np.linspace(0.0, 1.0, coarse.size), coarse)
+        >>> result = xb.Solver(Smooth(), 0.0, 1.0, 16, max_levels=3, abs_tol=1e-10).solve()
+        >>> result.calls["coarsen"] > 0 and result.calls["refine"] > 0
+        True
+        """
+        raise NotImplementedError
+
+    def coarsen_adjoint(self, coarse_bar: np.ndarray, fine_bar: np.ndarray, status: Status) -> None:
+        """Fill ``fine_bar`` with ``C^T coarse_bar``, the transpose of :meth:`coarsen` (adjoint only).
+
+        Needed with ``adjoint=True`` when the app coarsens in space; :meth:`coarsen`
+        and :meth:`refine` must then be linear maps (as restriction and
+        interpolation are). Not in XBraid, which refuses the adjoint with spatial
+        coarsening.
+
+        Parameters
+        ----------
+        coarse_bar : numpy.ndarray
+            Read-only, shape ``shape_at(status.level + 1)``.
+        fine_bar : numpy.ndarray
+            Writable, shape ``shape_at(status.level)``, zero on entry (out).
+        status : pyxbraid.Status
+            The status the primal :meth:`coarsen` call had.
+        """
+        raise NotImplementedError
+
+    def refine_adjoint(self, fine_bar: np.ndarray, coarse_bar: np.ndarray, status: Status) -> None:
+        """Fill ``coarse_bar`` with ``R^T fine_bar``, the transpose of :meth:`refine` (adjoint only).
+
+        Parameters
+        ----------
+        fine_bar : numpy.ndarray
+            Read-only, shape ``shape_at(status.level)``.
+        coarse_bar : numpy.ndarray
+            Writable, shape ``shape_at(status.level + 1)``, zero on entry (out).
+        status : pyxbraid.Status
+            The status the primal :meth:`refine` call had.
+        """
+        raise NotImplementedError
+
     # -- adjoint (used with Solver(adjoint=True) / objective_only=True) --------------
     def objective(self, u: np.ndarray, status: Status) -> float:
         """Adjoint: the objective term f(u_i) at fine time ``status.t`` (XBraid's objectiveT).

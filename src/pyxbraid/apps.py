@@ -199,6 +199,10 @@ class Heat1D(NativeApp):
         or zeros.
     residual : bool, default False
         XBraid's residual mode for ex-02 (``r = A ustop - r - dt g``).
+    spatial_coarsening : bool, default False
+        ex-02's ``-sc``: each coarser time level also halves the spatial
+        intervals (full weighting to coarsen, linear interpolation to refine)
+        until 3 points remain; ``nspace - 1`` must be a power of 2.
 
     Examples
     --------
@@ -214,8 +218,11 @@ class Heat1D(NativeApp):
     nspace: int
     guess: str
     residual: bool
+    spatial_coarsening: bool
 
-    def __init__(self, nspace: int = 33, *, guess: str = "random", residual: bool = False) -> None:
+    def __init__(
+        self, nspace: int = 33, *, guess: str = "random", residual: bool = False, spatial_coarsening: bool = False
+    ) -> None:
         if isinstance(nspace, bool) or not isinstance(nspace, numbers.Integral):
             raise TypeError(f"nspace must be an int, got {nspace!r}")
         if nspace < 3:
@@ -224,6 +231,11 @@ class Heat1D(NativeApp):
             raise ValueError(f"guess must be 'random', 'xbraid' or 'zero', got {guess!r}")
         if not isinstance(residual, (bool, np.bool_)):
             raise TypeError(f"residual must be True or False, got {residual!r}")
+        if not isinstance(spatial_coarsening, (bool, np.bool_)):
+            raise TypeError(f"spatial_coarsening must be True or False, got {spatial_coarsening!r}")
+        if spatial_coarsening and (nspace - 1) & (nspace - 2):
+            raise ValueError(f"spatial_coarsening=True needs nspace - 1 to be a power of 2, got nspace={nspace}")
+        self.spatial_coarsening = bool(spatial_coarsening)
         self.nspace = int(nspace)
         self.shape = (self.nspace,)
         self.guess = guess
@@ -232,7 +244,7 @@ class Heat1D(NativeApp):
 
     def _native(self):
         # A fresh engine-side app per solver: guess="xbraid" restarts its generator, as XBraid does per run.
-        return _core.Heat1D(self.nspace, self.guess, self.residual)
+        return _core.Heat1D(self.nspace, self.guess, self.residual, self.spatial_coarsening)
 
     @property
     def dx(self) -> float:

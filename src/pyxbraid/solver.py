@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,19 @@ __all__ = ["SolveResult", "Solver"]
 MPI = load_mpi()
 
 _ADJOINT_METHODS = ("objective", "objective_adjoint", "step_adjoint", "reset_gradient")
+
+
+def _checked_shape_at(app: App) -> Callable[[int], tuple[int, ...]]:
+    """app.shape_at with its answer checked: a shape (tuple of ints >= 1), the error naming shape_at and the level."""
+
+    def shape_at(level: int) -> tuple[int, ...]:
+        value = app.shape_at(level)
+        try:
+            return _as_shape(value)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{type(app).__name__}.shape_at({level}) returned {value!r}: {e}") from None
+
+    return shape_at
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,9 @@ class Solver:
         final_fc_relax: bool = False,
         periodic: bool = False,
         full_residual_norm: bool = False,
+        richardson: bool = False,
+        error_estimation: bool = False,
+        local_order: int = 2,
         delta_rank: int = 0,
         defer_delta_level: int = 0,
         defer_delta_iter: int = 0,
@@ -383,6 +399,7 @@ class Solver:
             )
         if app._overrides("sync"):
             native.set_sync(app.sync)
+        Solver._set_spatial(app, native, adjoint)
         if app._overrides("step_batch"):
             batched_adjoint = app._overrides("step_adjoint_batch") and adjoint
             native.set_step_batch(app.step_batch, app.step_adjoint_batch if batched_adjoint else None)
@@ -421,7 +438,42 @@ class Solver:
                 f"{name} defines step_batch and has shell_shape={shell_shape}: grouped steps do not carry "
                 "shells (define one or the other)"
             )
+        if app._overrides("coarsen"):
+            raise TypeError(
+                f"{name} defines coarsen/refine and has shell_shape={shell_shape}: spatial coarsening cannot be "
+                "combined with shells yet"
+            )
         native.set_shell(list(shell_shape), app.init_shell, ShellState)
+
+    @staticmethod
+    def _set_spatial(app: App, native: Any, adjoint: bool) -> None:
+        """Hand the app's shape_at, coarsen and refine (spatial coarsening) to the engine."""
+        name = type(app).__name__
+        coarsen, refine, shape_at = (app._overrides(m) for m in ("coarsen", "refine", "shape_at"))
+        if coarsen != refine:
+            raise TypeError(f"{name} must define both coarsen and refine, or neither (spatial coarsening)")
+        if shape_at and not coarsen:
+            raise TypeError(
+                f"{name} defines shape_at but not coarsen and refine: states of another shape on a coarse "
+                "level need them to move between the levels"
+            )
+        if not coarsen:
+            return
+        transposes: tuple[Any, Any] = (None, None)
+        if adjoint:
+            missing = [m for m in ("coarsen_adjoint", "refine_adjoint") if not app._overrides(m)]
+            if missing:
+                raise TypeError(
+                    f"adjoint=True with spatial coarsening ({name}.coarsen and {name}.refine) needs "
+                    f"{name}.{' and '.join(missing)}() (see pyxbraid.App)"
+                )
+            transposes = app.coarsen_adjoint, app.refine_adjoint
+        checked = None
+        if shape_at:
+            checked = _checked_shape_at(app)
+            if checked(0) != app.shape:
+                raise ValueError(f"{name}.shape_at(0) must be the app's shape {app.shape}, got {app.shape_at(0)!r}")
+        native.set_spatial(checked, app.coarsen, app.refine, *transposes)
 
     # -- running -------------------------------------------------------------------
     def solve(self) -> SolveResult:
@@ -674,6 +726,26 @@ class Solver:
             the state at time ``local_times[k]``.
         """
         return self._engine.local_states().reshape((-1, *self._shape))
+
+    def local_error_estimates(self) -> np.ndarray:
+        """Return this rank's Richardson error estimates, indices ``ilower .. iupper`` (no communication).
+
+        The estimates of the last level-0 restriction (``error_estimation=True``): entry ``k``
+        belongs to the point at ``local_times[k]``; -1.0 where none is available yet.
+
+        Returns
+        -------
+        numpy.ndarray
+            A float64 copy of length ``iupper - ilower + 1``.
+
+        Raises
+        ------
+        ValueError
+            When the solver was built without ``error_estimation=True``.
+        """
+        if not self._options.error_estimation:
+            raise ValueError("local_error_estimates() needs error_estimation=True, got error_estimation=False")
+        return self._engine.local_error_estimates()
 
     # -- properties ----------------------------------------------------------------
     @property

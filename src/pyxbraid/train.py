@@ -70,6 +70,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "serial": dict(optimizer="adam", epochs=20, batch_size="100", max_iter=None),
     "one-shot": dict(optimizer="lbfgs", epochs=150, batch_size="full", max_iter=2),
 }
+# One-shot with mini-batches: residual-driven iterations and a switch to exact solves when training stalls.
+ADAPTIVE: dict[str, Any] = dict(rel_tol=1e-2, max_iter=20, switch_to_exact=2)
 # What a rank reports in one line (exit status 1); anything else raises with its traceback.
 _FAILURES = (PyxbraidError, OSError, ValueError, TypeError, FloatingPointError)
 LEARNING_RATES = {"adam": 0.01, "sgd": 0.01, "lbfgs": 1.0}  # L-BFGS: the line search's first step
@@ -187,13 +189,16 @@ def _peaks_arguments(p: argparse.ArgumentParser) -> None:
         choices=MODES,
         default="parallel",
         help="parallel: exact layer-parallel (MGRIT and adjoint converged); one-shot: max-iter MGRIT "
-        "iterations per step, warm-restarted (inexact gradients); serial: forward/backprop",
+        "iterations per step, warm-restarted (inexact gradients; with a mini-batch --batch-size: adaptive, "
+        "see --rel-tol); serial: forward/backprop",
     )
-    p.add_argument("--optimizer", choices=["adam", "sgd", "lbfgs"], help="default: adam (lbfgs for one-shot)")
+    p.add_argument(
+        "--optimizer", choices=["adam", "sgd", "lbfgs"], help="default: adam (lbfgs for full-batch one-shot)"
+    )
     p.add_argument(
         "--epochs",
         type=_integer(1),
-        help="passes over the data (default 20; 150 for one-shot, where an epoch is one full-batch step)",
+        help="passes over the data (default 20; 150 for full-batch one-shot, where an epoch is one step)",
     )
     p.add_argument("--batch-size", type=_batch_size, help="mini-batch size or 'full' (default 100; full for one-shot)")
     p.add_argument(
@@ -237,7 +242,21 @@ def _peaks_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-iter",
         type=_integer(1),
-        help="MGRIT iterations (one-shot: per step, default 2; parallel: the limit, default 100)",
+        help="MGRIT iterations (one-shot: per step, default 2; parallel, and one-shot with mini-batches: the "
+        "limit, default 100 / 20)",
+    )
+    p.add_argument(
+        "--rel-tol",
+        type=_fraction,
+        help="one-shot with mini-batches (adaptive): MGRIT and its adjoint iterate until their residuals are "
+        f"below this fraction of the first iteration's, at most --max-iter (default {ADAPTIVE['rel_tol']:g}; "
+        f"--max-iter {ADAPTIVE['max_iter']})",
+    )
+    p.add_argument(
+        "--switch-to-exact",
+        type=_integer(1),
+        help="one-shot with mini-batches: continue in the exact mode once this many epochs in a row brought no "
+        f"better training loss (default {ADAPTIVE['switch_to_exact']})",
     )
     p.add_argument(
         "--strategy",
@@ -361,12 +380,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main_peaks(comm: Any, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     rank = comm.Get_rank()
     defaults = DEFAULTS[args.mode]
-    optimizer_name: str = args.optimizer or defaults["optimizer"]
-    epochs: int = args.epochs if args.epochs is not None else defaults["epochs"]
     batch = args.batch_size if args.batch_size is not None else defaults["batch_size"]
     batch_size = None if batch == "full" else int(batch)
+    adaptive = args.mode == "one-shot" and batch_size is not None
+    if adaptive:  # mini-batch one-shot trains like the exact mode: Adam, epochs over mini-batches
+        defaults = {**defaults, **{k: DEFAULTS["parallel"][k] for k in ("optimizer", "epochs")}}
+    optimizer_name: str = args.optimizer or defaults["optimizer"]
+    epochs: int = args.epochs if args.epochs is not None else defaults["epochs"]
     lr = args.lr if args.lr is not None else LEARNING_RATES[optimizer_name]
     max_iter: int | None = args.max_iter if args.max_iter is not None else defaults["max_iter"]
+    if not adaptive:
+        for flag, value in (("--rel-tol", args.rel_tol), ("--switch-to-exact", args.switch_to_exact)):
+            if value is not None:
+                parser.error(f"{flag} needs --mode one-shot with a mini-batch --batch-size")
+    else:
+        max_iter = args.max_iter if args.max_iter is not None else ADAPTIVE["max_iter"]
+        for key in ("rel_tol", "switch_to_exact"):
+            if getattr(args, key) is None:
+                setattr(args, key, ADAPTIVE[key])
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
     if args.strategy == "single" and args.levels not in (None, 1):
@@ -528,6 +559,10 @@ def _run(
         layer_parallel = dict(
             max_levels=args.max_levels, cfactor=args.cfactor, max_iter=max_iter, one_shot=args.mode == "one-shot"
         )
+        if args.rel_tol is not None:  # adaptive one-shot (mini-batches)
+            layer_parallel.update(
+                rel_tol=args.rel_tol, rel_tol_adjoint=args.rel_tol, switch_to_exact=args.switch_to_exact
+            )
     strategy: Any = args.strategy
     if args.strategy == "nested":
         levels = 3 if args.levels is None else args.levels
@@ -563,7 +598,13 @@ def _run(
     )
     if rank == 0:
         print(
-            f"pyxbraid-train: {args.dataset} on {comm.Get_size()} rank(s), mode {args.mode}; {net!r}, "
+            f"pyxbraid-train: {args.dataset} on {comm.Get_size()} rank(s), mode {args.mode}"
+            + (
+                f" (adaptive: rel-tol {args.rel_tol:g}, switch to exact after {args.switch_to_exact})"
+                if args.rel_tol is not None
+                else ""
+            )
+            + f"; {net!r}, "
             f"{net.num_parameters} parameters; {optimizer!r}, {epochs} epochs, batch {batch_size or 'full'}",
             flush=True,
         )
@@ -612,6 +653,7 @@ def _run(
             coarse_gradient_evaluations_weighted=evaluations["coarse_weighted"],
             gradient_evaluations_per_level=evaluations["per_level"],
             level_histories=[h.as_dict() for h in trainer.level_histories],
+            switched_to_exact_at=trainer.switched_to_exact_at,
             ranks=comm.Get_size(),
             settings=settings,
             history=history.as_dict(),
@@ -630,6 +672,8 @@ def _run(
                 + f"; {evaluations['fine']} fine gradient evaluations, coarse ones worth "
                 f"{evaluations['coarse_weighted']:g} fine ({trainer.strategy.name})"
             )
+        if trainer.switched_to_exact_at is not None:
+            print(f"one-shot training stalled after epoch {trainer.switched_to_exact_at}: continued in the exact mode")
         print(
             f"training accuracy {train_acc:.4f} (loss {train_loss:.4f}), validation accuracy {val_acc:.4f} "
             f"(loss {val_loss:.4f}); training took {wall:.2f} s on {comm.Get_size()} rank(s)"

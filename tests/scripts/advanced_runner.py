@@ -1,9 +1,10 @@
 """Replay the recorded XBraid runs of the advanced features on this job's ranks.
 
-Usage: ``advanced_runner.py FEATURE [FEATURE ...]``: every run of those features
-recorded with as many ranks as this job has; ``public=FEATURE`` adds the public runs
-(../shared/data) of that feature, whatever their rank count (the numbers do not depend
-on it for these problems). Each rank reports the mismatches
+Usage: ``advanced_runner.py FEATURE [FEATURE ...] [--python]``: every run of those
+features recorded with as many ranks as this job has; ``public=FEATURE`` adds the public
+runs (../shared/data) of that feature, whatever their rank count (the numbers do not depend
+on it for these problems); ``--python``: ex-02 as the Python App of advanced_apps instead
+of the native Heat1D. Each rank reports the mismatches
 (rank 0 compares; the others report an empty list) and the ids it checked.
 """
 
@@ -17,13 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import advanced_cases as ac  # noqa: E402
 
 comm = MPI.COMM_WORLD
-runs = [r for r in ac.load_runs(nprocs=comm.Get_size()) if r["feature"] in sys.argv[1:]]
+features = [a for a in sys.argv[1:] if not a.startswith(("--", "public="))]
+python_app = "--python" in sys.argv[1:]
+runs = [r for r in ac.load_runs(nprocs=comm.Get_size()) if r["feature"] in features]
 for arg in sys.argv[1:]:
     if arg.startswith("public="):
-        runs += [dict(r, program=r["example"]) for r in ac.public_runs(arg.removeprefix("public="))]
+        runs += [ac.as_recorded(r) for r in ac.public_runs(arg.removeprefix("public="))]
 bad = []
 for run in runs:
-    got = ac.execute(run, comm)
+    got = ac.execute(run, comm, python_app=python_app)
     if comm.Get_rank() == 0:
         bad += ac.compare(run, got)
 report({"checked": [r["id"] for r in runs], "mismatches": bad})

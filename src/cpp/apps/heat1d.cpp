@@ -24,15 +24,62 @@ double hashed_uniform(double t, int j) {
 }
 }  // namespace
 
-Heat1D::Heat1D(int nspace, Guess guess, bool use_residual)
-    : nspace_(nspace), dx_((kPi - 0.0) / (nspace - 1.0)), guess_(guess), use_residual_(use_residual) {
+Heat1D::Heat1D(int nspace, Guess guess, bool use_residual, bool spatial_coarsening)
+    : nspace_(nspace),
+      spatial_coarsening_(spatial_coarsening),
+      dx_((kPi - 0.0) / (nspace - 1.0)),
+      guess_(guess),
+      use_residual_(use_residual) {
     if (nspace < 3) throw std::invalid_argument("nspace must be >= 3, got " + std::to_string(nspace));
+    // ex-02 switches -sc off with a warning here; an error says it instead.
+    if (spatial_coarsening && ((nspace - 1) & (nspace - 2)) != 0)
+        throw std::invalid_argument("spatial_coarsening=True needs nspace - 1 to be a power of 2, got nspace=" +
+                                    std::to_string(nspace));
     thomas_.resize(nspace);
     matvec_.resize(nspace);
 }
 
 std::uint64_t Heat1D::fingerprint() const {
-    return Fingerprint().add(nspace_).add(static_cast<int>(guess_)).add(use_residual_).value();
+    return Fingerprint().add(nspace_).add(static_cast<int>(guess_)).add(use_residual_).add(spatial_coarsening_).value();
+}
+
+bool Heat1D::coarsens(int fine_level) const {
+    // ex-02: level < floor(log2(nspace)) - 1, nspace of the finest grid.
+    return spatial_coarsening_ && fine_level < static_cast<int>(std::floor(std::log2(nspace_))) - 1;
+}
+
+int Heat1D::points_at(int level) const {
+    int n = nspace_;
+    for (int l = 0; l < level; ++l)
+        if (coarsens(l)) n = (n - 1) / 2 + 1;
+    return n;
+}
+
+void Heat1D::coarsen(const double* fine, double* coarse, const Status& st) {
+    // Full weighting inside, injection at the boundary (ex-02's my_Coarsen).
+    const int fsize = points_at(st.level);
+    if (!coarsens(st.level)) {
+        std::memcpy(coarse, fine, static_cast<std::size_t>(fsize) * sizeof(double));
+        return;
+    }
+    const int csize = (fsize - 1) / 2 + 1;
+    coarse[0] = fine[0];
+    coarse[csize - 1] = fine[fsize - 1];
+    for (int i = 1; i < csize - 1; ++i) coarse[i] = 0.5 * fine[2 * i] + 0.25 * fine[2 * i + 1] + 0.25 * fine[2 * i - 1];
+}
+
+void Heat1D::refine(const double* coarse, double* fine, const Status& st) {
+    // Linear interpolation (ex-02's my_Interp).
+    const int fsize = points_at(st.level);
+    if (!coarsens(st.level)) {
+        std::memcpy(fine, coarse, static_cast<std::size_t>(fsize) * sizeof(double));
+        return;
+    }
+    const int csize = points_at(st.level + 1);
+    for (int i = 1; i < fsize - 1; ++i)
+        fine[i] = i % 2 == 1 ? 0.5 * coarse[i / 2] + 0.5 * coarse[(i + 1) / 2] : coarse[i / 2];
+    fine[0] = coarse[0];
+    fine[fsize - 1] = coarse[csize - 1];
 }
 
 double Heat1D::forcing(double t, double x) const {
@@ -79,17 +126,18 @@ void Heat1D::step(double* u, const double*, const double* fstop, const Status& s
     // Operation order of XBraid's ex-02 (take_step + solve_tridiag).
     const double tstop = st.tstop;
     const double dt = st.tstop - st.tstart;
-    const int n = nspace_;
+    const int n = points_at(st.level);
+    const double dx = spacing(n);
     if (fstop)
         for (int j = 0; j < n; ++j) u[j] = u[j] + fstop[j];
-    const double cfl = dt / (dx_ * dx_);
+    const double cfl = dt / (dx * dx);
     const double a = -cfl, b = 1.0 + 2 * cfl, c = -cfl;
     u[0] = std::sin(0.0) * std::cos(tstop);
     u[n - 1] = std::sin(kPi) * std::cos(tstop);
     double x = 0.0;
     for (int j = 0; j < n; ++j) {
         u[j] = u[j] + dt * forcing(tstop, x);
-        x = x + dx_;
+        x = x + dx;
     }
     double* g = thomas_.data();
     g[0] = 0.0;  // first and last rows are the identity
@@ -105,8 +153,9 @@ void Heat1D::residual(const double* ustop, double* r, const Status& st) {
     // r = A ustop - r - dt g(t_{n+1}) (XBraid's ex-02 my_Residual).
     const double tstop = st.tstop;
     const double dt = st.tstop - st.tstart;
-    const int n = nspace_;
-    const double cfl = dt / (dx_ * dx_);
+    const int n = points_at(st.level);
+    const double dx = spacing(n);
+    const double cfl = dt / (dx * dx);
     const double a = -cfl, b = 1.0 + 2 * cfl, c = -cfl;
     double* g = matvec_.data();
     for (int j = 1; j < n - 1; ++j) g[j] = a * ustop[j - 1] + b * ustop[j] + c * ustop[j + 1];
@@ -115,7 +164,7 @@ void Heat1D::residual(const double* ustop, double* r, const Status& st) {
     double x = 0.0;
     for (int j = 0; j < n; ++j) {
         r[j] = g[j] - r[j] - dt * forcing(tstop, x);
-        x = x + dx_;
+        x = x + dx;
     }
 }
 

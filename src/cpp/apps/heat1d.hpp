@@ -14,10 +14,18 @@ class Heat1D : public TypedApp<double> {
 public:
     enum class Guess { hashed, xbraid, zero };
 
-    Heat1D(int nspace, Guess guess, bool use_residual);
+    /// `spatial_coarsening`: ex-02's -sc (nspace - 1 must be a power of 2):
+    /// every coarser level halves the intervals in space down to 2.
+    Heat1D(int nspace, Guess guess, bool use_residual, bool spatial_coarsening = false);
     void on_setup(double tstart, double) override { tstart_ = tstart; }
 
     std::size_t size() const override { return static_cast<std::size_t>(nspace_); }
+    std::size_t size_at(int level) override { return static_cast<std::size_t>(points_at(level)); }
+    bool has_spatial_coarsening() const override { return spatial_coarsening_; }
+    void coarsen(const double* fine, double* coarse, const Status& st) override;
+    void refine(const double* coarse, double* fine, const Status& st) override;
+    /// Points of the spatial grid on `level` (nspace without spatial coarsening).
+    int points_at(int level) const;
     std::string name() const override { return "Heat1D"; }
     std::uint64_t fingerprint() const override;
     void init(double t, double* u) override;
@@ -33,7 +41,12 @@ public:
 
 private:
     double forcing(double t, double x) const;
+    /// ex-02's test: the level whose states coarsen/refine (else they are copied).
+    bool coarsens(int fine_level) const;
+    /// ex-02's dx of a grid of n points (the spatial grid of a state of that size).
+    static double spacing(int n) { return (3.14159265358979323846 - 0.0) / (n - 1.0); }
     int nspace_;
+    bool spatial_coarsening_;
     double tstart_ = 0.0;
     double dx_;
     Guess guess_;

@@ -6,6 +6,7 @@
 #include <structmember.h>
 
 #include <cstddef>
+#include <cstring>
 #include <string>
 
 namespace py = pybind11;
@@ -45,6 +46,7 @@ PyMemberDef status_members[] = {
     PXB_MEMBER("done", T_BOOL, done, "True in the final sweep after convergence."),
     PXB_MEMBER("residual_norm", T_DOUBLE, residual_norm, "Latest residual norm (-1.0 when not available)."),
     PXB_MEMBER("ntime", T_INT, ntime, "Number of fine time steps."),
+    PXB_MEMBER("error_estimate", T_DOUBLE, error_estimate, "Richardson error estimate of the level-0 point stepped to (step) or accessed (access); -1.0 when not available (error_estimation off, coarse levels, before the first level-0 restriction)."),
     {nullptr, 0, 0, 0, nullptr},
 };
 // END GENERATED status-members
@@ -107,6 +109,16 @@ PyObject* status_lyapunov_exponents(PyObject* self, void*) {
     for (int j = 0; j < st.basis_rank; ++j) out[j] = st.lyapunov_exponents[j];
     return arr;
 }
+PyObject* status_error_estimates(PyObject* self, void*) {
+    // A copy: the engine's array changes with the next restriction.
+    const Status& st = reinterpret_cast<StatusObject*>(self)->st;
+    npy_intp n = st.error_estimates != nullptr ? st.n_error_estimates : 0;
+    PyObject* out = PyArray_SimpleNew(1, &n, NPY_FLOAT64);
+    if (out != nullptr && n > 0)
+        std::memcpy(PyArray_DATA(reinterpret_cast<PyArrayObject*>(out)), st.error_estimates,
+                    static_cast<std::size_t>(n) * sizeof(double));
+    return out;
+}
 PyGetSetDef status_getset[] = {
     {"dt", status_dt, nullptr, "tstop - tstart.", nullptr},
     {"basis_vectors", status_basis_vectors, nullptr,
@@ -116,6 +128,10 @@ PyGetSetDef status_getset[] = {
     {"lyapunov_exponents", status_lyapunov_exponents, nullptr,
      "Delta correction, access: the local Lyapunov exponents at this point (0 where not provided: F-points, "
      "index 0, lyapunov off).",
+     nullptr},
+    {"error_estimates", status_error_estimates, nullptr,
+     "sync: this rank's Richardson error estimates at its level-0 points (a new float64 array, -1.0 where not "
+     "available; empty without error_estimation or outside sync).",
      nullptr},
     {"phase", status_phase, nullptr, kPhaseDoc, nullptr},
     {"caller", status_phase, nullptr, "The same as phase (XBraid's name: the calling function).", nullptr},
@@ -211,6 +227,11 @@ int PyApp::traverse(visitproc visit, void* arg) const {
                                 &step_batch_,
                                 &step_adjoint_batch_,
                                 &sync_,
+                                &shape_at_,
+                                &coarsen_,
+                                &refine_,
+                                &coarsen_adjoint_,
+                                &refine_adjoint_,
                                 &init_shell_,
                                 &state_type_,
                                 &init_basis_,
@@ -240,6 +261,11 @@ void PyApp::clear_references() {
                           &step_batch_,
                           &step_adjoint_batch_,
                           &sync_,
+                          &shape_at_,
+                          &coarsen_,
+                          &refine_,
+                          &coarsen_adjoint_,
+                          &refine_adjoint_,
                           &init_shell_,
                           &state_type_,
                           &init_basis_,
@@ -252,9 +278,10 @@ PyObject* PyApp::view(CVec data, bool writable) const {
     // no base while it sits in the recycling cache; ViewRef gives it the
     // engine's storage as base the moment a callback keeps it.
     PyArray_Descr* descr = PyArray_DescrFromType(dtype_ == DType::float32 ? NPY_FLOAT32 : NPY_FLOAT64);
+    const std::vector<Py_ssize_t>& shape = *cur_shape_;
     PyObject* arr =
-        PyArray_NewFromDescr(&PyArray_Type, descr, static_cast<int>(shape_.size()),
-                             const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shape_.data())), nullptr,
+        PyArray_NewFromDescr(&PyArray_Type, descr, static_cast<int>(shape.size()),
+                             const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(shape.data())), nullptr,
                              const_cast<std::byte*>(data), writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
     if (arr == nullptr) throw py::error_already_set();
     return arr;
@@ -373,10 +400,11 @@ PyObject* PyApp::recycled_view(PyObject*& slot, CVec data, bool writable) const 
     if (slot != nullptr && Py_REFCNT(slot) == 1) {
         auto* fields = reinterpret_cast<PyArrayObject_fields*>(slot);
         // Reuse only an untouched view: same shape and flags as we made it.
-        bool intact = fields->nd == static_cast<int>(shape_.size()) &&
+        const std::vector<Py_ssize_t>& shape = *cur_shape_;
+        bool intact = fields->nd == static_cast<int>(shape.size()) &&
                       PyArray_CHKFLAGS(reinterpret_cast<PyArrayObject*>(slot), NPY_ARRAY_C_CONTIGUOUS) &&
                       (PyArray_ISWRITEABLE(reinterpret_cast<PyArrayObject*>(slot)) == writable);
-        for (std::size_t d = 0; intact && d < shape_.size(); ++d) intact = fields->dimensions[d] == shape_[d];
+        for (std::size_t d = 0; intact && d < shape.size(); ++d) intact = fields->dimensions[d] == shape[d];
         if (intact) {
             fields->data = reinterpret_cast<char*>(const_cast<std::byte*>(data));
             Py_INCREF(slot);
@@ -441,6 +469,7 @@ struct PyApp::ViewRef {
 };
 
 void PyApp::init_any(double t, Vec u) {
+    use_level(0);
     ViewRef uv{recycled_view(views_[0], u, true), &views_[0], memory_owner_.ptr()};
     Ref tv(PyFloat_FromDouble(t));
     if (tv.p == nullptr) throw py::error_already_set();
@@ -461,6 +490,7 @@ void PyApp::init_shell_any(double t, Vec u) {
 }
 
 void PyApp::step_any(Vec u, CVec ustop, CVec fstop, const Status& st) {
+    use_level(st.level);
     ViewRef uv{recycled_view(views_[0], u, true), &views_[0], memory_owner_.ptr()};
     ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[1], ustop, false),
                ustop == u ? nullptr : &views_[1], memory_owner_.ptr()};  // an alias of u: uv settles it
@@ -499,6 +529,7 @@ void PyApp::step_adjoint_batch_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar,
 }
 
 void PyApp::residual_any(CVec ustop, Vec r, const Status& st) {
+    use_level(st.level);
     ViewRef sv{recycled_view(views_[1], ustop, false), &views_[1], memory_owner_.ptr()};
     ViewRef rv{recycled_view(views_[0], r, true), &views_[0], memory_owner_.ptr()};
     PyObject* args[] = {sv.p, rv.p, status_object(st)};
@@ -508,6 +539,7 @@ void PyApp::residual_any(CVec ustop, Vec r, const Status& st) {
 }
 
 double PyApp::spatial_norm_any(CVec u) {
+    use_level(0);  // norms are of level-0 states
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     PyObject* args[] = {uv.p};
     Ref res(PyObject_Vectorcall(norm_.ptr(), args, 1, nullptr));
@@ -522,6 +554,7 @@ double PyApp::spatial_norm_any(CVec u) {
 }
 
 void PyApp::access_any(CVec u, const Status& st) {
+    use_level(st.level);
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     PyObject* args[] = {uv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(access_.ptr(), args, 2, nullptr));
@@ -571,12 +604,14 @@ double PyApp::call_real(const py::object& fn, const char* name, PyObject* const*
 }
 
 double PyApp::objective_any(CVec u, const Status& st) {
+    use_level(0);
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     PyObject* args[] = {uv.p, status_object(st)};
     return call_real(objective_, "objective", args, 2);
 }
 
 void PyApp::objective_adjoint_any(CVec u, Vec u_bar, double f_bar, const Status& st) {
+    use_level(0);
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     ViewRef bv{recycled_view(views_[3], u_bar, true), &views_[3], memory_owner_.ptr()};
     Ref fv(PyFloat_FromDouble(f_bar));
@@ -587,6 +622,7 @@ void PyApp::objective_adjoint_any(CVec u, Vec u_bar, double f_bar, const Status&
 }
 
 void PyApp::step_adjoint_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st) {
+    use_level(st.level);
     ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
     ViewRef sv{ustop == u ? (Py_INCREF(uv.p), uv.p) : recycled_view(views_[2], ustop, false),
                ustop == u ? nullptr : &views_[2], memory_owner_.ptr()};
@@ -606,6 +642,7 @@ void PyApp::reset_gradient() {
 
 void PyApp::init_adjoint_any(double t, CVec u_bar, const Status& st) {
     if (init_adjoint_.is_none()) return;
+    use_level(0);
     ViewRef bv{recycled_view(views_[1], u_bar, false), &views_[1], memory_owner_.ptr()};
     Ref tv(PyFloat_FromDouble(t));
     PyObject* args[] = {tv.p, bv.p, status_object(st)};
@@ -613,9 +650,68 @@ void PyApp::init_adjoint_any(double t, CVec u_bar, const Status& st) {
     if (res.p == nullptr) throw py::error_already_set();
 }
 
+void PyApp::set_spatial(py::object shape_at, py::object coarsen, py::object refine, py::object coarsen_adjoint,
+                        py::object refine_adjoint) {
+    shape_at_ = std::move(shape_at);
+    coarsen_ = std::move(coarsen);
+    refine_ = std::move(refine);
+    coarsen_adjoint_ = std::move(coarsen_adjoint);
+    refine_adjoint_ = std::move(refine_adjoint);
+}
+
+std::size_t PyApp::size_at(int level) {
+    if (shape_at_.is_none() || level == 0) return size_;
+    // The Python side checked the answer (a tuple of ints >= 1, naming shape_at and the level).
+    std::vector<Py_ssize_t> shape;
+    for (py::handle d : shape_at_(level)) shape.push_back(d.cast<Py_ssize_t>());
+    if (level_shapes_.size() <= static_cast<std::size_t>(level))
+        level_shapes_.resize(static_cast<std::size_t>(level) + 1);
+    std::size_t size = 1;
+    for (Py_ssize_t d : shape) size *= static_cast<std::size_t>(d);
+    level_shapes_[static_cast<std::size_t>(level)] = std::move(shape);
+    return size;
+}
+
+const std::vector<Py_ssize_t>& PyApp::level_shape(int level) const noexcept {
+    if (level <= 0 || static_cast<std::size_t>(level) >= level_shapes_.size()) return shape_;
+    const auto& shape = level_shapes_[static_cast<std::size_t>(level)];
+    return shape.empty() ? shape_ : shape;
+}
+
+void PyApp::call_space(const py::object& fn, const char* name, CVec src, int src_level, Vec dst, int dst_level,
+                       const Status& st) {
+    use_level(src_level);
+    ViewRef sv{recycled_view(views_[1], src, false), &views_[1], memory_owner_.ptr()};
+    use_level(dst_level);
+    ViewRef dv{recycled_view(views_[0], dst, true), &views_[0], memory_owner_.ptr()};
+    PyObject* args[] = {sv.p, dv.p, status_object(st)};
+    Ref res(PyObject_Vectorcall(fn.ptr(), args, 3, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+    check_in_place(name, res.p, dv.p);
+}
+
+void PyApp::coarsen_any(CVec fine, Vec coarse, const Status& st) {
+    call_space(coarsen_, "coarsen", fine, st.level, coarse, st.level + 1, st);
+}
+
+void PyApp::refine_any(CVec coarse, Vec fine, const Status& st) {
+    call_space(refine_, "refine", coarse, st.level + 1, fine, st.level, st);
+}
+
+void PyApp::coarsen_adjoint_any(CVec coarse_bar, Vec fine_bar, const Status& st) {
+    call_space(coarsen_adjoint_, "coarsen_adjoint", coarse_bar, st.level + 1, fine_bar, st.level, st);
+}
+
+void PyApp::refine_adjoint_any(CVec fine_bar, Vec coarse_bar, const Status& st) {
+    call_space(refine_adjoint_, "refine_adjoint", fine_bar, st.level, coarse_bar, st.level + 1, st);
+}
+
 void PyApp::sync(const Status& st) {
     PyObject* args[] = {status_object(st)};
     Ref res(PyObject_Vectorcall(sync_.ptr(), args, 1, nullptr));
+    // A status object kept past the call must not point into the engine.
+    status_->error_estimates = nullptr;
+    status_->n_error_estimates = 0;
     if (res.p == nullptr) throw py::error_already_set();
 }
 

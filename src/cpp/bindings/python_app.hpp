@@ -49,9 +49,21 @@ public:
     /// carry a shell (pyxbraid.app.ShellState: states are handed out as it,
     /// with the shell as attribute `_shell`).
     void set_shell(std::vector<Py_ssize_t> shell_shape, pybind11::object init_shell, pybind11::object state_type);
+    /// Spatial coarsening: `shape_at(level)` returns the level's shape as a
+    /// tuple of ints (checked in Python; None: the app's shape on every
+    /// level), `coarsen` and `refine` the app's methods (None: copies).
+    void set_spatial(pybind11::object shape_at, pybind11::object coarsen, pybind11::object refine,
+                     pybind11::object coarsen_adjoint, pybind11::object refine_adjoint);
     ~PyApp() override;
 
     std::size_t size() const override { return size_; }
+    std::size_t size_at(int level) override;
+    bool has_spatial_coarsening() const override { return !coarsen_.is_none(); }
+    void coarsen_any(CVec fine, Vec coarse, const Status& st) override;
+    void refine_any(CVec coarse, Vec fine, const Status& st) override;
+    bool has_spatial_adjoint() const override { return !coarsen_adjoint_.is_none(); }
+    void coarsen_adjoint_any(CVec coarse_bar, Vec fine_bar, const Status& st) override;
+    void refine_adjoint_any(CVec fine_bar, Vec coarse_bar, const Status& st) override;
     DType dtype() const override { return dtype_; }
     std::string name() const override { return name_; }
     void init_any(double t, Vec u) override;
@@ -116,6 +128,10 @@ private:
     PyObject* recycled_view(PyObject*& slot, CVec data, bool writable) const;
     /// The reused status object holding `st` (`basis_writable`: a step's basis views are writable).
     PyObject* status_object(const Status& st, bool basis_writable = false);
+    /// The shape of the states of `level` (the app's shape unless shape_at says otherwise).
+    const std::vector<Py_ssize_t>& level_shape(int level) const noexcept;
+    /// The views made next have the shape of `level`'s states.
+    void use_level(int level) const noexcept { cur_shape_ = &level_shape(level); }
     struct ViewRef;
     void check_in_place(const char* callback, PyObject* result, PyObject* target) const;
 
@@ -125,7 +141,13 @@ private:
                      postprocess_ = pybind11::none(), postprocess_adjoint_ = pybind11::none(),
                      init_adjoint_ = pybind11::none(), step_batch_ = pybind11::none(),
                      step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none(), init_shell_ = pybind11::none(),
-                     state_type_ = pybind11::none(), init_basis_ = pybind11::none(), inner_product_ = pybind11::none();
+                     state_type_ = pybind11::none(), shape_at_ = pybind11::none(), coarsen_ = pybind11::none(),
+                     refine_ = pybind11::none(), coarsen_adjoint_ = pybind11::none(),
+                     refine_adjoint_ = pybind11::none(), init_basis_ = pybind11::none(),
+                     inner_product_ = pybind11::none();
+    /// Call `fn(src, dst, status)` with src of `src_level`'s shape (read-only) and dst of `dst_level`'s (written).
+    void call_space(const pybind11::object& fn, const char* name, CVec src, int src_level, Vec dst, int dst_level,
+                    const Status& st);
     double call_real(const pybind11::object& fn, const char* name, PyObject* const* args, std::size_t nargs) const;
     Status* status_ = nullptr;
     mutable PyObject* views_[5] = {nullptr, nullptr, nullptr, nullptr,
@@ -133,6 +155,8 @@ private:
     mutable PyObject* shell_views_[5] = {nullptr, nullptr, nullptr, nullptr,
                                          nullptr};  ///< their shells (apps with shells)
     std::vector<Py_ssize_t> shape_;
+    std::vector<std::vector<Py_ssize_t>> level_shapes_;           ///< shape_at's answers (empty: the app's shape)
+    mutable const std::vector<Py_ssize_t>* cur_shape_ = &shape_;  ///< shape of the views made now
     std::size_t size_ = 1;
     std::vector<Py_ssize_t> shell_shape_;
     std::size_t shell_size_ = 0;

@@ -85,14 +85,14 @@ void register_apps(py::module_& m) {
         .def_property_readonly("newton_iterations", &Cubic::newton_iterations);
 
     py::class_<Heat1D, App, std::shared_ptr<Heat1D>>(m, "Heat1D")
-        .def(py::init([](int nspace, const std::string& guess, bool residual) {
+        .def(py::init([](int nspace, const std::string& guess, bool residual, bool spatial_coarsening) {
                  const auto g = choose<Heat1D::Guess>("guess", guess,
                                                       {{"random", Heat1D::Guess::hashed},
                                                        {"xbraid", Heat1D::Guess::xbraid},
                                                        {"zero", Heat1D::Guess::zero}});
-                 return std::make_shared<Heat1D>(nspace, g, residual);
+                 return std::make_shared<Heat1D>(nspace, g, residual, spatial_coarsening);
              }),
-             py::arg("nspace"), py::arg("guess"), py::arg("residual"))
+             py::arg("nspace"), py::arg("guess"), py::arg("residual"), py::arg("spatial_coarsening") = false)
         .def("exact",
              [](const Heat1D& h, double t) {
                  py::array_t<double> out(static_cast<py::ssize_t>(h.size()));

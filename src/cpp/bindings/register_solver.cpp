@@ -109,7 +109,9 @@ void register_solver(py::module_& m) {
              py::arg("step_adjoint_batch") = py::none())
         .def("set_sync", &PyApp::set_sync, py::arg("sync"))
         .def("set_basis", &PyApp::set_basis, py::arg("init_basis"), py::arg("inner_product"))
-        .def("set_shell", &PyApp::set_shell, py::arg("shell_shape"), py::arg("init_shell"), py::arg("state_type"));
+        .def("set_shell", &PyApp::set_shell, py::arg("shell_shape"), py::arg("init_shell"), py::arg("state_type"))
+        .def("set_spatial", &PyApp::set_spatial, py::arg("shape_at"), py::arg("coarsen"), py::arg("refine"),
+             py::arg("coarsen_adjoint") = py::none(), py::arg("refine_adjoint") = py::none());
 
     // The engine takes part in garbage collection: through a Python app it
     // refers to Python objects (the app, its bound methods) that may refer
@@ -200,6 +202,11 @@ void register_solver(py::module_& m) {
                      std::memcpy(out.mutable_data(r, 0), sol.data() + std::size_t(r) * e.vector_bytes() + offset,
                                  std::size_t(m) * sizeof(double));
                  return out;
+             })
+        .def("local_error_estimates",
+             [](const Engine& e) {
+                 const std::vector<double>& est = e.error_estimates();
+                 return py::array_t<double>(static_cast<py::ssize_t>(est.size()), est.data());
              })
         .def_property_readonly("dtype", [](const Engine& e) { return dtype_name(e.dtype()); })
         .def("iterate",

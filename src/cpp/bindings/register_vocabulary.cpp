@@ -38,6 +38,9 @@ void register_vocabulary(py::module_& m) {
         .def_readwrite("final_fc_relax", &Options::final_fc_relax)
         .def_readwrite("periodic", &Options::periodic)
         .def_readwrite("full_residual_norm", &Options::full_residual_norm)
+        .def_readwrite("richardson", &Options::richardson)
+        .def_readwrite("error_estimation", &Options::error_estimation)
+        .def_readwrite("local_order", &Options::local_order)
         .def_readwrite("delta_rank", &Options::delta_rank)
         .def_readwrite("defer_delta_level", &Options::defer_delta_level)
         .def_readwrite("defer_delta_iter", &Options::defer_delta_iter)
@@ -77,6 +80,10 @@ void register_vocabulary(py::module_& m) {
         .def_readonly("objective_adjoint", &CallCounts::objective_adjoint)
         .def_readonly("step_adjoint", &CallCounts::step_adjoint)
         .def_readonly("step_adjoint_batch", &CallCounts::step_adjoint_batch)
+        .def_readonly("coarsen", &CallCounts::coarsen)
+        .def_readonly("refine", &CallCounts::refine)
+        .def_readonly("coarsen_adjoint", &CallCounts::coarsen_adjoint)
+        .def_readonly("refine_adjoint", &CallCounts::refine_adjoint)
         .def_readonly("init_adjoint", &CallCounts::init_adjoint)
         .def("as_dict", [](const CallCounts& c) {
             py::dict d;
@@ -94,6 +101,10 @@ void register_vocabulary(py::module_& m) {
             d["objective_adjoint"] = c.objective_adjoint;
             d["step_adjoint"] = c.step_adjoint;
             d["step_adjoint_batch"] = c.step_adjoint_batch;
+            d["coarsen"] = c.coarsen;
+            d["refine"] = c.refine;
+            d["coarsen_adjoint"] = c.coarsen_adjoint;
+            d["refine_adjoint"] = c.refine_adjoint;
             d["init_adjoint"] = c.init_adjoint;
             return d;
         });

@@ -127,6 +127,20 @@ void AdjointSweep::reverse_group() {
     }
 }
 
+void AdjointSweep::reverse_space(const TapeOp& op) {  // y = C x (or R x): x_bar += C^T y_bar, y_bar = 0
+    const std::size_t bytes = arena_.vector_bytes();
+    Vec ybar = arena_.bar_at(op.y);
+    Vec tmp = arena_.storage().scratch.data();
+    std::memset(tmp, 0, bytes);
+    const Status st = status_of_(op);
+    if (op.kind == TapeOp::Kind::coarsen)
+        gate_.coarsen_adjoint(ybar, tmp, st);
+    else
+        gate_.refine_adjoint(ybar, tmp, st);
+    ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(op.x));
+    std::memset(ybar, 0, bytes);
+}
+
 void AdjointSweep::reverse_objective(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec tmp = arena_.storage().scratch.data() + bytes;
@@ -154,6 +168,36 @@ void AdjointSweep::reverse_send(const TapeOp& op) {
     ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(op.y));
 }
 
+void AdjointSweep::reverse_op(const TapeOp& op, std::size_t& next_buffer) {
+    switch (op.kind) {
+        case TapeOp::Kind::copy: reverse_copy(op); break;
+        case TapeOp::Kind::axpy:  // decode() gives the coded axpys as axpy
+        case TapeOp::Kind::axpy_add:
+        case TapeOp::Kind::axpy_sub:
+        case TapeOp::Kind::axpy_neg: reverse_axpy(op); break;
+        case TapeOp::Kind::objective: reverse_objective(op); break;
+        case TapeOp::Kind::coarsen:
+        case TapeOp::Kind::refine: reverse_space(op); break;
+        case TapeOp::Kind::recv: reverse_receive(op, next_buffer); break;
+        case TapeOp::Kind::send: reverse_send(op); break;
+        default: reverse_step_record(op); break;  // steps and the brackets of grouped steps
+    }
+}
+
+void AdjointSweep::reverse_step_record(const TapeOp& op) {
+    if (op.kind == TapeOp::Kind::group_end) {  // met first: the group's records follow, last first
+        in_group_ = true;
+        group_.clear();
+    } else if (op.kind == TapeOp::Kind::group_begin) {
+        in_group_ = false;
+        reverse_group();
+    } else if (in_group_) {
+        group_.push_back(op);
+    } else {
+        reverse_step(op);
+    }
+}
+
 void AdjointSweep::reverse_sweep() {
     // Reverse messages: one buffer per received primal message, alive until
     // the end of the sweep (and, after a failure, until the drain).
@@ -162,33 +206,7 @@ void AdjointSweep::reverse_sweep() {
     reverse_reqs_.assign(nrecv, MPI_REQUEST_NULL);
     std::size_t next_buffer = 0;
     in_group_ = false;
-    arena_.tape().replay_backward([&](const TapeOp& op) {
-        switch (op.kind) {
-            case TapeOp::Kind::copy: reverse_copy(op); break;
-            case TapeOp::Kind::axpy:  // decode() gives the coded axpys as axpy
-            case TapeOp::Kind::axpy_add:
-            case TapeOp::Kind::axpy_sub:
-            case TapeOp::Kind::axpy_neg: reverse_axpy(op); break;
-            case TapeOp::Kind::step:
-            case TapeOp::Kind::step_aliased:
-                if (in_group_)
-                    group_.push_back(op);
-                else
-                    reverse_step(op);
-                break;
-            case TapeOp::Kind::group_end:  // met first: the group's records follow, last first
-                in_group_ = true;
-                group_.clear();
-                break;
-            case TapeOp::Kind::group_begin:
-                in_group_ = false;
-                reverse_group();
-                break;
-            case TapeOp::Kind::objective: reverse_objective(op); break;
-            case TapeOp::Kind::recv: reverse_receive(op, next_buffer); break;
-            case TapeOp::Kind::send: reverse_send(op); break;
-        }
-    });
+    arena_.tape().replay_backward([&](const TapeOp& op) { reverse_op(op, next_buffer); });
     for (MPI_Request& r : reverse_reqs_) comm_.wait(r);
 }
 

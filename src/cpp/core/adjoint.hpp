@@ -93,6 +93,12 @@ private:
     /// one step_adjoint_batch call when the app has it, else one by one.
     void reverse_group();
     void reverse_objective(const TapeOp& op);
+    /// The reverse of a coarsen or refine: the app's coarsen_adjoint / refine_adjoint.
+    void reverse_space(const TapeOp& op);
+    /// The reverse of one record (the reverse sweep's dispatch).
+    void reverse_op(const TapeOp& op, std::size_t& next_buffer);
+    /// A step record or a bracket of grouped steps (a group is replayed as one call at its start).
+    void reverse_step_record(const TapeOp& op);
     void reverse_receive(const TapeOp& op, std::size_t& next_buffer);
     void reverse_send(const TapeOp& op);
     void seed(const Level& fine);

@@ -30,8 +30,17 @@ class App {
 public:
     virtual ~App() = default;
 
-    /// Number of elements in one state vector.
+    /// Number of elements in one state vector (of the finest level).
     virtual std::size_t size() const = 0;
+    /// Number of elements of a state on `level` (spatial coarsening; default
+    /// size()). Asked once per level when a solver is built; never more than size().
+    virtual std::size_t size_at(int /*level*/) { return size(); }
+    /// True when coarsen_any/refine_any move states between levels
+    /// (XBraid's braid_SetSpatialCoarsen / braid_SetSpatialRefine); without
+    /// them a state moves between levels as a copy.
+    virtual bool has_spatial_coarsening() const { return false; }
+    /// True when coarsen_adjoint_any/refine_adjoint_any are defined (the adjoint with spatial coarsening).
+    virtual bool has_spatial_adjoint() const { return false; }
     /// Element type of the states (the engine stores, sends and hands out this type).
     virtual DType dtype() const { return DType::float64; }
     /// float64 values of a state's shell (XBraid's braid_SetShell): per-point
@@ -102,6 +111,17 @@ public:
     virtual void objective_adjoint_any(CVec u, Vec u_bar, double f_bar, const Status& st);
     virtual void step_adjoint_any(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st);
     virtual void init_adjoint_any(double t, CVec u_bar, const Status& st);
+    /// Spatial coarsening: fill `coarse` (size_at(st.level + 1) elements) from
+    /// `fine` (size_at(st.level)); st.level is the fine level, as in XBraid.
+    virtual void coarsen_any(CVec fine, Vec coarse, const Status& st);
+    /// Spatial refinement: fill `fine` (size_at(st.level)) from `coarse`
+    /// (size_at(st.level + 1)); st.level is the fine level.
+    virtual void refine_any(CVec coarse, Vec fine, const Status& st);
+    /// The transpose of coarsen (a linear map): `fine_bar` (out, zeroed on
+    /// entry, size_at(st.level)) = C^T `coarse_bar` (size_at(st.level + 1)).
+    virtual void coarsen_adjoint_any(CVec coarse_bar, Vec fine_bar, const Status& st);
+    /// The transpose of refine: `coarse_bar` (out, zeroed on entry) = R^T `fine_bar`.
+    virtual void refine_adjoint_any(CVec fine_bar, Vec coarse_bar, const Status& st);
 
     // -- design (XBraid_Adjoint) ------------------------------------------------------
     /// Set the gradient accumulator to zero.
@@ -149,6 +169,18 @@ public:
     /// XBraid (whose initial condition cannot depend on the design); called
     /// on the rank owning index 0 once per adjoint iteration. Default: no-op.
     virtual void init_adjoint(double /*t*/, const Real* /*u_bar*/, const Status& /*st*/) {}
+    /// Spatial coarsening (when has_spatial_coarsening()): see App::coarsen_any.
+    virtual void coarsen(const Real* /*fine*/, Real* /*coarse*/, const Status& /*st*/) { missing("coarsen"); }
+    /// Spatial refinement (when has_spatial_coarsening()): see App::refine_any.
+    virtual void refine(const Real* /*coarse*/, Real* /*fine*/, const Status& /*st*/) { missing("refine"); }
+    /// See App::coarsen_adjoint_any (when has_spatial_adjoint()).
+    virtual void coarsen_adjoint(const Real* /*coarse_bar*/, Real* /*fine_bar*/, const Status& /*st*/) {
+        missing("coarsen_adjoint");
+    }
+    /// See App::refine_adjoint_any (when has_spatial_adjoint()).
+    virtual void refine_adjoint(const Real* /*fine_bar*/, Real* /*coarse_bar*/, const Status& /*st*/) {
+        missing("refine_adjoint");
+    }
 
     void init_any(double t, Vec u) final { init(t, ops::as<Real>(u)); }
     void step_any(Vec u, CVec ustop, CVec fstop, const Status& st) final {
@@ -167,6 +199,18 @@ public:
         step_adjoint(ops::as<Real>(u), ops::as<Real>(ustop), ops::as<Real>(u_bar), ops::as<Real>(ustop_bar), st);
     }
     void init_adjoint_any(double t, CVec u_bar, const Status& st) final { init_adjoint(t, ops::as<Real>(u_bar), st); }
+    void coarsen_any(CVec fine, Vec coarse, const Status& st) final {
+        coarsen(ops::as<Real>(fine), ops::as<Real>(coarse), st);
+    }
+    void refine_any(CVec coarse, Vec fine, const Status& st) final {
+        refine(ops::as<Real>(coarse), ops::as<Real>(fine), st);
+    }
+    void coarsen_adjoint_any(CVec coarse_bar, Vec fine_bar, const Status& st) final {
+        coarsen_adjoint(ops::as<Real>(coarse_bar), ops::as<Real>(fine_bar), st);
+    }
+    void refine_adjoint_any(CVec fine_bar, Vec coarse_bar, const Status& st) final {
+        refine_adjoint(ops::as<Real>(fine_bar), ops::as<Real>(coarse_bar), st);
+    }
 
 private:
     [[noreturn]] void missing(const char* callback) const {

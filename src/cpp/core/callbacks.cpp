@@ -3,6 +3,7 @@
 #include <cmath>
 #include <exception>
 #include <sstream>
+#include <stdexcept>
 
 #include "core/errors.hpp"
 
@@ -67,6 +68,18 @@ void App::step_adjoint_any(CVec, CVec, Vec, Vec, const Status&) {
     throw std::logic_error(name() + " defines no step_adjoint");
 }
 void App::init_adjoint_any(double, CVec, const Status&) {}
+void App::coarsen_any(CVec, Vec, const Status&) {
+    throw std::logic_error(name() + " defines no coarsen");
+}
+void App::refine_any(CVec, Vec, const Status&) {
+    throw std::logic_error(name() + " defines no refine");
+}
+void App::coarsen_adjoint_any(CVec, Vec, const Status&) {
+    throw std::logic_error(name() + " defines no coarsen_adjoint");
+}
+void App::refine_adjoint_any(CVec, Vec, const Status&) {
+    throw std::logic_error(name() + " defines no refine_adjoint");
+}
 
 void CallbackGate::probe_capabilities(bool residual_mode) {
     has_residual_ = residual_mode && app_.has_residual();
@@ -76,6 +89,7 @@ void CallbackGate::probe_capabilities(bool residual_mode) {
     has_step_batch_ = app_.has_step_batch();
     has_step_adjoint_batch_ = app_.has_step_adjoint_batch();
     has_inner_product_ = app_.has_inner_product();
+    has_spatial_coarsening_ = app_.has_spatial_coarsening();
 }
 
 namespace {
@@ -115,9 +129,13 @@ void CallbackGate::fail(const char* callback, const Status* st, const std::strin
 }
 
 void CallbackGate::check_finite(const char* callback, CVec v, const Status* st) {
+    check_finite_n(callback, v, size_at(st ? st->level : 0), st);
+}
+
+void CallbackGate::check_finite_n(const char* callback, CVec v, std::size_t n, const Status* st) {
     double value = 0.0;
-    const std::size_t bad = ops::first_non_finite(dtype_, n_, v, value);
-    if (bad == n_) return;
+    const std::size_t bad = ops::first_non_finite(dtype_, n, v, value);
+    if (bad == n) return;
     std::ostringstream msg;
     msg << "produced a non-finite value (" << value << " at flat index " << bad << ")";
     fail(callback, st, msg.str());
@@ -297,6 +315,55 @@ void CallbackGate::step_adjoint(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, co
 
 void CallbackGate::reset_gradient() {
     PXB_GUARDED("reset_gradient", nullptr, app_.reset_gradient());
+}
+
+void CallbackGate::probe_level_sizes(int nlevels) {
+    sizes_.assign(1, n_);
+    for (int level = 1; level < nlevels; ++level) {
+        // Called while the solver is built: a failure is agreed on by the
+        // ranks there (Engine's constructor), not announced from here.
+        const std::size_t size = app_.size_at(level);
+        if (size == 0 || size > n_) {
+            std::ostringstream msg;
+            msg << app_.name() << ".shape_at(" << level << ") gives a state of " << size
+                << " elements; a coarse level's state must have between 1 and " << n_
+                << " elements (the finest level's)";
+            throw std::invalid_argument(msg.str());
+        }
+        if (size != n_ && !has_spatial_coarsening_)
+            throw std::invalid_argument(app_.name() + ".shape_at(" + std::to_string(level) +
+                                        ") differs from the finest level's shape, but the app defines no "
+                                        "coarsen and refine to move states between the levels");
+        sizes_.push_back(size);
+    }
+}
+
+void CallbackGate::coarsen(CVec fine, Vec coarse, const Status& st) {
+    ++counts_.coarsen;
+    tick();
+    PXB_GUARDED("coarsen", &st, app_.coarsen_any(fine, coarse, st));
+    check_finite_n("coarsen", coarse, size_at(st.level + 1), &st);
+}
+
+void CallbackGate::refine(CVec coarse, Vec fine, const Status& st) {
+    ++counts_.refine;
+    tick();
+    PXB_GUARDED("refine", &st, app_.refine_any(coarse, fine, st));
+    check_finite_n("refine", fine, size_at(st.level), &st);
+}
+
+void CallbackGate::coarsen_adjoint(CVec coarse_bar, Vec fine_bar, const Status& st) {
+    ++counts_.coarsen_adjoint;
+    tick();
+    PXB_GUARDED("coarsen_adjoint", &st, app_.coarsen_adjoint_any(coarse_bar, fine_bar, st));
+    check_finite_n("coarsen_adjoint", fine_bar, size_at(st.level), &st);
+}
+
+void CallbackGate::refine_adjoint(CVec fine_bar, Vec coarse_bar, const Status& st) {
+    ++counts_.refine_adjoint;
+    tick();
+    PXB_GUARDED("refine_adjoint", &st, app_.refine_adjoint_any(fine_bar, coarse_bar, st));
+    check_finite_n("refine_adjoint", coarse_bar, size_at(st.level + 1), &st);
 }
 
 void CallbackGate::init_adjoint(double t, CVec u_bar, const Status& st) {

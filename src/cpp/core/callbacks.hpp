@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "core/app.hpp"
 #include "core/communication.hpp"
@@ -31,6 +32,10 @@ struct CallCounts {
     long long objective_adjoint = 0;  ///< objective_adjoint
     long long step_adjoint = 0;  ///< step_adjoint
     long long step_adjoint_batch = 0;  ///< step_adjoint_batch
+    long long coarsen = 0;  ///< coarsen
+    long long refine = 0;  ///< refine
+    long long coarsen_adjoint = 0;  ///< coarsen_adjoint
+    long long refine_adjoint = 0;  ///< refine_adjoint
     long long init_adjoint = 0;  ///< init_adjoint
 };
 // END GENERATED call-counts
@@ -65,6 +70,23 @@ public:
     void step_adjoint(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st);
     void reset_gradient();
     void init_adjoint(double t, CVec u_bar, const Status& st);
+    /// The app's coarsen (st.level: the fine level); checks the coarse state.
+    void coarsen(CVec fine, Vec coarse, const Status& st);
+    /// The app's refine (st.level: the fine level); checks the fine state.
+    void refine(CVec coarse, Vec fine, const Status& st);
+    /// The transposes of coarsen and refine (the adjoint's reverse sweep).
+    void coarsen_adjoint(CVec coarse_bar, Vec fine_bar, const Status& st);
+    void refine_adjoint(CVec fine_bar, Vec coarse_bar, const Status& st);
+    /// Ask the app for the state size of each of `nlevels` levels (its
+    /// shape_at) and keep them: every check of a state on a level uses them.
+    /// Throws naming the level when a size is 0 or larger than level 0's.
+    void probe_level_sizes(int nlevels);
+    /// Elements of a state on `level` (size() before probe_level_sizes).
+    std::size_t size_at(int level) const noexcept {
+        return level >= 0 && static_cast<std::size_t>(level) < sizes_.size() ? sizes_[static_cast<std::size_t>(level)]
+                                                                             : n_;
+    }
+    bool has_spatial_coarsening() const { return has_spatial_coarsening_; }
     double postprocess(double sum);
     double postprocess_adjoint(double sum);
 
@@ -91,6 +113,8 @@ private:
     }
     [[noreturn]] void fail(const char* callback, const Status* st, const std::string& what);
     void check_finite(const char* callback, CVec v, const Status* st);
+    /// check_finite of a state of `n` elements.
+    void check_finite_n(const char* callback, CVec v, std::size_t n, const Status* st);
     std::string context(const char* callback, const Status* st) const;
     std::string batch_context(const char* callback, const Status& st, const StepRows& rows) const;
     template <class Call>
@@ -100,6 +124,7 @@ private:
     App& app_;
     Communicator& comm_;
     std::size_t n_;
+    std::vector<std::size_t> sizes_;  ///< elements of a state per level (probe_level_sizes)
     DType dtype_;
     CallCounts counts_;
     unsigned ticks_ = 0;
@@ -110,6 +135,7 @@ private:
     bool has_step_adjoint_batch_ = false;
     bool has_sync_ = false;
     bool has_inner_product_ = false;
+    bool has_spatial_coarsening_ = false;
 };
 
 }  // namespace pxb

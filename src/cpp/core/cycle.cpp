@@ -44,6 +44,7 @@ SolveSummary Engine::solve() {
         current_rnorm_ = -1.0;
         current_full_rnorm_ = -1.0;
         if (state_ != State::warm) {
+            reset_error_estimates();  // a new problem: none yet
             if (opt_.seq_soln)
                 sequential_guess();
             else
@@ -95,6 +96,8 @@ void Engine::sync(Phase phase) {
     st.phase = phase;
     st.residual_norm = current_rnorm_;
     st.ntime = ntime_;
+    st.error_estimates = rich_.estimate.data();  // XBraid's SyncStatusGetAllErrorEst
+    st.n_error_estimates = static_cast<int>(rich_.estimate.size());
     gate_.sync(st);
 }
 

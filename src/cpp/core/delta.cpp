@@ -43,6 +43,10 @@ void Engine::check_delta(AdjointMode mode) const {
     if (const char* refused = refused_with_delta(mode))
         throw std::invalid_argument(what + " cannot be combined with " + std::string(refused) +
                                     " (not supported with delta correction)");
+    // Not checked against XBraid's runs yet: refused rather than unverified.
+    if (const char* unverified = unverified_with_delta())
+        throw std::invalid_argument(what + " cannot be combined with " + std::string(unverified) +
+                                    " yet (delta correction with it is not checked against XBraid)");
 }
 
 const char* Engine::refused_with_delta(AdjointMode mode) const {
@@ -54,6 +58,13 @@ const char* Engine::refused_with_delta(AdjointMode mode) const {
     if (gate_.has_residual()) return "a user residual";
     if (opt_.full_residual_norm) return "full_residual_norm=True";
     if (opt_.seq_soln) return "seq_soln=True";
+    return nullptr;
+}
+
+const char* Engine::unverified_with_delta() const {
+    if (gate_.has_spatial_coarsening()) return "spatial coarsening (the app's coarsen and refine)";
+    if (opt_.richardson) return "richardson=True";
+    if (opt_.error_estimation) return "error_estimation=True";
     return nullptr;
 }
 

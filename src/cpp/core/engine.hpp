@@ -7,7 +7,8 @@
 ///        restriction.cpp (FRestrict + residual norm), interpolation.cpp
 ///        (FInterp), access.cpp (final sweep, state queries), shell.cpp (shell
 ///        vectors: points that keep only a shell), full_residual.cpp
-///        (the full residual norm), cycle.cpp (the V/F-cycle driver, the
+///        (the full residual norm), richardson.cpp (Richardson extrapolation
+///        and error estimates), cycle.cpp (the V/F-cycle driver, the
 ///        convergence test and sync), adjoint.cpp
 ///        (XBraid_Adjoint's reverse sweep), recorded_arena.cpp (the state
 ///        arena and its recorded vector operations).
@@ -113,6 +114,9 @@ public:
     DType dtype() const { return arena_.dtype(); }
     App& app() { return *app_; }
     const std::vector<double>& times() const { return times_; }
+    /// error_estimation: this rank's Richardson estimates at its level-0
+    /// points ilower..iupper (-1 where none is available yet); else empty.
+    const std::vector<double>& error_estimates() const { return rich_.estimate; }
     /// Bytes of state storage held by this rank (all levels).
     std::size_t storage_bytes() const;
     /// Bytes held by the adjoint (bar arena, tape, adjoint iterate).
@@ -164,12 +168,13 @@ private:
     };
     /// Work vectors in the arena.
     struct Work {
-        Vec u = nullptr;       ///< the vector being stepped
-        Vec other = nullptr;   ///< a second one (old C value, coarse residual)
-        Vec sweep = nullptr;   ///< the final sweep's
-        Vec ustop = nullptr;   ///< shells: the ustop of a step to a point that holds only a shell
-        Vec delta = nullptr;   ///< delta correction: the Delta term of a step (XBraid's clone of u)
-        Vec action = nullptr;  ///< delta correction: Delta applied to the previous coarse value
+        Vec u = nullptr;        ///< the vector being stepped
+        Vec other = nullptr;    ///< a second one (old C value, coarse residual)
+        Vec sweep = nullptr;    ///< the final sweep's
+        Vec ustop = nullptr;    ///< shells: the ustop of a step to a point that holds only a shell
+        Vec refined = nullptr;  ///< a coarse correction refined in space (spatial coarsening)
+        Vec delta = nullptr;    ///< delta correction: the Delta term of a step (XBraid's clone of u)
+        Vec action = nullptr;   ///< delta correction: Delta applied to the previous coarse value
     };
     /// Grouped steps (apps with step_batch): rows of arena vectors, one per
     /// interval of a sweep, and what is deferred to keep the one-by-one order.
@@ -195,14 +200,38 @@ private:
     };
     static constexpr int kGhostTag = 100;  // + level
     static constexpr int kVaTag = 200;     // + level
+    static constexpr int kRichardsonTag = 300;
+    static constexpr int kEstimateTag = 301;
+    /// The values _braid_FinalizeErrorEstimates sends to and receives from neighbours.
+    struct EstimateExchange {
+        MPI_Request recv = MPI_REQUEST_NULL, send_left = MPI_REQUEST_NULL, send_right = MPI_REQUEST_NULL;
+        double received = 0.0, to_left = 0.0, to_right = 0.0;
+    };
+    /// Richardson extrapolation / error estimation (richardson.cpp).
+    struct Richardson {
+        std::vector<double> dtk;  ///< per owned level-0 C-point: sum of its fine steps^local_order (0 at index 0)
+        std::vector<double> cpoint_estimate;  ///< per owned level-0 C-point: the last restriction's estimate / dtk
+        std::vector<double> estimate;         ///< per owned level-0 point (error_estimation), -1: not available
+        MPI_Request recv = MPI_REQUEST_NULL, send = MPI_REQUEST_NULL;
+        int recv_source = -1;
+        Vec left = nullptr;      ///< the C-point value left of clower (the left neighbour's)
+        Vec send_buf = nullptr;  ///< this rank's last C-point value, sent to the right
+        Vec coarse = nullptr;    ///< the coarse step's value
+        EstimateExchange exchange;
+    };
 
     // setup.cpp
     void setup(double tstart, double tstop, std::vector<double> times);
     void validate_problem() const;
     /// What the options need from the app, and the combinations that are refused.
     void check_features(AdjointMode mode) const;
-    /// Shells (XBraid's braid_SetShell) exclude the adjoint (as in XBraid) and grouped steps.
+    /// Shells (XBraid's braid_SetShell) exclude the adjoint (as in XBraid), grouped steps and
+    /// spatial coarsening.
     void check_shells(AdjointMode mode) const;
+    /// The combinations spatial coarsening (the app's coarsen/refine) does not support yet.
+    void check_spatial_features(AdjointMode mode) const;
+    /// The combinations richardson / error_estimation refuse.
+    void check_richardson(AdjointMode mode) const;
     void make_time_grid(double tstart, double tstop, std::vector<double> times);
     void check_objective_window() const;
     void check_consistent_across_ranks(double tstart, double tstop, const std::vector<double>& times);
@@ -215,11 +244,22 @@ private:
     /// Vectors of the work space and the levels (ua, va, fa, ghosts, send buffers).
     std::size_t level_vectors() const;
     /// The batch rows in the arena (after the levels' vectors), their times, and the batched adjoint's rows.
+    void take_work_vectors();
     void allocate_batch(bool fstop, bool adjoint);
     void init_guess_level0();
     void sequential_guess();
     void copy_fine_to_coarse();
     void init_coarse_from_va(int level);
+    /// The state sizes of the levels (the app's shape_at), checked and agreed on by the ranks.
+    void probe_level_sizes();
+    /// A fine-level state moved to the next coarser level: the app's coarsen,
+    /// else a copy. `level`/`f_index`: the fine level and index (XBraid's _braid_Coarsen).
+    void to_coarse(int level, int f_index, CVec fine, Vec coarse);
+    /// A coarse correction moved to fine level `level` at `f_index`: the app's
+    /// refine into a work vector, else `e` itself (XBraid's _braid_Refine).
+    CVec to_fine(int level, int f_index, CVec e);
+    /// The status of a coarsen/refine call about fine index `f_index` of `level`.
+    void fill_space_status(int level, int f_index);
     int owner(int level, int index) const;
     /// periodic: index -1 of a level is its last point, last + 1 is 0 (else the index itself).
     int wrap(int level, int index) const noexcept;
@@ -258,6 +298,8 @@ private:
     void check_delta(AdjointMode mode) const;
     /// The feature delta correction cannot be combined with (nullptr: none).
     const char* refused_with_delta(AdjointMode mode) const;
+    /// The feature whose combination with delta correction is not checked against XBraid yet (nullptr: none).
+    const char* unverified_with_delta() const;
     /// Work vectors, projections and exponents of delta correction (after the levels' layout).
     void allocate_delta();
     /// delta_step's end: tau and Delta corrections, then Gram-Schmidt where XBraid does it.
@@ -307,7 +349,7 @@ private:
     /// Send the value of index if it is the pending send (no store).
     void send_pending(int level, int index, CVec v);
     void fc_relax(int level, int nrelax);
-    void relax_interval(int level, int k, bool weighted, double cwt);
+    void relax_interval(int level, int k, bool weighted, double cwt, bool extrapolate);
 
     // batched_sweep.cpp: the intervals of a sweep stepped together (step_batch)
     /// Rows of grouped steps this engine allocates (0: the app steps one by one).
@@ -334,12 +376,37 @@ private:
 
     // restriction.cpp
     void f_restrict(int level);
-    double restrict_fine_sweep(int level);
+    void restrict_fine_sweep(int level, TemporalNorm& rnorm);
     void restrict_interval(int level, int k, TemporalNorm& rnorm, bool objective);
     void restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm);
     /// After r = A(u)_ci: the FAS residual, its norm, the injection.
     void finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm, bool fas_done = false);
-    void coarse_right_hand_side(int clevel);
+    /// rnorm: level 0's residual norm, accumulated here with richardson.
+    void coarse_right_hand_side(int clevel, TemporalNorm& rnorm);
+
+    // richardson.cpp
+    /// dtk per owned C-point and the estimates (after build_hierarchy).
+    void setup_richardson();
+    /// Estimates back to "not available" (a new problem).
+    void reset_error_estimates();
+    /// Whether the relaxation of `level` extrapolates its C-points now.
+    bool extrapolates(int level) const;
+    /// The estimate a status reports for the level-`level` point `index` (-1: none).
+    double error_estimate_at(int level, int index) const;
+    void richardson_comm_init();
+    void richardson_comm_wait();
+    /// After the C-relaxation stored u at ci: the extrapolated value (stored, returned).
+    CVec extrapolate_cpoint(int ci, CVec u);
+    /// Level 1's right-hand side at local point ii with Richardson's scaling, norm and estimate.
+    void richardson_coarse_point(int ii, Vec cu, Vec fa, TemporalNorm& rnorm);
+    /// Spread the C-point estimates to every fine point (after the level-0 restriction).
+    void finalize_error_estimates();
+    /// The neighbours' values finalize_error_estimates needs or gives.
+    void post_estimate_exchange(int last_cpoint);
+    /// The value from the neighbour (waits for it once).
+    double received_estimate();
+    /// Owned C-point j's estimate times its dtk (what every point of its interval gets).
+    double cpoint_value(std::size_t j) const { return rich_.cpoint_estimate[j] * rich_.dtk[j]; }
 
     // full_residual.cpp
     /// XBraid's _braid_ComputeFullRNorm: the app's residual at every fine point (a reduction).
@@ -405,6 +472,7 @@ private:
     VaExchange va_;
     Work work_;
     Batch batch_;
+    Richardson rich_;
     Bytes solution_;  ///< fine states ilower..iupper after the final sweep
     bool solution_valid_ = false;
     State state_ = State::fresh;

@@ -121,8 +121,12 @@ std::size_t Engine::storage_bytes() const {
 }
 
 std::size_t Engine::level_vectors() const {
-    std::size_t vectors = shells() ? 5 : 4;  // work vectors (3; shells: + ustop), va send buffer
-    if (delta()) vectors += 2;               // delta correction: work_.delta, work_.action
+    // Work vectors (3; shells: + ustop; spatial coarsening: + refined corrections), va send buffer;
+    // Richardson: the left C-point, its send buffer, the coarse step; delta correction: work_.delta,
+    // work_.action.
+    std::size_t vectors = 4 + (shells() ? 1 : 0) + (gate_.has_spatial_coarsening() ? 1 : 0);
+    if (opt_.richardson) vectors += 3;
+    if (delta()) vectors += 2;
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         const Level& g = levels_[l];
         const std::size_t nu = static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints);
@@ -151,12 +155,7 @@ void Engine::allocate_storage() {
                            std::to_string(nlevels()) + " level(s)" + (sweep_.gradient() ? ", with the adjoint" : "") +
                            ")");
     arena_.allocate(vectors, sweep_.gradient());
-    work_.u = arena_.take(1);
-    work_.other = arena_.take(1);
-    work_.sweep = arena_.take(1);
-    if (shells()) work_.ustop = arena_.take(1);
-    allocate_delta();  // delta correction only
-    va_.send_buf = arena_.take(1);
+    take_work_vectors();
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         Level& g = levels_[l];
         const int np = g.npoints();
@@ -175,6 +174,23 @@ void Engine::allocate_storage() {
     }
     if (batch_.capacity > 0) allocate_batch(batch_arrays == 4, batch_adjoint);
     if (sweep_.gradient()) sweep_.allocate(stored);
+}
+
+void Engine::take_work_vectors() {
+    // The ones level_vectors() counts first: 3, + ustop (shells), + refined (spatial coarsening), + delta
+    // correction's two, va's send buffer, + Richardson's three.
+    work_.u = arena_.take(1);
+    work_.other = arena_.take(1);
+    work_.sweep = arena_.take(1);
+    if (shells()) work_.ustop = arena_.take(1);
+    if (gate_.has_spatial_coarsening()) work_.refined = arena_.take(1);
+    allocate_delta();  // delta correction only: work_.delta, work_.action
+    va_.send_buf = arena_.take(1);
+    if (opt_.richardson) {
+        rich_.left = arena_.take(1);
+        rich_.send_buf = arena_.take(1);
+        rich_.coarse = arena_.take(1);
+    }
 }
 
 void Engine::allocate_batch(bool fstop, bool adjoint) {
@@ -243,10 +259,11 @@ void Engine::copy_fine_to_coarse() {
         Level& f = levels_[l - 1];
         for (int i = g.ilower; i <= g.iupper; ++i) {
             const int fslot = f.u_slot(i * f.cfactor);
-            arena_.copy(g.va.at(i - g.ilower), f.ua.at(fslot));
+            status_.phase = Phase::init;
+            to_coarse(l - 1, i * f.cfactor, f.ua.at(fslot), g.va.at(i - g.ilower));
             const int slot = g.u_slot(i);
             if (slot >= 0) {
-                arena_.copy(g.ua.at(slot), f.ua.at(fslot));
+                arena_.copy(g.ua.at(slot), g.va.at(i - g.ilower));
                 g.ua_set[static_cast<std::size_t>(slot)] = 1;
             } else {
                 keep_shell(l, i, f.ua.at(fslot));

@@ -43,7 +43,9 @@ void Engine::correct_fine_fpoint(int level, int fi, CVec u) {
         e = work_.delta;
     }
     arena_.axpy(1.0, u, -1.0, e);
-    arena_.axpy(1.0, e, 1.0, f.ua.at(f.u_slot(fi * f.cfactor)));
+    status_.phase = Phase::f_interp;
+    const int f_index = fi * f.cfactor;
+    arena_.axpy(1.0, to_fine(level - 1, f_index, e), 1.0, f.ua.at(f.u_slot(f_index)));
 }
 
 void Engine::correct_fine_cpoint(int level, int ci) {
@@ -51,7 +53,9 @@ void Engine::correct_fine_cpoint(int level, int ci) {
     Level& f = levels_[level - 1];
     Vec e = g.va.at(ci - g.ilower);
     arena_.axpy(1.0, g.ua.at(g.u_slot(ci)), -1.0, e);
-    arena_.axpy(1.0, e, 1.0, f.ua.at(f.u_slot(ci * f.cfactor)));
+    status_.phase = Phase::f_interp;
+    const int f_index = ci * f.cfactor;
+    arena_.axpy(1.0, to_fine(level - 1, f_index, e), 1.0, f.ua.at(f.u_slot(f_index)));
 }
 
 }  // namespace pxb

@@ -76,6 +76,7 @@ void Options::validate() const {
     check_at_least("nfmg", nfmg, -1);
     check_at_least("nfmg_vcyc", nfmg_vcyc, 1);
     check_at_least("storage", storage, -1);
+    check_at_least("local_order", local_order, 2);
     check_at_least("delta_rank", delta_rank, 0);
     check_at_least("defer_delta_level", defer_delta_level, 0);
     check_at_least("defer_delta_iter", defer_delta_iter, 0);
@@ -118,6 +119,9 @@ void Options::describe(const std::function<void(const char*, double)>& scalar,
     scalar("final_fc_relax", static_cast<double>(final_fc_relax));
     scalar("periodic", static_cast<double>(periodic));
     scalar("full_residual_norm", static_cast<double>(full_residual_norm));
+    scalar("richardson", static_cast<double>(richardson));
+    scalar("error_estimation", static_cast<double>(error_estimation));
+    scalar("local_order", static_cast<double>(local_order));
     scalar("delta_rank", static_cast<double>(delta_rank));
     scalar("defer_delta_level", static_cast<double>(defer_delta_level));
     scalar("defer_delta_iter", static_cast<double>(defer_delta_iter));

@@ -66,6 +66,12 @@ struct Options {
     bool periodic = false;
     /// also measure the residual at every fine point with the app's residual, and stop on it [braid_SetFullRNormRes]
     bool full_residual_norm = false;
+    /// Richardson extrapolation at the fine C-points (one more step of the coarse length per C-point) [braid_SetRichardsonEstimation]
+    bool richardson = false;
+    /// Richardson-based estimates of the local error at every fine point (status.error_estimate) [braid_SetRichardsonEstimation]
+    bool error_estimation = false;
+    /// order of the local truncation error of the app's step (backward Euler: 2; a p-th order method: p + 1) [braid_SetRichardsonEstimation]
+    int local_order = 2;
     // delta correction
     /// low-rank Delta correction of this rank on coarse levels (0: off) [braid_SetDeltaCorrection]
     int delta_rank = 0;

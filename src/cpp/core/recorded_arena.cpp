@@ -75,9 +75,9 @@ void RecordedArena::axpy(double a, CVec x, double b, Vec y) {
     if (recording_) tape_.axpy(index_of(y), index_of(x), a, b);
 }
 
-void RecordedArena::send(CVec v, Vec buf, int dest, int tag, MPI_Request& req) {
+void RecordedArena::send(CVec v, Vec buf, int dest, int tag, MPI_Request& req, std::size_t count) {
     copy(buf, v);
-    comm_.isend(buf, message_elements(), dtype_, dest, tag, req);
+    comm_.isend(buf, message_elements(count), dtype_, dest, tag, req);
     if (recording_) tape_.send(index_of(buf), dest, tag);
 }
 

@@ -81,11 +81,13 @@ public:
     void copy(Vec dst, CVec src);
     /// y <- a x + b y
     void axpy(double a, CVec x, double b, Vec y);
-    /// Copy v into the send buffer buf and send it (the reverse sweep receives its bar).
-    void send(CVec v, Vec buf, int dest, int tag, MPI_Request& req);
-    /// Post the receive of a state into `slot`.
-    void receive(Vec slot, int source, int tag, MPI_Request& req) {
-        comm_.irecv(slot, message_elements(), dtype_, source, tag, req);
+    /// Copy v into the send buffer buf and send its first `count` elements (a
+    /// coarse level's state with spatial coarsening: size_at(level); 0: the whole
+    /// vector, its shell included). The reverse sweep receives its bar.
+    void send(CVec v, Vec buf, int dest, int tag, MPI_Request& req, std::size_t count = 0);
+    /// Post the receive of a state of `count` elements (0: a whole vector) into `slot`.
+    void receive(Vec slot, int source, int tag, MPI_Request& req, std::size_t count = 0) {
+        comm_.irecv(slot, message_elements(count), dtype_, source, tag, req);
     }
     /// A receive into `slot` completed (the reverse sweep sends its bar back).
     void received(Vec slot, int source, int tag);
@@ -94,6 +96,10 @@ public:
     /// Brackets the steps of one grouped call (their adjoints may be grouped too).
     void record_group(bool begin) {
         if (recording_) tape_.group(begin);
+    }
+    /// dst <- coarsen(src) (or refine(src)) was computed with status st (the app's linear maps).
+    void record_space(bool coarsen, CVec dst, CVec src, const Status& st) {
+        if (recording_) tape_.space(coarsen, index_of(dst), index_of(src), st);
     }
     /// An objective term f(u) was evaluated with status st.
     void record_objective(CVec u, const Status& st);
@@ -131,6 +137,11 @@ public:
 private:
     /// A message carries the whole vector (state and shell), counted in elements of the state's type.
     std::size_t message_elements() const noexcept { return bytes_ / element_size(dtype_); }
+    /// Elements of a message of a state of `count` elements: a coarse level's own size with
+    /// spatial coarsening, else (0 or the full size) the whole vector, its shell included.
+    std::size_t message_elements(std::size_t count) const noexcept {
+        return count == 0 || count == n_ ? message_elements() : count;
+    }
     /// The index of an arena vector (how the tape names it).
     std::uint32_t index_of(CVec p) const noexcept {
         return static_cast<std::uint32_t>(static_cast<std::size_t>(p - mem_->arena.data()) / bytes_);

@@ -17,13 +17,15 @@ void Engine::comm_init_fc(int level) {
     if (g.ilower > g.iupper) return;
     const int left = owner(level, g.ilower - 1);
     if (left >= 0) {
-        arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv);
+        arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv, gate_.size_at(level));
         pc.recv_index = g.ilower - 1;
         pc.recv_source = left;
     }
     if (g.is_cpoint(g.iupper)) {
         const int right = owner(level, g.iupper + 1);
-        if (right >= 0) arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
+        if (right >= 0)
+            arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send,
+                        gate_.size_at(level));
     } else {
         pc.send_index = g.iupper;
     }
@@ -39,7 +41,7 @@ void Engine::comm_init_f(int level) {
     if (!g.is_cpoint(g.ilower)) {
         const int left = owner(level, g.ilower - 1);
         if (left >= 0) {
-            arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv);
+            arena_.receive(g.ua.at(-1), left, kGhostTag + level, pc.recv, gate_.size_at(level));
             pc.recv_index = g.ilower - 1;
             pc.recv_source = left;
         }
@@ -47,7 +49,9 @@ void Engine::comm_init_f(int level) {
     const bool next_is_f = !g.is_cpoint(wrap(level, g.iupper + 1));
     if (g.is_cpoint(g.iupper) && next_is_f) {
         const int right = owner(level, g.iupper + 1);
-        if (right >= 0) arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send);
+        if (right >= 0)
+            arena_.send(g.ua.at(g.u_slot(g.iupper)), pc.send_buf, right, kGhostTag + level, pc.send,
+                        gate_.size_at(level));
     } else if (next_is_f) {
         pc.send_index = g.iupper;
     }
@@ -81,7 +85,7 @@ void Engine::send_pending(int level, int index, CVec v) {
     PendingComm& pc = pending_[level];
     if (index != pc.send_index) return;
     const int right = owner(level, index + 1);
-    if (right >= 0) arena_.send(v, pc.send_buf, right, kGhostTag + level, pc.send);
+    if (right >= 0) arena_.send(v, pc.send_buf, right, kGhostTag + level, pc.send, gate_.size_at(level));
     pc.send_index = -2;
 }
 
@@ -97,9 +101,10 @@ void Engine::store(int level, int index, CVec v) {
     }
 }
 
-void Engine::relax_interval(int level, int k, bool weighted, double cwt) {
+void Engine::relax_interval(int level, int k, bool weighted, double cwt, bool extrapolate) {
     // Interval k: its F-points from the OLD value left of them, then its
-    // C-point (weighted Jacobi with weight cwt when `weighted`).
+    // C-point (weighted Jacobi with weight cwt when `weighted`; Richardson
+    // extrapolated when `extrapolate`).
     Level& g = levels_[level];
     Vec u = work_.u;
     int flo, fhi, ci;
@@ -119,7 +124,8 @@ void Engine::relax_interval(int level, int k, bool weighted, double cwt) {
         take_step(level, ci, u, Phase::fc_relax);
         if (weighted) arena_.axpy(1.0 - cwt, u_old, cwt, u);
         store(level, ci, u);
-        if (done_) emit_access(level, ci, u, true);
+        CVec value = extrapolate ? extrapolate_cpoint(ci, u) : u;
+        if (done_) emit_access(level, ci, value, true);
     } else if (level == 0 && ci == 0 && done_) {
         emit_access(0, 0, g.ua.at(g.u_slot(0)), true);
     }
@@ -132,12 +138,18 @@ void Engine::fc_relax(int level, int nrelax) {
     SweepSpec spec;
     spec.weighted = weighted;
     spec.cwt = cwt;
+    const bool extrapolate = extrapolates(level);
+    // Extrapolating C-points are stepped one by one (the grouped sweep has no coarse steps).
+    const bool grouped = batched(level) && !extrapolate;
     for (int sweep = 0; sweep < nrelax; ++sweep) {
         comm_init_fc(level);
+        if (extrapolate) richardson_comm_init();
         // Right to left: each interval's F-sweep starts from the OLD C value.
-        if (batched(level)) batched_intervals(level, spec);
-        for (int k = batched(level) ? 0 : levels_[level].ncpoints; k >= 0; --k) relax_interval(level, k, weighted, cwt);
+        if (grouped) batched_intervals(level, spec);
+        for (int k = grouped ? 0 : levels_[level].ncpoints; k >= 0; --k)
+            relax_interval(level, k, weighted, cwt, extrapolate);
         comm_wait(level);
+        if (extrapolate) richardson_comm_wait();
     }
 }
 

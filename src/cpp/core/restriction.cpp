@@ -32,17 +32,18 @@ void Engine::finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnor
     } else {
         arena_.axpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
     }
-    if (level == 0) rnorm.add(gate_.norm(r, &status_));
+    // Richardson measures level 0's residual on level 1, after scaling (richardson_coarse_point).
+    if (level == 0 && !opt_.richardson) rnorm.add(gate_.norm(r, &status_));
     const int cidx = ci / g.cfactor - c.ilower;
-    arena_.copy(c.va.at(cidx), u);
-    arena_.copy(c.fa.at(cidx), r);
+    status_.phase = Phase::f_restrict;
+    to_coarse(level, ci, u, c.va.at(cidx));
+    to_coarse(level, ci, r, c.fa.at(cidx));
 }
 
-double Engine::restrict_fine_sweep(int level) {
-    // The F-sweep of each interval, then the FAS residual at its C-point.
-    // Returns the residual norm on level 0 (a reduction), else -1.
+void Engine::restrict_fine_sweep(int level, TemporalNorm& rnorm) {
+    // The F-sweep of each interval, then the FAS residual at its C-point
+    // (its norm into rnorm on level 0).
     const bool objective = level == 0 && sweep_.active();
-    TemporalNorm rnorm(opt_.tnorm);
     SweepSpec spec;
     spec.kind = SweepKind::restrict;
     spec.phase = Phase::f_restrict;
@@ -53,7 +54,6 @@ double Engine::restrict_fine_sweep(int level) {
     for (int k = batched(level) ? 0 : levels_[level].ncpoints; k >= 0; --k)
         restrict_interval(level, k, rnorm, objective);
     comm_wait(level);
-    return level == 0 && opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
 }
 
 void Engine::restrict_interval(int level, int k, TemporalNorm& rnorm, bool objective) {
@@ -74,26 +74,32 @@ void Engine::restrict_interval(int level, int k, TemporalNorm& rnorm, bool objec
     if (objective && ci > -1) evaluate_objective(ci, g.ua.at(g.u_slot(ci)));
     if (ci > initiali())
         restrict_cpoint(level, ci, r, rnorm);
-    else if (ci == 0)
-        arena_.copy(c.va.at(0 - c.ilower), g.ua.at(g.u_slot(0)));
+    else if (ci == 0) {
+        status_.phase = Phase::f_restrict;
+        to_coarse(level, 0, g.ua.at(g.u_slot(0)), c.va.at(0 - c.ilower));
+    }
 }
 
-void Engine::coarse_right_hand_side(int clevel) {
+void Engine::coarse_right_hand_side(int clevel, TemporalNorm& rnorm) {
     // Coarse level: u = va, then fa += A_c(va) (needs the left neighbour's last va).
     Level& c = levels_[clevel];
+    // Level 1 below a Richardson level 0: scaled, measured, estimated point by point.
+    const bool richardson = clevel == 1 && (opt_.richardson || opt_.error_estimation);
     c.va_valid = true;
     c.fa_valid = true;
     init_coarse_from_va(clevel);
     if (c.ilower <= c.iupper) {
         const int left = owner(clevel, c.ilower - 1);
         va_.source = left;
-        if (left >= 0) arena_.receive(c.va.at(-1), left, kVaTag + clevel, va_.recv);
+        if (left >= 0) arena_.receive(c.va.at(-1), left, kVaTag + clevel, va_.recv, gate_.size_at(clevel));
         const int right = owner(clevel, c.iupper + 1);
-        if (right >= 0) arena_.send(c.va.at(c.iupper - c.ilower), va_.send_buf, right, kVaTag + clevel, va_.send);
+        if (right >= 0)
+            arena_.send(c.va.at(c.iupper - c.ilower), va_.send_buf, right, kVaTag + clevel, va_.send,
+                        gate_.size_at(clevel));
     }
     Vec cu = work_.other;
     int last = c.iupper;  // points last..ilower one by one
-    if (batch_.capacity > 0 && !gate_.has_residual()) {
+    if (batch_.capacity > 0 && !gate_.has_residual() && !richardson) {
         // Grouped, all but ilower (it waits for the left neighbour's va): the same numbers.
         batched_coarse_residuals(clevel, std::max(c.ilower + 1, 1), c.iupper);
         last = c.ilower;
@@ -111,6 +117,8 @@ void Engine::coarse_right_hand_side(int clevel) {
         user_or_default_residual(clevel, i, c.va.at(ii), cu, Phase::residual);
         if (correct)
             delta_coarse_rhs(clevel, ii, cu);
+        else if (richardson)
+            richardson_coarse_point(ii, cu, c.fa.at(ii), rnorm);
         else
             arena_.axpy(1.0, cu, 1.0, c.fa.at(ii));
     }
@@ -119,9 +127,12 @@ void Engine::coarse_right_hand_side(int clevel) {
 }
 
 void Engine::f_restrict(int level) {
-    const double value = restrict_fine_sweep(level);
-    coarse_right_hand_side(level + 1);
+    TemporalNorm rnorm(opt_.tnorm);
+    restrict_fine_sweep(level, rnorm);
+    coarse_right_hand_side(level + 1, rnorm);
     if (level != 0) return;
+    const double value = opt_.residual_computation ? rnorm.reduce(comm_) : -1.0;
+    if (opt_.error_estimation) finalize_error_estimates();
     // residual_computation off: no reduction, "not available" (-1) as XBraid.
     current_rnorm_ = value;
     record_norm(rnorms_, iter_, value);

@@ -96,6 +96,8 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     check_objective_window();
     gupper0_ = opt_.periodic ? ntime_ - 1 : ntime_;
     build_hierarchy();
+    probe_level_sizes();
+    setup_richardson();
     if (opt_.periodic && nlevels() == 1)
         throw std::invalid_argument(
             "periodic=True needs at least 2 levels (max_levels >= 2 and ntime - 1 = " + std::to_string(ntime_ - 1) +
@@ -123,10 +125,12 @@ void Engine::check_features(AdjointMode mode) const {
                                     (mode == AdjointMode::gradient ? "adjoint=True" : "objective_only=True"));
     if (opt_.periodic && opt_.seq_soln)
         throw std::invalid_argument("periodic=True cannot be combined with seq_soln=True (as in XBraid)");
+    check_spatial_features(mode);
     if (mode == AdjointMode::gradient && opt_.full_residual_norm)
         throw std::invalid_argument("adjoint=True cannot be combined with full_residual_norm=True (as in XBraid)");
     check_shells(mode);
     check_delta(mode);
+    check_richardson(mode);
 }
 
 void Engine::check_shells(AdjointMode mode) const {
@@ -137,6 +141,93 @@ void Engine::check_shells(AdjointMode mode) const {
     if (app_->has_step_batch())
         throw std::invalid_argument(app_->name() +
                                     " has shells (shell_shape); step_batch cannot be combined with them");
+    if (gate_.has_spatial_coarsening())
+        throw std::invalid_argument(app_->name() +
+                                    " has shells (shell_shape); spatial coarsening (coarsen and refine) cannot be "
+                                    "combined with them yet");
+    // Not checked against XBraid's runs yet: refused rather than unverified.
+    if (opt_.richardson || opt_.error_estimation)
+        throw std::invalid_argument(app_->name() +
+                                    " has shells (shell_shape); richardson / error_estimation cannot be combined "
+                                    "with them yet");
+}
+
+void Engine::check_spatial_features(AdjointMode mode) const {
+    if (!gate_.has_spatial_coarsening()) return;
+    if (mode == AdjointMode::gradient && !app_->has_spatial_adjoint())
+        throw std::invalid_argument(app_->name() +
+                                    " defines no coarsen_adjoint and refine_adjoint; adjoint=True with spatial "
+                                    "coarsening (coarsen and refine) needs them");
+    if (app_->has_step_batch())
+        throw std::invalid_argument(
+            "step_batch cannot be combined with spatial coarsening (the app's coarsen and refine): "
+            "the batch rows have the finest level's shape");
+    // Not checked against XBraid's runs (ex-02 -sc -richardson) yet: refused rather than unverified.
+    if (opt_.richardson || opt_.error_estimation)
+        throw std::invalid_argument(
+            "richardson / error_estimation cannot be combined with spatial coarsening (the app's coarsen and "
+            "refine) yet");
+}
+
+void Engine::probe_level_sizes() {
+    // Every rank reaches the reductions below, also one whose shape_at failed
+    // (it reports -1): a rank that left early would leave the others waiting.
+    std::exception_ptr error;
+    try {
+        gate_.probe_level_sizes(nlevels());
+    } catch (...) {
+        error = std::current_exception();
+    }
+    if (comm_.size() > 1) {
+        // A shape_at that differs between ranks would garble the messages.
+        const auto levels = static_cast<std::size_t>(nlevels());
+        std::vector<double> lo(levels), hi(levels);
+        for (std::size_t l = 0; l < levels; ++l) lo[l] = error ? -1.0 : double(gate_.size_at(int(l)));
+        hi = lo;
+        comm_.allreduce(lo.data(), nlevels(), MPI_MIN);
+        comm_.allreduce(hi.data(), nlevels(), MPI_MAX);
+        if (error) std::rethrow_exception(error);
+        // Another rank's shape_at failed: the constructor's agreement raises RemoteRankError here.
+        if (std::any_of(lo.begin(), lo.end(), [](double v) { return v < 0.0; })) return;
+        for (std::size_t l = 0; l < levels; ++l) {
+            if (lo[l] != hi[l])
+                throw std::invalid_argument(app_->name() + ".shape_at(" + std::to_string(l) +
+                                            ") differs between ranks: every rank must give each level the same shape");
+        }
+    }
+    if (error) std::rethrow_exception(error);
+}
+
+void Engine::check_richardson(AdjointMode mode) const {
+    if (!opt_.richardson && !opt_.error_estimation) return;
+    const char* name = opt_.richardson ? "richardson=True" : "error_estimation=True";
+    // XBraid ignores the Richardson options (or the weights) with weighted relaxation.
+    bool weighted = opt_.cwt != 1.0;
+    for (double w : opt_.cwt_level) weighted = weighted || w != 1.0;
+    if (weighted)
+        throw std::invalid_argument(std::string(name) +
+                                    " needs cwt = 1 on every level (weighted C-relaxation and Richardson "
+                                    "extrapolation are incompatible, as in XBraid)");
+    // XBraid accepts it, but its interval 0 then has a coarse step of length 0
+    // and the iteration stalls (ex-06 -periodic -richardson: ||r|| stays 4.2e-2).
+    if (opt_.periodic) throw std::invalid_argument(std::string(name) + " cannot be combined with periodic=True");
+    // XBraid accepts it, but its extrapolation assumes residuals of the form
+    // u - Phi(u): with A(u_i, u_{i-1}) of another scaling the iteration stalls
+    // (ex-02 -res -richardson: ||r|| = 9.2e-3 after 30 iterations; recorded).
+    if (opt_.richardson && gate_.has_residual())
+        throw std::invalid_argument(
+            "richardson=True cannot be combined with the app's residual (the user-residual mode): XBraid's "
+            "iteration then stalls");
+    // XBraid accepts it, but stops on the full norm, which does not go to zero:
+    // the extrapolated C-points do not solve the fine equations (by design).
+    if (opt_.richardson && opt_.full_residual_norm)
+        throw std::invalid_argument(
+            "richardson=True cannot be combined with full_residual_norm=True (the extrapolated C-points do not "
+            "solve the fine equations, so the full residual norm, the stopping test, does not go to zero)");
+    if (opt_.richardson && mode == AdjointMode::gradient)
+        throw std::invalid_argument(
+            "richardson=True cannot be combined with adjoint=True (the reverse of the extrapolation is not "
+            "implemented)");
 }
 
 void Engine::validate_problem() const {

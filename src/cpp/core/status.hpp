@@ -68,6 +68,13 @@ struct Status {
     /// access with Lyapunov exponents: basis_rank local exponents at this
     /// point (nullptr: none provided, XBraid's num_returned = 0).
     const double* lyapunov_exponents = nullptr;
+    /// error_estimation: the Richardson estimate of the level-0 point stepped to or
+    /// accessed, -1 when not available.
+    double error_estimate = -1.0;
+    /// sync: this rank's level-0 estimates (ilower..iupper), valid during the call;
+    /// none (count 0) without error_estimation.
+    const double* error_estimates = nullptr;
+    int n_error_estimates = 0;
 };
 
 }  // namespace pxb

@@ -16,6 +16,7 @@ void Engine::fill_status(int level, int index, Phase phase) {
     status_.phase = phase;
     status_.residual_norm = current_rnorm_;
     status_.ntime = ntime_;
+    status_.error_estimate = error_estimate_at(level, index);  // of the point stepped to
 }
 
 CVec Engine::ustop_for(int level, int index, CVec u) {
@@ -82,6 +83,7 @@ Status Engine::point_status(int index, Phase phase, bool done) const {
     st.phase = phase;
     st.residual_norm = current_rnorm_;
     st.ntime = ntime_;
+    st.error_estimate = error_estimate_at(0, index);
     return st;
 }
 
@@ -94,8 +96,9 @@ Status Engine::recorded_status(const TapeOp& op) const {
     }
     const Level& g = levels_[op.level];
     Status st;
+    const bool space = op.kind == TapeOp::Kind::coarsen || op.kind == TapeOp::Kind::refine;
     st.tstart = g.t(op.tindex);
-    st.tstop = g.t(op.tindex + 1);
+    st.tstop = space ? st.tstart : g.t(op.tindex + 1);  // coarsen/refine: the point's time (fill_space_status)
     st.tindex = op.tindex;
     st.level = op.level;
     st.nlevels = nlevels();

@@ -21,6 +21,7 @@ T read(const std::uint8_t*& p) noexcept {
 //   step_aliased:            y u32, x u32, saved u32, status
 //   objective:               y u32, saved u32, point
 //   group_begin / group_end: nothing but the kind
+//   coarsen / refine:        y u32, x u32, status
 // status: level u8, phase u8, done u8, residual norm code u8, tindex i32
 // point (level 0, phase objective): done u8, residual norm code u8, tindex i32
 constexpr std::size_t kStatus = 4 + sizeof(std::int32_t);
@@ -41,6 +42,8 @@ std::size_t Tape::record_size(TapeOp::Kind kind) noexcept {
         case TapeOp::Kind::objective: return 8 + kPoint + 1;
         case TapeOp::Kind::group_begin:
         case TapeOp::Kind::group_end: return 1;
+        case TapeOp::Kind::coarsen:
+        case TapeOp::Kind::refine: return 8 + kStatus + 1;
     }
     return 1;
 }
@@ -95,6 +98,13 @@ void Tape::step(std::uint32_t y, std::uint32_t x, CVec u, CVec ustop, const Stat
     if (ustop != nullptr) append(values_.save(ustop));
     put_status(st);
     append(static_cast<std::uint8_t>(ustop ? TapeOp::Kind::step : TapeOp::Kind::step_aliased));
+}
+
+void Tape::space(bool coarsen, std::uint32_t y, std::uint32_t x, const Status& st) {
+    append(y);
+    append(x);
+    put_status(st);
+    append(static_cast<std::uint8_t>(coarsen ? TapeOp::Kind::coarsen : TapeOp::Kind::refine));
 }
 
 void Tape::objective(std::uint32_t y, CVec u, const Status& st) {
@@ -153,6 +163,11 @@ TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p) const noexcept {
             break;
         case TapeOp::Kind::step:
         case TapeOp::Kind::step_aliased: decode_step(p, op); break;
+        case TapeOp::Kind::coarsen:
+        case TapeOp::Kind::refine:
+            op.x = read<std::uint32_t>(p);
+            read_status(p, op, norms_);
+            break;
         case TapeOp::Kind::objective:
             op.saved = values_.at(read<std::uint32_t>(p));
             op.phase = static_cast<std::uint8_t>(Phase::objective);

@@ -40,6 +40,8 @@ struct TapeOp {
         objective,
         group_begin,  ///< the steps up to group_end were one step_batch call (independent rows)
         group_end,
+        coarsen,  ///< y <- C x, the app's coarsen (linear); level: the fine level, tindex: the fine index
+        refine,   ///< y <- R x, the app's refine (linear); level and tindex as for coarsen
     };
     Kind kind = Kind::copy;
     std::uint32_t y =
@@ -84,6 +86,8 @@ public:
     /// the app's adjoint does not use it (not saved).
     void step(std::uint32_t y, std::uint32_t x, CVec u, CVec ustop, const Status& st);
     void objective(std::uint32_t y, CVec u, const Status& st);
+    /// y <- coarsen(x) (or refine(x)): the linear map's adjoint needs no saved value.
+    void space(bool coarsen, std::uint32_t y, std::uint32_t x, const Status& st);
     /// Brackets the step records of one grouped call (a kind byte each).
     void group(bool begin) {
         append(static_cast<std::uint8_t>(begin ? TapeOp::Kind::group_begin : TapeOp::Kind::group_end));
