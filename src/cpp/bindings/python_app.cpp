@@ -21,6 +21,10 @@ namespace {
 
 struct StatusObject {
     PyObject_HEAD Status st;
+    // What the basis views need (delta correction), set by the owning PyApp.
+    const std::vector<Py_ssize_t>* shape;
+    PyObject* memory_owner;  ///< borrowed: the engine's storage (a status is read during its call only)
+    bool basis_writable;     ///< step: propagate in place; access: read-only
 };
 
 PyTypeObject* g_status_type = nullptr;
@@ -66,6 +70,45 @@ PyObject* status_phase(PyObject* self, void*) {
     Py_INCREF(name);
     return name;
 }
+PyObject* status_basis_vectors(PyObject* self, void*) {
+    // Built on demand: steps whose app does not read them cost no arrays.
+    auto* obj = reinterpret_cast<StatusObject*>(self);
+    const Status& st = obj->st;
+    PyObject* list = PyList_New(st.basis_rank);
+    if (list == nullptr || st.basis_rank == 0) return list;
+    std::size_t n = 1;
+    for (Py_ssize_t d : *obj->shape) n *= static_cast<std::size_t>(d);
+    for (int j = 0; j < st.basis_rank; ++j) {
+        std::byte* data = st.basis + static_cast<std::size_t>(j) * n * sizeof(double);
+        PyObject* arr = PyArray_NewFromDescr(
+            &PyArray_Type, PyArray_DescrFromType(NPY_FLOAT64), static_cast<int>(obj->shape->size()),
+            const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(obj->shape->data())), nullptr, data,
+            obj->basis_writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
+        if (arr == nullptr) {
+            Py_DECREF(list);
+            return nullptr;
+        }
+        if (obj->memory_owner != nullptr) {
+            Py_INCREF(obj->memory_owner);
+            if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(arr), obj->memory_owner) < 0) {
+                Py_DECREF(arr);
+                Py_DECREF(list);
+                return nullptr;
+            }
+        }
+        PyList_SET_ITEM(list, j, arr);
+    }
+    return list;
+}
+PyObject* status_lyapunov_exponents(PyObject* self, void*) {
+    const Status& st = reinterpret_cast<StatusObject*>(self)->st;
+    npy_intp dims[1] = {st.basis_rank};
+    PyObject* arr = PyArray_ZEROS(1, dims, NPY_FLOAT64, 0);
+    if (arr == nullptr || st.lyapunov_exponents == nullptr) return arr;
+    auto* out = static_cast<double*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(arr)));
+    for (int j = 0; j < st.basis_rank; ++j) out[j] = st.lyapunov_exponents[j];
+    return arr;
+}
 PyObject* status_error_estimates(PyObject* self, void*) {
     // A copy: the engine's array changes with the next restriction.
     const Status& st = reinterpret_cast<StatusObject*>(self)->st;
@@ -78,6 +121,14 @@ PyObject* status_error_estimates(PyObject* self, void*) {
 }
 PyGetSetDef status_getset[] = {
     {"dt", status_dt, nullptr, "tstop - tstart.", nullptr},
+    {"basis_vectors", status_basis_vectors, nullptr,
+     "Delta correction: in step, the basis vectors to replace in place by the step's Jacobian applied to them "
+     "(empty when none are propagated); in access, the point's basis (read-only). A new list of views per read.",
+     nullptr},
+    {"lyapunov_exponents", status_lyapunov_exponents, nullptr,
+     "Delta correction, access: the local Lyapunov exponents at this point (0 where not provided: F-points, "
+     "index 0, lyapunov off).",
+     nullptr},
     {"error_estimates", status_error_estimates, nullptr,
      "sync: this rank's Richardson error estimates at its level-0 points (a new float64 array, -1.0 where not "
      "available; empty without error_estimation or outside sync).",
@@ -142,6 +193,9 @@ PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, const std::string& d
     auto* obj = PyObject_New(StatusObject, g_status_type);
     if (obj == nullptr) throw py::error_already_set();
     new (&obj->st) Status();
+    obj->shape = &shape_;
+    obj->memory_owner = nullptr;
+    obj->basis_writable = false;
     status_ = &obj->st;
     status_obj_ = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(obj));
 }
@@ -179,7 +233,9 @@ int PyApp::traverse(visitproc visit, void* arg) const {
                                 &coarsen_adjoint_,
                                 &refine_adjoint_,
                                 &init_shell_,
-                                &state_type_})
+                                &state_type_,
+                                &init_basis_,
+                                &inner_product_})
         Py_VISIT(o->ptr());
     return 0;
 }
@@ -211,7 +267,9 @@ void PyApp::clear_references() {
                           &coarsen_adjoint_,
                           &refine_adjoint_,
                           &init_shell_,
-                          &state_type_})
+                          &state_type_,
+                          &init_basis_,
+                          &inner_product_})
         *o = py::none();
 }
 
@@ -359,8 +417,11 @@ PyObject* PyApp::recycled_view(PyObject*& slot, CVec data, bool writable) const 
     return slot;
 }
 
-PyObject* PyApp::status_object(const Status& st) {
+PyObject* PyApp::status_object(const Status& st, bool basis_writable) {
     *status_ = st;
+    auto* obj = reinterpret_cast<StatusObject*>(status_obj_.ptr());
+    obj->memory_owner = memory_owner_.ptr();
+    obj->basis_writable = basis_writable;
     return status_obj_.ptr();
 }
 
@@ -435,7 +496,7 @@ void PyApp::step_any(Vec u, CVec ustop, CVec fstop, const Status& st) {
                ustop == u ? nullptr : &views_[1], memory_owner_.ptr()};  // an alias of u: uv settles it
     ViewRef fv{fstop ? recycled_view(views_[2], fstop, false) : (Py_INCREF(Py_None), Py_None), &views_[2],
                memory_owner_.ptr()};
-    PyObject* args[] = {uv.p, sv.p, fv.p, status_object(st)};
+    PyObject* args[] = {uv.p, sv.p, fv.p, status_object(st, true)};
     Ref res(PyObject_Vectorcall(step_.ptr(), args, 4, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
     check_in_place("step", res.p, uv.p);
@@ -498,6 +559,24 @@ void PyApp::access_any(CVec u, const Status& st) {
     PyObject* args[] = {uv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(access_.ptr(), args, 2, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
+}
+
+void PyApp::init_basis_any(double t, int index, Vec v) {
+    ViewRef vv{recycled_view(views_[0], v, true), &views_[0], memory_owner_.ptr()};
+    Ref tv(PyFloat_FromDouble(t));
+    Ref iv(PyLong_FromLong(index));
+    if (tv.p == nullptr || iv.p == nullptr) throw py::error_already_set();
+    PyObject* args[] = {tv.p, iv.p, vv.p};
+    Ref res(PyObject_Vectorcall(init_basis_.ptr(), args, 3, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+    check_in_place("init_basis", res.p, vv.p);
+}
+
+double PyApp::inner_product_any(CVec u, CVec v) {
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
+    ViewRef vv{recycled_view(views_[2], v, false), &views_[2], memory_owner_.ptr()};
+    PyObject* args[] = {uv.p, vv.p};
+    return call_real(inner_product_, "inner_product", args, 2);
 }
 
 void PyApp::set_adjoint(py::object objective, py::object objective_adjoint, py::object step_adjoint,
