@@ -32,14 +32,14 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _ranks import rows_on_ranks
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-HERE = Path(__file__).resolve().parent
 DEFAULT_MODES = ["serial", "exact", "one-shot", "adaptive:1e-2", "adaptive:1e-3"]
 
 
@@ -159,24 +159,9 @@ def main() -> None:
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.worker:
-        rows = worker(args)
-        from mpi4py import MPI
-
-        if MPI.COMM_WORLD.Get_rank() == 0:
-            print("ROWS " + json.dumps(rows), flush=True)
+    rows = rows_on_ranks(args, worker, __file__)
+    if rows is None:  # a worker process
         return
-    if args.ranks == 1:
-        rows = worker(args)
-    else:
-        sys.path.insert(0, str(HERE.parent / "tests"))
-        from mpi_launch import find_mpiexec, mpi_env
-
-        cmd = [*find_mpiexec(), "-n", str(args.ranks), sys.executable, "-m", "mpi4py", __file__, "--worker"]
-        cmd += ["--depth", *map(str, args.depth), "--modes", *args.modes, "--seeds", *map(str, args.seeds)]
-        cmd += ["--epochs", str(args.epochs)]
-        job = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=mpi_env(), check=True)
-        rows = json.loads(next(line for line in job.stdout.splitlines() if line.startswith("ROWS "))[5:])
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
