@@ -40,6 +40,10 @@ Examples
 
 ``mpiexec -n 2 python -m mpi4py -m pyxbraid.train digits --metrics digits.json`` (defaults: 16 blocks,
 width 8, T = 2, float64, exact layer-parallel MGRIT with 2 levels and cfactor 4; Adam, batch 64, 10 epochs)
+
+``python -m pyxbraid.train digits --depth 32 --strategy nested --levels 4 --coarse-epochs 2 --target-accuracy 0.97``
+(nested iteration over the torch blocks: :class:`pyxbraid.torch.Hierarchy`; the same metrics as peaks;
+``--strategy mgopt`` is not available for digits)
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ class Settings:
     threads: int
     strategy: str = "single"  # "single" or "nested" (multilevel training in depth)
     levels: int = 1  # networks in the hierarchy of "nested": depth, depth / 2, ...
-    coarse_epochs: int | None = None  # epochs of each coarse network (None: epochs)
+    # epochs of each coarse network (None: epochs), or one count per coarse network, coarsest first
+    coarse_epochs: int | list[int] | None = None
     target_accuracy: float | None = None  # stop the fine network's training at this validation accuracy
 
 
@@ -306,10 +307,11 @@ def train(net: ConvResNet, settings: Settings, data: datasets.ImageDataset, comm
 
     ``nested``: the coarse networks (depth ``depth / 2**l``, the fine network's opening and
     head shared) are built by :class:`~pyxbraid.torch.Hierarchy`; the coarsest starts from
-    the restriction of the fine network's initial blocks, is trained ``coarse_epochs``
-    epochs, prolonged into the next finer one, and so on down to the fine network, trained
-    for ``epochs`` (or until ``target_accuracy``). Each level gets a fresh Adam optimizer
-    (the opening and head carry their trained values over, not Adam's moments).
+    the restriction of the fine network's initial blocks, is trained for ``coarse_epochs``
+    epochs (one count for every coarse network, or a list, coarsest first), prolonged into the
+    next finer one, and so on down to the fine network, trained for ``epochs`` (or until
+    ``target_accuracy``). Each level's Adam continues the coarser one's (see
+    ``_prolong_adam``).
     """
     levels: list[ConvResNet | Level] = [net]
     hierarchy = None
@@ -320,14 +322,18 @@ def train(net: ConvResNet, settings: Settings, data: datasets.ImageDataset, comm
         levels += [Level(net, lp) for lp in hierarchy.lps[1:]]
     start = time.perf_counter()
     histories: list[History] = []
+    carried: dict[torch.Tensor, dict[str, Any]] = {}  # Adam's state, continued from level to level
     for level in range(len(levels) - 1, -1, -1):
         m = levels[level]
         fine = level == 0
-        epochs = settings.epochs if fine or settings.coarse_epochs is None else settings.coarse_epochs
+        epochs = settings.epochs if fine else _coarse_epochs(settings)[settings.levels - 1 - level]
         label = "" if len(levels) == 1 else f" level {level} (depth {m.lp.depth})"
         history = History()
         if epochs > 0:
             optimizer = torch.optim.Adam(m.parameters(), lr=settings.lr)  # (its first use imports for about 1 s)
+            for p in m.parameters():
+                if p in carried:
+                    optimizer.state[p] = carried[p]
             history = fit(
                 m,
                 optimizer,
@@ -340,9 +346,11 @@ def train(net: ConvResNet, settings: Settings, data: datasets.ImageDataset, comm
                 start=start,
                 label=label,
             )
+            carried = {p: optimizer.state[p] for p in m.parameters() if p in optimizer.state}
         histories.append(history)
         if hierarchy is not None and not fine:
             hierarchy.prolong(level - 1)
+            carried = _prolong_adam(hierarchy, level - 1, carried)
     fine_history = histories[-1]
     reached = [
         i
@@ -359,6 +367,45 @@ def train(net: ConvResNet, settings: Settings, data: datasets.ImageDataset, comm
     )
 
 
+def _prolong_adam(
+    hierarchy: Hierarchy, level: int, carried: dict[torch.Tensor, dict[str, Any]]
+) -> dict[torch.Tensor, dict[str, Any]]:
+    """Return Adam's state for level ``level`` continued from that of level ``level + 1`` (collective).
+
+    The opening's and head's state (the same parameters on every level) is kept; the blocks'
+    moments are prolonged like the blocks' parameters, the first ones times 1/2 and the second
+    ones times 1/4 (a block's gradient scales with the step ``h``, halved by the prolongation),
+    the second ones clipped at 0 (linear extrapolation at the ends); the step count is kept.
+    Without this, Adam's first steps on a fresh state move every parameter by about ``lr``
+    (bias-corrected ``m / sqrt(v)`` is then the gradient's sign) and throw much of the
+    prolonged start away: measured, a depth-4 network at 98% validation accuracy prolonged to
+    depth 32 fell to 95-96% after one epoch of a fresh Adam.
+    """
+    if not carried:  # no level trained yet (the same on every rank: the opening is everywhere)
+        return carried
+    coarse = {id(p) for p in hierarchy.lps[level + 1].parameters()}
+    out = {p: state for p, state in carried.items() if id(p) not in coarse}
+    step = next(iter(out.values()))["step"]
+    blocks = {p: state for p, state in carried.items() if id(p) in coarse}
+    m = hierarchy.prolong_tensors(level, {p: state["exp_avg"] for p, state in blocks.items()})
+    v = hierarchy.prolong_tensors(level, {p: state["exp_avg_sq"] for p, state in blocks.items()})
+    for p in m:
+        out[p] = {"step": step.clone(), "exp_avg": m[p].mul_(0.5), "exp_avg_sq": v[p].mul_(0.25).clamp_(min=0.0)}
+    return out
+
+
+def _coarse_epochs(settings: Settings) -> list[int]:
+    """Return the epochs of the coarse networks, coarsest first."""
+    epochs = settings.epochs if settings.coarse_epochs is None else settings.coarse_epochs
+    if isinstance(epochs, int):
+        return [epochs] * (settings.levels - 1)
+    if len(epochs) != settings.levels - 1:
+        raise ValueError(
+            f"coarse_epochs must have levels - 1 = {settings.levels - 1} entries (coarsest first), got {epochs!r}"
+        )
+    return list(epochs)
+
+
 _STRATEGY_FIELDS = ("batch_size", "strategy", "levels", "coarse_epochs")
 
 
@@ -369,7 +416,7 @@ def _strategy_settings(settings: Settings) -> dict[str, Any]:
     return {
         "strategy": settings.strategy,
         "levels": settings.levels,
-        "epochs": None if settings.coarse_epochs is None else [settings.coarse_epochs] * (settings.levels - 1),
+        "epochs": None if settings.coarse_epochs is None else _coarse_epochs(settings),
         "tol": None,
         "restriction": "average",
         "prolongation": "linear",

@@ -38,6 +38,7 @@ rank count, bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -218,19 +219,55 @@ class Hierarchy:
             self._stencils[key] = {kind: _padded(r) for kind, r in rows.items()}
         return self._stencils[key]
 
-    def _transfer(self, fine: int, src: int, dst: int, which: str) -> None:
+    def prolong_tensors(
+        self, level: int, coarse: Mapping[torch.Tensor, torch.Tensor]
+    ) -> dict[torch.Tensor, torch.Tensor]:
+        """Return per-parameter tensors of level ``level`` prolonged from those of ``level + 1`` (collective).
+
+        For what goes with the parameters, an optimizer's moments say. ``coarse`` maps parameters
+        of level ``level + 1``'s owned blocks to tensors of their shapes (a parameter left out counts
+        as zeros); the result maps every parameter of level ``level``'s owned blocks to a new
+        tensor, prolonged with the parameters' stencil. The blocks are left as they are.
+        """
+        level = self._level(level)
+        out: dict[torch.Tensor, torch.Tensor] = {}
+
+        def source(t: torch.Tensor) -> torch.Tensor:
+            value = coarse.get(t)
+            return value if value is not None else torch.zeros_like(t)
+
+        def sink(t: torch.Tensor) -> torch.Tensor:
+            if isinstance(t, torch.nn.Parameter):
+                out[t] = torch.empty_like(t, requires_grad=False)
+                return out[t]
+            return t.detach().clone()  # (buffers are carried along and dropped)
+
+        self._transfer(level, level + 1, level, "P", source, sink)
+        return out
+
+    def _transfer(
+        self,
+        fine: int,
+        src: int,
+        dst: int,
+        which: str,
+        source: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        sink: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """Transfer level ``src`` to ``dst``: the blocks' tensors, or ``source(t)`` into ``sink(t)``."""
         a, b = self.lps[src], self.lps[dst]
         stencils = self._stencil(which, fine)
         sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape, _, _ in self._entries]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         width = int(offsets[-1])
         rank, size = self.comm.Get_rank(), self.comm.Get_size()
-        rows = [self._flat(a.layer(k), width) for k in a.owned_layers]
+        rows = [self._flat(a.layer(k), width, source) for k in a.owned_layers]
         block = np.stack(rows) if rows else np.zeros((0, width))
         # one exchange for all kinds: every stencil's inputs
         union = np.concatenate([s[0] for s in stencils.values()], axis=1)
         known, table = _exchange(self.comm, union, _Layout.of(a.depth, rank, size), b.depth, block)
         out = b.owned_layers
+        targets = [[t if sink is None else sink(t) for _, t, _ in _entries(b.layer(k))] for k in out]
         with torch.no_grad():
             for entry, ((_, _, _, kind), lo, hi) in enumerate(
                 zip(self._entries, offsets[:-1], offsets[1:], strict=True)
@@ -244,23 +281,21 @@ class Hierarchy:
                 acc = weight[:, 0, None] * cols[pos[:, 0]]
                 for m in range(1, index.shape[1]):
                     acc += weight[:, m, None] * cols[pos[:, m]]
-                self._write(b, out, acc, entry)
-        for p in b.parameters():
-            p.grad = None  # a gradient of the tensors just replaced
-        b.reset()  # (one_shot's warm iterate belongs to the old blocks)
+                for row, tensors in zip(acc, targets, strict=True):
+                    t = tensors[entry]
+                    t.copy_(torch.from_numpy(np.ascontiguousarray(row)).reshape(t.shape))
+        if sink is None:
+            for p in b.parameters():
+                p.grad = None  # a gradient of the tensors just replaced
+            b.reset()  # (one_shot's warm iterate belongs to the old blocks)
 
-    def _flat(self, block: torch.nn.Module, width: int) -> np.ndarray:
+    @staticmethod
+    def _flat(block: torch.nn.Module, width: int, source: Callable[[torch.Tensor], torch.Tensor] | None) -> np.ndarray:
         flat = np.empty(width)
         start = 0
         for _, t, _ in _entries(block):
             n = t.numel()
-            flat[start : start + n] = t.detach().reshape(-1).to(torch.float64).numpy()
+            value = t if source is None else source(t)
+            flat[start : start + n] = value.detach().reshape(-1).to(torch.float64).numpy()
             start += n
         return flat
-
-    @staticmethod
-    def _write(lp: LayerParallel, layers: range, values: np.ndarray, entry: int) -> None:
-        """Write the rows ``values`` (one per layer of ``layers``) into tensor number ``entry`` of those blocks."""
-        for row, k in zip(values, layers, strict=True):
-            tensor = _entries(lp.layer(k))[entry][1]
-            tensor.copy_(torch.from_numpy(np.ascontiguousarray(row)).reshape(tensor.shape))
