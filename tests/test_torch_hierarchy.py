@@ -156,6 +156,10 @@ def test_prolong_tensors_carries_per_parameter_values_and_leaves_the_blocks():
                 continue
             assert float((out[p] - exact.layer(k).get_parameter(name)).detach().abs().max()) < 1e-15, (k, name)
             assert not out[p].requires_grad
+    with pytest.raises(
+        ValueError, match=r"prolong_tensors: the value of a parameter of shape \(3, 3\) must be a tensor"
+    ):
+        h.prolong_tensors(0, {weight: torch.zeros(2)})
 
 
 def test_docstring_examples():
@@ -249,6 +253,27 @@ def test_transfers_are_identical_on_one_two_and_three_ranks(mpirun):
                 assert run[key][:3] == runs[1][0][key][:3], (n, key)
                 # u(T) of exact MGRIT, to its tolerance (1e-12 relative)
                 assert run[key][3] == pytest.approx(runs[1][0][key][3], rel=1e-10)
+
+
+FAILURE = """
+import torch
+from mpi4py import MPI
+from pyxbraid.errors import RemoteRankError
+from pyxbraid.torch import Hierarchy, LayerParallel
+
+lp = LayerParallel(lambda k: torch.nn.Linear(3, 3).double(), 8, mode="serial")
+h = Hierarchy(lp, levels=2)
+bad = {p: torch.zeros(1) for p in h.lps[1].parameters()} if MPI.COMM_WORLD.rank == 1 else {}
+try:
+    h.prolong_tensors(0, bad)
+    report("no error")
+except (ValueError, RemoteRankError) as exc:
+    report(type(exc).__name__)
+"""
+
+
+def test_a_transfer_failing_on_one_rank_raises_on_every_rank(mpirun):
+    assert mpirun.json(FAILURE, 2, timeout=60) == ["RemoteRankError", "ValueError"]
 
 
 # -- nested training of the digits network ------------------------------------------------------------

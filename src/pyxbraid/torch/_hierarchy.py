@@ -234,7 +234,14 @@ class Hierarchy:
 
         def source(t: torch.Tensor) -> torch.Tensor:
             value = coarse.get(t)
-            return value if value is not None else torch.zeros_like(t)
+            if value is None:
+                return torch.zeros_like(t)
+            if not isinstance(value, torch.Tensor) or value.shape != t.shape:
+                raise ValueError(
+                    f"prolong_tensors: the value of a parameter of shape {tuple(t.shape)} must be a tensor of that "
+                    f"shape, got {type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
+                )
+            return value
 
         def sink(t: torch.Tensor) -> torch.Tensor:
             if isinstance(t, torch.nn.Parameter):
@@ -261,7 +268,9 @@ class Hierarchy:
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         width = int(offsets[-1])
         rank, size = self.comm.Get_rank(), self.comm.Get_size()
-        rows = [self._flat(a.layer(k), width, source) for k in a.owned_layers]
+        # agreed: a rank failing here (a tensor of the wrong shape, say) must not leave the others in the exchange
+        with _Agreed(self.comm, "Hierarchy transfer (the tensors sent)"):
+            rows = [self._flat(a.layer(k), width, source) for k in a.owned_layers]
         block = np.stack(rows) if rows else np.zeros((0, width))
         # one exchange for all kinds: every stencil's inputs
         union = np.concatenate([s[0] for s in stencils.values()], axis=1)
