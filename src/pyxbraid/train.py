@@ -40,6 +40,10 @@ Examples
 
 ``mpiexec -n 2 python -m mpi4py -m pyxbraid.train digits --metrics digits.json`` (defaults: 16 blocks,
 width 8, T = 2, float64, exact layer-parallel MGRIT with 2 levels and cfactor 4; Adam, batch 64, 10 epochs)
+
+``python -m pyxbraid.train digits --depth 32 --strategy nested --levels 4 --coarse-epochs 2 --target-accuracy 0.97``
+(nested iteration over the torch blocks: :class:`pyxbraid.torch.Hierarchy`; the same metrics as peaks;
+``--strategy mgopt`` is not available for digits)
 """
 
 from __future__ import annotations
@@ -329,6 +333,28 @@ def _digits_arguments(p: argparse.ArgumentParser) -> None:
         default="tstop",
         help="weights of coarse MGRIT steps: the fine layer ending there, or the mean of the layers spanned",
     )
+    p.add_argument(
+        "--strategy",
+        choices=["single", "nested", "mgopt"],
+        default="single",
+        help="single: the network alone; nested: nested iteration over networks of depth depth, depth/2, ... "
+        "(coarsest first; pyxbraid.torch.Hierarchy); mgopt: not available for digits yet (refused)",
+    )
+    p.add_argument(
+        "--levels",
+        type=_integer(1, 31),
+        help="networks in the hierarchy of --strategy nested (default 3); --depth must be divisible by 2**(levels - 1)",
+    )
+    p.add_argument(
+        "--coarse-epochs",
+        type=_integer(0),
+        help="--strategy nested: epochs on each coarse network (default: --epochs)",
+    )
+    p.add_argument(
+        "--target-accuracy",
+        type=_fraction,
+        help="stop at the first epoch whose validation accuracy is >= this (a number in (0, 1]; default: none)",
+    )
     p.add_argument("--seed", type=_integer(0), default=0, help="initialisation, data split and shuffling (default 0)")
     p.add_argument("--threads", type=_integer(1, 1024), default=1, help="torch threads per rank")
     p.add_argument("--out", default="pyxbraid-digits", help="directory for plots and the model (model.pt)")
@@ -453,6 +479,7 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
             f"--depth {args.depth} gives {args.depth + 1} time points, fewer than the {size} ranks; use more "
             "residual blocks or fewer ranks"
         )
+    levels = _digits_levels(comm, parser, args)
     digits = _import_digits(comm)
     if digits is None:
         return 1
@@ -471,6 +498,10 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
         coarse=args.coarse,
         seed=args.seed,
         threads=args.threads,
+        strategy=args.strategy,
+        levels=levels,
+        coarse_epochs=args.coarse_epochs,
+        target_accuracy=args.target_accuracy,
     )
     out = Path(args.out)
     try:
@@ -486,6 +517,27 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
     except _FAILURES as exc:
         print(f"pyxbraid-train: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
         return 1
+
+
+def _digits_levels(comm: Any, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Return the hierarchy's levels of a digits run (1 for single); a usage error for what does not fit."""
+    if args.strategy == "mgopt":
+        parser.error(
+            "--strategy mgopt is not available for digits: MG/Opt is implemented for the native and numpy layers "
+            "(pyxbraid.nn.MGOpt, pyxbraid-train peaks), not yet for torch blocks; use single or nested"
+        )
+    if args.strategy == "single" and args.levels not in (None, 1):
+        parser.error(f"--levels {args.levels} needs --strategy nested")
+    if args.coarse_epochs is not None and args.strategy != "nested":
+        parser.error("--coarse-epochs needs --strategy nested")
+    if args.strategy == "single":
+        return 1
+    levels = 3 if args.levels is None else args.levels
+    try:
+        check_levels(levels, args.depth, comm.Get_size())
+    except ValueError as exc:
+        parser.error(f"--levels: {exc}")
+    return levels
 
 
 def _import_digits(comm: Any) -> Any:
