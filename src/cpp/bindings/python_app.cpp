@@ -208,35 +208,39 @@ PyApp::~PyApp() {
     memory_owner_ = py::object();
 }
 
+template <class Self>
+auto PyApp::references_of(Self& self) {
+    // The references that can lead back to the engine: the app and its bound methods.
+    return std::array{&self.app_,
+                      &self.init_,
+                      &self.step_,
+                      &self.residual_,
+                      &self.norm_,
+                      &self.access_,
+                      &self.objective_,
+                      &self.objective_adjoint_,
+                      &self.step_adjoint_,
+                      &self.reset_gradient_,
+                      &self.postprocess_,
+                      &self.postprocess_adjoint_,
+                      &self.init_adjoint_,
+                      &self.step_batch_,
+                      &self.step_adjoint_batch_,
+                      &self.sync_,
+                      &self.shape_at_,
+                      &self.coarsen_,
+                      &self.refine_,
+                      &self.coarsen_adjoint_,
+                      &self.refine_adjoint_,
+                      &self.init_shell_,
+                      &self.state_type_,
+                      &self.init_basis_,
+                      &self.inner_product_};
+}
+
 int PyApp::traverse(visitproc visit, void* arg) const {
-    // The references that can lead back to the engine (the app and its bound
-    // methods); the views and the status object refer to nothing.
-    for (const py::object* o : {&app_,
-                                &init_,
-                                &step_,
-                                &residual_,
-                                &norm_,
-                                &access_,
-                                &objective_,
-                                &objective_adjoint_,
-                                &step_adjoint_,
-                                &reset_gradient_,
-                                &postprocess_,
-                                &postprocess_adjoint_,
-                                &init_adjoint_,
-                                &step_batch_,
-                                &step_adjoint_batch_,
-                                &sync_,
-                                &shape_at_,
-                                &coarsen_,
-                                &refine_,
-                                &coarsen_adjoint_,
-                                &refine_adjoint_,
-                                &init_shell_,
-                                &state_type_,
-                                &init_basis_,
-                                &inner_product_})
-        Py_VISIT(o->ptr());
+    // The views and the status object refer to nothing that leads back.
+    for (const py::object* o : references_of(*this)) Py_VISIT(o->ptr());
     return 0;
 }
 
@@ -245,32 +249,7 @@ void PyApp::clear_references() {
     for (PyObject*& v : shell_views_) Py_CLEAR(v);
     // Setting to None rather than null keeps is_none() checks valid if a
     // cleared engine is ever asked anything.
-    for (py::object* o : {&app_,
-                          &init_,
-                          &step_,
-                          &residual_,
-                          &norm_,
-                          &access_,
-                          &objective_,
-                          &objective_adjoint_,
-                          &step_adjoint_,
-                          &reset_gradient_,
-                          &postprocess_,
-                          &postprocess_adjoint_,
-                          &init_adjoint_,
-                          &step_batch_,
-                          &step_adjoint_batch_,
-                          &sync_,
-                          &shape_at_,
-                          &coarsen_,
-                          &refine_,
-                          &coarsen_adjoint_,
-                          &refine_adjoint_,
-                          &init_shell_,
-                          &state_type_,
-                          &init_basis_,
-                          &inner_product_})
-        *o = py::none();
+    for (py::object* o : references_of(*this)) *o = py::none();
 }
 
 PyObject* PyApp::view(CVec data, bool writable) const {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <pybind11/pybind11.h>
+#include <array>
 
 #include <string>
 #include <vector>
@@ -110,6 +111,10 @@ public:
     void clear_references();
 
 private:
+    /// The app and its bound methods (pointers, const for a const self): what garbage collection
+    /// traverses and clears.
+    template <class Self>
+    static auto references_of(Self& self);
     PyObject* view(CVec data, bool writable) const;
     /// Apps with shells: a new state array of the ShellState type carrying
     /// its shell `shell` (both with the engine's storage as base; `shell`
