@@ -28,15 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _ranks import rows_on_ranks
+from bench_multilevel import table
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-HERE = Path(__file__).resolve().parent
 DEFAULT = ["single", "nested:4:6,1,1"]
 MODES = {"serial": "serial", "exact": "parallel", "one-shot": "one-shot"}  # -> pyxbraid-train digits --mode
 
@@ -112,33 +112,6 @@ def worker(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], target: float) -> str:
-    out = [
-        f"| depth | mode, ranks | strategy | reached {target:.0%} | time to target (s) | fine grad. evals | "
-        "coarse evals (fine-weighted) | fine epochs | val. acc. | speedup (time) | speedup (work) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    base: dict = {}
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault((r["depth"], r["mode"], r["ranks"], r["strategy"]), []).append(r)
-    for (depth, mode, ranks, strategy), rs in groups.items():
-        t = statistics.median(r["seconds"] for r in rs)
-        work = statistics.median(r["fine_evaluations"] + r["coarse_weighted"] for r in rs)
-        if strategy == "single":
-            base[(depth, mode, ranks)] = (t, work)
-        b = base.get((depth, mode, ranks))
-        out.append(
-            f"| {depth} | {mode}, {ranks} | {strategy} | {sum(r['reached'] for r in rs)}/{len(rs)} | {t:.1f} | "
-            f"{statistics.median(r['fine_evaluations'] for r in rs):g} | "
-            f"{statistics.median(r['coarse_weighted'] for r in rs):g} | "
-            f"{statistics.median(r['epochs'] for r in rs):g} | "
-            f"{statistics.median(r['val_accuracy'] for r in rs):.3f} | "
-            f"{'' if b is None else f'{b[0] / t:.2f}x'} | {'' if b is None else f'{b[1] / work:.2f}x'} |"
-        )
-    return "\n".join(out)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--depth", type=int, default=32)
@@ -151,24 +124,9 @@ def main() -> None:
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.worker:
-        rows = worker(args)
-        from mpi4py import MPI
-
-        if MPI.COMM_WORLD.Get_rank() == 0:
-            print("ROWS " + json.dumps(rows), flush=True)
+    rows = rows_on_ranks(args, worker, __file__)
+    if rows is None:  # a worker process
         return
-    if args.ranks == 1:
-        rows = worker(args)
-    else:
-        sys.path.insert(0, str(HERE.parent / "tests"))
-        from mpi_launch import find_mpiexec, mpi_env
-
-        cmd = [*find_mpiexec(), "-n", str(args.ranks), sys.executable, "-m", "mpi4py", __file__, "--worker"]
-        cmd += ["--depth", str(args.depth), "--strategies", *args.strategies, "--seeds", *map(str, args.seeds)]
-        cmd += ["--mode", args.mode, "--target", str(args.target), "--max-epochs", str(args.max_epochs)]
-        job = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=mpi_env(), check=True)
-        rows = json.loads(next(line for line in job.stdout.splitlines() if line.startswith("ROWS "))[5:])
     print(table(rows, args.target))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
