@@ -567,7 +567,15 @@ class _InterruptingAdam(nn.Adam):
         return loss
 
 
-def test_sigint_stops_after_the_step_and_resumes_bit_identically(tmp_path):
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a job started in the background inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_stops_after_the_step_and_resumes_bit_identically(tmp_path, default_sigint):
     c = tmp_path / "c.npz"
     full, history, _ = train("serial", "adam", 15, 3)
     net = nn.ResNet(2, 4, 9, 5, activation="tanh", tikhonov=1e-4, smoothness=1e-4, seed=3)
@@ -585,7 +593,7 @@ def test_sigint_stops_after_the_step_and_resumes_bit_identically(tmp_path):
     assert same_history(h2, history)
 
 
-def test_a_second_signal_is_not_held_back(tmp_path):
+def test_a_second_signal_is_not_held_back(tmp_path, default_sigint):
     """Ctrl-C twice: the second one interrupts at once (the previous handler's KeyboardInterrupt)."""
     net = nn.ResNet(2, 4, 9, 5, seed=3)
     trainer = nn.Trainer(net, optimizer=_InterruptingAdam({2: [signal.SIGINT, signal.SIGINT]}), progress=False)

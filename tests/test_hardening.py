@@ -433,7 +433,9 @@ report(outcomes)
 
 
 INTERRUPTIBLE = """
-import os, sys
+import os, signal, sys
+# Ctrl-C raises KeyboardInterrupt, as in a terminal (a job started in the background inherits SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from mpi4py import MPI
 import pyxbraid as xb
 comm = MPI.COMM_WORLD
