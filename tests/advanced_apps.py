@@ -151,6 +151,55 @@ class CosinePeriodic(Ex01):
         u[0] = u[0] + dt * math.cos(status.tstop)
 
 
+class Ex01Refinement(Ex01):
+    """XBraid's ex-01-refinement (u' = -u, backward Euler) with its refinement factors (-refine 1..4).
+
+    ``refine``: the -refine mode; ``tol``: -tol (mode 2's factor); ``max_rfactor``: -max_rfactor
+    (0: no limit); ``sync``: count the syncs after a refinement (ex-01-refinement's -sync).
+    """
+
+    def __init__(self, refine=1, tol=1e-6, max_rfactor=0, sync=False):
+        super().__init__()
+        self.refine, self.tol, self.max_rfactor = refine, tol, max_rfactor
+        self.num_syncs = 0
+        if sync:
+            self.sync = self._count_sync
+
+    def _count_sync(self, status):
+        if status.caller == "after_refine":
+            self.num_syncs += 1
+
+    def step(self, u, ustop, fstop, status):
+        dt = status.tstop - status.tstart
+        v = float(u[0])
+        u[0] = 1.0 / (1.0 + dt) * v
+        if status.level != 0 or status.nrefine >= 8:
+            return
+        rf = self._rfactor(float(u[0]), v, dt, status)
+        rf = max(rf, 1)
+        if self.max_rfactor > 0:
+            rf = min(rf, self.max_rfactor)
+        status.set_rfactor(rf)
+
+    def _rfactor(self, value, v, dt, status):
+        near = status.tstart <= 2.5 + 0.00001 and 2.5 - 0.00001 <= status.tstop
+        if self.refine == 1:
+            return 100 if dt > 0.001 and near else 1
+        if self.refine == 2:
+            lte = abs(value - (1.0 - dt) * v)
+            arg = 0.5 * lte / value / self.tol
+            # C's (int) of NaN (a negative argument of sqrt) is INT_MIN on x86: factor 1
+            return math.ceil(math.sqrt(arg)) if arg >= 0.0 else 1
+        if self.refine == 3:
+            if dt > 0.001 and near:
+                status.set_refinement_dts([dt / 2.0])
+                return 2
+            return 1
+        if self.refine == 4:
+            return 3 if status.nrefine < 4 and (status.tindex + 1) % 2 == 0 else 1
+        return 1
+
+
 class Ex06(Ex01):
     """XBraid's ex-06: u' = -4u - t + 1 (exact (-4t + 11 exp(-4t) + 5)/16), backward Euler or SDIRK23.
 
