@@ -158,16 +158,10 @@ class Ex01Refinement(Ex01):
     (0: no limit); ``sync``: count the syncs after a refinement (ex-01-refinement's -sync).
     """
 
-    def __init__(self, refine=1, tol=1e-6, max_rfactor=0, sync=False):
+    def __init__(self, refine=1, tol=1e-6, max_rfactor=0):
         super().__init__()
         self.refine, self.tol, self.max_rfactor = refine, tol, max_rfactor
         self.num_syncs = 0
-        if sync:
-            self.sync = self._count_sync
-
-    def _count_sync(self, status):
-        if status.caller == "after_refine":
-            self.num_syncs += 1
 
     def step(self, u, ustop, fstop, status):
         dt = status.tstop - status.tstart
@@ -198,6 +192,14 @@ class Ex01Refinement(Ex01):
         if self.refine == 4:
             return 3 if status.nrefine < 4 and (status.tindex + 1) % 2 == 0 else 1
         return 1
+
+
+class Ex01RefinementSync(Ex01Refinement):
+    """Ex01Refinement with ex-01-refinement's -sync: counts the syncs after a refinement."""
+
+    def sync(self, status):
+        if status.caller == "after_refine":
+            self.num_syncs += 1
 
 
 class Ex06(Ex01):
