@@ -210,12 +210,14 @@ class Ex06(Ex01):
     adds ex-06's ``-refinet`` sync: the global maximum of all error estimates.
     """
 
-    def __init__(self, time_discr=1, refine=False, comm=None):
+    def __init__(self, time_discr=1, refine=False, comm=None, refine_time=False):
         super().__init__()
         self.time_discr = time_discr
         self.refine = refine
+        self.refine_time = refine_time  # ask for refinement (the Solver must have refine=True)
         self.comm = comm
         self.rows = {}  # index -> (t, value, estimate, error) of the last access
+        self.ntime = None  # the grid the rows belong to
         self.max_estimate = []  # the sync's global maxima, in order
         self.printed_final = None
 
@@ -224,6 +226,8 @@ class Ex06(Ex01):
             return
         t, value = status.t, float(u[0])
         error = abs(value - self.exact(t))
+        if status.ntime != self.ntime:  # a refinement renumbered the points: earlier rows are stale
+            self.rows, self.ntime = {}, status.ntime
         self.rows[status.tindex] = (t, value, status.error_estimate, error)
         if status.done and t == 0.5:
             self.printed_final = [t, value, error]
@@ -252,6 +256,11 @@ class Ex06(Ex01):
         else:
             x = x + dt * self.implicit_solve(x, tstart + dt, dt)
         u[0] = x
+        # ex-06 -refinet: halve the intervals whose estimate exceeds 2% of the last sync's maximum
+        est = status.error_estimate
+        largest = self.max_estimate[-1] if self.max_estimate else 0.0
+        if self.refine_time and status.level == 0 and status.iter > 1 and est > 0.02 * largest and est != -1.0:
+            status.set_rfactor(2)
 
     @staticmethod
     def exact(t):

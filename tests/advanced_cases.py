@@ -164,10 +164,11 @@ def _ex06(run, comm=None):
     a = _args(run)
     dt = (0.5 - 0.0) / (256 - 1)  # ex-06 computes it before parsing -nt, with its default 256 - 1
     time_discr = int(a.get("-time_discr", ["1"])[0])
-    # -refinet: error estimates (and refinement, which never happens: max_tpts 100 < ntime)
+    # -refinet: error estimates and refinement (which never happens when max_tpts <= ntime)
     refine = "-refinet" in a
-    assert int(a.get("-max_tpts", ["100"])[0]) < int(a.get("-nt", ["256"])[0]), "no refinement in pyxbraid"
-    app = Ex06(time_discr, refine=refine, comm=comm)
+    max_tpts = int(a.get("-max_tpts", ["100"])[0])
+    refining = refine and max_tpts > int(a.get("-nt", ["256"])[0])
+    app = Ex06(time_discr, refine=refine, comm=comm, refine_time=refining)
     opts = dict(
         max_levels=int(a.get("-ml", ["100"])[0]),
         nrelax=int(a.get("-nu", ["1"])[0]),
@@ -180,6 +181,8 @@ def _ex06(run, comm=None):
         skip=False,
         periodic="-periodic" in a,
     )
+    if refining:
+        opts.update(refine=True, tpoints_cutoff=max_tpts)
     if "-richardson" in a or refine:
         # ex-06: local order 2 for backward Euler, 3 for SDIRK23
         opts.update(richardson="-richardson" in a, error_estimation=refine, local_order=3 if time_discr == 2 else 2)

@@ -257,7 +257,8 @@ OPTIONS: tuple[Option, ...] = (
         "new points are stepped from the old point to their left; the points are block-distributed anew and "
         "the hierarchy is rebuilt. That cycle does no convergence test and the iteration counter is not "
         "advanced (XBraid prints the same r_k twice). ``result.ntime``, :attr:`Solver.times` and the states "
-        "then describe the refined grid. Not with ``periodic``, ``adjoint``, ``objective_only``, "
+        "then describe the refined grid; ``error_estimation``'s estimates are -1.0 again until the "
+        "next level-0 restriction. Not with ``periodic``, ``adjoint``, ``objective_only``, "
         "``seq_soln``, ``richardson``, ``full_residual_norm``, ``relax_only_cg``, shells, spatial coarsening "
         "or ``step_batch``.",
     ),

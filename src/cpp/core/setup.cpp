@@ -326,7 +326,6 @@ void Engine::check_refinement(AdjointMode mode) const {
     if (opt_.periodic) refuse("periodic=True");
     if (opt_.seq_soln) refuse("seq_soln=True");
     if (opt_.richardson) refuse("richardson=True");
-    if (opt_.error_estimation) refuse("error_estimation=True");
     if (opt_.full_residual_norm) refuse("full_residual_norm=True");
     if (opt_.relax_only_cg) refuse("relax_only_cg=True");
     if (app_->shell_size() > 0) refuse("an app with shells (shell_shape)");
