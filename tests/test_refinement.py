@@ -1,0 +1,186 @@
+"""Adaptive temporal refinement (refine=True, XBraid's FRefine): invariants, bad input, refusals.
+
+XBraid's own runs (ex-01-refinement, ex-06 -refinet) are replayed on 1 and 2 ranks by
+test_advanced_reference.py (feature ``refine``).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyxbraid as xb
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+class Decay(xb.App):
+    """Backward Euler for u' = -u; level-0 steps ask for ``factor(status)`` (None: nothing)."""
+
+    def __init__(self, factor=None, dts=None):
+        super().__init__(shape=(1,))
+        self.factor = factor
+        self.dts = dts
+        self.seen = []  # (phase, nrefine, ntime) of level-0 steps
+
+    def init(self, t, u):
+        u[0] = 1.0 if t == 0.0 else 0.456
+
+    def step(self, u, ustop, fstop, status):
+        u[0] = 1.0 / (1.0 + (status.tstop - status.tstart)) * u[0]
+        if status.level == 0:
+            self.seen.append((status.phase, status.nrefine, status.ntime))
+        if self.dts is not None and status.level == 0:
+            dts = self.dts(status)
+            if dts:
+                status.set_refinement_dts(dts)
+        if self.factor is not None:
+            r = self.factor(status)
+            if r is not None:
+                status.set_rfactor(r)
+
+
+def middle_once(status):
+    """Factor 4 for the intervals touching t = 2.5, in the first refinement only."""
+    return 4 if status.nrefine == 0 and status.tstart <= 2.5 <= status.tstop else 1
+
+
+def solve(app, **opts):
+    opts = dict(dict(max_levels=6, abs_tol=1e-12, ntime=40), **opts)
+    solver = xb.Solver(app, tstart=0.0, tstop=5.0, **opts)
+    return solver, solver.solve()
+
+
+def test_factor_one_everywhere_is_no_refinement_bitwise():
+    plain_solver, plain = solve(Decay())
+    solver, result = solve(Decay(factor=lambda s: 1), refine=True)
+    assert result.nrefine == 0 and result.ntime == 40
+    assert np.array_equal(result.residual_norms, plain.residual_norms, equal_nan=True)
+    assert np.array_equal(solver.local_states(), plain_solver.local_states())
+    assert list(result.cycle_iterations) == list(range(result.iterations))
+
+
+def test_refined_grid_solution_is_sequential_stepping_on_it():
+    solver, result = solve(Decay(factor=middle_once), refine=True)
+    assert result.nrefine == 1 and result.converged
+    times = np.asarray(solver.times)
+    assert result.ntime == len(times) - 1 == 40 + 2 * 3  # two intervals in 4 parts
+    expected = np.cumprod(np.concatenate([[1.0], 1.0 / (1.0 + np.diff(times))]))
+    np.testing.assert_allclose(solver.local_states()[:, 0], expected, rtol=0, atol=1e-12)
+    # the refining cycle's iteration index appears twice; it is no iteration
+    k = list(result.cycle_iterations)
+    assert len(k) == result.iterations + 1 and k[1] == k[2] == 1
+
+
+def test_given_step_sizes_and_status_fields():
+    def dts(status):
+        if status.nrefine == 0 and status.tstart <= 2.5 <= status.tstop:
+            dt = status.tstop - status.tstart
+            return [dt / 4.0, dt / 2.0]  # three intervals: dt/4, dt/2, dt/4
+        return None
+
+    app = Decay(dts=dts)
+    solver, result = solve(app, refine=True)
+    t = np.asarray(solver.times)
+    i = int(np.searchsorted(t, 2.375 - 1e-12))
+    assert t[i : i + 4] == pytest.approx([2.375, 2.375 + 0.03125, 2.375 + 0.09375, 2.5])
+    assert result.ntime == 44
+    assert {(n, nt) for (_, n, nt) in app.seen} >= {(0, 40), (1, 44)}
+    assert "refine" in {p for (p, _, _) in app.seen}  # the steps onto the new grid
+
+
+def test_limits_stop_refining():
+    # factor 2 everywhere, every cycle: max_refinements and tpoints_cutoff stop it
+    _, result = solve(Decay(factor=lambda s: 2), refine=True, max_refinements=2)
+    assert (result.nrefine, result.ntime) == (2, 160)
+    _, result = solve(Decay(factor=lambda s: 2), refine=True, tpoints_cutoff=100)
+    assert (result.nrefine, result.ntime) == (2, 160)  # 40 < 100, 80 < 100, then 160 >= 100
+    # incr_max_levels: one more level allowed per refinement (XBraid's braid_SetIncrMaxLevels)
+    _, result = solve(Decay(factor=lambda s: 2), refine=True, max_refinements=1, max_levels=2)
+    assert (result.nrefine, result.nlevels) == (1, 2)
+    _, result = solve(Decay(factor=lambda s: 2), refine=True, max_refinements=1, max_levels=2, incr_max_levels=True)
+    assert (result.nrefine, result.nlevels) == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (dict(periodic=True), "refine=True cannot be combined with periodic=True"),
+        (dict(seq_soln=True), "refine=True cannot be combined with seq_soln=True"),
+        (dict(richardson=True), "refine=True cannot be combined with richardson=True"),
+        (dict(full_residual_norm=True), "full_residual_norm=True"),
+        (dict(relax_only_cg=True), "refine=True cannot be combined with relax_only_cg=True"),
+    ],
+)
+def test_refused_combinations(opts, message):
+    app = Decay()
+    if opts.get("full_residual_norm"):
+
+        class WithResidual(Decay):
+            def residual(self, ustop, r, status):
+                r[0] = (1.0 + (status.tstop - status.tstart)) * ustop[0] - r[0]
+
+        app = WithResidual()
+    with pytest.raises(ValueError, match=message):
+        xb.Solver(app, tstart=0.0, tstop=5.0, ntime=40, refine=True, **opts)
+
+
+def test_refused_with_adjoint_and_options_need_refine():
+    with pytest.raises(ValueError, match=r"max_refinements.*refine"):
+        xb.Solver(Decay(), tstart=0.0, tstop=5.0, ntime=40, max_refinements=3)
+    with pytest.raises(ValueError, match=r"max_refinements must be >= 0, got -1"):
+        xb.Solver(Decay(), tstart=0.0, tstop=5.0, ntime=40, refine=True, max_refinements=-1)
+    with pytest.raises(ValueError, match=r"tpoints_cutoff must be >= 1, got 0"):
+        xb.Solver(Decay(), tstart=0.0, tstop=5.0, ntime=40, refine=True, tpoints_cutoff=0)
+
+
+@pytest.mark.parametrize(
+    "factor, error, message",
+    [
+        (lambda s: 0, ValueError, r"set_rfactor: rfactor must be an integer >= 1, got 0"),
+        (lambda s: 2.5, ValueError, r"rfactor must be an integer >= 1, got 2.5"),
+        (lambda s: "2", TypeError, r"must be real number"),
+    ],
+)
+def test_bad_rfactor(factor, error, message):
+    with pytest.raises(error, match=message):
+        solve(Decay(factor=factor), refine=True)
+
+
+def test_bad_refinement_dts():
+    with pytest.raises(ValueError, match=r"set_refinement_dts: dts\[0\] must be finite and > 0, got -1"):
+        solve(Decay(dts=lambda s: [-1.0]), refine=True)
+    with pytest.raises(ValueError, match=r"sum to .*not less than the interval"):
+        solve(Decay(dts=lambda s: [s.tstop - s.tstart]), refine=True)
+
+
+def test_set_rfactor_needs_refine():
+    with pytest.raises(RuntimeError, match=r"set_rfactor is only available inside step of a Solver built with refine=True"):
+        solve(Decay(factor=lambda s: 2))
+
+
+@pytest.mark.parametrize("where", ["refine_step", "rfactor", "after_refine"])
+def test_failure_on_one_rank(mpirun, where):
+    ranks = mpirun.json(str(SCRIPTS / "refine_failure.py"), 2, timeout=120, args=(where, "1"))
+    assert ranks[1]["first"]["type"] == "ValueError"
+    assert ranks[0]["first"]["type"] == "RemoteRankError" and ranks[0]["first"]["rank"] == 1
+    for r in ranks:
+        assert r["again"]["type"] == "SolverStateError"
+
+
+def test_two_ranks_equal_one_rank(mpirun):
+    code = (
+        "import sys; sys.path[:0] = [%r, %r]\n"
+        "from test_refinement import Decay, middle_once, solve\n"
+        "from mpi4py import MPI\n"
+        "from reporting import report\n"
+        "solver, result = solve(Decay(factor=middle_once), refine=True)\n"
+        "states = MPI.COMM_WORLD.gather(solver.local_states()[:, 0].tolist(), root=0)\n"
+        "report(dict(ntime=result.ntime, iters=result.iterations, norms=[float(x) for x in result.residual_norms[1:]],\n"
+        "            states=sum(states, []) if states else None))\n"
+    ) % (str(Path(__file__).resolve().parent), str(SCRIPTS))
+    one = mpirun.json(code, 1, timeout=120)[0]
+    two = mpirun.json(code, 2, timeout=120)[0]
+    assert (two["ntime"], two["iters"]) == (one["ntime"], one["iters"])
+    assert two["norms"] == pytest.approx(one["norms"], rel=1e-12)
+    assert two["states"] == pytest.approx(one["states"], rel=1e-13, abs=1e-300)
