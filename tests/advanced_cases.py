@@ -18,11 +18,11 @@ from advanced_apps import (
     Bdf2,
     CosinePeriodic,
     Ex01,
+    Ex01Refinement,
+    Ex01RefinementSync,
     Ex01Residual,
     Ex01ResidualSync,
     Ex01ResidualXBraidWrap,
-    Ex01Refinement,
-    Ex01RefinementSync,
     Ex01Sync,
     Ex06,
     Heat2D,
@@ -430,8 +430,10 @@ def _compare_refinement(run, got, name):
     if got["cycle_iters"] != run["rnorm_iters"] or not all(
         _close(a, b, rtol) for a, b in zip(got["cycle_rnorms"], run["rnorms"], strict=False)
     ):
-        bad.append(f"{name}: printed history {got['cycle_iters']} {got['cycle_rnorms']} != {run['rnorm_iters']} "
-                   f"{run['rnorms']}")
+        bad.append(
+            f"{name}: printed history {got['cycle_iters']} {got['cycle_rnorms']} != {run['rnorm_iters']} "
+            f"{run['rnorms']}"
+        )
     if got["nrefine"] != run["nrefine"]:
         bad.append(f"{name}: refinements {got['nrefine']} != {run['nrefine']}")
     # the access files print t with %.14e (15 digits)

@@ -155,7 +155,9 @@ def test_bad_refinement_dts():
 
 
 def test_set_rfactor_needs_refine():
-    with pytest.raises(RuntimeError, match=r"set_rfactor is only available inside step of a Solver built with refine=True"):
+    with pytest.raises(
+        RuntimeError, match=r"set_rfactor is only available inside step of a Solver built with refine=True"
+    ):
         solve(Decay(factor=lambda s: 2))
 
 
@@ -169,18 +171,8 @@ def test_failure_on_one_rank(mpirun, where):
 
 
 def test_two_ranks_equal_one_rank(mpirun):
-    code = (
-        "import sys; sys.path[:0] = [%r, %r]\n"
-        "from test_refinement import Decay, middle_once, solve\n"
-        "from mpi4py import MPI\n"
-        "from reporting import report\n"
-        "solver, result = solve(Decay(factor=middle_once), refine=True)\n"
-        "states = MPI.COMM_WORLD.gather(solver.local_states()[:, 0].tolist(), root=0)\n"
-        "report(dict(ntime=result.ntime, iters=result.iterations, norms=[float(x) for x in result.residual_norms[1:]],\n"
-        "            states=sum(states, []) if states else None))\n"
-    ) % (str(Path(__file__).resolve().parent), str(SCRIPTS))
-    one = mpirun.json(code, 1, timeout=120)[0]
-    two = mpirun.json(code, 2, timeout=120)[0]
+    one = mpirun.json(str(SCRIPTS / "refine_ranks.py"), 1, timeout=120)[0]
+    two = mpirun.json(str(SCRIPTS / "refine_ranks.py"), 2, timeout=120)[0]
     assert (two["ntime"], two["iters"]) == (one["ntime"], one["iters"])
     assert two["norms"] == pytest.approx(one["norms"], rel=1e-12)
     assert two["states"] == pytest.approx(one["states"], rel=1e-13, abs=1e-300)

@@ -81,8 +81,8 @@ PyObject* status_error_estimates(PyObject* self, void*) {
 RefineRequest* refine_request(PyObject* self, const char* method) {
     RefineRequest* req = reinterpret_cast<StatusObject*>(self)->st.refine;
     if (req == nullptr)
-        PyErr_Format(PyExc_RuntimeError,
-                     "status.%s is only available inside step of a Solver built with refine=True", method);
+        PyErr_Format(PyExc_RuntimeError, "status.%s is only available inside step of a Solver built with refine=True",
+                     method);
     return req;
 }
 // An integral factor >= 1 (XBraid's "Refinement factor smaller than one" is an error here).
@@ -110,8 +110,8 @@ PyObject* status_set_refinement_dts(PyObject* self, PyObject* arg) {
     RefineRequest* req = refine_request(self, "set_refinement_dts");
     if (req == nullptr) return nullptr;
     const Status& st = reinterpret_cast<StatusObject*>(self)->st;
-    py::object seq_obj =
-        py::reinterpret_steal<py::object>(PySequence_Fast(arg, "status.set_refinement_dts needs a sequence of step sizes"));
+    py::object seq_obj = py::reinterpret_steal<py::object>(
+        PySequence_Fast(arg, "status.set_refinement_dts needs a sequence of step sizes"));
     if (!seq_obj) return nullptr;
     struct {
         PyObject* p;
@@ -133,8 +133,8 @@ PyObject* status_set_refinement_dts(PyObject* self, PyObject* arg) {
     // The given steps must leave room for the last one (the rest of the interval).
     if (n > 0 && !(sum < st.tstop - st.tstart)) {
         const std::string msg = "status.set_refinement_dts: the " + std::to_string(n) + " step sizes sum to " +
-                                std::to_string(sum) + ", not less than the interval tstop - tstart = " +
-                                std::to_string(st.tstop - st.tstart);
+                                std::to_string(sum) +
+                                ", not less than the interval tstop - tstart = " + std::to_string(st.tstop - st.tstart);
         PyErr_SetString(PyExc_ValueError, msg.c_str());
         return nullptr;
     }

@@ -389,6 +389,8 @@ private:
     bool refine_grid();
     /// Every interval's factor and given step sizes, on every rank (index: the interval's right point).
     void gather_refine_factors(std::vector<int>& rf, std::vector<std::vector<double>>& dts);
+    /// Rank `root`'s part of them, broadcast.
+    void gather_refine_part(int root, std::vector<int>& rf, std::vector<std::vector<double>>& dts);
     /// The refined grid's times; new_of_old[i]: the new index of old point i.
     std::vector<double> refined_times(const std::vector<int>& rf, const std::vector<std::vector<double>>& dts,
                                       std::vector<int>& new_of_old) const;

@@ -24,8 +24,12 @@
 namespace pxb {
 
 namespace {
-int next_cpoint(int i, int cf) { return ((i + cf - 1) / cf) * cf; }
-int prior_cpoint(int i, int cf) { return (i / cf) * cf; }
+int next_cpoint(int i, int cf) {
+    return ((i + cf - 1) / cf) * cf;
+}
+int prior_cpoint(int i, int cf) {
+    return (i / cf) * cf;
+}
 }  // namespace
 
 void Engine::setup_refinement() {
@@ -45,8 +49,8 @@ void Engine::open_refine_request(int level, Phase phase) {
     // The factors come from the cycle's level-0 relaxation and restriction;
     // XBraid restores them around its access sweep and discards what the
     // refinement's own steps ask.
-    req.active = refine_.active && level == 0 && phase != Phase::access && phase != Phase::refine &&
-                 phase != Phase::state_query;
+    req.active =
+        refine_.active && level == 0 && phase != Phase::access && phase != Phase::refine && phase != Phase::state_query;
     req.rfactor = 0;
     req.dts.clear();
     status_.refine = &req;
@@ -105,50 +109,47 @@ bool Engine::refine_grid() {
 }
 
 void Engine::gather_refine_factors(std::vector<int>& rf, std::vector<std::vector<double>>& dts) {
-    // Every rank's factors and step sizes, on every rank: per point a factor
-    // (negative: sizes given), then the sizes of its flagged points.
+    // Every rank's factors and step sizes, on every rank (one rank's part at a time).
     rf.assign(static_cast<std::size_t>(gupper0_) + 1, 1);
     dts.assign(rf.size(), {});
+    for (int r = 0; r < comm_.size(); ++r) gather_refine_part(r, rf, dts);
+}
+
+void Engine::gather_refine_part(int root, std::vector<int>& rf, std::vector<std::vector<double>>& dts) {
+    // Rank `root`'s points: per point its factor (negative: sizes given), then
+    // the sizes of its flagged points, in order.
+    int lo = 0, hi = 0;
+    block_interval(gupper0_ + 1, comm_.size(), root, lo, hi);
+    if (hi < lo) return;
     const Level& g = levels_[0];
-    for (int r = 0; r < comm_.size(); ++r) {
-        int lo = 0, hi = 0;
-        block_interval(gupper0_ + 1, comm_.size(), r, lo, hi);
-        if (hi < lo) continue;
-        std::vector<double> head(static_cast<std::size_t>(hi - lo + 1));
-        std::vector<double> sizes;
-        if (r == comm_.rank()) {
-            for (int i = lo; i <= hi; ++i) {
-                const auto k = static_cast<std::size_t>(i - g.ilower);
-                const bool given = !refine_.dts[k].empty();
-                head[static_cast<std::size_t>(i - lo)] = given ? -refine_.rfactors[k] : refine_.rfactors[k];
-            }
-        }
-        comm_.bcast(head.data(), head.size(), r);
-        std::size_t nsizes = 0;
-        for (double h : head)
-            if (h < 0) nsizes += static_cast<std::size_t>(-h) - 1;
-        if (nsizes == 0) {
-            for (int i = lo; i <= hi; ++i) rf[static_cast<std::size_t>(i)] = static_cast<int>(head[std::size_t(i - lo)]);
-            continue;
-        }
-        sizes.resize(nsizes);
-        if (r == comm_.rank()) {
-            std::size_t at = 0;
-            for (int i = lo; i <= hi; ++i)
-                for (double d : refine_.dts[static_cast<std::size_t>(i - g.ilower)]) sizes[at++] = d;
-        }
-        comm_.bcast(sizes.data(), sizes.size(), r);
-        std::size_t at = 0;
+    const bool mine = root == comm_.rank();
+    std::vector<double> head(static_cast<std::size_t>(hi - lo + 1));
+    if (mine) {
         for (int i = lo; i <= hi; ++i) {
-            const double h = head[static_cast<std::size_t>(i - lo)];
-            rf[static_cast<std::size_t>(i)] = static_cast<int>(h < 0 ? -h : h);
-            if (h < 0) {
-                auto& d = dts[static_cast<std::size_t>(i)];
-                d.assign(sizes.begin() + static_cast<std::ptrdiff_t>(at),
-                         sizes.begin() + static_cast<std::ptrdiff_t>(at) + static_cast<std::ptrdiff_t>(-h - 1));
-                at += static_cast<std::size_t>(-h - 1);
-            }
+            const auto k = static_cast<std::size_t>(i - g.ilower);
+            head[static_cast<std::size_t>(i - lo)] =
+                refine_.dts[k].empty() ? refine_.rfactors[k] : -refine_.rfactors[k];
         }
+    }
+    comm_.bcast(head.data(), head.size(), root);
+    std::size_t nsizes = 0;
+    for (double h : head)
+        if (h < 0) nsizes += static_cast<std::size_t>(-h) - 1;
+    std::vector<double> sizes(nsizes);
+    if (mine) {
+        std::size_t at = 0;
+        for (int i = lo; i <= hi; ++i)
+            for (double d : refine_.dts[static_cast<std::size_t>(i - g.ilower)]) sizes[at++] = d;
+    }
+    if (nsizes > 0) comm_.bcast(sizes.data(), sizes.size(), root);
+    auto next = sizes.begin();
+    for (int i = lo; i <= hi; ++i) {
+        const double h = head[static_cast<std::size_t>(i - lo)];
+        rf[static_cast<std::size_t>(i)] = static_cast<int>(h < 0 ? -h : h);
+        if (h >= 0) continue;
+        const auto count = static_cast<std::ptrdiff_t>(-h - 1);
+        dts[static_cast<std::size_t>(i)].assign(next, next + count);
+        next += count;
     }
 }
 
