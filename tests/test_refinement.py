@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import pyxbraid as xb
 
@@ -176,3 +178,44 @@ def test_two_ranks_equal_one_rank(mpirun):
     assert (two["ntime"], two["iters"]) == (one["ntime"], one["iters"])
     assert two["norms"] == pytest.approx(one["norms"], rel=1e-12)
     assert two["states"] == pytest.approx(one["states"], rel=1e-13, abs=1e-300)
+
+
+@settings(derandomize=True, deadline=None, database=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ntime=st.integers(4, 40),
+    cfactor=st.integers(2, 4),
+    max_levels=st.integers(2, 5),
+    storage=st.sampled_from([-1, 0, 1]),
+    fmg=st.booleans(),
+    seed=st.integers(0, 10**6),
+    dts=st.booleans(),
+)
+def test_random_refinements_converge_to_sequential_stepping(ntime, cfactor, max_levels, storage, fmg, seed, dts):
+    # Factors 1..3 picked by (seed, index, refinement), the first two refinements only: whatever
+    # the grid becomes, the converged iterate is backward Euler stepped along it.
+    def factor(status):
+        if status.level != 0 or status.nrefine >= 2:
+            return None
+        r = 1 + (seed * 7919 + status.tindex * 104729 + status.nrefine * 31) % 3
+        if dts and r > 1:
+            dt = status.tstop - status.tstart
+            status.set_refinement_dts([dt / (r + 1)] * (r - 1))
+        return r
+
+    solver, result = solve(
+        Decay(factor=factor),
+        refine=True,
+        ntime=ntime,
+        cfactor=cfactor,
+        max_levels=max_levels,
+        storage=storage,
+        fmg=fmg,
+        max_iter=60,
+    )
+    times = np.asarray(solver.times)
+    assert result.ntime == len(times) - 1 >= ntime and np.all(np.diff(times) > 0)
+    assert times[0] == 0.0 and times[-1] == 5.0
+    if result.nlevels > 1:
+        assert result.converged
+    expected = np.cumprod(np.concatenate([[1.0], 1.0 / (1.0 + np.diff(times))]))
+    np.testing.assert_allclose(solver.local_states()[:, 0], expected, rtol=0, atol=1e-10)
