@@ -256,10 +256,14 @@ class Ex06(Ex01):
         else:
             x = x + dt * self.implicit_solve(x, tstart + dt, dt)
         u[0] = x
+        if self.refine_time:
+            self._ask_refinement(status)
+
+    def _ask_refinement(self, status):
         # ex-06 -refinet: halve the intervals whose estimate exceeds 2% of the last sync's maximum
         est = status.error_estimate
         largest = self.max_estimate[-1] if self.max_estimate else 0.0
-        if self.refine_time and status.level == 0 and status.iter > 1 and est > 0.02 * largest and est != -1.0:
+        if status.level == 0 and status.iter > 1 and est > 0.02 * largest and est != -1.0:
             status.set_rfactor(2)
 
     @staticmethod
