@@ -346,6 +346,7 @@ class Ex02(xb.App):
         super().__init__(shape=(nspace,))
         self.nspace = nspace
         self.rand_state = 1  # braid_Rand's per-process state
+        self.error_tol = None  # -refinet tol_e: ask for refinement from the error estimates
         self.syncs = []
 
     def _coarsens(self, level):
@@ -398,6 +399,11 @@ class Ex02(xb.App):
         for i in range(n - 2, 0, -1):
             v[i] = v[i] - g[i] * v[i + 1]
         u[:] = v
+        if self.error_tol is not None and status.level == 0:
+            # ex-02 -refinet: factor ceil(sqrt(estimate / tol)) where an estimate is available. A
+            # factor 0 (an estimate of exactly 0) is XBraid's error message, then 1: here 1 directly.
+            est = status.error_estimate
+            status.set_rfactor(max(1, math.ceil(math.sqrt(est / self.error_tol))) if est != -1.0 else 1)
 
     def _residual(self, ustop, r, status):
         tstop, dt = status.tstop, status.tstop - status.tstart
