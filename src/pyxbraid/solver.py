@@ -229,6 +229,7 @@ class Solver:
         self._engine._set_view_owner()
         self._solves = 0
         self._last: SolveResult | None = None
+        self._shown_ntime = ntime_v
         if opt.print_level >= 1 and comm.Get_rank() == 0:
             # A weak reference: the engine must not keep its solver alive.
             printer = weakref.WeakMethod(self._print_iteration)
@@ -797,6 +798,9 @@ class Solver:
             print(f"  Braid: || r_{it} || = {rnorm:1.6e}, wall time = {wall:1.2e}", flush=True)
         if full != -1.0:
             print(f"  Braid: Full || r_{it} || = {full:1.6e}", flush=True)
+        if self._engine.ntime != self._shown_ntime:  # this cycle refined the grid (refine=True)
+            self._shown_ntime = self._engine.ntime
+            print(f"  Braid: Temporal refinement occurred, {self._shown_ntime} time steps", flush=True)
 
     def _print_summary(self, r: SolveResult) -> None:
         print(

@@ -227,20 +227,26 @@ void Engine::end_of_iteration(bool& converged, SolveSummary& summary) {
     // XBraid: a cycle that refines tests no convergence and does not count as an iteration.
     const bool refined = refine_grid();
     summary.cycle_refined.push_back(refined ? 1 : 0);
-    if (refined) return;
+    if (refined) {
+        report_progress();  // XBraid prints the refining cycle's r_k too
+        return;
+    }
     if (sweep_.active()) sweep_.top_of_cycle(levels_[0], iter_, initial_status());
     converged = check_convergence(iter_);
-    if (on_iteration) {
-        IterationInfo info;
-        info.iter = iter_;
-        info.residual_norm = rnorm_at(iter_);
-        double reference = -1.0;
-        if (opt_.full_residual_norm) info.full_residual_norm = stopping_norm(iter_, reference);
-        info.wall_time = MPI_Wtime() - solve_start_;
-        on_iteration(info);
-    }
+    report_progress();
     if (sweep_.active()) sweep_.next_iteration(done_);
     ++iter_;
+}
+
+void Engine::report_progress() {
+    if (!on_iteration) return;
+    IterationInfo info;
+    info.iter = iter_;
+    info.residual_norm = rnorm_at(iter_);
+    double reference = -1.0;
+    if (opt_.full_residual_norm) info.full_residual_norm = stopping_norm(iter_, reference);
+    info.wall_time = MPI_Wtime() - solve_start_;
+    on_iteration(info);
 }
 
 void Engine::drive(SolveSummary& summary) {

@@ -435,6 +435,8 @@ private:
     void update_cycle(Cycle& c) const;
     bool cycle_move(Cycle& c);
     void end_of_iteration(bool& converged, SolveSummary& summary);
+    /// The progress hook of the cycle that just ended (a refining cycle's too).
+    void report_progress();
     void finish(SolveSummary& summary, bool sequential, bool converged);
     bool check_convergence(int iter);
     void check_divergence(int iter, double rnorm) const;
