@@ -219,3 +219,18 @@ def test_random_refinements_converge_to_sequential_stepping(ntime, cfactor, max_
         assert result.converged
     expected = np.cumprod(np.concatenate([[1.0], 1.0 / (1.0 + np.diff(times))]))
     np.testing.assert_allclose(solver.local_states()[:, 0], expected, rtol=0, atol=1e-10)
+
+
+def test_print_level_reports_the_refinement(capsys):
+    # XBraid's output: the refining cycle's r_k, the refinement, then the same k again
+    xb.Solver(Decay(factor=middle_once), tstart=0.0, tstop=5.0, ntime=40, refine=True, print_level=1).solve()
+    lines = [ln.strip() for ln in capsys.readouterr().out.splitlines() if "Braid:" in ln]
+    heads = [ln.split(" =")[0].split(",")[0] for ln in lines]
+    assert heads[:5] == [
+        "Braid: Begin simulation",
+        "Braid: || r_0 || not available",
+        "Braid: || r_1 ||",
+        "Braid: Temporal refinement occurred",
+        "Braid: || r_1 ||",
+    ]
+    assert lines[3] == "Braid: Temporal refinement occurred, 46 time steps"
