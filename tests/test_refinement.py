@@ -234,3 +234,15 @@ def test_print_level_reports_the_refinement(capsys):
         "Braid: || r_1 ||",
     ]
     assert lines[3] == "Braid: Temporal refinement occurred, 46 time steps"
+
+
+def test_a_second_solve_and_reset_keep_the_refined_grid():
+    solver, first = solve(Decay(factor=middle_once), refine=True)
+    again = solver.solve()  # warm restart: continues on the refined grid
+    assert (first.ntime, again.ntime, again.nrefine) == (46, 46, 1)
+    assert solver.state_at(46)[0] == pytest.approx(solver.local_states()[-1, 0], rel=0, abs=0)
+    solver.reset()
+    third = solver.solve()  # from init again, on the refined grid
+    assert third.ntime == 46 and third.converged
+    expected = np.cumprod(np.concatenate([[1.0], 1.0 / (1.0 + np.diff(np.asarray(solver.times)))]))
+    np.testing.assert_allclose(solver.local_states()[:, 0], expected, rtol=0, atol=1e-12)
