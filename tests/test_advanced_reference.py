@@ -115,3 +115,12 @@ def test_public_refinement_run_numbers():
     assert got["cycle_rnorms"][1:3] == pytest.approx([0.1310742133542689, 0.006789719930884322], rel=1e-12)
     assert len(got["t"]) == 299 and got["t"][-1] == 5.0
     assert got["solution"][-1] == pytest.approx(0.0075862890746359, rel=1e-13)
+
+
+def test_refinement_runs_three_ranks(mpirun):
+    # The 1-rank ex-01-refinement and ex-06 -refinet runs on 3 ranks: the same numbers
+    # (a new block distribution after each refinement; ex-02's random guesses are per rank).
+    ranks = mpirun.json(str(RUNNER), 3, timeout=300, args=["onerank=refine"])
+    expected = [r["id"] for r in ac.load_runs(nprocs=1) if r["feature"] == "refine" and r["program"] != "ex-02"]
+    assert ranks[0]["checked"] == expected and len(expected) == 13
+    assert ranks[0]["mismatches"] == []
