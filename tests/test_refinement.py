@@ -246,3 +246,16 @@ def test_a_second_solve_and_reset_keep_the_refined_grid():
     assert third.ntime == 46 and third.converged
     expected = np.cumprod(np.concatenate([[1.0], 1.0 / (1.0 + np.diff(np.asarray(solver.times)))]))
     np.testing.assert_allclose(solver.local_states()[:, 0], expected, rtol=0, atol=1e-12)
+
+
+def test_a_kept_status_cannot_refine_later():
+    kept = []
+
+    class Keeper(Decay):
+        def step(self, u, ustop, fstop, status):
+            super().step(u, ustop, fstop, status)
+            kept.append(status)
+
+    solve(Keeper(), refine=True)
+    with pytest.raises(RuntimeError, match="only available inside step"):
+        kept[-1].set_rfactor(2)

@@ -552,6 +552,7 @@ void PyApp::residual_any(CVec ustop, Vec r, const Status& st) {
     ViewRef rv{recycled_view(views_[0], r, true), &views_[0], memory_owner_.ptr()};
     PyObject* args[] = {sv.p, rv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(residual_.ptr(), args, 3, nullptr));
+    status_->refine = nullptr;  // a status kept past the call must not point into the engine
     if (res.p == nullptr) throw py::error_already_set();
     check_in_place("residual", res.p, rv.p);
 }
