@@ -28,15 +28,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _ranks import rows_on_ranks
+
 # one core per rank: the engine is single-threaded, and BLAS threads (numpy's dot products) only contend
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-HERE = Path(__file__).resolve().parent
 DEFAULT = ["single", "nested:6:8,1,1,1,1", "nested:4:6,2,1", "mgopt:2", "mgopt:6:0,1,8"]
 
 
@@ -169,24 +169,9 @@ def main() -> None:
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.worker:
-        rows = worker(args)
-        from mpi4py import MPI
-
-        if MPI.COMM_WORLD.Get_rank() == 0:
-            print("ROWS " + json.dumps(rows), flush=True)
+    rows = rows_on_ranks(args, worker, __file__)
+    if rows is None:  # a worker process
         return
-    if args.ranks == 1:
-        rows = worker(args)
-    else:
-        sys.path.insert(0, str(HERE.parent / "tests"))
-        from mpi_launch import find_mpiexec, mpi_env
-
-        cmd = [*find_mpiexec(), "-n", str(args.ranks), sys.executable, "-m", "mpi4py", __file__, "--worker"]
-        cmd += ["--depth", *map(str, args.depth), "--strategies", *args.strategies, "--seeds", *map(str, args.seeds)]
-        cmd += ["--mode", args.mode, "--target", str(args.target), "--max-epochs", str(args.max_epochs)]
-        job = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=mpi_env(), check=True)
-        rows = json.loads(next(line for line in job.stdout.splitlines() if line.startswith("ROWS "))[5:])
     print(table(rows, args.target))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

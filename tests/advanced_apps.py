@@ -317,6 +317,63 @@ class Bdf2(xb.App):
         return math.sqrt(u[0] ** 2 + u[1] ** 2)
 
 
+class Lorenz(xb.App):
+    """XBraid's ex-07: the Lorenz system with forward Euler and its Jacobian for the basis vectors.
+
+    ``step`` propagates ``status.basis_vectors`` (delta correction) by F = I + h J(u_old), as
+    ex-07's MatVec; ``init_basis`` gives the unit vectors; ``access`` records, per point, the
+    state, the local Lyapunov exponents and the basis (ex-07's ``ex-07-lv.out`` record).
+    """
+
+    SIGMA, RHO, BETA = 10.0, 28.0, 8.0 / 3.0
+    U0 = (9.614521163788712, 17.519127090401067, 13.94230712158098)
+
+    def __init__(self):
+        super().__init__(shape=(3,))
+        self.states = {}  # index -> state (final access)
+        self.records = {}  # index -> [exp_j, psi_j (3)] for j < rank, as ex-07 writes them
+        self.syncs = []  # (advanced_cases gathers every app's sync calls)
+
+    def init(self, t, u):
+        u[:] = self.U0
+
+    def init_basis(self, t, index, v):
+        v[index] = 1.0
+
+    def _jacobian_step(self, u, h):
+        s, r, b = self.SIGMA, self.RHO, self.BETA
+        x, y, z = float(u[0]), float(u[1]), float(u[2])
+        jac = ((-s, s, 0.0), (r - z, -1.0, -x), (y, x, -b))
+        # F = I + h J, entry by entry as ex-07's MatAxpy (h*J + I).
+        return [[h * jac[i][j] + (1.0 if i == j else 0.0) for j in range(3)] for i in range(3)]
+
+    def step(self, u, ustop, fstop, status):
+        h = status.tstop - status.tstart
+        basis = status.basis_vectors
+        f = self._jacobian_step(u, h) if basis else None
+        x, y, z = float(u[0]), float(u[1]), float(u[2])
+        k = (self.SIGMA * (y - x), x * (self.RHO - z) - y, x * y - self.BETA * z)
+        u[0] = h * k[0] + x
+        u[1] = h * k[1] + y
+        u[2] = h * k[2] + z
+        for psi in basis:
+            p = (float(psi[0]), float(psi[1]), float(psi[2]))
+            for i in range(3):
+                acc = 0.0
+                for j in range(3):
+                    acc += f[i][j] * p[j]
+                psi[i] = acc
+
+    def access(self, u, status):
+        self.states[status.tindex] = u.copy()
+        exps = status.lyapunov_exponents
+        rec = []
+        for j, psi in enumerate(status.basis_vectors):
+            rec.append(float(exps[j]))
+            rec.extend(float(v) for v in psi)
+        self.records[status.tindex] = rec
+
+
 def ex02_class(residual=False, coarsening=True):
     """An ``Ex02`` class with the user residual (``-res``) and coarsening.
 

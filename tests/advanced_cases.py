@@ -26,6 +26,7 @@ from advanced_apps import (
     Ex01Sync,
     Ex06,
     Heat2D,
+    Lorenz,
     ex02_class,
 )
 
@@ -51,6 +52,7 @@ RTOL = {
     "ex-01-refinement": 1e-12,
     "ex-06": 1e-12,
     "ex-03": 2e-6,
+    "ex-07": 1e-10,
 }
 ATOL_CAP = {"ex-03": 2e-13}
 
@@ -225,6 +227,31 @@ def _ex01_bdf2(run):
     return app, dict(tstart=0.0, tstop=tstop, ntime=ntime), opts
 
 
+def _ex07(run):
+    a = _args(run)
+    rank = int(a.get("-rank", ["3"])[0])
+    nrelax = int(a.get("-nu", ["0"])[0])
+    ml = int(a.get("-ml", ["3"])[0])
+    opts = dict(
+        max_levels=ml,
+        nrelax=nrelax if "-nu0" not in a else [int(a["-nu0"][0])] + [nrelax] * (ml - 1),
+        abs_tol=float(a.get("-tol", ["1e-6"])[0]),
+        cfactor=int(a.get("-cf", ["2"])[0]),
+        max_iter=int(a.get("-mi", ["100"])[0]),
+        fmg="-fmg" in a,
+        skip=False,
+    )
+    if rank > 0:
+        opts.update(
+            delta_rank=rank,
+            defer_delta=(int(a.get("-defer-lvl", ["0"])[0]), int(a.get("-defer-iter", ["0"])[0])),
+            lyapunov="-noLyap" not in a,
+            lyapunov_relax="-fcfLyap" in a,
+        )
+    tstop = math.log(10.0) / 0.9 * float(a.get("-tstop", ["4"])[0])
+    return Lorenz(), dict(tstart=0.0, tstop=tstop, ntime=int(a.get("-ntime", ["2048"])[0])), opts
+
+
 def _ex02(run, python_app=False):
     """ex-02: the native Heat1D, or (``python_app``) the Python App ``Ex02`` of advanced_apps."""
     a = _args(run)
@@ -265,6 +292,7 @@ BUILDERS = {
     "ex-01-refinement": _ex01_refinement,
     "ex-06": _ex06,
     "ex-03": _ex03,
+    "ex-07": _ex07,
 }
 
 
@@ -305,6 +333,7 @@ def execute(run, comm, python_app=False):
     rows = {int(solver.ilower + k): states[k] for k in range(len(states))}
     gathered = comm.gather(rows, root=0)
     syncs = comm.gather(getattr(app, "syncs", []), root=0)
+    records = comm.gather(getattr(app, "records", {}), root=0)
     if comm.Get_rank() == 0:
         all_rows = {i: u for part in gathered for i, u in part.items()}
         if run["program"] == "ex-02":
@@ -318,6 +347,8 @@ def execute(run, comm, python_app=False):
             ]
         elif isinstance(app, Bdf2):
             got["pairs_t_y"] = [[float(x) for x in all_rows[i]] for i in sorted(all_rows)]
+        elif isinstance(app, Lorenz):
+            _lorenz_results(got, all_rows, {i: r for part in records for i, r in part.items()})
         else:
             got["solution"] = [float(all_rows[i][0]) for i in sorted(all_rows)]
         got["syncs"] = {str(r): s for r, s in enumerate(syncs)}
@@ -338,6 +369,40 @@ def _ex06_access(app, comm, got):
         got["error"] = [merged[i][3] for i in keys]
         got["printed_final"] = final[0] if final else None
         got["max_estimate"] = app.max_estimate
+
+
+def _lorenz_results(got, rows, records):
+    """ex-07's output: states at N/4 steps, the access records (exponents, basis) and the exponent sums."""
+    n = max(rows)
+    got["state_at_index"] = {str(i): [float(x) for x in rows[i]] for i in (0, n // 4, n // 2, 3 * n // 4, n)}
+    got["lyap_record_at_final_index"] = records[n]
+    got["lyap_record_at_index_1"] = records[1]
+    rank = len(records[n]) // 4
+    # summed in index order over all ranks' records, as the recording summed the files
+    got["sum_local_exponents"] = [math.fsum(records[i][4 * j] for i in sorted(records)) for j in range(rank)]
+
+
+def _compare_lorenz(run, got, name):
+    """ex-07's values: printed with %.14e (15 digits); the exponent sums over 1024 printed terms."""
+    bad = []
+    extra = run.get("extra", {})
+    for key, rtol in (
+        ("state_at_index", 1e-12),
+        ("lyap_record_at_final_index", 1e-12),
+        ("lyap_record_at_index_1", 1e-12),
+        ("sum_local_exponents", 1e-11),
+    ):
+        ref = run.get(key, extra.get(key))
+        if ref is None:
+            continue
+        mine = got[key]
+        if isinstance(ref, dict):
+            pairs = [(a, b) for i in ref for a, b in zip(mine[i], ref[i], strict=True)]
+        else:
+            pairs = list(zip(mine, ref, strict=True)) if len(mine) == len(ref) else [(1.0, None)]
+        if not all(_close(a, b, rtol, 1e-14) for a, b in pairs):
+            bad.append(f"{name}: {key} {mine} != {ref}")
+    return bad
 
 
 def _close(a, b, rtol, atol=0.0, cap=math.inf):
@@ -411,6 +476,8 @@ def compare(run, got):
         )
         if not ok:
             bad.append(f"{name}: error norms {got['error_norm_per_time_index']} != {run['error_norm_per_time_index']}")
+    if run["program"] == "ex-07":
+        bad += _compare_lorenz(run, got, name)
     if "syncs" in run:
         # XBraid's sync status: caller, iteration, level, done (then nrefine, which stays 0 here, and gupper)
         recorded = {rank: [s[:4] for s in calls] for rank, calls in run["syncs"].items()}

@@ -21,6 +21,7 @@ FEATURES = {
     "refine": ["refine"],
     "richardson": ["richardson"],
     "shell": ["shell"],
+    "delta": ["delta"],
 }
 ONE_RANK = [r for r in ac.load_runs(nprocs=1) if r["feature"] in sum(FEATURES.values(), [])]
 
@@ -44,6 +45,7 @@ PUBLIC = {
     "e_frefine": "ex-01-refinement",
     "b_richardson": "ex-06",
     "g_bdf2_shell": "ex-01-expanded-bdf2",
+    "d_delta_correction": "ex-07",
 }
 
 
@@ -63,6 +65,18 @@ def test_public_shell_run_two_ranks(mpirun):
     if not runs:
         pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
     ranks = mpirun.json(str(RUNNER), 2, timeout=300, args=["public=g_bdf2_shell"])
+    assert ranks[0]["checked"] == [r["id"] for r in runs]
+    assert ranks[0]["mismatches"] == []
+
+
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_public_delta_run_several_ranks(mpirun, nprocs):
+    # The public run 23 (ex-07, recorded on 1 rank) replayed on 2 and 3 ranks: the basis
+    # vectors travel with the states; the same numbers (residuals to 1e-10, states, exponents).
+    runs = ac.public_runs("d_delta_correction")
+    if not runs:
+        pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
+    ranks = mpirun.json(str(RUNNER), nprocs, timeout=300, args=["public=d_delta_correction"])
     assert ranks[0]["checked"] == [r["id"] for r in runs]
     assert ranks[0]["mismatches"] == []
 

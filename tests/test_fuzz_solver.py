@@ -76,6 +76,11 @@ OPTIONS = {
     "virtual_latency": st.floats(-1e-6, 1e-3),
     "virtual_bandwidth": st.floats(-1.0, 1e10),
     "virtual_step_cost": st.one_of(st.none(), st.floats(-1e-6, 1e-3)),
+    "delta_rank": st.integers(-1, 3),
+    "defer_delta_level": st.integers(-1, 3),
+    "defer_delta_iter": st.integers(-1, 3),
+    "lyapunov": st.booleans(),
+    "lyapunov_relax": st.booleans(),
 }
 
 
@@ -142,6 +147,53 @@ def test_solver_options(kwargs, ntime):
     if solver.nlevels == 1 and not kwargs.get("relax_only_cg"):
         # one level is sequential marching: exact
         assert float(solver.state_at(ntime)[0]) == pytest.approx(_sequential(-1.0, solver.times), rel=1e-14)
+
+
+class Rotation(xb.App):
+    """u' = A u (a damped rotation) by forward Euler, with the step's Jacobian for the basis vectors."""
+
+    A = np.array([[-0.1, 1.0], [-1.0, -0.1]])
+
+    def __init__(self):
+        super().__init__(shape=(2,))
+
+    def init(self, t, u):
+        u[:] = (1.0, 0.0) if t == 0.0 else (0.3, 0.2)
+
+    def init_basis(self, t, index, v):
+        v[index] = 1.0
+
+    def step(self, u, ustop, fstop, status):
+        f = np.eye(2) + status.dt * self.A
+        u[:] = f @ u
+        for psi in status.basis_vectors:
+            psi[:] = f @ psi
+
+
+DELTA_OPTIONS = ("delta_rank", "defer_delta_level", "defer_delta_iter", "lyapunov", "lyapunov_relax")
+
+
+@FUZZ
+@given(option_sets(), st.sampled_from(DELTA_OPTIONS), st.integers(2, 40))
+def test_delta_options(kwargs, delta_option, ntime):
+    # Delta correction with any other options: a named error, or the sequential solution on convergence
+    kwargs.setdefault(delta_option, 1)
+    kwargs.setdefault("delta_rank", 2)
+    app = Rotation()
+    try:
+        solver = xb.Solver(app, 0.0, 4.0, ntime, comm=COMM, **kwargs)
+    except (TypeError, ValueError) as exc:
+        assert _names_culprit(exc, kwargs), f"{type(exc).__name__}: {exc} (given {kwargs})"
+        return
+    result = solver.solve()
+    norms = result.residual_norms
+    assert 0 <= result.iterations <= kwargs.get("max_iter", 100) and len(norms) == result.iterations
+    if result.converged and result.iterations and not kwargs.get("relax_only_cg") and np.isfinite(norms[-1]):
+        u = np.array([1.0, 0.0])
+        for t0, t1 in zip(solver.times[:-1], solver.times[1:], strict=True):
+            u = (np.eye(2) + (t1 - t0) * Rotation.A) @ u
+        bound = max(1e-6, 10 * (ntime + 1) * float(norms[-1]))
+        assert np.abs(solver.state_at(ntime) - u).max() <= bound
 
 
 grid_values = st.one_of(

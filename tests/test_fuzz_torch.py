@@ -108,3 +108,42 @@ def test_layer_parallel_arguments(kwargs):
         bound = 1e-12 if lp.mode == "serial" else max(1e-9, 1e3 * tol)
         error = float((uT.detach() - reference).abs().max())
         assert error <= bound * max(1.0, float(reference.abs().max())), (error, kwargs)
+
+
+HIERARCHY_ARGUMENTS = {
+    "levels": st.integers(-1, 5),
+    "restriction": st.sampled_from(["average", "inject", "mean"]),
+    "prolongation": st.sampled_from(["linear", "constant", "cubic"]),
+}
+
+
+@FUZZ
+@given(
+    st.sampled_from([4, 6, 8]),
+    st.fixed_dictionaries(
+        {}, optional={name: st.one_of(value, value, junk) for name, value in HIERARCHY_ARGUMENTS.items()}
+    ),
+    st.one_of(st.integers(-1, 3), junk),
+)
+def test_hierarchy_arguments(depth, kwargs, level):
+    """pyxbraid.torch.Hierarchy: builds and transfers exactly (constant blocks), or names what it refuses."""
+    from pyxbraid.torch import Hierarchy
+
+    lp = LayerParallel(lambda k: make_block(0), depth, comm=MPI.COMM_SELF, mode="serial")  # every block alike
+    try:
+        h = Hierarchy(lp, **kwargs)
+    except (TypeError, ValueError) as exc:
+        assert any(name in str(exc) for name in kwargs), f"{type(exc).__name__}: {exc} (given {kwargs})"
+        return
+    assert [m.depth for m in h.lps] == [depth // 2**i for i in range(h.levels)]
+    try:
+        h.restrict(level)
+        h.prolong(level)
+    except ValueError as exc:
+        assert "level must be an integer" in str(exc), exc
+        return
+    # blocks constant in t: both transfers give them back exactly (linear: 1.25 c - 0.25 c at the ends)
+    expected = make_block(0).state_dict()
+    for k in range(depth):
+        for name, value in lp.layer(k).state_dict().items():
+            assert torch.allclose(value, expected[name], rtol=1e-15, atol=1e-15), (k, name)

@@ -60,6 +60,9 @@ INT_OPTIONS = [
     "storage",
     "access_level",
     "print_level",
+    "delta_rank",
+    "defer_delta_level",
+    "defer_delta_iter",
 ]
 
 

@@ -127,6 +127,19 @@ def test_refused_combinations(opts, message):
         xb.Solver(app, tstart=0.0, tstop=5.0, ntime=40, refine=True, **opts)
 
 
+def test_refused_with_delta_correction():
+    # refine=True with delta_rank > 0 is not checked against XBraid: refused, naming both.
+    class WithBasis(Decay):
+        def init_basis(self, t, index, v):
+            v[0] = 1.0
+
+        def inner_product(self, u, v):
+            return float(u[0] * v[0])
+
+    with pytest.raises(ValueError, match=r"delta_rank=1 cannot be combined with refine=True"):
+        xb.Solver(WithBasis(), tstart=0.0, tstop=5.0, ntime=40, refine=True, delta_rank=1)
+
+
 def test_refused_with_adjoint_and_options_need_refine():
     with pytest.raises(ValueError, match=r"max_refinements.*refine"):
         xb.Solver(Decay(), tstart=0.0, tstop=5.0, ntime=40, max_refinements=3)

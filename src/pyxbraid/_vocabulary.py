@@ -298,6 +298,57 @@ OPTIONS: tuple[Option, ...] = (
         requires="richardson|error_estimation",
     ),
     Option(
+        "delta_rank",
+        "int",
+        0,
+        "low-rank Delta correction of this rank on coarse levels (0: off)",
+        "braid_SetDeltaCorrection",
+        minimum=0,
+        section="delta correction",
+        details="Every state carries ``delta_rank`` basis vectors (``init_basis`` on level 0, orthonormalized "
+        "with ``inner_product``) that ``step`` must propagate in place by the step's Jacobian "
+        "(``status.basis_vectors``). On coarse levels the step becomes Phi_c(u) + tau + Delta(u) with "
+        "Delta ~ (Phi_f^m - Phi_c) projected on the basis, as XBraid's ex-07. Not with the adjoint, "
+        "``step_batch``, shells, ``periodic``, a user ``residual`` or ``full_residual_norm``, nor (not yet "
+        "checked against XBraid) spatial coarsening, ``richardson`` or ``error_estimation``; float64 states only.",
+    ),
+    Option(
+        "defer_delta_level",
+        "int",
+        0,
+        "Delta correction only on levels above this one (basis vectors propagated from it on)",
+        "braid_SetDeferDelta",
+        minimum=0,
+        section="delta correction",
+    ),
+    Option(
+        "defer_delta_iter",
+        "int",
+        0,
+        "Delta correction only from this iteration on",
+        "braid_SetDeferDelta",
+        minimum=0,
+        section="delta correction",
+    ),
+    Option(
+        "lyapunov",
+        "bool",
+        False,
+        "estimate Lyapunov vectors on the coarsest level and in interpolation; local exponents in access",
+        "braid_SetLyapunovEstimation",
+        section="delta correction",
+        details="Also computes local Lyapunov exponents in the final FC sweep (``status.lyapunov_exponents`` "
+        "at level-0 C-points in ``access``), as XBraid's ex-07 (exponents = lyapunov or lyapunov_relax).",
+    ),
+    Option(
+        "lyapunov_relax",
+        "bool",
+        False,
+        "also propagate the basis vectors in FC-relaxation (XBraid's relax argument, ex-07's -fcfLyap)",
+        "braid_SetLyapunovEstimation",
+        section="delta correction",
+    ),
+    Option(
         "batch_size",
         "int",
         0,
@@ -467,6 +518,20 @@ CALLBACKS: tuple[Callback, ...] = (
         "a norm of u (default: the Euclidean 2-norm)",
         "braid_PtFcnSpatialNorm",
         counter="norm",
+    ),
+    Callback(
+        "init_basis",
+        "init_basis(t, index, v)",
+        "fill v with basis vector number index at time t (delta correction; linearly independent)",
+        "braid_PtFcnInitBasis",
+        counter="init_basis",
+    ),
+    Callback(
+        "inner_product",
+        "inner_product(u, v) -> float",
+        "an inner product of u and v (delta correction; default: the Euclidean dot product)",
+        "braid_PtFcnInnerProd",
+        counter="inner_product",
     ),
     Callback("access", "access(u, status)", "look at a state (read-only)", "braid_PtFcnAccess", counter="access"),
     Callback(

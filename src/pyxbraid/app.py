@@ -281,7 +281,47 @@ class App:
         raise NotImplementedError
 
     def access(self, u: np.ndarray, status: Status) -> None:
-        """Look at the state ``u`` at time ``status.t`` (optional; read-only)."""
+        """Look at the state ``u`` at time ``status.t`` (optional; read-only).
+
+        With ``delta_rank > 0``, ``status.basis_vectors`` is the point's basis
+        (read-only views) and ``status.lyapunov_exponents`` its local Lyapunov
+        exponents (zeros where none are provided).
+        """
+        raise NotImplementedError
+
+    def init_basis(self, t: float, index: int, v: np.ndarray) -> None:
+        """Fill ``v`` with basis vector number ``index`` at time ``t`` (delta correction; XBraid's InitBasis).
+
+        Needed for ``delta_rank > 0``: called with index 0..delta_rank-1 where
+        :meth:`init` is called (level-0 C-points); the vectors must be
+        linearly independent (the solver orthonormalizes them with
+        :meth:`inner_product`).
+
+        Parameters
+        ----------
+        t : float
+            Time of the point.
+        index : int
+            Which basis vector (0-based).
+        v : numpy.ndarray
+            Writable float64 view of shape ``self.shape``, zero on entry (out).
+        """
+        raise NotImplementedError
+
+    def inner_product(self, u: np.ndarray, v: np.ndarray) -> float:
+        """Return an inner product of ``u`` and ``v`` (delta correction; default: Euclidean dot product).
+
+        Parameters
+        ----------
+        u, v : numpy.ndarray
+            Read-only views of shape ``self.shape``.
+
+        Returns
+        -------
+        float
+            The inner product; it also defines the norm of the Gram-Schmidt
+            orthonormalization and so the local Lyapunov exponents.
+        """
         raise NotImplementedError
 
     def spatial_norm(self, u: np.ndarray) -> float:

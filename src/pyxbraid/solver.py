@@ -119,6 +119,15 @@ class SolveResult:
     cycle_residual_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
+def _defer_delta(value: Any, level: int, iteration: int) -> tuple[int, int]:
+    """``defer_delta=(level, iteration)`` checked, as the two options it stands for."""
+    if level != 0 or iteration != 0:
+        raise ValueError("give defer_delta=(level, iteration) or defer_delta_level / defer_delta_iter, not both")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(f"defer_delta must be a pair (level, iteration) of integers >= 0, got {value!r}")
+    return value[0], value[1]
+
+
 class Solver:
     """Parallel-in-time MGRIT solver with XBraid's semantics.
 
@@ -139,6 +148,9 @@ class Solver:
     times : array_like, optional
         A user time grid of ``ntime + 1`` strictly increasing values
         (XBraid's braid_SetTimeGrid).
+    defer_delta : tuple of int, optional
+        ``(level, iteration)``: XBraid's braid_SetDeferDelta in one argument,
+        the same as ``defer_delta_level=level, defer_delta_iter=iteration``.
     {options}
 
     Examples
@@ -160,6 +172,7 @@ class Solver:
         *,
         comm: Any = None,
         times: Sequence[float] | np.ndarray | None = None,
+        defer_delta: tuple[int, int] | None = None,
         # BEGIN GENERATED options-signature (codegen/generate.py from _vocabulary.py)
         max_levels: int = 30,
         min_coarse: int = 2,
@@ -188,6 +201,11 @@ class Solver:
         tpoints_cutoff: int = 2147483646,
         incr_max_levels: bool = False,
         local_order: int = 2,
+        delta_rank: int = 0,
+        defer_delta_level: int = 0,
+        defer_delta_iter: int = 0,
+        lyapunov: bool = False,
+        lyapunov_relax: bool = False,
         batch_size: int = 0,
         access_level: int = 1,
         print_level: int = 0,
@@ -213,6 +231,11 @@ class Solver:
         self._app = app
         args = dict(locals())
         del args["self"], args["comm"], args["app"], args["tstart"], args["tstop"], args["ntime"], args["times"]
+        del args["defer_delta"]
+        if defer_delta is not None:
+            args["defer_delta_level"], args["defer_delta_iter"] = _defer_delta(
+                defer_delta, defer_delta_level, defer_delta_iter
+            )
         # Agree before any collective: a rank that rejects its arguments must
         # not leave the others waiting inside the engine's construction.
         with _Agreed(comm, "Solver arguments"):
@@ -390,6 +413,11 @@ class Solver:
                 "that step_batch grouped (define both, or neither)"
             )
         Solver._set_shell(native, app, adjoint)
+        if app._overrides("init_basis") or app._overrides("inner_product"):
+            native.set_basis(
+                app.init_basis if app._overrides("init_basis") else None,
+                app.inner_product if app._overrides("inner_product") else None,
+            )
         if app._overrides("sync"):
             native.set_sync(app.sync)
         Solver._set_spatial(app, native, adjoint)
@@ -677,6 +705,11 @@ class Solver:
             raise NotImplementedError(
                 f"{what} is not available for apps with shells ({type(self._app).__name__}.shell_shape="
                 f"{self._shell_shape}): an iterate would have to carry the shells of the unstored points"
+            )
+        if self._options.delta_rank > 0:
+            raise NotImplementedError(
+                f"{what} is not available with delta correction (delta_rank={self._options.delta_rank}): "
+                "an iterate would have to carry the basis vectors of every point"
             )
 
     def gradient(self, reduce: bool = True) -> Any:

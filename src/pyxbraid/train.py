@@ -40,6 +40,10 @@ Examples
 
 ``mpiexec -n 2 python -m mpi4py -m pyxbraid.train digits --metrics digits.json`` (defaults: 16 blocks,
 width 8, T = 2, float64, exact layer-parallel MGRIT with 2 levels and cfactor 4; Adam, batch 64, 10 epochs)
+
+``python -m pyxbraid.train digits --depth 32 --strategy nested --levels 4 --coarse-epochs 2 --target-accuracy 0.97``
+(nested iteration over the torch blocks: :class:`pyxbraid.torch.Hierarchy`; the same metrics as peaks;
+``--strategy mgopt`` is not available for digits)
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "serial": dict(optimizer="adam", epochs=20, batch_size="100", max_iter=None),
     "one-shot": dict(optimizer="lbfgs", epochs=150, batch_size="full", max_iter=2),
 }
+# One-shot with mini-batches: residual-driven iterations and a switch to exact solves when training stalls.
+ADAPTIVE: dict[str, Any] = dict(rel_tol=1e-2, max_iter=20, switch_to_exact=2)
 # What a rank reports in one line (exit status 1); anything else raises with its traceback.
 _FAILURES = (PyxbraidError, OSError, ValueError, TypeError, FloatingPointError)
 LEARNING_RATES = {"adam": 0.01, "sgd": 0.01, "lbfgs": 1.0}  # L-BFGS: the line search's first step
@@ -187,13 +193,16 @@ def _peaks_arguments(p: argparse.ArgumentParser) -> None:
         choices=MODES,
         default="parallel",
         help="parallel: exact layer-parallel (MGRIT and adjoint converged); one-shot: max-iter MGRIT "
-        "iterations per step, warm-restarted (inexact gradients); serial: forward/backprop",
+        "iterations per step, warm-restarted (inexact gradients; with a mini-batch --batch-size: adaptive, "
+        "see --rel-tol); serial: forward/backprop",
     )
-    p.add_argument("--optimizer", choices=["adam", "sgd", "lbfgs"], help="default: adam (lbfgs for one-shot)")
+    p.add_argument(
+        "--optimizer", choices=["adam", "sgd", "lbfgs"], help="default: adam (lbfgs for full-batch one-shot)"
+    )
     p.add_argument(
         "--epochs",
         type=_integer(1),
-        help="passes over the data (default 20; 150 for one-shot, where an epoch is one full-batch step)",
+        help="passes over the data (default 20; 150 for full-batch one-shot, where an epoch is one step)",
     )
     p.add_argument("--batch-size", type=_batch_size, help="mini-batch size or 'full' (default 100; full for one-shot)")
     p.add_argument(
@@ -237,7 +246,21 @@ def _peaks_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-iter",
         type=_integer(1),
-        help="MGRIT iterations (one-shot: per step, default 2; parallel: the limit, default 100)",
+        help="MGRIT iterations (one-shot: per step, default 2; parallel, and one-shot with mini-batches: the "
+        "limit, default 100 / 20)",
+    )
+    p.add_argument(
+        "--rel-tol",
+        type=_fraction,
+        help="one-shot with mini-batches (adaptive): MGRIT and its adjoint iterate until their residuals are "
+        f"below this fraction of the first iteration's, at most --max-iter (default {ADAPTIVE['rel_tol']:g}; "
+        f"--max-iter {ADAPTIVE['max_iter']})",
+    )
+    p.add_argument(
+        "--switch-to-exact",
+        type=_integer(1),
+        help="one-shot with mini-batches: continue in the exact mode once this many epochs in a row brought no "
+        f"better training loss (default {ADAPTIVE['switch_to_exact']})",
     )
     p.add_argument(
         "--strategy",
@@ -310,6 +333,28 @@ def _digits_arguments(p: argparse.ArgumentParser) -> None:
         default="tstop",
         help="weights of coarse MGRIT steps: the fine layer ending there, or the mean of the layers spanned",
     )
+    p.add_argument(
+        "--strategy",
+        choices=["single", "nested", "mgopt"],
+        default="single",
+        help="single: the network alone; nested: nested iteration over networks of depth depth, depth/2, ... "
+        "(coarsest first; pyxbraid.torch.Hierarchy); mgopt: not available for digits yet (refused)",
+    )
+    p.add_argument(
+        "--levels",
+        type=_integer(1, 31),
+        help="networks in the hierarchy of --strategy nested (default 3); --depth must be divisible by 2**(levels - 1)",
+    )
+    p.add_argument(
+        "--coarse-epochs",
+        type=_integer(0),
+        help="--strategy nested: epochs on each coarse network (default: --epochs)",
+    )
+    p.add_argument(
+        "--target-accuracy",
+        type=_fraction,
+        help="stop at the first epoch whose validation accuracy is >= this (a number in (0, 1]; default: none)",
+    )
     p.add_argument("--seed", type=_integer(0), default=0, help="initialisation, data split and shuffling (default 0)")
     p.add_argument("--threads", type=_integer(1, 1024), default=1, help="torch threads per rank")
     p.add_argument("--out", default="pyxbraid-digits", help="directory for plots and the model (model.pt)")
@@ -361,12 +406,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main_peaks(comm: Any, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     rank = comm.Get_rank()
     defaults = DEFAULTS[args.mode]
-    optimizer_name: str = args.optimizer or defaults["optimizer"]
-    epochs: int = args.epochs if args.epochs is not None else defaults["epochs"]
     batch = args.batch_size if args.batch_size is not None else defaults["batch_size"]
     batch_size = None if batch == "full" else int(batch)
+    adaptive = args.mode == "one-shot" and batch_size is not None
+    if adaptive:  # mini-batch one-shot trains like the exact mode: Adam, epochs over mini-batches
+        defaults = {**defaults, **{k: DEFAULTS["parallel"][k] for k in ("optimizer", "epochs")}}
+    optimizer_name: str = args.optimizer or defaults["optimizer"]
+    epochs: int = args.epochs if args.epochs is not None else defaults["epochs"]
     lr = args.lr if args.lr is not None else LEARNING_RATES[optimizer_name]
     max_iter: int | None = args.max_iter if args.max_iter is not None else defaults["max_iter"]
+    if not adaptive:
+        for flag, value in (("--rel-tol", args.rel_tol), ("--switch-to-exact", args.switch_to_exact)):
+            if value is not None:
+                parser.error(f"{flag} needs --mode one-shot with a mini-batch --batch-size")
+    else:
+        max_iter = args.max_iter if args.max_iter is not None else ADAPTIVE["max_iter"]
+        for key in ("rel_tol", "switch_to_exact"):
+            if getattr(args, key) is None:
+                setattr(args, key, ADAPTIVE[key])
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
     if args.strategy == "single" and args.levels not in (None, 1):
@@ -422,6 +479,7 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
             f"--depth {args.depth} gives {args.depth + 1} time points, fewer than the {size} ranks; use more "
             "residual blocks or fewer ranks"
         )
+    levels = _digits_levels(comm, parser, args)
     digits = _import_digits(comm)
     if digits is None:
         return 1
@@ -440,6 +498,10 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
         coarse=args.coarse,
         seed=args.seed,
         threads=args.threads,
+        strategy=args.strategy,
+        levels=levels,
+        coarse_epochs=args.coarse_epochs,
+        target_accuracy=args.target_accuracy,
     )
     out = Path(args.out)
     try:
@@ -455,6 +517,27 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
     except _FAILURES as exc:
         print(f"pyxbraid-train: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
         return 1
+
+
+def _digits_levels(comm: Any, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Return the hierarchy's levels of a digits run (1 for single); a usage error for what does not fit."""
+    if args.strategy == "mgopt":
+        parser.error(
+            "--strategy mgopt is not available for digits: MG/Opt is implemented for the native and numpy layers "
+            "(pyxbraid.nn.MGOpt, pyxbraid-train peaks), not yet for torch blocks; use single or nested"
+        )
+    if args.strategy == "single" and args.levels not in (None, 1):
+        parser.error(f"--levels {args.levels} needs --strategy nested")
+    if args.coarse_epochs is not None and args.strategy != "nested":
+        parser.error("--coarse-epochs needs --strategy nested")
+    if args.strategy == "single":
+        return 1
+    levels = 3 if args.levels is None else args.levels
+    try:
+        check_levels(levels, args.depth, comm.Get_size())
+    except ValueError as exc:
+        parser.error(f"--levels: {exc}")
+    return levels
 
 
 def _import_digits(comm: Any) -> Any:
@@ -528,6 +611,10 @@ def _run(
         layer_parallel = dict(
             max_levels=args.max_levels, cfactor=args.cfactor, max_iter=max_iter, one_shot=args.mode == "one-shot"
         )
+        if args.rel_tol is not None:  # adaptive one-shot (mini-batches)
+            layer_parallel.update(
+                rel_tol=args.rel_tol, rel_tol_adjoint=args.rel_tol, switch_to_exact=args.switch_to_exact
+            )
     strategy: Any = args.strategy
     if args.strategy == "nested":
         levels = 3 if args.levels is None else args.levels
@@ -563,7 +650,13 @@ def _run(
     )
     if rank == 0:
         print(
-            f"pyxbraid-train: {args.dataset} on {comm.Get_size()} rank(s), mode {args.mode}; {net!r}, "
+            f"pyxbraid-train: {args.dataset} on {comm.Get_size()} rank(s), mode {args.mode}"
+            + (
+                f" (adaptive: rel-tol {args.rel_tol:g}, switch to exact after {args.switch_to_exact})"
+                if args.rel_tol is not None
+                else ""
+            )
+            + f"; {net!r}, "
             f"{net.num_parameters} parameters; {optimizer!r}, {epochs} epochs, batch {batch_size or 'full'}",
             flush=True,
         )
@@ -612,6 +705,7 @@ def _run(
             coarse_gradient_evaluations_weighted=evaluations["coarse_weighted"],
             gradient_evaluations_per_level=evaluations["per_level"],
             level_histories=[h.as_dict() for h in trainer.level_histories],
+            switched_to_exact_at=trainer.switched_to_exact_at,
             ranks=comm.Get_size(),
             settings=settings,
             history=history.as_dict(),
@@ -630,6 +724,8 @@ def _run(
                 + f"; {evaluations['fine']} fine gradient evaluations, coarse ones worth "
                 f"{evaluations['coarse_weighted']:g} fine ({trainer.strategy.name})"
             )
+        if trainer.switched_to_exact_at is not None:
+            print(f"one-shot training stalled after epoch {trainer.switched_to_exact_at}: continued in the exact mode")
         print(
             f"training accuracy {train_acc:.4f} (loss {train_loss:.4f}), validation accuracy {val_acc:.4f} "
             f"(loss {val_loss:.4f}); training took {wall:.2f} s on {comm.Get_size()} rank(s)"

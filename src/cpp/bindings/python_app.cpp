@@ -22,6 +22,10 @@ namespace {
 
 struct StatusObject {
     PyObject_HEAD Status st;
+    // What the basis views need (delta correction), set by the owning PyApp.
+    const std::vector<Py_ssize_t>* shape;
+    PyObject* memory_owner;  ///< borrowed: the engine's storage (a status is read during its call only)
+    bool basis_writable;     ///< step: propagate in place; access: read-only
 };
 
 PyTypeObject* g_status_type = nullptr;
@@ -67,6 +71,45 @@ PyObject* status_phase(PyObject* self, void*) {
     PyObject* name = g_phase_names[p];
     Py_INCREF(name);
     return name;
+}
+PyObject* status_basis_vectors(PyObject* self, void*) {
+    // Built on demand: steps whose app does not read them cost no arrays.
+    auto* obj = reinterpret_cast<StatusObject*>(self);
+    const Status& st = obj->st;
+    PyObject* list = PyList_New(st.basis_rank);
+    if (list == nullptr || st.basis_rank == 0) return list;
+    std::size_t n = 1;
+    for (Py_ssize_t d : *obj->shape) n *= static_cast<std::size_t>(d);
+    for (int j = 0; j < st.basis_rank; ++j) {
+        std::byte* data = st.basis + static_cast<std::size_t>(j) * n * sizeof(double);
+        PyObject* arr = PyArray_NewFromDescr(
+            &PyArray_Type, PyArray_DescrFromType(NPY_FLOAT64), static_cast<int>(obj->shape->size()),
+            const_cast<npy_intp*>(reinterpret_cast<const npy_intp*>(obj->shape->data())), nullptr, data,
+            obj->basis_writable ? NPY_ARRAY_CARRAY : NPY_ARRAY_CARRAY_RO, nullptr);
+        if (arr == nullptr) {
+            Py_DECREF(list);
+            return nullptr;
+        }
+        if (obj->memory_owner != nullptr) {
+            Py_INCREF(obj->memory_owner);
+            if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(arr), obj->memory_owner) < 0) {
+                Py_DECREF(arr);
+                Py_DECREF(list);
+                return nullptr;
+            }
+        }
+        PyList_SET_ITEM(list, j, arr);
+    }
+    return list;
+}
+PyObject* status_lyapunov_exponents(PyObject* self, void*) {
+    const Status& st = reinterpret_cast<StatusObject*>(self)->st;
+    npy_intp dims[1] = {st.basis_rank};
+    PyObject* arr = PyArray_ZEROS(1, dims, NPY_FLOAT64, 0);
+    if (arr == nullptr || st.lyapunov_exponents == nullptr) return arr;
+    auto* out = static_cast<double*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(arr)));
+    for (int j = 0; j < st.basis_rank; ++j) out[j] = st.lyapunov_exponents[j];
+    return arr;
 }
 PyObject* status_error_estimates(PyObject* self, void*) {
     // A copy: the engine's array changes with the next restriction.
@@ -155,6 +198,14 @@ PyMethodDef status_methods[] = {
 };
 PyGetSetDef status_getset[] = {
     {"dt", status_dt, nullptr, "tstop - tstart.", nullptr},
+    {"basis_vectors", status_basis_vectors, nullptr,
+     "Delta correction: in step, the basis vectors to replace in place by the step's Jacobian applied to them "
+     "(empty when none are propagated); in access, the point's basis (read-only). A new list of views per read.",
+     nullptr},
+    {"lyapunov_exponents", status_lyapunov_exponents, nullptr,
+     "Delta correction, access: the local Lyapunov exponents at this point (0 where not provided: F-points, "
+     "index 0, lyapunov off).",
+     nullptr},
     {"error_estimates", status_error_estimates, nullptr,
      "sync: this rank's Richardson error estimates at its level-0 points (a new float64 array, -1.0 where not "
      "available; empty without error_estimation or outside sync).",
@@ -220,6 +271,9 @@ PyApp::PyApp(py::object app, std::vector<Py_ssize_t> shape, const std::string& d
     auto* obj = PyObject_New(StatusObject, g_status_type);
     if (obj == nullptr) throw py::error_already_set();
     new (&obj->st) Status();
+    obj->shape = &shape_;
+    obj->memory_owner = nullptr;
+    obj->basis_writable = false;
     status_ = &obj->st;
     status_obj_ = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(obj));
 }
@@ -232,33 +286,39 @@ PyApp::~PyApp() {
     memory_owner_ = py::object();
 }
 
+template <class Self>
+auto PyApp::references_of(Self& self) {
+    // The references that can lead back to the engine: the app and its bound methods.
+    return std::array{&self.app_,
+                      &self.init_,
+                      &self.step_,
+                      &self.residual_,
+                      &self.norm_,
+                      &self.access_,
+                      &self.objective_,
+                      &self.objective_adjoint_,
+                      &self.step_adjoint_,
+                      &self.reset_gradient_,
+                      &self.postprocess_,
+                      &self.postprocess_adjoint_,
+                      &self.init_adjoint_,
+                      &self.step_batch_,
+                      &self.step_adjoint_batch_,
+                      &self.sync_,
+                      &self.shape_at_,
+                      &self.coarsen_,
+                      &self.refine_,
+                      &self.coarsen_adjoint_,
+                      &self.refine_adjoint_,
+                      &self.init_shell_,
+                      &self.state_type_,
+                      &self.init_basis_,
+                      &self.inner_product_};
+}
+
 int PyApp::traverse(visitproc visit, void* arg) const {
-    // The references that can lead back to the engine (the app and its bound
-    // methods); the views and the status object refer to nothing.
-    for (const py::object* o : {&app_,
-                                &init_,
-                                &step_,
-                                &residual_,
-                                &norm_,
-                                &access_,
-                                &objective_,
-                                &objective_adjoint_,
-                                &step_adjoint_,
-                                &reset_gradient_,
-                                &postprocess_,
-                                &postprocess_adjoint_,
-                                &init_adjoint_,
-                                &step_batch_,
-                                &step_adjoint_batch_,
-                                &sync_,
-                                &shape_at_,
-                                &coarsen_,
-                                &refine_,
-                                &coarsen_adjoint_,
-                                &refine_adjoint_,
-                                &init_shell_,
-                                &state_type_})
-        Py_VISIT(o->ptr());
+    // The views and the status object refer to nothing that leads back.
+    for (const py::object* o : references_of(*this)) Py_VISIT(o->ptr());
     return 0;
 }
 
@@ -267,30 +327,7 @@ void PyApp::clear_references() {
     for (PyObject*& v : shell_views_) Py_CLEAR(v);
     // Setting to None rather than null keeps is_none() checks valid if a
     // cleared engine is ever asked anything.
-    for (py::object* o : {&app_,
-                          &init_,
-                          &step_,
-                          &residual_,
-                          &norm_,
-                          &access_,
-                          &objective_,
-                          &objective_adjoint_,
-                          &step_adjoint_,
-                          &reset_gradient_,
-                          &postprocess_,
-                          &postprocess_adjoint_,
-                          &init_adjoint_,
-                          &step_batch_,
-                          &step_adjoint_batch_,
-                          &sync_,
-                          &shape_at_,
-                          &coarsen_,
-                          &refine_,
-                          &coarsen_adjoint_,
-                          &refine_adjoint_,
-                          &init_shell_,
-                          &state_type_})
-        *o = py::none();
+    for (py::object* o : references_of(*this)) *o = py::none();
 }
 
 PyObject* PyApp::view(CVec data, bool writable) const {
@@ -437,8 +474,11 @@ PyObject* PyApp::recycled_view(PyObject*& slot, CVec data, bool writable) const 
     return slot;
 }
 
-PyObject* PyApp::status_object(const Status& st) {
+PyObject* PyApp::status_object(const Status& st, bool basis_writable) {
     *status_ = st;
+    auto* obj = reinterpret_cast<StatusObject*>(status_obj_.ptr());
+    obj->memory_owner = memory_owner_.ptr();
+    obj->basis_writable = basis_writable;
     return status_obj_.ptr();
 }
 
@@ -513,7 +553,7 @@ void PyApp::step_any(Vec u, CVec ustop, CVec fstop, const Status& st) {
                ustop == u ? nullptr : &views_[1], memory_owner_.ptr()};  // an alias of u: uv settles it
     ViewRef fv{fstop ? recycled_view(views_[2], fstop, false) : (Py_INCREF(Py_None), Py_None), &views_[2],
                memory_owner_.ptr()};
-    PyObject* args[] = {uv.p, sv.p, fv.p, status_object(st)};
+    PyObject* args[] = {uv.p, sv.p, fv.p, status_object(st, true)};
     Ref res(PyObject_Vectorcall(step_.ptr(), args, 4, nullptr));
     status_->refine = nullptr;  // a status kept past the call must not point into the engine
     if (res.p == nullptr) throw py::error_already_set();
@@ -578,6 +618,24 @@ void PyApp::access_any(CVec u, const Status& st) {
     PyObject* args[] = {uv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(access_.ptr(), args, 2, nullptr));
     if (res.p == nullptr) throw py::error_already_set();
+}
+
+void PyApp::init_basis_any(double t, int index, Vec v) {
+    ViewRef vv{recycled_view(views_[0], v, true), &views_[0], memory_owner_.ptr()};
+    Ref tv(PyFloat_FromDouble(t));
+    Ref iv(PyLong_FromLong(index));
+    if (tv.p == nullptr || iv.p == nullptr) throw py::error_already_set();
+    PyObject* args[] = {tv.p, iv.p, vv.p};
+    Ref res(PyObject_Vectorcall(init_basis_.ptr(), args, 3, nullptr));
+    if (res.p == nullptr) throw py::error_already_set();
+    check_in_place("init_basis", res.p, vv.p);
+}
+
+double PyApp::inner_product_any(CVec u, CVec v) {
+    ViewRef uv{recycled_view(views_[1], u, false), &views_[1], memory_owner_.ptr()};
+    ViewRef vv{recycled_view(views_[2], v, false), &views_[2], memory_owner_.ptr()};
+    PyObject* args[] = {uv.p, vv.p};
+    return call_real(inner_product_, "inner_product", args, 2);
 }
 
 void PyApp::set_adjoint(py::object objective, py::object objective_adjoint, py::object step_adjoint,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <pybind11/pybind11.h>
+#include <array>
 
 #include <string>
 #include <vector>
@@ -39,6 +40,11 @@ public:
     }
     /// The app's sync (None: not called).
     void set_sync(pybind11::object sync) { sync_ = std::move(sync); }
+    /// Delta correction: the app's init_basis and inner_product (None: the Euclidean dot product).
+    void set_basis(pybind11::object init_basis, pybind11::object inner_product) {
+        init_basis_ = std::move(init_basis);
+        inner_product_ = std::move(inner_product);
+    }
     /// Shells (XBraid's braid_SetShell; before the engine is built): their
     /// shape, the app's init_shell and the ndarray subclass whose instances
     /// carry a shell (pyxbraid.app.ShellState: states are handed out as it,
@@ -87,6 +93,10 @@ public:
     double postprocess(double sum) override;
     double postprocess_adjoint(double sum) override;
     bool has_sync() const override { return !sync_.is_none(); }
+    bool has_init_basis() const override { return !init_basis_.is_none(); }
+    void init_basis_any(double t, int index, Vec v) override;
+    bool has_inner_product() const override { return !inner_product_.is_none(); }
+    double inner_product_any(CVec u, CVec v) override;
     void sync(const Status& st) override;
 
     /// A Python object owning the memory callbacks see (a capsule around the
@@ -101,6 +111,10 @@ public:
     void clear_references();
 
 private:
+    /// The app and its bound methods (pointers, const for a const self): what garbage collection
+    /// traverses and clears.
+    template <class Self>
+    static auto references_of(Self& self);
     PyObject* view(CVec data, bool writable) const;
     /// Apps with shells: a new state array of the ShellState type carrying
     /// its shell `shell` (both with the engine's storage as base; `shell`
@@ -117,7 +131,8 @@ private:
     /// A view of `data`, reusing the array object in `slot` when nobody else
     /// holds it (the user did not keep it): saves an allocation per call.
     PyObject* recycled_view(PyObject*& slot, CVec data, bool writable) const;
-    PyObject* status_object(const Status& st);
+    /// The reused status object holding `st` (`basis_writable`: a step's basis views are writable).
+    PyObject* status_object(const Status& st, bool basis_writable = false);
     /// The shape of the states of `level` (the app's shape unless shape_at says otherwise).
     const std::vector<Py_ssize_t>& level_shape(int level) const noexcept;
     /// The views made next have the shape of `level`'s states.
@@ -133,7 +148,8 @@ private:
                      step_adjoint_batch_ = pybind11::none(), sync_ = pybind11::none(), init_shell_ = pybind11::none(),
                      state_type_ = pybind11::none(), shape_at_ = pybind11::none(), coarsen_ = pybind11::none(),
                      refine_ = pybind11::none(), coarsen_adjoint_ = pybind11::none(),
-                     refine_adjoint_ = pybind11::none();
+                     refine_adjoint_ = pybind11::none(), init_basis_ = pybind11::none(),
+                     inner_product_ = pybind11::none();
     /// Call `fn(src, dst, status)` with src of `src_level`'s shape (read-only) and dst of `dst_level`'s (written).
     void call_space(const pybind11::object& fn, const char* name, CVec src, int src_level, Vec dst, int dst_level,
                     const Status& st);

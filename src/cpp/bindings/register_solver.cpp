@@ -112,6 +112,7 @@ void register_solver(py::module_& m) {
         .def("set_step_batch", &PyApp::set_step_batch, py::arg("step_batch"),
              py::arg("step_adjoint_batch") = py::none())
         .def("set_sync", &PyApp::set_sync, py::arg("sync"))
+        .def("set_basis", &PyApp::set_basis, py::arg("init_basis"), py::arg("inner_product"))
         .def("set_shell", &PyApp::set_shell, py::arg("shell_shape"), py::arg("init_shell"), py::arg("state_type"))
         .def("set_spatial", &PyApp::set_spatial, py::arg("shape_at"), py::arg("coarsen"), py::arg("refine"),
              py::arg("coarsen_adjoint") = py::none(), py::arg("refine_adjoint") = py::none());

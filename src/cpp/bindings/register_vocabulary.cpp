@@ -45,6 +45,11 @@ void register_vocabulary(py::module_& m) {
         .def_readwrite("tpoints_cutoff", &Options::tpoints_cutoff)
         .def_readwrite("incr_max_levels", &Options::incr_max_levels)
         .def_readwrite("local_order", &Options::local_order)
+        .def_readwrite("delta_rank", &Options::delta_rank)
+        .def_readwrite("defer_delta_level", &Options::defer_delta_level)
+        .def_readwrite("defer_delta_iter", &Options::defer_delta_iter)
+        .def_readwrite("lyapunov", &Options::lyapunov)
+        .def_readwrite("lyapunov_relax", &Options::lyapunov_relax)
         .def_readwrite("batch_size", &Options::batch_size)
         .def_readwrite("access_level", &Options::access_level)
         .def_readwrite("print_level", &Options::print_level)
@@ -71,6 +76,8 @@ void register_vocabulary(py::module_& m) {
         .def_readonly("step_batch", &CallCounts::step_batch)
         .def_readonly("residual", &CallCounts::residual)
         .def_readonly("norm", &CallCounts::norm)
+        .def_readonly("init_basis", &CallCounts::init_basis)
+        .def_readonly("inner_product", &CallCounts::inner_product)
         .def_readonly("access", &CallCounts::access)
         .def_readonly("sync", &CallCounts::sync)
         .def_readonly("objective", &CallCounts::objective)
@@ -90,6 +97,8 @@ void register_vocabulary(py::module_& m) {
             d["step_batch"] = c.step_batch;
             d["residual"] = c.residual;
             d["norm"] = c.norm;
+            d["init_basis"] = c.init_basis;
+            d["inner_product"] = c.inner_product;
             d["access"] = c.access;
             d["sync"] = c.sync;
             d["objective"] = c.objective;

@@ -11,30 +11,42 @@ namespace pxb {
 void Engine::emit_access(int level, int index, CVec u, bool done) {
     if (level != 0) return;
     keep_solution(index, u);
-    user_access(index, done);
+    user_access(index, done, u);
 }
 
 void Engine::keep_solution(int index, CVec u) {
-    const std::size_t bytes = arena_.vector_bytes();
+    // The state (and shell) only: the solution is what users see.
+    const std::size_t bytes = arena_.state_bytes();
     std::memcpy(solution_.data() + static_cast<std::size_t>(index - levels_[0].ilower) * bytes, u, bytes);
 }
 
-void Engine::user_access(int index, bool done) {
+void Engine::user_access(int index, bool done, CVec engine_vector) {
     if (opt_.access_level < 1 || !gate_.has_access()) return;
-    const std::size_t bytes = arena_.vector_bytes();
+    const std::size_t bytes = arena_.state_bytes();
     CVec u = solution_.data() + static_cast<std::size_t>(index - levels_[0].ilower) * bytes;
-    gate_.access(u, point_status(index, Phase::access, done));
+    Status st = point_status(index, Phase::access, done);
+    if (delta() && engine_vector != nullptr) {
+        // The point's basis (read-only) and, at level-0 C-points, its local Lyapunov exponents.
+        st.basis = const_cast<std::byte*>(arena_.basis_of(engine_vector, 0));
+        st.basis_rank = static_cast<int>(arena_.basis_rank());
+        st.lyapunov_exponents = lyapunov_exponents_at(index);
+    }
+    gate_.access(u, st);
 }
 
 void Engine::final_sweep(bool done, bool fc, Phase phase) {
     Level& g = levels_[0];
-    solution_.grow(static_cast<std::size_t>(g.npoints()) * arena_.vector_bytes());
+    solution_.grow(static_cast<std::size_t>(g.npoints()) * arena_.state_bytes());
     if (fc) {
-        // final_fc_relax: one FC sweep (nrelax 1, cwt of level 0) with access everywhere.
-        const bool saved = done_;
+        // final_fc_relax (or Lyapunov exponents): one FC sweep (nrelax 1, cwt
+        // of level 0) with access everywhere; XBraid propagates the Lyapunov
+        // vectors in it when it computes exponents and defers no level.
+        const bool saved = done_, saved_relax = relax_lyap_;
         done_ = true;
+        if (lyapunov_exponents() && opt_.defer_delta_level == 0) relax_lyap_ = true;
         fc_relax(0, 1);
         done_ = saved;
+        relax_lyap_ = saved_relax;
         return;
     }
     // Sequential marching (one level) evaluates the objective in this sweep.
@@ -107,10 +119,10 @@ void Engine::state_at(int i, void* out) {
     const Bytes& sol = solution();
     const int root = owner(0, i);
     if (root == comm_.rank())
-        std::memcpy(out, sol.data() + static_cast<std::size_t>(i - ilower()) * arena_.vector_bytes(),
-                    arena_.vector_bytes());
+        std::memcpy(out, sol.data() + static_cast<std::size_t>(i - ilower()) * arena_.state_bytes(),
+                    arena_.state_bytes());
     try {
-        comm_.bcast_bytes(out, arena_.vector_bytes(), root);
+        comm_.bcast_bytes(out, arena_.state_bytes(), root);
     } catch (const std::exception& e) {
         fail_collectively("a state query", &e);
         throw;

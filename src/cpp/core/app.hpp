@@ -79,6 +79,11 @@ public:
     /// on the step's guess): the adjoint then saves one state per step, not two.
     virtual bool step_adjoint_uses_ustop() const { return true; }
 
+    /// Delta correction: true when init_basis_any is defined (it must be for delta_rank > 0).
+    virtual bool has_init_basis() const { return false; }
+    /// True when inner_product_any replaces the Euclidean dot product.
+    virtual bool has_inner_product() const { return false; }
+
     // -- the callbacks, type-erased (see TypedApp for their meaning) -------------------
     virtual void init_any(double t, Vec u) = 0;
     /// Fill only the shell of `u` (at shell_offset) for time t: the points
@@ -97,6 +102,10 @@ public:
                                         const Status& st);
     virtual void residual_any(CVec ustop, Vec r, const Status& st);
     virtual double spatial_norm_any(CVec u);
+    /// Fill `v` (a state) with basis vector `index` at time t (XBraid's InitBasis).
+    virtual void init_basis_any(double t, int index, Vec v);
+    /// An inner product of two states (XBraid's InnerProd; when has_inner_product()).
+    virtual double inner_product_any(CVec u, CVec v);
     virtual void access_any(CVec u, const Status& st);
     virtual double objective_any(CVec u, const Status& st);
     virtual void objective_adjoint_any(CVec u, Vec u_bar, double f_bar, const Status& st);

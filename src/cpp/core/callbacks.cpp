@@ -52,6 +52,12 @@ double App::spatial_norm_any(CVec) {
     throw std::logic_error(name() + " defines no spatial_norm");
 }
 void App::access_any(CVec, const Status&) {}
+void App::init_basis_any(double, int, Vec) {
+    throw std::logic_error(name() + " defines no init_basis");
+}
+double App::inner_product_any(CVec, CVec) {
+    throw std::logic_error(name() + " defines no inner_product");
+}
 double App::objective_any(CVec, const Status&) {
     throw std::logic_error(name() + " defines no objective");
 }
@@ -82,6 +88,7 @@ void CallbackGate::probe_capabilities(bool residual_mode) {
     has_access_ = app_.has_access();
     has_step_batch_ = app_.has_step_batch();
     has_step_adjoint_batch_ = app_.has_step_adjoint_batch();
+    has_inner_product_ = app_.has_inner_product();
     has_spatial_coarsening_ = app_.has_spatial_coarsening();
 }
 
@@ -257,6 +264,26 @@ double CallbackGate::norm(CVec u, const Status* where) {
 void CallbackGate::access(CVec u, const Status& st) {
     ++counts_.access;
     PXB_GUARDED("access", &st, app_.access_any(u, st));
+}
+
+void CallbackGate::init_basis(double t, int index, Vec v, const Status& st) {
+    ++counts_.init_basis;
+    tick();
+    PXB_GUARDED("init_basis", &st, app_.init_basis_any(t, index, v));
+    check_finite("init_basis", v, &st);
+}
+
+double CallbackGate::inner_product(CVec u, CVec v) {
+    ++counts_.inner_product;
+    if (!has_inner_product_) return ops::dot(dtype_, n_, u, v);
+    double value = 0.0;
+    PXB_GUARDED("inner_product", nullptr, value = app_.inner_product_any(u, v));
+    if (!std::isfinite(value)) {
+        std::ostringstream msg;
+        msg << "returned " << value << "; an inner product must be finite";
+        fail("inner_product", nullptr, msg.str());
+    }
+    return value;
 }
 
 double CallbackGate::objective(CVec u, const Status& st) {

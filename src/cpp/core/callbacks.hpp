@@ -24,6 +24,8 @@ struct CallCounts {
     long long step_batch = 0;  ///< step_batch
     long long residual = 0;  ///< residual
     long long norm = 0;  ///< spatial_norm
+    long long init_basis = 0;  ///< init_basis
+    long long inner_product = 0;  ///< inner_product
     long long access = 0;  ///< access
     long long sync = 0;  ///< sync
     long long objective = 0;  ///< objective
@@ -59,6 +61,10 @@ public:
     /// Spatial norm: the app's, or the Euclidean 2-norm computed natively (in float64).
     double norm(CVec u, const Status* where = nullptr);
     void access(CVec u, const Status& st);
+    /// Basis vector `index` at time t into `v` (delta correction).
+    void init_basis(double t, int index, Vec v, const Status& st);
+    /// The app's inner product, or the Euclidean dot product computed natively.
+    double inner_product(CVec u, CVec v);
     double objective(CVec u, const Status& st);
     void objective_adjoint(CVec u, Vec u_bar, double f_bar, const Status& st);
     void step_adjoint(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st);
@@ -128,6 +134,7 @@ private:
     bool has_step_batch_ = false;
     bool has_step_adjoint_batch_ = false;
     bool has_sync_ = false;
+    bool has_inner_product_ = false;
     bool has_spatial_coarsening_ = false;
 };
 

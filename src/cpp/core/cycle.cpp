@@ -285,7 +285,8 @@ void Engine::finish(SolveSummary& summary, bool sequential, bool converged) {
         // reverse is the exact discrete adjoint; after iterations it is output
         // only (DEVIATION: XBraid records a final FC sweep and replays it next solve).
         RecordedArena::Recording recording(arena_, sequential && sweep_.gradient());
-        if (opt_.final_fc_relax) {
+        // XBraid ends with the FC sweep when it computes Lyapunov exponents too.
+        if (opt_.final_fc_relax || lyapunov_exponents()) {
             final_sweep(true, true);
             solution_valid_ = true;
         } else if (sequential || opt_.access_level >= 1) {

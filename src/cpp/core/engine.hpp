@@ -118,7 +118,7 @@ public:
     /// float64 values of each state's shell (0: the app has no shells).
     std::size_t shell_size() const { return arena_.shell_size(); }
     /// Bytes of one vector as state_at() and local_states() give it (state, then shell at shell_offset()).
-    std::size_t vector_bytes() const { return arena_.vector_bytes(); }
+    std::size_t vector_bytes() const { return arena_.state_bytes(); }
     DType dtype() const { return arena_.dtype(); }
     App& app() { return *app_; }
     const std::vector<double>& times() const { return times_; }
@@ -181,6 +181,8 @@ private:
         Vec sweep = nullptr;    ///< the final sweep's
         Vec ustop = nullptr;    ///< shells: the ustop of a step to a point that holds only a shell
         Vec refined = nullptr;  ///< a coarse correction refined in space (spatial coarsening)
+        Vec delta = nullptr;    ///< delta correction: the Delta term of a step (XBraid's clone of u)
+        Vec action = nullptr;   ///< delta correction: Delta applied to the previous coarse value
     };
     /// Grouped steps (apps with step_batch): rows of arena vectors, one per
     /// interval of a sweep, and what is deferred to keep the one-by-one order.
@@ -295,6 +297,50 @@ private:
     /// initialises them: init at C-points, init_shell at the others.
     void init_level0_with_shells();
 
+    // delta.cpp: low-rank Delta correction with Lyapunov vectors (XBraid's delta.c
+    // and the Delta branches of step.c, residual.c, restrict.c and interp.c)
+    bool delta() const noexcept { return opt_.delta_rank > 0; }
+    /// XBraid's _braid_DoDeltaCorrect: basis vectors are handled on this level now.
+    bool delta_computed(int level) const noexcept {
+        return delta() && iter_ >= opt_.defer_delta_iter && level >= opt_.defer_delta_level;
+    }
+    /// XBraid's _braid_UseDeltaCorrect: the coarse steps of this level are Delta-corrected now.
+    bool delta_used(int level) const noexcept {
+        return delta() && iter_ >= opt_.defer_delta_iter && level > opt_.defer_delta_level;
+    }
+    /// Local Lyapunov exponents are computed in the final FC sweep (ex-07: lyapunov or lyapunov_relax).
+    bool lyapunov_exponents() const noexcept { return delta() && (opt_.lyapunov || opt_.lyapunov_relax); }
+    /// What delta correction needs from the app and the features it excludes.
+    void check_delta(AdjointMode mode) const;
+    /// The feature delta correction cannot be combined with (nullptr: none).
+    const char* refused_with_delta(AdjointMode mode) const;
+    /// The feature whose combination with delta correction is not checked against XBraid yet (nullptr: none).
+    const char* unverified_with_delta() const;
+    /// Work vectors, projections and exponents of delta correction (after the levels' layout).
+    void allocate_delta();
+    /// delta_step's end: tau and Delta corrections, then Gram-Schmidt where XBraid does it.
+    void delta_step_finish(int level, int index, Vec u, Phase phase, bool prop, bool correct);
+    /// XBraid's BaseInitBasis: init_basis for every basis vector of `u` at t, orthonormalized.
+    void init_basis(double t, Vec u);
+    /// _braid_Step when delta_computed(level).
+    void delta_step(int level, int index, Vec u, Phase phase);
+    /// Whether a step propagates the basis vectors (XBraid's prop_lyap).
+    bool propagates_basis(int level, Phase phase) const noexcept;
+    /// _braid_Residual's Delta branch: r = ustop - Phi(r) with the basis propagated and negated.
+    void delta_residual(int level, int index, CVec ustop, Vec r, Phase phase);
+    /// _braid_FASResidual with Delta correction (r holds u(ci-1); ustop = u(ci)).
+    void delta_fas_residual(int level, int ci, CVec ustop, Vec r);
+    /// The coarse right-hand side at point ii of `clevel` with the low-rank Delta (restrict.c).
+    void delta_coarse_rhs(int clevel, int ii, Vec cu);
+    /// _braid_LRDeltaDot: the n values at `x` <- sum_i <basis_i, x> delta_i.
+    void lr_delta_dot(Vec x, CVec delta_owner, CVec basis_owner);
+    /// _braid_LRDeltaDotMat: lr_delta_dot on every basis vector of `psi_owner`.
+    void lr_delta_dot_mat(Vec psi_owner, CVec delta_owner, CVec basis_owner);
+    /// _braid_GramSchmidt on the basis of `v`; `exps` (or nullptr) gets log of the norms.
+    void gram_schmidt(Vec v, double* exps);
+    /// The local exponents of a level-0 point for access (nullptr: none provided).
+    const double* lyapunov_exponents_at(int index) const noexcept;
+
     // step.cpp
     CVec ustop_for(int level, int index, CVec u);
     void take_step(int level, int index, Vec u, Phase phase);
@@ -350,7 +396,7 @@ private:
     void restrict_interval(int level, int k, TemporalNorm& rnorm, bool objective);
     void restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm);
     /// After r = A(u)_ci: the FAS residual, its norm, the injection.
-    void finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm);
+    void finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm, bool fas_done = false);
     /// rnorm: level 0's residual norm, accumulated here with richardson.
     void coarse_right_hand_side(int clevel, TemporalNorm& rnorm);
 
@@ -427,7 +473,7 @@ private:
     /// The first half of emit_access: keep the state in the solution copy.
     void keep_solution(int index, CVec u);
     /// The second half: the user's access to the kept state.
-    void user_access(int index, bool done);
+    void user_access(int index, bool done, CVec engine_vector = nullptr);
 
     // cycle.cpp
     void drive(SolveSummary& summary);
@@ -483,6 +529,10 @@ private:
     int iter_ = 0;
     double solve_start_ = 0.0;
     bool done_ = false;
+    // delta correction
+    bool relax_lyap_ = false;        ///< XBraid's relax_lyap as the current sweep uses it
+    std::vector<double> lyap_exps_;  ///< local exponents at this rank's level-0 C-points (delta_rank each)
+    std::vector<double> coords_;     ///< projections of one vector on a basis (delta_rank)
 };
 
 }  // namespace pxb

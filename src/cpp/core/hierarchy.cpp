@@ -122,9 +122,11 @@ std::size_t Engine::storage_bytes() const {
 
 std::size_t Engine::level_vectors() const {
     // Work vectors (3; shells: + ustop; spatial coarsening: + refined corrections), va send buffer;
-    // Richardson: the left C-point, its send buffer, the coarse step.
+    // Richardson: the left C-point, its send buffer, the coarse step; delta correction: work_.delta,
+    // work_.action.
     std::size_t vectors = 4 + (shells() ? 1 : 0) + (gate_.has_spatial_coarsening() ? 1 : 0);
     if (opt_.richardson) vectors += 3;
+    if (delta()) vectors += 2;
     for (std::size_t l = 0; l < levels_.size(); ++l) {
         const Level& g = levels_[l];
         const std::size_t nu = static_cast<std::size_t>(g.stores_all ? g.npoints() : g.ncpoints);
@@ -147,7 +149,8 @@ void Engine::allocate_storage() {
     if (sweep_.gradient()) needed += vectors + 2 + stored;                    // bars, scratch, adjoint iterate
     const bool batch_adjoint = sweep_.gradient() && batch_.capacity > 0 && app_->has_step_adjoint_batch();
     if (batch_adjoint) needed += 4 * batch_.capacity;  // rows of step_adjoint_batch
-    check_storage_size(needed, n_, arena_.dtype(),
+    // (with delta correction every vector holds its basis too: 1 + delta_rank states)
+    check_storage_size(needed, n_ * (1 + arena_.basis_rank()), arena_.dtype(),
                        "on rank " + std::to_string(comm_.rank()) + " (ntime=" + std::to_string(ntime_) + ", " +
                            std::to_string(nlevels()) + " level(s)" + (sweep_.gradient() ? ", with the adjoint" : "") +
                            ")");
@@ -174,13 +177,14 @@ void Engine::allocate_storage() {
 }
 
 void Engine::take_work_vectors() {
-    // The ones level_vectors() counts first: 3, + ustop (shells), + refined (spatial coarsening), va's send
-    // buffer, + Richardson's three.
+    // The ones level_vectors() counts first: 3, + ustop (shells), + refined (spatial coarsening), + delta
+    // correction's two, va's send buffer, + Richardson's three.
     work_.u = arena_.take(1);
     work_.other = arena_.take(1);
     work_.sweep = arena_.take(1);
     if (shells()) work_.ustop = arena_.take(1);
     if (gate_.has_spatial_coarsening()) work_.refined = arena_.take(1);
+    allocate_delta();  // delta correction only: work_.delta, work_.action
     va_.send_buf = arena_.take(1);
     if (opt_.richardson) {
         rich_.left = arena_.take(1);
@@ -213,6 +217,7 @@ void Engine::init_guess_level0() {
         status_.tstart = status_.tstop = g.t(i);
         status_.tindex = i;
         gate_.init(g.t(i), g.ua.at(slot), status_);
+        if (delta()) init_basis(g.t(i), g.ua.at(slot));
         g.ua_set[static_cast<std::size_t>(slot)] = 1;
     }
 }

@@ -33,10 +33,15 @@ void Engine::interp_interval(int level, int k) {
 }
 
 void Engine::correct_fine_fpoint(int level, int fi, CVec u) {
-    // e = u - va (in va, as XBraid), then fine C-point += e.
+    // e = u - va (in va, as XBraid), then fine C-point += e. With delta
+    // correction va stays: the next point's Delta needs its basis.
     Level& g = levels_[level];
     Level& f = levels_[level - 1];
     Vec e = g.va.at(fi - g.ilower);
+    if (delta()) {
+        arena_.copy(work_.delta, e);
+        e = work_.delta;
+    }
     arena_.axpy(1.0, u, -1.0, e);
     status_.phase = Phase::f_interp;
     const int f_index = fi * f.cfactor;

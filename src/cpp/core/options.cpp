@@ -79,6 +79,9 @@ void Options::validate() const {
     check_at_least("max_refinements", max_refinements, 0);
     check_at_least("tpoints_cutoff", tpoints_cutoff, 1);
     check_at_least("local_order", local_order, 2);
+    check_at_least("delta_rank", delta_rank, 0);
+    check_at_least("defer_delta_level", defer_delta_level, 0);
+    check_at_least("defer_delta_iter", defer_delta_iter, 0);
     check_at_least("batch_size", batch_size, 0);
     check_choice("access_level", access_level, {0, 1, 2}, "0, 1 or 2");
     check_choice("print_level", print_level, {0, 1, 2, 3}, "0, 1, 2 or 3");
@@ -125,6 +128,11 @@ void Options::describe(const std::function<void(const char*, double)>& scalar,
     scalar("tpoints_cutoff", static_cast<double>(tpoints_cutoff));
     scalar("incr_max_levels", static_cast<double>(incr_max_levels));
     scalar("local_order", static_cast<double>(local_order));
+    scalar("delta_rank", static_cast<double>(delta_rank));
+    scalar("defer_delta_level", static_cast<double>(defer_delta_level));
+    scalar("defer_delta_iter", static_cast<double>(defer_delta_iter));
+    scalar("lyapunov", static_cast<double>(lyapunov));
+    scalar("lyapunov_relax", static_cast<double>(lyapunov_relax));
     scalar("batch_size", static_cast<double>(batch_size));
     scalar("access_level", static_cast<double>(access_level));
     scalar("print_level", static_cast<double>(print_level));

@@ -80,6 +80,18 @@ struct Options {
     bool incr_max_levels = false;
     /// order of the local truncation error of the app's step (backward Euler: 2; a p-th order method: p + 1) [braid_SetRichardsonEstimation]
     int local_order = 2;
+    // delta correction
+    /// low-rank Delta correction of this rank on coarse levels (0: off) [braid_SetDeltaCorrection]
+    int delta_rank = 0;
+    /// Delta correction only on levels above this one (basis vectors propagated from it on) [braid_SetDeferDelta]
+    int defer_delta_level = 0;
+    /// Delta correction only from this iteration on [braid_SetDeferDelta]
+    int defer_delta_iter = 0;
+    /// estimate Lyapunov vectors on the coarsest level and in interpolation; local exponents in access [braid_SetLyapunovEstimation]
+    bool lyapunov = false;
+    /// also propagate the basis vectors in FC-relaxation (XBraid's relax argument, ex-07's -fcfLyap) [braid_SetLyapunovEstimation]
+    bool lyapunov_relax = false;
+    // MGRIT
     /// most steps per step_batch call (0: as many as fit in about 8 MiB of states per batch array)
     int batch_size = 0;
     /// 0 none (states on demand), 1 after convergence, 2 also every iteration [braid_SetAccessLevel]

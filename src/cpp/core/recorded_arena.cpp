@@ -71,7 +71,7 @@ void RecordedArena::copy(Vec dst, CVec src) {
 }
 
 void RecordedArena::axpy(double a, CVec x, double b, Vec y) {
-    ops::axpy(dtype_, n_, a, x, b, y);
+    ops::axpy(dtype_, arith_n_, a, x, b, y);
     if (recording_) tape_.axpy(index_of(y), index_of(x), a, b);
 }
 

@@ -26,8 +26,19 @@ void check_storage_size(std::size_t vectors, std::size_t n, DType dtype, const s
 class RecordedArena {
 public:
     /// `shell_n`: float64 values of each vector's shell (0: no shells).
-    RecordedArena(std::size_t n, DType dtype, std::size_t shell_n, Communicator& comm)
-        : n_(n), dtype_(dtype), bytes_(pxb::vector_bytes(n, dtype, shell_n)), shell_n_(shell_n), comm_(comm) {
+    /// `basis_rank`: delta_rank basis vectors of n elements stored after the
+    /// state (delta correction; float64 states without shells only). They are
+    /// part of every copy, message and axpy, as XBraid's BaseClone, BufPack
+    /// and BaseSum treat a vector's basis.
+    RecordedArena(std::size_t n, DType dtype, std::size_t shell_n, Communicator& comm, std::size_t basis_rank = 0)
+        : n_(n),
+          dtype_(dtype),
+          state_bytes_(pxb::vector_bytes(n, dtype, shell_n)),
+          bytes_(state_bytes_ + basis_rank * n * element_size(dtype)),
+          arith_n_(n * (1 + basis_rank)),
+          basis_rank_(basis_rank),
+          shell_n_(shell_n),
+          comm_(comm) {
         mem_->saved.set_item_bytes(bytes_);
     }
     /// When the app's step adjoint ignores ustop, steps record only their input.
@@ -46,8 +57,16 @@ public:
     }
     std::size_t vector_size() const noexcept { return n_; }
     DType dtype() const noexcept { return dtype_; }
-    /// Bytes of one vector (its state, and its shell when the app has shells).
+    /// Bytes of one vector in the arena (its state, its shell when the app has
+    /// shells, its basis with delta correction).
     std::size_t vector_bytes() const noexcept { return bytes_; }
+    /// Bytes of the state and shell of a vector (what users see; no basis).
+    std::size_t state_bytes() const noexcept { return state_bytes_; }
+    /// Basis vectors stored with every vector (delta correction; 0: none).
+    std::size_t basis_rank() const noexcept { return basis_rank_; }
+    /// Basis vector j of an engine vector (only with delta correction).
+    Vec basis_of(Vec v, std::size_t j) const noexcept { return v + state_bytes_ + j * n_ * element_size(dtype_); }
+    CVec basis_of(CVec v, std::size_t j) const noexcept { return v + state_bytes_ + j * n_ * element_size(dtype_); }
     /// float64 values of a vector's shell (0: no shells).
     std::size_t shell_size() const noexcept { return shell_n_; }
     /// The shell of an engine vector (only with shells).
@@ -131,7 +150,10 @@ private:
     std::shared_ptr<Storage> mem_ = std::make_shared<Storage>();
     std::size_t n_;
     DType dtype_;
+    std::size_t state_bytes_;
     std::size_t bytes_;
+    std::size_t arith_n_;  ///< elements an axpy covers: the state and the basis
+    std::size_t basis_rank_;
     std::size_t shell_n_;
     Communicator& comm_;
     Tape tape_{mem_->saved};

@@ -12,18 +12,26 @@ void Engine::restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm) {
     // r holds u(ci - 1): the FAS residual r = f - A(u) at C-point ci
     // (f = 0 on level 0 and where skip left no fa), injected with u.
     Level& g = levels_[level];
+    if (level > 0 && g.fa_valid && delta_used(level)) {
+        delta_fas_residual(level, ci, g.ua.at(g.u_slot(ci)), r);
+        finish_restrict_cpoint(level, ci, r, rnorm, true);
+        return;
+    }
     user_or_default_residual(level, ci, g.ua.at(g.u_slot(ci)), r, Phase::f_restrict);
     finish_restrict_cpoint(level, ci, r, rnorm);
 }
 
-void Engine::finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm) {
+void Engine::finish_restrict_cpoint(int level, int ci, Vec r, TemporalNorm& rnorm, bool fas_done) {
     Level& g = levels_[level];
     Level& c = levels_[level + 1];
     CVec u = g.ua.at(g.u_slot(ci));
-    if (level == 0 || !g.fa_valid)
+    if (fas_done) {
+        // delta_fas_residual formed f - A(u) already
+    } else if (level == 0 || !g.fa_valid) {
         arena_.axpy(0.0, r, -1.0, r);
-    else
+    } else {
         arena_.axpy(1.0, g.fa.at(ci - g.ilower), -1.0, r);
+    }
     // Richardson measures level 0's residual on level 1, after scaling (richardson_coarse_point).
     if (level == 0 && !opt_.richardson) rnorm.add(gate_.norm(r, &status_));
     const int cidx = ci / g.cfactor - c.ilower;
@@ -103,9 +111,13 @@ void Engine::coarse_right_hand_side(int clevel, TemporalNorm& rnorm) {
             comm_.wait(va_.recv);
             arena_.received(c.va.at(-1), va_.source, kVaTag + clevel);
         }
+        const bool correct = delta_computed(clevel - 1);
+        if (correct) arena_.copy(work_.action, c.va.at(ii - 1));
         arena_.copy(cu, c.va.at(ii - 1));
         user_or_default_residual(clevel, i, c.va.at(ii), cu, Phase::residual);
-        if (richardson)
+        if (correct)
+            delta_coarse_rhs(clevel, ii, cu);
+        else if (richardson)
             richardson_coarse_point(ii, cu, c.fa.at(ii), rnorm);
         else
             arena_.axpy(1.0, cu, 1.0, c.fa.at(ii));

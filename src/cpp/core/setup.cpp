@@ -33,7 +33,7 @@ Engine::Engine(std::shared_ptr<App> app, MPI_Comm comm, double tstart, double ts
       opt_(std::move(options)),
       n_(app_->size()),
       ntime_(ntime),
-      arena_(n_, app_->dtype(), app_->shell_size(), comm_),
+      arena_(n_, app_->dtype(), app_->shell_size(), comm_, static_cast<std::size_t>(std::max(opt_.delta_rank, 0))),
       sweep_(arena_, comm_, gate_) {
     // Building is collective: a rank whose setup fails (a size only it cannot
     // hold, say) tells the others, and every rank raises instead of some
@@ -82,6 +82,7 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     gate_.probe_capabilities(!opt_.full_residual_norm);
     const AdjointMode mode = adjoint_mode(opt_);
     check_features(mode);
+    relax_lyap_ = opt_.lyapunov_relax;
     AdjointSweep::Settings s;
     s.mode = mode;
     s.tnorm = opt_.tnorm;
@@ -103,6 +104,12 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
         throw std::invalid_argument(
             "periodic=True needs at least 2 levels (max_levels >= 2 and ntime - 1 = " + std::to_string(ntime_ - 1) +
             " > min_coarse = " + std::to_string(opt_.min_coarse) + "), got " + std::to_string(nlevels()));
+    // Delta correction acts on coarse levels only; with one level XBraid's local
+    // exponents read past their array (it prints nan), so one level is refused.
+    if (delta() && nlevels() == 1)
+        throw std::invalid_argument("delta_rank=" + std::to_string(opt_.delta_rank) +
+                                    " needs at least 2 levels (max_levels >= 2 and ntime = " + std::to_string(ntime_) +
+                                    " > min_coarse = " + std::to_string(opt_.min_coarse) + ")");
 }
 
 void Engine::check_features(AdjointMode mode) const {
@@ -124,6 +131,7 @@ void Engine::check_features(AdjointMode mode) const {
     if (mode == AdjointMode::gradient && opt_.full_residual_norm)
         throw std::invalid_argument("adjoint=True cannot be combined with full_residual_norm=True (as in XBraid)");
     check_shells(mode);
+    check_delta(mode);
     check_richardson(mode);
     check_refinement(mode);
 }

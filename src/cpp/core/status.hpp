@@ -3,6 +3,7 @@
 ///        braid_StepStatus / braid_AccessStatus, flattened into one struct).
 #pragma once
 
+#include <cstddef>
 #include <vector>
 
 namespace pxb {
@@ -73,6 +74,15 @@ struct Status {
     int nrefine = 0;            ///< temporal refinements done so far (refine=True)
     /// refine=True, steps only: where status.set_rfactor writes (null elsewhere).
     RefineRequest* refine = nullptr;
+    /// Delta correction: the basis vectors (basis_rank of them, one after the
+    /// other, each a state) that a step must replace in place by the step's
+    /// Jacobian applied to them; in access, the point's basis (read-only).
+    /// nullptr: nothing to propagate (XBraid's StepStatusGetBasisVec gives NULL).
+    std::byte* basis = nullptr;
+    int basis_rank = 0;
+    /// access with Lyapunov exponents: basis_rank local exponents at this
+    /// point (nullptr: none provided, XBraid's num_returned = 0).
+    const double* lyapunov_exponents = nullptr;
     /// error_estimation: the Richardson estimate of the level-0 point stepped to or
     /// accessed, -1 when not available.
     double error_estimate = -1.0;

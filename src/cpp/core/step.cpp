@@ -33,6 +33,10 @@ CVec Engine::ustop_for(int level, int index, CVec u) {
 }
 
 void Engine::take_step(int level, int index, Vec u, Phase phase) {
+    if (delta_computed(level)) {
+        delta_step(level, index, u, phase);
+        return;
+    }
     fill_status(level, index, phase);
     CVec ustop = ustop_for(level, index, u);
     Level& g = levels_[level];
@@ -54,6 +58,12 @@ void Engine::take_step(int level, int index, Vec u, Phase phase) {
 void Engine::user_or_default_residual(int level, int index, CVec ustop, Vec r, Phase phase) {
     // XBraid's _braid_Residual: r holds u(index-1) on entry and A(u)_index on
     // exit: the user's residual, or ustop - Phi(r) (a plain step, no fa).
+    // Delta correction propagates r's basis too, except in the coarse
+    // right-hand side of the defer level (XBraid's residual.c).
+    if (delta_computed(level) && !(phase == Phase::residual && level == opt_.defer_delta_level)) {
+        delta_residual(level, index, ustop, r, phase);
+        return;
+    }
     fill_status(level, index, phase);
     if (gate_.has_residual()) {
         gate_.residual(ustop, r, status_);

@@ -56,6 +56,18 @@ const T* as(CVec v) noexcept {
     return reinterpret_cast<const T*>(v);
 }
 
+/// The Euclidean dot product, summed in index order (XBraid's ex-07 InnerProd).
+inline double dot(DType d, std::size_t n, CVec x, CVec y) noexcept {
+    return with_type(d, [&](auto zero) {
+        using T = decltype(zero);
+        const T* xs = as<T>(x);
+        const T* ys = as<T>(y);
+        double sum = 0.0;
+        for (std::size_t q = 0; q < n; ++q) sum += static_cast<double>(xs[q]) * static_cast<double>(ys[q]);
+        return sum;
+    });
+}
+
 /// y <- a x + b y
 inline void axpy(DType d, std::size_t n, double a, CVec x, double b, Vec y) noexcept {
     with_type(d, [&](auto zero) {

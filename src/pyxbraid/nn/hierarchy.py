@@ -100,6 +100,11 @@ def check_levels(levels: Any, depth: int, ranks: int) -> int:
     if isinstance(levels, (bool, np.bool_)) or not isinstance(levels, (numbers.Integral, np.integer)) or levels < 1:
         raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
     levels = int(levels)
+    if levels - 1 > int(depth).bit_length():  # (before 2**(levels - 1), which may be astronomically large)
+        raise ValueError(
+            f"levels={levels} needs a depth divisible by 2**(levels - 1) (each level halves it), more than "
+            f"depth={depth}"
+        )
     factor = 2 ** (levels - 1)
     if depth % factor:
         raise ValueError(

@@ -262,6 +262,8 @@ def level_trainers(trainer: Trainer) -> list[Trainer]:
     s = trainer.strategy
     hierarchy = Hierarchy(trainer.net, s.levels, s.restriction, s.prolongation)
     layer_parallel = None if trainer.mode == "serial" else {**trainer._options, "one_shot": trainer.mode == "one_shot"}
+    if trainer._switch_patience is not None:
+        layer_parallel = {**(layer_parallel or {}), "switch_to_exact": trainer._switch_patience}
     out = [trainer]
     for level in range(1, s.levels):
         opt = trainer.optimizer

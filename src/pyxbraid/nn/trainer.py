@@ -53,6 +53,10 @@ _LAYER_PARALLEL_KEYS = {
         if o.name in ("virtual_time", "virtual_latency", "virtual_bandwidth")
     },
 }
+# Relative tolerances (the Solver's): given instead of abs_tol / abs_tol_adjoint, as in the Solver.
+_RELATIVE_KEYS = {"rel_tol": "abs_tol", "rel_tol_adjoint": "abs_tol_adjoint"}
+# What the exact mode iterates to (a one-shot trainer switches to it when training stalls).
+_EXACT = {"abs_tol": _LAYER_PARALLEL_KEYS["abs_tol"][0], "abs_tol_adjoint": _LAYER_PARALLEL_KEYS["abs_tol_adjoint"][0]}
 # Old spellings, accepted with a DeprecationWarning: one name per concept, XBraid's.
 _DEPRECATED_KEYS = {"tol": "abs_tol", "adjoint_tol": "abs_tol_adjoint"}
 
@@ -187,6 +191,29 @@ def _last(norms: np.ndarray) -> float:
     return float(norms[-1]) if len(norms) else math.nan
 
 
+def _stalled_at(losses: list[float], patience: int) -> int | None:
+    """Return the first epoch after which training stalled, or None.
+
+    Stalled after epoch ``e``: the mean training losses of epochs
+    ``e - patience + 1 .. e`` are all no better than the best loss before
+    them (a NaN loss counts as no better).
+
+    >>> _stalled_at([1.0, 0.5, 0.6, 0.7, 0.4], 2), _stalled_at([1.0, 0.5, 0.4], 2)
+    (4, None)
+    """
+    for end in range(patience + 1, len(losses) + 1):
+        best_before = min(losses[: end - patience])
+        if not any(loss < best_before for loss in losses[end - patience : end]):
+            return end
+    return None
+
+
+def _tolerances(options: dict[str, Any]) -> str:
+    """Name the primal and adjoint stopping tolerances of MGRIT settings ("abs_tol=1e-10 / ...")."""
+    names = [k for k in ("abs_tol", "rel_tol", "abs_tol_adjoint", "rel_tol_adjoint") if k in options]
+    return " / ".join(f"{k}={options[k]:g}" for k in names)
+
+
 def _is_int(value: Any) -> bool:
     return not isinstance(value, (bool, np.bool_)) and isinstance(value, (numbers.Integral, np.integer))
 
@@ -267,12 +294,25 @@ class Trainer:
           the simultaneous (one-shot) method of the paper, which trains
           full-batch (``batch_size=None``, e.g. with :class:`LBFGS`). With
           mini-batches every batch starts afresh from the initial guess (the
-          opening layer's output at every layer), so ``max_iter`` iterations
-          must suffice on their own: on peaks (30 layers, cfactor 4) 2
-          iterations made Adam diverge once the network became nonlinear
-          (measured on a trained network: primal exact after 4 iterations,
-          the adjoint only after 7) -- use the exact mode, which stops as
-          soon as both have converged, for mini-batch training.
+          opening layer's output at every layer), so a fixed small number
+          of iterations is not enough: on peaks 2 iterations made Adam
+          diverge once the network became nonlinear. For mini-batches give
+          a relative tolerance instead (below): the *adaptive* one-shot mode.
+
+        ``rel_tol`` / ``rel_tol_adjoint`` (instead of ``abs_tol`` /
+        ``abs_tol_adjoint``, as in the Solver): iterate until the primal /
+        adjoint residual is below this fraction of its first iteration's, at
+        most ``max_iter`` iterations. With ``one_shot=True`` this is the
+        mode that trains with mini-batches: e.g. ``rel_tol=1e-2,
+        rel_tol_adjoint=1e-2, max_iter=20`` reaches serial training's
+        validation accuracy on peaks at 0.6-0.8x the exact mode's cost per
+        epoch (``benchmarks/bench_minibatch.py``).
+
+        ``switch_to_exact`` (one-shot only, epochs, default None): when the
+        mean training loss of that many consecutive epochs is no better than
+        the best before them, the inexact gradients have stalled and the
+        trainer continues in the exact mode (``abs_tol=abs_tol_adjoint=1e-10``,
+        ``max_iter=100``); :attr:`switched_to_exact_at` records the epoch.
 
         Every value is checked here (``layer_parallel['cfactor'] must be
         >= 2, got 1``). A network too shallow for the hierarchy (``depth <
@@ -307,6 +347,9 @@ class Trainer:
     level_histories : list of History
         Of the last :meth:`fit`, one per level trained, coarsest first
         (``[history]`` for the single-level and MG/Opt strategies).
+    switched_to_exact_at : int or None
+        With ``layer_parallel['switch_to_exact']``: the epoch after which
+        one-shot training stalled and went on in the exact mode; None before.
 
     Examples
     --------
@@ -366,6 +409,7 @@ class Trainer:
             if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
                 raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
             self.mode, self._options = self._parse_layer_parallel(layer_parallel)
+            self._switch_patience: int | None = self._parse_switch(layer_parallel)
             if comm.Get_size() > net.config.depth + 1:
                 raise ValueError(
                     f"a network of depth {net.config.depth} has {net.config.depth + 1} layers' time "
@@ -383,6 +427,7 @@ class Trainer:
                 "layer": net._layer_spec.description,
                 "mode": self.mode,
                 "layer_parallel": self._options,
+                "switch_to_exact": self._switch_patience,
                 "seed": int(seed),
                 "optimizer": _describe(optimizer),
                 "strategy": self.strategy.settings(),
@@ -398,6 +443,7 @@ class Trainer:
         self._fit_calls = 0  # makes mini-batch identities unique across fit() calls
         self._loaded_app: Any = None  # the engine app that holds it
         self.last_solve = None  # SolveResult of the last gradient evaluation
+        self.switched_to_exact_at: int | None = None  # the epoch after which one-shot training went exact
         self.last_accuracy = math.nan  # of the batch of the last gradient evaluation
         self._gradient_count = 0  # gradient evaluations so far
         self.gradient_evaluations: dict[str, Any] = {}
@@ -427,11 +473,11 @@ class Trainer:
                 stacklevel=4,
             )
             lp[new] = lp.pop(old)
-        unknown = sorted(set(lp) - set(_LAYER_PARALLEL_KEYS) - {"one_shot"})
+        known = {*_LAYER_PARALLEL_KEYS, *_RELATIVE_KEYS, "one_shot", "switch_to_exact"}
+        unknown = sorted(set(lp) - known)
         if unknown:
             raise TypeError(
-                f"layer_parallel got unknown key(s) {', '.join(map(repr, unknown))}; known: "
-                f"{', '.join(sorted([*_LAYER_PARALLEL_KEYS, 'one_shot']))}"
+                f"layer_parallel got unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}"
             )
         one_shot = lp.get("one_shot", False)
         if not isinstance(one_shot, (bool, np.bool_)):
@@ -443,11 +489,35 @@ class Trainer:
             key: check_option(key, lp.get(key, one_shot_default if one_shot else exact_default), _lp(key))
             for key, (exact_default, one_shot_default) in _LAYER_PARALLEL_KEYS.items()
         }
+        for relative, absolute in _RELATIVE_KEYS.items():
+            if relative not in lp:
+                continue
+            if absolute in lp:
+                raise ValueError(f"layer_parallel got both {absolute!r} and {relative!r}: give one of them")
+            options[relative] = check_option(relative, lp[relative], _lp(relative))
+            del options[absolute]  # the Solver takes one tolerance of each kind
         if options["max_levels"] == 1:
             raise ValueError(
                 "layer_parallel['max_levels'] must be >= 2 (use layer_parallel=None for layer-serial training), got 1"
             )
         return mode, options
+
+    @staticmethod
+    def _parse_switch(lp: dict[str, Any] | None) -> int | None:
+        """Return layer_parallel['switch_to_exact'] checked (None when not given)."""
+        patience = None if lp is None else lp.get("switch_to_exact")
+        if patience is None:
+            return None
+        if isinstance(patience, (bool, np.bool_)) or not isinstance(patience, (numbers.Integral, np.integer)):
+            raise TypeError(f"layer_parallel['switch_to_exact'] must be a positive integer or None, got {patience!r}")
+        if patience < 1:
+            raise ValueError(f"layer_parallel['switch_to_exact'] must be >= 1 (epochs), got {patience}")
+        if not lp.get("one_shot", False):  # type: ignore[union-attr]
+            raise ValueError(
+                "layer_parallel['switch_to_exact'] needs one_shot=True (the exact mode is exact already), got "
+                f"{patience} with one_shot={lp.get('one_shot', False)!r}"  # type: ignore[union-attr]
+            )
+        return int(patience)
 
     # -- data ------------------------------------------------------------------------------
     def _check_inputs(self, x: Any, name: str = "x") -> np.ndarray:
@@ -499,8 +569,35 @@ class Trainer:
         elif self.mode == "serial":
             solver = Solver(app, 0.0, c.T, c.depth, max_levels=1, adjoint=True, **common)
         else:
-            solver = Solver(app, 0.0, c.T, c.depth, adjoint=True, access_level=0, skip=False, **self._options, **common)
+            solver = Solver(
+                app, 0.0, c.T, c.depth, adjoint=True, access_level=0, skip=False, **self._solver_options(), **common
+            )
         return app, solver
+
+    def _solver_options(self) -> dict[str, Any]:
+        """Return the MGRIT settings of the training solves: the user's, or the exact mode's after a switch."""
+        if self.switched_to_exact_at is None:
+            return self._options
+        options = {k: v for k, v in self._options.items() if k not in _RELATIVE_KEYS}
+        return {**options, **_EXACT, "max_iter": _LAYER_PARALLEL_KEYS["max_iter"][0]}
+
+    def _exact_gradients(self) -> bool:
+        return self.mode == "exact" or self.switched_to_exact_at is not None
+
+    def _maybe_switch_to_exact(self, history: History) -> None:
+        """Train exactly from now on if the one-shot loss stalled for ``switch_to_exact`` epochs (every rank).
+
+        Decided from ``history.loss`` alone, identical on every rank and
+        restored by a checkpoint (a resumed run continues in the mode it had
+        reached): see :func:`_stalled_at`.
+        """
+        if self._switch_patience is None or self.switched_to_exact_at is not None:
+            return
+        epoch = _stalled_at(history.loss, self._switch_patience)
+        if epoch is not None:
+            self.switched_to_exact_at = epoch
+            self._train.clear()  # rebuilt with the exact mode's tolerances
+            self._current_batch = self._loaded_app = None
 
     def _train_engine(self, batch: int) -> tuple[NativeBatch | LayerBatch, Solver]:
         if batch not in self._train:
@@ -587,10 +684,10 @@ class Trainer:
         else:
             solver.refresh_initial_condition()  # the opening layer may have changed
         result = self._solve(solver, self._train, x.shape[0])
-        if self.mode == "exact" and not result.converged:
+        if self._exact_gradients() and not result.converged:
             warnings.warn(
-                f"exact layer-parallel mode: MGRIT did not reach abs_tol={self._options['abs_tol']:g} / "
-                f"abs_tol_adjoint={self._options['abs_tol_adjoint']:g} in max_iter={self._options['max_iter']} "
+                f"exact layer-parallel mode: MGRIT did not reach {_tolerances(self._solver_options())} in "
+                f"max_iter={self._solver_options()['max_iter']} "
                 f"iterations (residuals {_last(result.residual_norms):.3g} / "
                 f"{_last(result.adjoint_residual_norms):.3g}); raise max_iter or loosen tol",
                 ConvergenceWarning,
@@ -869,6 +966,7 @@ class Trainer:
                 with _Agreed(self.comm, f"checkpoint {str(checkpoint)!r} MGRIT iterate"):
                     self._restore_iterate(xa, ya, ("full", digest), iterate)
         self.history = history
+        self._maybe_switch_to_exact(history)  # a resumed run continues in the mode it had reached
         self._fit_calls += 1
         steps_per_epoch = -(-n // batch_size)
         full_batch = batch_size == n
@@ -955,6 +1053,7 @@ class Trainer:
                 history.adjoint_residual.append(last[1])
                 history.mgrit_iterations.append(last[2])
                 history.wall_seconds.append(time.perf_counter() - start)
+                self._maybe_switch_to_exact(history)
                 if bar is not None:  # the epoch's own validation accuracy, not the previous one
                     bar.set_postfix(
                         self._postfix(history.step_loss[-1], history.train_accuracy[-1], history, last), refresh=True

@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ..nn.trainer import ConvergenceWarning
+from ._hierarchy import Hierarchy
 from ._layer_parallel import COARSE_POLICIES, DEFAULT_TOLERANCES, ENGINE_DTYPES, MODES, LayerParallel
 from ._models import ConvResNet
 
@@ -45,5 +46,6 @@ __all__ = [
     "MODES",
     "ConvResNet",
     "ConvergenceWarning",
+    "Hierarchy",
     "LayerParallel",
 ]

@@ -375,6 +375,8 @@ class LayerParallel(torch.nn.Module):
     _local_stats: bool
     _uniform: bool
     _grad_params: list[torch.Tensor]
+    _block_factory: Callable[[int], torch.nn.Module]
+    _settings: dict[str, Any]
 
     def __init__(
         self,
@@ -450,6 +452,23 @@ class LayerParallel(torch.nn.Module):
                 )
         self.comm = comm
         self.depth, self.T, self.h = depth, float(T), float(T) / depth
+        # what a coarser copy of this module (pyxbraid.torch.Hierarchy) is built from
+        # (kept out of torch's attribute registry: a callable Module would become a submodule)
+        self.__dict__["_block_factory"] = block
+        self._settings = dict(
+            mode=mode,
+            max_levels=max_levels,
+            cfactor=cfactor,
+            nrelax=nrelax,
+            max_iter=max_iter,
+            tol=tol,
+            adjoint_tol=adjoint_tol,
+            coarse=coarse,
+            keep_graph=bool(keep_graph),
+            solver_options=dict(extra),
+            check_inputs=bool(check_inputs),
+            batch_steps=bool(batch_steps),
+        )
         self.mode, self.coarse = mode, coarse
         self.check_inputs = bool(check_inputs)
         self.keep_graph = bool(keep_graph)
