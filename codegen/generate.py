@@ -324,6 +324,8 @@ def stub_options() -> str:
     out.append("    @property\n    def error_estimates(self) -> npt.NDArray[np.float64]: ...")
     out.append("    @property\n    def phase(self) -> str: ...")
     out.append("    @property\n    def caller(self) -> str: ...")
+    out.append("    def set_rfactor(self, rfactor: float, /) -> None: ...")
+    out.append("    def set_refinement_dts(self, dts: Sequence[float], /) -> None: ...")
     out.append("    @property\n    def basis_vectors(self) -> list[np.ndarray]: ...")
     out.append("    @property\n    def lyapunov_exponents(self) -> np.ndarray: ...")
     out.append("")

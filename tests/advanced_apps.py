@@ -151,6 +151,57 @@ class CosinePeriodic(Ex01):
         u[0] = u[0] + dt * math.cos(status.tstop)
 
 
+class Ex01Refinement(Ex01):
+    """XBraid's ex-01-refinement (u' = -u, backward Euler) with its refinement factors (-refine 1..4).
+
+    ``refine``: the -refine mode; ``tol``: -tol (mode 2's factor); ``max_rfactor``: -max_rfactor
+    (0: no limit); ``sync``: count the syncs after a refinement (ex-01-refinement's -sync).
+    """
+
+    def __init__(self, refine=1, tol=1e-6, max_rfactor=0):
+        super().__init__()
+        self.refine, self.tol, self.max_rfactor = refine, tol, max_rfactor
+        self.num_syncs = 0
+
+    def step(self, u, ustop, fstop, status):
+        dt = status.tstop - status.tstart
+        v = float(u[0])
+        u[0] = 1.0 / (1.0 + dt) * v
+        if status.level != 0 or status.nrefine >= 8:
+            return
+        rf = self._rfactor(float(u[0]), v, dt, status)
+        rf = max(rf, 1)
+        if self.max_rfactor > 0:
+            rf = min(rf, self.max_rfactor)
+        status.set_rfactor(rf)
+
+    def _rfactor(self, value, v, dt, status):
+        near = status.tstart <= 2.5 + 0.00001 and 2.5 - 0.00001 <= status.tstop
+        if self.refine == 1:
+            return 100 if dt > 0.001 and near else 1
+        if self.refine == 2:
+            lte = abs(value - (1.0 - dt) * v)
+            arg = 0.5 * lte / value / self.tol
+            # C's (int) of NaN (a negative argument of sqrt) is INT_MIN on x86: factor 1
+            return math.ceil(math.sqrt(arg)) if arg >= 0.0 else 1
+        if self.refine == 3:
+            if dt > 0.001 and near:
+                status.set_refinement_dts([dt / 2.0])
+                return 2
+            return 1
+        if self.refine == 4:
+            return 3 if status.nrefine < 4 and (status.tindex + 1) % 2 == 0 else 1
+        return 1
+
+
+class Ex01RefinementSync(Ex01Refinement):
+    """Ex01Refinement with ex-01-refinement's -sync: counts the syncs after a refinement."""
+
+    def sync(self, status):
+        if status.caller == "after_refine":
+            self.num_syncs += 1
+
+
 class Ex06(Ex01):
     """XBraid's ex-06: u' = -4u - t + 1 (exact (-4t + 11 exp(-4t) + 5)/16), backward Euler or SDIRK23.
 
@@ -159,12 +210,14 @@ class Ex06(Ex01):
     adds ex-06's ``-refinet`` sync: the global maximum of all error estimates.
     """
 
-    def __init__(self, time_discr=1, refine=False, comm=None):
+    def __init__(self, time_discr=1, refine=False, comm=None, refine_time=False):
         super().__init__()
         self.time_discr = time_discr
         self.refine = refine
+        self.refine_time = refine_time  # ask for refinement (the Solver must have refine=True)
         self.comm = comm
         self.rows = {}  # index -> (t, value, estimate, error) of the last access
+        self.ntime = None  # the grid the rows belong to
         self.max_estimate = []  # the sync's global maxima, in order
         self.printed_final = None
 
@@ -173,6 +226,8 @@ class Ex06(Ex01):
             return
         t, value = status.t, float(u[0])
         error = abs(value - self.exact(t))
+        if status.ntime != self.ntime:  # a refinement renumbered the points: earlier rows are stale
+            self.rows, self.ntime = {}, status.ntime
         self.rows[status.tindex] = (t, value, status.error_estimate, error)
         if status.done and t == 0.5:
             self.printed_final = [t, value, error]
@@ -201,6 +256,15 @@ class Ex06(Ex01):
         else:
             x = x + dt * self.implicit_solve(x, tstart + dt, dt)
         u[0] = x
+        if self.refine_time:
+            self._ask_refinement(status)
+
+    def _ask_refinement(self, status):
+        # ex-06 -refinet: halve the intervals whose estimate exceeds 2% of the last sync's maximum
+        est = status.error_estimate
+        largest = self.max_estimate[-1] if self.max_estimate else 0.0
+        if status.level == 0 and status.iter > 1 and est > 0.02 * largest and est != -1.0:
+            status.set_rfactor(2)
 
     @staticmethod
     def exact(t):
@@ -339,6 +403,7 @@ class Ex02(xb.App):
         super().__init__(shape=(nspace,))
         self.nspace = nspace
         self.rand_state = 1  # braid_Rand's per-process state
+        self.error_tol = None  # -refinet tol_e: ask for refinement from the error estimates
         self.syncs = []
 
     def _coarsens(self, level):
@@ -391,6 +456,11 @@ class Ex02(xb.App):
         for i in range(n - 2, 0, -1):
             v[i] = v[i] - g[i] * v[i + 1]
         u[:] = v
+        if self.error_tol is not None and status.level == 0:
+            # ex-02 -refinet: factor ceil(sqrt(estimate / tol)) where an estimate is available. A
+            # factor 0 (an estimate of exactly 0) is XBraid's error message, then 1: here 1 directly.
+            est = status.error_estimate
+            status.set_rfactor(max(1, math.ceil(math.sqrt(est / self.error_tol))) if est != -1.0 else 1)
 
     def _residual(self, ustop, r, status):
         tstop, dt = status.tstop, status.tstop - status.tstart

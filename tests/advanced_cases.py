@@ -18,6 +18,8 @@ from advanced_apps import (
     Bdf2,
     CosinePeriodic,
     Ex01,
+    Ex01Refinement,
+    Ex01RefinementSync,
     Ex01Residual,
     Ex01ResidualSync,
     Ex01ResidualXBraidWrap,
@@ -139,21 +141,36 @@ def _ex01_expanded(run):
 
 def _ex01_refinement(run):
     a = _args(run)
-    assert "-refine" not in a
-    app = CosinePeriodic() if "-periodic" in a else Ex01()
-    opts = dict(max_levels=15, abs_tol=1e-6, cfactor=2, storage=-1, periodic="-periodic" in a)
-    tstop = 2 * math.acos(-1) if "-periodic" in a else 5.0
-    return app, dict(tstart=0.0, tstop=tstop, ntime=100), opts
+    periodic = "-periodic" in a
+    opts = dict(max_levels=int(a.get("-ml", ["15"])[0]), abs_tol=1e-6, cfactor=2, periodic=periodic)
+    opts["storage"] = int(a.get("-storage", ["-1"])[0])
+    opts["fmg"] = "-fmg" in a
+    if periodic:
+        # ex-01-refinement sets factor 1 everywhere without -refine: the same as no refinement
+        assert "-refine" not in a
+        app = CosinePeriodic()
+    else:
+        app = (Ex01RefinementSync if "-sync" in a else Ex01Refinement)(
+            refine=int(a.get("-refine", ["0"])[0]),
+            tol=float(a.get("-tol", ["1e-6"])[0]),
+            max_rfactor=int(a.get("-max_rfactor", ["-1"])[0]),
+        )
+        opts.update(refine=True, incr_max_levels="-incMaxLvl" in a)
+        if "-MaxTotalRefine" in a:
+            opts["max_refinements"] = int(a["-MaxTotalRefine"][0])
+    tstop = 2 * math.acos(-1) if periodic else 5.0
+    return app, dict(tstart=0.0, tstop=tstop, ntime=int(a.get("-nt", ["100"])[0])), opts
 
 
 def _ex06(run, comm=None):
     a = _args(run)
     dt = (0.5 - 0.0) / (256 - 1)  # ex-06 computes it before parsing -nt, with its default 256 - 1
     time_discr = int(a.get("-time_discr", ["1"])[0])
-    # -refinet: error estimates (and refinement, which never happens: max_tpts 100 < ntime)
+    # -refinet: error estimates and refinement (which never happens when max_tpts <= ntime)
     refine = "-refinet" in a
-    assert int(a.get("-max_tpts", ["100"])[0]) < int(a.get("-nt", ["256"])[0]), "no refinement in pyxbraid"
-    app = Ex06(time_discr, refine=refine, comm=comm)
+    max_tpts = int(a.get("-max_tpts", ["100"])[0])
+    refining = refine and max_tpts > int(a.get("-nt", ["256"])[0])
+    app = Ex06(time_discr, refine=refine, comm=comm, refine_time=refining)
     opts = dict(
         max_levels=int(a.get("-ml", ["100"])[0]),
         nrelax=int(a.get("-nu", ["1"])[0]),
@@ -166,6 +183,8 @@ def _ex06(run, comm=None):
         skip=False,
         periodic="-periodic" in a,
     )
+    if refining:
+        opts.update(refine=True, tpoints_cutoff=max_tpts)
     if "-richardson" in a or refine:
         # ex-06: local order 2 for backward Euler, 3 for SDIRK23
         opts.update(richardson="-richardson" in a, error_estimation=refine, local_order=3 if time_discr == 2 else 2)
@@ -238,7 +257,7 @@ def _ex02(run, python_app=False):
     a = _args(run)
     nspace, ntime = int(a.get("-nspace", ["33"])[0]), int(a.get("-ntime", ["64"])[0])
     tstop = 2 * math.pi
-    if python_app:
+    if python_app or "-refinet" in a:  # refinement: the Python twin (Heat1D asks for none)
         app = ex02_class(residual="-res" in a, coarsening="-sc" in a)(nspace)
     else:
         app = xb.apps.Heat1D(nspace, guess="xbraid", residual="-res" in a, spatial_coarsening="-sc" in a)
@@ -259,6 +278,9 @@ def _ex02(run, python_app=False):
     )
     if "-richardson" in a:
         opts.update(richardson=True, local_order=2)  # ex-02 always calls braid_SetRichardsonEstimation with order 2
+    if "-refinet" in a:
+        app.error_tol = float(a["-refinet"][0])
+        opts.update(refine=True, tpoints_cutoff=10000, error_estimation=True, local_order=2)
     return app, dict(tstart=0.0, tstop=tstop, ntime=ntime), opts
 
 
@@ -295,6 +317,12 @@ def execute(run, comm, python_app=False):
         "nlevels": result.nlevels,
         "rnorms": _nan_to_none(result.residual_norms),
     }
+    if "refinement_events" in run:
+        got["cycle_rnorms"] = _nan_to_none(result.cycle_residual_norms)
+        got["cycle_iters"] = [int(k) for k in result.cycle_iterations]
+        got["nrefine"] = result.nrefine
+        got["t"] = [float(t) for t in solver.times]
+        got["num_syncs"] = getattr(app, "num_syncs", None)
     if result.full_residual_norms is not None:
         got["full_rnorms"] = _nan_to_none(result.full_residual_norms)
         got["final_full_rnorm"] = result.final_full_residual_norm
@@ -309,7 +337,7 @@ def execute(run, comm, python_app=False):
     if comm.Get_rank() == 0:
         all_rows = {i: u for part in gathered for i, u in part.items()}
         if run["program"] == "ex-02":
-            final = all_rows[grid["ntime"]]
+            final = all_rows[max(all_rows)]  # t = 2 pi (the last index, also after a refinement)
             got["final_state"] = [float(v) for v in final]
             got["states_at"] = {str(i): [float(v) for v in all_rows[i]] for i in sorted(all_rows)}
             got["discretization_error"] = got["printed_discr_error"] = app.error(float(solver.times[-1]), final)
@@ -455,10 +483,37 @@ def compare(run, got):
         recorded = {rank: [s[:4] for s in calls] for rank, calls in run["syncs"].items()}
         if got["syncs"] != recorded:
             bad.append(f"{name}: sync calls {got['syncs']} != {recorded}")
-    if "num_syncs" in run:
+    bad += _compare_refinement(run, got, name)
+    if "num_syncs" in run and "refinement_events" not in run:
         tops = sum(1 for s in got["syncs"]["0"] if s[0] == CALLERS["top_cycle"])
         if tops != run["num_syncs"]:
             bad.append(f"{name}: num_syncs {tops} != {run['num_syncs']}")
+    return bad
+
+
+def _compare_refinement(run, got, name):
+    """ex-01-refinement: the printed history (a refining cycle's r_k index printed twice), the final grid."""
+    if "refinement_events" not in run:
+        return []
+    bad = []
+    rtol = RTOL[run["program"]]
+    if got["cycle_iters"] != run["rnorm_iters"] or not all(
+        _close(a, b, rtol) for a, b in zip(got["cycle_rnorms"], run["rnorms"], strict=False)
+    ):
+        bad.append(
+            f"{name}: printed history {got['cycle_iters']} {got['cycle_rnorms']} != {run['rnorm_iters']} "
+            f"{run['rnorms']}"
+        )
+    if got["nrefine"] != run["nrefine"]:
+        bad.append(f"{name}: refinements {got['nrefine']} != {run['nrefine']}")
+    # the access files print t with %.14e (15 digits)
+    if "t" in run and not _all_close(got["t"], run["t"], 1e-13, 1e-15):
+        bad.append(f"{name}: final grid ({len(got['t'])} times) != recorded ({len(run['t'])} times)")
+    if len(got["t"]) - 1 != run["time_steps"]:
+        bad.append(f"{name}: final time steps {len(got['t']) - 1} != {run['time_steps']}")
+    # ex-01-refinement's rank 0 counts the syncs after a refinement
+    if "num_syncs" in run and got["num_syncs"] != run["num_syncs"]:
+        bad.append(f"{name}: num_syncs {got['num_syncs']} != {run['num_syncs']}")
     return bad
 
 
@@ -502,6 +557,10 @@ def as_recorded(public):
     """A public run (``example``, the example's output under ``extra``) in this file's format."""
     run = dict(public, program=public["example"])
     extra = public.get("extra", {})
+    if run["program"] == "ex-01-refinement" and "refinement_events" in public.get("braid_stats", {}):
+        stats = public["braid_stats"]
+        run.update(refinement_events=stats["refinement_events"], nrefine=stats["number_of_refinements"])
+        run.update(t=extra["t"], solution=extra["u"], time_steps=stats["final_time_steps"])
     if run["program"] == "ex-06" and "value" in extra:
         run.update(solution=extra["value"], estimate=extra["estimate"], error=extra["error"])
         final = extra["printed_final"][0]

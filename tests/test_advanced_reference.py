@@ -18,6 +18,7 @@ RUNNER = Path(__file__).resolve().parent / "scripts" / "advanced_runner.py"
 FEATURES = {
     "full_rnorm_sync": ["full_rnorm", "full_rnorm_sync", "sync"],
     "periodic": ["periodic"],
+    "refine": ["refine"],
     "richardson": ["richardson"],
     "shell": ["shell"],
     "delta": ["delta"],
@@ -41,6 +42,7 @@ def test_runs_two_ranks(mpirun, feature):
 PUBLIC = {
     "f_full_rnorm_and_sync": "ex-03",
     "c_periodic": "ex-01-expanded",
+    "e_frefine": "ex-01-refinement",
     "b_richardson": "ex-06",
     "g_bdf2_shell": "ex-01-expanded-bdf2",
     "d_delta_correction": "ex-07",
@@ -103,3 +105,36 @@ def test_periodic_odd_level_deviation():
     got = ac.execute(stock, MPI.COMM_SELF)
     assert ac.compare(fixed, got) == []
     assert (stock["iterations"], got["iterations"]) == (13, 3)
+
+
+def test_public_refinement_run_two_ranks(mpirun):
+    # The public run 31 (ex-01-refinement -refine 1, recorded on 1 rank) replayed on 2 ranks.
+    runs = ac.public_runs("e_frefine")
+    if not runs:
+        pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
+    ranks = mpirun.json(str(RUNNER), 2, timeout=300, args=["public=e_frefine"])
+    assert ranks[0]["checked"] == [r["id"] for r in runs]
+    assert ranks[0]["mismatches"] == []
+
+
+def test_public_refinement_run_numbers():
+    # public run 31: 5 iterations, 8 levels, r_1 printed twice (the refining cycle), 298 steps
+    runs = ac.public_runs("e_frefine")
+    if not runs:
+        pytest.skip("../shared/data/xbraid-advanced/public_runs.json is not here")
+    run = ac.as_recorded(runs[0])
+    got = ac.execute(run, MPI.COMM_SELF)
+    assert (got["iterations"], got["nlevels"], got["nrefine"]) == (5, 8, 1)
+    assert got["cycle_iters"] == [0, 1, 1, 2, 3, 4]
+    assert got["cycle_rnorms"][1:3] == pytest.approx([0.1310742133542689, 0.006789719930884322], rel=1e-12)
+    assert len(got["t"]) == 299 and got["t"][-1] == 5.0
+    assert got["solution"][-1] == pytest.approx(0.0075862890746359, rel=1e-13)
+
+
+def test_refinement_runs_three_ranks(mpirun):
+    # The 1-rank ex-01-refinement and ex-06 -refinet runs on 3 ranks: the same numbers
+    # (a new block distribution after each refinement; ex-02's random guesses are per rank).
+    ranks = mpirun.json(str(RUNNER), 3, timeout=300, args=["onerank=refine"])
+    expected = [r["id"] for r in ac.load_runs(nprocs=1) if r["feature"] == "refine" and r["program"] != "ex-02"]
+    assert ranks[0]["checked"] == expected and len(expected) == 13
+    assert ranks[0]["mismatches"] == []

@@ -159,6 +159,12 @@ class Batched(Lorenz):
             r"delta_rank=1 cannot be combined with full_residual_norm",
         ),
         (Batched, dict(delta_rank=1), ValueError, r"delta_rank=1 cannot be combined with step_batch"),
+        (
+            Lorenz,
+            dict(delta_rank=1, refine=True),
+            ValueError,
+            r"delta_rank=1 cannot be combined with refine=True \(temporal refinement\) yet",
+        ),
         (Lorenz, dict(delta_rank=1, defer_delta=(1,)), ValueError, r"defer_delta must be a pair"),
         (Lorenz, dict(delta_rank=1, defer_delta="ab"), ValueError, r"defer_delta must be a pair"),
         (

@@ -85,6 +85,8 @@ def test_status_phase_is_a_phase_name_in_every_callback():
         "full_residual",
         "after_init",
         "top_cycle",
+        "refine",
+        "after_refine",
     )
     app = PhaseRecorder()
     xb.Solver(app, 0.0, 1.0, 16, comm=COMM, max_levels=3, adjoint=True, max_iter=3).solve()

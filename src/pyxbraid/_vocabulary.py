@@ -245,6 +245,50 @@ OPTIONS: tuple[Option, ...] = (
         "Needs ``cwt`` = 1 on every level; not with ``periodic``.",
     ),
     Option(
+        "refine",
+        "bool",
+        False,
+        "adaptive temporal refinement: level-0 steps ask for finer intervals (status.set_rfactor)",
+        "braid_SetRefine",
+        details="At the top of each cycle, after the sync, the factors the last level-0 steps asked for "
+        "(``status.set_rfactor(r)``: r equal intervals; ``status.set_refinement_dts(dts)``: r - 1 given "
+        "steps, then the rest of the interval) build a new fine grid when any factor is > 1. The current "
+        "iterate is carried over: old points keep their values (F-points relaxed from the C-points first), "
+        "new points are stepped from the old point to their left; the points are block-distributed anew and "
+        "the hierarchy is rebuilt. That cycle does no convergence test and the iteration counter is not "
+        "advanced (XBraid prints the same r_k twice). ``result.ntime``, :attr:`Solver.times` and the states "
+        "then describe the refined grid; ``error_estimation``'s estimates are -1.0 again until the "
+        "next level-0 restriction. Not with ``periodic``, ``adjoint``, ``objective_only``, "
+        "``seq_soln``, ``richardson``, ``full_residual_norm``, ``relax_only_cg``, shells, spatial coarsening "
+        "or ``step_batch``.",
+    ),
+    Option(
+        "max_refinements",
+        "int",
+        200,
+        "refinement stops after this many refinements",
+        "braid_SetMaxRefinements",
+        minimum=0,
+        requires="refine",
+    ),
+    Option(
+        "tpoints_cutoff",
+        "int",
+        2147483646,
+        "refinement stops once the grid has this many intervals or more (default: no limit)",
+        "braid_SetTPointsCutoff",
+        minimum=1,
+        requires="refine",
+    ),
+    Option(
+        "incr_max_levels",
+        "bool",
+        False,
+        "each refinement allows one more level (max_levels + 1)",
+        "braid_SetIncrMaxLevels",
+        requires="refine",
+    ),
+    Option(
         "local_order",
         "int",
         2,
@@ -591,6 +635,8 @@ PHASES: tuple[Phase, ...] = (
     Phase("full_residual", "full residual norm at every fine point (braid_ASCaller_ComputeFullRNorm)"),
     Phase("after_init", "sync after the initial guess (braid_ASCaller_Drive_AfterInit)"),
     Phase("top_cycle", "sync at the top of each cycle (braid_ASCaller_Drive_TopCycle)"),
+    Phase("refine", "level-0 steps of a temporal refinement (braid_ASCaller_FRefine)"),
+    Phase("after_refine", "sync after a refinement rebuilt the hierarchy (braid_ASCaller_FRefine_AfterInitHier)"),
 )
 
 STATUS_FIELDS: tuple[StatusField, ...] = (
@@ -604,6 +650,7 @@ STATUS_FIELDS: tuple[StatusField, ...] = (
     StatusField("done", "bool", "True in the final sweep after convergence."),
     StatusField("residual_norm", "double", "Latest residual norm (-1.0 when not available)."),
     StatusField("ntime", "int", "Number of fine time steps."),
+    StatusField("nrefine", "int", "Temporal refinements done so far (refine=True)."),
     StatusField(
         "error_estimate",
         "double",

@@ -85,6 +85,18 @@ class SolveResult:
         solve on one dedicated core per rank and the modelled network (the
         latest rank's virtual clock at the end, the same on every rank); else
         None. See the options ``virtual_*``.
+    ntime : int
+        Number of fine time steps at the end (larger than the Solver's
+        ``ntime`` after a temporal refinement, ``refine=True``).
+    nrefine : int
+        Temporal refinements done so far (``refine=True``; 0 otherwise).
+    cycle_iterations : numpy.ndarray
+        The iteration index of each cycle of this solve. A cycle that refines
+        the grid does not count as an iteration, so its index appears twice (as
+        XBraid prints it).
+    cycle_residual_norms : numpy.ndarray
+        ||r_k|| of each cycle, NaN where not available (``residual_norms``
+        keeps the last cycle of each iteration).
     """
 
     iterations: int
@@ -101,6 +113,10 @@ class SolveResult:
     full_residual_norms: np.ndarray | None = None
     final_full_residual_norm: float | None = None
     virtual_wall_time: float | None = None
+    ntime: int = 0
+    nrefine: int = 0
+    cycle_iterations: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cycle_residual_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _defer_delta(value: Any, level: int, iteration: int) -> tuple[int, int]:
@@ -180,6 +196,10 @@ class Solver:
         full_residual_norm: bool = False,
         richardson: bool = False,
         error_estimation: bool = False,
+        refine: bool = False,
+        max_refinements: int = 200,
+        tpoints_cutoff: int = 2147483646,
+        incr_max_levels: bool = False,
         local_order: int = 2,
         delta_rank: int = 0,
         defer_delta_level: int = 0,
@@ -232,6 +252,7 @@ class Solver:
         self._engine._set_view_owner()
         self._solves = 0
         self._last: SolveResult | None = None
+        self._shown_ntime = ntime_v
         if opt.print_level >= 1 and comm.Get_rank() == 0:
             # A weak reference: the engine must not keep its solver alive.
             printer = weakref.WeakMethod(self._print_iteration)
@@ -521,6 +542,12 @@ class Solver:
             full_residual_norms=full,
             final_full_residual_norm=final_full,
             virtual_wall_time=summary.virtual_wall_time if self._options.virtual_time else None,
+            ntime=self._engine.ntime,
+            nrefine=summary.nrefine,
+            cycle_iterations=np.array(summary.cycle_iterations, dtype=np.int64),
+            cycle_residual_norms=np.array(
+                [math.nan if r == -1.0 else r for r in summary.cycle_residual_norms], dtype=np.float64
+            ),
         )
         self._last = result
         if self._options.print_level >= 2 and self._comm.Get_rank() == 0:
@@ -804,6 +831,9 @@ class Solver:
             print(f"  Braid: || r_{it} || = {rnorm:1.6e}, wall time = {wall:1.2e}", flush=True)
         if full != -1.0:
             print(f"  Braid: Full || r_{it} || = {full:1.6e}", flush=True)
+        if self._engine.ntime != self._shown_ntime:  # this cycle refined the grid (refine=True)
+            self._shown_ntime = self._engine.ntime
+            print(f"  Braid: Temporal refinement occurred, {self._shown_ntime} time steps", flush=True)
 
     def _print_summary(self, r: SolveResult) -> None:
         print(

@@ -5,6 +5,7 @@
 
 #include <structmember.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <string>
@@ -46,6 +47,7 @@ PyMemberDef status_members[] = {
     PXB_MEMBER("done", T_BOOL, done, "True in the final sweep after convergence."),
     PXB_MEMBER("residual_norm", T_DOUBLE, residual_norm, "Latest residual norm (-1.0 when not available)."),
     PXB_MEMBER("ntime", T_INT, ntime, "Number of fine time steps."),
+    PXB_MEMBER("nrefine", T_INT, nrefine, "Temporal refinements done so far (refine=True)."),
     PXB_MEMBER("error_estimate", T_DOUBLE, error_estimate, "Richardson error estimate of the level-0 point stepped to (step) or accessed (access); -1.0 when not available (error_estimation off, coarse levels, before the first level-0 restriction)."),
     {nullptr, 0, 0, 0, nullptr},
 };
@@ -55,7 +57,7 @@ PyMemberDef status_members[] = {
 
 // clang-format off
 // BEGIN GENERATED phase-doc
-constexpr const char* kPhaseDoc = "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential, state_query, objective, full_residual, after_init, top_cycle.";
+constexpr const char* kPhaseDoc = "Calling routine: init, fc_relax, f_restrict, residual, f_interp, access, sequential, state_query, objective, full_residual, after_init, top_cycle, refine, after_refine.";
 // END GENERATED phase-doc
 // clang-format on
 
@@ -119,6 +121,81 @@ PyObject* status_error_estimates(PyObject* self, void*) {
                     static_cast<std::size_t>(n) * sizeof(double));
     return out;
 }
+RefineRequest* refine_request(PyObject* self, const char* method) {
+    RefineRequest* req = reinterpret_cast<StatusObject*>(self)->st.refine;
+    if (req == nullptr)
+        PyErr_Format(PyExc_RuntimeError, "status.%s is only available inside step of a Solver built with refine=True",
+                     method);
+    return req;
+}
+// An integral factor >= 1 (XBraid's "Refinement factor smaller than one" is an error here).
+bool parse_rfactor(PyObject* arg, const char* method, long& r) {
+    const double v = PyFloat_AsDouble(arg);
+    if (v == -1.0 && PyErr_Occurred()) return false;
+    if (!(v >= 1.0) || v != static_cast<double>(static_cast<long>(v)) || v > 1e9) {
+        PyErr_Format(PyExc_ValueError, "status.%s: rfactor must be an integer >= 1, got %R", method, arg);
+        return false;
+    }
+    r = static_cast<long>(v);
+    return true;
+}
+PyObject* status_set_rfactor(PyObject* self, PyObject* arg) {
+    RefineRequest* req = refine_request(self, "set_rfactor");
+    long r = 0;
+    if (req == nullptr || !parse_rfactor(arg, "set_rfactor", r)) return nullptr;
+    if (!req->active) Py_RETURN_NONE;  // coarse levels and access sweeps: ignored, as in XBraid
+    // Given step sizes stay only when they still describe this factor.
+    if (static_cast<long>(req->dts.size()) != r - 1) req->dts.clear();
+    req->rfactor = static_cast<int>(r);
+    Py_RETURN_NONE;
+}
+PyObject* status_set_refinement_dts(PyObject* self, PyObject* arg) {
+    RefineRequest* req = refine_request(self, "set_refinement_dts");
+    if (req == nullptr) return nullptr;
+    const Status& st = reinterpret_cast<StatusObject*>(self)->st;
+    py::object seq_obj = py::reinterpret_steal<py::object>(
+        PySequence_Fast(arg, "status.set_refinement_dts needs a sequence of step sizes"));
+    if (!seq_obj) return nullptr;
+    struct {
+        PyObject* p;
+    } seq{seq_obj.ptr()};
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.p);
+    std::vector<double> dts(static_cast<std::size_t>(n));
+    double sum = 0.0;
+    for (Py_ssize_t k = 0; k < n; ++k) {
+        const double v = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq.p, k));
+        if (v == -1.0 && PyErr_Occurred()) return nullptr;
+        if (!(v > 0.0) || !std::isfinite(v)) {
+            PyErr_Format(PyExc_ValueError, "status.set_refinement_dts: dts[%zd] must be finite and > 0, got %R", k,
+                         PySequence_Fast_GET_ITEM(seq.p, k));
+            return nullptr;
+        }
+        dts[static_cast<std::size_t>(k)] = v;
+        sum += v;
+    }
+    // The given steps must leave room for the last one (the rest of the interval).
+    if (n > 0 && !(sum < st.tstop - st.tstart)) {
+        const std::string msg = "status.set_refinement_dts: the " + std::to_string(n) + " step sizes sum to " +
+                                std::to_string(sum) +
+                                ", not less than the interval tstop - tstart = " + std::to_string(st.tstop - st.tstart);
+        PyErr_SetString(PyExc_ValueError, msg.c_str());
+        return nullptr;
+    }
+    if (!req->active) Py_RETURN_NONE;
+    req->rfactor = static_cast<int>(n) + 1;
+    req->dts = std::move(dts);
+    Py_RETURN_NONE;
+}
+PyMethodDef status_methods[] = {
+    {"set_rfactor", status_set_rfactor, METH_O,
+     "refine=True, level-0 step: divide the interval stepped over into rfactor equal intervals (an integer >= "
+     "1; XBraid's braid_StepStatusSetRFactor). Ignored on coarse levels and in access sweeps."},
+    {"set_refinement_dts", status_set_refinement_dts, METH_O,
+     "refine=True, level-0 step: divide the interval stepped over into len(dts) + 1 intervals, the first "
+     "len(dts) of the given sizes (positive, summing to less than tstop - tstart) and the rest of the interval "
+     "(XBraid's braid_StepStatusSetRefinementDtValues)."},
+    {nullptr, nullptr, 0, nullptr},
+};
 PyGetSetDef status_getset[] = {
     {"dt", status_dt, nullptr, "tstop - tstart.", nullptr},
     {"basis_vectors", status_basis_vectors, nullptr,
@@ -154,6 +231,7 @@ PyType_Slot status_slots[] = {
                                   "AccessStatus). The same object is reused: read it, do not keep it.")},
     {Py_tp_members, status_members},
     {Py_tp_getset, status_getset},
+    {Py_tp_methods, status_methods},
     {Py_tp_repr, reinterpret_cast<void*>(status_repr)},
     {Py_tp_dealloc, reinterpret_cast<void*>(status_dealloc)},
     {0, nullptr},
@@ -477,6 +555,7 @@ void PyApp::step_any(Vec u, CVec ustop, CVec fstop, const Status& st) {
                memory_owner_.ptr()};
     PyObject* args[] = {uv.p, sv.p, fv.p, status_object(st, true)};
     Ref res(PyObject_Vectorcall(step_.ptr(), args, 4, nullptr));
+    status_->refine = nullptr;  // a status kept past the call must not point into the engine
     if (res.p == nullptr) throw py::error_already_set();
     check_in_place("step", res.p, uv.p);
 }
@@ -513,6 +592,7 @@ void PyApp::residual_any(CVec ustop, Vec r, const Status& st) {
     ViewRef rv{recycled_view(views_[0], r, true), &views_[0], memory_owner_.ptr()};
     PyObject* args[] = {sv.p, rv.p, status_object(st)};
     Ref res(PyObject_Vectorcall(residual_.ptr(), args, 3, nullptr));
+    status_->refine = nullptr;  // a status kept past the call must not point into the engine
     if (res.p == nullptr) throw py::error_already_set();
     check_in_place("residual", res.p, rv.p);
 }

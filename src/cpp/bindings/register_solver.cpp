@@ -88,7 +88,11 @@ void register_solver(py::module_& m) {
         .def_readonly("wall_time", &SolveSummary::wall_time)
         .def_readonly("virtual_wall_time", &SolveSummary::virtual_wall_time)
         .def_readonly("calls", &SolveSummary::calls)
-        .def_readonly("step_calls_all_ranks", &SolveSummary::step_calls_all_ranks);
+        .def_readonly("step_calls_all_ranks", &SolveSummary::step_calls_all_ranks)
+        .def_readonly("cycle_iterations", &SolveSummary::cycle_iterations)
+        .def_readonly("cycle_residual_norms", &SolveSummary::cycle_residual_norms)
+        .def_readonly("cycle_refined", &SolveSummary::cycle_refined)
+        .def_readonly("nrefine", &SolveSummary::nrefine);
 
     py::class_<App, std::shared_ptr<App>>(m, "App", "Base of apps the engine can run.")
         .def_property_readonly("size", &App::size);
@@ -250,6 +254,7 @@ void register_solver(py::module_& m) {
         .def_property_readonly("iupper", &Engine::iupper)
         .def_property_readonly("nlevels", &Engine::nlevels)
         .def_property_readonly("ntime", &Engine::ntime)
+        .def_property_readonly("nrefine", &Engine::nrefine)
         .def_property_readonly("rank", &Engine::rank)
         .def_property_readonly("nranks", &Engine::nranks)
         .def_property_readonly("level_sizes", &Engine::level_sizes)

@@ -96,6 +96,7 @@ void Engine::sync(Phase phase) {
     st.phase = phase;
     st.residual_norm = current_rnorm_;
     st.ntime = ntime_;
+    st.nrefine = refine_.nrefine;
     st.error_estimates = rich_.estimate.data();  // XBraid's SyncStatusGetAllErrorEst
     st.n_error_estimates = static_cast<int>(rich_.estimate.size());
     gate_.sync(st);
@@ -216,24 +217,36 @@ bool Engine::cycle_move(Cycle& c) {
     return true;
 }
 
-void Engine::end_of_iteration(bool& converged) {
-    // XBraid's _braid_DriveEndCycle: output, the adjoint's reverse cycle, the
-    // convergence test, the progress hook.
+void Engine::end_of_iteration(bool& converged, SolveSummary& summary) {
+    // XBraid's _braid_DriveEndCycle: output, the refinement, the adjoint's
+    // reverse cycle, the convergence test, the progress hook.
     sync(Phase::top_cycle);
     if (opt_.access_level >= 2) final_sweep(false, false);  // output only: not recorded
+    summary.cycle_iterations.push_back(iter_);
+    summary.cycle_residual_norms.push_back(rnorm_at(iter_));
+    // XBraid: a cycle that refines tests no convergence and does not count as an iteration.
+    const bool refined = refine_grid();
+    summary.cycle_refined.push_back(refined ? 1 : 0);
+    if (refined) {
+        report_progress();  // XBraid prints the refining cycle's r_k too
+        return;
+    }
     if (sweep_.active()) sweep_.top_of_cycle(levels_[0], iter_, initial_status());
     converged = check_convergence(iter_);
-    if (on_iteration) {
-        IterationInfo info;
-        info.iter = iter_;
-        info.residual_norm = rnorm_at(iter_);
-        double reference = -1.0;
-        if (opt_.full_residual_norm) info.full_residual_norm = stopping_norm(iter_, reference);
-        info.wall_time = MPI_Wtime() - solve_start_;
-        on_iteration(info);
-    }
+    report_progress();
     if (sweep_.active()) sweep_.next_iteration(done_);
     ++iter_;
+}
+
+void Engine::report_progress() {
+    if (!on_iteration) return;
+    IterationInfo info;
+    info.iter = iter_;
+    info.residual_norm = rnorm_at(iter_);
+    double reference = -1.0;
+    if (opt_.full_residual_norm) info.full_residual_norm = stopping_norm(iter_, reference);
+    info.wall_time = MPI_Wtime() - solve_start_;
+    on_iteration(info);
 }
 
 void Engine::drive(SolveSummary& summary) {
@@ -257,7 +270,7 @@ void Engine::drive(SolveSummary& summary) {
                 while (!cycle_move(c)) {
                 }
             }
-            end_of_iteration(converged);
+            end_of_iteration(converged, summary);
         }
     }
     finish(summary, sequential, converged);
@@ -291,6 +304,7 @@ void Engine::finish(SolveSummary& summary, bool sequential, bool converged) {
     summary.adjoint_residual_norms = sweep_.history();
     summary.converged = converged;
     summary.residual_norms = rnorms_;
+    summary.nrefine = refine_.nrefine;
 }
 
 }  // namespace pxb

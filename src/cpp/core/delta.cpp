@@ -65,6 +65,7 @@ const char* Engine::unverified_with_delta() const {
     if (gate_.has_spatial_coarsening()) return "spatial coarsening (the app's coarsen and refine)";
     if (opt_.richardson) return "richardson=True";
     if (opt_.error_estimation) return "error_estimation=True";
+    if (opt_.refine) return "refine=True (temporal refinement)";
     return nullptr;
 }
 

@@ -55,6 +55,12 @@ struct SolveSummary {
     double virtual_wall_time = -1.0;
     CallCounts calls;  ///< this rank
     long long step_calls_all_ranks = 0;
+    /// One entry per cycle, refining cycles included (XBraid prints their r_k
+    /// and then the same k again): the iteration and its residual norm (-1: not available).
+    std::vector<int> cycle_iterations;
+    std::vector<double> cycle_residual_norms;
+    std::vector<int> cycle_refined;  ///< 1 where the cycle refined the grid
+    int nrefine = 0;                 ///< refine: refinements done (in all solves)
 };
 
 class Engine {
@@ -101,6 +107,8 @@ public:
     int iupper() const { return levels_.empty() ? -1 : levels_[0].iupper; }
     int nlevels() const { return static_cast<int>(levels_.size()); }
     int ntime() const { return ntime_; }
+    /// refine: temporal refinements done so far.
+    int nrefine() const { return refine_.nrefine; }
     int rank() const { return comm_.rank(); }
     int nranks() const { return comm_.size(); }
     /// Global number of points on each level.
@@ -218,6 +226,14 @@ private:
         Vec send_buf = nullptr;  ///< this rank's last C-point value, sent to the right
         Vec coarse = nullptr;    ///< the coarse step's value
         EstimateExchange exchange;
+    };
+    /// Adaptive temporal refinement (refinement.cpp; XBraid's FRefine).
+    struct Refinement {
+        std::vector<int> rfactors;             ///< per owned level-0 point i: the factor of interval (i-1, i]
+        std::vector<std::vector<double>> dts;  ///< per owned point: the given step sizes (empty: uniform)
+        RefineRequest request;                 ///< what the step being made asks
+        int nrefine = 0;                       ///< refinements done
+        bool active = false;                   ///< false once max_refinements or tpoints_cutoff stopped it
     };
 
     // setup.cpp
@@ -408,6 +424,29 @@ private:
     /// Owned C-point j's estimate times its dtk (what every point of its interval gets).
     double cpoint_value(std::size_t j) const { return rich_.cpoint_estimate[j] * rich_.dtk[j]; }
 
+    // refinement.cpp
+    /// Factors 1 for this rank's level-0 intervals (after build_hierarchy).
+    void setup_refinement();
+    /// Before a step: status_.refine and whether what the step asks counts.
+    void open_refine_request(int level, Phase phase);
+    /// After a step to `index`: keep the factor it asked for.
+    void take_refine_request(int index);
+    /// At the top of a cycle: refine the fine grid when a step asked for it (true: refined).
+    bool refine_grid();
+    /// Every interval's factor and given step sizes, on every rank (index: the interval's right point).
+    void gather_refine_factors(std::vector<int>& rf, std::vector<std::vector<double>>& dts);
+    /// Rank `root`'s part of them, broadcast.
+    void gather_refine_part(int root, std::vector<int>& rf, std::vector<std::vector<double>>& dts);
+    /// The refined grid's times; new_of_old[i]: the new index of old point i.
+    std::vector<double> refined_times(const std::vector<int>& rf, const std::vector<std::vector<double>>& dts,
+                                      std::vector<int>& new_of_old) const;
+    /// Every rank's level-0 states (after a final sweep), on every rank.
+    void gather_level0(Bytes& all);
+    /// The new level 0's stored values, stepped from the old points.
+    void init_refined_level0(const Bytes& old_states, const std::vector<int>& new_of_old);
+    /// refine=True: the combinations refused.
+    void check_refinement(AdjointMode mode) const;
+
     // full_residual.cpp
     /// XBraid's _braid_ComputeFullRNorm: the app's residual at every fine point (a reduction).
     double full_residual_norm();
@@ -441,7 +480,9 @@ private:
     Cycle init_cycle();
     void update_cycle(Cycle& c) const;
     bool cycle_move(Cycle& c);
-    void end_of_iteration(bool& converged);
+    void end_of_iteration(bool& converged, SolveSummary& summary);
+    /// The progress hook of the cycle that just ended (a refining cycle's too).
+    void report_progress();
     void finish(SolveSummary& summary, bool sequential, bool converged);
     bool check_convergence(int iter);
     void check_divergence(int iter, double rnorm) const;
@@ -473,6 +514,7 @@ private:
     Work work_;
     Batch batch_;
     Richardson rich_;
+    Refinement refine_;
     Bytes solution_;  ///< fine states ilower..iupper after the final sweep
     bool solution_valid_ = false;
     State state_ = State::fresh;

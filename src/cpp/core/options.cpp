@@ -76,6 +76,8 @@ void Options::validate() const {
     check_at_least("nfmg", nfmg, -1);
     check_at_least("nfmg_vcyc", nfmg_vcyc, 1);
     check_at_least("storage", storage, -1);
+    check_at_least("max_refinements", max_refinements, 0);
+    check_at_least("tpoints_cutoff", tpoints_cutoff, 1);
     check_at_least("local_order", local_order, 2);
     check_at_least("delta_rank", delta_rank, 0);
     check_at_least("defer_delta_level", defer_delta_level, 0);
@@ -121,6 +123,10 @@ void Options::describe(const std::function<void(const char*, double)>& scalar,
     scalar("full_residual_norm", static_cast<double>(full_residual_norm));
     scalar("richardson", static_cast<double>(richardson));
     scalar("error_estimation", static_cast<double>(error_estimation));
+    scalar("refine", static_cast<double>(refine));
+    scalar("max_refinements", static_cast<double>(max_refinements));
+    scalar("tpoints_cutoff", static_cast<double>(tpoints_cutoff));
+    scalar("incr_max_levels", static_cast<double>(incr_max_levels));
     scalar("local_order", static_cast<double>(local_order));
     scalar("delta_rank", static_cast<double>(delta_rank));
     scalar("defer_delta_level", static_cast<double>(defer_delta_level));

@@ -70,6 +70,14 @@ struct Options {
     bool richardson = false;
     /// Richardson-based estimates of the local error at every fine point (status.error_estimate) [braid_SetRichardsonEstimation]
     bool error_estimation = false;
+    /// adaptive temporal refinement: level-0 steps ask for finer intervals (status.set_rfactor) [braid_SetRefine]
+    bool refine = false;
+    /// refinement stops after this many refinements [braid_SetMaxRefinements]
+    int max_refinements = 200;
+    /// refinement stops once the grid has this many intervals or more (default: no limit) [braid_SetTPointsCutoff]
+    int tpoints_cutoff = 2147483646;
+    /// each refinement allows one more level (max_levels + 1) [braid_SetIncrMaxLevels]
+    bool incr_max_levels = false;
     /// order of the local truncation error of the app's step (backward Euler: 2; a p-th order method: p + 1) [braid_SetRichardsonEstimation]
     int local_order = 2;
     // delta correction

@@ -98,6 +98,8 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     build_hierarchy();
     probe_level_sizes();
     setup_richardson();
+    setup_refinement();
+    refine_.active = opt_.refine;
     if (opt_.periodic && nlevels() == 1)
         throw std::invalid_argument(
             "periodic=True needs at least 2 levels (max_levels >= 2 and ntime - 1 = " + std::to_string(ntime_ - 1) +
@@ -131,6 +133,7 @@ void Engine::check_features(AdjointMode mode) const {
     check_shells(mode);
     check_delta(mode);
     check_richardson(mode);
+    check_refinement(mode);
 }
 
 void Engine::check_shells(AdjointMode mode) const {
@@ -317,6 +320,25 @@ void Engine::check_consistent_across_ranks(double tstart, double tstop, const st
             throw std::invalid_argument(msg.str());
         }
     }
+}
+
+void Engine::check_refinement(AdjointMode mode) const {
+    if (!opt_.refine) return;
+    // Checked against XBraid's runs only without these: refused rather than unverified
+    // (the adjoint: XBraid has no refinement of its tape either).
+    const auto refuse = [](const std::string& what) {
+        throw std::invalid_argument("refine=True cannot be combined with " + what + " yet");
+    };
+    if (mode == AdjointMode::gradient) refuse("adjoint=True");
+    if (mode != AdjointMode::none) refuse("objective_only=True");
+    if (opt_.periodic) refuse("periodic=True");
+    if (opt_.seq_soln) refuse("seq_soln=True");
+    if (opt_.richardson) refuse("richardson=True");
+    if (opt_.full_residual_norm) refuse("full_residual_norm=True");
+    if (opt_.relax_only_cg) refuse("relax_only_cg=True");
+    if (app_->shell_size() > 0) refuse("an app with shells (shell_shape)");
+    if (gate_.has_spatial_coarsening()) refuse("spatial coarsening (the app's coarsen and refine)");
+    if (app_->has_step_batch()) refuse("an app with step_batch");
 }
 
 }  // namespace pxb

@@ -4,8 +4,18 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 namespace pxb {
+
+/// What a level-0 step asks of a temporal refinement (refine=True): the
+/// factor of the interval it stepped over and, optionally, the r - 1 first
+/// new step sizes (XBraid's StepStatusSetRFactor / SetRefinementDtValues).
+struct RefineRequest {
+    bool active = false;      ///< false: the request is ignored (coarse levels, access sweeps, refinement stopped)
+    int rfactor = 0;          ///< 0: not set by this step (the interval keeps its previous factor)
+    std::vector<double> dts;  ///< empty: r equal sub-intervals
+};
 
 /// The phases, X(name, doc), from the one declaration in
 /// src/pyxbraid/_vocabulary.py: the enum, its names and every table indexed
@@ -13,19 +23,21 @@ namespace pxb {
 /// none of them can drift from the others.
 // clang-format off
 // BEGIN GENERATED phases (codegen/generate.py)
-#define PXB_PHASES(X)                                                                             \
-    X(init, "initial guess (braid_ASCaller_InitGuess / BaseInit)")                                \
-    X(fc_relax, "F- and C-relaxation (braid_ASCaller_FCRelax)")                                   \
-    X(f_restrict, "F-sweep + FAS residual before restriction (braid_ASCaller_FRestrict)")         \
-    X(residual, "coarse-grid residual during restriction (braid_ASCaller_Residual)")              \
-    X(f_interp, "F-relaxation before interpolation / coarsest solve (braid_ASCaller_FInterp)")    \
-    X(access, "final (or per-iteration) access sweep (braid_ASCaller_FAccess)")                   \
-    X(sequential, "sequential solution used as initial guess (seq_soln)")                         \
-    X(state_query, "on-demand final sweep answering a state query (access_level=0)")              \
-    X(objective, "objective evaluation and its adjoint (XBraid's ObjectiveStatus)")               \
-    X(full_residual, "full residual norm at every fine point (braid_ASCaller_ComputeFullRNorm)")  \
-    X(after_init, "sync after the initial guess (braid_ASCaller_Drive_AfterInit)")                \
-    X(top_cycle, "sync at the top of each cycle (braid_ASCaller_Drive_TopCycle)")
+#define PXB_PHASES(X)                                                                                        \
+    X(init, "initial guess (braid_ASCaller_InitGuess / BaseInit)")                                           \
+    X(fc_relax, "F- and C-relaxation (braid_ASCaller_FCRelax)")                                              \
+    X(f_restrict, "F-sweep + FAS residual before restriction (braid_ASCaller_FRestrict)")                    \
+    X(residual, "coarse-grid residual during restriction (braid_ASCaller_Residual)")                         \
+    X(f_interp, "F-relaxation before interpolation / coarsest solve (braid_ASCaller_FInterp)")               \
+    X(access, "final (or per-iteration) access sweep (braid_ASCaller_FAccess)")                              \
+    X(sequential, "sequential solution used as initial guess (seq_soln)")                                    \
+    X(state_query, "on-demand final sweep answering a state query (access_level=0)")                         \
+    X(objective, "objective evaluation and its adjoint (XBraid's ObjectiveStatus)")                          \
+    X(full_residual, "full residual norm at every fine point (braid_ASCaller_ComputeFullRNorm)")             \
+    X(after_init, "sync after the initial guess (braid_ASCaller_Drive_AfterInit)")                           \
+    X(top_cycle, "sync at the top of each cycle (braid_ASCaller_Drive_TopCycle)")                            \
+    X(refine, "level-0 steps of a temporal refinement (braid_ASCaller_FRefine)")                             \
+    X(after_refine, "sync after a refinement rebuilt the hierarchy (braid_ASCaller_FRefine_AfterInitHier)")
 // END GENERATED phases
 // clang-format on
 
@@ -59,6 +71,9 @@ struct Status {
     Phase phase = Phase::init;  ///< which routine called
     double residual_norm = -1;  ///< latest ||r|| (or -1 when not available)
     int ntime = 0;              ///< number of fine time steps
+    int nrefine = 0;            ///< temporal refinements done so far (refine=True)
+    /// refine=True, steps only: where status.set_rfactor writes (null elsewhere).
+    RefineRequest* refine = nullptr;
     /// Delta correction: the basis vectors (basis_rank of them, one after the
     /// other, each a state) that a step must replace in place by the step's
     /// Jacobian applied to them; in access, the point's basis (read-only).

@@ -17,6 +17,8 @@ void Engine::fill_status(int level, int index, Phase phase) {
     status_.residual_norm = current_rnorm_;
     status_.ntime = ntime_;
     status_.error_estimate = error_estimate_at(level, index);  // of the point stepped to
+    status_.nrefine = refine_.nrefine;
+    open_refine_request(level, phase);
 }
 
 CVec Engine::ustop_for(int level, int index, CVec u) {
@@ -41,6 +43,7 @@ void Engine::take_step(int level, int index, Vec u, Phase phase) {
     arena_.record_step(u, ustop, status_);
     if (level == 0 || !g.fa_valid) {
         gate_.step(u, ustop, nullptr, status_);
+        if (level == 0) take_refine_request(index);
         return;
     }
     CVec fa = g.fa.at(index - g.ilower);
@@ -64,11 +67,13 @@ void Engine::user_or_default_residual(int level, int index, CVec ustop, Vec r, P
     fill_status(level, index, phase);
     if (gate_.has_residual()) {
         gate_.residual(ustop, r, status_);
+        if (level == 0) take_refine_request(index);
         return;
     }
     CVec rstop = ustop_for(level, index, r);
     arena_.record_step(r, rstop, status_);
     gate_.step(r, rstop, nullptr, status_);
+    if (level == 0) take_refine_request(index);
     arena_.axpy(1.0, ustop, -1.0, r);
 }
 
@@ -84,6 +89,7 @@ Status Engine::point_status(int index, Phase phase, bool done) const {
     st.residual_norm = current_rnorm_;
     st.ntime = ntime_;
     st.error_estimate = error_estimate_at(0, index);
+    st.nrefine = refine_.nrefine;
     return st;
 }
 
