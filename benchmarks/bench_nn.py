@@ -2,6 +2,7 @@
 
     python benchmarks/bench_nn.py kernels              # native f64/f32 layers vs PyTorch f64/f32 (1 rank, 1 thread)
     python benchmarks/bench_nn.py oneshot              # one-shot layer-parallel on 2 ranks vs eager PyTorch
+    python benchmarks/bench_nn.py cycles               # one-shot training with the full and the lean cycle
     python benchmarks/bench_nn.py steps --ranks 1 2    # time per training step; speedup model
     python benchmarks/bench_nn.py peaks --ranks 1 2    # time to 88% validation accuracy on peaks
     python benchmarks/bench_nn.py all --ranks 1 2
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +138,11 @@ def worker_peaks() -> list[dict]:
 
 ONESHOT_CASES = [(512, w, b) for w in (8, 32) for b in (100, 5000)]  # (depth, width, batch)
 ONESHOT = dict(max_levels=10, cfactor=4, max_iter=2, one_shot=True)
+# The lean cycle: two levels, cfactor 8, F-relaxation only. 2 iterations cost 640 step calls per
+# rank at depth 512 on 2 ranks against the full hierarchy's 1658 (FCF, cfactor 4), and train peaks
+# as well (the `cycles` part below).
+ONESHOT_LEAN = dict(max_levels=2, cfactor=8, nrelax=0, max_iter=2, one_shot=True)
+ONESHOT_CYCLES = {"full": ONESHOT, "lean": ONESHOT_LEAN}
 
 
 def worker_oneshot(repeats: int) -> list[dict]:
@@ -149,9 +156,9 @@ def worker_oneshot(repeats: int) -> list[dict]:
     for depth, width, batch in ONESHOT_CASES:
         rng = np.random.default_rng(0)
         x, y = rng.uniform(-3, 3, (batch, 2)), rng.integers(0, 5, batch)
-        for dtype in ("float64", "float32"):
+        for cycle, dtype in (("full", "float64"), ("full", "float32"), ("lean", "float32")):
             net = nn.ResNet(2, width, depth, 5, seed=1, dtype=dtype)
-            trainer = nn.Trainer(net, comm=comm, layer_parallel=ONESHOT, progress=False)
+            trainer = nn.Trainer(net, comm=comm, layer_parallel=ONESHOT_CYCLES[cycle], progress=False)
             trainer.loss_and_gradient(x, y)  # warm-up: builds the solver
             times = []
             for _ in range(repeats):
@@ -165,6 +172,7 @@ def worker_oneshot(repeats: int) -> list[dict]:
                     width=width,
                     batch=batch,
                     dtype=dtype,
+                    cycle=cycle,
                     ranks=comm.Get_size(),
                     seconds=statistics.median(times),
                 )
@@ -172,10 +180,46 @@ def worker_oneshot(repeats: int) -> list[dict]:
     return rows
 
 
+CYCLES_DEPTH, CYCLES_STEPS = 256, 100
+
+
+def worker_cycles() -> list[dict]:
+    """Full-batch one-shot L-BFGS on peaks at depth 256: the full and the lean cycle against layer-serial."""
+    from mpi4py import MPI
+
+    import pyxbraid as xb
+    from pyxbraid import nn
+
+    comm = MPI.COMM_WORLD
+    data = xb.datasets.peaks()
+    rows = []
+    for name, lp in (("layer-serial", None), *ONESHOT_CYCLES.items()):
+        net = nn.ResNet(2, 8, CYCLES_DEPTH, 5, T=1.0, activation="smooth_relu", seed=1, tikhonov=1e-5, smoothness=1e-5)
+        trainer = nn.Trainer(net, comm=comm, optimizer=nn.LBFGS(), layer_parallel=lp, seed=1, progress=False)
+        comm.Barrier()
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", nn.LineSearchWarning)  # the one-shot gradient is inexact
+            history = trainer.fit(data.x_train, data.y_train, epochs=CYCLES_STEPS, validation=(data.x_val, data.y_val))
+        wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+        loss, acc = trainer.evaluate(data.x_train, data.y_train)
+        rows.append(
+            dict(
+                run=name,
+                ranks=comm.Get_size(),
+                wall=wall,
+                loss=loss,
+                train_accuracy=acc,
+                val_accuracy=history.val_accuracy[-1],
+            )
+        )
+    return rows
+
+
 def worker(kind: str, repeats: int) -> None:
     from mpi4py import MPI
 
-    work = {"steps": worker_steps, "oneshot": worker_oneshot}
+    work = {"steps": worker_steps, "oneshot": worker_oneshot, "cycles": lambda _: worker_cycles()}
     rows = work[kind](repeats) if kind in work else worker_peaks()
     if MPI.COMM_WORLD.Get_rank() == 0:
         print("RESULT " + json.dumps(rows), flush=True)
@@ -350,14 +394,15 @@ def report_oneshot(rows: list[dict], repeats: int) -> None:
         import torch
     except ImportError:
         torch = None
-    print("\n## Layer-parallel one-shot (2 MGRIT iterations, cfactor 4, full hierarchy) on 2 ranks vs eager PyTorch")
+    print("\n## Layer-parallel one-shot (2 MGRIT iterations) on 2 ranks vs eager PyTorch")
+    print("full: cfactor 4, full hierarchy, FCF; lean: 2 levels, cfactor 8, F-relaxation")
     print("median milliseconds of", repeats, "repeats; PyTorch layer-serial with 1 and 2 threads\n")
     print(
-        "| depth | width | batch | one-shot 2 ranks f64 | one-shot 2 ranks f32 | torch f64 1 thr | torch f32 1 thr "
-        "| torch f32 2 thr | torch f32 1 thr / one-shot f32 |"
+        "| depth | width | batch | full f64 | full f32 | lean f32 | torch f64 1 thr | torch f32 1 thr "
+        "| torch f32 2 thr | torch f32 1 thr / full f32 | torch f32 1 thr / lean f32 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    key = {(r["depth"], r["width"], r["batch"], r["dtype"]): r["seconds"] * 1e3 for r in rows}
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    key = {(r["depth"], r["width"], r["batch"], r["cycle"], r["dtype"]): r["seconds"] * 1e3 for r in rows}
     for depth, width, batch in ONESHOT_CASES:
         rng = np.random.default_rng(0)
         x, y = rng.uniform(-3, 3, (batch, 2)), rng.integers(0, 5, batch)
@@ -380,11 +425,30 @@ def report_oneshot(rows: list[dict], repeats: int) -> None:
                 t[name] = statistics.median(ts) * 1e3
             torch.set_num_threads(1)
         cells = [f"{t[k]:.1f}" if k in t else "–" for k in ("f64 1", "f32 1", "f32 2")]
-        f64, f32 = key[(depth, width, batch, "float64")], key[(depth, width, batch, "float32")]
-        ratio = f"{t['f32 1'] / f32:.2f}x" if "f32 1" in t else "–"
+        variants = (("full", "float64"), ("full", "float32"), ("lean", "float32"))
+        mine = [key[(depth, width, batch, c, d)] for c, d in variants]
+        ratios = [f"{t['f32 1'] / m:.2f}x" if "f32 1" in t else "–" for m in mine[1:]]
         print(
-            f"| {depth} | {width} | {batch} | {f64:.1f} | {f32:.1f} | " + " | ".join(cells) + f" | {ratio} |",
+            f"| {depth} | {width} | {batch} | "
+            + " | ".join(f"{m:.1f}" for m in mine)
+            + " | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(ratios)
+            + " |",
             flush=True,
+        )
+
+
+def report_cycles(rows: list[dict]) -> None:
+    print(f"\n## One-shot cycles: peaks, width 8, depth {CYCLES_DEPTH}, {CYCLES_STEPS} full-batch L-BFGS steps")
+    print("full: cfactor 4, full hierarchy, FCF; lean: 2 levels, cfactor 8, F-relaxation; 2 MGRIT iterations\n")
+    print("| run | ranks | wall s | final train loss | train acc | val acc |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['run']} | {r['ranks']} | {r['wall']:.1f} | {r['loss']:.4f} | "
+            f"{r['train_accuracy']:.4f} | {r['val_accuracy']:.3f} |"
         )
 
 
@@ -403,10 +467,10 @@ def report_peaks(rows: list[dict]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", choices=["kernels", "oneshot", "steps", "peaks", "all"], default="all")
+    p.add_argument("what", nargs="?", choices=["kernels", "oneshot", "cycles", "steps", "peaks", "all"], default="all")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--worker", choices=["steps", "peaks", "oneshot"])
+    p.add_argument("--worker", choices=["steps", "peaks", "oneshot", "cycles"])
     p.add_argument("--cases", help="kernels: depth,width,batch triples separated by ';' (default: KERNEL_CASES)")
     p.add_argument("--numpy", action="store_true", help="kernels: also time the numpy backprop reference")
     a = p.parse_args()
@@ -419,6 +483,8 @@ def main() -> None:
         bench_kernels(a.repeats, cases, a.numpy)
     if a.what in ("oneshot", "all"):
         report_oneshot(launch("oneshot", 2, a.repeats), a.repeats)
+    if a.what in ("cycles", "all"):
+        report_cycles(launch("cycles", 2, a.repeats))
     if a.what in ("steps", "all"):
         rows = [r for p_ in a.ranks for r in launch("steps", p_, a.repeats)]
         report_steps(rows)
