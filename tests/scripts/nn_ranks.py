@@ -47,6 +47,18 @@ history = trainer.fit(x, y, epochs=5)
 out["one_shot_loss"] = history.loss
 net.save(save_path)
 
+# step calls per rank of two one-shot cycles at depth 512 (benchmarks/README: the lean cycle's
+# critical path is ~1.25 layer-serial sweeps on 2 ranks, the full hierarchy's ~3.2)
+cycles = {
+    "full": dict(max_levels=10, cfactor=4, max_iter=2, one_shot=True),
+    "lean": dict(max_levels=2, cfactor=8, nrelax=0, max_iter=2, one_shot=True),
+}
+out["cycle_step_calls"] = {}
+for name, lp in cycles.items():
+    deep = nn.Trainer(nn.ResNet(2, 2, 512, 5, seed=1), comm=comm, layer_parallel=lp, progress=False)
+    deep.loss_and_gradient(x[:4], y[:4])
+    out["cycle_step_calls"][name] = comm.allgather(deep.last_solve.step_calls)
+
 # a model saved on one rank, loaded on this many
 loaded = nn.ResNet.load(load_path, comm=comm)
 out["loaded_loss"] = nn.Trainer(loaded, comm=comm, progress=False).evaluate(x, y)[0]
