@@ -430,8 +430,6 @@ def _main_peaks(comm: Any, parser: argparse.ArgumentParser, args: argparse.Names
         parser.error(f"--levels {args.levels} needs --strategy nested or mgopt")
     if args.coarse_epochs is not None and args.strategy != "nested":
         parser.error("--coarse-epochs needs --strategy nested")
-    if args.strategy != "single" and args.checkpoint:
-        parser.error(f"--checkpoint is not supported with --strategy {args.strategy} (only with single)")
     if args.strategy != "single":
         levels = args.levels if args.levels is not None else (3 if args.strategy == "nested" else 2)
         try:
