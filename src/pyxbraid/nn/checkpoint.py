@@ -122,12 +122,36 @@ def _gather(trainer: Trainer, full_token: Any) -> tuple | None:
     return params, state, vectors, lists, mgrit
 
 
+def stack_iterate(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the ranks' pieces of an MGRIT iterate (:meth:`Solver.iterate`) as one, in time order.
+
+    A rank that stores no time point has no adjoint piece (None): only the
+    pieces with points count.
+    """
+    held = [p for p in pieces if p["indices"].size] or pieces[:1]
+    order = np.argsort(np.concatenate([p["indices"] for p in held]), kind="stable")
+
+    def stack(key: str) -> Any:
+        if held[0][key] is None:
+            return None
+        return np.concatenate([p[key] for p in held])[order]
+
+    return {
+        "indices": stack("indices"),
+        "states": stack("states"),
+        "adjoint": stack("adjoint"),
+        "rnorm0": pieces[0]["rnorm0"],
+        "rnorm0_adjoint": pieces[0]["rnorm0_adjoint"],
+    }
+
+
 def _encode(
     trainer: Trainer, gathered: tuple | None, settings: dict, history: History, progress: Progress
 ) -> tuple[dict, dict[str, Any]]:
     """Rank 0: the metadata and the arrays (without format and meta) of one trainer's part of a checkpoint."""
     assert gathered is not None  # rank 0: what _gather collected
-    params, state, vectors, lists, mgrit = gathered
+    params, state, vectors, lists, pieces = gathered
+    mgrit = None if pieces is None else stack_iterate(pieces)
     net, opt = trainer.net, type(trainer.optimizer)
     scalars = {k: v for k, v in state.items() if k not in opt._VECTORS and k not in opt._VECTOR_LISTS}
     meta = {

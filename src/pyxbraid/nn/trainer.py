@@ -641,13 +641,17 @@ class Trainer:
         local = float(np.dot(a, b))
         return self.comm.allreduce(local, op=MPI.SUM) if self.comm.Get_size() > 1 else local
 
-    def _gathered_iterate(self, full_token: Any = None) -> dict[str, Any] | None:
-        """Return the training engine's MGRIT iterate for a checkpoint (collective): on rank 0, or None.
+    def _gathered_iterate(self, full_token: Any = None) -> list[dict[str, Any]] | None:
+        """Return every rank's piece of the training engine's MGRIT iterate for a checkpoint (collective).
 
-        Only a full batch in an MGRIT mode carries an iterate from one step to
-        the next (warm restarts); mini-batches and layer-serial mode start
-        every gradient afresh. ``full_token``: the full batch's identity in
-        the engine (default: that of :meth:`fit` alone, ``("full", digest)``).
+        On rank 0 the list of the ranks' :meth:`Solver.iterate` dicts (stacked
+        by :func:`~pyxbraid.nn.checkpoint.stack_iterate`, where a failure is
+        agreed between the ranks); None on the others, and on every rank
+        when there is no iterate to keep. Only a full batch in an MGRIT mode
+        carries an iterate from one step to the next (warm restarts);
+        mini-batches and layer-serial mode start every gradient afresh.
+        ``full_token``: the full batch's identity in the engine (default: that
+        of :meth:`fit` alone, ``("full", digest)``).
         """
         loaded = self._current_batch
         if full_token is None:
@@ -658,23 +662,7 @@ class Trainer:
             return None
         solver = self._train[self._loaded_app.shape[0]][1]
         mine = solver.iterate()
-        pieces = self.comm.gather(mine, root=0) if self.comm.Get_size() > 1 else [mine]
-        if pieces is None:
-            return None
-        order = np.argsort(np.concatenate([p["indices"] for p in pieces]), kind="stable")
-
-        def stack(key: str) -> Any:
-            if pieces[0][key] is None:
-                return None
-            return np.concatenate([p[key] for p in pieces])[order]
-
-        return {
-            "indices": stack("indices"),
-            "states": stack("states"),
-            "adjoint": stack("adjoint"),
-            "rnorm0": mine["rnorm0"],
-            "rnorm0_adjoint": mine["rnorm0_adjoint"],
-        }
+        return self.comm.gather(mine, root=0) if self.comm.Get_size() > 1 else [mine]
 
     def _restore_iterate(self, x: np.ndarray, y: np.ndarray, token: Any, iterate: dict[str, Any]) -> None:
         """Load the full batch into the training engine with a checkpoint's iterate (every rank)."""
