@@ -140,6 +140,8 @@ def test_resume_from_every_checkpoint_is_bit_identical(
         assert same_values(outcome(resumed), expected), (i, levels[i])
     if mode == "adaptive":
         assert expected["switched"][0] is not None and expected["switched"][0] < epochs  # the switch was reproduced
+        if strategy == "mgopt":  # every level switches with the fine network
+            assert expected["switched"] == [expected["switched"][0]] * 2
 
 
 class _SignallingAdam(nn.Adam):
@@ -407,6 +409,22 @@ def test_multilevel_resume_on_two_ranks_and_from_two_ranks_on_one(tmp_path, mpir
     for report in reports[-1]:
         assert report["error"].startswith(("ValueError", "RemoteRankError")), report
     assert any("phase.level must be an integer in [0, 2], got 7" in r["error"] for r in reports[-1])
+    # 2 ranks -> 3 ranks (the coarsest network, depth 2, has 3 time points): nested iteration bit for bit
+    shutil.copyfile(tmp_path / "nested-serial.copy.npz", tmp_path / "three.npz")
+    spec["cases"] = [
+        case("three", "nested", "serial", "adam", 15, 3, checkpoint=str(tmp_path / "three.npz"), resume=True)
+    ]
+    mpirun(SCRIPT, 3, timeout=240, args=(json.dumps(spec),))
+    assert same_values(load("three"), load("full-nested-serial"))
+
+
+def test_a_multilevel_checkpoint_is_written_atomically_and_replaces_a_link(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "c.npz").symlink_to(victim)
+    fit(make("mgopt"), 20, 1, checkpoint=tmp_path / "c.npz")
+    assert victim.read_text() == "precious" and not (tmp_path / "c.npz").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "victim.txt"]  # no temporary files left
 
 
 # --- the command line -------------------------------------------------------------------------------------

@@ -30,6 +30,25 @@ array data is read (:class:`~pyxbraid.nn._files.NpzReader`).
 
 With the iterate saved, a resumed run continues every mode exactly where
 it stopped (see :meth:`Trainer.fit`).
+
+A multilevel run (``strategy="nested"`` or ``"mgopt"``) writes format
+``"pyxbraid.nn.MultilevelCheckpoint/1"``: its ``meta`` has
+
+* ``strategy``: the strategy's settings (:meth:`Strategy.settings`), which a
+  resumed run must share key by key;
+* ``phase``: where the strategy's schedule stands -- nested iteration:
+  ``cascade`` (whether this fit runs the cascade), ``level`` (the level
+  being trained, 0 the network itself), ``offset`` (the wall time of the
+  coarser levels) and ``coarse_epochs`` (the coarse levels' epochs,
+  coarsest first); MG/Opt: ``cycles`` (V-cycles done);
+* ``gradient_evaluations``: each level's gradient evaluations so far;
+* ``levels``: one metadata object per level, finest first, as a
+  single-level checkpoint's ``meta``, whose arrays are stored with the
+  prefix ``level.<i>.`` (``level.1.param.layers.weight``, ...);
+* ``ranks`` and ``note``.
+
+Every level's part is checked as a single-level checkpoint is, all of
+them before any array data is read.
 """
 
 from __future__ import annotations

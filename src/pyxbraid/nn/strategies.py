@@ -76,7 +76,11 @@ class Nested(Strategy):
     ``l - 1`` as its starting point, down to the fine network, which is
     trained for the ``epochs`` given to :meth:`Trainer.fit`. The cascade runs
     in a trainer's first ``fit()``; later calls continue training the fine
-    network alone.
+    network alone. With ``fit(checkpoint=...)`` the checkpoint is written
+    after every epoch of every level; it records the level being trained,
+    its epoch and step, and every level's state, and ``resume=True``
+    continues the cascade exactly there (a coarse level that its ``tol``
+    had ended is not trained further).
 
     Parameters
     ----------
@@ -181,6 +185,14 @@ class MGOpt(Strategy):
     per line-search trial; the accepted trial's gradient is reused by the
     first post-smoothing step, and the coarse gradient at the restricted
     point (which ``v`` needs) by the coarse level's first step.
+
+    Checkpoints (``fit(checkpoint=...)``) are written between V-cycles:
+    after every epoch and, on SIGTERM/SIGINT, after the cycle in progress.
+    They hold every level's parameters and optimizer state (the smoothers'
+    moments persist from cycle to cycle) and, with a full batch in an
+    MGRIT mode, every level's MGRIT iterate (each level warm-restarts from
+    its own). With ``layer_parallel['switch_to_exact']`` every level goes
+    exact once the fine network's one-shot training stalls.
 
     Examples
     --------
@@ -682,8 +694,9 @@ def run_mgopt(
         phase = {"cycles": len(history.step_loss)}
         ckpt.save_levels(trainers, saving.checkpoint, settings, states, strategy.settings(), phase, counts)
 
-    def interrupted(epoch: int, step: int) -> TrainingInterrupted:
-        return TrainingInterrupted(trainer._stop_requested(stop), str(saving.checkpoint), epoch, step)
+    def requested() -> int:
+        """Return the signal received on any rank (collective), 0 if none or without checkpoint."""
+        return 0 if stop is None else trainer._stop_requested(stop)
 
     try:
         if stop is not None:
@@ -710,15 +723,17 @@ def run_mgopt(
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({"loss": f"{loss:.4f}", "acc": f"{acc:.3f}"}, refresh=False)
-                if stop is not None and trainer._stop_requested(stop):
+                signum = requested()
+                if signum:
                     save(epoch, b + 1, epoch_rng, loss_sum, correct_sum)
-                    raise interrupted(epoch, b + 1)
+                    raise TrainingInterrupted(signum, str(saving.checkpoint), epoch, b + 1)
             record = (epoch, n, loss_sum, correct_sum, last, start)
             stop_now = _end_epoch(trainers, history, record, validation, bar, callback)
             if saving.checkpoint is not None:  # the state the next epoch starts from
                 save(epoch + 1, 0, rng.bit_generator.state, 0.0, 0.0)
-                if stop is not None and trainer._stop_requested(stop):
-                    raise interrupted(epoch + 1, 0)
+                signum = requested()
+                if signum:
+                    raise TrainingInterrupted(signum, str(saving.checkpoint), epoch + 1, 0)
             if stop_now:
                 break
     finally:

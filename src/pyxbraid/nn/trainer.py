@@ -338,7 +338,8 @@ class Trainer:
         :class:`~pyxbraid.nn.MGOpt`: a V-cycle per optimisation step). A
         :class:`~pyxbraid.nn.Nested` or :class:`~pyxbraid.nn.MGOpt` object
         sets the details. Every mode and rank count works; the coarse
-        levels use the same mode, settings, seed and optimizer type.
+        levels use the same mode, settings, seed and optimizer type;
+        checkpoints hold every level's state (see :meth:`fit`).
     levels : int, optional
         Levels of a strategy given by name (default: 3 for ``"nested"``, 2
         for ``"mgopt"``); the depth must be divisible by ``2**(levels - 1)``.
@@ -819,14 +820,22 @@ class Trainer:
             :class:`TrainingInterrupted` is raised on every rank. It holds
             the parameters, the optimizer state (gathered to the network's
             global layout), the shuffling generator, the epoch and step
-            counters and the history.
+            counters and the history. With a multilevel strategy: every
+            level's part (parameters, optimizer state, history, MGRIT
+            iterate), the strategy's settings, the gradient-evaluation counts
+            and where the schedule stands (nested: the level trained and its
+            epoch and step; MG/Opt: the V-cycles done -- a signal stops after
+            the cycle in progress).
         resume : bool, default False
             Continue from ``checkpoint`` (which must exist), on any number
             of ranks. The network's configuration, the data, the mode and
             its MGRIT settings, ``seed``, ``batch_size``, ``shuffle`` and the
             optimizer type must be those of the run that wrote it (else a
-            ``ValueError`` naming the difference); the optimizer continues
-            with the checkpoint's hyperparameters and state.
+            ``ValueError`` naming the difference), and so must the strategy
+            and its settings (``Nested(levels=3)`` against a checkpoint of
+            ``levels=2``: a ``ValueError`` naming ``levels`` and both values);
+            the optimizer continues with the checkpoint's hyperparameters and
+            state.
 
         Returns
         -------
@@ -844,6 +853,19 @@ class Trainer:
         of every mode do not depend on the rank count, so SGD and Adam runs
         resume bit-identically on another number of ranks; L-BFGS sums its
         dot products over the ranks, so its runs differ in the last bits.
+
+        The multilevel strategies resume the same way, bit for bit on the
+        same number of ranks: parameters, every level's history
+        (:attr:`level_histories`), :attr:`gradient_evaluations` and
+        :attr:`switched_to_exact_at` are those of the uninterrupted run.
+        Nested iteration also moves between rank counts like a single
+        network (its transfers are rank-independent); MG/Opt's line search
+        and coarse objective sum dot products over the ranks, so across
+        rank counts it agrees to rounding. With ``Nested(epochs=None)`` the
+        coarse levels train for ``epochs``: a checkpoint written during the
+        cascade resumes only with the same ``epochs`` (a ``ValueError``
+        says so); once the fine network trains, a larger ``epochs``
+        continues it.
 
         Examples
         --------
