@@ -410,6 +410,7 @@ def run_nested(
     current = strategy.levels - 1 if cascade else 0
     histories = [History() for _ in trainers]  # of each level, finest first
     offset = 0.0  # wall time of the coarser levels: the finer histories' times include them
+    coarse_epochs = schedule[1:][::-1]  # the cascade's, coarsest first (resumed: the checkpoint's)
     resumed: Any = None
     if saving.resume:
         assert saving.checkpoint is not None  # fit() checked it
@@ -418,6 +419,7 @@ def run_nested(
             trainers, saving.checkpoint, settings, n, batch_size, strategy.settings(), check
         )
         cascade, current, offset = phase["cascade"], phase["level"], float(phase["offset"])
+        coarse_epochs = phase["coarse_epochs"]
         before = [t._gradient_count - c for t, c in zip(trainers, counts, strict=True)]
         for level in range(current + 1, strategy.levels):  # the levels done
             histories[level] = trainers[level].history = parts[level][0]
@@ -437,7 +439,7 @@ def run_nested(
             else ckpt.LevelState(histories[i], _fresh_progress(t, len(histories[i].epoch)), _NO_ITERATE)
             for i, t in enumerate(trainers)
         ]
-        phase = {"cascade": cascade, "level": level, "offset": offset, "coarse_epochs": schedule[1:][::-1]}
+        phase = {"cascade": cascade, "level": level, "offset": offset, "coarse_epochs": coarse_epochs}
         counts = [t._gradient_count - b for t, b in zip(trainers, before, strict=True)]
         assert saving.checkpoint is not None  # write is only called with a checkpoint
         ckpt.save_levels(trainers, saving.checkpoint, settings, states, strategy.settings(), phase, counts)
