@@ -37,6 +37,7 @@ LAYER_PARALLEL = {
 }
 STRATEGIES = {
     "nested": lambda: nn.Nested(3, epochs=[2, 2]),
+    "nested_long": lambda: nn.Nested(3, epochs=[4, 4]),
     "nested_tol": lambda: nn.Nested(3, tol=0.3),  # coarse levels stop on a plateau; their epochs follow fit()'s
     "mgopt": lambda: nn.MGOpt(2),
     "mgopt3": lambda: nn.MGOpt(3, pre=1, post=1, coarse_steps=2),
@@ -113,6 +114,7 @@ def keep_every_checkpoint(monkeypatch):
         ("nested_tol", "serial", "adam", 20, 4),
         # the adaptive mode stalls with L-BFGS on mini-batches (failed line searches: the inexact gradients)
         pytest.param("nested", "adaptive", "lbfgs", 20, 4, marks=STALLING),  # the fine network switches after epoch 3
+        pytest.param("nested_long", "adaptive", "lbfgs", 20, 2, marks=STALLING),  # level 1 switches after epoch 3
         ("mgopt", "serial", "adam", 15, 3),
         ("mgopt", "one_shot", "adam", None, 4),
         ("mgopt3", "exact", "adam", 20, 3),
@@ -139,7 +141,11 @@ def test_resume_from_every_checkpoint_is_bit_identical(
         fit(resumed, batch, epochs, checkpoint=copy, resume=True)
         assert same_values(outcome(resumed), expected), (i, levels[i])
     if mode == "adaptive":
-        assert expected["switched"][0] is not None and expected["switched"][0] < epochs  # the switch was reproduced
+        # a level switched before its last epoch (a resume reproduces it, and what follows)
+        switched = {level: e for level, e in enumerate(expected["switched"]) if e is not None}
+        done = [len(h["epoch"]) for h in expected["histories"][::-1]]  # each level's epochs, finest first
+        done += [done[0]] * (len(expected["switched"]) - len(done))  # MG/Opt: the coarse levels follow the fine one
+        assert switched and all(e < done[level] for level, e in switched.items())
         if strategy == "mgopt":  # every level switches with the fine network
             assert expected["switched"] == [expected["switched"][0]] * 2
 
@@ -283,6 +289,11 @@ def test_a_nested_cascade_resumes_only_with_its_coarse_epochs(tmp_path, keep_eve
     # once the cascade is done, more epochs continue the fine network (as with strategy='single')
     history = again.fit(DATA.x_train, DATA.y_train, epochs=3, batch_size=30, checkpoint=tmp_path / "c.npz", resume=True)
     assert history.epoch == [1, 2, 3] and [len(h.epoch) for h in again.level_histories] == [2, 3]
+    # the checkpoints it writes keep the coarse epochs the cascade had, and resume alike
+    assert json.loads(str(np.load(tmp_path / "c.npz")["meta"]))["phase"]["coarse_epochs"] == [2]
+    third = nn.Trainer(nn.ResNet(2, 4, 8, 5, seed=3), strategy=nn.Nested(2), seed=11, progress=False)
+    third.fit(DATA.x_train, DATA.y_train, epochs=4, batch_size=30, checkpoint=tmp_path / "c.npz", resume=True)
+    assert [len(h.epoch) for h in third.level_histories] == [2, 4]
 
 
 def rewrite(path, change):
