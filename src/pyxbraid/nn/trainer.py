@@ -80,8 +80,8 @@ class TrainingInterrupted(KeyboardInterrupt):
         Completed epochs, and completed steps of the next epoch, saved in it
         (with a nested strategy: of the level being trained).
     level : int or None
-        With a multilevel strategy: the level being trained (0: the network
-        itself); None otherwise.
+        With a nested strategy: the level being trained (0: the network
+        itself); None otherwise (MG/Opt trains every level in each cycle).
     """
 
     def __init__(self, signum: int, checkpoint: str, epoch: int, step: int, level: int | None = None) -> None:
