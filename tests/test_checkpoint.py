@@ -207,6 +207,23 @@ def test_resume_on_two_ranks_and_from_two_ranks_on_one(tmp_path, mpirun):
             assert_bitwise(uninterrupted_one_rank, two_ranks)
 
 
+def test_a_rank_that_stores_no_time_point_keeps_the_iterate(tmp_path, mpirun):
+    """Depth 3 on 2 ranks: rank 1 stores no time point of the iterate (and no adjoint piece)."""
+    c = str(tmp_path / "c.npz")
+    case = {"mode": "exact", "optimizer": "lbfgs", "batch": None, "depth": 3}
+    spec = {
+        "out": str(tmp_path / "p"),
+        "cases": [dict(case, name="full", epochs=4), dict(case, name="half", epochs=2, checkpoint=c)],
+    }
+    mpirun(SCRIPT, 2, timeout=120, args=(json.dumps(spec),))
+    with np.load(c) as f:
+        assert json.loads(str(f["meta"]))["mgrit"]["adjoint"] and f["mgrit.indices"].tolist() == [0.0]
+    spec["cases"] = [dict(case, name="resumed", epochs=4, checkpoint=c, resume=True)]
+    mpirun(SCRIPT, 2, timeout=120, args=(json.dumps(spec),))
+    with np.load(tmp_path / "p.full.npz") as f, np.load(tmp_path / "p.resumed.npz") as g:
+        assert_bitwise({k: g[k] for k in g.files}, {k: f[k] for k in f.files})
+
+
 def test_sigterm_on_one_rank_checkpoints_and_stops_every_rank(tmp_path, mpirun):
     c = tmp_path / "c.npz"
     case = {

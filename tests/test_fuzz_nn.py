@@ -672,3 +672,119 @@ def test_strategy_arguments(args):
     assert args["strategy"] in ("single", "nested", "mgopt")
     assert history.loss and all(np.isfinite(history.loss)), history.loss
     assert all(np.isfinite(p).all() for p in net.parameters().values())
+
+
+# --- multilevel checkpoints: the loader of what nested / MG/Opt runs write -----------------------------------
+def _multilevel_checkpoint(strategy, folder):
+    """A checkpoint of 2 epochs of a small nested or MG/Opt run (exact mode, full batch: MGRIT iterates too)."""
+    net = nn.ResNet(2, 3, 4, 5, activation="tanh", seed=2)
+    s = nn.Nested(2, epochs=[1]) if strategy == "nested" else nn.MGOpt(2)
+    trainer = nn.Trainer(net, layer_parallel=dict(max_levels=2, cfactor=2), strategy=s, progress=False)
+    trainer.fit(DATA.x_train[:8], DATA.y_train[:8], epochs=2, checkpoint=folder / f"{strategy}.npz")
+    return (folder / f"{strategy}.npz").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def multilevel_checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("multilevel")
+    return {s: _multilevel_checkpoint(s, folder) for s in ("nested", "mgopt")}
+
+
+def _resume_property(strategy, path):
+    """fit(resume=True) from a damaged file: continues (finite parameters) or a ValueError/OSError naming it."""
+    net = nn.ResNet(2, 3, 4, 5, activation="tanh", seed=2)
+    s = nn.Nested(2, epochs=[1]) if strategy == "nested" else nn.MGOpt(2)
+    trainer = nn.Trainer(net, layer_parallel=dict(max_levels=2, cfactor=2), strategy=s, progress=False)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged learning rate is announced, and may stall MGRIT
+            trainer.fit(DATA.x_train[:8], DATA.y_train[:8], epochs=3, checkpoint=path, resume=True)
+    except (ValueError, OSError) as exc:
+        assert str(path) in str(exc), str(exc)
+        return
+    finally:
+        assert time.perf_counter() - start < 10, "too slow"
+    assert all(np.isfinite(p).all() for p in net.parameters().values())
+
+
+ML_PATHS = [
+    ("phase",),
+    ("phase", "level"),
+    ("phase", "cascade"),
+    ("phase", "offset"),
+    ("phase", "coarse_epochs"),
+    ("phase", "cycles"),
+    ("strategy",),
+    ("strategy", "levels"),
+    ("strategy", "epochs"),
+    ("strategy", "c1"),
+    ("gradient_evaluations",),
+    ("gradient_evaluations", 0),
+    ("levels",),
+    ("levels", 1),
+    ("levels", 0, "progress", "epoch"),
+    ("levels", 1, "progress", "step"),
+    ("levels", 1, "progress", "rng"),
+    ("levels", 0, "mgrit"),
+    ("levels", 0, "mgrit", "count"),
+    ("levels", 1, "optimizer", "t"),
+    ("levels", 1, "settings", "batch_size"),
+    ("ranks",),
+    ("extra",),
+]
+
+
+@FUZZ
+@given(
+    st.sampled_from(["nested", "mgopt"]),
+    st.lists(
+        st.tuples(st.sampled_from(ML_PATHS), JSON_VALUE | st.just("__delete__") | st.sampled_from([0, 1, 2, -1, 1.5])),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_load_of_crafted_multilevel_checkpoints(tmp_path_factory, multilevel_checkpoints, strategy, changes):
+    """Any value at any place of a multilevel checkpoint's metadata: resumes, or a clear error naming the file."""
+    path = tmp_path_factory.mktemp("ml") / "c.npz"
+    path.write_bytes(multilevel_checkpoints[strategy])
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+    for where, value in changes:
+        target = meta
+        for key in where[:-1]:
+            if isinstance(target, dict) and key in target or isinstance(target, list) and key < len(target):
+                target = target[key]
+            else:
+                break
+        else:
+            if isinstance(target, dict):
+                if value == "__delete__":
+                    target.pop(where[-1], None)
+                else:
+                    target[where[-1]] = value
+            elif isinstance(target, list) and where[-1] < len(target) and value != "__delete__":
+                target[where[-1]] = value
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    _resume_property(strategy, path)
+
+
+@FUZZ
+@given(
+    st.sampled_from(["nested", "mgopt"]),
+    st.floats(0, 1),
+    st.lists(st.tuples(st.floats(0, 1), st.integers(0, 7)), max_size=6),
+)
+def test_load_of_truncated_and_bit_flipped_multilevel_checkpoints(
+    tmp_path_factory, multilevel_checkpoints, strategy, cut, flips
+):
+    original = multilevel_checkpoints[strategy]
+    data = bytearray(original[: int(cut * len(original))] if cut < 1 else original)
+    for pos, bit in flips:
+        if data:
+            data[int(pos * (len(data) - 1))] ^= 1 << bit
+    path = tmp_path_factory.mktemp("ml") / "c.npz"
+    path.write_bytes(bytes(data))
+    _resume_property(strategy, path)

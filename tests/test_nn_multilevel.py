@@ -227,13 +227,6 @@ def test_bad_strategy_settings_name_the_setting(make, match):
         make()
 
 
-def test_checkpoint_is_refused_with_a_multilevel_strategy(tmp_path):
-    d = xb.datasets.make_peaks(40, 10, seed=1)
-    trainer = nn.Trainer(nn.ResNet(2, 4, 8, 5), strategy="nested", levels=2, progress=False)
-    with pytest.raises(ValueError, match="checkpoint is not supported with strategy='nested'"):
-        trainer.fit(d.x_train, d.y_train, checkpoint=tmp_path / "c.npz")
-
-
 def test_ranks_agree_on_the_results(mpirun):
     """1, 2 and 3 ranks: transfers bit-identical, serial and exact trajectories equal to round-off."""
     runs = {}
@@ -307,7 +300,6 @@ def test_cli_strategy_target_and_metrics(tmp_path, strategy):
         (["--strategy", "nested", "--levels", "6"], "--levels: levels=6 needs a depth divisible by"),
         (["--strategy", "mgopt", "--coarse-epochs", "2"], "--coarse-epochs needs --strategy nested"),
         (["--target-accuracy", "1.5"], r"argument --target-accuracy: must be a number in \(0, 1\], got '1.5'"),
-        (["--strategy", "nested", "--checkpoint", "c.npz"], "--checkpoint is not supported with --strategy nested"),
     ],
 )
 def test_cli_rejects_bad_strategy_arguments(capsys, args, message):

@@ -22,7 +22,9 @@ rank with exit status 1, with or without ``python -m mpi4py``. Outputs are
 written atomically (a temporary file renamed into place; a link at the
 destination is replaced, never followed). With ``--checkpoint`` (peaks) the
 run saves its state after every epoch and on SIGTERM/SIGINT (then it exits
-with status 128 + the signal number); ``--resume`` continues from it.
+with status 128 + the signal number); ``--resume`` continues from it -- also
+with ``--strategy nested`` / ``mgopt`` (every level's state; see
+:meth:`pyxbraid.nn.Trainer.fit`).
 
 Examples
 --------
@@ -430,8 +432,6 @@ def _main_peaks(comm: Any, parser: argparse.ArgumentParser, args: argparse.Names
         parser.error(f"--levels {args.levels} needs --strategy nested or mgopt")
     if args.coarse_epochs is not None and args.strategy != "nested":
         parser.error("--coarse-epochs needs --strategy nested")
-    if args.strategy != "single" and args.checkpoint:
-        parser.error(f"--checkpoint is not supported with --strategy {args.strategy} (only with single)")
     if args.strategy != "single":
         levels = args.levels if args.levels is not None else (3 if args.strategy == "nested" else 2)
         try:
@@ -459,7 +459,8 @@ def _main_peaks(comm: Any, parser: argparse.ArgumentParser, args: argparse.Names
         if rank == 0:
             print(
                 f"pyxbraid-train: stopped by {signal.Signals(exc.signum).name} after {exc.epoch} epoch(s) and "
-                f"{exc.step} step(s) of the next; the checkpoint {exc.checkpoint!r} has the last completed step: "
+                f"{exc.step} step(s) of the next" + ("" if exc.level is None else f" on level {exc.level}") + "; "
+                f"the checkpoint {exc.checkpoint!r} has the last completed step: "
                 "continue with --resume",
                 file=sys.stderr,
                 flush=True,

@@ -6,7 +6,12 @@ small network below and records, on rank 0, the parameters it ended with
 
     name, mode ("serial" | "exact" | "one_shot"), optimizer ("adam" | "sgd" | "lbfgs"),
     batch (int or null), epochs, checkpoint (path or null), resume (bool),
-    signal_at: [rank, global step] -- that rank sends itself SIGTERM after that step
+    signal_at: [rank, global step] -- that rank sends itself SIGTERM after that step (of the
+    trainer's own optimizer: with a multilevel strategy, the fine network's),
+    strategy ("nested": Nested(3, epochs=[2, 2]) | "mgopt": MGOpt(2); with depth 8),
+    layer_parallel (overrides the mode's settings), depth (default 9; 8 with a strategy)
+
+A case that raises reports ``error``: "<type>: <message>" on each rank.
 """
 
 import json
@@ -29,6 +34,7 @@ LAYER_PARALLEL = {
     "exact": dict(max_levels=3, cfactor=2),
     "one_shot": dict(max_levels=3, cfactor=2, max_iter=2, one_shot=True),
 }
+STRATEGIES = {"single": lambda: "single", "nested": lambda: nn.Nested(3, epochs=[2, 2]), "mgopt": lambda: nn.MGOpt(2)}
 OPTIMIZERS = {"adam": lambda: nn.Adam(lr=0.02), "sgd": lambda: nn.SGD(lr=0.05), "lbfgs": lambda: nn.LBFGS()}
 
 
@@ -53,14 +59,17 @@ def optimizer_for(case):
 
 results = []
 for case in spec["cases"]:
-    net = nn.ResNet(2, 4, 9, 5, activation="tanh", tikhonov=1e-4, smoothness=1e-4, seed=3)
+    strategy = case.get("strategy", "single")
+    depth = case.get("depth", 9 if strategy == "single" else 8)
+    net = nn.ResNet(2, 4, depth, 5, activation="tanh", tikhonov=1e-4, smoothness=1e-4, seed=3)
     trainer = nn.Trainer(
         net,
         comm=comm,
         optimizer=optimizer_for(case),
-        layer_parallel=LAYER_PARALLEL[case["mode"]],
+        layer_parallel=case.get("layer_parallel", LAYER_PARALLEL[case["mode"]]),
         seed=11,
         progress=False,
+        strategy=STRATEGIES[strategy](),
     )
     report = {"name": case["name"]}
     try:
@@ -76,6 +85,8 @@ for case in spec["cases"]:
         report["history"] = {k: v for k, v in history.as_dict().items() if k != "wall_seconds"}
     except nn.TrainingInterrupted as exc:
         report["interrupted"] = [exc.signum, exc.epoch, exc.step, exc.checkpoint]
+    except Exception as exc:
+        report["error"] = f"{type(exc).__name__}: {exc}"
     reports = comm.gather(report)
     params = net.parameters()
     if rank == 0:

@@ -11,10 +11,13 @@ hyperparameters. The levels are those of :class:`~pyxbraid.nn.hierarchy.Hierarch
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +25,7 @@ import numpy as np
 from .hierarchy import PROLONGATIONS, RESTRICTIONS, Hierarchy, _check_choice
 
 if TYPE_CHECKING:
+    from ._files import NpzReader
     from .trainer import History, Trainer
 
 __all__ = ["MGOpt", "Nested", "Single", "Strategy"]
@@ -72,7 +76,11 @@ class Nested(Strategy):
     ``l - 1`` as its starting point, down to the fine network, which is
     trained for the ``epochs`` given to :meth:`Trainer.fit`. The cascade runs
     in a trainer's first ``fit()``; later calls continue training the fine
-    network alone.
+    network alone. With ``fit(checkpoint=...)`` the checkpoint is written
+    after every epoch of every level; it records the level being trained,
+    its epoch and step, and every level's state, and ``resume=True``
+    continues the cascade exactly there (a coarse level that its ``tol``
+    had ended is not trained further).
 
     Parameters
     ----------
@@ -177,6 +185,14 @@ class MGOpt(Strategy):
     per line-search trial; the accepted trial's gradient is reused by the
     first post-smoothing step, and the coarse gradient at the restricted
     point (which ``v`` needs) by the coarse level's first step.
+
+    Checkpoints (``fit(checkpoint=...)``) are written between V-cycles:
+    after every epoch and, on SIGTERM/SIGINT, after the cycle in progress.
+    They hold every level's parameters and optimizer state (the smoothers'
+    moments persist from cycle to cycle) and, with a full batch in an
+    MGRIT mode, every level's MGRIT iterate (each level warm-restarts from
+    its own). With ``layer_parallel['switch_to_exact']`` every level goes
+    exact once the fine network's one-shot training stalls.
 
     Examples
     --------
@@ -291,6 +307,74 @@ def _count(trainers: list[Trainer], before: list[int]) -> dict[str, Any]:
     return {"fine": counts[0], "per_level": counts, "coarse_weighted": float(weighted)}
 
 
+@dataclass
+class Saving:
+    """The checkpoint arguments of :meth:`Trainer.fit` for a multilevel run (checked and agreed by fit)."""
+
+    checkpoint: Path | None = None
+    resume: bool = False
+    data: str = ""  # fingerprints of the training and validation data (the fit settings a resume must share)
+    validation: str | None = None
+
+    def settings(self, trainers: list[Trainer], n: int, batch_size: int, shuffle: bool) -> list[dict]:
+        """Return each level's fit settings, as a single-level checkpoint records them (none without checkpoint)."""
+        if self.checkpoint is None:
+            return [{} for _ in trainers]
+        return [t._fit_settings(n, batch_size, shuffle, self.data, self.validation) for t in trainers]
+
+
+# a full-batch identity no engine has: a level whose MGRIT iterate the checkpoint need not keep
+_NO_ITERATE = ("no iterate",)
+
+
+def _fresh_progress(trainer: Trainer, epochs: int = 0):
+    """Return the progress of a level that is not being trained: ``epochs`` epochs done, nothing else."""
+    from .checkpoint import Progress
+
+    progress = Progress.start(np.random.default_rng(trainer.seed))
+    progress.epoch = epochs
+    return progress
+
+
+def _nested_schedule(strategy: Nested, epochs: int) -> list[int]:
+    """Return the epochs of each level, finest first (level 0: ``fit(epochs=...)``)."""
+    coarse = [epochs] * (strategy.levels - 1) if strategy.epochs is None else strategy.epochs[::-1]
+    return [epochs, *coarse]
+
+
+def _check_nested_phase(strategy: Nested, schedule: list[int], phase: Any, r: NpzReader) -> list[int]:
+    """Check a nested checkpoint's phase; return the most epochs each level may have done (finest first)."""
+    keys = {"cascade", "level", "offset", "coarse_epochs"}
+    if not isinstance(phase, dict) or set(phase) != keys:
+        raise r.error(f"phase must be a JSON object with the keys {', '.join(sorted(keys))}")
+    levels = strategy.levels
+    cascade, level, coarse = phase["cascade"], phase["level"], phase["coarse_epochs"]
+    if not isinstance(cascade, bool):
+        raise r.error(f"phase.cascade must be true or false, got {cascade!r}")
+    top = levels - 1 if cascade else 0
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= top:
+        raise r.error(f"phase.level must be an integer in [0, {top}], got {level!r}")
+    offset = phase["offset"]
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not 0.0 <= offset < math.inf:
+        raise r.error(f"phase.offset must be a finite number >= 0, got {offset!r}")
+    if (
+        not isinstance(coarse, list)
+        or len(coarse) != levels - 1
+        or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in coarse)
+    ):
+        raise r.error(f"phase.coarse_epochs must be a list of {levels - 1} non-negative integers")
+    mine = schedule[1:][::-1]
+    if cascade and level > 0 and coarse != mine:
+        raise ValueError(
+            f"checkpoint {str(r.path)!r} was written on level {level} of a nested cascade whose coarse levels "
+            f"train for {coarse} epochs (coarsest first), this fit() would train them for {mine}: resume with "
+            "the epochs it was written with (Nested(epochs=None) trains each coarse level for fit()'s epochs)"
+        )
+    saved = [schedule[0], *coarse[::-1]]
+    # done: every coarser level of the cascade and the current one (at most their epochs); to come: none
+    return [saved[i] if (cascade and i >= level) or i == level else 0 for i in range(levels)]
+
+
 def run_nested(
     trainer: Trainer,
     x: np.ndarray,
@@ -300,49 +384,100 @@ def run_nested(
     validation: tuple[np.ndarray, np.ndarray] | None,
     shuffle: bool,
     callback: Callable[[int, History], Any] | None,
+    saving: Saving | None = None,
 ) -> History:
-    """Nested iteration (see :class:`Nested`): coarsest level first, prolonged level by level."""
+    """Nested iteration (see :class:`Nested`): coarsest level first, prolonged level by level.
+
+    With ``saving.checkpoint``, every level's training loop writes the whole
+    run's checkpoint (every level's part; ``phase``: whether the cascade runs,
+    the level being trained, the coarse levels' wall time and epochs), after
+    each epoch and on SIGTERM/SIGINT; ``saving.resume`` continues from it.
+    """
+    from . import checkpoint as ckpt
+    from .trainer import History
+
     strategy = trainer.strategy
     assert isinstance(strategy, Nested)
+    saving = Saving() if saving is None else saving
     trainers = level_trainers(trainer)
     hierarchy = trainer._hierarchy
+    n = x.shape[0]
+    schedule = _nested_schedule(strategy, epochs)
+    settings = saving.settings(trainers, n, batch_size, shuffle)
     before = [t._gradient_count for t in trainers]
     # the cascade runs once: a later fit() continues training the fine network
-    first = not trainer._nested_done
+    cascade = not trainer._nested_done
+    current = strategy.levels - 1 if cascade else 0
+    histories = [History() for _ in trainers]  # of each level, finest first
+    offset = 0.0  # wall time of the coarser levels: the finer histories' times include them
+    coarse_epochs = schedule[1:][::-1]  # the cascade's, coarsest first (resumed: the checkpoint's)
+    resumed: Any = None
+    if saving.resume:
+        assert saving.checkpoint is not None  # fit() checked it
+        check = functools.partial(_check_nested_phase, strategy, schedule)
+        phase, counts, parts = ckpt.load_levels(
+            trainers, saving.checkpoint, settings, n, batch_size, strategy.settings(), check
+        )
+        cascade, current, offset = phase["cascade"], phase["level"], float(phase["offset"])
+        coarse_epochs = phase["coarse_epochs"]
+        before = [t._gradient_count - c for t, c in zip(trainers, counts, strict=True)]
+        for level in range(current + 1, strategy.levels):  # the levels done
+            histories[level] = trainers[level].history = parts[level][0]
+            trainers[level]._maybe_switch_to_exact(histories[level])
+        resumed = parts[current]
+    elif cascade:  # the coarsest network starts from the fine network's initial parameters, restricted
+        for level in range(strategy.levels - 1):
+            trainers[level + 1].net.local_parameters[...] = hierarchy.restrict(
+                level, trainers[level].net.local_parameters
+            )
     trainer._nested_done = True
-    # the coarsest network starts from the fine network's initial parameters, restricted
-    for level in range(strategy.levels - 1 if first else 0):
-        trainers[level + 1].net.local_parameters[...] = hierarchy.restrict(level, trainers[level].net.local_parameters)
-    histories = []
-    offset = 0.0  # wall time of the coarser levels: the fine history's times include them
-    for level in range(strategy.levels - 1 if first else 0, -1, -1):
+
+    def write(level: int, history: History, progress: ckpt.Progress) -> None:
+        states = [
+            ckpt.LevelState(history, progress)
+            if i == level
+            else ckpt.LevelState(histories[i], _fresh_progress(t, len(histories[i].epoch)), _NO_ITERATE)
+            for i, t in enumerate(trainers)
+        ]
+        phase = {"cascade": cascade, "level": level, "offset": offset, "coarse_epochs": coarse_epochs}
+        counts = [t._gradient_count - b for t, b in zip(trainers, before, strict=True)]
+        assert saving.checkpoint is not None  # write is only called with a checkpoint
+        ckpt.save_levels(trainers, saving.checkpoint, settings, states, strategy.settings(), phase, counts)
+
+    top = strategy.levels - 1 if cascade else 0
+    for level in range(current, -1, -1):
         t = trainers[level]
-        if level > 0:
-            n_epochs = epochs if strategy.epochs is None else strategy.epochs[strategy.levels - 1 - level]
-            cb = _plateau(strategy.tol)
-        else:
-            n_epochs, cb = epochs, callback
-        if n_epochs > 0:
-            start = time.perf_counter()
-            t._as_level = True
-            try:
-                history = t.fit(
-                    x, y, epochs=n_epochs, batch_size=batch_size, validation=validation, shuffle=shuffle, callback=cb
-                )
-            finally:
-                t._as_level = False
+        state = resumed if level == current else None
+        n_epochs, cb = (schedule[level], _plateau(strategy.tol)) if level > 0 else (epochs, callback)
+        if state is not None and level > 0 and cb is not None and state[1].step == 0 and state[0].loss:
+            if cb(state[1].epoch, state[0]):  # the plateau had ended this level when the checkpoint was written
+                n_epochs = state[1].epoch
+        if n_epochs > 0 or state is not None:
+            hooks = (
+                None if saving.checkpoint is None else ckpt.LevelHooks(level, functools.partial(write, level), state)
+            )
+            start = time.perf_counter() - (0.0 if state is None else state[1].wall_seconds)
+            xv, yv = (None, None) if validation is None else validation
+            history = t._fit_single(
+                x,
+                y,
+                n_epochs,
+                batch_size,
+                (xv, yv),
+                cb,
+                saving.checkpoint,
+                False,
+                (settings[level], saving.data, shuffle),
+                hooks,
+            )
             history.wall_seconds = [w + offset for w in history.wall_seconds]
             offset += time.perf_counter() - start
-            histories.append(history)
-        else:
-            from .trainer import History
-
-            histories.append(History())
+            histories[level] = history
         if level > 0:
             trainers[level - 1].net.local_parameters[...] = hierarchy.prolong(level - 1, t.net.local_parameters)
-    trainer.level_histories = histories
+    trainer.level_histories = [histories[level] for level in range(top, -1, -1)]
     trainer.gradient_evaluations = _count(trainers, before)
-    return histories[-1]
+    return histories[0]
 
 
 def _plateau(tol: float | None) -> Callable[[int, History], bool] | None:
@@ -448,6 +583,41 @@ def _cycle(
     return start
 
 
+def _check_mgopt_phase(levels: int, epochs: int, steps: int, phase: Any, r: NpzReader) -> list[int]:
+    """Check an MG/Opt checkpoint's phase; return the most epochs each level may have done (finest first)."""
+    if not isinstance(phase, dict) or set(phase) != {"cycles"}:
+        raise r.error("phase must be a JSON object with the key cycles")
+    cycles = phase["cycles"]
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or not 0 <= cycles <= epochs * steps:
+        raise r.error(f"phase.cycles must be an integer in [0, {epochs * steps}], got {cycles!r}")
+    # the fine network's history and progress; the coarse levels keep none (each cycle restricts to them anew)
+    return [epochs] + [0] * (levels - 1)
+
+
+def _switch_levels(trainers: list[Trainer], history: History) -> None:
+    """MG/Opt with switch_to_exact: every level goes exact once the fine network's one-shot training stalled."""
+    fine = trainers[0]
+    fine._maybe_switch_to_exact(history)
+    if fine.switched_to_exact_at is None:
+        return
+    for t in trainers[1:]:
+        if t.switched_to_exact_at is None:
+            t._switch_to_exact(fine.switched_to_exact_at)
+
+
+def _last_solve(trainer: Trainer) -> tuple[float, float, int]:
+    """Return (residual, adjoint residual, MGRIT iterations) of the trainer's last gradient; NaN, NaN, 0 if none."""
+    res = trainer.last_solve
+    if trainer.mode == "serial" or res is None:
+        return (math.nan, math.nan, 0)
+    norms, adjoint = res.residual_norms, res.adjoint_residual_norms
+    return (
+        float(norms[-1]) if len(norms) else math.nan,
+        float(adjoint[-1]) if len(adjoint) else math.nan,
+        int(res.iterations),
+    )
+
+
 def run_mgopt(
     trainer: Trainer,
     x: np.ndarray,
@@ -457,54 +627,120 @@ def run_mgopt(
     validation: tuple[np.ndarray, np.ndarray] | None,
     shuffle: bool,
     callback: Callable[[int, History], Any] | None,
+    saving: Saving | None = None,
 ) -> History:
-    """MG/Opt (see :class:`MGOpt`): one V-cycle per optimisation step of each epoch."""
-    from .trainer import History
+    """MG/Opt (see :class:`MGOpt`): one V-cycle per optimisation step of each epoch.
+
+    With ``saving.checkpoint``, the whole run's checkpoint is written after
+    each epoch and, on SIGTERM/SIGINT, after the V-cycle in progress (the
+    granularity: a cycle is never cut); ``saving.resume`` continues from it.
+    """
+    from . import checkpoint as ckpt
+    from .trainer import History, TrainingInterrupted, _StopSignals
 
     strategy = trainer.strategy
     assert isinstance(strategy, MGOpt)
+    saving = Saving() if saving is None else saving
     trainers = level_trainers(trainer)
     hierarchy = trainer._hierarchy
     before = [t._gradient_count for t in trainers]
     n = x.shape[0]
     full = batch_size == n
     steps = -(-n // batch_size)
+    settings = saving.settings(trainers, n, batch_size, shuffle)
     rng = np.random.default_rng(trainer.seed)
     history = History()
-    trainer.history = history
+    progress = ckpt.Progress.start(rng)
     trainer._fit_calls += 1
+    full_token = ("mgopt", trainer._fit_calls, "full")  # (with the level) the full batch's identity in each engine
+    if saving.resume:
+        assert saving.checkpoint is not None  # fit() checked it
+        check = functools.partial(_check_mgopt_phase, strategy.levels, epochs, steps)
+        _, counts, parts = ckpt.load_levels(
+            trainers, saving.checkpoint, settings, n, batch_size, strategy.settings(), check
+        )
+        history, progress = parts[0][0], parts[0][1]
+        before = [t._gradient_count - c for t, c in zip(trainers, counts, strict=True)]
+        _switch_levels(trainers, history)  # before the iterates: switching drops the engines
+        from ..errors import _Agreed
+
+        for level, (t, part) in enumerate(zip(trainers, parts, strict=True)):
+            if part[2] is not None:
+                with _Agreed(t.comm, f"checkpoint {str(saving.checkpoint)!r} MGRIT iterate"):
+                    t._restore_iterate(x, y, (full_token, level), part[2])
+    trainer.history = history
     bar = None
     if trainer.progress and trainer.comm.Get_rank() == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(
             total=epochs * steps,
+            initial=progress.epoch * steps + progress.step,
             desc=f"train ({trainer.mode}) MG/Opt, {strategy.levels} levels",
             unit="cycle",
             dynamic_ncols=True,
             leave=True,
         )
-    start = time.perf_counter()
+    start = time.perf_counter() - progress.wall_seconds
+    last = progress.last  # (residual, adjoint residual, iterations) of the fine network's last gradient
+    stop = _StopSignals() if saving.checkpoint is not None else None
+
+    def save(epoch: int, step: int, epoch_rng: Any, loss_sum: float, correct_sum: float) -> None:
+        now = ckpt.Progress(epoch, step, epoch_rng, loss_sum, correct_sum, time.perf_counter() - start, last)
+        states = [ckpt.LevelState(history, now, (full_token, 0) if full else _NO_ITERATE)] + [
+            ckpt.LevelState(History(), _fresh_progress(t), (full_token, level) if full else _NO_ITERATE)
+            for level, t in enumerate(trainers[1:], 1)
+        ]
+        counts = [t._gradient_count - b for t, b in zip(trainers, before, strict=True)]
+        assert saving.checkpoint is not None  # save is only called with a checkpoint
+        phase = {"cycles": len(history.step_loss)}
+        ckpt.save_levels(trainers, saving.checkpoint, settings, states, strategy.settings(), phase, counts)
+
+    def requested() -> int:
+        """Return the signal received on any rank (collective), 0 if none or without checkpoint."""
+        return 0 if stop is None else trainer._stop_requested(stop)
+
     try:
-        for epoch in range(epochs):
+        if stop is not None:
+            stop.__enter__()
+        for epoch in range(progress.epoch, epochs):
+            if epoch == progress.epoch:  # where the run (or the checkpoint) starts
+                rng.bit_generator.state = progress.rng
+                first_step, loss_sum, correct_sum = progress.step, progress.loss_sum, progress.correct_sum
+            else:
+                first_step, loss_sum, correct_sum = 0, 0.0, 0.0
+            epoch_rng = rng.bit_generator.state  # before this epoch's permutation is drawn
             order = np.arange(n) if (full or not shuffle) else rng.permutation(n)
-            loss_sum = correct_sum = 0.0
-            for b in range(steps):
+            for b in range(first_step, steps):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 xb, yb = (x, y) if full else (np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx]))
-                token = ("mgopt", trainer._fit_calls, "full" if full else (epoch, b))
+                token = full_token if full else ("mgopt", trainer._fit_calls, (epoch, b))
                 loss, acc = _cycle(trainers, hierarchy, strategy, 0, xb, yb, token, None)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the training loss became {loss} at epoch {epoch}, step {b}")
                 history.step_loss.append(loss)
                 loss_sum += loss * xb.shape[0]
                 correct_sum += acc * xb.shape[0]
+                last = _last_solve(trainer)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({"loss": f"{loss:.4f}", "acc": f"{acc:.3f}"}, refresh=False)
-            if _end_epoch(trainer, history, epoch, n, loss_sum, correct_sum, validation, start, bar, callback):
+                signum = requested()
+                if signum:
+                    save(epoch, b + 1, epoch_rng, loss_sum, correct_sum)
+                    raise TrainingInterrupted(signum, str(saving.checkpoint), epoch, b + 1)
+            record = (epoch, n, loss_sum, correct_sum, last, start)
+            stop_now = _end_epoch(trainers, history, record, validation, bar, callback)
+            if saving.checkpoint is not None:  # the state the next epoch starts from
+                save(epoch + 1, 0, rng.bit_generator.state, 0.0, 0.0)
+                signum = requested()
+                if signum:
+                    raise TrainingInterrupted(signum, str(saving.checkpoint), epoch + 1, 0)
+            if stop_now:
                 break
     finally:
+        if stop is not None:
+            stop.__exit__()
         if bar is not None:
             bar.close()
     trainer.level_histories = [history]
@@ -513,41 +749,36 @@ def run_mgopt(
 
 
 def _end_epoch(
-    trainer: Trainer,
+    trainers: list[Trainer],
     history: History,
-    epoch: int,
-    n: int,
-    loss_sum: float,
-    correct_sum: float,
+    record: tuple[int, int, float, float, tuple, float],
     validation: tuple[np.ndarray, np.ndarray] | None,
-    start: float,
     bar: Any,
     callback: Callable[[int, History], Any] | None,
 ) -> bool:
-    """Record an epoch as :meth:`Trainer.fit` does; return True when the callback asks to stop (every rank)."""
+    """Record an epoch as :meth:`Trainer.fit` does; return True when the callback asks to stop (every rank).
+
+    ``record``: the epoch, the number of samples, the epoch's sums of losses
+    and correct predictions, the fine network's last MGRIT residuals and
+    iterations, and the fit's start time.
+    """
     from mpi4py import MPI
 
     from ..errors import _Agreed
 
+    trainer = trainers[0]
+    epoch, n, loss_sum, correct_sum, last, start = record
     history.epoch.append(epoch + 1)
     history.loss.append(loss_sum / n)
     history.train_accuracy.append(correct_sum / n)
     vl, va = trainer.evaluate(*validation) if validation is not None else (math.nan, math.nan)
     history.val_loss.append(vl)
     history.val_accuracy.append(va)
-    res = trainer.last_solve
-    last = (math.nan, math.nan, 0)
-    if trainer.mode != "serial" and res is not None:
-        norms, adjoint = res.residual_norms, res.adjoint_residual_norms
-        last = (
-            float(norms[-1]) if len(norms) else math.nan,
-            float(adjoint[-1]) if len(adjoint) else math.nan,
-            int(res.iterations),
-        )
     history.residual.append(last[0])
     history.adjoint_residual.append(last[1])
     history.mgrit_iterations.append(last[2])
     history.wall_seconds.append(time.perf_counter() - start)
+    _switch_levels(trainers, history)
     if bar is not None and not math.isnan(va):
         bar.set_postfix({"loss": f"{history.loss[-1]:.4f}", "val_acc": f"{va:.3f}"}, refresh=True)
     stop = False

@@ -29,7 +29,7 @@ from ._files import check_writable
 from .hierarchy import check_levels
 from .network import INDEX_MAX, ResNet
 from .optim import Adam, Optimizer
-from .strategies import Strategy, run_mgopt, run_nested, strategy_from
+from .strategies import Saving, Strategy, run_mgopt, run_nested, strategy_from
 
 __all__ = ["ConvergenceWarning", "History", "Trainer", "TrainingInterrupted"]
 
@@ -77,19 +77,25 @@ class TrainingInterrupted(KeyboardInterrupt):
     checkpoint : str
         The checkpoint written: continue with ``fit(..., checkpoint=..., resume=True)``.
     epoch, step : int
-        Completed epochs, and completed steps of the next epoch, saved in it.
+        Completed epochs, and completed steps of the next epoch, saved in it
+        (with a nested strategy: of the level being trained).
+    level : int or None
+        With a nested strategy: the level being trained (0: the network
+        itself); None otherwise (MG/Opt trains every level in each cycle).
     """
 
-    def __init__(self, signum: int, checkpoint: str, epoch: int, step: int) -> None:
+    def __init__(self, signum: int, checkpoint: str, epoch: int, step: int, level: int | None = None) -> None:
         self.signum, self.checkpoint, self.epoch, self.step = int(signum), str(checkpoint), int(epoch), int(step)
+        self.level = None if level is None else int(level)
+        where = "" if level is None else f" (level {level})"
         super().__init__(
             f"training stopped by {signal.Signals(self.signum).name} after {epoch} epoch(s) and {step} "
-            f"step(s) of the next; checkpoint written to {self.checkpoint!r}: continue with "
+            f"step(s) of the next{where}; checkpoint written to {self.checkpoint!r}: continue with "
             f"fit(..., checkpoint={self.checkpoint!r}, resume=True)"
         )
 
     def __reduce__(self):
-        return (type(self), (self.signum, self.checkpoint, self.epoch, self.step))
+        return (type(self), (self.signum, self.checkpoint, self.epoch, self.step, self.level))
 
 
 @dataclass
@@ -332,7 +338,8 @@ class Trainer:
         :class:`~pyxbraid.nn.MGOpt`: a V-cycle per optimisation step). A
         :class:`~pyxbraid.nn.Nested` or :class:`~pyxbraid.nn.MGOpt` object
         sets the details. Every mode and rank count works; the coarse
-        levels use the same mode, settings, seed and optimizer type.
+        levels use the same mode, settings, seed and optimizer type;
+        checkpoints hold every level's state (see :meth:`fit`).
     levels : int, optional
         Levels of a strategy given by name (default: 3 for ``"nested"``, 2
         for ``"mgopt"``); the depth must be divisible by ``2**(levels - 1)``.
@@ -380,7 +387,6 @@ class Trainer:
     _gradient_count: int
     _fit_calls: int
     _progress_label: str
-    _as_level: bool
     _nested_done: bool
 
     def __init__(
@@ -451,7 +457,6 @@ class Trainer:
         self._level_trainers: list[Trainer] | None = None  # the strategy's levels, built on first use
         self._hierarchy: Any = None
         self._progress_label = ""
-        self._as_level = False  # fit() trains this network alone (as a level of its own strategy)
         self._nested_done = False  # nested iteration's cascade ran (in an earlier fit())
         self._classifier_rank = comm.Get_size() - 1
 
@@ -595,9 +600,13 @@ class Trainer:
             return
         epoch = _stalled_at(history.loss, self._switch_patience)
         if epoch is not None:
-            self.switched_to_exact_at = epoch
-            self._train.clear()  # rebuilt with the exact mode's tolerances
-            self._current_batch = self._loaded_app = None
+            self._switch_to_exact(epoch)
+
+    def _switch_to_exact(self, epoch: int) -> None:
+        """Train exactly from now on, recording ``epoch`` as :attr:`switched_to_exact_at`."""
+        self.switched_to_exact_at = epoch
+        self._train.clear()  # rebuilt with the exact mode's tolerances
+        self._current_batch = self._loaded_app = None
 
     def _train_engine(self, batch: int) -> tuple[NativeBatch | LayerBatch, Solver]:
         if batch not in self._train:
@@ -633,35 +642,28 @@ class Trainer:
         local = float(np.dot(a, b))
         return self.comm.allreduce(local, op=MPI.SUM) if self.comm.Get_size() > 1 else local
 
-    def _gathered_iterate(self) -> dict[str, Any] | None:
-        """Return the training engine's MGRIT iterate for a checkpoint (collective): on rank 0, or None.
+    def _gathered_iterate(self, full_token: Any = None) -> list[dict[str, Any]] | None:
+        """Return every rank's piece of the training engine's MGRIT iterate for a checkpoint (collective).
 
-        Only a full batch in an MGRIT mode carries an iterate from one step to
-        the next (warm restarts); mini-batches and layer-serial mode start
-        every gradient afresh.
+        On rank 0 the list of the ranks' :meth:`Solver.iterate` dicts (stacked
+        by :func:`~pyxbraid.nn.checkpoint.stack_iterate`, where a failure is
+        agreed between the ranks); None on the others, and on every rank
+        when there is no iterate to keep. Only a full batch in an MGRIT mode
+        carries an iterate from one step to the next (warm restarts);
+        mini-batches and layer-serial mode start every gradient afresh.
+        ``full_token``: the full batch's identity in the engine (default: that
+        of :meth:`fit` alone, ``("full", digest)``).
         """
         loaded = self._current_batch
-        if self.mode == "serial" or not (isinstance(loaded, tuple) and loaded[0] == "full"):
+        if full_token is None:
+            full = isinstance(loaded, tuple) and loaded[0] == "full"
+        else:
+            full = loaded == full_token
+        if self.mode == "serial" or not full:
             return None
         solver = self._train[self._loaded_app.shape[0]][1]
         mine = solver.iterate()
-        pieces = self.comm.gather(mine, root=0) if self.comm.Get_size() > 1 else [mine]
-        if pieces is None:
-            return None
-        order = np.argsort(np.concatenate([p["indices"] for p in pieces]), kind="stable")
-
-        def stack(key: str) -> Any:
-            if pieces[0][key] is None:
-                return None
-            return np.concatenate([p[key] for p in pieces])[order]
-
-        return {
-            "indices": stack("indices"),
-            "states": stack("states"),
-            "adjoint": stack("adjoint"),
-            "rnorm0": mine["rnorm0"],
-            "rnorm0_adjoint": mine["rnorm0_adjoint"],
-        }
+        return self.comm.gather(mine, root=0) if self.comm.Get_size() > 1 else [mine]
 
     def _restore_iterate(self, x: np.ndarray, y: np.ndarray, token: Any, iterate: dict[str, Any]) -> None:
         """Load the full batch into the training engine with a checkpoint's iterate (every rank)."""
@@ -818,14 +820,22 @@ class Trainer:
             :class:`TrainingInterrupted` is raised on every rank. It holds
             the parameters, the optimizer state (gathered to the network's
             global layout), the shuffling generator, the epoch and step
-            counters and the history.
+            counters and the history. With a multilevel strategy: every
+            level's part (parameters, optimizer state, history, MGRIT
+            iterate), the strategy's settings, the gradient-evaluation counts
+            and where the schedule stands (nested: the level trained and its
+            epoch and step; MG/Opt: the V-cycles done -- a signal stops after
+            the cycle in progress).
         resume : bool, default False
             Continue from ``checkpoint`` (which must exist), on any number
             of ranks. The network's configuration, the data, the mode and
             its MGRIT settings, ``seed``, ``batch_size``, ``shuffle`` and the
             optimizer type must be those of the run that wrote it (else a
-            ``ValueError`` naming the difference); the optimizer continues
-            with the checkpoint's hyperparameters and state.
+            ``ValueError`` naming the difference), and so must the strategy
+            and its settings (``Nested(levels=3)`` against a checkpoint of
+            ``levels=2``: a ``ValueError`` naming ``levels`` and both values);
+            the optimizer continues with the checkpoint's hyperparameters and
+            state.
 
         Returns
         -------
@@ -843,6 +853,19 @@ class Trainer:
         of every mode do not depend on the rank count, so SGD and Adam runs
         resume bit-identically on another number of ranks; L-BFGS sums its
         dot products over the ranks, so its runs differ in the last bits.
+
+        The multilevel strategies resume the same way, bit for bit on the
+        same number of ranks: parameters, every level's history
+        (:attr:`level_histories`), :attr:`gradient_evaluations` and
+        :attr:`switched_to_exact_at` are those of the uninterrupted run.
+        Nested iteration also moves between rank counts like a single
+        network (its transfers are rank-independent); MG/Opt's line search
+        and coarse objective sum dot products over the ranks, so across
+        rank counts it agrees to rounding. With ``Nested(epochs=None)`` the
+        coarse levels train for ``epochs``: a checkpoint written during the
+        cascade resumes only with the same ``epochs`` (a ``ValueError``
+        says so); once the fine network trains, a larger ``epochs``
+        continues it.
 
         Examples
         --------
@@ -901,11 +924,6 @@ class Trainer:
                     check_writable(checkpoint, "checkpoint")
             elif resume:
                 raise ValueError("resume=True needs checkpoint=PATH (the checkpoint to continue from)")
-            if checkpoint is not None and self.strategy.name != "single" and not self._as_level:
-                raise ValueError(
-                    f"checkpoint is not supported with strategy={self.strategy.name!r} (only with 'single'), "
-                    f"got checkpoint={str(checkpoint)!r}"
-                )
         digest = _digest(xa, ya)
         settings = self._fit_settings(n, batch_size, bool(shuffle), digest, None if xv is None else _digest(xv, yv))
         _agree(
@@ -920,10 +938,11 @@ class Trainer:
             },
         )
 
-        if self.strategy.name != "single" and not self._as_level:
+        if self.strategy.name != "single":
             run = run_nested if self.strategy.name == "nested" else run_mgopt
             validation_data = None if xv is None or yv is None else (xv, yv)
-            history = run(self, xa, ya, int(epochs), batch_size, validation_data, bool(shuffle), callback)
+            saving = Saving(checkpoint, bool(resume), digest, None if xv is None else _digest(xv, yv))
+            history = run(self, xa, ya, int(epochs), batch_size, validation_data, bool(shuffle), callback, saving)
             self.history = history
             return history
         before = self._gradient_count
@@ -949,8 +968,15 @@ class Trainer:
         checkpoint: Any,
         resume: bool,
         agreed: tuple[dict, str, Any],
+        hooks: Any = None,
     ) -> History:
-        """Run the single-level training loop of :meth:`fit` (arguments checked and agreed)."""
+        """Run the single-level training loop of :meth:`fit` (arguments checked and agreed).
+
+        ``hooks`` (a :class:`~pyxbraid.nn.checkpoint.LevelHooks`): this loop
+        trains one level of a multilevel strategy, whose checkpoint it writes
+        with ``hooks.write`` and whose state it continues from
+        (``hooks.resumed``) instead of a single-level checkpoint.
+        """
         from . import checkpoint as ckpt
 
         xv, yv = validation
@@ -959,14 +985,18 @@ class Trainer:
         rng = np.random.default_rng(self.seed)
         history = History()
         progress = ckpt.Progress.start(rng)
-        if resume:
+        iterate = None
+        if hooks is not None and hooks.resumed is not None:
+            history, progress, iterate = hooks.resumed
+        elif hooks is None and resume:
             history, progress, iterate = ckpt.load(self, checkpoint, settings, int(epochs), n, batch_size)
-            if iterate is not None:
-                # The next step warm-restarts MGRIT from exactly where the saved run stood.
-                with _Agreed(self.comm, f"checkpoint {str(checkpoint)!r} MGRIT iterate"):
-                    self._restore_iterate(xa, ya, ("full", digest), iterate)
         self.history = history
-        self._maybe_switch_to_exact(history)  # a resumed run continues in the mode it had reached
+        # A resumed run continues in the mode it had reached (before the iterate: switching drops the engines).
+        self._maybe_switch_to_exact(history)
+        if iterate is not None:
+            # The next step warm-restarts MGRIT from exactly where the saved run stood.
+            with _Agreed(self.comm, f"checkpoint {str(checkpoint)!r} MGRIT iterate"):
+                self._restore_iterate(xa, ya, ("full", digest), iterate)
         self._fit_calls += 1
         steps_per_epoch = -(-n // batch_size)
         full_batch = batch_size == n
@@ -990,13 +1020,11 @@ class Trainer:
         last = progress.last  # (residual, adjoint residual, iterations) of the last gradient
 
         def save(epoch: int, step: int, epoch_rng: Any, loss_sum: float, correct_sum: float) -> None:
-            ckpt.save(
-                self,
-                checkpoint,
-                settings,
-                history,
-                ckpt.Progress(epoch, step, epoch_rng, loss_sum, correct_sum, time.perf_counter() - start, last),
-            )
+            now = ckpt.Progress(epoch, step, epoch_rng, loss_sum, correct_sum, time.perf_counter() - start, last)
+            if hooks is not None:
+                hooks.write(history, now)
+            else:
+                ckpt.save(self, checkpoint, settings, history, now)
 
         try:
             if stop is not None:
@@ -1039,7 +1067,9 @@ class Trainer:
                         bar.set_postfix(self._postfix(loss, first[0], history, last), refresh=False)
                     if stop is not None and self._stop_requested(stop):
                         save(epoch, b + 1, epoch_rng, loss_sum, correct_sum)
-                        raise TrainingInterrupted(self._stop_requested(stop), str(checkpoint), epoch, b + 1)
+                        raise TrainingInterrupted(
+                            self._stop_requested(stop), str(checkpoint), epoch, b + 1, getattr(hooks, "level", None)
+                        )
                 history.epoch.append(epoch + 1)
                 history.loss.append(loss_sum / n)
                 history.train_accuracy.append(correct_sum / n)
@@ -1067,7 +1097,9 @@ class Trainer:
                 if checkpoint is not None:  # the state the next epoch starts from
                     save(epoch + 1, 0, rng.bit_generator.state, 0.0, 0.0)
                     if stop is not None and self._stop_requested(stop):
-                        raise TrainingInterrupted(self._stop_requested(stop), str(checkpoint), epoch + 1, 0)
+                        raise TrainingInterrupted(
+                            self._stop_requested(stop), str(checkpoint), epoch + 1, 0, getattr(hooks, "level", None)
+                        )
                 if stop_now:
                     break
         finally:
