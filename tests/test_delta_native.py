@@ -68,6 +68,7 @@ BITWISE_CODE = """
 import math, sys
 sys.path.insert(0, TESTS)
 import numpy as np
+from advanced_apps import Lorenz
 from mpi4py import MPI
 import pyxbraid as xb
 
@@ -79,8 +80,9 @@ for name, opts in CASES.items():
         s = xb.Solver(app, 0.0, TSTOP, 2048, comm=comm, **{**EX07, **opts})
         r = s.solve()
         records = app.records() if isinstance(app, xb.apps.Lorenz) else app.records
-        seen.append((list(r.residual_norms), s.local_states().tolist(), sorted(records.items()), r.iterations))
-    out[name] = dict(equal=seen[0] == seen[1], iterations=seen[1][3], points=len(seen[1][2]))
+        calls = dict(r.calls)
+        seen.append((list(r.residual_norms), s.local_states().tolist(), sorted(records.items()), calls, r.iterations))
+    out[name] = dict(equal=seen[0] == seen[1], iterations=seen[1][4], points=len(seen[1][2]))
 report(out)
 """
 
@@ -204,9 +206,11 @@ def test_linear_ode_equals_python_app_bitwise(scheme, options):
     for app in (DecayDelta(LAM, scheme), xb.apps.LinearODE(lam=LAM, scheme=scheme)):
         solver = xb.Solver(app, 0.0, 4.0, 256, comm=MPI.COMM_SELF, **LINEAR, **options)
         result = solver.solve()
-        seen.append((list(result.residual_norms), solver.local_states().copy()))
+        seen.append((list(result.residual_norms), solver.local_states().copy(), dict(result.calls)))
     np.testing.assert_array_equal(seen[0][0], seen[1][0])  # NaN (skipped first norm) equals NaN
     np.testing.assert_array_equal(seen[0][1], seen[1][1])
+    # the same callbacks as often: steps, init_basis, the (native Euclidean) inner products
+    assert seen[0][2] == seen[1][2] and seen[1][2]["init_basis"] > 0 and seen[1][2]["inner_product"] > 0
 
 
 LINEAR_CODE = """
@@ -229,6 +233,10 @@ for scheme in ("backward_euler", "forward_euler"):
     last = s.local_states()[-1] if s.iupper == 256 else None  # the rank owning the last point
     error = None if last is None else float(np.abs(last - _sequential(LAM, scheme, s.times)).max())
     out[scheme] = dict(equal=equal, iterations=r.iterations, error=error)
+# a singular step (1 + lam dt = 0 on level 3) on one rank: every rank raises
+app = xb.apps.LinearODE(lam=[-1.0, -3.0], scheme="forward_euler")
+s = xb.Solver(app, 0.0, 4.0, 256, comm=comm, max_levels=4, cfactor=4, delta_rank=1, lyapunov=True)
+out["singular"] = outcome(s.solve)
 report(out)
 """
 
@@ -242,6 +250,10 @@ def test_linear_ode_delta_several_ranks(mpirun, nprocs):
         assert ranks[0][scheme]["iterations"] == 3
         errors = [rank[scheme]["error"] for rank in ranks if rank[scheme]["error"] is not None]
         assert len(errors) == 1 and errors[0] < 1e-12
+    failed = [rank["singular"] for rank in ranks]
+    types = [f["type"] for f in failed]
+    assert "RuntimeError" in types and set(types) <= {"RuntimeError", "RemoteRankError"}
+    assert all("a step's Jacobian made the basis vectors linearly dependent" in f["message"] for f in failed)
 
 
 def test_linear_ode_singular_step_is_reported():
