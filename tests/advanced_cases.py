@@ -227,7 +227,8 @@ def _ex01_bdf2(run):
     return app, dict(tstart=0.0, tstop=tstop, ntime=ntime), opts
 
 
-def _ex07(run):
+def _ex07(run, native=False):
+    """ex-07: the Python App ``Lorenz`` of advanced_apps, or (``native``) ``pyxbraid.apps.Lorenz``."""
     a = _args(run)
     rank = int(a.get("-rank", ["3"])[0])
     nrelax = int(a.get("-nu", ["0"])[0])
@@ -249,7 +250,8 @@ def _ex07(run):
             lyapunov_relax="-fcfLyap" in a,
         )
     tstop = math.log(10.0) / 0.9 * float(a.get("-tstop", ["4"])[0])
-    return Lorenz(), dict(tstart=0.0, tstop=tstop, ntime=int(a.get("-ntime", ["2048"])[0])), opts
+    app = xb.apps.Lorenz(record=True) if native else Lorenz()
+    return app, dict(tstart=0.0, tstop=tstop, ntime=int(a.get("-ntime", ["2048"])[0])), opts
 
 
 def _ex02(run, python_app=False):
@@ -300,14 +302,17 @@ def _nan_to_none(values):
     return [None if (v is None or math.isnan(v)) else float(v) for v in values]
 
 
-def execute(run, comm, python_app=False):
+def execute(run, comm, python_app=False, native=False):
     """Solve the problem of ``run`` on ``comm``; return the recorded quantities (rank 0 has them all).
 
-    ``python_app``: ex-02 as the Python App ``Ex02`` instead of the native Heat1D.
+    ``python_app``: ex-02 as the Python App ``Ex02`` instead of the native Heat1D;
+    ``native``: ex-07 as the native ``pyxbraid.apps.Lorenz`` instead of the Python App.
     """
     build = BUILDERS[run["program"]]
     if build is _ex02:
         app, grid, opts = build(run, python_app)
+    elif build is _ex07:
+        app, grid, opts = build(run, native)
     else:
         app, grid, opts = build(run, comm) if build is _ex06 else build(run)
     solver = xb.Solver(app, comm=comm, **grid, **opts)
@@ -333,7 +338,7 @@ def execute(run, comm, python_app=False):
     rows = {int(solver.ilower + k): states[k] for k in range(len(states))}
     gathered = comm.gather(rows, root=0)
     syncs = comm.gather(getattr(app, "syncs", []), root=0)
-    records = comm.gather(getattr(app, "records", {}), root=0)
+    records = comm.gather(app.records() if isinstance(app, xb.apps.Lorenz) else getattr(app, "records", {}), root=0)
     if comm.Get_rank() == 0:
         all_rows = {i: u for part in gathered for i, u in part.items()}
         if run["program"] == "ex-02":
@@ -347,7 +352,7 @@ def execute(run, comm, python_app=False):
             ]
         elif isinstance(app, Bdf2):
             got["pairs_t_y"] = [[float(x) for x in all_rows[i]] for i in sorted(all_rows)]
-        elif isinstance(app, Lorenz):
+        elif isinstance(app, (Lorenz, xb.apps.Lorenz)):
             _lorenz_results(got, all_rows, {i: r for part in records for i, r in part.items()})
         else:
             got["solution"] = [float(all_rows[i][0]) for i in sorted(all_rows)]

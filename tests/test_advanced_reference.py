@@ -81,6 +81,14 @@ def test_public_delta_run_several_ranks(mpirun, nprocs):
     assert ranks[0]["mismatches"] == []
 
 
+def test_delta_runs_three_ranks(mpirun):
+    # ex-07 recorded on 3 ranks (XBraid's own 3-rank runs): the Python App Lorenz
+    ranks = mpirun.json(str(RUNNER), 3, timeout=300, args=["delta"])
+    expected = [r["id"] for r in ac.load_runs(nprocs=3) if r["feature"] == "delta"]
+    assert ranks[0]["checked"] == expected and len(expected) == 11
+    assert ranks[0]["mismatches"] == []
+
+
 def test_public_richardson_run_numbers():
     # public run 08 (ex-06 -richardson): what the comparison above holds pyxbraid to
     runs = ac.public_runs("b_richardson")

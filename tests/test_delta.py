@@ -1,7 +1,7 @@
 """Low-rank Delta correction with Lyapunov vectors (XBraid's braid_SetDeltaCorrection).
 
 The recorded XBraid runs of ex-07 (Lorenz) are replayed in test_advanced_reference.py
-on 1 and 2 ranks; here: the invariants, what callbacks see, and the errors.
+on 1, 2 and 3 ranks (the native ``apps.Lorenz``: test_delta_native.py); here: the invariants, what callbacks see, and the errors.
 """
 
 import math

@@ -196,6 +196,29 @@ def test_delta_options(kwargs, delta_option, ntime):
         assert np.abs(solver.state_at(ntime) - u).max() <= bound
 
 
+@FUZZ
+@given(option_sets(), st.sampled_from(DELTA_OPTIONS), st.integers(2, 40))
+def test_delta_options_native(kwargs, delta_option, ntime):
+    # The same with a native app (its Jacobian in C++): a named error, or the sequential solution
+    kwargs.setdefault(delta_option, 1)
+    kwargs.setdefault("delta_rank", 2)
+    lam = np.array([-1.0, -3.0])
+    try:
+        solver = xb.Solver(xb.apps.LinearODE(lam=list(lam)), 0.0, 4.0, ntime, comm=COMM, **kwargs)
+    except (TypeError, ValueError) as exc:
+        assert _names_culprit(exc, kwargs), f"{type(exc).__name__}: {exc} (given {kwargs})"
+        return
+    result = solver.solve()
+    norms = result.residual_norms
+    assert 0 <= result.iterations <= kwargs.get("max_iter", 100) and len(norms) == result.iterations
+    if result.converged and result.iterations and not kwargs.get("relax_only_cg") and np.isfinite(norms[-1]):
+        u = np.ones(2)
+        for t0, t1 in zip(solver.times[:-1], solver.times[1:], strict=True):
+            u = (1.0 / (1.0 - lam * (t1 - t0))) * u
+        bound = max(1e-6, 10 * (ntime + 1) * float(norms[-1]))
+        assert np.abs(solver.state_at(ntime) - u).max() <= bound
+
+
 grid_values = st.one_of(
     st.floats(-1e6, 1e6),
     st.floats(allow_nan=True, allow_infinity=True),

@@ -12,7 +12,7 @@ from . import _core
 from ._options import as_finite as _finite
 from .app import NativeApp
 
-__all__ = ["Cubic", "Heat1D", "LinearODE"]
+__all__ = ["Cubic", "Heat1D", "LinearODE", "Lorenz"]
 
 
 class LinearODE(NativeApp):
@@ -261,3 +261,79 @@ class Heat1D(NativeApp):
 
     def __repr__(self) -> str:
         return f"Heat1D(nspace={self.nspace}, guess={self.guess!r}, residual={self.residual})"
+
+
+class Lorenz(NativeApp):
+    """The Lorenz system by forward Euler, XBraid's ex-07 (delta correction).
+
+    ``x' = sigma (y - x)``, ``y' = x (rho - z) - y``, ``z' = x y - beta z``,
+    advanced by ``u <- u + h f(u)``; every point starts at ``u0`` (ex-07's
+    initial condition and initial guess). With ``delta_rank=r`` (1 to 3) the
+    basis vectors are propagated by the exact Jacobian of the step,
+    ``I + h Df(u)`` at the step's input state, in C++; the basis starts as the
+    unit vectors and the inner product is the Euclidean one.
+
+    Parameters
+    ----------
+    sigma, rho, beta : float, default 10, 28, 8/3
+        The Lorenz parameters (ex-07's).
+    u0 : sequence of 3 float, optional
+        Initial state (default: ex-07's, a point near the attractor).
+    record : bool, default False
+        Record, at every access, each point's local Lyapunov exponents and
+        basis vectors (see :meth:`records`); off, the app defines no access.
+
+    Examples
+    --------
+    >>> import math
+    >>> import pyxbraid as xb
+    >>> app = xb.apps.Lorenz(record=True)
+    >>> s = xb.Solver(app, 0.0, math.log(10.0) / 0.9 * 4, 2048, max_levels=3, nrelax=0,
+    ...               abs_tol=1e-6, skip=False, delta_rank=3, lyapunov=True)
+    >>> r = s.solve()
+    >>> r.iterations, len(app.records()[2048])
+    (14, 12)
+    """
+
+    U0 = (9.614521163788712, 17.519127090401067, 13.94230712158098)
+    _cpp: Any
+
+    def __init__(
+        self,
+        *,
+        sigma: float = 10.0,
+        rho: float = 28.0,
+        beta: float = 8.0 / 3.0,
+        u0: Sequence[float] | None = None,
+        record: bool = False,
+    ) -> None:
+        self.sigma, self.rho, self.beta = _finite("sigma", sigma), _finite("rho", rho), _finite("beta", beta)
+        start = np.asarray(self.U0 if u0 is None else u0, dtype=np.float64)
+        if start.shape != (3,) or not np.all(np.isfinite(start)):
+            raise ValueError(f"u0 must be 3 finite values, got {u0!r}")
+        if not isinstance(record, (bool, np.bool_)):
+            raise TypeError(f"record must be True or False, got {record!r}")
+        self.u0 = tuple(float(v) for v in start)
+        self.record = bool(record)
+        self.shape = (3,)
+        self._cpp = _core.Lorenz(self.sigma, self.rho, self.beta, list(self.u0), self.record)
+
+    def _native(self):
+        return self._cpp
+
+    def records(self) -> dict[int, list[float]]:
+        """Return what the last access saw at this rank's points (``record=True``).
+
+        Returns
+        -------
+        dict of int to list of float
+            Per time index, ``[exp_j, psi_j[0], psi_j[1], psi_j[2]]`` for each
+            basis vector j: the local Lyapunov exponent (0 where none is
+            computed: F-points, index 0, ``lyapunov=False``) and the basis
+            vector, ex-07's ``ex-07-lv.out`` line. Empty lists without delta
+            correction.
+        """
+        return self._cpp.records()
+
+    def __repr__(self) -> str:
+        return f"Lorenz(sigma={self.sigma!r}, rho={self.rho!r}, beta={self.beta!r}, record={self.record})"

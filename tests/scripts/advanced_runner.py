@@ -6,7 +6,8 @@ runs (../shared/data) of that feature, whatever their rank count (the numbers do
 on it for these problems); ``onerank=FEATURE`` adds the runs of that feature recorded on 1 rank
 whose numbers do not depend on the rank count (not ex-02: its random initial guesses are per
 rank); ``--python``: ex-02 as the Python App of advanced_apps instead
-of the native Heat1D. Each rank reports the mismatches
+of the native Heat1D; ``--native``: ex-07 as the native ``pyxbraid.apps.Lorenz``
+instead of the Python App. Each rank reports the mismatches
 (rank 0 compares; the others report an empty list) and the ids it checked.
 """
 
@@ -22,6 +23,7 @@ import advanced_cases as ac  # noqa: E402
 comm = MPI.COMM_WORLD
 features = [a for a in sys.argv[1:] if not a.startswith(("--", "public=", "onerank="))]
 python_app = "--python" in sys.argv[1:]
+native = "--native" in sys.argv[1:]
 runs = [r for r in ac.load_runs(nprocs=comm.Get_size()) if r["feature"] in features]
 for arg in sys.argv[1:]:
     if arg.startswith("public="):
@@ -31,7 +33,7 @@ for arg in sys.argv[1:]:
         runs += [r for r in ac.load_runs(nprocs=1) if r["feature"] == feature and r["program"] != "ex-02"]
 bad = []
 for run in runs:
-    got = ac.execute(run, comm, python_app=python_app)
+    got = ac.execute(run, comm, python_app=python_app, native=native)
     if comm.Get_rank() == 0:
         bad += ac.compare(run, got)
 report({"checked": [r["id"] for r in runs], "mismatches": bad})

@@ -42,6 +42,18 @@ void LinearODE::step(double* u, const double*, const double* fstop, const Status
     }
 }
 
+void LinearODE::jacobian_apply(const double*, double* basis, int rank, const Status& st) {
+    // The step without fstop applied to each basis vector, in step's operation order.
+    const double dt = st.tstop - st.tstart;
+    const std::size_t n = lam_.size();
+    for (int b = 0; b < rank; ++b) {
+        double* v = basis + n * static_cast<std::size_t>(b);
+        for (std::size_t k = 0; k < n; ++k)
+            v[k] =
+                scheme_ == Scheme::backward_euler ? (1.0 / (1.0 - lam_[k] * dt)) * v[k] : (1.0 + lam_[k] * dt) * v[k];
+    }
+}
+
 void LinearODE::residual(const double* ustop, double* r, const Status& st) {
     const double dt = st.tstop - st.tstart;
     const std::size_t n = lam_.size();

@@ -44,6 +44,11 @@ public:
     bool has_residual() const override { return use_residual_; }
     void residual(const double* ustop, double* r, const Status& st) override;
 
+    /// Delta correction: the step is linear, its Jacobian is the step's own
+    /// factor (1/(1 - lam dt) or 1 + lam dt per component).
+    bool has_jacobian() const override { return true; }
+    void jacobian_apply(const double* u, double* basis, int rank, const Status& st) override;
+
     bool has_adjoint() const override { return mean_square_; }
     bool step_adjoint_uses_ustop() const override { return false; }
     double objective(const double* u, const Status& st) override;

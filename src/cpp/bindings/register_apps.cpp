@@ -10,6 +10,7 @@
 #include "apps/cubic.hpp"
 #include "apps/heat1d.hpp"
 #include "apps/linear_ode.hpp"
+#include "apps/lorenz.hpp"
 #include "apps/resnet.hpp"
 #include "core/distribution.hpp"
 
@@ -83,6 +84,22 @@ void register_apps(py::module_& m) {
         .def_property("p", &Cubic::p, &Cubic::set_p)
         .def_property_readonly("gradient", &Cubic::gradient)
         .def_property_readonly("newton_iterations", &Cubic::newton_iterations);
+
+    py::class_<Lorenz, App, std::shared_ptr<Lorenz>>(m, "Lorenz")
+        .def(py::init([](double sigma, double rho, double beta, std::array<double, 3> u0, bool record) {
+                 return std::make_shared<Lorenz>(sigma, rho, beta, u0, record);
+             }),
+             py::arg("sigma"), py::arg("rho"), py::arg("beta"), py::arg("u0"), py::arg("record"))
+        .def("records", [](const Lorenz& app) {
+            // {index: [exp_j, psi_j (3 values)] per basis vector}, as the Python twin's access records.
+            py::dict out;
+            for (const auto& [index, rec] : app.records()) {
+                py::list values;
+                for (int k = 0; k < 4 * rec.rank; ++k) values.append(rec.values[static_cast<std::size_t>(k)]);
+                out[py::int_(index)] = values;
+            }
+            return out;
+        });
 
     py::class_<Heat1D, App, std::shared_ptr<Heat1D>>(m, "Heat1D")
         .def(py::init([](int nspace, const std::string& guess, bool residual, bool spatial_coarsening) {

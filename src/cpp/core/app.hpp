@@ -81,6 +81,14 @@ public:
 
     /// Delta correction: true when init_basis_any is defined (it must be for delta_rank > 0).
     virtual bool has_init_basis() const { return false; }
+    /// Delta correction, who propagates the basis: true when jacobian_apply_any
+    /// does (native apps); the engine then calls it at the step's input state
+    /// just before step_any, which sees no basis. False: step_any replaces
+    /// st.basis itself (the Python app).
+    virtual bool has_jacobian() const { return false; }
+    /// Why delta correction is refused when has_init_basis() is false (error
+    /// messages: "<name> <this>; delta_rank=r needs it").
+    virtual std::string delta_requirement() const { return "defines no init_basis"; }
     /// True when inner_product_any replaces the Euclidean dot product.
     virtual bool has_inner_product() const { return false; }
 
@@ -106,6 +114,10 @@ public:
     virtual void init_basis_any(double t, int index, Vec v);
     /// An inner product of two states (XBraid's InnerProd; when has_inner_product()).
     virtual double inner_product_any(CVec u, CVec v);
+    /// Replace each of the `rank` basis vectors (states, one after the other)
+    /// by the Jacobian of the step st.tstart -> st.tstop at its input state
+    /// `u` applied to it (when has_jacobian(); XBraid's step on basis vectors).
+    virtual void jacobian_apply_any(CVec u, Vec basis, int rank, const Status& st);
     virtual void access_any(CVec u, const Status& st);
     virtual double objective_any(CVec u, const Status& st);
     virtual void objective_adjoint_any(CVec u, Vec u_bar, double f_bar, const Status& st);
@@ -169,6 +181,24 @@ public:
     /// XBraid (whose initial condition cannot depend on the design); called
     /// on the rank owning index 0 once per adjoint iteration. Default: no-op.
     virtual void init_adjoint(double /*t*/, const Real* /*u_bar*/, const Status& /*st*/) {}
+    /// Delta correction: true when jacobian_apply is defined. A native app
+    /// supports delta correction exactly when it has one (init_basis defaults
+    /// to unit vectors, the inner product to the Euclidean one).
+    bool has_jacobian() const override { return false; }
+    bool has_init_basis() const final { return has_jacobian(); }
+    std::string delta_requirement() const override {
+        return "has no Jacobian-vector product (a native app provides has_jacobian() and jacobian_apply())";
+    }
+    /// Basis vector `index` at time t into `v` (zeroed on entry): by default
+    /// the unit vector e_index, as XBraid's ex-07.
+    virtual void init_basis(double /*t*/, int index, Real* v) { v[index] = Real(1); }
+    /// `rank` basis vectors of size() elements each, one after the other, in
+    /// `basis` (in/out): replace each by J v, J the Jacobian of step() from
+    /// st.tstart to st.tstop at its input state `u` (the state has not been
+    /// advanced yet). Called only when has_jacobian().
+    virtual void jacobian_apply(const Real* /*u*/, Real* /*basis*/, int /*rank*/, const Status& /*st*/) {
+        missing("jacobian_apply");
+    }
     /// Spatial coarsening (when has_spatial_coarsening()): see App::coarsen_any.
     virtual void coarsen(const Real* /*fine*/, Real* /*coarse*/, const Status& /*st*/) { missing("coarsen"); }
     /// Spatial refinement (when has_spatial_coarsening()): see App::refine_any.
@@ -199,6 +229,10 @@ public:
         step_adjoint(ops::as<Real>(u), ops::as<Real>(ustop), ops::as<Real>(u_bar), ops::as<Real>(ustop_bar), st);
     }
     void init_adjoint_any(double t, CVec u_bar, const Status& st) final { init_adjoint(t, ops::as<Real>(u_bar), st); }
+    void init_basis_any(double t, int index, Vec v) final { init_basis(t, index, ops::as<Real>(v)); }
+    void jacobian_apply_any(CVec u, Vec basis, int rank, const Status& st) final {
+        jacobian_apply(ops::as<Real>(u), ops::as<Real>(basis), rank, st);
+    }
     void coarsen_any(CVec fine, Vec coarse, const Status& st) final {
         coarsen(ops::as<Real>(fine), ops::as<Real>(coarse), st);
     }

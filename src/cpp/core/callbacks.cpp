@@ -58,6 +58,9 @@ void App::init_basis_any(double, int, Vec) {
 double App::inner_product_any(CVec, CVec) {
     throw std::logic_error(name() + " defines no inner_product");
 }
+void App::jacobian_apply_any(CVec, Vec, int, const Status&) {
+    throw std::logic_error(name() + " defines no jacobian_apply");
+}
 double App::objective_any(CVec, const Status&) {
     throw std::logic_error(name() + " defines no objective");
 }
@@ -89,6 +92,7 @@ void CallbackGate::probe_capabilities(bool residual_mode) {
     has_step_batch_ = app_.has_step_batch();
     has_step_adjoint_batch_ = app_.has_step_adjoint_batch();
     has_inner_product_ = app_.has_inner_product();
+    has_jacobian_ = app_.has_jacobian();
     has_spatial_coarsening_ = app_.has_spatial_coarsening();
 }
 
@@ -271,6 +275,20 @@ void CallbackGate::init_basis(double t, int index, Vec v, const Status& st) {
     tick();
     PXB_GUARDED("init_basis", &st, app_.init_basis_any(t, index, v));
     check_finite("init_basis", v, &st);
+}
+
+void CallbackGate::step_with_basis(Vec u, CVec ustop, Status& st) {
+    if (st.basis != nullptr && has_jacobian_) {
+        // A native app: its Jacobian at the input state, so before step advances u.
+        tick();
+        PXB_GUARDED("jacobian_apply", &st, app_.jacobian_apply_any(u, st.basis, st.basis_rank, st));
+        check_finite_n("jacobian_apply", st.basis, static_cast<std::size_t>(st.basis_rank) * n_, &st);
+        st.basis = nullptr;
+        st.basis_rank = 0;
+    }
+    step(u, ustop, nullptr, st);
+    st.basis = nullptr;
+    st.basis_rank = 0;
 }
 
 double CallbackGate::inner_product(CVec u, CVec v) {

@@ -63,6 +63,11 @@ public:
     void access(CVec u, const Status& st);
     /// Basis vector `index` at time t into `v` (delta correction).
     void init_basis(double t, int index, Vec v, const Status& st);
+    /// Delta correction's step: propagates the basis `st.basis` (basis_rank
+    /// states, or nullptr) by the step's Jacobian, through jacobian_apply at
+    /// the input state for a native app or inside step for the Python app,
+    /// then advances `u`; st.basis and st.basis_rank are cleared on return.
+    void step_with_basis(Vec u, CVec ustop, Status& st);
     /// The app's inner product, or the Euclidean dot product computed natively.
     double inner_product(CVec u, CVec v);
     double objective(CVec u, const Status& st);
@@ -135,6 +140,7 @@ private:
     bool has_step_adjoint_batch_ = false;
     bool has_sync_ = false;
     bool has_inner_product_ = false;
+    bool has_jacobian_ = false;
     bool has_spatial_coarsening_ = false;
 };
 

@@ -35,7 +35,7 @@ void Engine::check_delta(AdjointMode mode) const {
     }
     const std::string what = "delta_rank=" + std::to_string(opt_.delta_rank);
     if (!app_->has_init_basis())
-        throw std::invalid_argument(app_->name() + " defines no init_basis; " + what + " needs it");
+        throw std::invalid_argument(app_->name() + " " + app_->delta_requirement() + "; " + what + " needs it");
     if (opt_.delta_rank > static_cast<int>(n_))
         throw std::invalid_argument(what + " exceeds the state size " + std::to_string(n_) +
                                     " (the basis vectors must be linearly independent)");
@@ -85,10 +85,10 @@ void Engine::init_basis(double t, Vec u) {
         ops::scale(arena_.dtype(), n_, 0.0, v);
         gate_.init_basis(t, static_cast<int>(j), v, status_);
     }
-    gram_schmidt(u, nullptr);
+    gram_schmidt(u, nullptr, "init_basis must give linearly independent vectors");
 }
 
-void Engine::gram_schmidt(Vec v, double* exps) {
+void Engine::gram_schmidt(Vec v, double* exps, const char* cause) {
     // Modified Gram-Schmidt in XBraid's order and arithmetic (its user sum is y = a x + b y).
     const std::size_t r = arena_.basis_rank();
     const DType d = arena_.dtype();
@@ -102,8 +102,7 @@ void Engine::gram_schmidt(Vec v, double* exps) {
         const double prod = gate_.inner_product(bi, bi);
         if (prod == 0.0)
             throw std::runtime_error("delta correction: basis vector " + std::to_string(i) +
-                                     " has norm 0 in the Gram-Schmidt orthonormalization; init_basis must give "
-                                     "linearly independent vectors");
+                                     " has norm 0 in the Gram-Schmidt orthonormalization; " + cause);
         state_axpy(d, n_, 0.0, bi, 1 / std::sqrt(prod), bi);
         if (exps != nullptr) exps[i] = std::log(std::fabs(prod)) / 2;
     }
@@ -157,9 +156,7 @@ void Engine::delta_step(int level, int index, Vec u, Phase phase) {
     }
     status_.basis = prop ? arena_.basis_of(u, 0) : nullptr;
     status_.basis_rank = prop ? static_cast<int>(r) : 0;
-    gate_.step(u, ustop, nullptr, status_);
-    status_.basis = nullptr;
-    status_.basis_rank = 0;
+    gate_.step_with_basis(u, ustop, status_);
     delta_step_finish(level, index, u, phase, prop, correct);
 }
 
@@ -182,7 +179,8 @@ void Engine::delta_step_finish(int level, int index, Vec u, Phase phase, bool pr
         const auto ic = static_cast<std::size_t>((index - g.clower) / g.cfactor);
         if ((ic + 1) * r <= lyap_exps_.size()) exps = lyap_exps_.data() + ic * r;
     }
-    gram_schmidt(u, exps);
+    gram_schmidt(u, exps,
+                 "a step's Jacobian made the basis vectors linearly dependent (a singular step at this step size)");
 }
 
 void Engine::delta_residual(int level, int index, CVec ustop, Vec r, Phase phase) {
@@ -190,9 +188,7 @@ void Engine::delta_residual(int level, int index, CVec ustop, Vec r, Phase phase
     CVec rstop = ustop_for(level, index, r);
     status_.basis = arena_.basis_of(r, 0);
     status_.basis_rank = static_cast<int>(arena_.basis_rank());
-    gate_.step(r, rstop, nullptr, status_);
-    status_.basis = nullptr;
-    status_.basis_rank = 0;
+    gate_.step_with_basis(r, rstop, status_);
     const DType d = arena_.dtype();
     state_axpy(d, n_, 1.0, ustop, -1.0, r);
     state_axpy(d, arena_.basis_rank() * n_, 0.0, arena_.basis_of(r, 0), -1.0, arena_.basis_of(r, 0));

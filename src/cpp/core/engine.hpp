@@ -337,7 +337,8 @@ private:
     /// _braid_LRDeltaDotMat: lr_delta_dot on every basis vector of `psi_owner`.
     void lr_delta_dot_mat(Vec psi_owner, CVec delta_owner, CVec basis_owner);
     /// _braid_GramSchmidt on the basis of `v`; `exps` (or nullptr) gets log of the norms.
-    void gram_schmidt(Vec v, double* exps);
+    /// `cause`: what a basis vector of norm 0 means here (the error's message).
+    void gram_schmidt(Vec v, double* exps, const char* cause);
     /// The local exponents of a level-0 point for access (nullptr: none provided).
     const double* lyapunov_exponents_at(int index) const noexcept;
 

@@ -78,6 +78,8 @@ struct Status {
     /// other, each a state) that a step must replace in place by the step's
     /// Jacobian applied to them; in access, the point's basis (read-only).
     /// nullptr: nothing to propagate (XBraid's StepStatusGetBasisVec gives NULL).
+    /// An app with has_jacobian() (a native app) never sees it in step: the
+    /// engine has propagated the basis through jacobian_apply already.
     std::byte* basis = nullptr;
     int basis_rank = 0;
     /// access with Lyapunov exponents: basis_rank local exponents at this
