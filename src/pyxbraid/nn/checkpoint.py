@@ -111,6 +111,27 @@ class Progress:
         """Return the progress of a fit that has not started, with ``rng``'s current state."""
         return Progress(0, 0, dict(rng.bit_generator.state), 0.0, 0.0, 0.0, (math.nan, math.nan, 0))
 
+    def begin_epoch(
+        self, epoch: int, rng: np.random.Generator, n: int, shuffled: bool
+    ) -> tuple[int, float, float, dict, np.ndarray]:
+        """Start ``epoch`` of a fit that started (or resumed) at this progress.
+
+        Returns its first step, its running sums of losses and correct
+        predictions, the generator's state before the epoch's permutation is
+        drawn (what a checkpoint stores) and the order of the ``n`` samples.
+        The epoch the run starts at continues from this progress: its step,
+        its sums and its generator state, so a resumed run draws the
+        permutation the interrupted one drew.
+        """
+        if epoch == self.epoch:
+            rng.bit_generator.state = self.rng
+            first_step, loss_sum, correct_sum = self.step, self.loss_sum, self.correct_sum
+        else:
+            first_step, loss_sum, correct_sum = 0, 0.0, 0.0
+        epoch_rng = dict(rng.bit_generator.state)
+        order = rng.permutation(n) if shuffled else np.arange(n)
+        return first_step, loss_sum, correct_sum, epoch_rng, order
+
 
 # -- writing -------------------------------------------------------------------------------
 def save(trainer: Trainer, path: Path, settings: dict, history: History, progress: Progress) -> None:

@@ -704,13 +704,9 @@ def run_mgopt(
         if stop is not None:
             stop.__enter__()
         for epoch in range(progress.epoch, epochs):
-            if epoch == progress.epoch:  # where the run (or the checkpoint) starts
-                rng.bit_generator.state = progress.rng
-                first_step, loss_sum, correct_sum = progress.step, progress.loss_sum, progress.correct_sum
-            else:
-                first_step, loss_sum, correct_sum = 0, 0.0, 0.0
-            epoch_rng = rng.bit_generator.state  # before this epoch's permutation is drawn
-            order = np.arange(n) if (full or not shuffle) else rng.permutation(n)
+            first_step, loss_sum, correct_sum, epoch_rng, order = progress.begin_epoch(
+                epoch, rng, n, shuffle and not full
+            )
             for b in range(first_step, steps):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 xb, yb = (x, y) if full else (np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx]))

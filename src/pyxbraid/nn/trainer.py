@@ -1030,13 +1030,9 @@ class Trainer:
             if stop is not None:
                 stop.__enter__()
             for epoch in range(progress.epoch, int(epochs)):
-                if epoch == progress.epoch:  # where the run (or the checkpoint) starts
-                    rng.bit_generator.state = progress.rng
-                    first_step, loss_sum, correct_sum = progress.step, progress.loss_sum, progress.correct_sum
-                else:
-                    first_step, loss_sum, correct_sum = 0, 0.0, 0.0
-                epoch_rng = rng.bit_generator.state  # before this epoch's permutation is drawn
-                order = np.arange(n) if (full_batch or not shuffle) else rng.permutation(n)
+                first_step, loss_sum, correct_sum, epoch_rng, order = progress.begin_epoch(
+                    epoch, rng, n, shuffle and not full_batch
+                )
                 for b in range(first_step, steps_per_epoch):
                     idx = order[b * batch_size : (b + 1) * batch_size]
                     xb, yb = (xa, ya) if full_batch else (np.ascontiguousarray(xa[idx]), np.ascontiguousarray(ya[idx]))
