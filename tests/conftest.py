@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -42,3 +43,11 @@ def mpirun(tmp_path: Path) -> MPIRunner:
     check=True, env=None, cwd=None) -> subprocess.CompletedProcess``.
     """
     return MPIRunner(tmp_path)
+
+
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a job started in the background inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -584,14 +584,6 @@ class _InterruptingAdam(nn.Adam):
         return loss
 
 
-@pytest.fixture
-def default_sigint():
-    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a job started in the background inherits SIGINT ignored."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_sigint_stops_after_the_step_and_resumes_bit_identically(tmp_path, default_sigint):
     c = tmp_path / "c.npz"
     full, history, _ = train("serial", "adam", 15, 3)

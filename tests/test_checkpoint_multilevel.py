@@ -166,14 +166,6 @@ class _SignallingAdam(nn.Adam):
         return loss
 
 
-@pytest.fixture
-def default_sigint():
-    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a job started in the background inherits SIGINT ignored."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 @pytest.mark.parametrize(
     "strategy, batch, signal_after, level",
     [
