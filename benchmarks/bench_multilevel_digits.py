@@ -8,8 +8,9 @@
 Each strategy trains ``pyxbraid-train digits``'s convolutional ResNet
 (:class:`pyxbraid.torch.ConvResNet`: width 8, T = 2, float64, Adam lr 5e-3, mini-batches of
 64; :func:`pyxbraid.torch._digits.train` on :func:`pyxbraid.torch.train_multilevel`) until the
-first epoch whose validation accuracy is >= --target (at most --max-epochs fine epochs), for each seed (the network's, the data
-split's and the shuffling's), and reports the median wall time to the target, the fine-level
+first epoch whose validation accuracy is >= --target (at most --max-epochs fine epochs), for each
+seed (the network's, the data split's and the shuffling's), and reports the median wall time to the
+target, the fine-level
 gradient evaluations (training steps), the coarse ones weighted by their cost (depth_l / depth),
 the fine epochs and the validation accuracy reached; the speedups are single-level's median
 over the strategy's, in wall time and in work (fine plus cost-weighted coarse evaluations:
