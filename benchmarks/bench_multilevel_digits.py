@@ -19,8 +19,9 @@ independent of the machine's load). Strategies:
 - ``single``: the network alone;
 - ``nested:L:e1,...``: nested iteration over L networks of depth depth, depth/2, ...
   (``pyxbraid.torch.Hierarchy``), coarse epochs e1, ... coarsest first;
-- ``mgopt:L``: MG/Opt V-cycles over L networks, one per mini-batch (Adam smoothing: 1 pre, 1 post
-  step; 4 Adam steps on the coarsest network; Armijo backtracking on the prolonged correction).
+- ``mgopt:L[:pre,post,coarse]``: MG/Opt V-cycles over L networks, one per mini-batch (Adam
+  smoothing: ``pre`` and ``post`` steps, default 1 and 1; ``coarse`` Adam steps on the coarsest
+  network, default 4; Armijo backtracking on the prolonged correction).
 
 With --ranks P > 1 the measurements run under ``mpiexec -n P python -m mpi4py``.
 Results: benchmarks/README.md ("Multilevel training in depth").
@@ -55,7 +56,8 @@ def run_one(depth: int, strategy: str, seed: int, mode: str, target: float, max_
     torch.set_num_threads(1)
     name, *rest = strategy.split(":")
     levels = int(rest[0]) if rest else 1
-    coarse = [int(e) for e in rest[1].split(",")] if len(rest) > 1 else None
+    coarse = [int(e) for e in rest[1].split(",")] if len(rest) > 1 and name == "nested" else None
+    mgopt = tuple(int(e) for e in rest[1].split(",")) if len(rest) > 1 and name == "mgopt" else (1, 1, 4)
     settings = _digits.Settings(
         mode=MODES[mode],
         dtype="float64",
@@ -75,6 +77,7 @@ def run_one(depth: int, strategy: str, seed: int, mode: str, target: float, max_
         levels=levels,
         coarse_epochs=coarse,
         target_accuracy=target,
+        mgopt=mgopt,
     )
     data = datasets.digits(seed=seed)
     net = _digits.build(settings, comm, data.image_shape, data.classes)

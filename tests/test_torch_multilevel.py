@@ -254,6 +254,21 @@ def test_carried_adam_state_and_the_callback():
     assert r.gradient_evaluations == [6, 6, 3] and [len(h.epoch) for h in r.level_histories] == [1, 2, 2]
 
 
+def test_mgopt_continues_or_resets_the_coarse_optimizer():
+    batches, _ = data()
+    for reset, steps in ((False, 2 * 3 * 4), (True, 4)):  # 2 epochs of 3 batches, 4 coarse steps a cycle
+        made = []
+
+        def adam(params, made=made):
+            made.append(ADAM(params))
+            return made[-1]
+
+        r = train_multilevel(model(), LOSS, batches, adam, strategy="mgopt", epochs=2, reset_coarse_optimizer=reset)
+        coarse = made[1]
+        assert {int(s["step"]) for s in coarse.state.values()} == {steps}
+        assert r.history.loss[-1] < r.history.loss[0]
+
+
 # -- errors ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs, exc, match",
@@ -281,6 +296,7 @@ def test_carried_adam_state_and_the_callback():
         (dict(progress="yes"), ValueError, r"progress must be True, False or 'lines', got 'yes'"),
         (dict(validation=[1, 2]), TypeError, r"validation must be None or a pair of tensors"),
         (dict(callback=3), TypeError, r"callback must be callable or None, got int"),
+        (dict(reset_coarse_optimizer=1), TypeError, r"reset_coarse_optimizer must be True or False, got 1"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, exc, match):
@@ -373,6 +389,7 @@ def test_digits_mgopt_on_one_rank(tmp_path, capsys):
         coarse_steps=4,
         max_backtracks=4,
         c1=1e-4,
+        reset_coarse_optimizer=False,
         restriction="average",
         prolongation="linear",
     )

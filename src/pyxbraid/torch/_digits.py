@@ -62,6 +62,7 @@ class Settings:
     # epochs of each coarse network (None: epochs), or one count per coarse network, coarsest first
     coarse_epochs: int | list[int] | None = None
     target_accuracy: float | None = None  # stop the fine network's training at this validation accuracy
+    mgopt: tuple[int, int, int] = (1, 1, 4)  # "mgopt": pre, post and coarse_steps (train_multilevel's defaults)
 
 
 def build(settings: Settings, comm: Any, image_shape: tuple[int, ...], classes: int) -> ConvResNet:
@@ -180,6 +181,9 @@ def train(net: ConvResNet, settings: Settings, data: datasets.ImageDataset, comm
         validation=(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)),
         callback=reached,
         progress=True if progress else "lines",
+        pre=settings.mgopt[0],
+        post=settings.mgopt[1],
+        coarse_steps=settings.mgopt[2],
     )
     fine = result.history
     hits = [i for i, a in enumerate(fine.val_accuracy) if target is not None and a >= target]
@@ -193,7 +197,7 @@ def train(net: ConvResNet, settings: Settings, data: datasets.ImageDataset, comm
     )
 
 
-_STRATEGY_FIELDS = ("batch_size", "strategy", "levels", "coarse_epochs")
+_STRATEGY_FIELDS = ("batch_size", "strategy", "levels", "coarse_epochs", "mgopt")
 
 
 def _strategy_settings(settings: Settings) -> dict[str, Any]:
@@ -204,11 +208,12 @@ def _strategy_settings(settings: Settings) -> dict[str, Any]:
         return {
             "strategy": "mgopt",
             "levels": settings.levels,
-            "pre": 1,
-            "post": 1,
-            "coarse_steps": 4,
+            "pre": settings.mgopt[0],
+            "post": settings.mgopt[1],
+            "coarse_steps": settings.mgopt[2],
             "max_backtracks": 4,
             "c1": 1e-4,
+            "reset_coarse_optimizer": False,
             "restriction": "average",
             "prolongation": "linear",
         }

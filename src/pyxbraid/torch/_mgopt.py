@@ -34,6 +34,7 @@ class Settings:
     coarse_steps: int = 4
     max_backtracks: int = 4
     c1: float = 1e-4
+    reset_coarse_optimizer: bool = False  # the coarsest level's optimizer starts afresh every cycle
 
 
 class Objective:
@@ -127,7 +128,8 @@ def cycle(
     start, _, out = objective()
     assert t.optimizer is not None
     if level == len(trainees) - 1:
-        t.optimizer.state.clear()  # the coarse objective is new every cycle: so is the optimizer's state
+        if s.reset_coarse_optimizer:  # (as nn.MGOpt does; see train_multilevel's Notes for why not by default)
+            t.optimizer.state.clear()
         for _ in range(s.coarse_steps):
             objective.step()
         return start, out
