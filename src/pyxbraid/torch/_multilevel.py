@@ -433,7 +433,7 @@ def _run_nested(run: _Run, trainees: list[_Trainee], hierarchy: Hierarchy | None
         n = epochs if level == 0 else coarse_epochs[levels - 1 - level]
         history = History()
         if n > 0:
-            t.optimizer = _optimizer(factory, t.params)
+            t.optimizer = _optimizer(factory, t)
             for p in t.params:
                 if p in carried:
                     t.optimizer.state[p] = carried[p]
@@ -452,7 +452,7 @@ def _run_mgopt(run: _Run, trainees: list[_Trainee], hierarchy: Hierarchy, plan: 
 
     epochs, factory, settings = plan
     for t in trainees:
-        t.optimizer = _optimizer(factory, t.params)
+        t.optimizer = _optimizer(factory, t)
     fine = trainees[0]
     history = History()
     steps = run.steps()
@@ -477,8 +477,13 @@ def _run_mgopt(run: _Run, trainees: list[_Trainee], hierarchy: Hierarchy, plan: 
     return [history]
 
 
-def _optimizer(factory: Callable[..., Any], params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    opt = factory(params)
+def _optimizer(factory: Callable[..., Any], t: _Trainee) -> torch.optim.Optimizer:
+    """Return ``factory(t.params)``, checked (agreed: a factory failing on one rank raises on every rank)."""
+    with _Agreed(t.comm, "optimizer(params)"):
+        return _checked_optimizer(factory(t.params))
+
+
+def _checked_optimizer(opt: Any) -> torch.optim.Optimizer:
     if not isinstance(opt, torch.optim.Optimizer):
         raise TypeError(
             "optimizer must be a callable params -> torch.optim.Optimizer (e.g. functools.partial(torch.optim.Adam, "
