@@ -20,7 +20,10 @@ sit at the midpoint ``(k + 1/2) h``. The stencils are those of
   for evaluation only (a block in training mode normalises with the batch's
   statistics), and the next training epoch on the level overwrites them;
 * integer buffers (BatchNorm's ``num_batches_tracked``): injected and
-  prolonged piecewise constant (a copy, never a mean of counts).
+  prolonged piecewise constant (a copy, never a mean of counts);
+* gradients (:meth:`Hierarchy.restrict_gradients`, what MG/Opt's coarse
+  objective needs): ``P^T``, the transpose of the parameters' prolongation,
+  so that ``<P x, g> = <x, P^T g>``.
 
 Distribution: each level is distributed over the fine module's communicator
 with the usual block distribution of its ``depth + 1`` time points (block
