@@ -169,6 +169,35 @@ def test_an_mgopt_cycle_with_exact_settings_reduces_the_loss():
     assert trainees[2].evaluations == 3 * 8
 
 
+def test_a_rejected_line_search_leaves_parameters_and_running_statistics_as_they_were():
+    net = model("exact")
+    h, trainees = _trainees(net, 2)
+    t = trainees[0]
+    batches, _ = data()
+    x, y = batches[0]
+    objective = _mgopt.Objective(t, x, y, None)
+    f0, g, _ = objective()
+    params = t.values()
+    stats = [b.clone() for b in net.buffers()]
+    huge = {p: -1e4 * g[p] for p in t.params}  # a descent direction, far too long: every trial rejected
+    settings = _mgopt.Settings(max_backtracks=1)
+    # (an infinite loss at the trials is a rejection, not a FloatingPointError as in a smoothing step)
+    t.loss_fn = lambda out, y: LOSS(out, y) * (math.inf if out.abs().max() > 100 else 1.0)
+    assert _mgopt.line_search(t, objective, f0, g, huge, settings) == 0.0
+    t.loss_fn = LOSS
+    assert all(torch.equal(p, params[p]) for p in t.params)
+    assert all(torch.equal(b, s) for b, s in zip(net.buffers(), stats, strict=True))
+    assert objective()[0] == f0 and t.evaluations == 3  # (the evaluation at the start is the cached one again)
+    # an ascent direction is not tried at all
+    assert _mgopt.line_search(t, objective, f0, g, {p: -v for p, v in huge.items()}, settings) == 0.0
+    assert t.evaluations == 3
+    # a short step along -g is taken at once, and the running statistics are those of its forward pass
+    small = {p: -1e-3 * g[p] for p in t.params}
+    assert _mgopt.line_search(t, objective, f0, g, small, settings) == 1.0
+    assert objective()[0] < f0 and t.evaluations == 4
+    assert any(not torch.equal(b, s) for b, s in zip(net.buffers(), stats, strict=True) if b.is_floating_point())
+
+
 # -- the public loop --------------------------------------------------------------------------------------
 def test_docstring_example():
     failures, tried = doctest.testmod(_multilevel, optionflags=doctest.ELLIPSIS)

@@ -61,15 +61,18 @@ class Objective:
         value, g = self._linear(f, grads)
         self.cached = (self.t.values(), value, {p: t.clone() for p, t in g.items()}, out)
 
-    def __call__(self) -> tuple[float, Values, torch.Tensor]:
-        """Return ``F``, its gradient (per parameter) and the outputs at the current parameters (collective)."""
+    def __call__(self, finite: bool = True) -> tuple[float, Values, torch.Tensor]:
+        """Return ``F``, its gradient (per parameter) and the outputs at the current parameters (collective).
+
+        ``finite=False``: a loss that is not finite is returned (NaN or inf), not raised.
+        """
         t = self.t
         same = self.cached is not None and all(torch.equal(self.cached[0][p], p) for p in t.params)
         if t.comm.Get_size() > 1:  # every rank decides alike (a rank may hold no block)
             same = bool(t.comm.allreduce(same, op=MPI.LAND))
         if same and self.cached is not None:
             return self.cached[1], self.cached[2], self.cached[3]
-        f, out = t.gradient(self.x, self.y)
+        f, out = t.gradient(self.x, self.y, finite)
         value, g = self._linear(f, gradients(t))
         self.cached = (t.values(), value, g, out)
         return value, g, out
@@ -156,9 +159,9 @@ def cycle(
 def line_search(t: _Trainee, objective: Objective, f0: float, g: Values, e: Values, s: Settings) -> float:
     """Move the parameters to ``x + alpha e`` by Armijo backtracking; return ``alpha`` (0: not moved).
 
-    Only a descent direction is tried. A rejected trial's forward pass leaves no trace in
-    the running statistics (restored); the accepted trial's evaluation is the one the next
-    optimizer step reuses.
+    Only a descent direction is tried; a trial whose loss is not finite is rejected. A
+    rejected trial's forward pass leaves no trace in the running statistics (restored); the
+    accepted trial's evaluation is the one the next optimizer step reuses.
     """
     slope = t.dot(g, e)
     if not slope < 0.0:
@@ -168,8 +171,8 @@ def line_search(t: _Trainee, objective: Objective, f0: float, g: Values, e: Valu
     for _ in range(s.max_backtracks + 1):
         restore(saved)
         t.assign({p: base[p] + alpha * e[p] for p in t.params})
-        value = objective()[0]
-        if value <= f0 + s.c1 * alpha * slope:
+        value = objective(finite=False)[0]
+        if value <= f0 + s.c1 * alpha * slope:  # (False for NaN: a trial whose loss is not finite is rejected)
             return alpha
         alpha *= 0.5
     restore(saved)

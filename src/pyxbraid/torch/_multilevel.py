@@ -155,11 +155,13 @@ class _Trainee:
     def label(self, levels: int) -> str:
         return "" if levels == 1 else f" level {self.index} (depth {self.net.lp.depth})"
 
-    def gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+    def gradient(self, x: torch.Tensor, y: torch.Tensor, finite: bool = True) -> tuple[float, torch.Tensor]:
         """Put the gradient of ``loss_fn(net(x), y)`` into the parameters' ``.grad``; return it and the output.
 
-        Collective. The graph is cut at u0 and u(T) so that the replicated parts run in agreed
-        blocks, outside LayerParallel's collectives (see the module docstring).
+        Collective. A loss that is not finite raises ``FloatingPointError`` unless ``finite`` is
+        False (a line-search trial, which such a loss rejects). The graph is cut at u0 and u(T) so
+        that the replicated parts run in agreed blocks, outside LayerParallel's collectives (see
+        the module docstring).
         """
         net, comm = self.net, self.comm
         net.lp.reset()  # every evaluation from the initial guess: a function of the parameters (one-shot mode)
@@ -178,16 +180,19 @@ class _Trainee:
                     f"loss_fn must return a scalar tensor (the batch's mean loss), got {type(loss).__name__} "
                     f"{tuple(getattr(loss, 'shape', ()))}"
                 )
-            loss.backward()
             value = float(loss.detach())
-            if not math.isfinite(value):
+            if finite and not math.isfinite(value):
                 raise FloatingPointError(f"the training loss became {value} (level {self.index}); lower the lr")
+            if math.isfinite(value):
+                loss.backward()
+        self.evaluations += 1
+        if not math.isfinite(value):  # (the same on every rank: the head ran on the gathered u(T) everywhere)
+            return value, out.detach()  # no gradient: the adjoint solve would not take a non-finite seed
         g = vT.grad if vT.grad is not None else torch.zeros_like(vT)
         uT.backward(g)  # collective: the adjoint MGRIT solve
         with _Agreed(comm, "training step (opening's backward)"):
             if u0.requires_grad and v0.grad is not None:
                 u0.backward(v0.grad)
-        self.evaluations += 1
         return value, out.detach()
 
     def step(self) -> None:
