@@ -53,9 +53,17 @@ def _norm(values):
 TRANSPOSE = (
     COMMON
     + """
-import sys
 from pyxbraid.torch import Hierarchy
-from pyxbraid.torch._multilevel import _Trainee, Level, split
+from pyxbraid.torch._multilevel import _Trainee, Level
+
+
+def values(trainee, salt):
+    # random tensors for the owned blocks' parameters, drawn by block index: the same on any rank count
+    lp = trainee.net.lp
+    return {p: torch.randn(p.shape, generator=torch.Generator().manual_seed(1000 * salt + 10 * k + i),
+                           dtype=torch.float64)
+            for k in lp.owned_layers for i, p in enumerate(lp.layer(k).parameters())}
+
 
 out = {}
 for prolongation in ("linear", "constant"):
@@ -63,13 +71,6 @@ for prolongation in ("linear", "constant"):
     h = Hierarchy(net[1], 3, "average", prolongation)
     for level in (0, 1):
         fine, coarse = (_Trainee(0, Level(net[0], m, net[2]), LOSS, net[1].comm) for m in h.lps[level : level + 2])
-        gen = torch.Generator().manual_seed(level)
-        # random values per block, drawn by the block's index: the same on any rank count
-        def values(trainee, salt):
-            lp = trainee.net.lp
-            return {p: torch.randn(p.shape, generator=torch.Generator().manual_seed(1000 * salt + 10 * k + i),
-                                   dtype=torch.float64)
-                    for k in lp.owned_layers for i, p in enumerate(lp.layer(k).parameters())}
         x, y = values(coarse, 1), values(fine, 2)
         px = h.prolong_tensors(level, x)
         pty = h.restrict_gradients(level, y)
