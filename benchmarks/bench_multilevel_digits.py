@@ -3,13 +3,14 @@
     python benchmarks/bench_multilevel_digits.py                          # depth 32, serial, 1 rank, 3 seeds
     python benchmarks/bench_multilevel_digits.py --ranks 2 --mode exact   # layer-parallel on 2 ranks
     python benchmarks/bench_multilevel_digits.py --ranks 2 --mode one-shot
-    python benchmarks/bench_multilevel_digits.py --strategies single nested:4:6,1,1
+    python benchmarks/bench_multilevel_digits.py --strategies single nested:4:6,1,1 mgopt:2
 
 Each strategy trains ``pyxbraid-train digits``'s convolutional ResNet
 (:class:`pyxbraid.torch.ConvResNet`: width 8, T = 2, float64, Adam lr 5e-3, mini-batches of
-64; :func:`pyxbraid.torch._digits.train`) until the first epoch whose validation accuracy is
->= --target (at most --max-epochs fine epochs), for each seed (the network's, the data
-split's and the shuffling's), and reports the median wall time to the target, the fine-level
+64; :func:`pyxbraid.torch._digits.train` on :func:`pyxbraid.torch.train_multilevel`) until the
+first epoch whose validation accuracy is >= --target (at most --max-epochs fine epochs), for each
+seed (the network's, the data split's and the shuffling's), and reports the median wall time to the
+target, the fine-level
 gradient evaluations (training steps), the coarse ones weighted by their cost (depth_l / depth),
 the fine epochs and the validation accuracy reached; the speedups are single-level's median
 over the strategy's, in wall time and in work (fine plus cost-weighted coarse evaluations:
@@ -17,7 +18,10 @@ independent of the machine's load). Strategies:
 
 - ``single``: the network alone;
 - ``nested:L:e1,...``: nested iteration over L networks of depth depth, depth/2, ...
-  (``pyxbraid.torch.Hierarchy``), coarse epochs e1, ... coarsest first.
+  (``pyxbraid.torch.Hierarchy``), coarse epochs e1, ... coarsest first;
+- ``mgopt:L[:pre,post,coarse]``: MG/Opt V-cycles over L networks, one per mini-batch (Adam
+  smoothing: ``pre`` and ``post`` steps, default 1 and 1; ``coarse`` Adam steps on the coarsest
+  network, default 4; Armijo backtracking on the prolonged correction).
 
 With --ranks P > 1 the measurements run under ``mpiexec -n P python -m mpi4py``.
 Results: benchmarks/README.md ("Multilevel training in depth").
@@ -37,7 +41,7 @@ from bench_multilevel import table
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-DEFAULT = ["single", "nested:4:6,1,1"]
+DEFAULT = ["single", "nested:4:4,1,1", "mgopt:2"]
 MODES = {"serial": "serial", "exact": "parallel", "one-shot": "one-shot"}  # -> pyxbraid-train digits --mode
 
 
@@ -52,7 +56,8 @@ def run_one(depth: int, strategy: str, seed: int, mode: str, target: float, max_
     torch.set_num_threads(1)
     name, *rest = strategy.split(":")
     levels = int(rest[0]) if rest else 1
-    coarse = [int(e) for e in rest[1].split(",")] if len(rest) > 1 else None
+    coarse = [int(e) for e in rest[1].split(",")] if len(rest) > 1 and name == "nested" else None
+    mgopt = tuple(int(e) for e in rest[1].split(",")) if len(rest) > 1 and name == "mgopt" else (1, 1, 4)
     settings = _digits.Settings(
         mode=MODES[mode],
         dtype="float64",
@@ -72,6 +77,7 @@ def run_one(depth: int, strategy: str, seed: int, mode: str, target: float, max_
         levels=levels,
         coarse_epochs=coarse,
         target_accuracy=target,
+        mgopt=mgopt,
     )
     data = datasets.digits(seed=seed)
     net = _digits.build(settings, comm, data.image_shape, data.classes)

@@ -338,8 +338,8 @@ def test_digits_strategy_errors(capsys):
     from pyxbraid import train
 
     for args, message in (
-        (["--strategy", "mgopt"], r"--strategy mgopt is not available for digits: MG/Opt .* not yet for torch"),
-        (["--levels", "2"], r"--levels 2 needs --strategy nested"),
+        (["--strategy", "mgopt", "--levels", "1"], r"--levels 1: --strategy mgopt needs at least 2"),
+        (["--levels", "2"], r"--levels 2 needs --strategy nested or mgopt"),
         (["--coarse-epochs", "2"], r"--coarse-epochs needs --strategy nested"),
         (["--strategy", "nested", "--depth", "6"], r"--levels: levels=3 needs a depth divisible by"),
         (["--target-accuracy", "1.5"], r"argument --target-accuracy: must be a number in \(0, 1\], got '1.5'"),

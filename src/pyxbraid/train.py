@@ -44,8 +44,8 @@ Examples
 width 8, T = 2, float64, exact layer-parallel MGRIT with 2 levels and cfactor 4; Adam, batch 64, 10 epochs)
 
 ``python -m pyxbraid.train digits --depth 32 --strategy nested --levels 4 --coarse-epochs 2 --target-accuracy 0.97``
-(nested iteration over the torch blocks: :class:`pyxbraid.torch.Hierarchy`; the same metrics as peaks;
-``--strategy mgopt`` is not available for digits)
+(nested iteration over the torch blocks, :func:`pyxbraid.torch.train_multilevel`; the same metrics as peaks;
+``--strategy mgopt`` runs MG/Opt V-cycles, one per mini-batch)
 """
 
 from __future__ import annotations
@@ -340,12 +340,13 @@ def _digits_arguments(p: argparse.ArgumentParser) -> None:
         choices=["single", "nested", "mgopt"],
         default="single",
         help="single: the network alone; nested: nested iteration over networks of depth depth, depth/2, ... "
-        "(coarsest first; pyxbraid.torch.Hierarchy); mgopt: not available for digits yet (refused)",
+        "(coarsest first); mgopt: MG/Opt V-cycles over them, one per mini-batch (pyxbraid.torch.train_multilevel)",
     )
     p.add_argument(
         "--levels",
         type=_integer(1, 31),
-        help="networks in the hierarchy of --strategy nested (default 3); --depth must be divisible by 2**(levels - 1)",
+        help="networks in the hierarchy of --strategy nested/mgopt (default 3 / 2); --depth must be divisible by "
+        "2**(levels - 1)",
     )
     p.add_argument(
         "--coarse-epochs",
@@ -522,18 +523,15 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
 
 def _digits_levels(comm: Any, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Return the hierarchy's levels of a digits run (1 for single); a usage error for what does not fit."""
-    if args.strategy == "mgopt":
-        parser.error(
-            "--strategy mgopt is not available for digits: MG/Opt is implemented for the native and numpy layers "
-            "(pyxbraid.nn.MGOpt, pyxbraid-train peaks), not yet for torch blocks; use single or nested"
-        )
     if args.strategy == "single" and args.levels not in (None, 1):
-        parser.error(f"--levels {args.levels} needs --strategy nested")
+        parser.error(f"--levels {args.levels} needs --strategy nested or mgopt")
     if args.coarse_epochs is not None and args.strategy != "nested":
         parser.error("--coarse-epochs needs --strategy nested")
     if args.strategy == "single":
         return 1
-    levels = 3 if args.levels is None else args.levels
+    levels = (3 if args.strategy == "nested" else 2) if args.levels is None else args.levels
+    if args.strategy == "mgopt" and levels < 2:
+        parser.error(f"--levels {levels}: --strategy mgopt needs at least 2 (a V-cycle needs a coarse network)")
     try:
         check_levels(levels, args.depth, comm.Get_size())
     except ValueError as exc:

@@ -38,14 +38,18 @@ from ..nn.trainer import ConvergenceWarning
 from ._hierarchy import Hierarchy
 from ._layer_parallel import COARSE_POLICIES, DEFAULT_TOLERANCES, ENGINE_DTYPES, MODES, LayerParallel
 from ._models import ConvResNet
+from ._multilevel import STRATEGIES, MultilevelResult, train_multilevel
 
 __all__ = [
     "COARSE_POLICIES",
     "DEFAULT_TOLERANCES",
     "ENGINE_DTYPES",
     "MODES",
+    "STRATEGIES",
     "ConvResNet",
     "ConvergenceWarning",
     "Hierarchy",
     "LayerParallel",
+    "MultilevelResult",
+    "train_multilevel",
 ]

@@ -6,20 +6,20 @@ a thin script over the command line. Every rank runs the same loop on the same
 data: the opening and the head are replicated, :class:`ConvResNet`'s blocks
 are distributed.
 
-A failure on one rank must end every rank, never leave the others waiting in
-the next collective. LayerParallel's forward and backward see to that
-themselves; everything else -- the replicated opening and head with their
-backward passes and the optimiser step, and what only rank 0 does (progress
-bar, printing, plots, files) -- runs inside ``_Agreed`` blocks, which hold no
-collective. So a training step cuts the graph at u0 and u(T) (detached copies)
-and chains the three backward passes by hand: the same gradients as one
-``loss.backward()``.
+The training loop is :func:`pyxbraid.torch.train_multilevel` (every
+strategy: single, nested, mgopt). A failure on one rank must end every rank,
+never leave the others waiting in the next collective: that loop sees to it
+in training (see :mod:`pyxbraid.torch._multilevel`), and here what only rank
+0 does (printing, plots, files) runs inside ``_Agreed`` blocks, which hold no
+collective.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,9 @@ from .. import datasets
 from ..errors import _Agreed
 from ..nn._files import atomic_write
 from ..nn.trainer import History
-from ._hierarchy import Hierarchy
-from ._layer_parallel import LayerParallel
+from . import _multilevel
 from ._models import ConvResNet
+from ._multilevel import split, train_multilevel
 
 # The command line's mode names (those of the peaks network) -> LayerParallel's.
 MODES = {"parallel": "exact", "one-shot": "one_shot", "serial": "serial"}
@@ -57,11 +57,12 @@ class Settings:
     coarse: str
     seed: int
     threads: int
-    strategy: str = "single"  # "single" or "nested" (multilevel training in depth)
-    levels: int = 1  # networks in the hierarchy of "nested": depth, depth / 2, ...
+    strategy: str = "single"  # "single", "nested" or "mgopt" (multilevel training in depth)
+    levels: int = 1  # networks in the hierarchy of "nested" / "mgopt": depth, depth / 2, ...
     # epochs of each coarse network (None: epochs), or one count per coarse network, coarsest first
     coarse_epochs: int | list[int] | None = None
     target_accuracy: float | None = None  # stop the fine network's training at this validation accuracy
+    mgopt: tuple[int, int, int] = (1, 1, 4)  # "mgopt": pre, post and coarse_steps (train_multilevel's defaults)
 
 
 def build(settings: Settings, comm: Any, image_shape: tuple[int, ...], classes: int) -> ConvResNet:
@@ -84,66 +85,10 @@ def build(settings: Settings, comm: Any, image_shape: tuple[int, ...], classes: 
     )
 
 
-class Level(torch.nn.Module):
-    """A coarse network of the hierarchy: the fine network's opening and head (shared) around a coarser ``lp``."""
-
-    def __init__(self, fine: ConvResNet, lp: LayerParallel) -> None:
-        super().__init__()
-        self.opening, self.lp, self.head = fine.opening, lp, fine.head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the logits of images ``x`` (collective)."""
-        return self.head(self.lp(self.opening(x)))
-
-
-def train_step(
-    net: ConvResNet | Level, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, comm: Any
-) -> tuple[float, torch.Tensor]:
-    """Take one optimisation step on the batch ``(x, y)``; return the loss and the logits (collective).
-
-    The graph is cut at u0 and u(T) so that the replicated parts run in
-    agreed blocks, outside LayerParallel's collectives (see the module
-    docstring); the gradients are those of ``loss.backward()``.
-    """
-    net.lp.reset()  # a new batch: no warm restart from the last one (one-shot mode)
-    with _Agreed(comm, "training step (opening)"):
-        optimizer.zero_grad()
-        u0 = net.opening(x)
-        v0 = u0.detach().requires_grad_(True)
-    uT = net.lp(v0)  # collective; a failure raises on every rank
-    with _Agreed(comm, "training step (head, loss and their backward)"):
-        vT = uT.detach().requires_grad_(True)
-        logits = net.head(vT)
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        loss.backward()
-    uT.backward(vT.grad)  # collective: the adjoint MGRIT solve
-    with _Agreed(comm, "training step (opening's backward, optimizer step)"):
-        u0.backward(v0.grad)
-        optimizer.step()
-    return loss.item(), logits.detach()
-
-
-def evaluate(
-    net: ConvResNet | Level, x: torch.Tensor, y: torch.Tensor, comm: Any, chunk: int = 512
-) -> tuple[float, float, np.ndarray]:
+def evaluate(net: ConvResNet, x: torch.Tensor, y: torch.Tensor, comm: Any) -> tuple[float, float, np.ndarray]:
     """Return the mean cross-entropy, the accuracy and the predictions (exact forward, eval mode; collective)."""
-    net.train(False)
-    total, predictions = 0.0, []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), chunk):
-                with _Agreed(comm, "evaluation (opening)"):
-                    u0 = net.opening(x[start : start + chunk])
-                uT = net.lp(u0)  # collective
-                with _Agreed(comm, "evaluation (head)"):
-                    logits = net.head(uT)
-                    labels = y[start : start + chunk]
-                    total += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-                    predictions.append(logits.argmax(1))
-    finally:
-        net.train(True)
-    pred = torch.cat(predictions)
-    return total / len(x), float((pred == y).double().mean()), pred.numpy()
+    loss, accuracy, out = _multilevel.evaluate(split(net), torch.nn.functional.cross_entropy, x, y, comm)
+    return loss, accuracy, out.argmax(1).numpy()
 
 
 def plot_predictions(
@@ -171,118 +116,22 @@ def plot_predictions(
     _save(fig, path)
 
 
-class _Progress:
-    """Rank 0's progress bar or epoch lines; every call is agreed (a failure raises on every rank)."""
+class Batches:
+    """The training set in mini-batches, shuffled anew at every pass (the same order on every rank)."""
 
-    def __init__(self, comm: Any, show_bar: bool, total: int, desc: str) -> None:
-        self.comm, self.bar = comm, None
-        self.rank = comm.Get_rank()
-        with _Agreed(comm, "progress bar"):
-            if self.rank == 0 and show_bar:
-                from tqdm.auto import tqdm
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch: int | None, seed: int) -> None:
+        self.x, self.y = x, y
+        self.batch = batch or len(x)
+        self.rng = np.random.default_rng(seed)
 
-                self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch)
 
-    def step(self, loss: float, history: History, net: ConvResNet | Level) -> None:
-        with _Agreed(self.comm, "progress bar"):
-            if self.bar is not None:
-                post = {"loss": f"{loss:.4f}"}
-                if history.val_accuracy:
-                    post["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
-                fwd, bwd = net.lp.last_forward, net.lp.last_backward
-                if fwd is not None and bwd is not None:  # MGRIT iterations, forward / backward
-                    post["mgrit"] = f"{fwd.iterations}/{bwd.iterations}"
-                self.bar.set_postfix(post, refresh=False)
-                self.bar.update(1)
-
-    def line(self, text: str) -> None:
-        with _Agreed(self.comm, "progress output"):
-            if self.bar is not None:
-                self.bar.write(text)
-            elif self.rank == 0:
-                print(text, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def fit(
-    net: ConvResNet | Level,
-    optimizer: torch.optim.Optimizer,
-    settings: Settings,
-    data: datasets.ImageDataset,
-    comm: Any,
-    progress: bool,
-    *,
-    epochs: int | None = None,
-    target: float | None = None,
-    start: float | None = None,
-    label: str = "",
-) -> History:
-    """Train with Adam on shuffled mini-batches (the same order on every rank); validate after each epoch.
-
-    ``epochs`` (default ``settings.epochs``) at most; with ``target``, stop after the first
-    epoch whose validation accuracy is ``>= target``. ``wall_seconds`` count from ``start``
-    (``time.perf_counter()``; default: now); ``label`` prefixes the epoch lines.
-    """
-    epochs = settings.epochs if epochs is None else epochs
-    x_train, y_train = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    x_val, y_val = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
-    batch = settings.batch_size or len(x_train)
-    steps = math.ceil(len(x_train) / batch)
-    history = History()
-    rng = np.random.default_rng(settings.seed)
-    bar = _Progress(comm, progress, epochs * steps, f"digits ({settings.mode}){label}")
-    start = time.perf_counter() if start is None else start
-    try:
-        for epoch in range(epochs):
-            order = torch.from_numpy(rng.permutation(len(x_train)))
-            loss_sum, correct = 0.0, 0
-            for b in range(steps):
-                idx = order[b * batch : (b + 1) * batch]
-                loss, logits = train_step(net, optimizer, x_train[idx], y_train[idx], comm)
-                loss_sum += loss * len(idx)
-                correct += int((logits.argmax(1) == y_train[idx]).sum())
-                history.step_loss.append(loss)
-                bar.step(loss, history, net)
-            val_loss, val_acc, _ = evaluate(net, x_val, y_val, comm)
-            _record(history, net, epoch, loss_sum / len(x_train), correct / len(x_train), val_loss, val_acc, start)
-            bar.line(
-                f"{label.strip() + ' ' if label else ''}epoch {epoch + 1}: loss {history.loss[-1]:.4f}, training "
-                f"accuracy {history.train_accuracy[-1]:.4f}, validation accuracy {val_acc:.4f}, "
-                f"{history.wall_seconds[-1]:.1f} s"
-            )
-            if target is not None and val_acc >= target:  # the same value on every rank (an allgathered forward)
-                break
-    finally:
-        bar.close()
-    return history
-
-
-def _record(
-    history: History,
-    net: ConvResNet | Level,
-    epoch: int,
-    loss: float,
-    accuracy: float,
-    val_loss: float,
-    val_acc: float,
-    start: float,
-) -> None:
-    """Append one epoch's figures (and the last MGRIT solves') to ``history``."""
-    history.epoch.append(epoch + 1)
-    history.loss.append(loss)
-    history.train_accuracy.append(accuracy)
-    history.val_loss.append(val_loss)
-    history.val_accuracy.append(val_acc)
-    history.wall_seconds.append(time.perf_counter() - start)
-    fwd, bwd = net.lp.last_forward, net.lp.last_backward
-    history.residual.append(float(fwd.residual_norms[-1]) if fwd is not None and fwd.residual_norms.size else math.nan)
-    history.adjoint_residual.append(
-        float(bwd.adjoint_residual_norms[-1]) if bwd is not None and bwd.adjoint_residual_norms.size else math.nan
-    )
-    history.mgrit_iterations.append(int(bwd.iterations) if bwd is not None else 0)
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.from_numpy(self.rng.permutation(len(self.x)))
+        for b in range(len(self)):
+            idx = order[b * self.batch : (b + 1) * self.batch]
+            yield self.x[idx], self.y[idx]
 
 
 @dataclass
@@ -291,7 +140,7 @@ class Outcome:
 
     history: History
     level_histories: list[History]  # coarsest first; the fine network's last
-    evaluations: list[int]  # gradient evaluations (training steps) per level, fine first
+    evaluations: list[int]  # gradient evaluations per level, fine first
     depths: list[int]  # fine first
     target_epoch: int | None  # the fine epoch that reached the target accuracy
     target_seconds: float | None
@@ -303,119 +152,76 @@ class Outcome:
 
 
 def train(net: ConvResNet, settings: Settings, data: datasets.ImageDataset, comm: Any, progress: bool) -> Outcome:
-    """Train the network alone (``single``) or by nested iteration over a hierarchy in depth (collective).
+    """Train with Adam by :func:`~pyxbraid.torch.train_multilevel` with the settings' strategy (collective).
 
-    ``nested``: the coarse networks (depth ``depth / 2**l``, the fine network's opening and
-    head shared) are built by :class:`~pyxbraid.torch.Hierarchy`; the coarsest starts from
-    the restriction of the fine network's initial blocks, is trained for ``coarse_epochs``
-    epochs (one count for every coarse network, or a list, coarsest first), prolonged into the
-    next finer one, and so on down to the fine network, trained for ``epochs`` (or until
-    ``target_accuracy``). Each level's Adam continues the coarser one's (see
-    ``_prolong_adam``).
+    ``single``: the network alone; ``nested``: the coarse networks (depth ``depth / 2**l``, the
+    fine network's opening and head shared, :class:`~pyxbraid.torch.Hierarchy`) are trained
+    coarsest first for ``coarse_epochs`` epochs each (one count for all, or a list, coarsest
+    first), each prolonged into the next finer one, whose Adam continues the coarser one's;
+    ``mgopt``: one MG/Opt V-cycle over ``levels`` networks per mini-batch. The fine network
+    trains for ``epochs`` epochs, or until the first whose validation accuracy is
+    ``>= target_accuracy``. Rank 0 prints a line per epoch (and a bar with ``progress``).
     """
-    levels: list[ConvResNet | Level] = [net]
-    hierarchy = None
-    if settings.strategy == "nested" and settings.levels > 1:
-        hierarchy = Hierarchy(net.lp, settings.levels)
-        for level in range(settings.levels - 1):
-            hierarchy.restrict(level)
-        levels += [Level(net, lp) for lp in hierarchy.lps[1:]]
-    start = time.perf_counter()
-    histories: list[History] = []
-    carried: dict[torch.Tensor, dict[str, Any]] = {}  # Adam's state, continued from level to level
-    for level in range(len(levels) - 1, -1, -1):
-        m = levels[level]
-        fine = level == 0
-        epochs = settings.epochs if fine else _coarse_epochs(settings)[settings.levels - 1 - level]
-        label = "" if len(levels) == 1 else f" level {level} (depth {m.lp.depth})"
-        history = History()
-        if epochs > 0:
-            optimizer = torch.optim.Adam(m.parameters(), lr=settings.lr)  # (its first use imports for about 1 s)
-            for p in m.parameters():
-                if p in carried:
-                    optimizer.state[p] = carried[p]
-            history = fit(
-                m,
-                optimizer,
-                settings,
-                data,
-                comm,
-                progress,
-                epochs=epochs,
-                target=settings.target_accuracy if fine else None,
-                start=start,
-                label=label,
-            )
-            carried = {p: optimizer.state[p] for p in m.parameters() if p in optimizer.state}
-        histories.append(history)
-        if hierarchy is not None and not fine:
-            hierarchy.prolong(level - 1)
-            carried = _prolong_adam(hierarchy, level - 1, carried)
-    fine_history = histories[-1]
-    reached = [
-        i
-        for i, a in enumerate(fine_history.val_accuracy)
-        if settings.target_accuracy is not None and a >= settings.target_accuracy
-    ]
+    x_train, y_train = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    target = settings.target_accuracy
+
+    def reached(level: int, epoch: int, history: History) -> bool:
+        # (the same value on every rank: an allgathered forward)
+        return level == 0 and target is not None and history.val_accuracy[-1] >= target
+
+    result = train_multilevel(
+        net,
+        torch.nn.functional.cross_entropy,
+        Batches(x_train, y_train, settings.batch_size, settings.seed),
+        functools.partial(torch.optim.Adam, lr=settings.lr),  # (its first use imports for about 1 s)
+        strategy=settings.strategy,
+        levels=settings.levels,
+        epochs=settings.epochs,
+        coarse_epochs=settings.coarse_epochs if settings.strategy == "nested" else None,
+        validation=(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)),
+        callback=reached,
+        progress=True if progress else "lines",
+        pre=settings.mgopt[0],
+        post=settings.mgopt[1],
+        coarse_steps=settings.mgopt[2],
+    )
+    fine = result.history
+    hits = [i for i, a in enumerate(fine.val_accuracy) if target is not None and a >= target]
     return Outcome(
-        history=fine_history,
-        level_histories=histories,
-        evaluations=[len(h.step_loss) for h in reversed(histories)],
-        depths=[m.lp.depth for m in levels],
-        target_epoch=reached[0] + 1 if reached else None,
-        target_seconds=fine_history.wall_seconds[reached[0]] if reached else None,
+        history=fine,
+        level_histories=result.level_histories,
+        evaluations=result.gradient_evaluations,
+        depths=result.depths,
+        target_epoch=hits[0] + 1 if hits else None,
+        target_seconds=fine.wall_seconds[hits[0]] if hits else None,
     )
 
 
-def _prolong_adam(
-    hierarchy: Hierarchy, level: int, carried: dict[torch.Tensor, dict[str, Any]]
-) -> dict[torch.Tensor, dict[str, Any]]:
-    """Return Adam's state for level ``level`` continued from that of level ``level + 1`` (collective).
-
-    The opening's and head's state (the same parameters on every level) is kept; the blocks'
-    moments are prolonged like the blocks' parameters, the first ones times 1/2 and the second
-    ones times 1/4 (a block's gradient scales with the step ``h``, halved by the prolongation),
-    the second ones clipped at 0 (linear extrapolation at the ends); the step count is kept.
-    A fresh Adam's first steps would move every parameter by about ``lr`` (bias-corrected
-    ``m / sqrt(v)`` is then the gradient's sign), whatever the prolonged start; measured on
-    digits, the difference in accuracy was within the noise (benchmarks/README.md).
-    """
-    if not carried:  # no level trained yet (the same on every rank: the opening is everywhere)
-        return carried
-    coarse = {id(p) for p in hierarchy.lps[level + 1].parameters()}
-    out = {p: state for p, state in carried.items() if id(p) not in coarse}
-    step = next(iter(out.values()))["step"]
-    blocks = {p: state for p, state in carried.items() if id(p) in coarse}
-    m = hierarchy.prolong_tensors(level, {p: state["exp_avg"] for p, state in blocks.items()})
-    v = hierarchy.prolong_tensors(level, {p: state["exp_avg_sq"] for p, state in blocks.items()})
-    for p in m:
-        out[p] = {"step": step.clone(), "exp_avg": m[p].mul_(0.5), "exp_avg_sq": v[p].mul_(0.25).clamp_(min=0.0)}
-    return out
-
-
-def _coarse_epochs(settings: Settings) -> list[int]:
-    """Return the epochs of the coarse networks, coarsest first."""
-    epochs = settings.epochs if settings.coarse_epochs is None else settings.coarse_epochs
-    if isinstance(epochs, int):
-        return [epochs] * (settings.levels - 1)
-    if len(epochs) != settings.levels - 1:
-        raise ValueError(
-            f"coarse_epochs must have levels - 1 = {settings.levels - 1} entries (coarsest first), got {epochs!r}"
-        )
-    return list(epochs)
-
-
-_STRATEGY_FIELDS = ("batch_size", "strategy", "levels", "coarse_epochs")
+_STRATEGY_FIELDS = ("batch_size", "strategy", "levels", "coarse_epochs", "mgopt")
 
 
 def _strategy_settings(settings: Settings) -> dict[str, Any]:
     """Return the strategy's name and settings, as the peaks command line writes them."""
     if settings.strategy == "single":
         return {"strategy": "single", "levels": 1}
+    if settings.strategy == "mgopt":  # (train_multilevel's defaults)
+        return {
+            "strategy": "mgopt",
+            "levels": settings.levels,
+            "pre": settings.mgopt[0],
+            "post": settings.mgopt[1],
+            "coarse_steps": settings.mgopt[2],
+            "max_backtracks": 4,
+            "c1": 1e-4,
+            "reset_coarse_optimizer": False,
+            "restriction": "average",
+            "prolongation": "linear",
+        }
+    coarse = settings.coarse_epochs
     return {
         "strategy": settings.strategy,
         "levels": settings.levels,
-        "epochs": None if settings.coarse_epochs is None else _coarse_epochs(settings),
+        "epochs": None if coarse is None else [coarse] * (settings.levels - 1) if isinstance(coarse, int) else coarse,
         "tol": None,
         "restriction": "average",
         "prolongation": "linear",

@@ -20,7 +20,10 @@ sit at the midpoint ``(k + 1/2) h``. The stencils are those of
   for evaluation only (a block in training mode normalises with the batch's
   statistics), and the next training epoch on the level overwrites them;
 * integer buffers (BatchNorm's ``num_batches_tracked``): injected and
-  prolonged piecewise constant (a copy, never a mean of counts).
+  prolonged piecewise constant (a copy, never a mean of counts);
+* gradients (:meth:`Hierarchy.restrict_gradients`, what MG/Opt's coarse
+  objective needs): ``P^T``, the transpose of the parameters' prolongation,
+  so that ``<P x, g> = <x, P^T g>``.
 
 Distribution: each level is distributed over the fine module's communicator
 with the usual block distribution of its ``depth + 1`` time points (block
@@ -51,6 +54,7 @@ from ..nn.hierarchy import (
     Stencil,
     _check_choice,
     _exchange,
+    _transpose,
     check_levels,
     prolongation_stencil,
     restriction_stencil,
@@ -212,6 +216,10 @@ class Hierarchy:
             if which == "R":
                 own = restriction_stencil(nf, self.restriction)
                 rows = {_PARAMETER: own, _BUFFER: own, _COUNT: restriction_stencil(nf, "inject")}
+            elif which == "PT":  # gradients (parameters only; the buffers' rows are carried and dropped)
+                transpose = _transpose(prolongation_stencil(nf // 2, self.prolongation), nf // 2)
+                inject = restriction_stencil(nf, "inject")
+                rows = {_PARAMETER: transpose, _BUFFER: inject, _COUNT: inject}
             else:
                 constant = prolongation_stencil(nf // 2, "constant")
                 rows = {_PARAMETER: prolongation_stencil(nf // 2, self.prolongation), _BUFFER: constant}
@@ -224,22 +232,42 @@ class Hierarchy:
     ) -> dict[torch.Tensor, torch.Tensor]:
         """Return per-parameter tensors of level ``level`` prolonged from those of ``level + 1`` (collective).
 
-        For what goes with the parameters, an optimizer's moments say. ``coarse`` maps parameters
-        of level ``level + 1``'s owned blocks to tensors of their shapes (a parameter left out counts
-        as zeros); the result maps every parameter of level ``level``'s owned blocks to a new
-        tensor, prolonged with the parameters' stencil. The blocks are left as they are.
+        For what goes with the parameters: an optimizer's moments, a correction. ``coarse`` maps
+        parameters of level ``level + 1``'s owned blocks to tensors of their shapes (a parameter
+        left out counts as zeros); the result maps every parameter of level ``level``'s owned
+        blocks to a new tensor, prolonged with the parameters' stencil ``P``. The blocks are left
+        as they are.
         """
-        level = self._level(level)
+        return self._map_tensors(self._level(level), level + 1, level, "P", coarse)
+
+    def restrict_gradients(
+        self, level: int, fine: Mapping[torch.Tensor, torch.Tensor]
+    ) -> dict[torch.Tensor, torch.Tensor]:
+        """Return ``P^T g``: per-parameter gradients of level ``level`` taken to level ``level + 1`` (collective).
+
+        The transpose of :meth:`prolong_tensors`' stencil, so that ``<P x, g> = <x, P^T g>``: the
+        gradient of ``x_c -> f(x + P x_c)`` at ``x_c = 0`` is ``P^T grad f(x)`` (what MG/Opt's
+        first-order coherent coarse objective needs). ``fine`` maps parameters of level
+        ``level``'s owned blocks to tensors of their shapes (missing: zeros); the result maps every
+        parameter of level ``level + 1``'s owned blocks to a new tensor.
+        """
+        return self._map_tensors(self._level(level), level, level + 1, "PT", fine)
+
+    def _map_tensors(
+        self, level: int, src: int, dst: int, which: str, given: Mapping[torch.Tensor, torch.Tensor]
+    ) -> dict[torch.Tensor, torch.Tensor]:
+        """Transfer per-parameter tensors of level ``src`` to level ``dst`` with stencil ``which``."""
         out: dict[torch.Tensor, torch.Tensor] = {}
+        what = "prolong_tensors" if which == "P" else "restrict_gradients"
 
         def source(t: torch.Tensor) -> torch.Tensor:
-            value = coarse.get(t)
+            value = given.get(t)
             if value is None:
                 return torch.zeros_like(t)
             if not isinstance(value, torch.Tensor) or value.shape != t.shape:
                 raise ValueError(
-                    f"prolong_tensors: the value of a parameter of shape {tuple(t.shape)} must be a tensor of that "
-                    f"shape, got {type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
+                    f"{what}: the value of a parameter of shape {tuple(t.shape)} must be a tensor of that shape, "
+                    f"got {type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
                 )
             return value
 
@@ -249,7 +277,7 @@ class Hierarchy:
                 return out[t]
             return t.detach().clone()  # (buffers are carried along and dropped)
 
-        self._transfer(level, level + 1, level, "P", source, sink)
+        self._transfer(level, src, dst, which, source, sink)
         return out
 
     def _transfer(
