@@ -71,15 +71,22 @@ double AdjointSweep::finish_objective() {
     return objective_;
 }
 
-void AdjointSweep::reverse_copy(const TapeOp& op) {  // y = x
-    ops::move_add(arena_.dtype(), arena_.vector_size(), arena_.bar_at(op.y), arena_.bar_at(op.x));
+void AdjointSweep::reverse_copy(std::uint32_t y, std::uint32_t x) {  // y = x
+    ops::move_add(arena_.dtype(), arena_.vector_size(), arena_.bar_at(y), arena_.bar_at(x));
 }
 
-void AdjointSweep::reverse_axpy(const TapeOp& op) {  // y = a x + b y
+void AdjointSweep::reverse_axpy(std::uint32_t y, std::uint32_t x, double a, double b) {  // y = a x + b y
     const std::size_t n = arena_.vector_size();
-    Vec ybar = arena_.bar_at(op.y);
-    if (op.x != op.y) ops::add_scaled(arena_.dtype(), n, op.a, ybar, arena_.bar_at(op.x));
-    ops::scale(arena_.dtype(), n, op.x == op.y ? op.a + op.b : op.b, ybar);
+    Vec ybar = arena_.bar_at(y);
+    if (x != y) ops::add_scaled(arena_.dtype(), n, a, ybar, arena_.bar_at(x));
+    ops::scale(arena_.dtype(), n, x == y ? a + b : b, ybar);
+}
+
+void AdjointSweep::reverse_after_step(const TapeOp& op) {
+    // What the primal did with the stepped vector after the step, undone last first.
+    if (op.store != TapeOp::kNone) reverse_copy(op.store, op.y);
+    if (op.accumulate != TapeOp::kNone) reverse_axpy(op.accumulate, op.y, 1.0, 1.0);
+    if (op.post_x != TapeOp::kNone) reverse_axpy(op.y, op.post_x, 1.0, op.post_b);
 }
 
 void AdjointSweep::reverse_step(const TapeOp& op) {
@@ -170,11 +177,11 @@ void AdjointSweep::reverse_send(const TapeOp& op) {
 
 void AdjointSweep::reverse_op(const TapeOp& op, std::size_t& next_buffer) {
     switch (op.kind) {
-        case TapeOp::Kind::copy: reverse_copy(op); break;
+        case TapeOp::Kind::copy: reverse_copy(op.y, op.x); break;
         case TapeOp::Kind::axpy:  // decode() gives the coded axpys as axpy
         case TapeOp::Kind::axpy_add:
         case TapeOp::Kind::axpy_sub:
-        case TapeOp::Kind::axpy_neg: reverse_axpy(op); break;
+        case TapeOp::Kind::axpy_neg: reverse_axpy(op.y, op.x, op.a, op.b); break;
         case TapeOp::Kind::objective: reverse_objective(op); break;
         case TapeOp::Kind::coarsen:
         case TapeOp::Kind::refine: reverse_space(op); break;
@@ -192,9 +199,11 @@ void AdjointSweep::reverse_step_record(const TapeOp& op) {
         in_group_ = false;
         reverse_group();
     } else if (in_group_) {
-        group_.push_back(op);
+        group_.push_back(op);  // grouped steps are recorded without parts (Tape::step)
     } else {
+        reverse_after_step(op);
         reverse_step(op);
+        if (op.pre_x != TapeOp::kNone) reverse_copy(op.y, op.pre_x);  // the copy the step started from
     }
 }
 

@@ -8,6 +8,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <vector>
 
@@ -86,8 +87,10 @@ public:
 private:
     double finish_objective();
     void reverse_sweep();
-    void reverse_copy(const TapeOp& op);
-    void reverse_axpy(const TapeOp& op);
+    void reverse_copy(std::uint32_t y, std::uint32_t x);
+    void reverse_axpy(std::uint32_t y, std::uint32_t x, double a, double b);
+    /// The parts of a fused step record (what followed the step), reversed.
+    void reverse_after_step(const TapeOp& op);
     void reverse_step(const TapeOp& op);
     /// The steps of one grouped primal call (collected in group_, last first):
     /// one step_adjoint_batch call when the app has it, else one by one.
