@@ -79,7 +79,8 @@ void AdjointSweep::reverse_axpy(std::uint32_t y, std::uint32_t x, double a, doub
     const std::size_t n = arena_.vector_size();
     Vec ybar = arena_.bar_at(y);
     if (x != y) ops::add_scaled(arena_.dtype(), n, a, ybar, arena_.bar_at(x));
-    ops::scale(arena_.dtype(), n, x == y ? a + b : b, ybar);
+    // b = 1 (a sum, the commonest axpy) leaves y_bar as it is: v * 1 is v, bit for bit.
+    if (x == y || b != 1.0) ops::scale(arena_.dtype(), n, x == y ? a + b : b, ybar);
 }
 
 void AdjointSweep::reverse_after_step(const TapeOp& op) {
@@ -89,12 +90,18 @@ void AdjointSweep::reverse_after_step(const TapeOp& op) {
     if (op.post_x != TapeOp::kNone) reverse_axpy(op.y, op.post_x, 1.0, op.post_b);
 }
 
+const Status& AdjointSweep::status_of(const TapeOp& op) {
+    Status& st = op.kind == TapeOp::Kind::objective ? objective_status_ : step_status_;
+    make_status_(op, st);
+    return st;
+}
+
 void AdjointSweep::reverse_step(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec ybar = arena_.bar_at(op.y);
     Vec sbar = arena_.storage().scratch.data();
     std::memset(sbar, 0, bytes);
-    gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, status_of_(op));
+    gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, status_of(op));
     ops::add(arena_.dtype(), arena_.vector_size(), sbar, op.ustop_is_u() ? ybar : arena_.bar_at(op.x));
 }
 
@@ -113,7 +120,7 @@ void AdjointSweep::reverse_group() {
     bool aliased = true;
     for (std::size_t r = 0; r < rows; ++r) {
         const TapeOp& op = group_[r];
-        const Status st = status_of_(op);
+        const Status& st = status_of(op);
         tstart[r] = st.tstart;
         tstop[r] = st.tstop;
         aliased = aliased && op.ustop_is_u();
@@ -122,7 +129,7 @@ void AdjointSweep::reverse_group() {
         std::memcpy(u_bar + r * bytes, arena_.bar_at(op.y), bytes);
     }
     std::memset(ustop_bar, 0, rows * bytes);
-    Status shared = status_of_(group_[0]);
+    Status shared = status_of(group_[0]);
     shared.tstart = shared.tstop = std::numeric_limits<double>::quiet_NaN();
     shared.tindex = -1;
     gate_.step_adjoint_batch(u, aliased ? u : ustop, u_bar, ustop_bar, StepRows{rows, tstart, tstop}, shared);
@@ -139,7 +146,7 @@ void AdjointSweep::reverse_space(const TapeOp& op) {  // y = C x (or R x): x_bar
     Vec ybar = arena_.bar_at(op.y);
     Vec tmp = arena_.storage().scratch.data();
     std::memset(tmp, 0, bytes);
-    const Status st = status_of_(op);
+    const Status st = status_of(op);
     if (op.kind == TapeOp::Kind::coarsen)
         gate_.coarsen_adjoint(ybar, tmp, st);
     else
@@ -152,7 +159,7 @@ void AdjointSweep::reverse_objective(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec tmp = arena_.storage().scratch.data() + bytes;
     std::memset(tmp, 0, bytes);
-    gate_.objective_adjoint(op.saved, tmp, f_bar_, status_of_(op));
+    gate_.objective_adjoint(op.saved, tmp, f_bar_, status_of(op));
     ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(op.y));
 }
 

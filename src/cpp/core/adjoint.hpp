@@ -42,8 +42,8 @@ public:
 
     void configure(const Settings& s) { set_ = s; }
     /// The engine rebuilds the full status of a recorded step or objective
-    /// (times, iteration, sizes) from what the tape keeps.
-    void set_status_maker(std::function<Status(const TapeOp&)> make) { status_of_ = std::move(make); }
+    /// (times, iteration, sizes) from what the tape keeps, into its argument.
+    void set_status_maker(std::function<void(const TapeOp&, Status&)> make) { make_status_ = std::move(make); }
     AdjointMode mode() const noexcept { return set_.mode; }
     bool active() const noexcept { return set_.mode != AdjointMode::none; }
     bool gradient() const noexcept { return set_.mode == AdjointMode::gradient; }
@@ -112,7 +112,13 @@ private:
     Communicator& comm_;
     CallbackGate& gate_;
     Settings set_;
-    std::function<Status(const TapeOp&)> status_of_;
+    /// The status of a recorded call, valid until the next one. Filled in
+    /// place, not returned: a Status is large and there is one per step.
+    const Status& status_of(const TapeOp& op);
+
+    std::function<void(const TapeOp&, Status&)> make_status_;
+    Status step_status_;       ///< filled for steps, coarsen and refine only (see Engine::recorded_status)
+    Status objective_status_;  ///< filled for objectives
     Bytes ubar_;  ///< adjoint iterate at the fine level's stored slots
     std::vector<MPI_Request> reverse_reqs_;
     std::vector<TapeOp> group_;  ///< the step records of the group being replayed
