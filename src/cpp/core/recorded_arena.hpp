@@ -142,9 +142,18 @@ private:
     std::size_t message_elements(std::size_t count) const noexcept {
         return count == 0 || count == n_ ? message_elements() : count;
     }
-    /// The index of an arena vector (how the tape names it).
+    /// The index of an arena vector (how the tape names it). A shift when the
+    /// vector size is a power of two (a scalar state): a 64-bit division costs
+    /// as much as a scalar app's whole step, and each record needs one or two.
     std::uint32_t index_of(CVec p) const noexcept {
-        return static_cast<std::uint32_t>(static_cast<std::size_t>(p - mem_->arena.data()) / bytes_);
+        const auto offset = static_cast<std::size_t>(p - mem_->arena.data());
+        return static_cast<std::uint32_t>(index_shift_ >= 0 ? offset >> index_shift_ : offset / bytes_);
+    }
+    static int power_of_two_shift(std::size_t bytes) noexcept {
+        if (bytes == 0 || (bytes & (bytes - 1)) != 0) return -1;
+        int shift = 0;
+        while ((std::size_t{1} << shift) != bytes) ++shift;
+        return shift;
     }
 
     std::shared_ptr<Storage> mem_ = std::make_shared<Storage>();
@@ -152,6 +161,7 @@ private:
     DType dtype_;
     std::size_t state_bytes_;
     std::size_t bytes_;
+    int index_shift_ = power_of_two_shift(bytes_);  ///< log2(bytes_), or -1: index_of divides
     std::size_t arith_n_;  ///< elements an axpy covers: the state and the basis
     std::size_t basis_rank_;
     std::size_t shell_n_;

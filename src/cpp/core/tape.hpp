@@ -27,6 +27,7 @@
 
 #include "core/status.hpp"
 #include "core/storage.hpp"
+#include "core/tape_format.hpp"
 
 namespace pxb {
 
@@ -159,8 +160,8 @@ private:
     static constexpr std::size_t kMaxRecord = 48;
 
     static std::size_t record_size(TapeOp::Kind kind) noexcept;
-    /// A fused step's size from its parts (the byte before its kind).
-    static std::size_t fused_size(std::uint8_t parts) noexcept;
+    static std::size_t fused_size(std::uint8_t parts) noexcept { return tape_format::fused_size(parts); }
+    void read_status(const std::uint8_t*& p, TapeOp& op) const noexcept;
     /// The record [p, end) of kind `kind`.
     TapeOp decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end) const noexcept;
     void decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept;
@@ -169,7 +170,12 @@ private:
     void put(TapeOp::Kind kind, std::uint32_t y, std::uint32_t x);
     void put_message(TapeOp::Kind kind, std::uint32_t y, int peer, int tag);
     static void put_status(Writer& w, const Status& st, std::uint8_t norm) noexcept;
-    std::uint8_t norm_code(double residual_norm);
+    /// The residual norm changes a few times per iteration: a code into norms_.
+    std::uint8_t norm_code(double residual_norm) {
+        if (!norms_.empty() && norms_.back() == residual_norm) return static_cast<std::uint8_t>(norms_.size() - 1);
+        return new_norm_code(residual_norm);
+    }
+    std::uint8_t new_norm_code(double residual_norm);
     /// Append to the step record just written what followed it: the correction
     /// stepped <- x +- stepped, the copy x <- stepped or the sum x <- stepped + x
     /// (`part`). False when the last record is not a step of `stepped` that can
@@ -201,5 +207,104 @@ private:
     std::vector<double> norms_;  ///< residual norms the recorded statuses had (coded by index)
     std::size_t receives_ = 0;
 };
+
+// The reader, inline: the reverse sweep decodes every record.
+
+inline std::size_t Tape::record_size(TapeOp::Kind kind) noexcept {
+    switch (kind) {
+        case TapeOp::Kind::copy:
+        case TapeOp::Kind::axpy_add:
+        case TapeOp::Kind::axpy_sub:
+        case TapeOp::Kind::axpy_neg: return 8 + 1;
+        case TapeOp::Kind::axpy: return 8 + 16 + 1;
+        case TapeOp::Kind::recv:
+        case TapeOp::Kind::send: return 12 + 1;
+        case TapeOp::Kind::step: return 16 + tape_format::kStatus + 1;
+        case TapeOp::Kind::step_aliased: return 12 + tape_format::kStatus + 1;
+        case TapeOp::Kind::objective: return 8 + tape_format::kPoint + 1;
+        case TapeOp::Kind::group_begin:
+        case TapeOp::Kind::group_end: return 1;
+        case TapeOp::Kind::coarsen:
+        case TapeOp::Kind::refine: return 8 + tape_format::kStatus + 1;
+        case TapeOp::Kind::step_fused: break;  // fused_size()
+    }
+    return 1;
+}
+
+inline void Tape::read_status(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.level = p[0];
+    op.phase = p[1];
+    op.done = p[2] != 0;
+    op.residual_norm = norms_[p[3]];
+    p += 4;
+    op.tindex = tape_format::read<std::int32_t>(p);
+}
+
+inline void Tape::decode_coded_axpy(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.x = tape_format::read<std::uint32_t>(p);
+    op.a = op.kind == TapeOp::Kind::axpy_neg ? 0.0 : 1.0;
+    op.b = op.kind == TapeOp::Kind::axpy_add ? 1.0 : -1.0;
+    op.kind = TapeOp::Kind::axpy;
+}
+
+inline void Tape::decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.x = tape_format::read<std::uint32_t>(p);
+    op.saved = values_.at(tape_format::read<std::uint32_t>(p));
+    op.saved_ustop = op.kind == TapeOp::Kind::step ? values_.at(tape_format::read<std::uint32_t>(p)) : op.saved;
+    read_status(p, op);
+}
+
+inline void Tape::decode_fused(const std::uint8_t*& p, std::uint8_t parts, TapeOp& op) const noexcept {
+    op.kind = (parts & tape_format::kUstop) != 0 ? TapeOp::Kind::step : TapeOp::Kind::step_aliased;
+    decode_step(p, op);
+    if ((parts & tape_format::kPre) != 0) op.pre_x = tape_format::read<std::uint32_t>(p);
+    if ((parts & tape_format::kPost) != 0) {
+        op.post_x = tape_format::read<std::uint32_t>(p);
+        op.post_b = (parts & tape_format::kPostAdd) != 0 ? 1.0 : -1.0;
+    }
+    if ((parts & tape_format::kStore) != 0) op.store = tape_format::read<std::uint32_t>(p);
+    if ((parts & tape_format::kAccumulate) != 0) op.accumulate = tape_format::read<std::uint32_t>(p);
+}
+
+inline TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end) const noexcept {
+    TapeOp op;
+    op.kind = kind;
+    if (kind == TapeOp::Kind::group_begin || kind == TapeOp::Kind::group_end) return op;
+    op.y = tape_format::read<std::uint32_t>(p);
+    switch (kind) {
+        case TapeOp::Kind::copy: op.x = tape_format::read<std::uint32_t>(p); break;
+        case TapeOp::Kind::axpy_add:
+        case TapeOp::Kind::axpy_sub:
+        case TapeOp::Kind::axpy_neg: decode_coded_axpy(p, op); break;
+        case TapeOp::Kind::axpy:
+            op.x = tape_format::read<std::uint32_t>(p);
+            op.a = tape_format::read<double>(p);
+            op.b = tape_format::read<double>(p);
+            break;
+        case TapeOp::Kind::recv:
+        case TapeOp::Kind::send:
+            op.peer = tape_format::read<std::int32_t>(p);
+            op.tag = tape_format::read<std::int32_t>(p);
+            break;
+        case TapeOp::Kind::step:
+        case TapeOp::Kind::step_aliased: decode_step(p, op); break;
+        case TapeOp::Kind::step_fused: decode_fused(p, end[-2], op); break;
+        case TapeOp::Kind::coarsen:
+        case TapeOp::Kind::refine:
+            op.x = tape_format::read<std::uint32_t>(p);
+            read_status(p, op);
+            break;
+        case TapeOp::Kind::objective:
+            op.saved = values_.at(tape_format::read<std::uint32_t>(p));
+            op.phase = static_cast<std::uint8_t>(Phase::objective);
+            op.done = p[0] != 0;
+            op.residual_norm = norms_[p[1]];
+            p += 2;
+            op.tindex = tape_format::read<std::int32_t>(p);
+            break;
+        default: break;  // group_begin, group_end: nothing but the kind
+    }
+    return op;
+}
 
 }  // namespace pxb
