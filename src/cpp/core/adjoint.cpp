@@ -16,7 +16,18 @@ namespace pxb {
 
 namespace {
 constexpr int kReverseTag = 1000;  // + the primal tag
+
+/// v <- 0 for a vector of `bytes`: a scalar state (once or twice per step of
+/// the reverse sweep) without a call into the C library.
+void zero_vector(Vec v, std::size_t bytes) noexcept {
+    if (bytes == sizeof(double)) {
+        const double zero = 0.0;
+        std::memcpy(v, &zero, sizeof zero);
+    } else {
+        std::memset(v, 0, bytes);
+    }
 }
+}  // namespace
 
 void AdjointSweep::objective_term(CVec u, const Status& st) {
     add_objective(objective_value(u, st));
@@ -100,7 +111,7 @@ void AdjointSweep::reverse_step(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec ybar = arena_.bar_at(op.y);
     Vec sbar = arena_.storage().scratch.data();
-    std::memset(sbar, 0, bytes);
+    zero_vector(sbar, bytes);
     gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, status_of(op));
     ops::add(arena_.dtype(), arena_.vector_size(), sbar, op.ustop_is_u() ? ybar : arena_.bar_at(op.x));
 }
@@ -158,7 +169,7 @@ void AdjointSweep::reverse_space(const TapeOp& op) {  // y = C x (or R x): x_bar
 void AdjointSweep::reverse_objective(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec tmp = arena_.storage().scratch.data() + bytes;
-    std::memset(tmp, 0, bytes);
+    zero_vector(tmp, bytes);
     gate_.objective_adjoint(op.saved, tmp, f_bar_, status_of(op));
     ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(op.y));
 }
@@ -198,6 +209,20 @@ void AdjointSweep::reverse_op(const TapeOp& op, std::size_t& next_buffer) {
     }
 }
 
+TapeOp AdjointSweep::objective_part(const TapeOp& step) {
+    // The objective record the step absorbed (Tape::objective): the point
+    // stepped to, with the step's done flag and residual norm.
+    TapeOp op;
+    op.kind = TapeOp::Kind::objective;
+    op.y = step.y;
+    op.saved = step.objective_saved;
+    op.phase = static_cast<std::uint8_t>(Phase::objective);
+    op.done = step.done;
+    op.residual_norm = step.residual_norm;
+    op.tindex = step.tindex + 1;
+    return op;
+}
+
 void AdjointSweep::reverse_step_record(const TapeOp& op) {
     if (op.kind == TapeOp::Kind::group_end) {  // met first: the group's records follow, last first
         in_group_ = true;
@@ -208,6 +233,7 @@ void AdjointSweep::reverse_step_record(const TapeOp& op) {
     } else if (in_group_) {
         group_.push_back(op);  // grouped steps are recorded without parts (Tape::step)
     } else {
+        if (op.objective_saved != nullptr) reverse_objective(objective_part(op));
         reverse_after_step(op);
         reverse_step(op);
         if (op.pre_x != TapeOp::kNone) reverse_copy(op.y, op.pre_x);  // the copy the step started from

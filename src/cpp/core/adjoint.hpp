@@ -96,6 +96,8 @@ private:
     /// one step_adjoint_batch call when the app has it, else one by one.
     void reverse_group();
     void reverse_objective(const TapeOp& op);
+    /// The objective part of a fused step record, as an objective record.
+    static TapeOp objective_part(const TapeOp& step);
     /// The reverse of a coarsen or refine: the app's coarsen_adjoint / refine_adjoint.
     void reverse_space(const TapeOp& op);
     /// The reverse of one record (the reverse sweep's dispatch).

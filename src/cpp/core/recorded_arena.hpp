@@ -77,10 +77,20 @@ public:
         std::memcpy(shell_of(dst), shell_of(src), shell_n_ * sizeof(double));
     }
 
-    /// dst <- src
-    void copy(Vec dst, CVec src);
+    /// dst <- src (inline, as axpy and record_step: the engine's hot loops call them per step)
+    void copy(Vec dst, CVec src) {
+        if (dst == src) return;
+        if (bytes_ == sizeof(double))
+            std::memcpy(dst, src, sizeof(double));  // a scalar state: no call into the C library
+        else
+            std::memcpy(dst, src, bytes_);
+        if (recording_) tape_.copy(index_of(dst), index_of(src));
+    }
     /// y <- a x + b y
-    void axpy(double a, CVec x, double b, Vec y);
+    void axpy(double a, CVec x, double b, Vec y) {
+        ops::axpy(dtype_, arith_n_, a, x, b, y);
+        if (recording_) tape_.axpy(index_of(y), index_of(x), a, b);
+    }
     /// Copy v into the send buffer buf and send its first `count` elements (a
     /// coarse level's state with spatial coarsening: size_at(level); 0: the whole
     /// vector, its shell included). The reverse sweep receives its bar.
@@ -92,7 +102,12 @@ public:
     /// A receive into `slot` completed (the reverse sweep sends its bar back).
     void received(Vec slot, int source, int tag);
     /// Before a step: save its inputs (u and, when distinct, ustop) with its status.
-    void record_step(CVec u, CVec ustop, const Status& st);
+    void record_step(CVec u, CVec ustop, const Status& st) {
+        // The reverse sweep needs the step's inputs: u, and ustop when it is
+        // another vector and the app's adjoint uses it.
+        if (recording_)
+            tape_.step(index_of(u), index_of(ustop), u, ustop == u || !save_ustop_ ? nullptr : ustop, st);
+    }
     /// Brackets the steps of one grouped call (their adjoints may be grouped too).
     void record_group(bool begin) {
         if (recording_) tape_.group(begin);

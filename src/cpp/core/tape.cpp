@@ -37,7 +37,8 @@ bool Tape::fuse(std::uint8_t part, std::uint32_t stepped, std::uint32_t x) {
     // Only right after the step record, for the vector it stepped, each part
     // once and the correction before the store (the order the reverse undoes).
     if (last_step_ != records_ || stepped != last_y_) return false;
-    if ((last_parts_ & kLast) != 0 || ((part & kPost) != 0 && (last_parts_ & kPost) != 0)) return false;
+    if ((last_parts_ & (kLast | kObjective)) != 0 || ((part & kPost) != 0 && (last_parts_ & kPost) != 0))
+        return false;
     Writer w{pos_ - (fused_ ? 2 : 1)};  // over its kind (and parts): rewritten below
     w.put(x);
     last_parts_ = static_cast<std::uint8_t>(last_parts_ | part);
@@ -132,6 +133,10 @@ void Tape::step(std::uint32_t y, std::uint32_t x, CVec u, CVec ustop, const Stat
     last_step_ = grouping_ ? kNoRecord : records_;
     last_y_ = y;
     fused_ = pre;
+    last_level_ = st.level;
+    last_tindex_ = st.tindex;
+    last_done_ = st.done;
+    last_code_ = code;
 }
 
 void Tape::space(bool coarsen, std::uint32_t y, std::uint32_t x, const Status& st) {
@@ -146,6 +151,20 @@ void Tape::space(bool coarsen, std::uint32_t y, std::uint32_t x, const Status& s
 
 void Tape::objective(std::uint32_t y, CVec u, const Status& st) {
     const std::uint8_t code = norm_code(st.residual_norm);
+    // The objective of the point a level-0 step just computed: a part of that
+    // step's record when its status follows from the step's (the reverse
+    // sweep rebuilds it), else a record of its own.
+    if (last_step_ == records_ && y == last_y_ && (last_parts_ & kObjective) == 0 && last_level_ == 0 &&
+        st.tindex == last_tindex_ + 1 && st.done == last_done_ && code == last_code_) {
+        Writer w{pos_ - (fused_ ? 2 : 1)};  // over its kind (and parts): rewritten below
+        w.put(values_.save(u));
+        last_parts_ = static_cast<std::uint8_t>(last_parts_ | kObjective);
+        w.put(last_parts_);
+        w.put(static_cast<std::uint8_t>(TapeOp::Kind::step_fused));
+        end_record(w);
+        fused_ = true;
+        return;
+    }
     Writer w = begin_record();
     w.put(y);
     w.put(values_.save(u));

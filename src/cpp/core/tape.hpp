@@ -72,6 +72,7 @@ struct TapeOp {
     double post_b = 0.0;
     std::uint32_t store = kNone;       ///< then store <- y
     std::uint32_t accumulate = kNone;  ///< or then accumulate <- y + accumulate
+    CVec objective_saved = nullptr;    ///< then the objective of y (at tindex + 1), y's value saved
 
     bool ustop_is_u() const noexcept { return kind == Kind::step_aliased; }
 };
@@ -201,6 +202,10 @@ private:
     std::uint32_t last_copy_y_ = 0, last_copy_x_ = 0;  ///< its destination and source
     std::uint32_t last_y_ = 0;           ///< the vector the last step record stepped
     std::uint8_t last_parts_ = 0;        ///< its parts so far
+    // its status (an objective of the point it computed can join it)
+    int last_level_ = 0, last_tindex_ = 0;
+    bool last_done_ = false;
+    std::uint8_t last_code_ = 0;
     bool fused_ = false;                 ///< it is written as step_fused (ends with its parts)
     bool grouping_ = false;              ///< between group(true) and group(false): steps stay plain
     SavedValues& values_;
@@ -264,6 +269,7 @@ inline void Tape::decode_fused(const std::uint8_t*& p, std::uint8_t parts, TapeO
     }
     if ((parts & tape_format::kStore) != 0) op.store = tape_format::read<std::uint32_t>(p);
     if ((parts & tape_format::kAccumulate) != 0) op.accumulate = tape_format::read<std::uint32_t>(p);
+    if ((parts & tape_format::kObjective) != 0) op.objective_saved = values_.at(tape_format::read<std::uint32_t>(p));
 }
 
 inline TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end) const noexcept {

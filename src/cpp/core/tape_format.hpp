@@ -18,7 +18,8 @@ namespace tape_format {
 //   step:                    y u32, x u32, saved u32, saved ustop u32, status
 //   step_aliased:            y u32, x u32, saved u32, status
 //   step_fused:              y u32, x u32, saved u32, [saved ustop u32], status,
-//                            [pre x u32], [post x u32], [store / accumulate z u32], parts u8
+//                            [pre x u32], [post x u32], [store / accumulate z u32],
+//                            [objective saved u32], parts u8
 //   objective:               y u32, saved u32, point
 //   group_begin / group_end: nothing but the kind
 //   coarsen / refine:        y u32, x u32, status
@@ -28,13 +29,14 @@ constexpr std::size_t kStatus = 4 + sizeof(std::int32_t);
 constexpr std::size_t kPoint = 2 + sizeof(std::int32_t);
 
 // The parts of a fused step (its byte before the kind), in the primal's
-// order: pre, the step, post, then store or accumulate.
+// order: pre, the step, post, store or accumulate, then the objective.
 constexpr std::uint8_t kUstop = 1;        // its ustop was saved (a `step`, not a `step_aliased`)
 constexpr std::uint8_t kPostAdd = 2;      // then y <- x + y (the FAS correction)
 constexpr std::uint8_t kPostSub = 4;      // then y <- x - y (a residual)
 constexpr std::uint8_t kStore = 8;        // then z <- y (storing the stepped value)
 constexpr std::uint8_t kPre = 16;         // before it y <- x (the value it steps from)
 constexpr std::uint8_t kAccumulate = 32;  // then z <- y + z (a coarse right-hand side)
+constexpr std::uint8_t kObjective = 64;   // then the objective term of y (level 0; the point stepped to)
 constexpr std::uint8_t kPost = kPostAdd | kPostSub;
 constexpr std::uint8_t kLast = kStore | kAccumulate;  // one of them, in one slot
 
@@ -49,7 +51,7 @@ T read(const std::uint8_t*& p) noexcept {
 /// A fused step's size from its parts.
 constexpr std::size_t fused_size(std::uint8_t parts) noexcept {
     return 12 + kStatus + 2 + ((parts & kUstop) ? 4 : 0) + ((parts & kPre) ? 4 : 0) + ((parts & kPost) ? 4 : 0) +
-           ((parts & kLast) ? 4 : 0);
+           ((parts & kLast) ? 4 : 0) + ((parts & kObjective) ? 4 : 0);
 }
 
 }  // namespace tape_format
