@@ -121,7 +121,7 @@ private:
     std::function<void(const TapeOp&, Status&)> make_status_;
     Status step_status_;       ///< filled for steps, coarsen and refine only (see Engine::recorded_status)
     Status objective_status_;  ///< filled for objectives
-    Bytes ubar_;  ///< adjoint iterate at the fine level's stored slots
+    Bytes ubar_;               ///< adjoint iterate at the fine level's stored slots
     std::vector<MPI_Request> reverse_reqs_;
     std::vector<TapeOp> group_;  ///< the step records of the group being replayed
     bool in_group_ = false;

@@ -105,8 +105,7 @@ public:
     void record_step(CVec u, CVec ustop, const Status& st) {
         // The reverse sweep needs the step's inputs: u, and ustop when it is
         // another vector and the app's adjoint uses it.
-        if (recording_)
-            tape_.step(index_of(u), index_of(ustop), u, ustop == u || !save_ustop_ ? nullptr : ustop, st);
+        if (recording_) tape_.step(index_of(u), index_of(ustop), u, ustop == u || !save_ustop_ ? nullptr : ustop, st);
     }
     /// Brackets the steps of one grouped call (their adjoints may be grouped too).
     void record_group(bool begin) {
@@ -177,7 +176,7 @@ private:
     std::size_t state_bytes_;
     std::size_t bytes_;
     int index_shift_ = power_of_two_shift(bytes_);  ///< log2(bytes_), or -1: index_of divides
-    std::size_t arith_n_;  ///< elements an axpy covers: the state and the basis
+    std::size_t arith_n_;                           ///< elements an axpy covers: the state and the basis
     std::size_t basis_rank_;
     std::size_t shell_n_;
     Communicator& comm_;

@@ -37,8 +37,7 @@ bool Tape::fuse(std::uint8_t part, std::uint32_t stepped, std::uint32_t x) {
     // Only right after the step record, for the vector it stepped, each part
     // once and the correction before the store (the order the reverse undoes).
     if (last_step_ != records_ || stepped != last_y_) return false;
-    if ((last_parts_ & (kLast | kObjective)) != 0 || ((part & kPost) != 0 && (last_parts_ & kPost) != 0))
-        return false;
+    if ((last_parts_ & (kLast | kObjective)) != 0 || ((part & kPost) != 0 && (last_parts_ & kPost) != 0)) return false;
     Writer w{pos_ - (fused_ ? 2 : 1)};  // over its kind (and parts): rewritten below
     w.put(x);
     last_parts_ = static_cast<std::uint8_t>(last_parts_ | part);
@@ -77,16 +76,8 @@ void Tape::put_message(TapeOp::Kind kind, std::uint32_t y, int peer, int tag) {
 void Tape::axpy(std::uint32_t y, std::uint32_t x, double a, double b) {
     // The engine's axpys: y = x + y (corrections, FAS right-hand sides),
     // r = f - r (FAS residual), e = u - e (interpolation error), r = -r.
-    if (a == 1.0 && b == 1.0 && x != y) {
-        if (!fuse(kPostAdd, y, x) && !fuse(kAccumulate, x, y)) put(TapeOp::Kind::axpy_add, y, x);
-        return;
-    }
-    if (a == 1.0 && b == -1.0 && x != y) {
-        if (!fuse(kPostSub, y, x)) put(TapeOp::Kind::axpy_sub, y, x);
-        return;
-    }
-    if (a == 1.0 && b == 1.0) return put(TapeOp::Kind::axpy_add, y, x);
-    if (a == 1.0 && b == -1.0) return put(TapeOp::Kind::axpy_sub, y, x);
+    // The sums and differences after a step join its record.
+    if (a == 1.0 && (b == 1.0 || b == -1.0)) return sum(y, x, b == 1.0);
     if (a == 0.0 && b == -1.0 && x == y) return put(TapeOp::Kind::axpy_neg, y, x);
     Writer w = begin_record();
     w.put(y);
@@ -95,6 +86,12 @@ void Tape::axpy(std::uint32_t y, std::uint32_t x, double a, double b) {
     w.put(b);
     w.put(static_cast<std::uint8_t>(TapeOp::Kind::axpy));
     end_record(w);
+}
+
+void Tape::sum(std::uint32_t y, std::uint32_t x, bool add) {
+    if (x != y && add && (fuse(kPostAdd, y, x) || fuse(kAccumulate, x, y))) return;
+    if (x != y && !add && fuse(kPostSub, y, x)) return;
+    put(add ? TapeOp::Kind::axpy_add : TapeOp::Kind::axpy_sub, y, x);
 }
 
 std::uint8_t Tape::new_norm_code(double residual_norm) {

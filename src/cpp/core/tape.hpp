@@ -46,8 +46,8 @@ struct TapeOp {
         objective,
         group_begin,  ///< the steps up to group_end were one step_batch call (independent rows)
         group_end,
-        coarsen,  ///< y <- C x, the app's coarsen (linear); level: the fine level, tindex: the fine index
-        refine,   ///< y <- R x, the app's refine (linear); level and tindex as for coarsen
+        coarsen,     ///< y <- C x, the app's coarsen (linear); level: the fine level, tindex: the fine index
+        refine,      ///< y <- R x, the app's refine (linear); level and tindex as for coarsen
         step_fused,  ///< in the stream only: a step with what followed it (decoded as step / step_aliased)
     };
     static constexpr std::uint32_t kNone = 0xffffffffu;  ///< no vector
@@ -127,7 +127,8 @@ public:
             std::size_t end = b == current_ ? static_cast<std::size_t>(pos_ - data) : blocks_[b].used;
             while (end > 0) {
                 const auto kind = static_cast<TapeOp::Kind>(data[end - 1]);
-                const std::size_t size = kind == TapeOp::Kind::step_fused ? fused_size(data[end - 2]) : record_size(kind);
+                const std::size_t size =
+                    kind == TapeOp::Kind::step_fused ? fused_size(data[end - 2]) : record_size(kind);
                 const std::size_t begin = end - size;
                 f(decode(kind, data + begin, data + end));
                 end = begin;
@@ -168,7 +169,12 @@ private:
     void decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept;
     void decode_fused(const std::uint8_t*& p, std::uint8_t parts, TapeOp& op) const noexcept;
     void decode_coded_axpy(const std::uint8_t*& p, TapeOp& op) const noexcept;
+    void decode_objective(const std::uint8_t*& p, TapeOp& op) const noexcept;
+    /// The records other than groups and fused steps, after y.
+    void decode_rest(const std::uint8_t*& p, TapeOp& op) const noexcept;
     void put(TapeOp::Kind kind, std::uint32_t y, std::uint32_t x);
+    /// y <- x + y (`add`) or y <- x - y: a part of the last step's record when it can be.
+    void sum(std::uint32_t y, std::uint32_t x, bool add);
     void put_message(TapeOp::Kind kind, std::uint32_t y, int peer, int tag);
     static void put_status(Writer& w, const Status& st, std::uint8_t norm) noexcept;
     /// The residual norm changes a few times per iteration: a code into norms_.
@@ -192,22 +198,22 @@ private:
     void next_block();
 
     std::vector<Block> blocks_;
-    std::size_t current_ = 0;       ///< the block being written
-    std::uint8_t* pos_ = nullptr;   ///< where its next record goes
-    std::uint8_t* limit_ = nullptr;  ///< its end
-    std::size_t stream_bytes_ = 0;  ///< bytes of all blocks
-    std::size_t records_ = 0;       ///< records begun (names the last one)
-    std::size_t last_step_ = kNoRecord;  ///< records_ when the last record is a step that may absorb more
-    std::size_t last_copy_ = kNoRecord;  ///< records_ when the last record is a plain copy
+    std::size_t current_ = 0;                          ///< the block being written
+    std::uint8_t* pos_ = nullptr;                      ///< where its next record goes
+    std::uint8_t* limit_ = nullptr;                    ///< its end
+    std::size_t stream_bytes_ = 0;                     ///< bytes of all blocks
+    std::size_t records_ = 0;                          ///< records begun (names the last one)
+    std::size_t last_step_ = kNoRecord;                ///< records_ when the last record is a step that may absorb more
+    std::size_t last_copy_ = kNoRecord;                ///< records_ when the last record is a plain copy
     std::uint32_t last_copy_y_ = 0, last_copy_x_ = 0;  ///< its destination and source
-    std::uint32_t last_y_ = 0;           ///< the vector the last step record stepped
-    std::uint8_t last_parts_ = 0;        ///< its parts so far
+    std::uint32_t last_y_ = 0;                         ///< the vector the last step record stepped
+    std::uint8_t last_parts_ = 0;                      ///< its parts so far
     // its status (an objective of the point it computed can join it)
     int last_level_ = 0, last_tindex_ = 0;
     bool last_done_ = false;
     std::uint8_t last_code_ = 0;
-    bool fused_ = false;                 ///< it is written as step_fused (ends with its parts)
-    bool grouping_ = false;              ///< between group(true) and group(false): steps stay plain
+    bool fused_ = false;     ///< it is written as step_fused (ends with its parts)
+    bool grouping_ = false;  ///< between group(true) and group(false): steps stay plain
     SavedValues& values_;
     std::vector<double> norms_;  ///< residual norms the recorded statuses had (coded by index)
     std::size_t receives_ = 0;
@@ -216,24 +222,29 @@ private:
 // The reader, inline: the reverse sweep decodes every record.
 
 inline std::size_t Tape::record_size(TapeOp::Kind kind) noexcept {
-    switch (kind) {
-        case TapeOp::Kind::copy:
-        case TapeOp::Kind::axpy_add:
-        case TapeOp::Kind::axpy_sub:
-        case TapeOp::Kind::axpy_neg: return 8 + 1;
-        case TapeOp::Kind::axpy: return 8 + 16 + 1;
-        case TapeOp::Kind::recv:
-        case TapeOp::Kind::send: return 12 + 1;
-        case TapeOp::Kind::step: return 16 + tape_format::kStatus + 1;
-        case TapeOp::Kind::step_aliased: return 12 + tape_format::kStatus + 1;
-        case TapeOp::Kind::objective: return 8 + tape_format::kPoint + 1;
-        case TapeOp::Kind::group_begin:
-        case TapeOp::Kind::group_end: return 1;
-        case TapeOp::Kind::coarsen:
-        case TapeOp::Kind::refine: return 8 + tape_format::kStatus + 1;
-        case TapeOp::Kind::step_fused: break;  // fused_size()
-    }
-    return 1;
+    // By kind, in the enum's order (a fused step's size comes from fused_size()).
+    using tape_format::kPoint;
+    using tape_format::kStatus;
+    static constexpr std::size_t kSizes[] = {
+        8 + 1,             // copy
+        8 + 16 + 1,        // axpy
+        8 + 1,             // axpy_add
+        8 + 1,             // axpy_sub
+        8 + 1,             // axpy_neg
+        16 + kStatus + 1,  // step
+        12 + kStatus + 1,  // step_aliased
+        12 + 1,            // recv
+        12 + 1,            // send
+        8 + kPoint + 1,    // objective
+        1,                 // group_begin
+        1,                 // group_end
+        8 + kStatus + 1,   // coarsen
+        8 + kStatus + 1,   // refine
+        1,                 // step_fused: fused_size()
+    };
+    static_assert(sizeof(kSizes) / sizeof(kSizes[0]) == static_cast<std::size_t>(TapeOp::Kind::step_fused) + 1,
+                  "one size per record kind");
+    return kSizes[static_cast<std::size_t>(kind)];
 }
 
 inline void Tape::read_status(const std::uint8_t*& p, TapeOp& op) const noexcept {
@@ -272,12 +283,34 @@ inline void Tape::decode_fused(const std::uint8_t*& p, std::uint8_t parts, TapeO
     if ((parts & tape_format::kObjective) != 0) op.objective_saved = values_.at(tape_format::read<std::uint32_t>(p));
 }
 
+inline void Tape::decode_objective(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.saved = values_.at(tape_format::read<std::uint32_t>(p));
+    op.phase = static_cast<std::uint8_t>(Phase::objective);
+    op.done = p[0] != 0;
+    op.residual_norm = norms_[p[1]];
+    p += 2;
+    op.tindex = tape_format::read<std::int32_t>(p);
+}
+
 inline TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end) const noexcept {
     TapeOp op;
     op.kind = kind;
-    if (kind == TapeOp::Kind::group_begin || kind == TapeOp::Kind::group_end) return op;
-    op.y = tape_format::read<std::uint32_t>(p);
     switch (kind) {
+        case TapeOp::Kind::group_begin:
+        case TapeOp::Kind::group_end: return op;  // nothing but the kind
+        case TapeOp::Kind::step_fused:            // the commonest record
+            op.y = tape_format::read<std::uint32_t>(p);
+            decode_fused(p, end[-2], op);
+            return op;
+        default: break;
+    }
+    op.y = tape_format::read<std::uint32_t>(p);
+    decode_rest(p, op);
+    return op;
+}
+
+inline void Tape::decode_rest(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    switch (op.kind) {
         case TapeOp::Kind::copy: op.x = tape_format::read<std::uint32_t>(p); break;
         case TapeOp::Kind::axpy_add:
         case TapeOp::Kind::axpy_sub:
@@ -294,23 +327,14 @@ inline TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p, const std::
             break;
         case TapeOp::Kind::step:
         case TapeOp::Kind::step_aliased: decode_step(p, op); break;
-        case TapeOp::Kind::step_fused: decode_fused(p, end[-2], op); break;
         case TapeOp::Kind::coarsen:
         case TapeOp::Kind::refine:
             op.x = tape_format::read<std::uint32_t>(p);
             read_status(p, op);
             break;
-        case TapeOp::Kind::objective:
-            op.saved = values_.at(tape_format::read<std::uint32_t>(p));
-            op.phase = static_cast<std::uint8_t>(Phase::objective);
-            op.done = p[0] != 0;
-            op.residual_norm = norms_[p[1]];
-            p += 2;
-            op.tindex = tape_format::read<std::int32_t>(p);
-            break;
-        default: break;  // group_begin, group_end: nothing but the kind
+        case TapeOp::Kind::objective: decode_objective(p, op); break;
+        default: break;  // handled by decode()
     }
-    return op;
 }
 
 }  // namespace pxb
