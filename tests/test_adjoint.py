@@ -144,6 +144,27 @@ def test_adjoint_memory_does_not_grow_with_iterations():
     assert 3.0 < large / small < 5.0  # linear in the number of time points
 
 
+def test_adjoint_memory_per_point_at_two_levels_is_within_the_target():
+    # Issue 14: at most 200 B per time point for a 1-value state at ml=2 (bars, tape, saved
+    # step inputs and objective arguments, adjoint iterate). Measured 169-182 B at 2^10-2^16.
+    n = 4096
+    s = xb.Solver(
+        xb.apps.LinearODE(objective="mean_square"),
+        0.0,
+        25.0,
+        n,
+        comm=COMM,
+        max_levels=2,
+        adjoint=True,
+        abs_tol=0.0,
+        abs_tol_adjoint=0.0,
+        max_iter=5,
+        skip=False,
+    )
+    assert s.solve().iterations == 5
+    assert s.adjoint_bytes / n <= 200.0
+
+
 def test_objective_only_matches_adjoint_objective_without_adjoint_work():
     kw = dict(comm=COMM, max_levels=3, abs_tol=1e-12)
     a = xb.Solver(xb.apps.Cubic(p=0.3), 0.0, 4.0, 64, adjoint=True, abs_tol_adjoint=1e-12, **kw).solve()

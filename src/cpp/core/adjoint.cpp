@@ -16,7 +16,18 @@ namespace pxb {
 
 namespace {
 constexpr int kReverseTag = 1000;  // + the primal tag
+
+/// v <- 0 for a vector of `bytes`: a scalar state (once or twice per step of
+/// the reverse sweep) without a call into the C library.
+void zero_vector(Vec v, std::size_t bytes) noexcept {
+    if (bytes == sizeof(double)) {
+        const double zero = 0.0;
+        std::memcpy(v, &zero, sizeof zero);
+    } else {
+        std::memset(v, 0, bytes);
+    }
 }
+}  // namespace
 
 void AdjointSweep::objective_term(CVec u, const Status& st) {
     add_objective(objective_value(u, st));
@@ -71,23 +82,37 @@ double AdjointSweep::finish_objective() {
     return objective_;
 }
 
-void AdjointSweep::reverse_copy(const TapeOp& op) {  // y = x
-    ops::move_add(arena_.dtype(), arena_.vector_size(), arena_.bar_at(op.y), arena_.bar_at(op.x));
+void AdjointSweep::reverse_copy(std::uint32_t y, std::uint32_t x) {  // y = x
+    ops::move_add(arena_.dtype(), arena_.vector_size(), arena_.bar_at(y), arena_.bar_at(x));
 }
 
-void AdjointSweep::reverse_axpy(const TapeOp& op) {  // y = a x + b y
+void AdjointSweep::reverse_axpy(std::uint32_t y, std::uint32_t x, double a, double b) {  // y = a x + b y
     const std::size_t n = arena_.vector_size();
-    Vec ybar = arena_.bar_at(op.y);
-    if (op.x != op.y) ops::add_scaled(arena_.dtype(), n, op.a, ybar, arena_.bar_at(op.x));
-    ops::scale(arena_.dtype(), n, op.x == op.y ? op.a + op.b : op.b, ybar);
+    Vec ybar = arena_.bar_at(y);
+    if (x != y) ops::add_scaled(arena_.dtype(), n, a, ybar, arena_.bar_at(x));
+    // b = 1 (a sum, the commonest axpy) leaves y_bar as it is: v * 1 is v, bit for bit.
+    if (x == y || b != 1.0) ops::scale(arena_.dtype(), n, x == y ? a + b : b, ybar);
+}
+
+void AdjointSweep::reverse_after_step(const TapeOp& op) {
+    // What the primal did with the stepped vector after the step, undone last first.
+    if (op.store != TapeOp::kNone) reverse_copy(op.store, op.y);
+    if (op.accumulate != TapeOp::kNone) reverse_axpy(op.accumulate, op.y, 1.0, 1.0);
+    if (op.post_x != TapeOp::kNone) reverse_axpy(op.y, op.post_x, 1.0, op.post_b);
+}
+
+const Status& AdjointSweep::status_of(const TapeOp& op) {
+    Status& st = op.kind == TapeOp::Kind::objective ? objective_status_ : step_status_;
+    make_status_(op, st);
+    return st;
 }
 
 void AdjointSweep::reverse_step(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec ybar = arena_.bar_at(op.y);
     Vec sbar = arena_.storage().scratch.data();
-    std::memset(sbar, 0, bytes);
-    gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, status_of_(op));
+    zero_vector(sbar, bytes);
+    gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, status_of(op));
     ops::add(arena_.dtype(), arena_.vector_size(), sbar, op.ustop_is_u() ? ybar : arena_.bar_at(op.x));
 }
 
@@ -106,7 +131,7 @@ void AdjointSweep::reverse_group() {
     bool aliased = true;
     for (std::size_t r = 0; r < rows; ++r) {
         const TapeOp& op = group_[r];
-        const Status st = status_of_(op);
+        const Status& st = status_of(op);
         tstart[r] = st.tstart;
         tstop[r] = st.tstop;
         aliased = aliased && op.ustop_is_u();
@@ -115,7 +140,7 @@ void AdjointSweep::reverse_group() {
         std::memcpy(u_bar + r * bytes, arena_.bar_at(op.y), bytes);
     }
     std::memset(ustop_bar, 0, rows * bytes);
-    Status shared = status_of_(group_[0]);
+    Status shared = status_of(group_[0]);
     shared.tstart = shared.tstop = std::numeric_limits<double>::quiet_NaN();
     shared.tindex = -1;
     gate_.step_adjoint_batch(u, aliased ? u : ustop, u_bar, ustop_bar, StepRows{rows, tstart, tstop}, shared);
@@ -132,7 +157,7 @@ void AdjointSweep::reverse_space(const TapeOp& op) {  // y = C x (or R x): x_bar
     Vec ybar = arena_.bar_at(op.y);
     Vec tmp = arena_.storage().scratch.data();
     std::memset(tmp, 0, bytes);
-    const Status st = status_of_(op);
+    const Status st = status_of(op);
     if (op.kind == TapeOp::Kind::coarsen)
         gate_.coarsen_adjoint(ybar, tmp, st);
     else
@@ -144,8 +169,8 @@ void AdjointSweep::reverse_space(const TapeOp& op) {  // y = C x (or R x): x_bar
 void AdjointSweep::reverse_objective(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec tmp = arena_.storage().scratch.data() + bytes;
-    std::memset(tmp, 0, bytes);
-    gate_.objective_adjoint(op.saved, tmp, f_bar_, status_of_(op));
+    zero_vector(tmp, bytes);
+    gate_.objective_adjoint(op.saved, tmp, f_bar_, status_of(op));
     ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(op.y));
 }
 
@@ -170,11 +195,11 @@ void AdjointSweep::reverse_send(const TapeOp& op) {
 
 void AdjointSweep::reverse_op(const TapeOp& op, std::size_t& next_buffer) {
     switch (op.kind) {
-        case TapeOp::Kind::copy: reverse_copy(op); break;
+        case TapeOp::Kind::copy: reverse_copy(op.y, op.x); break;
         case TapeOp::Kind::axpy:  // decode() gives the coded axpys as axpy
         case TapeOp::Kind::axpy_add:
         case TapeOp::Kind::axpy_sub:
-        case TapeOp::Kind::axpy_neg: reverse_axpy(op); break;
+        case TapeOp::Kind::axpy_neg: reverse_axpy(op.y, op.x, op.a, op.b); break;
         case TapeOp::Kind::objective: reverse_objective(op); break;
         case TapeOp::Kind::coarsen:
         case TapeOp::Kind::refine: reverse_space(op); break;
@@ -182,6 +207,20 @@ void AdjointSweep::reverse_op(const TapeOp& op, std::size_t& next_buffer) {
         case TapeOp::Kind::send: reverse_send(op); break;
         default: reverse_step_record(op); break;  // steps and the brackets of grouped steps
     }
+}
+
+TapeOp AdjointSweep::objective_part(const TapeOp& step) {
+    // The objective record the step absorbed (Tape::objective): the point
+    // stepped to, with the step's done flag and residual norm.
+    TapeOp op;
+    op.kind = TapeOp::Kind::objective;
+    op.y = step.y;
+    op.saved = step.objective_saved;
+    op.phase = static_cast<std::uint8_t>(Phase::objective);
+    op.done = step.done;
+    op.residual_norm = step.residual_norm;
+    op.tindex = step.tindex + 1;
+    return op;
 }
 
 void AdjointSweep::reverse_step_record(const TapeOp& op) {
@@ -192,9 +231,12 @@ void AdjointSweep::reverse_step_record(const TapeOp& op) {
         in_group_ = false;
         reverse_group();
     } else if (in_group_) {
-        group_.push_back(op);
+        group_.push_back(op);  // grouped steps are recorded without parts (Tape::step)
     } else {
+        if (op.objective_saved != nullptr) reverse_objective(objective_part(op));
+        reverse_after_step(op);
         reverse_step(op);
+        if (op.pre_x != TapeOp::kNone) reverse_copy(op.y, op.pre_x);  // the copy the step started from
     }
 }
 

@@ -8,6 +8,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <vector>
 
@@ -41,8 +42,8 @@ public:
 
     void configure(const Settings& s) { set_ = s; }
     /// The engine rebuilds the full status of a recorded step or objective
-    /// (times, iteration, sizes) from what the tape keeps.
-    void set_status_maker(std::function<Status(const TapeOp&)> make) { status_of_ = std::move(make); }
+    /// (times, iteration, sizes) from what the tape keeps, into its argument.
+    void set_status_maker(std::function<void(const TapeOp&, Status&)> make) { make_status_ = std::move(make); }
     AdjointMode mode() const noexcept { return set_.mode; }
     bool active() const noexcept { return set_.mode != AdjointMode::none; }
     bool gradient() const noexcept { return set_.mode == AdjointMode::gradient; }
@@ -86,13 +87,17 @@ public:
 private:
     double finish_objective();
     void reverse_sweep();
-    void reverse_copy(const TapeOp& op);
-    void reverse_axpy(const TapeOp& op);
+    void reverse_copy(std::uint32_t y, std::uint32_t x);
+    void reverse_axpy(std::uint32_t y, std::uint32_t x, double a, double b);
+    /// The parts of a fused step record (what followed the step), reversed.
+    void reverse_after_step(const TapeOp& op);
     void reverse_step(const TapeOp& op);
     /// The steps of one grouped primal call (collected in group_, last first):
     /// one step_adjoint_batch call when the app has it, else one by one.
     void reverse_group();
     void reverse_objective(const TapeOp& op);
+    /// The objective part of a fused step record, as an objective record.
+    static TapeOp objective_part(const TapeOp& step);
     /// The reverse of a coarsen or refine: the app's coarsen_adjoint / refine_adjoint.
     void reverse_space(const TapeOp& op);
     /// The reverse of one record (the reverse sweep's dispatch).
@@ -109,8 +114,14 @@ private:
     Communicator& comm_;
     CallbackGate& gate_;
     Settings set_;
-    std::function<Status(const TapeOp&)> status_of_;
-    Bytes ubar_;  ///< adjoint iterate at the fine level's stored slots
+    /// The status of a recorded call, valid until the next one. Filled in
+    /// place, not returned: a Status is large and there is one per step.
+    const Status& status_of(const TapeOp& op);
+
+    std::function<void(const TapeOp&, Status&)> make_status_;
+    Status step_status_;       ///< filled for steps, coarsen and refine only (see Engine::recorded_status)
+    Status objective_status_;  ///< filled for objectives
+    Bytes ubar_;               ///< adjoint iterate at the fine level's stored slots
     std::vector<MPI_Request> reverse_reqs_;
     std::vector<TapeOp> group_;  ///< the step records of the group being replayed
     bool in_group_ = false;

@@ -349,10 +349,12 @@ private:
     void fill_status(int level, int index, Phase phase);
     /// Status of a call about the level-0 state at `index` (access, objective).
     Status point_status(int index, Phase phase, bool done) const;
+    /// point_status() into `st`: sets the same fields every time.
+    void fill_point_status(int index, Phase phase, bool done, Status& st) const;
     /// The status of the adjoint of init(tstart) (the rank owning index 0).
     Status initial_status() const;
     /// The status a recorded step or objective call had.
-    Status recorded_status(const TapeOp& op) const;
+    void recorded_status(const TapeOp& op, Status& st) const;
     void evaluate_objective(int index, CVec u);
 
     // relaxation.cpp: sweeps and the neighbour exchange they need

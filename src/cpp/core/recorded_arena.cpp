@@ -64,17 +64,6 @@ void RecordedArena::allocate(std::size_t vectors, bool with_bars) {
     }
 }
 
-void RecordedArena::copy(Vec dst, CVec src) {
-    if (dst == src) return;
-    std::memcpy(dst, src, bytes_);
-    if (recording_) tape_.copy(index_of(dst), index_of(src));
-}
-
-void RecordedArena::axpy(double a, CVec x, double b, Vec y) {
-    ops::axpy(dtype_, arith_n_, a, x, b, y);
-    if (recording_) tape_.axpy(index_of(y), index_of(x), a, b);
-}
-
 void RecordedArena::send(CVec v, Vec buf, int dest, int tag, MPI_Request& req, std::size_t count) {
     copy(buf, v);
     comm_.isend(buf, message_elements(count), dtype_, dest, tag, req);
@@ -83,12 +72,6 @@ void RecordedArena::send(CVec v, Vec buf, int dest, int tag, MPI_Request& req, s
 
 void RecordedArena::received(Vec slot, int source, int tag) {
     if (recording_) tape_.recv(index_of(slot), source, tag);
-}
-
-void RecordedArena::record_step(CVec u, CVec ustop, const Status& st) {
-    // The reverse sweep needs the step's inputs: u, and ustop when it is
-    // another vector and the app's adjoint uses it.
-    if (recording_) tape_.step(index_of(u), index_of(ustop), u, ustop == u || !save_ustop_ ? nullptr : ustop, st);
 }
 
 void RecordedArena::record_objective(CVec u, const Status& st) {

@@ -77,10 +77,20 @@ public:
         std::memcpy(shell_of(dst), shell_of(src), shell_n_ * sizeof(double));
     }
 
-    /// dst <- src
-    void copy(Vec dst, CVec src);
+    /// dst <- src (inline, as axpy and record_step: the engine's hot loops call them per step)
+    void copy(Vec dst, CVec src) {
+        if (dst == src) return;
+        if (bytes_ == sizeof(double))
+            std::memcpy(dst, src, sizeof(double));  // a scalar state: no call into the C library
+        else
+            std::memcpy(dst, src, bytes_);
+        if (recording_) tape_.copy(index_of(dst), index_of(src));
+    }
     /// y <- a x + b y
-    void axpy(double a, CVec x, double b, Vec y);
+    void axpy(double a, CVec x, double b, Vec y) {
+        ops::axpy(dtype_, arith_n_, a, x, b, y);
+        if (recording_) tape_.axpy(index_of(y), index_of(x), a, b);
+    }
     /// Copy v into the send buffer buf and send its first `count` elements (a
     /// coarse level's state with spatial coarsening: size_at(level); 0: the whole
     /// vector, its shell included). The reverse sweep receives its bar.
@@ -92,7 +102,11 @@ public:
     /// A receive into `slot` completed (the reverse sweep sends its bar back).
     void received(Vec slot, int source, int tag);
     /// Before a step: save its inputs (u and, when distinct, ustop) with its status.
-    void record_step(CVec u, CVec ustop, const Status& st);
+    void record_step(CVec u, CVec ustop, const Status& st) {
+        // The reverse sweep needs the step's inputs: u, and ustop when it is
+        // another vector and the app's adjoint uses it.
+        if (recording_) tape_.step(index_of(u), index_of(ustop), u, ustop == u || !save_ustop_ ? nullptr : ustop, st);
+    }
     /// Brackets the steps of one grouped call (their adjoints may be grouped too).
     void record_group(bool begin) {
         if (recording_) tape_.group(begin);
@@ -142,9 +156,18 @@ private:
     std::size_t message_elements(std::size_t count) const noexcept {
         return count == 0 || count == n_ ? message_elements() : count;
     }
-    /// The index of an arena vector (how the tape names it).
+    /// The index of an arena vector (how the tape names it). A shift when the
+    /// vector size is a power of two (a scalar state): a 64-bit division costs
+    /// as much as a scalar app's whole step, and each record needs one or two.
     std::uint32_t index_of(CVec p) const noexcept {
-        return static_cast<std::uint32_t>(static_cast<std::size_t>(p - mem_->arena.data()) / bytes_);
+        const auto offset = static_cast<std::size_t>(p - mem_->arena.data());
+        return static_cast<std::uint32_t>(index_shift_ >= 0 ? offset >> index_shift_ : offset / bytes_);
+    }
+    static int power_of_two_shift(std::size_t bytes) noexcept {
+        if (bytes == 0 || (bytes & (bytes - 1)) != 0) return -1;
+        int shift = 0;
+        while ((std::size_t{1} << shift) != bytes) ++shift;
+        return shift;
     }
 
     std::shared_ptr<Storage> mem_ = std::make_shared<Storage>();
@@ -152,7 +175,8 @@ private:
     DType dtype_;
     std::size_t state_bytes_;
     std::size_t bytes_;
-    std::size_t arith_n_;  ///< elements an axpy covers: the state and the basis
+    int index_shift_ = power_of_two_shift(bytes_);  ///< log2(bytes_), or -1: index_of divides
+    std::size_t arith_n_;                           ///< elements an axpy covers: the state and the basis
     std::size_t basis_rank_;
     std::size_t shell_n_;
     Communicator& comm_;

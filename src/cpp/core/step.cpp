@@ -79,6 +79,11 @@ void Engine::user_or_default_residual(int level, int index, CVec ustop, Vec r, P
 
 Status Engine::point_status(int index, Phase phase, bool done) const {
     Status st;
+    fill_point_status(index, phase, done, st);
+    return st;
+}
+
+void Engine::fill_point_status(int index, Phase phase, bool done, Status& st) const {
     st.tstart = st.tstop = levels_[0].t(index);
     st.tindex = index;
     st.level = 0;
@@ -90,18 +95,18 @@ Status Engine::point_status(int index, Phase phase, bool done) const {
     st.ntime = ntime_;
     st.error_estimate = error_estimate_at(0, index);
     st.nrefine = refine_.nrefine;
-    return st;
 }
 
-Status Engine::recorded_status(const TapeOp& op) const {
-    // What fill_status / point_status gave the primal call, rebuilt.
+void Engine::recorded_status(const TapeOp& op, Status& st) const {
+    // What fill_status / point_status gave the primal call, rebuilt in place
+    // (the reverse sweep keeps one status for objectives, one for the rest:
+    // the fields not set here keep their defaults).
     if (op.kind == TapeOp::Kind::objective) {
-        Status st = point_status(op.tindex, Phase::objective, op.done);
+        fill_point_status(op.tindex, Phase::objective, op.done, st);
         st.residual_norm = op.residual_norm;
-        return st;
+        return;
     }
     const Level& g = levels_[op.level];
-    Status st;
     const bool space = op.kind == TapeOp::Kind::coarsen || op.kind == TapeOp::Kind::refine;
     st.tstart = g.t(op.tindex);
     st.tstop = space ? st.tstart : g.t(op.tindex + 1);  // coarsen/refine: the point's time (fill_space_status)
@@ -113,7 +118,6 @@ Status Engine::recorded_status(const TapeOp& op) const {
     st.phase = static_cast<Phase>(op.phase);
     st.residual_norm = op.residual_norm;
     st.ntime = ntime_;
-    return st;
 }
 
 Status Engine::initial_status() const {

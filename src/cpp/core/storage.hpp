@@ -29,36 +29,68 @@ public:
     void set_item_bytes(std::size_t bytes) { item_ = (bytes + sizeof(double) - 1) / sizeof(double); }
     /// Copy one vector; returns its index.
     std::uint32_t save(CVec v) {
-        if (count_ == end_) grow();
-        const std::uint32_t index = count_++;
-        std::memcpy(locate(index), v, item_ * sizeof(double));
-        return index;
+        // Saves are sequential: a cursor into the chunk being filled.
+        if (count_ == write_end_) next_write_chunk();
+        if (item_ == 1)
+            std::memcpy(write_, v, sizeof(double));  // a scalar state: no call to memcpy
+        else
+            std::memcpy(write_, v, item_ * sizeof(double));
+        write_ += item_;
+        return count_++;
     }
-    CVec at(std::uint32_t index) const noexcept { return reinterpret_cast<CVec>(locate(index)); }
+    CVec at(std::uint32_t index) const noexcept {
+        // The reverse sweep reads the chunks back to front: the chunk of the
+        // last read usually holds this one too.
+        if (index < read_begin_ || index >= read_end_) find_read_chunk(index);
+        return reinterpret_cast<CVec>(read_base_ + static_cast<std::size_t>(index - read_begin_) * item_);
+    }
     /// Forget the values (keep the chunks for the next iteration).
-    void clear() noexcept { count_ = 0; }
+    void clear() noexcept {
+        count_ = 0;
+        write_end_ = 0;  // the next save finds chunk 0
+    }
     std::size_t bytes() const noexcept { return static_cast<std::size_t>(end_) * item_ * sizeof(double); }
 
 private:
     static constexpr std::size_t kFirstChunkDoubles = 1024;
+    void next_write_chunk() {
+        // count_ is the first index of the next chunk (or of a new one).
+        std::size_t c = 0;
+        while (c < begins_.size() && begins_[c] != count_) ++c;
+        if (c == begins_.size()) {
+            grow();
+            c = chunks_.size() - 1;
+        }
+        write_ = chunks_[c].get();
+        write_end_ = c + 1 < begins_.size() ? begins_[c + 1] : end_;
+    }
     void grow() {
         const std::size_t first = item_ >= kFirstChunkDoubles ? 1 : kFirstChunkDoubles / item_;
         const std::size_t items = end_ == 0 ? first : std::max<std::size_t>(first, end_ / 2);
-        chunks_.push_back(std::make_unique<double[]>(items * item_));
+        // Not zeroed: a value is read only after it was saved.
+        chunks_.push_back(std::unique_ptr<double[]>(new double[items * item_]));
         begins_.push_back(end_);
         end_ += static_cast<std::uint32_t>(items);
     }
-    double* locate(std::uint32_t index) const noexcept {
+    void find_read_chunk(std::uint32_t index) const noexcept {
         // The last chunk whose first index is <= index (few chunks: a short search).
         const std::size_t c =
             static_cast<std::size_t>(std::upper_bound(begins_.begin(), begins_.end(), index) - begins_.begin()) - 1;
-        return chunks_[c].get() + static_cast<std::size_t>(index - begins_[c]) * item_;
+        read_begin_ = begins_[c];
+        read_end_ = c + 1 < begins_.size() ? begins_[c + 1] : end_;
+        read_base_ = chunks_[c].get();
     }
     std::vector<std::unique_ptr<double[]>> chunks_;
     std::vector<std::uint32_t> begins_;  ///< first index of each chunk
     std::size_t item_ = 1;               ///< doubles per saved vector
     std::uint32_t count_ = 0;
     std::uint32_t end_ = 0;  ///< indices the chunks hold
+    // the chunk being written: its next slot and the index it ends at
+    double* write_ = nullptr;
+    std::uint32_t write_end_ = 0;
+    // the chunk of the last read: the indices it holds and its memory
+    mutable std::uint32_t read_begin_ = 0, read_end_ = 0;
+    mutable const double* read_base_ = nullptr;
 };
 
 /// Bytes in 8-byte units (storage aligned for float64 and float32 alike).

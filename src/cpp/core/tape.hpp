@@ -8,20 +8,26 @@
 /// value store, a step's status by what the engine cannot recompute (level,
 /// index, phase, done, the residual norm of the moment as a one-byte code),
 /// the usual axpy coefficients by the record's kind. Each record ends with its
-/// kind, so the stream is walked backwards. Values the reverse sweep needs
-/// (step inputs, objective arguments) live in chunks that are reused every
-/// iteration: memory grows with local time points and levels, not with the
-/// number of iterations.
+/// kind, so the stream is walked backwards. A step record absorbs what the
+/// engine does to the stepped vector right after the step (the FAS correction
+/// or residual axpy, the copy that stores it): one record per step call
+/// instead of two or three, decoded once in the reverse sweep. The stream
+/// lives in blocks that never move (appending never copies what was
+/// recorded). Values the reverse sweep needs (step inputs, objective
+/// arguments) live in chunks that are reused every iteration: memory grows
+/// with local time points and levels, not with the number of iterations.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "core/status.hpp"
 #include "core/storage.hpp"
+#include "core/tape_format.hpp"
 
 namespace pxb {
 
@@ -40,9 +46,11 @@ struct TapeOp {
         objective,
         group_begin,  ///< the steps up to group_end were one step_batch call (independent rows)
         group_end,
-        coarsen,  ///< y <- C x, the app's coarsen (linear); level: the fine level, tindex: the fine index
-        refine,   ///< y <- R x, the app's refine (linear); level and tindex as for coarsen
+        coarsen,     ///< y <- C x, the app's coarsen (linear); level: the fine level, tindex: the fine index
+        refine,      ///< y <- R x, the app's refine (linear); level and tindex as for coarsen
+        step_fused,  ///< in the stream only: a step with what followed it (decoded as step / step_aliased)
     };
+    static constexpr std::uint32_t kNone = 0xffffffffu;  ///< no vector
     Kind kind = Kind::copy;
     std::uint32_t y =
         0;  ///< vector index: destination / stepped vector / received slot / sent buffer / objective state
@@ -58,6 +66,13 @@ struct TapeOp {
     bool done = false;
     std::int32_t tindex = 0;
     double residual_norm = -1.0;
+    // step: what the primal did to y just before and after the step, in this order
+    std::uint32_t pre_x = kNone;   ///< y <- pre_x, then the step
+    std::uint32_t post_x = kNone;  ///< then y <- post_x + post_b y (post_b = +1 or -1)
+    double post_b = 0.0;
+    std::uint32_t store = kNone;       ///< then store <- y
+    std::uint32_t accumulate = kNone;  ///< or then accumulate <- y + accumulate
+    CVec objective_saved = nullptr;    ///< then the objective of y (at tindex + 1), y's value saved
 
     bool ustop_is_u() const noexcept { return kind == Kind::step_aliased; }
 };
@@ -68,19 +83,21 @@ public:
     explicit Tape(SavedValues& values) : values_(values) {}
 
     void clear() noexcept {
-        used_ = 0;
+        for (Block& b : blocks_) b.used = 0;
+        current_ = 0;
+        last_copy_ = kNoRecord;
+        pos_ = blocks_.empty() ? nullptr : blocks_[0].bytes.get();
+        limit_ = blocks_.empty() ? nullptr : pos_ + blocks_[0].size;
+        last_step_ = kNoRecord;
         values_.clear();
         norms_.clear();
         receives_ = 0;
     }
     /// Call once the first iteration is recorded: later ones record the same
-    /// amount, so the stream keeps just the room it needs.
-    void trim() {
-        stream_.resize(used_);
-        stream_.shrink_to_fit();
-    }
+    /// amount, so the stream keeps just the blocks it used.
+    void trim();
 
-    void copy(std::uint32_t y, std::uint32_t x) { put(TapeOp::Kind::copy, y, x); }
+    void copy(std::uint32_t y, std::uint32_t x);
     void axpy(std::uint32_t y, std::uint32_t x, double a, double b);
     /// u: the step's input (saved); ustop: nullptr when it was u itself or when
     /// the app's adjoint does not use it (not saved).
@@ -90,7 +107,10 @@ public:
     void space(bool coarsen, std::uint32_t y, std::uint32_t x, const Status& st);
     /// Brackets the step records of one grouped call (a kind byte each).
     void group(bool begin) {
-        append(static_cast<std::uint8_t>(begin ? TapeOp::Kind::group_begin : TapeOp::Kind::group_end));
+        Writer w = begin_record();
+        w.put(static_cast<std::uint8_t>(begin ? TapeOp::Kind::group_begin : TapeOp::Kind::group_end));
+        end_record(w);
+        grouping_ = begin;
     }
     void send(std::uint32_t y, int peer, int tag) { put_message(TapeOp::Kind::send, y, peer, tag); }
     void recv(std::uint32_t y, int peer, int tag) {
@@ -101,41 +121,220 @@ public:
     /// Call f(op) for every record, the last first.
     template <class F>
     void replay_backward(F&& f) const {
-        std::size_t end = used_;
-        while (end > 0) {
-            const auto kind = static_cast<TapeOp::Kind>(stream_[end - 1]);
-            const std::size_t begin = end - record_size(kind);
-            f(decode(kind, stream_.data() + begin));
-            end = begin;
+        if (blocks_.empty()) return;
+        for (std::size_t b = current_ + 1; b-- > 0;) {
+            const std::uint8_t* data = blocks_[b].bytes.get();
+            std::size_t end = b == current_ ? static_cast<std::size_t>(pos_ - data) : blocks_[b].used;
+            while (end > 0) {
+                const auto kind = static_cast<TapeOp::Kind>(data[end - 1]);
+                const std::size_t size =
+                    kind == TapeOp::Kind::step_fused ? fused_size(data[end - 2]) : record_size(kind);
+                const std::size_t begin = end - size;
+                f(decode(kind, data + begin, data + end));
+                end = begin;
+            }
         }
     }
     /// Receives recorded this iteration (the reverse sweep sends one message per receive).
     std::size_t receives() const noexcept { return receives_; }
-    std::size_t bytes() const noexcept { return values_.bytes() + stream_.capacity(); }
+    std::size_t bytes() const noexcept { return values_.bytes() + stream_bytes_; }
 
 private:
-    static std::size_t record_size(TapeOp::Kind kind) noexcept;
-    TapeOp decode(TapeOp::Kind kind, const std::uint8_t* p) const noexcept;
-    void decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept;
-    void decode_coded_axpy(const std::uint8_t*& p, TapeOp& op) const noexcept;
-    void put(TapeOp::Kind kind, std::uint32_t y, std::uint32_t x);
-    void put_message(TapeOp::Kind kind, std::uint32_t y, int peer, int tag);
-    void put_status(const Status& st);
-    std::uint8_t norm_code(double residual_norm);
-    template <class T>
-    void append(const T& value) {
-        // The stream's bytes up to used_ are records; the rest is room, kept
-        // across iterations (clear() only rewinds), so appending is a copy.
-        if (used_ + sizeof(T) > stream_.size()) stream_.resize(std::max<std::size_t>(2 * stream_.size(), 4096));
-        std::memcpy(stream_.data() + used_, &value, sizeof(T));
-        used_ += sizeof(T);
-    }
+    /// A block of the stream: records never straddle two blocks.
+    struct Block {
+        std::unique_ptr<std::uint8_t[]> bytes;
+        std::size_t size = 0;
+        std::size_t used = 0;  ///< bytes of records (the current block's: pos_)
+    };
+    /// Writes one record through a local cursor: the bytes stored cannot alias
+    /// a local, so the cursor stays in a register (stores through the member
+    /// would reload it after every byte written).
+    struct Writer {
+        std::uint8_t* p;
+        template <class T>
+        void put(const T& value) noexcept {
+            std::memcpy(p, &value, sizeof(T));
+            p += sizeof(T);
+        }
+    };
+    static constexpr std::size_t kNoRecord = ~std::size_t{0};
+    /// The longest record (a fused step), so a record begun in a block fits in it.
+    static constexpr std::size_t kMaxRecord = 48;
 
-    std::vector<std::uint8_t> stream_;
-    std::size_t used_ = 0;  ///< bytes of stream_ holding records
+    static std::size_t record_size(TapeOp::Kind kind) noexcept;
+    static std::size_t fused_size(std::uint8_t parts) noexcept { return tape_format::fused_size(parts); }
+    void read_status(const std::uint8_t*& p, TapeOp& op) const noexcept;
+    /// The record [p, end) of kind `kind`.
+    TapeOp decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end) const noexcept;
+    void decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept;
+    void decode_fused(const std::uint8_t*& p, std::uint8_t parts, TapeOp& op) const noexcept;
+    void decode_coded_axpy(const std::uint8_t*& p, TapeOp& op) const noexcept;
+    void decode_objective(const std::uint8_t*& p, TapeOp& op) const noexcept;
+    /// The records other than groups and fused steps, after y.
+    void decode_rest(const std::uint8_t*& p, TapeOp& op) const noexcept;
+    void put(TapeOp::Kind kind, std::uint32_t y, std::uint32_t x);
+    /// y <- x + y (`add`) or y <- x - y: a part of the last step's record when it can be.
+    void sum(std::uint32_t y, std::uint32_t x, bool add);
+    void put_message(TapeOp::Kind kind, std::uint32_t y, int peer, int tag);
+    static void put_status(Writer& w, const Status& st, std::uint8_t norm) noexcept;
+    /// The residual norm changes a few times per iteration: a code into norms_.
+    std::uint8_t norm_code(double residual_norm) {
+        if (!norms_.empty() && norms_.back() == residual_norm) return static_cast<std::uint8_t>(norms_.size() - 1);
+        return new_norm_code(residual_norm);
+    }
+    std::uint8_t new_norm_code(double residual_norm);
+    /// Append to the step record just written what followed it: the correction
+    /// stepped <- x +- stepped, the copy x <- stepped or the sum x <- stepped + x
+    /// (`part`). False when the last record is not a step of `stepped` that can
+    /// take that part (the parts keep the primal's order).
+    bool fuse(std::uint8_t part, std::uint32_t stepped, std::uint32_t x);
+    /// Room for one record in the current block (a new block when it is full).
+    Writer begin_record() {
+        if (static_cast<std::size_t>(limit_ - pos_) < kMaxRecord) next_block();
+        ++records_;
+        return Writer{pos_};
+    }
+    void end_record(const Writer& w) noexcept { pos_ = w.p; }
+    void next_block();
+
+    std::vector<Block> blocks_;
+    std::size_t current_ = 0;                          ///< the block being written
+    std::uint8_t* pos_ = nullptr;                      ///< where its next record goes
+    std::uint8_t* limit_ = nullptr;                    ///< its end
+    std::size_t stream_bytes_ = 0;                     ///< bytes of all blocks
+    std::size_t records_ = 0;                          ///< records begun (names the last one)
+    std::size_t last_step_ = kNoRecord;                ///< records_ when the last record is a step that may absorb more
+    std::size_t last_copy_ = kNoRecord;                ///< records_ when the last record is a plain copy
+    std::uint32_t last_copy_y_ = 0, last_copy_x_ = 0;  ///< its destination and source
+    std::uint32_t last_y_ = 0;                         ///< the vector the last step record stepped
+    std::uint8_t last_parts_ = 0;                      ///< its parts so far
+    // its status (an objective of the point it computed can join it)
+    int last_level_ = 0, last_tindex_ = 0;
+    bool last_done_ = false;
+    std::uint8_t last_code_ = 0;
+    bool fused_ = false;     ///< it is written as step_fused (ends with its parts)
+    bool grouping_ = false;  ///< between group(true) and group(false): steps stay plain
     SavedValues& values_;
     std::vector<double> norms_;  ///< residual norms the recorded statuses had (coded by index)
     std::size_t receives_ = 0;
 };
+
+// The reader, inline: the reverse sweep decodes every record.
+
+inline std::size_t Tape::record_size(TapeOp::Kind kind) noexcept {
+    // By kind, in the enum's order (a fused step's size comes from fused_size()).
+    using tape_format::kPoint;
+    using tape_format::kStatus;
+    static constexpr std::size_t kSizes[] = {
+        8 + 1,             // copy
+        8 + 16 + 1,        // axpy
+        8 + 1,             // axpy_add
+        8 + 1,             // axpy_sub
+        8 + 1,             // axpy_neg
+        16 + kStatus + 1,  // step
+        12 + kStatus + 1,  // step_aliased
+        12 + 1,            // recv
+        12 + 1,            // send
+        8 + kPoint + 1,    // objective
+        1,                 // group_begin
+        1,                 // group_end
+        8 + kStatus + 1,   // coarsen
+        8 + kStatus + 1,   // refine
+        1,                 // step_fused: fused_size()
+    };
+    static_assert(sizeof(kSizes) / sizeof(kSizes[0]) == static_cast<std::size_t>(TapeOp::Kind::step_fused) + 1,
+                  "one size per record kind");
+    return kSizes[static_cast<std::size_t>(kind)];
+}
+
+inline void Tape::read_status(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.level = p[0];
+    op.phase = p[1];
+    op.done = p[2] != 0;
+    op.residual_norm = norms_[p[3]];
+    p += 4;
+    op.tindex = tape_format::read<std::int32_t>(p);
+}
+
+inline void Tape::decode_coded_axpy(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.x = tape_format::read<std::uint32_t>(p);
+    op.a = op.kind == TapeOp::Kind::axpy_neg ? 0.0 : 1.0;
+    op.b = op.kind == TapeOp::Kind::axpy_add ? 1.0 : -1.0;
+    op.kind = TapeOp::Kind::axpy;
+}
+
+inline void Tape::decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.x = tape_format::read<std::uint32_t>(p);
+    op.saved = values_.at(tape_format::read<std::uint32_t>(p));
+    op.saved_ustop = op.kind == TapeOp::Kind::step ? values_.at(tape_format::read<std::uint32_t>(p)) : op.saved;
+    read_status(p, op);
+}
+
+inline void Tape::decode_fused(const std::uint8_t*& p, std::uint8_t parts, TapeOp& op) const noexcept {
+    op.kind = (parts & tape_format::kUstop) != 0 ? TapeOp::Kind::step : TapeOp::Kind::step_aliased;
+    decode_step(p, op);
+    if ((parts & tape_format::kPre) != 0) op.pre_x = tape_format::read<std::uint32_t>(p);
+    if ((parts & tape_format::kPost) != 0) {
+        op.post_x = tape_format::read<std::uint32_t>(p);
+        op.post_b = (parts & tape_format::kPostAdd) != 0 ? 1.0 : -1.0;
+    }
+    if ((parts & tape_format::kStore) != 0) op.store = tape_format::read<std::uint32_t>(p);
+    if ((parts & tape_format::kAccumulate) != 0) op.accumulate = tape_format::read<std::uint32_t>(p);
+    if ((parts & tape_format::kObjective) != 0) op.objective_saved = values_.at(tape_format::read<std::uint32_t>(p));
+}
+
+inline void Tape::decode_objective(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    op.saved = values_.at(tape_format::read<std::uint32_t>(p));
+    op.phase = static_cast<std::uint8_t>(Phase::objective);
+    op.done = p[0] != 0;
+    op.residual_norm = norms_[p[1]];
+    p += 2;
+    op.tindex = tape_format::read<std::int32_t>(p);
+}
+
+inline TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end) const noexcept {
+    TapeOp op;
+    op.kind = kind;
+    switch (kind) {
+        case TapeOp::Kind::group_begin:
+        case TapeOp::Kind::group_end: return op;  // nothing but the kind
+        case TapeOp::Kind::step_fused:            // the commonest record
+            op.y = tape_format::read<std::uint32_t>(p);
+            decode_fused(p, end[-2], op);
+            return op;
+        default: break;
+    }
+    op.y = tape_format::read<std::uint32_t>(p);
+    decode_rest(p, op);
+    return op;
+}
+
+inline void Tape::decode_rest(const std::uint8_t*& p, TapeOp& op) const noexcept {
+    switch (op.kind) {
+        case TapeOp::Kind::copy: op.x = tape_format::read<std::uint32_t>(p); break;
+        case TapeOp::Kind::axpy_add:
+        case TapeOp::Kind::axpy_sub:
+        case TapeOp::Kind::axpy_neg: decode_coded_axpy(p, op); break;
+        case TapeOp::Kind::axpy:
+            op.x = tape_format::read<std::uint32_t>(p);
+            op.a = tape_format::read<double>(p);
+            op.b = tape_format::read<double>(p);
+            break;
+        case TapeOp::Kind::recv:
+        case TapeOp::Kind::send:
+            op.peer = tape_format::read<std::int32_t>(p);
+            op.tag = tape_format::read<std::int32_t>(p);
+            break;
+        case TapeOp::Kind::step:
+        case TapeOp::Kind::step_aliased: decode_step(p, op); break;
+        case TapeOp::Kind::coarsen:
+        case TapeOp::Kind::refine:
+            op.x = tape_format::read<std::uint32_t>(p);
+            read_status(p, op);
+            break;
+        case TapeOp::Kind::objective: decode_objective(p, op); break;
+        default: break;  // handled by decode()
+    }
+}
 
 }  // namespace pxb
