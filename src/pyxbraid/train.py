@@ -264,29 +264,7 @@ def _peaks_arguments(p: argparse.ArgumentParser) -> None:
         help="one-shot with mini-batches: continue in the exact mode once this many epochs in a row brought no "
         f"better training loss (default {ADAPTIVE['switch_to_exact']})",
     )
-    p.add_argument(
-        "--strategy",
-        choices=["single", "nested", "mgopt"],
-        default="single",
-        help="single: the network alone; nested: nested iteration over networks of depth depth, depth/2, ... "
-        "(coarsest first); mgopt: MG/Opt V-cycles over them (pyxbraid.nn.Nested, pyxbraid.nn.MGOpt)",
-    )
-    p.add_argument(
-        "--levels",
-        type=_integer(1, 31),
-        help="networks in the hierarchy of --strategy nested/mgopt (default 3 / 2); --depth must be divisible "
-        "by 2**(levels - 1)",
-    )
-    p.add_argument(
-        "--coarse-epochs",
-        type=_integer(0),
-        help="--strategy nested: epochs on each coarse network (default: --epochs)",
-    )
-    p.add_argument(
-        "--target-accuracy",
-        type=_fraction,
-        help="stop at the first epoch whose validation accuracy is >= this (a number in (0, 1]; default: none)",
-    )
+    _add_strategy_arguments(p, "V-cycles over them (pyxbraid.nn.Nested, pyxbraid.nn.MGOpt)")
     p.add_argument("--seed", type=_integer(0), default=1, help="initialisation and shuffling")
     p.add_argument("--out", default="pyxbraid-peaks", help="directory for plots and the model")
     p.add_argument("--metrics", help="write a JSON summary to this file (default: none)")
@@ -335,29 +313,7 @@ def _digits_arguments(p: argparse.ArgumentParser) -> None:
         default="tstop",
         help="weights of coarse MGRIT steps: the fine layer ending there, or the mean of the layers spanned",
     )
-    p.add_argument(
-        "--strategy",
-        choices=["single", "nested", "mgopt"],
-        default="single",
-        help="single: the network alone; nested: nested iteration over networks of depth depth, depth/2, ... "
-        "(coarsest first); mgopt: MG/Opt V-cycles over them, one per mini-batch (pyxbraid.torch.train_multilevel)",
-    )
-    p.add_argument(
-        "--levels",
-        type=_integer(1, 31),
-        help="networks in the hierarchy of --strategy nested/mgopt (default 3 / 2); --depth must be divisible by "
-        "2**(levels - 1)",
-    )
-    p.add_argument(
-        "--coarse-epochs",
-        type=_integer(0),
-        help="--strategy nested: epochs on each coarse network (default: --epochs)",
-    )
-    p.add_argument(
-        "--target-accuracy",
-        type=_fraction,
-        help="stop at the first epoch whose validation accuracy is >= this (a number in (0, 1]; default: none)",
-    )
+    _add_strategy_arguments(p, "V-cycles over them, one per mini-batch (pyxbraid.torch.train_multilevel)")
     p.add_argument("--seed", type=_integer(0), default=0, help="initialisation, data split and shuffling (default 0)")
     p.add_argument("--threads", type=_integer(1, 1024), default=1, help="torch threads per rank")
     p.add_argument("--out", default="pyxbraid-digits", help="directory for plots and the model (model.pt)")
@@ -429,16 +385,7 @@ def _main_peaks(comm: Any, parser: argparse.ArgumentParser, args: argparse.Names
                 setattr(args, key, ADAPTIVE[key])
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
-    if args.strategy == "single" and args.levels not in (None, 1):
-        parser.error(f"--levels {args.levels} needs --strategy nested or mgopt")
-    if args.coarse_epochs is not None and args.strategy != "nested":
-        parser.error("--coarse-epochs needs --strategy nested")
-    if args.strategy != "single":
-        levels = args.levels if args.levels is not None else (3 if args.strategy == "nested" else 2)
-        try:
-            check_levels(levels, args.depth, comm.Get_size())
-        except ValueError as exc:
-            parser.error(f"--levels: {exc}")
+    _strategy_levels(comm, parser, args, mgopt_min=1)
     data = datasets.peaks()
     try:  # combinations (T against depth, the network's size against memory): usage errors too
         _validated_config(
@@ -481,7 +428,7 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
             f"--depth {args.depth} gives {args.depth + 1} time points, fewer than the {size} ranks; use more "
             "residual blocks or fewer ranks"
         )
-    levels = _digits_levels(comm, parser, args)
+    levels = _strategy_levels(comm, parser, args, mgopt_min=2)
     digits = _import_digits(comm)
     if digits is None:
         return 1
@@ -521,8 +468,38 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
         return 1
 
 
-def _digits_levels(comm: Any, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Return the hierarchy's levels of a digits run (1 for single); a usage error for what does not fit."""
+def _add_strategy_arguments(p: argparse.ArgumentParser, mgopt_help: str) -> None:
+    """Add the multilevel options both networks share: --strategy, --levels, --coarse-epochs, --target-accuracy."""
+    p.add_argument(
+        "--strategy",
+        choices=["single", "nested", "mgopt"],
+        default="single",
+        help="single: the network alone; nested: nested iteration over networks of depth depth, depth/2, ... "
+        f"(coarsest first); mgopt: MG/Opt {mgopt_help}",
+    )
+    p.add_argument(
+        "--levels",
+        type=_integer(1, 31),
+        help="networks in the hierarchy of --strategy nested/mgopt (default 3 / 2); --depth must be divisible by "
+        "2**(levels - 1)",
+    )
+    p.add_argument(
+        "--coarse-epochs",
+        type=_integer(0),
+        help="--strategy nested: epochs on each coarse network (default: --epochs)",
+    )
+    p.add_argument(
+        "--target-accuracy",
+        type=_fraction,
+        help="stop at the first epoch whose validation accuracy is >= this (a number in (0, 1]; default: none)",
+    )
+
+
+def _strategy_levels(comm: Any, parser: argparse.ArgumentParser, args: argparse.Namespace, mgopt_min: int) -> int:
+    """Return the hierarchy's levels of a run (1 for single); a usage error for what does not fit.
+
+    ``mgopt_min``: the fewest levels --strategy mgopt accepts (the torch V-cycle needs a coarse network).
+    """
     if args.strategy == "single" and args.levels not in (None, 1):
         parser.error(f"--levels {args.levels} needs --strategy nested or mgopt")
     if args.coarse_epochs is not None and args.strategy != "nested":
@@ -530,8 +507,10 @@ def _digits_levels(comm: Any, parser: argparse.ArgumentParser, args: argparse.Na
     if args.strategy == "single":
         return 1
     levels = (3 if args.strategy == "nested" else 2) if args.levels is None else args.levels
-    if args.strategy == "mgopt" and levels < 2:
-        parser.error(f"--levels {levels}: --strategy mgopt needs at least 2 (a V-cycle needs a coarse network)")
+    if args.strategy == "mgopt" and levels < mgopt_min:
+        parser.error(
+            f"--levels {levels}: --strategy mgopt needs at least {mgopt_min} (a V-cycle needs a coarse network)"
+        )
     try:
         check_levels(levels, args.depth, comm.Get_size())
     except ValueError as exc:
