@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoint_files import rewrite
 
 import pyxbraid as xb
 from pyxbraid import nn
@@ -403,16 +404,6 @@ def test_checkpoint_is_written_atomically_and_replaces_a_link(tmp_path):
     assert victim.read_text() == "precious"
     assert not (tmp_path / "c.npz").is_symlink() and zipfile.is_zipfile(tmp_path / "c.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "victim.txt"]  # no temporary files left
-
-
-def rewrite(path, change):
-    """Rewrite a checkpoint with ``change(arrays, meta)`` applied."""
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    meta = json.loads(str(arrays["meta"]))
-    change(arrays, meta)
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez(path, **arrays)
 
 
 def _set(path, value):

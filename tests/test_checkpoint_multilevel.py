@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoint_files import rewrite
 
 import pyxbraid as xb
 from pyxbraid import nn
@@ -286,16 +287,6 @@ def test_a_nested_cascade_resumes_only_with_its_coarse_epochs(tmp_path, keep_eve
     third = nn.Trainer(nn.ResNet(2, 4, 8, 5, seed=3), strategy=nn.Nested(2), seed=11, progress=False)
     third.fit(DATA.x_train, DATA.y_train, epochs=4, batch_size=30, checkpoint=tmp_path / "c.npz", resume=True)
     assert [len(h.epoch) for h in third.level_histories] == [2, 4]
-
-
-def rewrite(path, change):
-    """Rewrite a checkpoint with ``change(arrays, meta)`` applied."""
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    meta = json.loads(str(arrays["meta"]))
-    change(arrays, meta)
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez(path, **arrays)
 
 
 @pytest.mark.parametrize(

@@ -401,15 +401,35 @@ class _Run:
 
 def _fit(run: _Run, t: _Trainee, epochs: int) -> History:
     """Train level ``t`` alone with its optimizer for ``epochs`` epochs (or until the callback stops it)."""
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        loss, out = t.gradient(x, y)
+        t.step()
+        return loss, out
+
+    return _epochs(run, t, epochs, f"train{t.label(run.levels)}", step)
+
+
+def _epochs(
+    run: _Run,
+    t: _Trainee,
+    epochs: int,
+    label: str,
+    step: Callable[[torch.Tensor, torch.Tensor], tuple[float, torch.Tensor]],
+) -> History:
+    """Run ``step(x, y) -> (loss, output)`` on every batch for ``epochs`` epochs; ``t``'s history of them.
+
+    ``t`` is the level whose network the epochs are recorded and validated on
+    (the fine one for MG/Opt); the callback may stop after any epoch.
+    """
     history = History()
     steps = run.steps()
-    bar = _Progress(run.comm, run.progress, None if steps is None else epochs * steps, f"train{t.label(run.levels)}")
+    bar = _Progress(run.comm, run.progress, None if steps is None else epochs * steps, label)
     try:
         for epoch in range(epochs):
             loss_sum, correct, count = 0.0, 0.0, 0
             for x, y in _batches(run.data, run.comm):
-                loss, out = t.gradient(x, y)
-                t.step()
+                loss, out = step(x, y)
                 n = len(x)
                 loss_sum, correct, count = loss_sum + loss * n, correct + _correct(out, y), count + n
                 history.step_loss.append(loss)
@@ -458,28 +478,8 @@ def _run_mgopt(run: _Run, trainees: list[_Trainee], hierarchy: Hierarchy, plan: 
     epochs, factory, settings = plan
     for t in trainees:
         t.optimizer = _optimizer(factory, t)
-    fine = trainees[0]
-    history = History()
-    steps = run.steps()
-    bar = _Progress(
-        run.comm, run.progress, None if steps is None else epochs * steps, f"train MG/Opt, {len(trainees)} levels"
-    )
-    try:
-        for epoch in range(epochs):
-            loss_sum, correct, count = 0.0, 0.0, 0
-            for x, y in _batches(run.data, run.comm):
-                loss, out = cycle(trainees, hierarchy, settings, 0, x, y, None)
-                n = len(x)
-                loss_sum, correct, count = loss_sum + loss * n, correct + _correct(out, y), count + n
-                history.step_loss.append(loss)
-                bar.step(loss, history, fine.net.lp)
-            stop = run.end_epoch(fine, history, epoch, (loss_sum, correct, count))
-            run.line(bar, fine, history)
-            if stop:
-                break
-    finally:
-        bar.close()
-    return [history]
+    label = f"train MG/Opt, {len(trainees)} levels"
+    return [_epochs(run, trainees[0], epochs, label, lambda x, y: cycle(trainees, hierarchy, settings, 0, x, y, None))]
 
 
 def _optimizer(factory: Callable[..., Any], t: _Trainee) -> torch.optim.Optimizer:
