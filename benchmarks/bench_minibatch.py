@@ -34,9 +34,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from _ranks import rows_on_ranks
+from _ranks import add_rank_arguments, measure_and_report
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -155,16 +154,9 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=DEFAULT_MODES)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--ranks", type=int, default=1)
-    p.add_argument("--json", help="also write the rows to this file")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_rank_arguments(p)
     args = p.parse_args()
-    rows = rows_on_ranks(args, worker, __file__)
-    if rows is None:  # a worker process
-        return
-    print(table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    measure_and_report(args, worker, __file__, table)
 
 
 if __name__ == "__main__":

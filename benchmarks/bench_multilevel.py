@@ -30,9 +30,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from _ranks import rows_on_ranks
+from _ranks import add_rank_arguments, measure_and_report
 
 # one core per rank: the engine is single-threaded, and BLAS threads (numpy's dot products) only contend
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -163,18 +162,11 @@ def main() -> None:
     p.add_argument("--strategies", nargs="+", default=DEFAULT)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--mode", choices=["serial", "exact", "one-shot"], default="serial")
-    p.add_argument("--ranks", type=int, default=1)
     p.add_argument("--target", type=float, default=0.9)
     p.add_argument("--max-epochs", type=int, default=40)
-    p.add_argument("--json", help="also write the rows to this file")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_rank_arguments(p)
     args = p.parse_args()
-    rows = rows_on_ranks(args, worker, __file__)
-    if rows is None:  # a worker process
-        return
-    print(table(rows, args.target))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    measure_and_report(args, worker, __file__, lambda rows: table(rows, args.target))
 
 
 if __name__ == "__main__":

@@ -34,9 +34,8 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-from _ranks import rows_on_ranks
+from _ranks import add_rank_arguments, measure_and_report
 from bench_multilevel import table
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -124,18 +123,11 @@ def main() -> None:
     p.add_argument("--strategies", nargs="+", default=DEFAULT)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--mode", choices=list(MODES), default="serial")
-    p.add_argument("--ranks", type=int, default=1)
     p.add_argument("--target", type=float, default=0.97)
     p.add_argument("--max-epochs", type=int, default=20)
-    p.add_argument("--json", help="also write the rows to this file")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_rank_arguments(p)
     args = p.parse_args()
-    rows = rows_on_ranks(args, worker, __file__)
-    if rows is None:  # a worker process
-        return
-    print(table(rows, args.target))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    measure_and_report(args, worker, __file__, lambda rows: table(rows, args.target))
 
 
 if __name__ == "__main__":
