@@ -101,19 +101,15 @@ void AdjointSweep::reverse_after_step(const TapeOp& op) {
     if (op.post_x != TapeOp::kNone) reverse_axpy(op.y, op.post_x, 1.0, op.post_b);
 }
 
-const Status& AdjointSweep::status_of(const TapeOp& op) {
-    Status& st = op.kind == TapeOp::Kind::objective ? objective_status_ : step_status_;
-    make_status_(op, st);
-    return st;
-}
-
 void AdjointSweep::reverse_step(const TapeOp& op) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec ybar = arena_.bar_at(op.y);
     Vec sbar = arena_.storage().scratch.data();
     zero_vector(sbar, bytes);
     gate_.step_adjoint(op.saved, op.saved_ustop, ybar, sbar, status_of(op));
-    ops::add(arena_.dtype(), arena_.vector_size(), sbar, op.ustop_is_u() ? ybar : arena_.bar_at(op.x));
+    // An adjoint that ignores ustop leaves ustop_bar zero: nothing to add.
+    if (gate_.adjoint_uses_ustop())
+        ops::add(arena_.dtype(), arena_.vector_size(), sbar, op.ustop_is_u() ? ybar : arena_.bar_at(op.x));
 }
 
 void AdjointSweep::reverse_group() {
@@ -166,12 +162,13 @@ void AdjointSweep::reverse_space(const TapeOp& op) {  // y = C x (or R x): x_bar
     std::memset(ybar, 0, bytes);
 }
 
-void AdjointSweep::reverse_objective(const TapeOp& op) {
+void AdjointSweep::reverse_objective(std::uint32_t y, CVec saved, int tindex, bool done, double residual_norm) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec tmp = arena_.storage().scratch.data() + bytes;
     zero_vector(tmp, bytes);
-    gate_.objective_adjoint(op.saved, tmp, f_bar_, status_of(op));
-    ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(op.y));
+    status_source_->recorded_objective_status(tindex, done, residual_norm, objective_status_);
+    gate_.objective_adjoint(saved, tmp, f_bar_, objective_status_);
+    ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(y));
 }
 
 void AdjointSweep::reverse_receive(const TapeOp& op, std::size_t& next_buffer) {
@@ -200,27 +197,13 @@ void AdjointSweep::reverse_op(const TapeOp& op, std::size_t& next_buffer) {
         case TapeOp::Kind::axpy_add:
         case TapeOp::Kind::axpy_sub:
         case TapeOp::Kind::axpy_neg: reverse_axpy(op.y, op.x, op.a, op.b); break;
-        case TapeOp::Kind::objective: reverse_objective(op); break;
+        case TapeOp::Kind::objective: reverse_objective(op.y, op.saved, op.tindex, op.done, op.residual_norm); break;
         case TapeOp::Kind::coarsen:
         case TapeOp::Kind::refine: reverse_space(op); break;
         case TapeOp::Kind::recv: reverse_receive(op, next_buffer); break;
         case TapeOp::Kind::send: reverse_send(op); break;
         default: reverse_step_record(op); break;  // steps and the brackets of grouped steps
     }
-}
-
-TapeOp AdjointSweep::objective_part(const TapeOp& step) {
-    // The objective record the step absorbed (Tape::objective): the point
-    // stepped to, with the step's done flag and residual norm.
-    TapeOp op;
-    op.kind = TapeOp::Kind::objective;
-    op.y = step.y;
-    op.saved = step.objective_saved;
-    op.phase = static_cast<std::uint8_t>(Phase::objective);
-    op.done = step.done;
-    op.residual_norm = step.residual_norm;
-    op.tindex = step.tindex + 1;
-    return op;
 }
 
 void AdjointSweep::reverse_step_record(const TapeOp& op) {
@@ -233,7 +216,10 @@ void AdjointSweep::reverse_step_record(const TapeOp& op) {
     } else if (in_group_) {
         group_.push_back(op);  // grouped steps are recorded without parts (Tape::step)
     } else {
-        if (op.objective_saved != nullptr) reverse_objective(objective_part(op));
+        // The objective term the step absorbed (Tape::objective): the point stepped
+        // to, with the step's done flag and residual norm.
+        if (op.objective_saved != nullptr)
+            reverse_objective(op.y, op.objective_saved, op.tindex + 1, op.done, op.residual_norm);
         reverse_after_step(op);
         reverse_step(op);
         if (op.pre_x != TapeOp::kNone) reverse_copy(op.y, op.pre_x);  // the copy the step started from

@@ -9,7 +9,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "core/callbacks.hpp"
@@ -27,6 +26,19 @@ enum class AdjointMode {
     gradient,        ///< J and the adjoint sweep that gives its gradient
 };
 
+/// Who rebuilds the full status of a recorded call from what the tape keeps
+/// (times, iteration and sizes are the engine's): the engine.
+class RecordedStatusSource {
+public:
+    /// A step, coarsen or refine record's status, into `st`.
+    virtual void recorded_status(const TapeOp& op, Status& st) const = 0;
+    /// The status of an objective term at level-0 point `tindex`, into `st`.
+    virtual void recorded_objective_status(int tindex, bool done, double residual_norm, Status& st) const = 0;
+
+protected:
+    ~RecordedStatusSource() = default;
+};
+
 class AdjointSweep {
 public:
     struct Settings {
@@ -42,8 +54,8 @@ public:
 
     void configure(const Settings& s) { set_ = s; }
     /// The engine rebuilds the full status of a recorded step or objective
-    /// (times, iteration, sizes) from what the tape keeps, into its argument.
-    void set_status_maker(std::function<void(const TapeOp&, Status&)> make) { make_status_ = std::move(make); }
+    /// (times, iteration, sizes) from what the tape keeps.
+    void set_status_source(const RecordedStatusSource& source) noexcept { status_source_ = &source; }
     AdjointMode mode() const noexcept { return set_.mode; }
     bool active() const noexcept { return set_.mode != AdjointMode::none; }
     bool gradient() const noexcept { return set_.mode == AdjointMode::gradient; }
@@ -95,9 +107,9 @@ private:
     /// The steps of one grouped primal call (collected in group_, last first):
     /// one step_adjoint_batch call when the app has it, else one by one.
     void reverse_group();
-    void reverse_objective(const TapeOp& op);
-    /// The objective part of a fused step record, as an objective record.
-    static TapeOp objective_part(const TapeOp& step);
+    /// The adjoint of the objective term of the level-0 point `tindex` (its
+    /// state `saved`, its vector `y`), added to y's bar.
+    void reverse_objective(std::uint32_t y, CVec saved, int tindex, bool done, double residual_norm);
     /// The reverse of a coarsen or refine: the app's coarsen_adjoint / refine_adjoint.
     void reverse_space(const TapeOp& op);
     /// The reverse of one record (the reverse sweep's dispatch).
@@ -114,11 +126,14 @@ private:
     Communicator& comm_;
     CallbackGate& gate_;
     Settings set_;
-    /// The status of a recorded call, valid until the next one. Filled in
-    /// place, not returned: a Status is large and there is one per step.
-    const Status& status_of(const TapeOp& op);
+    /// The status of a recorded step, coarsen or refine, valid until the next
+    /// one. Filled in place, not returned: a Status is large and there is one per step.
+    const Status& status_of(const TapeOp& op) {
+        status_source_->recorded_status(op, step_status_);
+        return step_status_;
+    }
 
-    std::function<void(const TapeOp&, Status&)> make_status_;
+    const RecordedStatusSource* status_source_ = nullptr;
     Status step_status_;       ///< filled for steps, coarsen and refine only (see Engine::recorded_status)
     Status objective_status_;  ///< filled for objectives
     Bytes ubar_;               ///< adjoint iterate at the fine level's stored slots

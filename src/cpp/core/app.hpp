@@ -76,7 +76,8 @@ public:
     /// the engine then groups the independent steps of its sweeps.
     virtual bool has_step_batch() const { return false; }
     /// False when step_adjoint never reads ustop (its result does not depend
-    /// on the step's guess): the adjoint then saves one state per step, not two.
+    /// on the step's guess, so ustop_bar stays zero): the adjoint then saves
+    /// one state per step, not two, and neither checks nor adds ustop_bar.
     virtual bool step_adjoint_uses_ustop() const { return true; }
 
     /// Delta correction: true when init_basis_any is defined (it must be for delta_rank > 0).

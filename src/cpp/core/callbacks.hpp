@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -101,6 +102,8 @@ public:
     bool has_access() const { return has_access_; }
     bool has_step_batch() const { return has_step_batch_; }
     bool has_step_adjoint_batch() const { return has_step_adjoint_batch_; }
+    /// False when the app's step_adjoint ignores ustop (its ustop_bar stays zero).
+    bool adjoint_uses_ustop() const { return adjoint_uses_ustop_; }
     std::size_t size() const noexcept { return n_; }
     DType dtype() const noexcept { return dtype_; }
     const CallCounts& counts() const noexcept { return counts_; }
@@ -117,7 +120,25 @@ private:
         if ((++ticks_ & 63u) == 0) comm_.maybe_check_interrupt();
     }
     [[noreturn]] void fail(const char* callback, const Status* st, const std::string& what);
-    void check_finite(const char* callback, CVec v, const Status* st);
+    /// Throws (naming the callback and the call) when `v`, a state of the
+    /// call's level, holds a NaN or an infinity. Inline for a one-value state:
+    /// a scalar ODE's callbacks cost a few ns, a call to the general check as much.
+    void check_finite(const char* callback, CVec v, const Status* st) {
+        const std::size_t n = size_at(st ? st->level : 0);
+        if (n == 1 && scalar_is_finite(v)) return;
+        check_finite_n(callback, v, n, st);
+    }
+    /// Whether the first value of `v` is finite (x - x is 0 exactly then).
+    bool scalar_is_finite(CVec v) const noexcept {
+        if (dtype_ == DType::float32) {
+            float x;
+            std::memcpy(&x, v, sizeof x);
+            return x - x == 0.0f;
+        }
+        double x;
+        std::memcpy(&x, v, sizeof x);
+        return x - x == 0.0;
+    }
     /// check_finite of a state of `n` elements.
     void check_finite_n(const char* callback, CVec v, std::size_t n, const Status* st);
     std::string context(const char* callback, const Status* st) const;
@@ -142,6 +163,7 @@ private:
     bool has_inner_product_ = false;
     bool has_jacobian_ = false;
     bool has_spatial_coarsening_ = false;
+    bool adjoint_uses_ustop_ = true;
 };
 
 }  // namespace pxb

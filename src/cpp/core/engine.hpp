@@ -63,7 +63,7 @@ struct SolveSummary {
     int nrefine = 0;                 ///< refine: refinements done (in all solves)
 };
 
-class Engine {
+class Engine final : private RecordedStatusSource {
 public:
     /// `times` empty: uniform grid tstart + i/ntime (tstop - tstart); else ntime+1 values.
     /// Collective over `comm`: every rank builds the solver or every rank raises.
@@ -353,8 +353,10 @@ private:
     void fill_point_status(int index, Phase phase, bool done, Status& st) const;
     /// The status of the adjoint of init(tstart) (the rank owning index 0).
     Status initial_status() const;
-    /// The status a recorded step or objective call had.
-    void recorded_status(const TapeOp& op, Status& st) const;
+    /// The status a recorded step, coarsen or refine call had.
+    void recorded_status(const TapeOp& op, Status& st) const override;
+    /// The status a recorded objective term had.
+    void recorded_objective_status(int tindex, bool done, double residual_norm, Status& st) const override;
     void evaluate_objective(int index, CVec u);
 
     // relaxation.cpp: sweeps and the neighbour exchange they need
@@ -512,6 +514,7 @@ private:
     std::vector<double> times_;  ///< all ntime+1 fine times (global)
     std::vector<Level> levels_;
     Status status_;
+    Status objective_status_;  ///< the status of the objective term being evaluated
     std::vector<PendingComm> pending_;
     VaExchange va_;
     Work work_;

@@ -98,14 +98,9 @@ void Engine::fill_point_status(int index, Phase phase, bool done, Status& st) co
 }
 
 void Engine::recorded_status(const TapeOp& op, Status& st) const {
-    // What fill_status / point_status gave the primal call, rebuilt in place
-    // (the reverse sweep keeps one status for objectives, one for the rest:
-    // the fields not set here keep their defaults).
-    if (op.kind == TapeOp::Kind::objective) {
-        fill_point_status(op.tindex, Phase::objective, op.done, st);
-        st.residual_norm = op.residual_norm;
-        return;
-    }
+    // What fill_status gave the primal call, rebuilt in place (the reverse
+    // sweep keeps one status for these, one for objectives: the fields not
+    // set here keep their defaults).
     const Level& g = levels_[op.level];
     const bool space = op.kind == TapeOp::Kind::coarsen || op.kind == TapeOp::Kind::refine;
     st.tstart = g.t(op.tindex);
@@ -120,14 +115,20 @@ void Engine::recorded_status(const TapeOp& op, Status& st) const {
     st.ntime = ntime_;
 }
 
+void Engine::recorded_objective_status(int tindex, bool done, double residual_norm, Status& st) const {
+    fill_point_status(tindex, Phase::objective, done, st);
+    st.residual_norm = residual_norm;
+}
+
 Status Engine::initial_status() const {
     // Only the rank owning index 0 has its time (and calls init_adjoint).
     return levels_[0].ilower == 0 ? point_status(0, Phase::objective, done_) : Status{};
 }
 
 void Engine::evaluate_objective(int index, CVec u) {
-    if (sweep_.in_window(levels_[0].t(index)))  // closed window, as XBraid
-        sweep_.objective_term(u, point_status(index, Phase::objective, done_));
+    if (!sweep_.in_window(levels_[0].t(index))) return;                    // closed window, as XBraid
+    fill_point_status(index, Phase::objective, done_, objective_status_);  // in place: one per fine point
+    sweep_.objective_term(u, objective_status_);
 }
 
 }  // namespace pxb
