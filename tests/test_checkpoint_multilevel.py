@@ -453,10 +453,15 @@ MGOPT_STEP_FLAGS = ["--mgopt-pre", "2", "--mgopt-post", "0", "--mgopt-coarse-ste
 
 @pytest.mark.parametrize(
     "strategy",
-    [["nested", "--levels", "3", "--coarse-epochs", "1"], ["mgopt", "--levels", "2"], ["mgopt", *MGOPT_STEP_FLAGS]],
-    ids=["nested", "mgopt", "mgopt-steps"],
+    [
+        ["single"],  # (the single-level checkpoint: it keeps the gradient-evaluation count too)
+        ["nested", "--levels", "3", "--coarse-epochs", "1"],
+        ["mgopt", "--levels", "2"],
+        ["mgopt", *MGOPT_STEP_FLAGS],
+    ],
+    ids=["single", "nested", "mgopt", "mgopt-steps"],
 )
-def test_cli_checkpoint_and_resume_with_a_multilevel_strategy(tmp_path, strategy):
+def test_cli_checkpoint_and_resume_with_every_strategy(tmp_path, strategy):
     straight = run_cli(tmp_path, strategy, "straight", 3)
     c = str(tmp_path / "c.npz")
     run_cli(tmp_path, strategy, "first", 2, "--checkpoint", c)
