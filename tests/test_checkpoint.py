@@ -79,6 +79,17 @@ def max_difference(p, q):
     return max(float(np.abs(p[k] - q[k]).max()) for k in p)
 
 
+def script_results(job):
+    """The reports of scripts/nn_checkpoint.py: per case, one per rank."""
+    return json.loads(next(line for line in job.stdout.splitlines() if line.startswith("RESULT"))[7:])
+
+
+def assert_same_count(resumed, straight):
+    """A resumed fit reports the gradient evaluations of the uninterrupted one (the checkpoint keeps the count)."""
+    assert resumed.gradient_evaluations == straight.gradient_evaluations
+    assert resumed.gradient_evaluations["fine"] == resumed.gradient_evaluations["per_level"][0] > 0
+
+
 # --- one rank: what a resumed run reproduces ------------------------------------------------------
 @pytest.mark.parametrize(
     "mode, optimizer, batch",
@@ -93,13 +104,15 @@ def max_difference(p, q):
     ],
 )
 def test_resume_is_bit_identical(tmp_path, mode, optimizer, batch):
-    full, history, _ = train(mode, optimizer, batch, 4)
+    full, history, straight = train(mode, optimizer, batch, 4)
     c = tmp_path / "c.npz"
-    half, first, _ = train(mode, optimizer, batch, 2, checkpoint=c)
+    half, first, interrupted = train(mode, optimizer, batch, 2, checkpoint=c)
     assert first.epoch == [1, 2] and c.is_file()
     assert max_difference(half, full) > 0  # the checkpoint is taken halfway, not at the end
-    resumed, second, _ = train(mode, optimizer, batch, 4, checkpoint=c, resume=True)
+    assert 0 < interrupted.gradient_evaluations["fine"] < straight.gradient_evaluations["fine"]
+    resumed, second, trainer = train(mode, optimizer, batch, 4, checkpoint=c, resume=True)
     assert_bitwise(resumed, full)
+    assert_same_count(trainer, straight)
     assert same_history(second, history) and second.epoch == [1, 2, 3, 4]
     assert second.wall_seconds[:2] == first.wall_seconds and second.wall_seconds[2] >= first.wall_seconds[1]
 
@@ -108,12 +121,13 @@ def test_resume_is_bit_identical(tmp_path, mode, optimizer, batch):
 def test_full_batch_mgrit_resume_is_bit_identical(tmp_path, mode):
     """Full batch: MGRIT warm-restarts from the previous step's iterate, which the checkpoint keeps."""
     steps = 6 if mode == "one_shot" else 5
-    full, history, _ = train(mode, "lbfgs", None, 2 * steps)
+    full, history, straight = train(mode, "lbfgs", None, 2 * steps)
     c = tmp_path / "c.npz"
     half, first, _ = train(mode, "lbfgs", None, steps, checkpoint=c)
     assert max_difference(half, full) > 0
-    resumed, second, _ = train(mode, "lbfgs", None, 2 * steps, checkpoint=c, resume=True)
+    resumed, second, trainer = train(mode, "lbfgs", None, 2 * steps, checkpoint=c, resume=True)
     assert_bitwise(resumed, full)
+    assert_same_count(trainer, straight)  # (L-BFGS: line-search evaluations too)
     assert same_history(second, history)
 
 
@@ -134,15 +148,17 @@ def test_a_checkpoint_keeps_the_mgrit_iterate_only_where_it_matters(tmp_path):
 
 def test_resume_of_a_finished_run_returns_its_history(tmp_path):
     c = tmp_path / "c.npz"
-    done, history, _ = train("serial", "adam", 15, 3, checkpoint=c)
+    done, history, finished = train("serial", "adam", 15, 3, checkpoint=c)
     again, h2, trainer = train("serial", "adam", 15, 3, checkpoint=c, resume=True)
     assert_bitwise(again, done)
     assert same_history(h2, history) and trainer.history is h2
+    assert_same_count(trainer, finished)  # no step taken: the finished run's count
+    assert trainer.gradient_evaluations["fine"] == 3 * 4  # 60 points in batches of 15, one evaluation a step
 
 
 def test_resume_in_a_new_process(tmp_path, mpirun):
     c = tmp_path / "c.npz"
-    full, history, _ = train("exact", "adam", 20, 3)
+    full, history, straight = train("exact", "adam", 20, 3)
     spec = {
         "out": str(tmp_path / "p"),
         "cases": [
@@ -151,11 +167,11 @@ def test_resume_in_a_new_process(tmp_path, mpirun):
     }
     mpirun(SCRIPT, 1, timeout=120, args=(json.dumps(spec),))
     spec["cases"] = [dict(spec["cases"][0], name="resumed", epochs=3, resume=True)]
-    out = mpirun(SCRIPT, 1, timeout=120, args=(json.dumps(spec),)).stdout
-    ((report,),) = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
+    ((report,),) = script_results(mpirun(SCRIPT, 1, timeout=120, args=(json.dumps(spec),)))
     with np.load(tmp_path / "p.resumed.npz") as f:
         assert_bitwise({k: f[k] for k in f.files}, full)
     assert same_history(report["history"], history)
+    assert report["gradient_evaluations"] == straight.gradient_evaluations
 
 
 # --- several ranks ---------------------------------------------------------------------------------
@@ -173,7 +189,7 @@ def test_resume_on_two_ranks_and_from_two_ranks_on_one(tmp_path, mpirun):
         for m, o, b in cases
     ]
     spec = {"out": str(tmp_path / "p"), "cases": first}
-    mpirun(SCRIPT, 2, timeout=180, args=(json.dumps(spec),))
+    straight = script_results(mpirun(SCRIPT, 2, timeout=180, args=(json.dumps(spec),)))[: len(cases)]
     for m, o, _ in cases:  # keep a copy of the 2-rank checkpoint for the 1-rank resume below
         (tmp_path / f"{m}-{o}.copy.npz").write_bytes((tmp_path / f"{m}-{o}.npz").read_bytes())
     spec["cases"] = [
@@ -188,22 +204,23 @@ def test_resume_on_two_ranks_and_from_two_ranks_on_one(tmp_path, mpirun):
         }
         for m, o, b in cases
     ]
-    out = mpirun(SCRIPT, 2, timeout=180, args=(json.dumps(spec),)).stdout
-    reports = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
+    reports = script_results(mpirun(SCRIPT, 2, timeout=180, args=(json.dumps(spec),)))
 
     def load(name):
         with np.load(tmp_path / f"p.{name}.npz") as f:
             return {k: f[k] for k in f.files}
 
-    for (m, o, b), report in zip(cases, reports, strict=True):
+    for (m, o, b), report, full in zip(cases, reports, straight, strict=True):
         two_ranks = load(f"full-{m}-{o}")
         assert_bitwise(load(f"resumed-{m}-{o}"), two_ranks)  # 2 ranks -> 2 ranks: bit for bit
         assert report[0]["history"] == report[1]["history"]
-        one_rank, history, _ = train(m, o, b, 4, checkpoint=tmp_path / f"{m}-{o}.copy.npz", resume=True)
+        assert [r["gradient_evaluations"] for r in report] == [r["gradient_evaluations"] for r in full]
+        one_rank, history, trainer = train(m, o, b, 4, checkpoint=tmp_path / f"{m}-{o}.copy.npz", resume=True)
         if o == "lbfgs":  # dot products summed over ranks: rounding differs, amplified by line searches
             assert 0 < max_difference(one_rank, two_ranks) < 1e-9
         else:  # SGD/Adam: elementwise updates of rank-independent gradients
             assert_bitwise(one_rank, two_ranks)
+            assert trainer.gradient_evaluations == full[0]["gradient_evaluations"]
             uninterrupted_one_rank, _, _ = train(m, o, b, 4)
             assert_bitwise(uninterrupted_one_rank, two_ranks)
 
@@ -237,14 +254,16 @@ def test_sigterm_on_one_rank_checkpoints_and_stops_every_rank(tmp_path, mpirun):
         "signal_at": [1, 6],
     }  # rank 1 only, step 6 = epoch 2, step 2 of 4
     spec = {"out": str(tmp_path / "p"), "cases": [case]}
-    out = mpirun(SCRIPT, 2, timeout=120, args=(json.dumps(spec),)).stdout
-    (reports,) = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT"))[7:])
+    (reports,) = script_results(mpirun(SCRIPT, 2, timeout=120, args=(json.dumps(spec),)))
     for report in reports:
         assert report["interrupted"] == [signal.SIGTERM, 1, 2, str(c)]
-    full, history, _ = train("exact", "adam", 15, 4)
-    resumed, h2, _ = train("exact", "adam", 15, 4, checkpoint=c, resume=True)  # 2 ranks -> 1 rank
+    with np.load(c) as f:  # epoch 2 stopped after its step 2: 4 + 2 steps, one gradient evaluation each
+        assert json.loads(str(f["meta"]))["gradient_evaluations"] == 6
+    full, history, straight = train("exact", "adam", 15, 4)
+    resumed, h2, trainer = train("exact", "adam", 15, 4, checkpoint=c, resume=True)  # 2 ranks -> 1 rank
     assert_bitwise(resumed, full)
     assert same_history(h2, history)
+    assert_same_count(trainer, straight)
 
 
 def test_cli_sigterm_writes_the_checkpoint_and_resumes(tmp_path):
@@ -420,6 +439,9 @@ def _set(path, value):
     "change, match",
     [
         (lambda a, m: a.update(format=np.array("pyxbraid.nn.Checkpoint/9")), r"format is 'pyxbraid.nn.Checkpoint/9'"),
+        (lambda a, m: m.pop("gradient_evaluations"), "gradient_evaluations must be an integer, got None"),
+        (_set(["gradient_evaluations"], -1), r"gradient_evaluations must be in \[0, None\], got -1"),
+        (_set(["gradient_evaluations"], 2.5), "gradient_evaluations must be an integer, got 2.5"),
         (lambda a, m: m.pop("progress"), "meta must be a JSON object with the keys"),
         (_set(["progress", "step"], 99), r"progress.step must be in \[0, 4\], got 99"),
         (_set(["progress", "epoch"], -1), r"progress.epoch must be in \[0, None\], got -1"),
@@ -456,6 +478,23 @@ def test_a_damaged_checkpoint_is_a_clear_error(saved, tmp_path, change, match):
         train("serial", "adam", 15, 4, checkpoint=c, resume=True)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_checkpoint_of_an_earlier_format_is_refused_naming_it(saved, tmp_path, version):
+    c = fresh_copy(saved, tmp_path)
+
+    def earlier(arrays, meta):  # as versions 1 and 2 wrote it: no gradient-evaluation count
+        arrays["format"] = np.array(f"pyxbraid.nn.Checkpoint/{version}")
+        del meta["gradient_evaluations"]
+
+    rewrite(c, earlier)
+    with pytest.raises(
+        ValueError,
+        match=rf"checkpoint '.*c.npz' has the format 'pyxbraid.nn.Checkpoint/{version}' of an earlier pyxbraid "
+        r"version, which this version cannot resume: it reads 'pyxbraid.nn.Checkpoint/3', .* start the training anew",
+    ):
+        train("serial", "adam", 15, 4, checkpoint=c, resume=True)
+
+
 def test_a_truncated_checkpoint_is_a_clear_error(saved, tmp_path):
     c = fresh_copy(saved, tmp_path)
     data = c.read_bytes()
@@ -480,6 +519,7 @@ def test_a_checkpoint_holds_no_pickle_and_documents_itself(saved):
         meta = json.loads(str(f["meta"]))
         assert str(f["format"]) == ckpt_module.FORMAT
     assert meta["progress"]["epoch"] == 2 and meta["progress"]["step"] == 0 and meta["ranks"] == 1
+    assert meta["gradient_evaluations"] == 2 * 4  # 60 points in batches of 15: 4 steps an epoch
     assert meta["optimizer"] == {"optimizer": "Adam", "lr": 0.02, "betas": [0.9, 0.999], "eps": 1e-08, "t": 8}
     assert "warm-restarts from" in meta["note"] and meta["mgrit"] is None  # mini-batches: no iterate to keep
 

@@ -425,27 +425,71 @@ def test_a_multilevel_checkpoint_is_written_atomically_and_replaces_a_link(tmp_p
 CLI = ["--mode", "serial", "--depth", "8", "--T", "3", "--width", "4", "--no-plots", "--no-progress"]
 
 
-@pytest.mark.parametrize("strategy", [["nested", "--levels", "3", "--coarse-epochs", "1"], ["mgopt", "--levels", "2"]])
-def test_cli_checkpoint_and_resume_with_a_multilevel_strategy(tmp_path, strategy):
+def run_cli(tmp_path, strategy, name, epochs, *extra):
+    """Run pyxbraid-train peaks with ``strategy`` (its flags); return the metrics."""
     from pyxbraid import train as cli
 
-    def run(name, epochs, *extra):
-        args = ["peaks", *CLI, "--strategy", *strategy, "--epochs", str(epochs), "--out", str(tmp_path / name)]
-        assert cli.main([*args, "--metrics", str(tmp_path / f"{name}.json"), *extra]) == 0
-        return json.loads((tmp_path / f"{name}.json").read_text())
+    args = ["peaks", *CLI, "--strategy", *strategy, "--epochs", str(epochs), "--out", str(tmp_path / name)]
+    assert cli.main([*args, "--metrics", str(tmp_path / f"{name}.json"), *extra]) == 0
+    return json.loads((tmp_path / f"{name}.json").read_text())
 
-    straight = run("straight", 3)
-    c = str(tmp_path / "c.npz")
-    run("first", 2, "--checkpoint", c)
-    resumed = run("resumed", 3, "--checkpoint", c, "--resume")
+
+def without_times(history):
+    return {k: v for k, v in history.items() if k != "wall_seconds"}
+
+
+def assert_resumed_is_straight(resumed, straight):
     assert resumed["settings"]["resumed"] is True
-
-    def without_times(history):
-        return {k: v for k, v in history.items() if k != "wall_seconds"}
-
     assert without_times(resumed["history"]) == without_times(straight["history"])
     assert [without_times(h) for h in resumed["level_histories"]] == [
         without_times(h) for h in straight["level_histories"]
     ]
     for key in ("fine_gradient_evaluations", "gradient_evaluations_per_level", "validation_accuracy", "training_loss"):
         assert resumed[key] == straight[key], key
+
+
+MGOPT_STEP_FLAGS = ["--mgopt-pre", "2", "--mgopt-post", "0", "--mgopt-coarse-steps", "3"]
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        ["single"],  # (the single-level checkpoint: it keeps the gradient-evaluation count too)
+        ["nested", "--levels", "3", "--coarse-epochs", "1"],
+        ["mgopt", "--levels", "2"],
+        ["mgopt", *MGOPT_STEP_FLAGS],
+    ],
+    ids=["single", "nested", "mgopt", "mgopt-steps"],
+)
+def test_cli_checkpoint_and_resume_with_every_strategy(tmp_path, strategy):
+    straight = run_cli(tmp_path, strategy, "straight", 3)
+    c = str(tmp_path / "c.npz")
+    run_cli(tmp_path, strategy, "first", 2, "--checkpoint", c)
+    assert_resumed_is_straight(run_cli(tmp_path, strategy, "resumed", 3, "--checkpoint", c, "--resume"), straight)
+
+
+def test_cli_mgopt_step_counts_reach_the_strategy_and_its_checkpoint(tmp_path, capsys):
+    from pyxbraid import train as cli
+
+    c = tmp_path / "c.npz"
+    first = run_cli(tmp_path, ["mgopt", *MGOPT_STEP_FLAGS], "first", 1, "--checkpoint", str(c))
+    expected = {"pre": 2, "post": 0, "coarse_steps": 3}
+    assert {k: first["settings"]["strategy"][k] for k in expected} == expected
+    with np.load(c) as f:
+        assert {k: json.loads(str(f["meta"]))["strategy"][k] for k in expected} == expected
+    # 5000 points in batches of 100: 50 V-cycles, each with 3 coarse steps (the first one reuses the
+    # coarse gradient the coarse objective needs, at the restricted point)
+    assert first["gradient_evaluations_per_level"][1] == 50 * 3
+    # the defaults are the API's (nn.MGOpt(): pre 1, post 1, coarse_steps 4)
+    default = run_cli(tmp_path, ["mgopt"], "default", 1)
+    assert {k: default["settings"]["strategy"][k] for k in expected} == {"pre": 1, "post": 1, "coarse_steps": 4}
+    assert default["gradient_evaluations_per_level"][1] == 50 * 4
+    # a resume with another step count is refused, naming the setting and both values; nothing is trained
+    capsys.readouterr()
+    written = c.read_bytes()
+    other_pre = ["--mgopt-pre", "1", *MGOPT_STEP_FLAGS[2:]]
+    args = ["peaks", *CLI, "--strategy", "mgopt", *other_pre, "--epochs", "2", "--out", str(tmp_path / "o")]
+    assert cli.main([*args, "--checkpoint", str(c), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "was written for another strategy setting: pre=2 there, 1 in this trainer" in err, err
+    assert c.read_bytes() == written

@@ -10,6 +10,7 @@ argument errors naming the argument.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -300,6 +301,15 @@ def test_cli_strategy_target_and_metrics(tmp_path, strategy):
         (["--strategy", "nested", "--levels", "6"], "--levels: levels=6 needs a depth divisible by"),
         (["--strategy", "mgopt", "--coarse-epochs", "2"], "--coarse-epochs needs --strategy nested"),
         (["--target-accuracy", "1.5"], r"argument --target-accuracy: must be a number in \(0, 1\], got '1.5'"),
+        (["--strategy", "mgopt", "--mgopt-pre", "-1"], r"argument --mgopt-pre: must be an integer in 0\.\.\d+, got -1"),
+        (["--strategy", "mgopt", "--mgopt-post", "x"], r"argument --mgopt-post: must be an integer, got 'x'"),
+        (
+            ["--strategy", "mgopt", "--mgopt-coarse-steps", "0"],
+            r"argument --mgopt-coarse-steps: must be an integer in 1\.\.\d+, got 0",
+        ),
+        (["--mgopt-pre", "2"], "--mgopt-pre needs --strategy mgopt"),
+        (["--strategy", "nested", "--mgopt-post", "0"], "--mgopt-post needs --strategy mgopt"),
+        (["--strategy", "nested", "--mgopt-coarse-steps", "2"], "--mgopt-coarse-steps needs --strategy mgopt"),
     ],
 )
 def test_cli_rejects_bad_strategy_arguments(capsys, args, message):
@@ -308,9 +318,55 @@ def test_cli_rejects_bad_strategy_arguments(capsys, args, message):
     with pytest.raises(SystemExit) as info:
         cli.main(["peaks", *CLI, *args])
     assert info.value.code == 2
-    import re
-
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_cli_mgopt_step_defaults_are_the_apis():
+    import inspect
+
+    from pyxbraid import train as cli
+
+    api = inspect.signature(nn.MGOpt).parameters
+    defaults = {k: api[k].default for k in ("pre", "post", "coarse_steps")}
+    assert defaults == {"pre": 1, "post": 1, "coarse_steps": 4}
+    parser = cli.build_parser()
+    for dataset in ("peaks", "digits"):
+        assert cli._mgopt_steps(parser.parse_args([dataset, "--strategy", "mgopt"])) == defaults
+        given = parser.parse_args([dataset, "--strategy", "mgopt", "--mgopt-post", "0", "--mgopt-coarse-steps", "7"])
+        assert cli._mgopt_steps(given) == {"pre": 1, "post": 0, "coarse_steps": 7}
+        shown = " ".join(parser.commands[dataset].format_help().split())
+        for flag, default in (("pre", 1), ("post", 1), ("coarse-steps", 4)):
+            assert f"--mgopt-{flag} MGOPT_{flag.upper().replace('-', '_')} --strategy mgopt:" in shown
+            assert re.search(rf"--mgopt-{flag} .*?\(default {default}, as in the API\)", shown)
+
+
+# Each rank says how it ended (an abort of one rank could cut the other's output short).
+MPI_CLI = """
+import sys
+from mpi4py import MPI
+from pyxbraid import train
+
+try:
+    code = train.main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+sys.stderr.flush()
+print(f"RANK {MPI.COMM_WORLD.Get_rank()} EXIT {code}", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["peaks", "--strategy", "mgopt", "--mgopt-pre", "-2"], "argument --mgopt-pre: must be an integer in 0..2"),
+        (["digits", "--mgopt-coarse-steps", "2"], "--mgopt-coarse-steps needs --strategy mgopt"),
+    ],
+)
+def test_cli_mgopt_step_errors_on_two_ranks_end_every_rank_with_status_2(mpirun, args, message):
+    job = mpirun(MPI_CLI, 2, timeout=60, args=args)
+    assert sorted(re.findall(r"RANK \d EXIT \d+", job.stdout)) == ["RANK 0 EXIT 2", "RANK 1 EXIT 2"], job.stdout
+    lines = [line for line in job.stderr.splitlines() if line.strip()]  # rank 0 alone prints the one line
+    assert len(lines) == 1 and lines[0].startswith("pyxbraid-train: error: ") and message in lines[0], job.stderr
 
 
 def test_cli_multilevel_on_two_ranks_matches_one_rank(tmp_path, mpirun):

@@ -343,6 +343,10 @@ def test_digits_strategy_errors(capsys):
         (["--coarse-epochs", "2"], r"--coarse-epochs needs --strategy nested"),
         (["--strategy", "nested", "--depth", "6"], r"--levels: levels=3 needs a depth divisible by"),
         (["--target-accuracy", "1.5"], r"argument --target-accuracy: must be a number in \(0, 1\], got '1.5'"),
+        (["--strategy", "mgopt", "--mgopt-pre", "-1"], r"argument --mgopt-pre: must be an integer in 0\.\.\d+, got -1"),
+        (["--strategy", "mgopt", "--mgopt-coarse-steps", "0"], r"argument --mgopt-coarse-steps: must be an .* got 0"),
+        (["--strategy", "nested", "--mgopt-post", "3"], r"--mgopt-post needs --strategy mgopt"),
+        (["--mgopt-coarse-steps", "3"], r"--mgopt-coarse-steps needs --strategy mgopt"),
     ):
         with pytest.raises(SystemExit) as stop:
             train.main(["digits", *args])

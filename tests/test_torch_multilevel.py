@@ -394,12 +394,33 @@ def test_a_failure_on_one_rank_raises_on_every_rank(mpirun):
 
 
 # -- the command line ----------------------------------------------------------------------------------
-def test_digits_mgopt_on_one_rank(tmp_path, capsys):
+def test_digits_mgopt_step_defaults_are_train_multilevels():
+    import inspect
+
+    from pyxbraid import train
+    from pyxbraid.torch import _digits
+
+    api = inspect.signature(train_multilevel).parameters
+    defaults = {k: api[k].default for k in ("pre", "post", "coarse_steps")}
+    assert train._mgopt_steps(train.build_parser().parse_args(["digits", "--strategy", "mgopt"])) == defaults
+    settings = inspect.signature(_digits.Settings).parameters["mgopt"].default
+    assert settings == (defaults["pre"], defaults["post"], defaults["coarse_steps"])
+
+
+@pytest.mark.parametrize(
+    "flags, steps",
+    [
+        ([], dict(pre=1, post=1, coarse_steps=4)),  # train_multilevel's defaults
+        (["--mgopt-pre", "0", "--mgopt-post", "2", "--mgopt-coarse-steps", "2"], dict(pre=0, post=2, coarse_steps=2)),
+    ],
+    ids=["defaults", "flags"],
+)
+def test_digits_mgopt_on_one_rank(tmp_path, capsys, flags, steps):
     pytest.importorskip("sklearn")
     from pyxbraid import train
 
     metrics = tmp_path / "m.json"
-    args = ["--mode", "serial", "--depth", "4", "--epochs", "1", "--strategy", "mgopt", "--batch-size", "256"]
+    args = ["--mode", "serial", "--depth", "4", "--epochs", "1", "--strategy", "mgopt", "--batch-size", "256", *flags]
     args += ["--target-accuracy", "0.3", "--no-progress", "--no-plots"]
     assert train.main(["digits", *args, "--out", str(tmp_path / "out"), "--metrics", str(metrics)]) == 0
     printed = capsys.readouterr().out
@@ -407,16 +428,20 @@ def test_digits_mgopt_on_one_rank(tmp_path, capsys):
         "level 0 (depth 4) epoch 1: loss" in printed and "target validation accuracy 0.3: reached at epoch 1" in printed
     )
     m = json.loads(metrics.read_text())
-    # 1438 images in batches of 256: 6 cycles; per cycle 4 coarse evaluations, 2-8 fine ones
-    assert m["gradient_evaluations_per_level"][1] == 24 and 12 <= m["fine_gradient_evaluations"] <= 48
-    assert m["coarse_gradient_evaluations_weighted"] == 24 * 2 / 4
+    # 1438 images in batches of 256: 6 cycles; per cycle coarse_steps coarse evaluations (the first reuses the
+    # gradient at the restricted point) and, on the fine level, pre + post smoothing steps, the point after
+    # pre-smoothing and 0..5 line-search trials (none if the correction is no descent direction), less the
+    # post-smoothing step that reuses an accepted trial's gradient
+    coarse = 6 * steps["coarse_steps"]
+    fine_per_cycle = steps["pre"] + steps["post"] + 1
+    assert m["gradient_evaluations_per_level"][1] == coarse
+    assert 6 * fine_per_cycle <= m["fine_gradient_evaluations"] <= 6 * (fine_per_cycle + 5)
+    assert m["coarse_gradient_evaluations_weighted"] == coarse * 2 / 4
     assert m["reached_target"] is True and m["epochs_to_target"] == 1 and len(m["history"]["step_loss"]) == 6
     assert m["settings"]["strategy"] == dict(
         strategy="mgopt",
         levels=2,
-        pre=1,
-        post=1,
-        coarse_steps=4,
+        **steps,
         max_backtracks=4,
         c1=1e-4,
         reset_coarse_optimizer=False,

@@ -46,12 +46,17 @@ width 8, T = 2, float64, exact layer-parallel MGRIT with 2 levels and cfactor 4;
 ``python -m pyxbraid.train digits --depth 32 --strategy nested --levels 4 --coarse-epochs 2 --target-accuracy 0.97``
 (nested iteration over the torch blocks, :func:`pyxbraid.torch.train_multilevel`; the same metrics as peaks;
 ``--strategy mgopt`` runs MG/Opt V-cycles, one per mini-batch)
+
+``python -m pyxbraid.train peaks --strategy mgopt --mgopt-pre 2 --mgopt-post 0 --mgopt-coarse-steps 8``
+(MG/Opt's step counts, for peaks and digits: ``pre``, ``post`` and ``coarse_steps`` of
+:class:`pyxbraid.nn.MGOpt` / :func:`pyxbraid.torch.train_multilevel`)
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import math
 import signal
@@ -81,6 +86,13 @@ ADAPTIVE: dict[str, Any] = dict(rel_tol=1e-2, max_iter=20, switch_to_exact=2)
 # What a rank reports in one line (exit status 1); anything else raises with its traceback.
 _FAILURES = (PyxbraidError, OSError, ValueError, TypeError, FloatingPointError)
 LEARNING_RATES = {"adam": 0.01, "sgd": 0.01, "lbfgs": 1.0}  # L-BFGS: the line search's first step
+# MG/Opt's step counts on the command line: the flag, the keyword of nn.MGOpt and train_multilevel
+# (the value is stored as args.mgopt_<keyword>), the fewest steps the API accepts, the help.
+MGOPT_STEPS = (
+    ("--mgopt-pre", "pre", 0, "pre-smoothing optimizer steps of a V-cycle on each level but the coarsest"),
+    ("--mgopt-post", "post", 0, "post-smoothing optimizer steps of a V-cycle on each level but the coarsest"),
+    ("--mgopt-coarse-steps", "coarse_steps", 1, "optimizer steps of a V-cycle on the coarsest level"),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -429,6 +441,7 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
             "residual blocks or fewer ranks"
         )
     levels = _strategy_levels(comm, parser, args, mgopt_min=2)
+    steps = _mgopt_steps(args)
     digits = _import_digits(comm)
     if digits is None:
         return 1
@@ -451,6 +464,7 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
         levels=levels,
         coarse_epochs=args.coarse_epochs,
         target_accuracy=args.target_accuracy,
+        mgopt=(steps["pre"], steps["post"], steps["coarse_steps"]),
     )
     out = Path(args.out)
     try:
@@ -469,7 +483,11 @@ def _main_digits(comm: Any, parser: argparse.ArgumentParser, args: argparse.Name
 
 
 def _add_strategy_arguments(p: argparse.ArgumentParser, mgopt_help: str) -> None:
-    """Add the multilevel options both networks share: --strategy, --levels, --coarse-epochs, --target-accuracy."""
+    """Add the multilevel options both networks share.
+
+    --strategy, --levels, --coarse-epochs, MG/Opt's step counts (--mgopt-pre, --mgopt-post,
+    --mgopt-coarse-steps) and --target-accuracy.
+    """
     p.add_argument(
         "--strategy",
         choices=["single", "nested", "mgopt"],
@@ -488,6 +506,12 @@ def _add_strategy_arguments(p: argparse.ArgumentParser, mgopt_help: str) -> None
         type=_integer(0),
         help="--strategy nested: epochs on each coarse network (default: --epochs)",
     )
+    for flag, keyword, minimum, text in MGOPT_STEPS:
+        p.add_argument(
+            flag,
+            type=_integer(minimum),
+            help=f"--strategy mgopt: {text} (default {_mgopt_default(keyword)}, as in the API)",
+        )
     p.add_argument(
         "--target-accuracy",
         type=_fraction,
@@ -504,6 +528,9 @@ def _strategy_levels(comm: Any, parser: argparse.ArgumentParser, args: argparse.
         parser.error(f"--levels {args.levels} needs --strategy nested or mgopt")
     if args.coarse_epochs is not None and args.strategy != "nested":
         parser.error("--coarse-epochs needs --strategy nested")
+    for flag, keyword, _, _ in MGOPT_STEPS:
+        if getattr(args, f"mgopt_{keyword}") is not None and args.strategy != "mgopt":
+            parser.error(f"{flag} needs --strategy mgopt")
     if args.strategy == "single":
         return 1
     levels = (3 if args.strategy == "nested" else 2) if args.levels is None else args.levels
@@ -516,6 +543,21 @@ def _strategy_levels(comm: Any, parser: argparse.ArgumentParser, args: argparse.
     except ValueError as exc:
         parser.error(f"--levels: {exc}")
     return levels
+
+
+def _mgopt_default(keyword: str) -> int:
+    """Return ``nn.MGOpt``'s default for its step count ``keyword`` (``train_multilevel`` has the same)."""
+    default: int = inspect.signature(nn.MGOpt).parameters[keyword].default
+    return default
+
+
+def _mgopt_steps(args: argparse.Namespace) -> dict[str, int]:
+    """Return MG/Opt's step counts of a run: ``pre``, ``post``, ``coarse_steps`` (the defaults where not given)."""
+    steps = {}
+    for _, keyword, _, _ in MGOPT_STEPS:
+        given = getattr(args, f"mgopt_{keyword}")
+        steps[keyword] = _mgopt_default(keyword) if given is None else given
+    return steps
 
 
 def _import_digits(comm: Any) -> Any:
@@ -599,7 +641,13 @@ def _run(
         coarse = None if args.coarse_epochs is None else [args.coarse_epochs] * (levels - 1)
         strategy = nn.Nested(levels, epochs=coarse)
     elif args.strategy == "mgopt":
-        strategy = nn.MGOpt(2 if args.levels is None else args.levels)
+        steps = _mgopt_steps(args)
+        strategy = nn.MGOpt(
+            2 if args.levels is None else args.levels,
+            pre=steps["pre"],
+            post=steps["post"],
+            coarse_steps=steps["coarse_steps"],
+        )
     trainer = nn.Trainer(
         net,
         comm=comm,

@@ -83,6 +83,7 @@ for case in spec["cases"]:
             resume=case.get("resume", False),
         )
         report["history"] = {k: v for k, v in history.as_dict().items() if k != "wall_seconds"}
+        report["gradient_evaluations"] = trainer.gradient_evaluations
     except nn.TrainingInterrupted as exc:
         report["interrupted"] = [exc.signum, exc.epoch, exc.step, exc.checkpoint]
     except Exception as exc:

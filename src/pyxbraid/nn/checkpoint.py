@@ -3,15 +3,17 @@
 A checkpoint is a ``numpy.savez`` archive (no pickle), written by rank 0 with
 :func:`~pyxbraid.nn._files.atomic_write`:
 
-* ``format``: ``"pyxbraid.nn.Checkpoint/1"``;
+* ``format``: ``"pyxbraid.nn.Checkpoint/3"``;
 * ``meta``: JSON -- the network's configuration, the fit settings a resumed
   run must share (mode and MGRIT settings, seed, batch size, shuffling, a
   fingerprint of the data, the optimizer), the progress (completed epochs,
   completed steps of the next epoch, the shuffling generator's state at the
   start of that epoch, the epoch's running sums, the wall time, the last
-  MGRIT residuals), the optimizer's scalar state, the number of ranks
-  that wrote it and, for a network with a numpy :class:`~pyxbraid.nn.Layer`,
-  ``layer``: its description (type, config, state and parameter shapes);
+  MGRIT residuals), ``gradient_evaluations`` (the fit's gradient evaluations
+  so far, those before any earlier resume included), the optimizer's scalar
+  state, the number of ranks that wrote it and, for a network with a numpy
+  :class:`~pyxbraid.nn.Layer`, ``layer``: its description (type, config,
+  state and parameter shapes);
 * ``param.<name>``: the parameters in the network's global layout (as
   :meth:`ResNet.parameters`), gathered from all ranks;
 * ``optimizer.<key>.<name>`` and ``optimizer.<key>.<i>.<name>``: the
@@ -26,7 +28,10 @@ A checkpoint is a ``numpy.savez`` archive (no pickle), written by rank 0 with
 
 Reading checks the format, the JSON (exact keys, types, ranges) and every
 array's name, shape and dtype against what the metadata declares before any
-array data is read (:class:`~pyxbraid.nn._files.NpzReader`).
+array data is read (:class:`~pyxbraid.nn._files.NpzReader`). The earlier
+formats (``/1`` without MGRIT's iterate, ``/2`` without the gradient
+evaluations) are refused, naming their format: a resumed run could not
+reproduce the uninterrupted one's report from them.
 
 With the iterate saved, a resumed run continues every mode exactly where
 it stopped (see :meth:`Trainer.fit`).
@@ -71,7 +76,9 @@ from .network import _config_from_json, _full_shapes
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import History, Trainer
 
-FORMAT = "pyxbraid.nn.Checkpoint/2"
+FORMAT = "pyxbraid.nn.Checkpoint/3"
+# Written by earlier versions; they lack what a resumed run reproduces (MGRIT's iterate, the gradient evaluations).
+_EARLIER_FORMATS = ("pyxbraid.nn.Checkpoint/1", "pyxbraid.nn.Checkpoint/2")
 MULTILEVEL_FORMAT = "pyxbraid.nn.MultilevelCheckpoint/1"
 _META_KEYS = (
     "config",
@@ -134,13 +141,18 @@ class Progress:
 
 
 # -- writing -------------------------------------------------------------------------------
-def save(trainer: Trainer, path: Path, settings: dict, history: History, progress: Progress) -> None:
-    """Gather everything to rank 0 and write it there (collective; a failure raises on every rank)."""
+def save(trainer: Trainer, path: Path, settings: dict, history: History, progress: Progress, evaluations: int) -> None:
+    """Gather everything to rank 0 and write it there (collective; a failure raises on every rank).
+
+    ``evaluations``: the gradient evaluations of the fit so far (a resumed fit's include the interrupted one's).
+    """
     gathered = _gather(trainer, None)
     with _Agreed(trainer.comm, f"checkpoint {str(path)!r}"):
         if trainer.comm.Get_rank() != 0:
             return
         meta, arrays = _encode(trainer, gathered, settings, history, progress)
+        # (not in _encode: a multilevel checkpoint keeps every level's count once, in its top-level meta)
+        meta["gradient_evaluations"] = int(evaluations)
         arrays = {"format": np.array(FORMAT), "meta": np.array(json.dumps(meta)), **arrays}
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
@@ -242,16 +254,20 @@ def _encode(
 # -- reading --------------------------------------------------------------------------------
 def load(
     trainer: Trainer, path: Path, settings: dict, epochs: int, n: int, batch_size: int
-) -> tuple[History, Progress, dict | None]:
+) -> tuple[History, Progress, dict | None, int]:
     """Read, check and distribute a checkpoint (collective).
 
-    Returns the history, progress and MGRIT iterate to continue from.
+    Returns the history, progress and MGRIT iterate to continue from, and
+    the gradient evaluations of the fit that wrote it.
     """
-    payload = None
+    payload = evaluations = None
     with _Agreed(trainer.comm, f"checkpoint {str(path)!r}"):
         if trainer.comm.Get_rank() == 0:
-            payload = _read(trainer, path, settings, epochs, -(-n // batch_size), batch_size)
-    return _install(trainer, path, payload)
+            payload, evaluations = _read(trainer, path, settings, epochs, -(-n // batch_size), batch_size)
+    if trainer.comm.Get_size() > 1:
+        evaluations = trainer.comm.bcast(evaluations, root=0)
+    assert evaluations is not None  # rank 0 read it, the others received it
+    return (*_install(trainer, path, payload), evaluations)
 
 
 def _install(trainer: Trainer, path: Path, payload: tuple | None) -> tuple[History, Progress, dict | None]:
@@ -342,8 +358,10 @@ def _number(
     return value
 
 
-def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_epoch: int, batch_size: int) -> tuple:
-    """Rank 0: everything in the file, checked against this trainer and fit() call."""
+def _read(
+    trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_epoch: int, batch_size: int
+) -> tuple[tuple, int]:
+    """Rank 0: everything in the file, checked against this trainer and fit() call; and the gradient evaluations."""
     with NpzReader(path, "pyxbraid.nn checkpoint") as r:
         tag = _format_tag(r)
         if tag == MULTILEVEL_FORMAT:
@@ -351,12 +369,21 @@ def _read(trainer: Trainer, path: Path, settings: dict, epochs: int, steps_per_e
                 f"checkpoint {str(path)!r} was written by a multilevel run ({MULTILEVEL_FORMAT!r}): resume it "
                 "with the Trainer's strategy (nested or mgopt) and settings it was written with, not 'single'"
             )
+        if tag in _EARLIER_FORMATS:
+            raise ValueError(
+                f"checkpoint {str(path)!r} has the format {tag!r} of an earlier pyxbraid version, which this version "
+                f"cannot resume: it reads {FORMAT!r}, which also holds MGRIT's iterate and the gradient evaluations "
+                "so far; start the training anew"
+            )
         if tag != FORMAT:
             raise r.error(f"format is {tag!r}, expected {FORMAT!r}")
         meta = r.read_json("meta", 1 << 20)
+        # the single-level key; the rest is a level's part, as in a multilevel checkpoint
+        evaluations = meta.pop("gradient_evaluations", None) if isinstance(meta, dict) else None
         expected = _check_meta(r, trainer, meta, settings, epochs, steps_per_epoch, batch_size, "")
+        count: int = _number(path, "gradient_evaluations", evaluations, integer=True, minimum=0)
         arrays = _read_arrays(r, {"format", "meta"}, expected)
-    return _decode(trainer, path, meta, arrays, "")
+    return _decode(trainer, path, meta, arrays, ""), count
 
 
 def _format_tag(r: NpzReader) -> str:

@@ -350,7 +350,9 @@ class Trainer:
         Of the last :meth:`fit`: ``fine`` (gradient evaluations of this
         network), ``per_level`` (of each level, finest first) and
         ``coarse_weighted`` (coarse levels' evaluations weighted by their
-        cost relative to the fine network's, ``depth_l / depth``).
+        cost relative to the fine network's, ``depth_l / depth``). A fit
+        resumed from a checkpoint counts those of the run it continues
+        too: it reports the uninterrupted run's counts, with every strategy.
     level_histories : list of History
         Of the last :meth:`fit`, one per level trained, coarsest first
         (``[history]`` for the single-level and MG/Opt strategies).
@@ -945,16 +947,10 @@ class Trainer:
             history = run(self, xa, ya, int(epochs), batch_size, validation_data, bool(shuffle), callback, saving)
             self.history = history
             return history
-        before = self._gradient_count
         history = self._fit_single(
             xa, ya, int(epochs), batch_size, (xv, yv), callback, checkpoint, bool(resume), (settings, digest, shuffle)
         )
         self.level_histories = [history]
-        self.gradient_evaluations = {
-            "fine": self._gradient_count - before,
-            "per_level": [self._gradient_count - before],
-            "coarse_weighted": 0.0,
-        }
         return history
 
     def _fit_single(
@@ -975,7 +971,9 @@ class Trainer:
         ``hooks`` (a :class:`~pyxbraid.nn.checkpoint.LevelHooks`): this loop
         trains one level of a multilevel strategy, whose checkpoint it writes
         with ``hooks.write`` and whose state it continues from
-        (``hooks.resumed``) instead of a single-level checkpoint.
+        (``hooks.resumed``) instead of a single-level checkpoint. Without
+        ``hooks`` it sets :attr:`gradient_evaluations` to the loop's count,
+        with the resumed run's (a multilevel strategy then sets its own).
         """
         from . import checkpoint as ckpt
 
@@ -986,10 +984,12 @@ class Trainer:
         history = History()
         progress = ckpt.Progress.start(rng)
         iterate = None
+        counted_from = self._gradient_count  # this fit's gradient evaluations are those after this count
         if hooks is not None and hooks.resumed is not None:
             history, progress, iterate = hooks.resumed
         elif hooks is None and resume:
-            history, progress, iterate = ckpt.load(self, checkpoint, settings, int(epochs), n, batch_size)
+            history, progress, iterate, done = ckpt.load(self, checkpoint, settings, int(epochs), n, batch_size)
+            counted_from -= done  # and those of the run it continues: resumed, it reports the uninterrupted count
         self.history = history
         # A resumed run continues in the mode it had reached (before the iterate: switching drops the engines).
         self._maybe_switch_to_exact(history)
@@ -1024,7 +1024,7 @@ class Trainer:
             if hooks is not None:
                 hooks.write(history, now)
             else:
-                ckpt.save(self, checkpoint, settings, history, now)
+                ckpt.save(self, checkpoint, settings, history, now, self._gradient_count - counted_from)
 
         try:
             if stop is not None:
@@ -1103,6 +1103,9 @@ class Trainer:
                 stop.__exit__()
             if bar is not None:
                 bar.close()
+        if hooks is None:
+            fine = self._gradient_count - counted_from
+            self.gradient_evaluations = {"fine": fine, "per_level": [fine], "coarse_weighted": 0.0}
         return history
 
     def _postfix(self, loss: float, accuracy: float, history: History, last: tuple) -> dict[str, str]:
