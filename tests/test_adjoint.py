@@ -3,6 +3,8 @@ through time), nonlinear apps, rank independence, memory, one-shot warm
 restarts, objective_only, the testing helpers, and adjoint errors.
 """
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -355,3 +357,71 @@ def test_python_app_adjoint_identical_to_native():
         np.testing.assert_array_equal(rp.residual_norms, rn.residual_norms)
         np.testing.assert_array_equal(rp.adjoint_residual_norms, rn.adjoint_residual_norms)
         assert sp.gradient() == sn.gradient()
+
+
+# ---- the statuses the adjoint callbacks see ----------------------------------------
+
+STATUS_FIELDS = ("tstart", "tstop", "tindex", "level", "nlevels", "iter", "done", "phase", "residual_norm", "ntime")
+
+
+class StatusRecorder(xb.App):
+    """ex-01-adjoint, counting the status every step, objective and adjoint call sees."""
+
+    def __init__(self):
+        super().__init__(shape=(1,))
+        self.lam = -1.0
+        self.calls = {name: Counter() for name in ("step", "step_adjoint", "objective", "objective_adjoint")}
+
+    def seen(self, callback, status, *extra):
+        self.calls[callback][tuple(getattr(status, f) for f in STATUS_FIELDS + extra)] += 1
+
+    def init(self, t, u):
+        u[:] = 1.0 if t == 0.0 else 0.456
+
+    def step(self, u, ustop, fstop, status):
+        self.seen("step", status)
+        u[0] = (1.0 / (1.0 - self.lam * status.dt)) * u[0]
+
+    def objective(self, u, status):
+        self.seen("objective", status, "error_estimate")
+        return 1.0 / status.ntime * u[0] * u[0]
+
+    def objective_adjoint(self, u, u_bar, f_bar, status):
+        self.seen("objective_adjoint", status, "error_estimate")
+        u_bar[0] = 2.0 / status.ntime * u[0] * f_bar
+
+    def step_adjoint(self, u, ustop, u_bar, ustop_bar, status):
+        self.seen("step_adjoint", status)
+        u_bar[0] = 1.0 / (1.0 - self.lam * status.dt) * u_bar[0]
+
+    def reset_gradient(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(max_levels=3, cfactor=2),
+        dict(max_levels=2, cfactor=4, nrelax=0),
+        dict(max_levels=3, cfactor=2, skip=False, fmg=True),
+        dict(max_levels=1),
+    ],
+    ids=["3 levels FCF", "2 levels cf4 F", "fmg", "sequential"],
+)
+def test_adjoint_callbacks_see_the_statuses_of_the_primal_calls(options):
+    # The reverse sweep rebuilds each recorded call's status from the tape (level, index, phase,
+    # done, residual norm) and the iteration: every step_adjoint sees the status its step saw,
+    # every objective_adjoint its objective's, once each. After MGRIT iterations the final access
+    # sweep records nothing; with one level that sweep is the recorded sequential march.
+    app = StatusRecorder()
+    solver = xb.Solver(
+        app, 0.0, 2.0, 32, comm=COMM, adjoint=True, max_iter=4, abs_tol=1e-14, abs_tol_adjoint=1e-14, **options
+    )
+    solver.solve()
+    steps = app.calls["step"]
+    sequential = options["max_levels"] == 1
+    recorded = Counter({k: n for k, n in steps.items() if sequential or k[STATUS_FIELDS.index("phase")] != "access"})
+    assert sum(recorded.values()) > 0
+    assert app.calls["step_adjoint"] == recorded
+    assert app.calls["objective_adjoint"] == app.calls["objective"]
+    assert sum(app.calls["objective"].values()) >= 33

@@ -166,8 +166,7 @@ void AdjointSweep::reverse_objective(std::uint32_t y, CVec saved, int tindex, bo
     const std::size_t bytes = arena_.vector_bytes();
     Vec tmp = arena_.storage().scratch.data() + bytes;
     zero_vector(tmp, bytes);
-    status_source_->recorded_objective_status(tindex, done, residual_norm, objective_status_);
-    gate_.objective_adjoint(saved, tmp, f_bar_, objective_status_);
+    gate_.objective_adjoint(saved, tmp, f_bar_, objective_status(tindex, done, residual_norm));
     ops::add(arena_.dtype(), arena_.vector_size(), tmp, arena_.bar_at(y));
 }
 
@@ -226,7 +225,21 @@ void AdjointSweep::reverse_step_record(const TapeOp& op) {
     }
 }
 
-void AdjointSweep::reverse_sweep() {
+void AdjointSweep::begin_replay(const ReplayContext& context) noexcept {
+    replay_ = context;
+    // What the engine's statuses of one iteration share (fill_status, fill_point_status).
+    for (Status* st : {&step_status_, &objective_status_}) {
+        st->nlevels = context.nlevels;
+        st->iter = context.iter;
+        st->ntime = context.ntime;
+    }
+    objective_status_.level = 0;
+    objective_status_.phase = Phase::objective;
+    objective_status_.nrefine = context.nrefine;
+}
+
+void AdjointSweep::reverse_sweep(const ReplayContext& context) {
+    begin_replay(context);
     // Reverse messages: one buffer per received primal message, alive until
     // the end of the sweep (and, after a failure, until the drain).
     const std::size_t nrecv = arena_.tape().receives();
@@ -276,12 +289,13 @@ void AdjointSweep::initial_adjoint(const Level& g, const Status& initial) {
     gate_.init_adjoint(g.t(0), arena_.bar_of(g.ua.at(g.u_slot(0))), initial);
 }
 
-void AdjointSweep::top_of_cycle(const Level& fine, int iter, const Status& initial) {
+void AdjointSweep::top_of_cycle(const ReplayContext& context, int iter, const Status& initial) {
+    const Level& fine = (*context.levels)[0];
     finish_objective();
     if (!gradient()) return;
     seed(fine);
     RecordedArena::Recording off(arena_, false);
-    reverse_sweep();
+    reverse_sweep(context);
     initial_adjoint(fine, initial);
     rnorm_ = update_iterate(fine, iter);
     if (iter == 0) arena_.tape().trim();  // later iterations record as much
@@ -290,14 +304,15 @@ void AdjointSweep::top_of_cycle(const Level& fine, int iter, const Status& initi
     if (iter == 0 && rnorm0_ == -1.0) rnorm0_ = rnorm_ > 0.0 ? rnorm_ : 1.0;
 }
 
-void AdjointSweep::after_sequential(const Level& fine, const Status& initial) {
+void AdjointSweep::after_sequential(const ReplayContext& context, const Status& initial) {
+    const Level& fine = (*context.levels)[0];
     // max_levels = 1: the recorded sequential sweep reversed once is the exact
     // discrete adjoint (backpropagation through time).
     finish_objective();
     if (!gradient()) return;
     arena_.zero_bars();
     RecordedArena::Recording off(arena_, false);
-    reverse_sweep();
+    reverse_sweep(context);
     initial_adjoint(fine, initial);
     arena_.tape().clear();
 }

@@ -26,17 +26,14 @@ enum class AdjointMode {
     gradient,        ///< J and the adjoint sweep that gives its gradient
 };
 
-/// Who rebuilds the full status of a recorded call from what the tape keeps
-/// (times, iteration and sizes are the engine's): the engine.
-class RecordedStatusSource {
-public:
-    /// A step, coarsen or refine record's status, into `st`.
-    virtual void recorded_status(const TapeOp& op, Status& st) const = 0;
-    /// The status of an objective term at level-0 point `tindex`, into `st`.
-    virtual void recorded_objective_status(int tindex, bool done, double residual_norm, Status& st) const = 0;
-
-protected:
-    ~RecordedStatusSource() = default;
+/// What the reverse sweep rebuilds the statuses of recorded calls from: the
+/// engine's levels (their times) and what every call of one sweep shares.
+/// The engine passes it to each sweep (top_of_cycle, after_sequential).
+struct ReplayContext {
+    const std::vector<Level>* levels = nullptr;
+    int nlevels = 1, iter = 0, ntime = 0, nrefine = 0;
+    /// error_estimation: this rank's level-0 estimates (index ilower first); nullptr: none.
+    const double* estimates = nullptr;
 };
 
 class AdjointSweep {
@@ -53,9 +50,6 @@ public:
         : arena_(arena), comm_(comm), gate_(gate) {}
 
     void configure(const Settings& s) { set_ = s; }
-    /// The engine rebuilds the full status of a recorded step or objective
-    /// (times, iteration, sizes) from what the tape keeps.
-    void set_status_source(const RecordedStatusSource& source) noexcept { status_source_ = &source; }
     AdjointMode mode() const noexcept { return set_.mode; }
     bool active() const noexcept { return set_.mode != AdjointMode::none; }
     bool gradient() const noexcept { return set_.mode == AdjointMode::gradient; }
@@ -75,9 +69,9 @@ public:
     /// The top of an iteration: J = F(I), then (gradient mode) the reverse
     /// sweep seeded with the adjoint iterate, the initial condition's adjoint
     /// and the new adjoint iterate with its residual norm.
-    void top_of_cycle(const Level& fine, int iter, const Status& initial);
+    void top_of_cycle(const ReplayContext& context, int iter, const Status& initial);
     /// Sequential marching: the recorded sweep reversed once (exact adjoint).
-    void after_sequential(const Level& fine, const Status& initial);
+    void after_sequential(const ReplayContext& context, const Status& initial);
     /// After the convergence test of an iteration that is not the last.
     void next_iteration(bool done);
     /// Forget the adjoint iterate and its tolerance reference (a new problem).
@@ -98,7 +92,8 @@ public:
 
 private:
     double finish_objective();
-    void reverse_sweep();
+    /// Replay the tape in reverse; the statuses from `context`.
+    void reverse_sweep(const ReplayContext& context);
     void reverse_copy(std::uint32_t y, std::uint32_t x);
     void reverse_axpy(std::uint32_t y, std::uint32_t x, double a, double b);
     /// The parts of a fused step record (what followed the step), reversed.
@@ -126,15 +121,42 @@ private:
     Communicator& comm_;
     CallbackGate& gate_;
     Settings set_;
-    /// The status of a recorded step, coarsen or refine, valid until the next
-    /// one. Filled in place, not returned: a Status is large and there is one per step.
-    const Status& status_of(const TapeOp& op) {
-        status_source_->recorded_status(op, step_status_);
-        return step_status_;
+    /// The status of a recorded step, coarsen or refine (what fill_status gave
+    /// the primal call), valid until the next one. Filled in place, inline: a
+    /// Status is large, there is one per step, and only these fields change
+    /// within a sweep (begin_replay set the rest).
+    const Status& status_of(const TapeOp& op) noexcept {
+        const Level& g = (*replay_.levels)[op.level];
+        Status& st = step_status_;
+        st.tstart = g.t(op.tindex);
+        // coarsen / refine: the point's time (fill_space_status)
+        const bool space = op.kind == TapeOp::Kind::coarsen || op.kind == TapeOp::Kind::refine;
+        st.tstop = space ? st.tstart : g.t(op.tindex + 1);
+        st.tindex = op.tindex;
+        st.level = op.level;
+        st.done = op.done;
+        st.phase = static_cast<Phase>(op.phase);
+        st.residual_norm = op.residual_norm;
+        return st;
     }
+    /// The status of the objective term at level-0 point `tindex` (what
+    /// Engine::fill_point_status gave it), valid until the next one.
+    const Status& objective_status(int tindex, bool done, double residual_norm) noexcept {
+        const Level& g = (*replay_.levels)[0];
+        Status& st = objective_status_;
+        st.tstart = st.tstop = g.t(tindex);
+        st.tindex = tindex;
+        st.done = done;
+        st.residual_norm = residual_norm;
+        st.error_estimate =
+            replay_.estimates && tindex >= g.ilower && tindex <= g.iupper ? replay_.estimates[tindex - g.ilower] : -1.0;
+        return st;
+    }
+    /// Keep `context` for the sweep and set the fields its statuses share.
+    void begin_replay(const ReplayContext& context) noexcept;
 
-    const RecordedStatusSource* status_source_ = nullptr;
-    Status step_status_;       ///< filled for steps, coarsen and refine only (see Engine::recorded_status)
+    ReplayContext replay_;
+    Status step_status_;       ///< filled for steps, coarsen and refine only
     Status objective_status_;  ///< filled for objectives
     Bytes ubar_;               ///< adjoint iterate at the fine level's stored slots
     std::vector<MPI_Request> reverse_reqs_;

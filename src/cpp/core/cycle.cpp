@@ -231,7 +231,7 @@ void Engine::end_of_iteration(bool& converged, SolveSummary& summary) {
         report_progress();  // XBraid prints the refining cycle's r_k too
         return;
     }
-    if (sweep_.active()) sweep_.top_of_cycle(levels_[0], iter_, initial_status());
+    if (sweep_.active()) sweep_.top_of_cycle(replay_context(), iter_, initial_status());
     converged = check_convergence(iter_);
     report_progress();
     if (sweep_.active()) sweep_.next_iteration(done_);
@@ -294,7 +294,7 @@ void Engine::finish(SolveSummary& summary, bool sequential, bool converged) {
             solution_valid_ = true;
         }
     }
-    if (sequential && sweep_.active()) sweep_.after_sequential(levels_[0], initial_status());
+    if (sequential && sweep_.active()) sweep_.after_sequential(replay_context(), initial_status());
     rnorms_.resize(static_cast<std::size_t>(iter_), -1.0);
     if (opt_.full_residual_norm) full_rnorms_.resize(static_cast<std::size_t>(iter_), -1.0);
     summary.full_residual_norms = full_rnorms_;

@@ -63,7 +63,7 @@ struct SolveSummary {
     int nrefine = 0;                 ///< refine: refinements done (in all solves)
 };
 
-class Engine final : private RecordedStatusSource {
+class Engine {
 public:
     /// `times` empty: uniform grid tstart + i/ntime (tstop - tstart); else ntime+1 values.
     /// Collective over `comm`: every rank builds the solver or every rank raises.
@@ -353,10 +353,8 @@ private:
     void fill_point_status(int index, Phase phase, bool done, Status& st) const;
     /// The status of the adjoint of init(tstart) (the rank owning index 0).
     Status initial_status() const;
-    /// The status a recorded step, coarsen or refine call had.
-    void recorded_status(const TapeOp& op, Status& st) const override;
-    /// The status a recorded objective term had.
-    void recorded_objective_status(int tindex, bool done, double residual_norm, Status& st) const override;
+    /// What the reverse sweep rebuilds the statuses of recorded calls from (now).
+    ReplayContext replay_context() const;
     void evaluate_objective(int index, CVec u);
 
     // relaxation.cpp: sweeps and the neighbour exchange they need

@@ -92,7 +92,6 @@ void Engine::setup(double tstart, double tstop, std::vector<double> times) {
     s.tstop_objective = opt_.has_tstop_objective ? opt_.tstop_objective : times_.back();
     sweep_.configure(s);
     arena_.set_save_ustop(app_->step_adjoint_uses_ustop());
-    sweep_.set_status_source(*this);
     check_objective_window();
     gupper0_ = opt_.periodic ? ntime_ - 1 : ntime_;
     build_hierarchy();

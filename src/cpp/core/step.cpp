@@ -97,27 +97,15 @@ void Engine::fill_point_status(int index, Phase phase, bool done, Status& st) co
     st.nrefine = refine_.nrefine;
 }
 
-void Engine::recorded_status(const TapeOp& op, Status& st) const {
-    // What fill_status gave the primal call, rebuilt in place (the reverse
-    // sweep keeps one status for these, one for objectives: the fields not
-    // set here keep their defaults).
-    const Level& g = levels_[op.level];
-    const bool space = op.kind == TapeOp::Kind::coarsen || op.kind == TapeOp::Kind::refine;
-    st.tstart = g.t(op.tindex);
-    st.tstop = space ? st.tstart : g.t(op.tindex + 1);  // coarsen/refine: the point's time (fill_space_status)
-    st.tindex = op.tindex;
-    st.level = op.level;
-    st.nlevels = nlevels();
-    st.iter = iter_;
-    st.done = op.done;
-    st.phase = static_cast<Phase>(op.phase);
-    st.residual_norm = op.residual_norm;
-    st.ntime = ntime_;
-}
-
-void Engine::recorded_objective_status(int tindex, bool done, double residual_norm, Status& st) const {
-    fill_point_status(tindex, Phase::objective, done, st);
-    st.residual_norm = residual_norm;
+ReplayContext Engine::replay_context() const {
+    ReplayContext c;
+    c.levels = &levels_;
+    c.nlevels = nlevels();
+    c.iter = iter_;
+    c.ntime = ntime_;
+    c.nrefine = refine_.nrefine;
+    c.estimates = opt_.error_estimation ? rich_.estimate.data() : nullptr;
+    return c;
 }
 
 Status Engine::initial_status() const {
