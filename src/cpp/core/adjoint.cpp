@@ -27,17 +27,15 @@ void zero_vector(Vec v, std::size_t bytes) noexcept {
         std::memset(v, 0, bytes);
     }
 }
+
+/// dst <- src for vectors of `bytes` (a scalar state without a call into the C library).
+void copy_vector(Vec dst, CVec src, std::size_t bytes) noexcept {
+    if (bytes == sizeof(double))
+        std::memcpy(dst, src, sizeof(double));
+    else
+        std::memcpy(dst, src, bytes);
+}
 }  // namespace
-
-void AdjointSweep::objective_term(CVec u, const Status& st) {
-    add_objective(objective_value(u, st));
-}
-
-double AdjointSweep::objective_value(CVec u, const Status& st) {
-    const double value = gate_.objective(u, st);
-    arena_.record_objective(u, st);
-    return value;
-}
 
 void AdjointSweep::begin_solve() {
     norms_.clear();
@@ -206,15 +204,8 @@ void AdjointSweep::reverse_op(const TapeOp& op, std::size_t& next_buffer) {
 }
 
 void AdjointSweep::reverse_step_record(const TapeOp& op) {
-    if (op.kind == TapeOp::Kind::group_end) {  // met first: the group's records follow, last first
-        in_group_ = true;
-        group_.clear();
-    } else if (op.kind == TapeOp::Kind::group_begin) {
-        in_group_ = false;
-        reverse_group();
-    } else if (in_group_) {
-        group_.push_back(op);  // grouped steps are recorded without parts (Tape::step)
-    } else {
+    const bool bracket = op.kind == TapeOp::Kind::group_end || op.kind == TapeOp::Kind::group_begin;
+    if (!bracket && !in_group_) {  // the commonest record: a step with its parts
         // The objective term the step absorbed (Tape::objective): the point stepped
         // to, with the step's done flag and residual norm.
         if (op.objective_saved != nullptr)
@@ -222,6 +213,14 @@ void AdjointSweep::reverse_step_record(const TapeOp& op) {
         reverse_after_step(op);
         reverse_step(op);
         if (op.pre_x != TapeOp::kNone) reverse_copy(op.y, op.pre_x);  // the copy the step started from
+    } else if (op.kind == TapeOp::Kind::group_end) {  // met first: the group's records follow, last first
+        in_group_ = true;
+        group_.clear();
+    } else if (op.kind == TapeOp::Kind::group_begin) {
+        in_group_ = false;
+        reverse_group();
+    } else {
+        group_.push_back(op);  // grouped steps are recorded without parts (Tape::step)
     }
 }
 
@@ -257,17 +256,16 @@ double AdjointSweep::update_iterate(const Level& g, int iter) {
     const std::size_t bytes = arena_.vector_bytes();
     Vec diff = arena_.storage().scratch.data();
     TemporalNorm norm(set_.tnorm);
-    for (int i = g.ilower; i <= g.iupper; ++i) {
-        const int slot = g.u_slot(i);
-        if (slot < 0 || (iter == 0 && !g.is_cpoint(i))) continue;
+    g.for_each_stored([&](int i, int slot) {
+        if (iter == 0 && !g.is_cpoint(i)) return;
         CVec fresh = arena_.bar_of(g.ua.at(slot));
         Vec kept = ubar_.data() + static_cast<std::size_t>(slot) * bytes;
         if (i > 0) {
             ops::difference(arena_.dtype(), arena_.vector_size(), fresh, kept, diff);
             norm.add(gate_.norm(diff));
         }
-        std::memcpy(kept, fresh, bytes);
-    }
+        copy_vector(kept, fresh, bytes);
+    });
     return norm.reduce(comm_);
 }
 
@@ -277,11 +275,10 @@ void AdjointSweep::seed(const Level& g) {
     // it unseeded makes its bar this sweep's d J / d u_0 alone.
     const std::size_t bytes = arena_.vector_bytes();
     arena_.zero_bars();
-    for (int i = std::max(g.ilower, 1); i <= g.iupper; ++i) {
-        const int slot = g.u_slot(i);
-        if (slot < 0) continue;
-        std::memcpy(arena_.bar_of(g.ua.at(slot)), ubar_.data() + static_cast<std::size_t>(slot) * bytes, bytes);
-    }
+    g.for_each_stored([&](int i, int slot) {
+        if (i >= 1)
+            copy_vector(arena_.bar_of(g.ua.at(slot)), ubar_.data() + static_cast<std::size_t>(slot) * bytes, bytes);
+    });
 }
 
 void AdjointSweep::initial_adjoint(const Level& g, const Status& initial) {

@@ -58,10 +58,15 @@ public:
 
     bool in_window(double t) const noexcept { return t >= set_.tstart_objective && t <= set_.tstop_objective; }
     /// f(u) at a fine point of the window: evaluated, summed, recorded.
-    void objective_term(CVec u, const Status& st);
+    void objective_term(CVec u, const Status& st) { add_objective(objective_value(u, st)); }
     /// f(u) evaluated and recorded, not summed: the caller adds it with
-    /// add_objective() in the order the one-by-one sweep would have.
-    double objective_value(CVec u, const Status& st);
+    /// add_objective() in the order the one-by-one sweep would have. Inline
+    /// (as the recording): one call per fine point and iteration.
+    double objective_value(CVec u, const Status& st) {
+        const double value = gate_.objective(u, st);
+        arena_.record_objective(u, st);
+        return value;
+    }
     void add_objective(double value) noexcept { local_objective_ += value; }
 
     /// A solve starts: fresh histories and objective, gradient zeroed.
@@ -94,23 +99,24 @@ private:
     double finish_objective();
     /// Replay the tape in reverse; the statuses from `context`.
     void reverse_sweep(const ReplayContext& context);
-    void reverse_copy(std::uint32_t y, std::uint32_t x);
-    void reverse_axpy(std::uint32_t y, std::uint32_t x, double a, double b);
+    [[gnu::always_inline]] inline void reverse_copy(std::uint32_t y, std::uint32_t x);
+    [[gnu::always_inline]] inline void reverse_axpy(std::uint32_t y, std::uint32_t x, double a, double b);
     /// The parts of a fused step record (what followed the step), reversed.
-    void reverse_after_step(const TapeOp& op);
-    void reverse_step(const TapeOp& op);
+    [[gnu::always_inline]] inline void reverse_after_step(const TapeOp& op);
+    [[gnu::always_inline]] inline void reverse_step(const TapeOp& op);
     /// The steps of one grouped primal call (collected in group_, last first):
     /// one step_adjoint_batch call when the app has it, else one by one.
     void reverse_group();
     /// The adjoint of the objective term of the level-0 point `tindex` (its
     /// state `saved`, its vector `y`), added to y's bar.
-    void reverse_objective(std::uint32_t y, CVec saved, int tindex, bool done, double residual_norm);
+    [[gnu::always_inline]] inline void reverse_objective(std::uint32_t y, CVec saved, int tindex, bool done,
+                                                         double residual_norm);
     /// The reverse of a coarsen or refine: the app's coarsen_adjoint / refine_adjoint.
     void reverse_space(const TapeOp& op);
     /// The reverse of one record (the reverse sweep's dispatch).
-    void reverse_op(const TapeOp& op, std::size_t& next_buffer);
+    [[gnu::always_inline]] inline void reverse_op(const TapeOp& op, std::size_t& next_buffer);
     /// A step record or a bracket of grouped steps (a group is replayed as one call at its start).
-    void reverse_step_record(const TapeOp& op);
+    [[gnu::always_inline]] inline void reverse_step_record(const TapeOp& op);
     void reverse_receive(const TapeOp& op, std::size_t& next_buffer);
     void reverse_send(const TapeOp& op);
     void seed(const Level& fine);

@@ -142,22 +142,25 @@ void CallbackGate::check_finite_n(const char* callback, CVec v, std::size_t n, c
     fail(callback, st, msg.str());
 }
 
-// Every callback runs inside this guard: a C++ or Python exception is announced
-// to the other ranks (so they raise instead of waiting) and then re-thrown
-// unchanged, keeping its type and traceback for the caller on this rank.
-#define PXB_GUARDED(callback, st, ...)                                            \
-    do {                                                                          \
-        try {                                                                     \
-            __VA_ARGS__;                                                          \
-        } catch (const RemoteRankError&) {                                        \
-            throw;                                                                \
-        } catch (const std::exception& e) {                                       \
-            comm_.notify_failure(context(callback, st) + " raised " + e.what());  \
-            throw;                                                                \
-        } catch (...) {                                                           \
-            comm_.notify_failure(context(callback, st) + " raised an exception"); \
-            throw;                                                                \
-        }                                                                         \
+void CallbackGate::announce_failure(const char* callback, const Status* st, const char* what) {
+    comm_.notify_failure(context(callback, st) + (what ? std::string(" raised ") + what : " raised an exception"));
+}
+
+// Every callback runs inside this guard: see CallbackGate::guarded (the same,
+// for statements).
+#define PXB_GUARDED(callback, st, ...)                \
+    do {                                              \
+        try {                                         \
+            __VA_ARGS__;                              \
+        } catch (const RemoteRankError&) {            \
+            throw;                                    \
+        } catch (const std::exception& e) {           \
+            announce_failure(callback, st, e.what()); \
+            throw;                                    \
+        } catch (...) {                               \
+            announce_failure(callback, st, nullptr);  \
+            throw;                                    \
+        }                                             \
     } while (0)
 
 void CallbackGate::init(double t, Vec u, const Status& st) {
@@ -301,32 +304,10 @@ double CallbackGate::inner_product(CVec u, CVec v) {
     return value;
 }
 
-double CallbackGate::objective(CVec u, const Status& st) {
-    ++counts_.objective;
-    tick();
-    double value = 0.0;
-    PXB_GUARDED("objective", &st, value = app_.objective_any(u, st));
-    if (!std::isfinite(value)) {
-        std::ostringstream msg;
-        msg << "returned " << value << "; an objective value must be finite";
-        fail("objective", &st, msg.str());
-    }
-    return value;
-}
-
-void CallbackGate::objective_adjoint(CVec u, Vec u_bar, double f_bar, const Status& st) {
-    ++counts_.objective_adjoint;
-    PXB_GUARDED("objective_adjoint", &st, app_.objective_adjoint_any(u, u_bar, f_bar, st));
-    check_finite("objective_adjoint", u_bar, &st);
-}
-
-void CallbackGate::step_adjoint(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st) {
-    ++counts_.step_adjoint;
-    tick();
-    PXB_GUARDED("step_adjoint", &st, app_.step_adjoint_any(u, ustop, u_bar, ustop_bar, st));
-    check_finite("step_adjoint", u_bar, &st);
-    // An adjoint that ignores ustop (a native app's promise) leaves ustop_bar as it got it: zero.
-    if (adjoint_uses_ustop_) check_finite("step_adjoint", ustop_bar, &st);
+void CallbackGate::objective_not_finite(double value, const Status& st) {
+    std::ostringstream msg;
+    msg << "returned " << value << "; an objective value must be finite";
+    fail("objective", &st, msg.str());
 }
 
 void CallbackGate::reset_gradient() {

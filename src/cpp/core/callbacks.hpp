@@ -4,13 +4,16 @@
 ///        callback is reported to the other ranks from here.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
 
 #include "core/app.hpp"
 #include "core/communication.hpp"
+#include "core/errors.hpp"
 #include "core/status.hpp"
 
 namespace pxb {
@@ -71,9 +74,30 @@ public:
     void step_with_basis(Vec u, CVec ustop, Status& st);
     /// The app's inner product, or the Euclidean dot product computed natively.
     double inner_product(CVec u, CVec v);
-    double objective(CVec u, const Status& st);
-    void objective_adjoint(CVec u, Vec u_bar, double f_bar, const Status& st);
-    void step_adjoint(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st);
+    // The adjoint's callbacks, inline: one call per fine point or step in every
+    // adjoint iteration, where the gate's own call costs as much as a scalar
+    // app's work. The same guard and checks as every other callback.
+    double objective(CVec u, const Status& st) {
+        ++counts_.objective;
+        tick();
+        double value = 0.0;
+        guarded("objective", &st, [&] { value = app_.objective_any(u, st); });
+        if (!std::isfinite(value)) objective_not_finite(value, st);
+        return value;
+    }
+    void objective_adjoint(CVec u, Vec u_bar, double f_bar, const Status& st) {
+        ++counts_.objective_adjoint;
+        guarded("objective_adjoint", &st, [&] { app_.objective_adjoint_any(u, u_bar, f_bar, st); });
+        check_finite("objective_adjoint", u_bar, &st);
+    }
+    void step_adjoint(CVec u, CVec ustop, Vec u_bar, Vec ustop_bar, const Status& st) {
+        ++counts_.step_adjoint;
+        tick();
+        guarded("step_adjoint", &st, [&] { app_.step_adjoint_any(u, ustop, u_bar, ustop_bar, st); });
+        check_finite("step_adjoint", u_bar, &st);
+        // An adjoint that ignores ustop (a native app's promise) leaves ustop_bar as it got it: zero.
+        if (adjoint_uses_ustop_) check_finite("step_adjoint", ustop_bar, &st);
+    }
     void reset_gradient();
     void init_adjoint(double t, CVec u_bar, const Status& st);
     /// The app's coarsen (st.level: the fine level); checks the coarse state.
@@ -120,13 +144,33 @@ private:
         if ((++ticks_ & 63u) == 0) comm_.maybe_check_interrupt();
     }
     [[noreturn]] void fail(const char* callback, const Status* st, const std::string& what);
+    /// Runs `call`, a callback: an exception it raises is announced to the
+    /// other ranks (so they raise instead of waiting), then re-thrown
+    /// unchanged, keeping its type and traceback for the caller on this rank.
+    template <class Call>
+    void guarded(const char* callback, const Status* st, Call&& call) {
+        try {
+            call();
+        } catch (const RemoteRankError&) {
+            throw;
+        } catch (const std::exception& e) {
+            announce_failure(callback, st, e.what());
+            throw;
+        } catch (...) {
+            announce_failure(callback, st, nullptr);
+            throw;
+        }
+    }
+    /// Tell the other ranks that `callback` raised (`what`; nullptr: not a std::exception).
+    void announce_failure(const char* callback, const Status* st, const char* what);
+    [[noreturn]] void objective_not_finite(double value, const Status& st);
     /// Throws (naming the callback and the call) when `v`, a state of the
     /// call's level, holds a NaN or an infinity. Inline for a one-value state:
     /// a scalar ODE's callbacks cost a few ns, a call to the general check as much.
     void check_finite(const char* callback, CVec v, const Status* st) {
-        const std::size_t n = size_at(st ? st->level : 0);
-        if (n == 1 && scalar_is_finite(v)) return;
-        check_finite_n(callback, v, n, st);
+        // A one-value state on level 0 is one on every level (no level is larger).
+        if (n_ == 1 && scalar_is_finite(v)) return;
+        check_finite_n(callback, v, size_at(st ? st->level : 0), st);
     }
     /// Whether the first value of `v` is finite (x - x is 0 exactly then).
     bool scalar_is_finite(CVec v) const noexcept {

@@ -69,6 +69,17 @@ struct Level {
         if (i % cfactor != 0) return -1;
         return i / cfactor - clower / cfactor;
     }
+    /// Call f(i, u_slot(i)) for each point of this level that ua stores, in
+    /// index order (without visiting the points it does not store).
+    template <class F>
+    void for_each_stored(F&& f) const {
+        if (stores_all) {
+            for (int i = ilower; i <= iupper; ++i) f(i, i - ilower);
+            return;
+        }
+        const int first = (ilower + cfactor - 1) / cfactor * cfactor;  // indices are >= 0
+        for (int i = first; i <= iupper; i += cfactor) f(i, u_slot(i));
+    }
     /// XBraid's _braid_GetInterval: the F-points flo..fhi and the C-point ci
     /// (-1 when none) of interval k, k = 0..ncpoints.
     void interval(int k, int& flo, int& fhi, int& ci) const noexcept {

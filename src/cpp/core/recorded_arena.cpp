@@ -74,8 +74,4 @@ void RecordedArena::received(Vec slot, int source, int tag) {
     if (recording_) tape_.recv(index_of(slot), source, tag);
 }
 
-void RecordedArena::record_objective(CVec u, const Status& st) {
-    if (recording_) tape_.objective(index_of(u), u, st);
-}
-
 }  // namespace pxb

@@ -115,8 +115,10 @@ public:
     void record_space(bool coarsen, CVec dst, CVec src, const Status& st) {
         if (recording_) tape_.space(coarsen, index_of(dst), index_of(src), st);
     }
-    /// An objective term f(u) was evaluated with status st.
-    void record_objective(CVec u, const Status& st);
+    /// An objective term f(u) was evaluated with status st (inline: one per fine point).
+    void record_objective(CVec u, const Status& st) {
+        if (recording_) tape_.objective(index_of(u), u, st);
+    }
 
     bool recording() const noexcept { return recording_; }
     /// Records while alive (when `on`), then restores the previous state.

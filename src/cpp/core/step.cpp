@@ -93,7 +93,7 @@ void Engine::fill_point_status(int index, Phase phase, bool done, Status& st) co
     st.phase = phase;
     st.residual_norm = current_rnorm_;
     st.ntime = ntime_;
-    st.error_estimate = error_estimate_at(0, index);
+    st.error_estimate = opt_.error_estimation ? error_estimate_at(0, index) : -1.0;  // no call per point without
     st.nrefine = refine_.nrefine;
 }
 

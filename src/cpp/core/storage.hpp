@@ -18,17 +18,19 @@
 
 namespace pxb {
 
-/// Saved vectors of the tape, all of one size (a state), named by their
-/// index: append-only within an iteration, reused after clear(). Each new
-/// chunk holds half as many vectors as all before it (memory within 1.5 times
-/// the peak use) and is never reallocated: a pointer into it stays valid
-/// until the Storage is destroyed.
+/// Saved vectors of the tape, all of one size (a state): appended during an
+/// iteration, read back last first by its reverse sweep (the tape's records
+/// name no saved value: the reverse sweep meets them in the reverse order of
+/// their saving), reused after clear(). Each new chunk holds half as many
+/// vectors as all before it (memory within 1.5 times the peak use) and is
+/// never reallocated: a pointer into it stays valid until the Storage is
+/// destroyed.
 class SavedValues {
 public:
     /// The size of every saved vector (set before the first save).
     void set_item_bytes(std::size_t bytes) { item_ = (bytes + sizeof(double) - 1) / sizeof(double); }
-    /// Copy one vector; returns its index.
-    std::uint32_t save(CVec v) {
+    /// Copy one vector after the ones saved before.
+    void save(CVec v) {
         // Saves are sequential: a cursor into the chunk being filled.
         if (count_ == write_end_) next_write_chunk();
         if (item_ == 1)
@@ -36,14 +38,32 @@ public:
         else
             std::memcpy(write_, v, item_ * sizeof(double));
         write_ += item_;
-        return count_++;
+        ++count_;
     }
-    CVec at(std::uint32_t index) const noexcept {
-        // The reverse sweep reads the chunks back to front: the chunk of the
-        // last read usually holds this one too.
-        if (index < read_begin_ || index >= read_end_) find_read_chunk(index);
-        return reinterpret_cast<CVec>(read_base_ + static_cast<std::size_t>(index - read_begin_) * item_);
+    /// Start reading back from the last value saved.
+    void rewind() noexcept {
+        read_index_ = count_;
+        if (count_ == 0) return;
+        // The chunk holding the last value (chunks fill one after the other, each to its end).
+        read_chunk_ =
+            static_cast<std::size_t>(std::upper_bound(begins_.begin(), begins_.end(), count_ - 1) - begins_.begin()) -
+            1;
+        read_begin_ = begins_[read_chunk_];
+        read_ = chunks_[read_chunk_].get() + static_cast<std::size_t>(count_ - read_begin_) * item_;
     }
+    /// The value saved before the one taken last (after rewind(): the last saved).
+    CVec take_last() noexcept {
+        if (read_index_ == read_begin_) {  // the chunk before, read from its end
+            --read_chunk_;
+            read_begin_ = begins_[read_chunk_];
+            read_ = chunks_[read_chunk_].get() + static_cast<std::size_t>(read_index_ - read_begin_) * item_;
+        }
+        --read_index_;
+        read_ -= item_;
+        return reinterpret_cast<CVec>(read_);
+    }
+    /// Values not read back since rewind() (0 after a whole reverse sweep).
+    std::uint32_t unread() const noexcept { return read_index_; }
     /// Forget the values (keep the chunks for the next iteration).
     void clear() noexcept {
         count_ = 0;
@@ -53,7 +73,9 @@ public:
 
 private:
     static constexpr std::size_t kFirstChunkDoubles = 1024;
-    void next_write_chunk() {
+    // Out of line: met once per chunk, it keeps save() small enough to inline
+    // into the recording of every step and objective term.
+    [[gnu::noinline]] void next_write_chunk() {
         // count_ is the first index of the next chunk (or of a new one).
         std::size_t c = 0;
         while (c < begins_.size() && begins_[c] != count_) ++c;
@@ -72,14 +94,6 @@ private:
         begins_.push_back(end_);
         end_ += static_cast<std::uint32_t>(items);
     }
-    void find_read_chunk(std::uint32_t index) const noexcept {
-        // The last chunk whose first index is <= index (few chunks: a short search).
-        const std::size_t c =
-            static_cast<std::size_t>(std::upper_bound(begins_.begin(), begins_.end(), index) - begins_.begin()) - 1;
-        read_begin_ = begins_[c];
-        read_end_ = c + 1 < begins_.size() ? begins_[c + 1] : end_;
-        read_base_ = chunks_[c].get();
-    }
     std::vector<std::unique_ptr<double[]>> chunks_;
     std::vector<std::uint32_t> begins_;  ///< first index of each chunk
     std::size_t item_ = 1;               ///< doubles per saved vector
@@ -88,9 +102,11 @@ private:
     // the chunk being written: its next slot and the index it ends at
     double* write_ = nullptr;
     std::uint32_t write_end_ = 0;
-    // the chunk of the last read: the indices it holds and its memory
-    mutable std::uint32_t read_begin_ = 0, read_end_ = 0;
-    mutable const double* read_base_ = nullptr;
+    // reading back: the next value to read is the one before read_index_, in
+    // chunk read_chunk_ (first index read_begin_), just before read_
+    std::uint32_t read_index_ = 0, read_begin_ = 0;
+    std::size_t read_chunk_ = 0;
+    const double* read_ = nullptr;
 };
 
 /// Bytes in 8-byte units (storage aligned for float64 and float32 alike).

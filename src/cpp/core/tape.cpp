@@ -97,14 +97,9 @@ void Tape::sum(std::uint32_t y, std::uint32_t x, bool add) {
 std::uint8_t Tape::new_norm_code(double residual_norm) {
     if (norms_.size() == 256) throw std::logic_error("pyxbraid internal error: too many residual norms on the tape");
     norms_.push_back(residual_norm);
-    return static_cast<std::uint8_t>(norms_.size() - 1);
-}
-
-void Tape::put_status(Writer& w, const Status& st, std::uint8_t norm) noexcept {
-    const std::uint8_t small[4] = {static_cast<std::uint8_t>(st.level), static_cast<std::uint8_t>(st.phase),
-                                   static_cast<std::uint8_t>(st.done), norm};
-    w.put(small);
-    w.put(static_cast<std::int32_t>(st.tindex));
+    last_norm_ = residual_norm;
+    last_norm_code_ = static_cast<std::uint8_t>(norms_.size() - 1);
+    return last_norm_code_;
 }
 
 void Tape::step(std::uint32_t y, std::uint32_t x, CVec u, CVec ustop, const Status& st) {
@@ -116,8 +111,8 @@ void Tape::step(std::uint32_t y, std::uint32_t x, CVec u, CVec ustop, const Stat
     Writer w = begin_record();
     w.put(y);
     w.put(x);
-    w.put(values_.save(u));
-    if (ustop != nullptr) w.put(values_.save(ustop));
+    values_.save(u);
+    if (ustop != nullptr) values_.save(ustop);
     put_status(w, st, code);
     if (pre) {
         w.put(last_copy_x_);
@@ -146,25 +141,10 @@ void Tape::space(bool coarsen, std::uint32_t y, std::uint32_t x, const Status& s
     end_record(w);
 }
 
-void Tape::objective(std::uint32_t y, CVec u, const Status& st) {
-    const std::uint8_t code = norm_code(st.residual_norm);
-    // The objective of the point a level-0 step just computed: a part of that
-    // step's record when its status follows from the step's (the reverse
-    // sweep rebuilds it), else a record of its own.
-    if (last_step_ == records_ && y == last_y_ && (last_parts_ & kObjective) == 0 && last_level_ == 0 &&
-        st.tindex == last_tindex_ + 1 && st.done == last_done_ && code == last_code_) {
-        Writer w{pos_ - (fused_ ? 2 : 1)};  // over its kind (and parts): rewritten below
-        w.put(values_.save(u));
-        last_parts_ = static_cast<std::uint8_t>(last_parts_ | kObjective);
-        w.put(last_parts_);
-        w.put(static_cast<std::uint8_t>(TapeOp::Kind::step_fused));
-        end_record(w);
-        fused_ = true;
-        return;
-    }
+void Tape::objective_record(std::uint32_t y, CVec u, const Status& st, std::uint8_t code) {
     Writer w = begin_record();
     w.put(y);
-    w.put(values_.save(u));
+    values_.save(u);
     const std::uint8_t small[2] = {static_cast<std::uint8_t>(st.done), code};
     w.put(small);
     w.put(static_cast<std::int32_t>(st.tindex));

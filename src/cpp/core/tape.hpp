@@ -4,8 +4,9 @@
 ///
 /// Records are compact, of a few fixed sizes, packed into one byte stream:
 /// vectors are named by their index in the engine's state arena (each has its
-/// bar at the same index in the bar arena), saved values by their index in the
-/// value store, a step's status by what the engine cannot recompute (level,
+/// bar at the same index in the bar arena), saved values not at all (the
+/// reverse sweep reads them back last first, as it meets the records), a
+/// step's status by what the engine cannot recompute (level,
 /// index, phase, done, the residual norm of the moment as a one-byte code),
 /// the usual axpy coefficients by the record's kind. Each record ends with its
 /// kind, so the stream is walked backwards. A step record absorbs what the
@@ -51,28 +52,32 @@ struct TapeOp {
         step_fused,  ///< in the stream only: a step with what followed it (decoded as step / step_aliased)
     };
     static constexpr std::uint32_t kNone = 0xffffffffu;  ///< no vector
+    // The fields are ordered by their initial value (zeros, then kNone), so
+    // that the one TapeOp the reverse sweep decodes per record starts with a
+    // few wide stores instead of one per field.
     Kind kind = Kind::copy;
-    std::uint32_t y =
-        0;  ///< vector index: destination / stepped vector / received slot / sent buffer / objective state
-    std::uint32_t x = 0;         ///< vector index: copy and axpy source; step: ustop
-    double a = 0.0, b = 0.0;     ///< axpy: y <- a x + b y
-    CVec saved = nullptr;        ///< saved input: step (u), objective (u)
-    CVec saved_ustop = nullptr;  ///< step: saved ustop (== saved for step_aliased)
-    int peer = -1, tag = 0;      ///< recv / send
     // step and objective: the status of the primal call, without what the
     // engine recomputes (times, iteration, sizes)
     std::uint8_t level = 0;
     std::uint8_t phase = 0;
     bool done = false;
+    std::uint32_t y =
+        0;  ///< vector index: destination / stepped vector / received slot / sent buffer / objective state
+    std::uint32_t x = 0;  ///< vector index: copy and axpy source; step: ustop
     std::int32_t tindex = 0;
-    double residual_norm = -1.0;
+    double a = 0.0, b = 0.0;         ///< axpy: y <- a x + b y
+    CVec saved = nullptr;            ///< saved input: step (u), objective (u)
+    CVec saved_ustop = nullptr;      ///< step: saved ustop (== saved for step_aliased)
+    CVec objective_saved = nullptr;  ///< step: then the objective of y (at tindex + 1), y's value saved
+    double post_b = 0.0;             ///< step: see post_x
+    int tag = 0;                     ///< recv / send
     // step: what the primal did to y just before and after the step, in this order
-    std::uint32_t pre_x = kNone;   ///< y <- pre_x, then the step
-    std::uint32_t post_x = kNone;  ///< then y <- post_x + post_b y (post_b = +1 or -1)
-    double post_b = 0.0;
+    std::uint32_t pre_x = kNone;       ///< y <- pre_x, then the step
+    std::uint32_t post_x = kNone;      ///< then y <- post_x + post_b y (post_b = +1 or -1)
     std::uint32_t store = kNone;       ///< then store <- y
     std::uint32_t accumulate = kNone;  ///< or then accumulate <- y + accumulate
-    CVec objective_saved = nullptr;    ///< then the objective of y (at tindex + 1), y's value saved
+    int peer = -1;                     ///< recv / send
+    double residual_norm = -1.0;
 
     bool ustop_is_u() const noexcept { return kind == Kind::step_aliased; }
 };
@@ -102,7 +107,25 @@ public:
     /// u: the step's input (saved); ustop: nullptr when it was u itself or when
     /// the app's adjoint does not use it (not saved).
     void step(std::uint32_t y, std::uint32_t x, CVec u, CVec ustop, const Status& st);
-    void objective(std::uint32_t y, CVec u, const Status& st);
+    /// Inline: one per fine point in every iteration of the adjoint.
+    void objective(std::uint32_t y, CVec u, const Status& st) {
+        const std::uint8_t code = norm_code(st.residual_norm);
+        // The objective of the point a level-0 step just computed: a part of that
+        // step's record when its status follows from the step's (the reverse
+        // sweep rebuilds it), else a record of its own.
+        if (last_step_ == records_ && y == last_y_ && (last_parts_ & tape_format::kObjective) == 0 &&
+            last_level_ == 0 && st.tindex == last_tindex_ + 1 && st.done == last_done_ && code == last_code_) {
+            Writer w{pos_ - (fused_ ? 2 : 1)};  // over its kind (and parts): rewritten below
+            values_.save(u);
+            last_parts_ = static_cast<std::uint8_t>(last_parts_ | tape_format::kObjective);
+            w.put(last_parts_);
+            w.put(static_cast<std::uint8_t>(TapeOp::Kind::step_fused));
+            end_record(w);
+            fused_ = true;
+            return;
+        }
+        objective_record(y, u, st, code);
+    }
     /// y <- coarsen(x) (or refine(x)): the linear map's adjoint needs no saved value.
     void space(bool coarsen, std::uint32_t y, std::uint32_t x, const Status& st);
     /// Brackets the step records of one grouped call (a kind byte each).
@@ -118,19 +141,24 @@ public:
         ++receives_;
     }
 
-    /// Call f(op) for every record, the last first.
+    /// Call f(op) for every record, the last first. One TapeOp serves every
+    /// record: each fills the fields its kind has (see decode), so the other
+    /// fields hold what an earlier record left there.
     template <class F>
     void replay_backward(F&& f) const {
         if (blocks_.empty()) return;
+        values_.rewind();  // the records' saved values, read back last first as the records are
+        TapeOp op;
         for (std::size_t b = current_ + 1; b-- > 0;) {
             const std::uint8_t* data = blocks_[b].bytes.get();
             std::size_t end = b == current_ ? static_cast<std::size_t>(pos_ - data) : blocks_[b].used;
             while (end > 0) {
                 const auto kind = static_cast<TapeOp::Kind>(data[end - 1]);
                 const std::size_t size =
-                    kind == TapeOp::Kind::step_fused ? fused_size(data[end - 2]) : record_size(kind);
+                    kind == TapeOp::Kind::step_fused ? tape_format::kFusedSizes.of[data[end - 2]] : record_size(kind);
                 const std::size_t begin = end - size;
-                f(decode(kind, data + begin, data + end));
+                decode(kind, data + begin, data + end, op);
+                f(static_cast<const TapeOp&>(op));
                 end = begin;
             }
         }
@@ -162,24 +190,33 @@ private:
     static constexpr std::size_t kMaxRecord = 48;
 
     static std::size_t record_size(TapeOp::Kind kind) noexcept;
-    static std::size_t fused_size(std::uint8_t parts) noexcept { return tape_format::fused_size(parts); }
     void read_status(const std::uint8_t*& p, TapeOp& op) const noexcept;
     /// The record [p, end) of kind `kind`.
-    TapeOp decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end) const noexcept;
-    void decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept;
-    void decode_fused(const std::uint8_t*& p, std::uint8_t parts, TapeOp& op) const noexcept;
+    /// The record [p, end) of kind `kind` into `op`: its kind and the fields
+    /// that kind has (a step: every step field, the parts it lacks as kNone /
+    /// nullptr); the others are left as they are.
+    void decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end, TapeOp& op) const noexcept;
+    /// A step's fields; `parts`: its fused parts (a plain step: kUstop or none).
+    void decode_step(const std::uint8_t*& p, std::uint8_t parts, TapeOp& op) const noexcept;
     void decode_coded_axpy(const std::uint8_t*& p, TapeOp& op) const noexcept;
     void decode_objective(const std::uint8_t*& p, TapeOp& op) const noexcept;
     /// The records other than groups and fused steps, after y.
     void decode_rest(const std::uint8_t*& p, TapeOp& op) const noexcept;
     void put(TapeOp::Kind kind, std::uint32_t y, std::uint32_t x);
+    /// An objective term in a record of its own.
+    void objective_record(std::uint32_t y, CVec u, const Status& st, std::uint8_t code);
     /// y <- x + y (`add`) or y <- x - y: a part of the last step's record when it can be.
     void sum(std::uint32_t y, std::uint32_t x, bool add);
     void put_message(TapeOp::Kind kind, std::uint32_t y, int peer, int tag);
-    static void put_status(Writer& w, const Status& st, std::uint8_t norm) noexcept;
+    static void put_status(Writer& w, const Status& st, std::uint8_t norm) noexcept {
+        const std::uint8_t small[4] = {static_cast<std::uint8_t>(st.level), static_cast<std::uint8_t>(st.phase),
+                                       static_cast<std::uint8_t>(st.done), norm};
+        w.put(small);
+        w.put(static_cast<std::int32_t>(st.tindex));
+    }
     /// The residual norm changes a few times per iteration: a code into norms_.
     std::uint8_t norm_code(double residual_norm) {
-        if (!norms_.empty() && norms_.back() == residual_norm) return static_cast<std::uint8_t>(norms_.size() - 1);
+        if (!norms_.empty() && last_norm_ == residual_norm) return last_norm_code_;
         return new_norm_code(residual_norm);
     }
     std::uint8_t new_norm_code(double residual_norm);
@@ -216,31 +253,33 @@ private:
     bool grouping_ = false;  ///< between group(true) and group(false): steps stay plain
     SavedValues& values_;
     std::vector<double> norms_;  ///< residual norms the recorded statuses had (coded by index)
+    double last_norm_ = 0.0;     ///< norms_.back() (when not empty) and its code
+    std::uint8_t last_norm_code_ = 0;
     std::size_t receives_ = 0;
 };
 
 // The reader, inline: the reverse sweep decodes every record.
 
 inline std::size_t Tape::record_size(TapeOp::Kind kind) noexcept {
-    // By kind, in the enum's order (a fused step's size comes from fused_size()).
+    // By kind, in the enum's order (a fused step's size comes from its parts: kFusedSizes).
     using tape_format::kPoint;
     using tape_format::kStatus;
     static constexpr std::size_t kSizes[] = {
-        8 + 1,             // copy
-        8 + 16 + 1,        // axpy
-        8 + 1,             // axpy_add
-        8 + 1,             // axpy_sub
-        8 + 1,             // axpy_neg
-        16 + kStatus + 1,  // step
-        12 + kStatus + 1,  // step_aliased
-        12 + 1,            // recv
-        12 + 1,            // send
-        8 + kPoint + 1,    // objective
-        1,                 // group_begin
-        1,                 // group_end
-        8 + kStatus + 1,   // coarsen
-        8 + kStatus + 1,   // refine
-        1,                 // step_fused: fused_size()
+        8 + 1,            // copy
+        8 + 16 + 1,       // axpy
+        8 + 1,            // axpy_add
+        8 + 1,            // axpy_sub
+        8 + 1,            // axpy_neg
+        8 + kStatus + 1,  // step
+        8 + kStatus + 1,  // step_aliased
+        12 + 1,           // recv
+        12 + 1,           // send
+        4 + kPoint + 1,   // objective
+        1,                // group_begin
+        1,                // group_end
+        8 + kStatus + 1,  // coarsen
+        8 + kStatus + 1,  // refine
+        1,                // step_fused: kFusedSizes
     };
     static_assert(sizeof(kSizes) / sizeof(kSizes[0]) == static_cast<std::size_t>(TapeOp::Kind::step_fused) + 1,
                   "one size per record kind");
@@ -263,28 +302,25 @@ inline void Tape::decode_coded_axpy(const std::uint8_t*& p, TapeOp& op) const no
     op.kind = TapeOp::Kind::axpy;
 }
 
-inline void Tape::decode_step(const std::uint8_t*& p, TapeOp& op) const noexcept {
-    op.x = tape_format::read<std::uint32_t>(p);
-    op.saved = values_.at(tape_format::read<std::uint32_t>(p));
-    op.saved_ustop = op.kind == TapeOp::Kind::step ? values_.at(tape_format::read<std::uint32_t>(p)) : op.saved;
+inline void Tape::decode_step(const std::uint8_t*& p, std::uint8_t parts, TapeOp& op) const noexcept {
+    using namespace tape_format;
+    op.kind = (parts & kUstop) != 0 ? TapeOp::Kind::step : TapeOp::Kind::step_aliased;
+    // Saved in this order: u, then ustop, then the objective's state: read back last first.
+    op.objective_saved = (parts & kObjective) != 0 ? values_.take_last() : nullptr;
+    const CVec ustop = (parts & kUstop) != 0 ? values_.take_last() : nullptr;
+    op.saved = values_.take_last();
+    op.saved_ustop = ustop != nullptr ? ustop : op.saved;
+    op.x = read<std::uint32_t>(p);
     read_status(p, op);
-}
-
-inline void Tape::decode_fused(const std::uint8_t*& p, std::uint8_t parts, TapeOp& op) const noexcept {
-    op.kind = (parts & tape_format::kUstop) != 0 ? TapeOp::Kind::step : TapeOp::Kind::step_aliased;
-    decode_step(p, op);
-    if ((parts & tape_format::kPre) != 0) op.pre_x = tape_format::read<std::uint32_t>(p);
-    if ((parts & tape_format::kPost) != 0) {
-        op.post_x = tape_format::read<std::uint32_t>(p);
-        op.post_b = (parts & tape_format::kPostAdd) != 0 ? 1.0 : -1.0;
-    }
-    if ((parts & tape_format::kStore) != 0) op.store = tape_format::read<std::uint32_t>(p);
-    if ((parts & tape_format::kAccumulate) != 0) op.accumulate = tape_format::read<std::uint32_t>(p);
-    if ((parts & tape_format::kObjective) != 0) op.objective_saved = values_.at(tape_format::read<std::uint32_t>(p));
+    op.pre_x = (parts & kPre) != 0 ? read<std::uint32_t>(p) : TapeOp::kNone;
+    op.post_x = (parts & kPost) != 0 ? read<std::uint32_t>(p) : TapeOp::kNone;
+    op.post_b = (parts & kPostAdd) != 0 ? 1.0 : -1.0;
+    op.store = (parts & kStore) != 0 ? read<std::uint32_t>(p) : TapeOp::kNone;
+    op.accumulate = (parts & kAccumulate) != 0 ? read<std::uint32_t>(p) : TapeOp::kNone;
 }
 
 inline void Tape::decode_objective(const std::uint8_t*& p, TapeOp& op) const noexcept {
-    op.saved = values_.at(tape_format::read<std::uint32_t>(p));
+    op.saved = values_.take_last();
     op.phase = static_cast<std::uint8_t>(Phase::objective);
     op.done = p[0] != 0;
     op.residual_norm = norms_[p[1]];
@@ -292,21 +328,19 @@ inline void Tape::decode_objective(const std::uint8_t*& p, TapeOp& op) const noe
     op.tindex = tape_format::read<std::int32_t>(p);
 }
 
-inline TapeOp Tape::decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end) const noexcept {
-    TapeOp op;
+inline void Tape::decode(TapeOp::Kind kind, const std::uint8_t* p, const std::uint8_t* end, TapeOp& op) const noexcept {
     op.kind = kind;
     switch (kind) {
         case TapeOp::Kind::group_begin:
-        case TapeOp::Kind::group_end: return op;  // nothing but the kind
-        case TapeOp::Kind::step_fused:            // the commonest record
+        case TapeOp::Kind::group_end: return;  // nothing but the kind
+        case TapeOp::Kind::step_fused:         // the commonest record
             op.y = tape_format::read<std::uint32_t>(p);
-            decode_fused(p, end[-2], op);
-            return op;
+            decode_step(p, end[-2], op);
+            return;
         default: break;
     }
     op.y = tape_format::read<std::uint32_t>(p);
     decode_rest(p, op);
-    return op;
 }
 
 inline void Tape::decode_rest(const std::uint8_t*& p, TapeOp& op) const noexcept {
@@ -325,8 +359,8 @@ inline void Tape::decode_rest(const std::uint8_t*& p, TapeOp& op) const noexcept
             op.peer = tape_format::read<std::int32_t>(p);
             op.tag = tape_format::read<std::int32_t>(p);
             break;
-        case TapeOp::Kind::step:
-        case TapeOp::Kind::step_aliased: decode_step(p, op); break;
+        case TapeOp::Kind::step: decode_step(p, tape_format::kUstop, op); break;
+        case TapeOp::Kind::step_aliased: decode_step(p, 0, op); break;
         case TapeOp::Kind::coarsen:
         case TapeOp::Kind::refine:
             op.x = tape_format::read<std::uint32_t>(p);

@@ -15,16 +15,19 @@ namespace tape_format {
 //   copy, axpy_add/sub/neg:  y u32, x u32
 //   axpy:                    y u32, x u32, a f64, b f64
 //   recv / send:             y u32, peer i32, tag i32
-//   step:                    y u32, x u32, saved u32, saved ustop u32, status
-//   step_aliased:            y u32, x u32, saved u32, status
-//   step_fused:              y u32, x u32, saved u32, [saved ustop u32], status,
-//                            [pre x u32], [post x u32], [store / accumulate z u32],
-//                            [objective saved u32], parts u8
-//   objective:               y u32, saved u32, point
+//   step:                    y u32, x u32, status (u and ustop saved)
+//   step_aliased:            y u32, x u32, status (u saved)
+//   step_fused:              y u32, x u32, status, [pre x u32], [post x u32],
+//                            [store / accumulate z u32], parts u8 (u, [ustop],
+//                            [the objective's state] saved)
+//   objective:               y u32, point (its state saved)
 //   group_begin / group_end: nothing but the kind
 //   coarsen / refine:        y u32, x u32, status
 // status: level u8, phase u8, done u8, residual norm code u8, tindex i32
 // point (level 0, phase objective): done u8, residual norm code u8, tindex i32
+// Saved values are not named in the records: a record's values are saved in
+// the order listed, and the reverse sweep, meeting the records last first,
+// reads them back last first (SavedValues::take_last).
 constexpr std::size_t kStatus = 4 + sizeof(std::int32_t);
 constexpr std::size_t kPoint = 2 + sizeof(std::int32_t);
 
@@ -50,9 +53,20 @@ T read(const std::uint8_t*& p) noexcept {
 
 /// A fused step's size from its parts.
 constexpr std::size_t fused_size(std::uint8_t parts) noexcept {
-    return 12 + kStatus + 2 + ((parts & kUstop) ? 4 : 0) + ((parts & kPre) ? 4 : 0) + ((parts & kPost) ? 4 : 0) +
-           ((parts & kLast) ? 4 : 0) + ((parts & kObjective) ? 4 : 0);
+    return 8 + kStatus + 2 + ((parts & kPre) ? 4 : 0) + ((parts & kPost) ? 4 : 0) + ((parts & kLast) ? 4 : 0);
 }
+
+/// fused_size of every parts byte (the reverse sweep looks a fused step's size up).
+struct FusedSizes {
+    std::uint8_t of[128];
+};
+constexpr FusedSizes make_fused_sizes() noexcept {
+    FusedSizes t{};
+    for (unsigned parts = 0; parts < 128; ++parts)
+        t.of[parts] = static_cast<std::uint8_t>(fused_size(static_cast<std::uint8_t>(parts)));
+    return t;
+}
+inline constexpr FusedSizes kFusedSizes = make_fused_sizes();
 
 }  // namespace tape_format
 }  // namespace pxb

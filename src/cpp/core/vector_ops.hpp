@@ -56,6 +56,12 @@ const T* as(CVec v) noexcept {
     return reinterpret_cast<const T*>(v);
 }
 
+/// A state of one float64 (a scalar ODE): the reverse sweep's loops below
+/// take it without the loop and the type dispatch (the same arithmetic).
+inline bool is_scalar64(DType d, std::size_t n) noexcept {
+    return n == 1 && d == DType::float64;
+}
+
 /// The Euclidean dot product, summed in index order (XBraid's ex-07 InnerProd).
 inline double dot(DType d, std::size_t n, CVec x, CVec y) noexcept {
     return with_type(d, [&](auto zero) {
@@ -81,6 +87,11 @@ inline void axpy(DType d, std::size_t n, double a, CVec x, double b, Vec y) noex
 
 /// x_bar += y_bar; y_bar = 0 (the reverse of a copy y <- x)
 inline void move_add(DType d, std::size_t n, Vec ybar, Vec xbar) noexcept {
+    if (is_scalar64(d, n)) {
+        as<double>(xbar)[0] += as<double>(ybar)[0];
+        as<double>(ybar)[0] = 0.0;
+        return;
+    }
     with_type(d, [&](auto zero) {
         using T = decltype(zero);
         T* ys = as<T>(ybar);
@@ -94,6 +105,10 @@ inline void move_add(DType d, std::size_t n, Vec ybar, Vec xbar) noexcept {
 
 /// y += a x
 inline void add_scaled(DType d, std::size_t n, double a, CVec x, Vec y) noexcept {
+    if (is_scalar64(d, n)) {
+        as<double>(y)[0] += a * as<double>(x)[0];
+        return;
+    }
     with_type(d, [&](auto zero) {
         using T = decltype(zero);
         const T* xs = as<T>(x);
@@ -105,6 +120,10 @@ inline void add_scaled(DType d, std::size_t n, double a, CVec x, Vec y) noexcept
 
 /// y += x
 inline void add(DType d, std::size_t n, CVec x, Vec y) noexcept {
+    if (is_scalar64(d, n)) {
+        as<double>(y)[0] += as<double>(x)[0];
+        return;
+    }
     with_type(d, [&](auto zero) {
         using T = decltype(zero);
         const T* xs = as<T>(x);
@@ -115,6 +134,10 @@ inline void add(DType d, std::size_t n, CVec x, Vec y) noexcept {
 
 /// y *= c
 inline void scale(DType d, std::size_t n, double c, Vec y) noexcept {
+    if (is_scalar64(d, n)) {
+        as<double>(y)[0] *= c;
+        return;
+    }
     with_type(d, [&](auto zero) {
         using T = decltype(zero);
         T* ys = as<T>(y);
