@@ -99,6 +99,9 @@ private:
     double finish_objective();
     /// Replay the tape in reverse; the statuses from `context`.
     void reverse_sweep(const ReplayContext& context);
+    // The reverse of one record, below, is inlined into the sweep's loop
+    // (always_inline): each is a few dozen instructions, as many as a call
+    // through the reused TapeOp would add (measured in benchmarks/README.md).
     [[gnu::always_inline]] inline void reverse_copy(std::uint32_t y, std::uint32_t x);
     [[gnu::always_inline]] inline void reverse_axpy(std::uint32_t y, std::uint32_t x, double a, double b);
     /// The parts of a fused step record (what followed the step), reversed.
